@@ -1,0 +1,42 @@
+# The two set-up commands of the README. Each creates .venv when missing and installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mxlaunch-installed
+DEMO_DIR ?= runs/demo
+DATA_DIR ?= data/digits
+
+.PHONY: demo test venv system-packages bench clean
+
+venv: $(STAMP)
+
+# Debian packages the SSH test bed needs; only root can install them, others get a skip in the tests.
+system-packages:
+	@if [ "$$(id -u)" = 0 ] && [ ! -x /usr/sbin/sshd ] && command -v apt-get >/dev/null; then \
+		echo "installing openssh-server (SSH test bed)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server iproute2 >/dev/null; \
+	fi
+
+$(STAMP): setup.py | system-packages
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[cpu,test]'
+	@touch $@
+
+demo: venv
+	$(PY) -m trainer data digits --out $(DATA_DIR)
+	OMP_NUM_THREADS=2 $(PY) -m trainer fit --network resnet --num-layers 8 \
+		--data-train $(DATA_DIR)/digits_train.rec --data-val $(DATA_DIR)/digits_val.rec \
+		--image-shape 3,28,28 --pad-size 0 --random-crop 1 --random-mirror 0 \
+		--batch-size 32 --num-epochs 10 --lr 0.1 --lr-factor 0.1 --lr-step-epochs 6,9 \
+		--model-prefix $(DEMO_DIR)/digits-resnet8
+
+test: venv
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) bench/trainer_throughput.py
+
+clean:
+	rm -rf $(VENV) runs data build *.egg-info

@@ -1,0 +1,11 @@
+"""`launch plot` (not built yet)."""
+import click
+
+from launcher.errors import CommandError
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def plot(args) -> None:
+    """Not built yet."""
+    raise CommandError("launch plot is not built yet")
