@@ -12,6 +12,8 @@ import sys
 import click
 
 EXIT_USAGE = 2
+# click >= 8.2 raises this for a group called without a subcommand; older clicks print help themselves.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 class CommandError(click.ClickException):
@@ -37,7 +39,7 @@ def run_cli(command: click.BaseCommand, prog_name: str, args=None) -> None:
     except click.exceptions.Abort:
         click.echo(f"{prog_name}: interrupted", err=True)
         sys.exit(130)
-    except click.exceptions.NoArgsIsHelp as exc:  # `prog group` with no subcommand: help is wanted
+    except _NO_ARGS_IS_HELP as exc:  # `prog group` with no subcommand: help is wanted
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
         sys.exit(EXIT_USAGE)
     except click.UsageError as exc:  # click's own parsing errors: unknown option, bad value, ...
