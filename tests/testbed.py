@@ -1,0 +1,353 @@
+"""A real multi-host cluster on this machine: network namespaces on a private bridge, one sshd each.
+
+    bed = up(3)          # Bed: .hosts (launcher Host objects), .key, .known_hosts, .shared, ...
+    ...
+    bed.down()           # kills everything in the namespaces, stops sshd, removes veths, netns, bridge
+
+Recipe and pitfalls: /work/shared/testbed.md. Names are unique per run (prefix `mxb<6 hex>`), the subnet is
+a 10.x.y.0/24 that no interface or route of this machine uses; no default route in the namespaces and
+ip_forward untouched, so nothing can leave the machine. Host keys are generated per run and written to
+`known_hosts`; the client key pair too (keys from git would have the wrong mode).
+
+`bed_fixture(n, scope)` makes a pytest fixture that skips (with the reason) when not root or when sshd or
+`ip netns` are missing, and always tears the bed down, even when a test fails.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from launcher.hosts import Host
+
+SSHD = "/usr/sbin/sshd"
+SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
+IP = shutil.which("ip") or "/usr/sbin/ip"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+STATE_ROOT = os.path.join(tempfile.gettempdir(), "mxlaunch-beds")
+
+
+class BedError(RuntimeError):
+    pass
+
+
+def _run(*argv: str, timeout: float = 15, check: bool = True, input: Optional[bytes] = None) -> str:
+    proc = subprocess.run(argv, capture_output=True, timeout=timeout, input=input,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise BedError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout.decode(errors="replace")
+
+
+def why_unavailable() -> Optional[str]:
+    """None when a bed can be made here, else the reason (for pytest.skip)."""
+    if os.geteuid() != 0:
+        return "the SSH test bed needs root (network namespaces); CI runs as root"
+    if not os.access(SSHD, os.X_OK):
+        return f"the SSH test bed needs openssh-server ({SSHD} missing; `make test` installs it as root)"
+    if not shutil.which("ip"):
+        return "the SSH test bed needs iproute2 (`ip`)"
+    try:
+        _run(IP, "netns", "list", timeout=5)
+    except (BedError, OSError, subprocess.TimeoutExpired) as exc:
+        return f"`ip netns` does not work here: {exc}"
+    return None
+
+
+def _used_networks() -> List[ipaddress.IPv4Network]:
+    nets = []
+    for line in _run(IP, "-4", "-o", "addr", "show").splitlines() + _run(IP, "-4", "route", "show").splitlines():
+        for word in line.split():
+            if "/" in word or word[:1].isdigit():
+                try:
+                    nets.append(ipaddress.IPv4Network(word, strict=False))
+                except ValueError:
+                    pass
+    return nets
+
+
+def _pick_subnet(rng: random.Random) -> ipaddress.IPv4Network:
+    used = _used_networks()
+    for _ in range(200):
+        net = ipaddress.IPv4Network(f"10.{rng.randint(200, 254)}.{rng.randint(0, 255)}.0/24")
+        if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
+            return net
+    raise BedError("no free private /24 for the bed")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Alive and not a zombie (kill -0 calls a zombie alive)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise BedError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class BedHost:
+    index: int
+    netns: str
+    address: str
+    veth: str  # the root-namespace end, on the bridge
+    dir: str
+    sshd_pid: Optional[int] = None
+    host_key_line: str = ""
+
+    @property
+    def host(self) -> Host:
+        return Host(self.address, user="root", port=22)
+
+
+@dataclass
+class Bed:
+    name: str
+    bridge: str
+    subnet: str
+    gateway: str  # the root namespace's address on the bridge (this machine, seen from the hosts)
+    dir: str
+    key: str  # client private key (ed25519)
+    known_hosts: str
+    shared: str  # stands in for EFS
+    members: List[BedHost] = field(default_factory=list)
+
+    @property
+    def hosts(self) -> Tuple[Host, ...]:
+        return tuple(m.host for m in self.members)
+
+    def hostfile(self, slots: Optional[List[int]] = None) -> str:
+        path = os.path.join(self.dir, "hostfile")
+        with open(path, "w") as fh:
+            for i, m in enumerate(self.members):
+                fh.write(f"root@{m.address} slots={slots[i] if slots else 1}\n")
+        return path
+
+    # ------------------------------------------------------------------------------ inspection
+    def pids(self, i: int) -> List[int]:
+        """PIDs of every process in namespace i (sshd included)."""
+        out = _run(IP, "netns", "pids", self.members[i].netns, check=False, timeout=5)
+        return [int(p) for p in out.split() if p.isdigit() and _pid_alive(int(p))]
+
+    def job_pids(self, i: int) -> List[int]:
+        """PIDs in namespace i other than the listening sshd (i.e. sessions and what they started)."""
+        return [p for p in self.pids(i) if p != self.members[i].sshd_pid]
+
+    def cmdlines(self, i: int) -> List[List[str]]:
+        lines = []
+        for pid in self.pids(i):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    lines.append([a.decode(errors="replace") for a in fh.read().split(b"\0") if a])
+            except OSError:
+                pass
+        return lines
+
+    def exec(self, i: int, *argv: str, timeout: float = 15) -> subprocess.CompletedProcess:
+        """Run argv inside namespace i (no SSH), e.g. to probe connectivity between hosts."""
+        return subprocess.run([IP, "netns", "exec", self.members[i].netns, *argv], capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    # ------------------------------------------------------------------------------- sshd control
+    def start_sshd(self, i: int, timeout: float = 10) -> None:
+        m = self.members[i]
+        pidfile = os.path.join(m.dir, "sshd.pid")
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        _run(IP, "netns", "exec", m.netns, SSHD, "-f", os.path.join(m.dir, "sshd_config"),
+             "-E", os.path.join(m.dir, "sshd.log"), timeout=timeout)
+        m.sshd_pid = int(wait_for(lambda: _read(pidfile).strip(), timeout, what=f"{pidfile}"))
+        wait_for(lambda: _port_open(m.address, 22), timeout, what=f"sshd on {m.address}:22")
+
+    def stop_sshd(self, i: int, timeout: float = 5) -> None:
+        m = self.members[i]
+        if m.sshd_pid:
+            _kill_and_wait([m.sshd_pid], timeout)
+            m.sshd_pid = None
+
+    def kill_jobs(self, i: int, timeout: float = 5) -> None:
+        _kill_and_wait(self.job_pids(i), timeout)
+
+    # ---------------------------------------------------------------------------------- teardown
+    def down(self) -> List[str]:
+        """Remove everything; returns the problems (empty list: clean). Never raises on a half-built bed."""
+        problems = []
+        for i, m in enumerate(self.members):
+            try:
+                pids = self.pids(i)
+                if m.sshd_pid and _pid_alive(m.sshd_pid) and m.sshd_pid not in pids:
+                    pids.append(m.sshd_pid)
+                left = _kill_and_wait(pids, 5)
+                if left:
+                    problems.append(f"{m.netns}: processes survive SIGKILL: {left}")
+            except Exception as exc:  # keep going: the links and namespaces must go regardless
+                problems.append(f"{m.netns}: {exc}")
+        for m in self.members:
+            _run(IP, "link", "del", m.veth, check=False)
+            _run(IP, "netns", "del", m.netns, check=False)
+        _run(IP, "link", "del", self.bridge, check=False)
+        problems += leftovers(self.name)
+        if not problems:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return problems
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def _kill_and_wait(pids: List[int], timeout: float) -> List[int]:
+    """TERM, wait (bounded), KILL, wait. Returns PIDs still alive."""
+    pids = [p for p in pids if p != os.getpid()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+            time.sleep(0.02)
+        pids = [p for p in pids if _pid_alive(p)]
+        if not pids:
+            return []
+    return pids
+
+
+def leftovers(name: str) -> List[str]:
+    """Namespaces or links of bed `name` that still exist (a leak)."""
+    found = []
+    for line in _run(IP, "netns", "list", check=False).splitlines():
+        if line.split() and line.split()[0].startswith(name):
+            found.append(f"namespace {line.split()[0]} left behind")
+    for line in _run(IP, "-o", "link", "show", check=False).splitlines():
+        parts = line.split(":")
+        if len(parts) > 1 and parts[1].strip().split("@")[0].startswith(name):
+            found.append(f"link {parts[1].strip().split('@')[0]} left behind")
+    return found
+
+
+SSHD_CONFIG = """\
+ListenAddress {address}:22
+HostKey {dir}/ssh_host_ed25519_key
+PidFile {dir}/sshd.pid
+AuthorizedKeysFile {authorized_keys}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+UsePAM no
+StrictModes no
+UseDNS no
+MaxStartups 100
+MaxSessions 100
+PrintMotd no
+LogLevel VERBOSE
+Subsystem sftp {sftp}
+"""
+
+
+def up(n: int, name: Optional[str] = None) -> Bed:
+    """Create a bed of `n` hosts and start their sshd. On any failure, what was made is removed."""
+    if n < 1:
+        raise BedError("a bed needs at least one host")
+    rng = random.Random()
+    name = name or f"mxb{rng.getrandbits(24):06x}"
+    net = _pick_subnet(rng)
+    addrs = list(net.hosts())
+    os.makedirs(STATE_ROOT, exist_ok=True)
+    bed_dir = tempfile.mkdtemp(prefix=name + "-", dir=STATE_ROOT)
+    bed = Bed(name=name, bridge=f"{name}br", subnet=str(net), gateway=str(addrs[0]), dir=bed_dir,
+              key=os.path.join(bed_dir, "id_ed25519"), known_hosts=os.path.join(bed_dir, "known_hosts"),
+              shared=os.path.join(bed_dir, "shared"))
+    with open(os.path.join(bed_dir, "bed.json"), "w") as fh:
+        json.dump({"name": name, "owner_pid": os.getpid(), "subnet": str(net)}, fh)
+    try:
+        os.makedirs(bed.shared)
+        _run(SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", f"{name}-client", "-f", bed.key)
+        authorized = os.path.join(bed_dir, "authorized_keys")
+        shutil.copy(bed.key + ".pub", authorized)
+        _run(IP, "link", "add", bed.bridge, "type", "bridge")
+        _run(IP, "addr", "add", f"{bed.gateway}/24", "dev", bed.bridge)
+        _run(IP, "link", "set", bed.bridge, "up")
+        for i in range(n):
+            m = BedHost(index=i, netns=f"{name}h{i}", address=str(addrs[i + 1]), veth=f"{name}v{i}",
+                        dir=os.path.join(bed_dir, f"h{i}"))
+            bed.members.append(m)
+            os.makedirs(m.dir)
+            _run(IP, "netns", "add", m.netns)
+            _run(IP, "link", "add", m.veth, "type", "veth", "peer", "name", f"{name}p{i}")
+            _run(IP, "link", "set", f"{name}p{i}", "netns", m.netns)
+            _run(IP, "link", "set", m.veth, "master", bed.bridge)
+            _run(IP, "link", "set", m.veth, "up")
+            ns = (IP, "netns", "exec", m.netns, IP)
+            _run(*ns, "link", "set", f"{name}p{i}", "name", "eth0")
+            _run(*ns, "addr", "add", f"{m.address}/24", "dev", "eth0")
+            _run(*ns, "link", "set", "eth0", "up")
+            _run(*ns, "link", "set", "lo", "up")
+            hostkey = os.path.join(m.dir, "ssh_host_ed25519_key")
+            _run(SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", m.netns, "-f", hostkey)
+            m.host_key_line = " ".join(_read(hostkey + ".pub").split()[:2])
+            with open(os.path.join(m.dir, "sshd_config"), "w") as fh:
+                fh.write(SSHD_CONFIG.format(address=m.address, dir=m.dir, authorized_keys=authorized,
+                                            sftp=SFTP_SERVER))
+        with open(bed.known_hosts, "w") as fh:
+            for m in bed.members:
+                fh.write(f"{m.address} {m.host_key_line}\n")
+        for i in range(n):
+            bed.start_sshd(i)
+    except BaseException:
+        bed.down()
+        raise
+    return bed
+
+
+def bed_fixture(n: int, scope: str = "module"):
+    """A pytest fixture yielding an up(n) bed, skipped with the reason where a bed cannot be made."""
+    import pytest
+
+    @pytest.fixture(scope=scope)
+    def _bed():
+        reason = why_unavailable()
+        if reason:
+            pytest.skip(reason)
+        bed = up(n)
+        try:
+            yield bed
+        finally:
+            problems = bed.down()
+            assert not problems, f"test bed teardown left: {problems}"
+
+    return _bed
