@@ -1,0 +1,203 @@
+"""`trainer`: fit, fine-tune and data commands, with the option names of MXNet's image-classification scripts."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from launcher.errors import UsageError, run_cli
+from trainer.config import DIST_ROLE_VAR, FitConfig
+
+KV_STORES = ("local", "device", "nccl", "dist_sync", "dist_async", "dist_sync_device", "dist_async_device",
+             "dist_device_sync")
+
+
+class _RankFilter(logging.Filter):
+    """Puts `Node[rank]` in every line, as MXNet's fit.py does; the rank is known once the kvstore connects."""
+
+    rank = 0
+
+    def filter(self, record):
+        record.rank = self.rank
+        return True
+
+
+def setup_logging() -> _RankFilter:
+    rank_filter = _RankFilter()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)-15s Node[%(rank)s] %(message)s"))
+    handler.addFilter(rank_filter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    return rank_filter
+
+
+def _int_tuple(option: str, text: str, length=None):
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip() != "")
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected comma-separated integers") from None
+    if length is not None and len(values) != length:
+        raise UsageError(f"{option} {text!r}: expected {length} comma-separated integers, e.g. 3,28,28")
+    return values
+
+
+def _shared_options(command):
+    """The options of MXNet's common/fit.py and common/data.py, under the same names."""
+    options = [
+        click.option("--network", default="resnet", show_default=True, help="resnet or resnext"),
+        click.option("--num-layers", type=int, default=20, show_default=True,
+                     help="depth: resnet 6n+2 (CIFAR form) or 18/34/50/101/152/200; resnext 9n+2 or 50/101/152"),
+        click.option("--num-group", type=int, default=None, help="ResNeXt cardinality (groups)"),
+        click.option("--bottleneck-width", type=int, default=None, help="ResNeXt channels per group"),
+        click.option("--gpus", default="", help="GPUs to use, e.g. 0,1,2,3 (empty: CPU)"),
+        click.option("--kv-store", default=None,
+                     help="local, device, dist_sync, dist_async, ... (default: dist_sync under `launch`, else local)"),
+        click.option("--num-epochs", "--num-epoch", "num_epochs", type=int, default=10, show_default=True),
+        click.option("--lr", type=float, default=0.1, show_default=True),
+        click.option("--lr-factor", type=float, default=0.1, show_default=True),
+        click.option("--lr-step-epochs", default="", help="epochs at which lr *= lr-factor, e.g. 25,50,...,300"),
+        click.option("--optimizer", default="sgd", show_default=True),
+        click.option("--mom", type=float, default=0.9, show_default=True),
+        click.option("--wd", type=float, default=0.0001, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
+                     help="per worker (over all its GPUs)"),
+        click.option("--disp-batches", type=click.IntRange(min=0), default=20, show_default=True),
+        click.option("--model-prefix", default=None, help="checkpoint prefix: PREFIX-symbol.json, PREFIX-%04d.params"),
+        click.option("--save-period", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--data-train", required=True, help="training .rec"),
+        click.option("--data-val", default=None, help="validation .rec"),
+        click.option("--num-examples", type=click.IntRange(min=1), default=None,
+                     help="training examples per epoch (default: the record count)"),
+        click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True),
+        click.option("--image-shape", default="3,28,28", show_default=True),
+        click.option("--pad-size", type=click.IntRange(min=0), default=4, show_default=True),
+        click.option("--random-crop", type=click.IntRange(0, 1), default=1, show_default=True),
+        click.option("--random-mirror", type=click.IntRange(0, 1), default=1, show_default=True),
+        click.option("--data-nthreads", type=click.IntRange(min=1), default=None),
+        click.option("--seed", type=int, default=None),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _config(ctx: click.Context, **kw) -> FitConfig:
+    from trainer.schedule import parse_step_epochs
+
+    explicit = frozenset("--" + name.replace("_", "-") for name in kw
+                         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE)
+    if kw["kv_store"] and kw["kv_store"] not in KV_STORES:
+        raise UsageError(f"unknown --kv-store {kw['kv_store']!r}: choose one of {', '.join(KV_STORES)}")
+    kw["image_shape"] = _int_tuple("--image-shape", kw["image_shape"], 3)
+    kw["gpus"] = _int_tuple("--gpus", kw["gpus"])
+    kw["lr_step_epochs"] = parse_step_epochs(kw["lr_step_epochs"])
+    kw["random_crop"], kw["random_mirror"] = bool(kw["random_crop"]), bool(kw["random_mirror"])
+    kw["network"] = kw["network"].lower()
+    from trainer import networks
+
+    if kw["network"] not in networks.NETWORKS:
+        raise UsageError(f"unknown --network {kw['network']!r}: choose one of {', '.join(networks.NETWORKS)}")
+    return FitConfig(explicit=explicit, **kw)
+
+
+def _train(cfg: FitConfig) -> None:
+    """Run training; under dist_* a failure exits at once (MXNet's finalize barrier would block a clean exit)."""
+    rank_filter = setup_logging()
+    distributed = cfg.resolved_kv_store().startswith("dist")
+
+    def set_rank(rank):
+        rank_filter.rank = rank
+
+    from trainer import fit
+
+    try:
+        fit.run(cfg, on_rank=set_rank)
+    except BaseException as exc:
+        if not distributed:
+            raise
+        code, message = _failure(exc)
+        sys.stderr.write(f"trainer: error: {message}\n")
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _failure(exc: BaseException):
+    if isinstance(exc, click.ClickException):
+        return exc.exit_code, " ".join(exc.format_message().split())
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(exc, SystemExit):
+        return (exc.code if isinstance(exc.code, int) else 1), f"exit {exc.code}"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return 1, f"{type(exc).__name__}: {first}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Train ResNet/ResNeXt image classifiers on RecordIO data, alone or as a worker of `launch train`."""
+
+
+@cli.command("fit")
+@_shared_options
+@click.option("--load-epoch", type=click.IntRange(min=0), default=None,
+              help="resume from PREFIX-%04d.params of --model-prefix")
+@click.pass_context
+def fit_command(ctx, **kw) -> None:
+    """Train from scratch, or resume with --load-epoch."""
+    _train(_config(ctx, **kw))
+
+
+@cli.command("fine-tune")
+@click.option("--pretrained-model", required=True, help="checkpoint prefix of the model to start from")
+@click.option("--load-epoch", type=click.IntRange(min=0), required=True, help="epoch of the pretrained checkpoint")
+@_shared_options
+@click.pass_context
+def fine_tune_command(ctx, **kw) -> None:
+    """Replace the classifier of a pretrained model with one of --num-classes and train.
+
+    Fine-tuning a model that this command already fine-tuned for the same --num-classes resumes it,
+    keeping its trained classifier.
+    """
+    _train(_config(ctx, **kw))
+
+
+@cli.group("data")
+def data_group() -> None:
+    """Make RecordIO data sets."""
+
+
+@data_group.command("cifar10")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory")
+@click.option("--from", "tarball", default=None, type=click.Path(dir_okay=False),
+              help="a local cifar-10-python.tar.gz instead of downloading it")
+@click.option("--url", default=None, help="where to download from (default: the official address)")
+@click.option("--md5", default=None, help="expected checksum of the download (default: the official one)")
+def cifar10_command(out, tarball, url, md5) -> None:
+    """CIFAR-10 (python version) -> cifar10_train.rec/.idx (50,000) and cifar10_val.rec/.idx (10,000)."""
+    setup_logging()
+    from trainer import datasets
+
+    datasets.convert_cifar10(out, tarball, url or datasets.CIFAR10_URL, md5 or datasets.CIFAR10_MD5)
+
+
+@data_group.command("digits")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory")
+def digits_command(out) -> None:
+    """scikit-learn's real handwritten digits -> digits_train.rec/.idx and digits_val.rec/.idx (3x32x32)."""
+    setup_logging()
+    from trainer import datasets
+
+    datasets.convert_digits(out)
+
+
+def main(args=None) -> None:
+    if os.environ.get(DIST_ROLE_VAR) in ("server", "scheduler"):
+        # The same command serves every role of a job: importing mxnet runs a server or scheduler and
+        # exits. Logging first, so that a server reports the learning-rate changes it makes.
+        setup_logging()
+        import mxnet  # noqa: F401  (does not return for these roles)
+    run_cli(cli, "trainer", args)

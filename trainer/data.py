@@ -1,0 +1,96 @@
+"""Training and validation batches from `.rec` files through MXNet's `ImageRecordIter`.
+
+Two defects of MXNet's example scripts are fixed here:
+- Under `dist_sync` every worker must run the same number of batches per epoch, or the job hangs at
+  the epoch end (MXNet issue 9611). `FixedBatches` runs exactly `updates_per_epoch` batches per epoch
+  on every worker, whatever the size of its shard.
+- Validation counts every real sample exactly once: the padding of the last batch is cut off, and
+  the iterator is made anew for every pass (with `round_batch`, a reset iterator starts after the
+  samples it borrowed to fill the previous last batch, so a reused one skips them).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple
+
+from trainer.records import index_path
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    pad_size: int = 0
+    random_crop: bool = False
+    random_mirror: bool = False
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which part of the training records this worker reads (kvstore rank of num_workers)."""
+
+    index: int = 0
+    count: int = 1
+
+
+def _record_iter(path: str, image_shape, batch_size: int, **options):
+    import mxnet as mx
+
+    idx = index_path(path)
+    if os.path.isfile(idx):  # with an index, shards split by record count rather than by bytes
+        options["path_imgidx"] = idx
+    else:
+        options.pop("shuffle", None)  # MXNet can only shuffle with an index
+    return mx.io.ImageRecordIter(path_imgrec=path, data_shape=tuple(image_shape), batch_size=batch_size,
+                                 label_name="softmax_label", round_batch=True, **options)
+
+
+def train_iter(path: str, image_shape, batch_size: int, shard: Shard, augmentation: Augmentation,
+               threads: int = 4, seed: int = 0, shuffle: bool = True):
+    return _record_iter(
+        path, image_shape, batch_size,
+        num_parts=shard.count, part_index=shard.index,
+        shuffle=shuffle, seed=seed, shuffle_chunk_seed=seed,
+        pad=augmentation.pad_size, fill_value=0,
+        rand_crop=augmentation.random_crop, rand_mirror=augmentation.random_mirror,
+        preprocess_threads=threads,
+    )
+
+
+def val_iter(path: str, image_shape, batch_size: int, threads: int = 4):
+    """Centre crop, no augmentation, every record once (see `real_batches`)."""
+    return _record_iter(path, image_shape, batch_size, preprocess_threads=threads)
+
+
+class FixedBatches:
+    """Exactly `batches_per_epoch` batches per epoch from `source`, restarting it when it runs dry.
+
+    A shard with fewer batches than the epoch needs wraps around to its start (as MXNet's own
+    `round_batch` does for the last batch); one with more leaves its tail for the next epoch.
+    """
+
+    def __init__(self, source, batches_per_epoch: int):
+        self.source = source
+        self.batches_per_epoch = batches_per_epoch
+        self.provide_data = source.provide_data
+        self.provide_label = source.provide_label
+        self.batch_size = source.batch_size
+
+    def epoch(self) -> Iterator:
+        for _ in range(self.batches_per_epoch):
+            try:
+                batch = self.source.next()
+            except StopIteration:
+                self.source.reset()
+                batch = self.source.next()
+            yield batch
+
+
+def real_batches(make_iter) -> Iterator[Tuple[object, int]]:
+    """(batch, number of real samples in it) for one pass over a fresh iterator from `make_iter()`."""
+    source = make_iter()
+    for batch in source:
+        yield batch, source.batch_size - (batch.pad or 0)
+
+
+def threads_for(requested: Optional[int]) -> int:
+    return requested if requested else max(1, min(4, os.cpu_count() or 1))

@@ -1,0 +1,216 @@
+"""The training loop: MXNet Module, kvstore, step schedule, checkpoints, logs and metrics.
+
+Log lines keep MXNet's formats so existing parsers keep working:
+`Epoch[0] Batch [0-20]\tSpeed: ... samples/sec\taccuracy=...`, `Epoch[0] Train-accuracy=...`,
+`Epoch[0] Time cost=...`, `Epoch[0] Validation-accuracy=...`.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from typing import List, Optional
+
+from launcher.errors import UsageError
+from trainer import model as checkpoints
+from trainer import networks, records
+from trainer.config import FitConfig
+from trainer.data import Augmentation, FixedBatches, Shard, real_batches, threads_for, train_iter, val_iter
+from trainer.metrics_file import MetricsFile, default_path
+from trainer.schedule import IGNORES_LR, lr_at_epoch, make_scheduler, updates_per_epoch
+
+log = logging.getLogger("trainer")
+
+
+def contexts(gpus) -> List:
+    import mxnet as mx
+
+    if not gpus:
+        return [mx.cpu()]
+    if not mx.runtime.Features().is_enabled("CUDA"):
+        raise UsageError(f"--gpus {','.join(map(str, gpus))}: this MXNet build has no GPU support (the CPU wheel); "
+                         f"install the gpu extra: pip install 'mxlaunch[gpu]'")
+    available = mx.context.num_gpus()
+    missing = [g for g in gpus if g >= available]
+    if missing:
+        raise UsageError(f"--gpus asks for GPU {missing[0]} but this machine has {available} GPU(s)")
+    return [mx.gpu(g) for g in gpus]
+
+
+def optimizer_class(name: str):
+    import mxnet as mx
+
+    registry = mx.optimizer.Optimizer.opt_registry
+    if name.lower() not in registry:
+        choices = ", ".join(sorted(n for n in registry if n != "test"))
+        raise UsageError(f"unknown --optimizer {name!r}: choose one of {choices}")
+    return registry[name.lower()]
+
+
+def optimizer_params(cfg: FitConfig, begin_update: int, epoch_updates: int) -> dict:
+    name = cfg.optimizer.lower()
+    params = {"wd": cfg.wd, "begin_num_update": begin_update}
+    if name in IGNORES_LR:
+        given = [o for o in ("--lr", "--lr-factor", "--lr-step-epochs") if o in cfg.explicit]
+        if given:
+            log.warning("%s has no learning rate: %s ignored", name, ", ".join(given))
+    else:
+        params["learning_rate"] = cfg.lr
+        scheduler = make_scheduler(cfg.lr, cfg.lr_factor, cfg.lr_step_epochs, epoch_updates)
+        if scheduler is not None:
+            params["lr_scheduler"] = scheduler
+    if "momentum" in inspect.signature(optimizer_class(name).__init__).parameters:
+        params["momentum"] = cfg.mom
+    elif "--mom" in cfg.explicit:
+        log.warning("%s takes no momentum: --mom ignored", name)
+    return params
+
+
+class _Accuracy:
+    """Training accuracy counted on the device; reading it (a wait for the engine) happens only when logged."""
+
+    def __init__(self):
+        self.pending, self.correct, self.count = [], 0, 0
+
+    def update(self, module, batch) -> None:
+        predictions = module.get_outputs()[0]
+        label = batch.label[0].as_in_context(predictions.context)
+        self.pending.append((predictions.argmax(axis=1) == label).sum())
+        self.count += label.shape[0]
+
+    def take(self):
+        """(correct, count) since the last take; starts counting again."""
+        correct = self.correct + int(sum(c.asscalar() for c in self.pending))
+        taken = (correct, self.count)
+        self.pending, self.correct, self.count = [], 0, 0
+        return taken
+
+
+def evaluate(module, make_val_iter) -> float:
+    """Accuracy over every real validation sample exactly once (the last batch's padding is cut off)."""
+    correct = seen = 0
+    for batch, real in real_batches(make_val_iter):
+        module.forward(batch, is_train=False)
+        predictions = module.get_outputs()[0].asnumpy()[:real].argmax(axis=1)
+        labels = batch.label[0].asnumpy()[:real]
+        correct += int((predictions == labels).sum())
+        seen += real
+    return correct / seen if seen else float("nan")
+
+
+def _check_data(cfg: FitConfig):
+    summary = records.summarize(cfg.data_train, "--data-train")
+    records.check_image_shape(summary, cfg.image_shape, cfg.pad_size)
+    records.check_labels(summary, cfg.num_classes)
+    if cfg.data_val:
+        val_summary = records.summarize(cfg.data_val, "--data-val")
+        records.check_image_shape(val_summary, cfg.image_shape, 0)
+        records.check_labels(val_summary, cfg.num_classes)
+    return summary
+
+
+def _initial_model(cfg: FitConfig) -> checkpoints.Model:
+    if cfg.pretrained_model:
+        loaded = checkpoints.load_checkpoint(cfg.pretrained_model, cfg.load_epoch or 0, "--pretrained-model")
+        return checkpoints.for_fine_tuning(loaded, cfg.num_classes)
+    if cfg.load_epoch:
+        if not cfg.model_prefix:
+            raise UsageError("--load-epoch needs --model-prefix (where the checkpoints are)")
+        loaded = checkpoints.load_checkpoint(cfg.model_prefix, cfg.load_epoch, "--load-epoch")
+        classes = checkpoints.classifier_size(loaded.symbol)
+        if classes != cfg.num_classes:
+            raise UsageError(f"the checkpoint classifies {classes} classes, not --num-classes {cfg.num_classes}: "
+                             f"use `trainer fine-tune` to change the classes")
+        return loaded
+    symbol = networks.get_symbol(cfg.network, cfg.num_layers, cfg.num_classes, cfg.image_shape,
+                                 num_group=cfg.num_group, bottleneck_width=cfg.bottleneck_width)
+    return checkpoints.Model(symbol)
+
+
+def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
+    """Train: alone, or as one worker of a dist_* job (then the kvstore connects after the input checks)."""
+    import mxnet as mx
+
+    optimizer_class(cfg.optimizer)
+    summary = _check_data(cfg)
+    ctx = contexts(cfg.gpus)
+    start = _initial_model(cfg)
+    kv_type = cfg.resolved_kv_store()
+    kv = mx.kv.create(kv_type) if kv_type.startswith("dist") else None
+    rank, num_workers = (kv.rank, kv.num_workers) if kv is not None else (0, 1)
+    on_rank(rank)
+    if cfg.seed is not None:
+        mx.random.seed(cfg.seed + rank)
+    begin_epoch = start.begin_epoch
+    if begin_epoch >= cfg.num_epochs:
+        log.info("nothing to do: the checkpoint has %d epochs and --num-epochs is %d", begin_epoch, cfg.num_epochs)
+        return
+
+    num_examples = cfg.num_examples or summary.count
+    epoch_updates = updates_per_epoch(num_examples, num_workers, cfg.batch_size)
+    threads = threads_for(cfg.data_nthreads)
+    source = train_iter(cfg.data_train, cfg.image_shape, cfg.batch_size, Shard(rank, num_workers),
+                        Augmentation(cfg.pad_size, cfg.random_crop, cfg.random_mirror), threads,
+                        seed=(cfg.seed or 0) + rank)
+    train = FixedBatches(source, epoch_updates)
+    make_val = (lambda: val_iter(cfg.data_val, cfg.image_shape, cfg.batch_size, threads)) if cfg.data_val else None
+    log.info("rank %d of %d: %d examples, %d updates (global batches of %d x %d) per epoch, epochs %d..%d",
+             rank, num_workers, num_examples, epoch_updates, num_workers, cfg.batch_size, begin_epoch,
+             cfg.num_epochs - 1)
+
+    module = mx.mod.Module(start.symbol, context=ctx)
+    module.bind(data_shapes=train.provide_data, label_shapes=train.provide_label)
+    module.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2),
+                       arg_params=start.arg_params, aux_params=start.aux_params,
+                       allow_missing=start.arg_params is not None)
+    params = optimizer_params(cfg, begin_epoch * epoch_updates, epoch_updates)
+    module.init_optimizer(kvstore=kv if kv is not None else kv_type, optimizer=cfg.optimizer.lower(),
+                          optimizer_params=params)
+    states = checkpoints.states_path(cfg.model_prefix, begin_epoch) if cfg.model_prefix and begin_epoch else None
+    local_optimizer = kv is None  # under dist_* the optimizer and its state live on the servers
+    if local_optimizer and states and os.path.isfile(states):
+        module.load_optimizer_states(states)
+
+    metrics = MetricsFile(default_path(cfg.model_prefix) if rank == 0 else None, begin_epoch)
+    uses_lr = cfg.optimizer.lower() not in IGNORES_LR
+    previous_lr = None
+    for epoch in range(begin_epoch, cfg.num_epochs):
+        lr = lr_at_epoch(cfg.lr, cfg.lr_factor, cfg.lr_step_epochs, epoch) if uses_lr else None
+        if uses_lr and lr != previous_lr:
+            log.info("Epoch[%d] Learning rate=%g", epoch, lr)
+        previous_lr = lr
+        tic = time.time()
+        window = _Accuracy()
+        epoch_correct = epoch_count = 0
+        window_tic = time.time()
+        for nbatch, batch in enumerate(train.epoch(), start=1):
+            module.forward_backward(batch)
+            module.update()
+            window.update(module, batch)
+            if cfg.disp_batches and nbatch % cfg.disp_batches == 0:
+                correct, count = window.take()
+                epoch_correct, epoch_count = epoch_correct + correct, epoch_count + count
+                speed = count / (time.time() - window_tic)
+                log.info("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec\taccuracy=%f",
+                         epoch, nbatch - cfg.disp_batches, nbatch, speed, correct / count)
+                window_tic = time.time()
+        correct, count = window.take()
+        train_acc = (epoch_correct + correct) / (epoch_count + count)
+        seconds = time.time() - tic
+        log.info("Epoch[%d] Train-accuracy=%f", epoch, train_acc)
+        log.info("Epoch[%d] Time cost=%.3f", epoch, seconds)
+        if local_optimizer and uses_lr:  # the optimizer runs here: record the rate it actually used
+            lr = module._optimizer.learning_rate
+        record = {"epoch": epoch, "lr": lr, "train-accuracy": train_acc,
+                  "samples/sec": epoch_updates * cfg.batch_size / seconds, "seconds": seconds}
+        done = epoch + 1
+        if cfg.model_prefix and rank == 0 and (done % cfg.save_period == 0 or done == cfg.num_epochs):
+            checkpoints.save_checkpoint(cfg.model_prefix, done, module)
+            if local_optimizer:
+                module.save_optimizer_states(checkpoints.states_path(cfg.model_prefix, done))
+        if make_val is not None and rank == 0:
+            val_acc = evaluate(module, make_val)
+            log.info("Epoch[%d] Validation-accuracy=%f", epoch, val_acc)
+            record["validation-accuracy"] = val_acc
+        metrics.append(record)

@@ -1,0 +1,105 @@
+"""Checkpoints in MXNet's own format, and the classifier swap of fine-tuning.
+
+`PREFIX-symbol.json` + `PREFIX-%04d.params` (loadable by `mx.model.load_checkpoint`); the number is
+the count of epochs completed, so `--load-epoch N` continues at epoch N. In single-process training
+the optimizer state is saved beside them as `PREFIX-%04d.states` so that momentum survives a resume.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from trainer.records import DataError
+
+log = logging.getLogger("trainer")
+
+FINETUNE_FC = "fc_finetune"  # the classifier `trainer fine-tune` adds; its presence marks a fine-tuned model
+
+
+@dataclass
+class Model:
+    symbol: object
+    arg_params: Optional[Dict] = None
+    aux_params: Optional[Dict] = None
+    begin_epoch: int = 0
+
+
+def params_path(prefix: str, epoch: int) -> str:
+    return "%s-%04d.params" % (prefix, epoch)
+
+
+def states_path(prefix: str, epoch: int) -> str:
+    return "%s-%04d.states" % (prefix, epoch)
+
+
+def load_checkpoint(prefix: str, epoch: int, what: str) -> Model:
+    import mxnet as mx
+
+    for path in (f"{prefix}-symbol.json", params_path(prefix, epoch)):
+        if not os.path.isfile(path):
+            raise DataError(f"{what}: no checkpoint file {path}")
+    try:
+        symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, epoch)
+    except mx.base.MXNetError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{what}: cannot load checkpoint {prefix} epoch {epoch}: {first}") from exc
+    return Model(symbol, arg_params, aux_params, begin_epoch=epoch)
+
+
+def save_checkpoint(prefix: str, epoch: int, module) -> None:
+    import mxnet as mx
+
+    directory = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(directory, exist_ok=True)
+    arg_params, aux_params = module.get_params()
+    mx.model.save_checkpoint(prefix, epoch, module.symbol, arg_params, aux_params)
+
+
+def _last_fully_connected(symbol) -> dict:
+    nodes = json.loads(symbol.tojson())["nodes"]
+    fcs = [node for node in nodes if node["op"] == "FullyConnected"]
+    if not fcs:
+        raise DataError("the pretrained model has no FullyConnected classifier to replace")
+    fc = fcs[-1]
+    fc["input_name"] = nodes[fc["inputs"][0][0]]["name"]
+    return fc
+
+
+def classifier_size(symbol) -> int:
+    return int(_last_fully_connected(symbol)["attrs"]["num_hidden"])
+
+
+def is_fine_tuned(symbol) -> bool:
+    return _last_fully_connected(symbol)["name"] == FINETUNE_FC
+
+
+def replace_classifier(model: Model, num_classes: int) -> Model:
+    """A new `num_classes` classifier on the features that fed the old one; the old one's weights go."""
+    import mxnet as mx
+
+    from trainer.networks.layers import classifier_head
+
+    fc = _last_fully_connected(model.symbol)
+    features = model.symbol.get_internals()[fc["input_name"] + "_output"]
+    symbol = classifier_head(features, num_classes, FINETUNE_FC)
+    kept = set(symbol.list_arguments())
+    old_head = fc["name"] + "_"  # may share the new head's name when a fine-tuned model is fine-tuned again
+    arg_params = {k: v for k, v in model.arg_params.items() if k in kept and not k.startswith(old_head)}
+    log.info("fine-tune: replaced classifier %s (%s classes) with %s (%d classes)",
+             fc["name"], fc["attrs"]["num_hidden"], FINETUNE_FC, num_classes)
+    return Model(symbol, arg_params, model.aux_params, begin_epoch=0)
+
+
+def for_fine_tuning(model: Model, num_classes: int) -> Model:
+    """Fine-tuning a pretrained model swaps its classifier; resuming a fine-tuned one keeps the trained head.
+
+    (MXNet's fine-tune.py swaps it again on every resume, throwing away what the head learned.)
+    """
+    if is_fine_tuned(model.symbol) and classifier_size(model.symbol) == num_classes:
+        log.info("fine-tune: %s is already fine-tuned for %d classes: resuming at epoch %d with its trained "
+                 "classifier", FINETUNE_FC, num_classes, model.begin_epoch)
+        return model
+    return replace_classifier(model, num_classes)

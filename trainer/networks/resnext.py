@@ -1,0 +1,65 @@
+"""ResNeXt (Xie et al. 2017): CIFAR form with 9n+2 layers (ResNeXt-29), ImageNet form 50/101/152.
+
+Unlike MXNet's example, the ImageNet form works on CIFAR-size images (global pooling after the last
+stage), so that an ImageNet-form checkpoint can be fine-tuned on 28-32 px images.
+"""
+from __future__ import annotations
+
+import mxnet as mx
+
+from trainer.networks.layers import batch_norm, classifier, conv, imagenet_stem, relu
+
+IMAGENET_UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+CIFAR_MAX_SIDE = 32
+DEFAULTS = {"cifar": {"num_group": 8, "bottleneck_width": 64}, "imagenet": {"num_group": 32, "bottleneck_width": 4}}
+
+
+def cifar_depth_ok(depth: int) -> bool:
+    return depth >= 11 and (depth - 2) % 9 == 0
+
+
+def valid_depths_text(image_side: int) -> str:
+    imagenet = ", ".join(map(str, IMAGENET_UNITS))
+    if image_side <= CIFAR_MAX_SIDE:
+        return f"9n+2 (11, 20, 29, 38, ...) for the CIFAR form, or {imagenet} for the ImageNet form"
+    return imagenet
+
+
+def uses_cifar_form(depth: int, image_side: int) -> bool:
+    return image_side <= CIFAR_MAX_SIDE and cifar_depth_ok(depth) and depth not in IMAGENET_UNITS
+
+
+def is_valid(depth: int, image_side: int) -> bool:
+    return uses_cifar_form(depth, image_side) or depth in IMAGENET_UNITS
+
+
+def _unit(data, out_filter, inner, num_group, stride, project, name):
+    """Aggregated-transform bottleneck: 1x1, grouped 3x3 (the cardinality), 1x1; post-activation."""
+    body = relu(batch_norm(conv(data, inner, 1, 1, f"{name}_conv1"), f"{name}_bn1"), f"{name}_relu1")
+    body = conv(body, inner, 3, stride, f"{name}_conv2", num_group=num_group)
+    body = relu(batch_norm(body, f"{name}_bn2"), f"{name}_relu2")
+    body = batch_norm(conv(body, out_filter, 1, 1, f"{name}_conv3"), f"{name}_bn3")
+    shortcut = batch_norm(conv(data, out_filter, 1, stride, f"{name}_sc"), f"{name}_sc_bn") if project else data
+    return relu(body + shortcut, f"{name}_relu")
+
+
+def get_symbol(num_classes: int, num_layers: int, image_shape, num_group=None, bottleneck_width=None,
+               **_ignored) -> mx.sym.Symbol:
+    side = min(image_shape[1:])
+    data = mx.sym.Variable("data")
+    if uses_cifar_form(num_layers, side):
+        form, units = "cifar", ((num_layers - 2) // 9,) * 3
+        body = relu(batch_norm(conv(data, 64, 3, 1, "conv0"), "bn0"), "relu0")
+        outputs = (256, 512, 1024)
+    else:
+        form, units = "imagenet", IMAGENET_UNITS[num_layers]
+        body = imagenet_stem(data, 64)
+        outputs = (256, 512, 1024, 2048)
+    groups = num_group or DEFAULTS[form]["num_group"]
+    width = bottleneck_width or DEFAULTS[form]["bottleneck_width"]
+    for stage, (count, out_filter) in enumerate(zip(units, outputs)):
+        inner = groups * width * 2 ** stage
+        for unit in range(count):
+            stride = 2 if unit == 0 and stage > 0 else 1
+            body = _unit(body, out_filter, inner, groups, stride, unit == 0, f"stage{stage + 1}_unit{unit + 1}")
+    return classifier(body, num_classes)
