@@ -1,0 +1,312 @@
+"""SSH connections (paramiko): one per host, opened in parallel, shared by every role on that host.
+
+    options = SSHOptions(key="~/.ssh/id_ed25519", user="ubuntu", known_hosts=None, accept_new=False)
+    results = connect_all(hosts, options)          # HostResults: host -> Connection | exception
+    results.raise_if_failed()                      # SSHConnectError: one line per failed host
+    conn = results[host]; conn.run(["uname", "-a"], timeout=10)  # -> (rc, stdout, stderr)
+
+Where a setting comes from (first found wins):
+  user: `user@` in the hostfile, `--ssh-user`, `User` in ~/.ssh/config, the local user name.
+  port: `:port` in the hostfile, `Port` in ~/.ssh/config, 22.
+  address: `HostName` in ~/.ssh/config for the hostfile's name, else the name itself.
+  keys: `--ssh-key`, then `IdentityFile`s of ~/.ssh/config, then ssh-agent keys; the default
+        ~/.ssh/id_* files only when neither --ssh-key nor IdentityFile is given.
+Host keys are always checked, against `--known-hosts` (else ~/.ssh/known_hosts and
+/etc/ssh/ssh_known_hosts). A host with no known key is refused unless `accept_new`, which appends its
+key to the known-hosts file (--known-hosts, else ~/.ssh/known_hosts). A known host whose key differs is
+refused always (never "accept anything").
+
+Every wait is bounded: TCP connect, SSH banner, authentication and channel opening use
+`connect_timeout`; `run` takes its own timeout.
+"""
+from __future__ import annotations
+
+import base64
+import errno
+import getpass
+import hashlib
+import os
+import select
+import shlex
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import paramiko
+
+from launcher.errors import CommandError
+from launcher.hosts import Host
+
+DEFAULT_CONFIG = "~/.ssh/config"
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+EXIT_SSH = 255  # like ssh(1): the connection, not the remote command, failed
+
+_known_hosts_lock = threading.Lock()
+
+
+class SSHConnectError(CommandError):
+    """One or more hosts could not be connected to; the message has one line per host."""
+
+    exit_code = EXIT_SSH
+
+
+class HostKeyError(Exception):
+    """The host's key is unknown (and accept-new is off) or differs from the recorded one."""
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    key: Optional[str] = None  # --ssh-key
+    user: Optional[str] = None  # --ssh-user
+    known_hosts: Optional[str] = None  # --known-hosts
+    accept_new: bool = False  # --accept-new-host-keys
+    config_path: Optional[str] = DEFAULT_CONFIG  # None: no ssh config
+    use_agent: bool = True
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom to connect for one hostfile Host, after ~/.ssh/config and the options."""
+
+    host: Host
+    hostname: str
+    port: int
+    user: str
+    key_files: Tuple[str, ...]
+    look_for_keys: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+
+def _config(path: Optional[str]) -> Optional[paramiko.SSHConfig]:
+    if not path:
+        return None
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        return None
+    try:
+        return paramiko.SSHConfig.from_path(path)
+    except Exception as exc:
+        raise CommandError(f"cannot read ssh config {path}: {exc}") from exc
+
+
+def resolve(host: Host, options: SSHOptions, config: Optional[paramiko.SSHConfig] = None) -> Endpoint:
+    """Pure (given the parsed config): the endpoint for `host`. Precedence in the module docstring."""
+    entry = config.lookup(host.address) if config else {}
+    hostname = entry.get("hostname", host.address)
+    port = host.port or int(entry.get("port", 22))
+    user = host.user or options.user or entry.get("user") or getpass.getuser()
+    keys: List[str] = []
+    if options.key:
+        keys.append(os.path.expanduser(options.key))
+    for path in entry.get("identityfile", []) if config else []:
+        path = os.path.expanduser(path)
+        if path not in keys and os.path.exists(path):
+            keys.append(path)
+    return Endpoint(host, hostname, port, user, tuple(keys), look_for_keys=not keys)
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return f"{key.get_name()} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
+
+
+class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
+    """Called by paramiko only for a host with no recorded key: refuse, or record it (accept-new)."""
+
+    def __init__(self, record_to: Optional[str]):
+        self.record_to = record_to  # None: refuse
+
+    def missing_host_key(self, client, hostname, key):
+        if self.record_to is None:
+            raise HostKeyError(f"host key {fingerprint(key)} is not in known_hosts; check it and add it "
+                               f"(ssh-keyscan), or pass --accept-new-host-keys")
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with _known_hosts_lock:
+            os.makedirs(os.path.dirname(self.record_to) or ".", mode=0o700, exist_ok=True)
+            with open(self.record_to, "a") as fh:
+                fh.write(line)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+class Connection:
+    """One authenticated SSH connection to one host. Thread-safe: roles open channels concurrently."""
+
+    def __init__(self, endpoint: Endpoint, client: paramiko.SSHClient, ip: str, seconds: float):
+        self.endpoint = endpoint
+        self.client = client
+        self.ip = ip  # the address we actually reached (use for DMLC_NODE_HOST when the name is not an IP)
+        self.seconds = seconds  # time to connect and authenticate
+        self.timeout = 10.0
+
+    @property
+    def host(self) -> Host:
+        return self.endpoint.host
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        return self.client.get_transport()
+
+    @property
+    def alive(self) -> bool:
+        t = self.client.get_transport()
+        return bool(t and t.is_active())
+
+    def open_channel(self, argv: Union[str, Sequence[str]], timeout: Optional[float] = None) -> paramiko.Channel:
+        """Start a remote command on a new channel of this connection. A list is quoted for the remote
+        shell (`shlex.join`), so every argument arrives exactly. Never put secrets in `argv`."""
+        command = argv if isinstance(argv, str) else shlex.join([str(a) for a in argv])
+        channel = self.transport.open_session(timeout=timeout or self.timeout)
+        channel.exec_command(command)
+        return channel
+
+    def run(self, argv: Union[str, Sequence[str]], timeout: float = 30.0,
+            stdin: Optional[bytes] = None) -> Tuple[int, str, str]:
+        """Run a command to its end (bounded): (exit status, stdout, stderr). -1 when it timed out."""
+        channel = self.open_channel(argv, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            out, err = bytearray(), bytearray()
+            while True:
+                if channel.recv_ready():
+                    out += channel.recv(65536)
+                elif channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                elif channel.exit_status_ready() and (channel.eof_received or channel.closed):
+                    break
+                elif time.monotonic() >= deadline:
+                    return -1, out.decode(errors="replace"), err.decode(errors="replace")
+                else:
+                    select.select([channel], [], [], 0.05)
+            return channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
+        finally:
+            channel.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.endpoint.label} ip={self.ip}>"
+
+
+def describe_error(exc: BaseException, endpoint: Optional[Endpoint] = None, timeout: float = 0) -> str:
+    """One line a user can act on, for an exception raised while connecting."""
+    where = endpoint.label if endpoint else "host"
+    if isinstance(exc, HostKeyError):
+        return str(exc)
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return (f"host key {fingerprint(exc.key)} does NOT match the one in known_hosts "
+                f"({fingerprint(exc.expected_key)}): refusing (possible man-in-the-middle, or a reinstalled host: "
+                f"remove its old line from known_hosts)")
+    if isinstance(exc, paramiko.AuthenticationException):
+        tried = ", ".join(endpoint.key_files) if endpoint and endpoint.key_files else "default keys"
+        return f"authentication failed as {endpoint.user if endpoint else '?'} (tried {tried} and ssh-agent)"
+    if isinstance(exc, paramiko.SSHException) and "No authentication methods available" in str(exc):
+        return (f"no key to authenticate as {endpoint.user if endpoint else '?'}: pass --ssh-key, "
+                f"set IdentityFile in ~/.ssh/config, or add a key to ssh-agent")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"cannot connect to {where}: timed out after {timeout:g}s (host down or port filtered?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host name {endpoint.hostname if endpoint else ''}: {exc.strerror}"
+    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+        return f"cannot connect to {where}: connection refused (is sshd running on port {endpoint.port if endpoint else 22}?)"
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return f"cannot connect to {where}: {exc.strerror}"
+    if isinstance(exc, paramiko.SSHException):
+        return f"ssh error with {where}: {' '.join(str(exc).split())}"
+    if isinstance(exc, OSError):
+        return f"cannot connect to {where}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def connect(host: Host, options: SSHOptions, config: Optional[paramiko.SSHConfig] = None) -> Connection:
+    """Open and authenticate one connection (bounded by options.connect_timeout). Raises on failure."""
+    endpoint = resolve(host, options, config)
+    started = time.monotonic()
+    timeout = options.connect_timeout
+    sock = socket.create_connection((endpoint.hostname, endpoint.port), timeout=timeout)
+    client = paramiko.SSHClient()
+    try:
+        ip = sock.getpeername()[0]
+        if options.known_hosts:
+            path = os.path.expanduser(options.known_hosts)
+            if os.path.exists(path):
+                client.load_host_keys(path)
+        else:
+            for path in (SYSTEM_KNOWN_HOSTS, DEFAULT_KNOWN_HOSTS):
+                if os.path.exists(os.path.expanduser(path)):
+                    client.load_system_host_keys(os.path.expanduser(path))
+        record = os.path.expanduser(options.known_hosts or DEFAULT_KNOWN_HOSTS) if options.accept_new else None
+        client.set_missing_host_key_policy(_KnownHostsPolicy(record))
+        client.connect(endpoint.hostname, port=endpoint.port, username=endpoint.user,
+                       key_filename=list(endpoint.key_files) or None, timeout=timeout, sock=sock,
+                       allow_agent=options.use_agent, look_for_keys=endpoint.look_for_keys,
+                       banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout)
+    except BaseException:
+        client.close()  # stops the transport thread before the socket goes
+        sock.close()
+        raise
+    conn = Connection(endpoint, client, ip, time.monotonic() - started)
+    conn.timeout = timeout
+    return conn
+
+
+class HostResults(Dict[Host, Union[Connection, BaseException]]):
+    """host -> Connection, or the exception connecting raised (fabric's GroupResult, for connections)."""
+
+    def __init__(self, *args, endpoints: Optional[Dict[Host, Endpoint]] = None, timeout: float = 0, **kw):
+        super().__init__(*args, **kw)
+        self.endpoints = endpoints or {}
+        self.timeout = timeout
+
+    @property
+    def succeeded(self) -> Dict[Host, Connection]:
+        return {h: r for h, r in self.items() if isinstance(r, Connection)}
+
+    @property
+    def failed(self) -> Dict[Host, BaseException]:
+        return {h: r for h, r in self.items() if not isinstance(r, Connection)}
+
+    def message(self, host: Host) -> str:
+        result = self[host]
+        return "ok" if isinstance(result, Connection) else describe_error(result, self.endpoints.get(host),
+                                                                          self.timeout)
+
+    def lines(self) -> List[str]:
+        return [f"{h.target}: {self.message(h)}" for h in self.failed]
+
+    def raise_if_failed(self) -> None:
+        if self.failed:
+            raise SSHConnectError("; ".join(self.lines()))
+
+    def close(self) -> None:
+        for conn in self.succeeded.values():
+            conn.close()
+
+
+def connect_all(hosts: Iterable[Host], options: SSHOptions) -> HostResults:
+    """One connection per distinct host, all opened in parallel; every host gets a result."""
+    hosts = list(dict.fromkeys(hosts))
+    config = _config(options.config_path)
+    endpoints = {h: resolve(h, options, config) for h in hosts}
+    results = HostResults(endpoints=endpoints, timeout=options.connect_timeout)
+    if not hosts:
+        return results
+    with ThreadPoolExecutor(max_workers=min(32, len(hosts)), thread_name_prefix="ssh-connect") as pool:
+        futures = {h: pool.submit(connect, h, options, config) for h in hosts}
+        for host, future in futures.items():
+            try:
+                results[host] = future.result(timeout=3 * options.connect_timeout + 5)
+            except BaseException as exc:  # every host gets its own result; reported by the caller
+                results[host] = exc
+    return results

@@ -1,0 +1,178 @@
+"""launcher.ssh against real sshd hosts of the bed: keys, agent, ssh config, host-key checking, failures."""
+import os
+import subprocess
+import time
+
+import pytest
+
+import testbed
+from launcher.hosts import Host
+from launcher.ssh import EXIT_SSH, SSHConnectError, SSHOptions, connect_all, resolve
+
+pytestmark = [pytest.mark.timeout(60),
+              pytest.mark.skipif(testbed.why_unavailable() is not None,
+                                 reason=str(testbed.why_unavailable()))]
+
+bed = testbed.bed_fixture(3)
+
+
+@pytest.fixture(autouse=True)
+def no_agent(monkeypatch):
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+def opts(bed, **kw):
+    base = dict(key=bed.key, known_hosts=bed.known_hosts, config_path=None, connect_timeout=5)
+    base.update(kw)
+    return SSHOptions(**base)
+
+
+def keygen(path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=10,
+                   stdin=subprocess.DEVNULL)
+    return str(path)
+
+
+def test_one_connection_per_host_in_parallel_and_arguments_arrive_exactly(bed):
+    hosts = list(bed.hosts) + [bed.hosts[0]]  # a repeated host still gets one connection
+    results = connect_all(hosts, opts(bed))
+    try:
+        assert list(results) == list(bed.hosts) and not results.failed
+        for m, conn in zip(bed.members, results.succeeded.values()):
+            assert conn.ip == m.address and conn.alive
+            argv = ["printf", "%s|", "a b", "it's", '"q"', "$HOME", "*", ""]
+            assert conn.run(argv, timeout=10) == (0, "a b|it's|\"q\"|$HOME|*||", "")
+            assert conn.run("echo err >&2; exit 3", timeout=10) == (3, "", "err\n")
+        # one TCP connection per host on the server side: count sshd session processes per namespace
+        for i in range(3):
+            sessions = [c for c in bed.cmdlines(i) if c and c[0].startswith("sshd:") and "@" in " ".join(c)]
+            assert len(sessions) == 1, bed.cmdlines(i)
+    finally:
+        results.close()
+
+
+def test_run_is_bounded(bed):
+    results = connect_all(bed.hosts[:1], opts(bed))
+    try:
+        started = time.monotonic()
+        rc, _, _ = results[bed.hosts[0]].run(["sleep", "30"], timeout=0.5)
+        assert rc == -1 and time.monotonic() - started < 3
+    finally:
+        results.close()
+
+
+def test_wrong_key_is_refused_with_one_line_per_host(bed, tmp_path):
+    wrong = keygen(tmp_path / "wrong")
+    results = connect_all(bed.hosts[:2], opts(bed, key=wrong))
+    assert not results.succeeded
+    with pytest.raises(SSHConnectError) as err:
+        results.raise_if_failed()
+    assert err.value.exit_code == EXIT_SSH
+    assert err.value.format_message() == "; ".join(
+        f"root@{m.address}:22: authentication failed as root (tried {wrong} and ssh-agent)" for m in bed.members[:2])
+
+
+def test_unknown_host_key_is_refused_and_nothing_recorded(bed, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    results = connect_all(bed.hosts[:1], opts(bed, known_hosts=str(known)))
+    line = results.lines()[0]
+    assert "host key ssh-ed25519 SHA256:" in line and "is not in known_hosts" in line
+    assert "--accept-new-host-keys" in line
+    assert known.read_text() == ""
+
+
+def test_accept_new_records_the_key_and_is_then_checked(bed, tmp_path):
+    known = tmp_path / "sub" / "known_hosts"  # the directory is created too
+    results = connect_all(bed.hosts, opts(bed, known_hosts=str(known), accept_new=True))
+    assert not results.failed
+    results.close()
+    recorded = sorted(known.read_text().splitlines())
+    assert recorded == sorted(f"{m.address} {m.host_key_line}" for m in bed.members)
+    strict = connect_all(bed.hosts, opts(bed, known_hosts=str(known)))
+    assert not strict.failed
+    strict.close()
+
+
+def test_a_changed_host_key_is_refused_even_with_accept_new(bed, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{bed.members[0].address} {bed.members[1].host_key_line}\n")  # host 1's key for host 0
+    results = connect_all(bed.hosts[:1], opts(bed, known_hosts=str(known), accept_new=True))
+    assert "does NOT match the one in known_hosts" in results.lines()[0]
+    assert known.read_text().count("\n") == 1
+
+
+def test_down_host_fails_fast_while_others_connect(bed):
+    bed.stop_sshd(2)
+    try:
+        started = time.monotonic()
+        results = connect_all(bed.hosts, opts(bed))
+        elapsed = time.monotonic() - started
+        assert set(results.succeeded) == set(bed.hosts[:2])
+        assert results.lines() == [f"root@{bed.members[2].address}:22: cannot connect to root@{bed.members[2].address}:22: "
+                                   f"connection refused (is sshd running on port 22?)"]
+        assert elapsed < 3
+        results.close()
+    finally:
+        bed.start_sshd(2)
+
+
+def test_silent_address_times_out_within_the_bound(bed):
+    # an address of the bed's own subnet where no host exists: packets go nowhere
+    silent = Host(bed.subnet.rsplit(".", 1)[0] + ".250", user="root")
+    started = time.monotonic()
+    results = connect_all([silent], opts(bed, connect_timeout=1))
+    assert time.monotonic() - started < 4
+    assert results.lines()[0].startswith(f"{silent.target}: cannot connect to root@{silent.address}:22: ")
+    assert "timed out after 1s" in results.lines()[0] or "No route to host" in results.lines()[0]
+
+
+def test_ssh_config_hostname_user_port_identityfile(bed, tmp_path):
+    config = tmp_path / "config"
+    config.write_text(f"Host node1\n  HostName {bed.members[1].address}\n  User root\n  Port 22\n"
+                      f"  IdentityFile {bed.key}\n")
+    endpoint = resolve(Host("node1"), SSHOptions(config_path=str(config)),
+                       __import__("paramiko").SSHConfig.from_path(str(config)))
+    assert (endpoint.hostname, endpoint.user, endpoint.port, endpoint.key_files) == (
+        bed.members[1].address, "root", 22, (bed.key,))
+    results = connect_all([Host("node1")], SSHOptions(known_hosts=bed.known_hosts, config_path=str(config)))
+    assert not results.failed, results.lines()
+    conn = results[Host("node1")]
+    assert conn.ip == bed.members[1].address
+    assert conn.run(["ip", "-4", "-o", "addr", "show", "eth0"])[1].count(bed.members[1].address) == 1
+    results.close()
+
+
+def test_hostfile_user_beats_ssh_user_beats_config(tmp_path):
+    config = tmp_path / "config"
+    config.write_text("Host h\n  User fromconfig\n  Port 2200\n")
+    import paramiko
+    cfg = paramiko.SSHConfig.from_path(str(config))
+    assert resolve(Host("h"), SSHOptions(), cfg).user == "fromconfig"
+    assert resolve(Host("h"), SSHOptions(user="opt"), cfg).user == "opt"
+    e = resolve(Host("h", user="file", port=22), SSHOptions(user="opt"), cfg)
+    assert (e.user, e.port) == ("file", 22)
+    assert resolve(Host("h"), SSHOptions(), cfg).port == 2200
+
+
+def test_ssh_agent_keys_are_used(bed, tmp_path, monkeypatch):
+    sock = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL)
+    try:
+        testbed.wait_for(lambda: os.path.exists(sock), 5, what="ssh-agent socket")
+        env = dict(os.environ, SSH_AUTH_SOCK=sock)
+        subprocess.run(["ssh-add", "-q", bed.key], env=env, check=True, timeout=10, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", sock)
+        # no --ssh-key and no default key files that work: only the agent can authenticate
+        monkeypatch.setenv("HOME", str(tmp_path))
+        results = connect_all(bed.hosts[:1], SSHOptions(known_hosts=bed.known_hosts, config_path=None))
+        assert not results.failed, results.lines()
+        results.close()
+        monkeypatch.delenv("SSH_AUTH_SOCK")
+        assert connect_all(bed.hosts[:1], SSHOptions(known_hosts=bed.known_hosts, config_path=None)).lines() == [
+            f"{bed.hosts[0].target}: no key to authenticate as root: pass --ssh-key, set IdentityFile in "
+            f"~/.ssh/config, or add a key to ssh-agent"]
+    finally:
+        agent.terminate()
+        agent.wait(timeout=5)
