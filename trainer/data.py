@@ -14,7 +14,45 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
-from trainer.records import index_path
+from trainer.records import DataError, index_path
+
+
+def _mxnet_reason(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(exc).__name__
+    return reason[len("MXNetError:"):].strip() if reason.startswith("MXNetError:") else reason
+
+
+class _Guarded:
+    """An MXNet data iterator whose C++ failures become one `DataError` line naming the file."""
+
+    def __init__(self, path: str, make):
+        import mxnet as mx
+
+        self.path, self._mxnet_error = path, mx.base.MXNetError
+        self.inner = self._call(make)  # the first batch is read here already
+        self.provide_data, self.provide_label = self.inner.provide_data, self.inner.provide_label
+        self.batch_size = self.inner.batch_size
+
+    def _call(self, function):
+        try:
+            return function()
+        except self._mxnet_error as exc:
+            raise DataError(f"{self.path}: cannot read a record (corrupt file or undecodable image): "
+                            f"{_mxnet_reason(exc)}") from exc
+
+    def next(self):
+        return self._call(self.inner.next)
+
+    def reset(self):
+        self._call(self.inner.reset)
+
+    def __iter__(self):
+        while True:
+            try:
+                yield self.next()
+            except StopIteration:
+                return
 
 
 @dataclass(frozen=True)
@@ -40,8 +78,9 @@ def _record_iter(path: str, image_shape, batch_size: int, **options):
         options["path_imgidx"] = idx
     else:
         options.pop("shuffle", None)  # MXNet can only shuffle with an index
-    return mx.io.ImageRecordIter(path_imgrec=path, data_shape=tuple(image_shape), batch_size=batch_size,
-                                 label_name="softmax_label", round_batch=True, **options)
+    return _Guarded(path, lambda: mx.io.ImageRecordIter(
+        path_imgrec=path, data_shape=tuple(image_shape), batch_size=batch_size, label_name="softmax_label",
+        round_batch=True, **options))
 
 
 def train_iter(path: str, image_shape, batch_size: int, shard: Shard, augmentation: Augmentation,

@@ -1,0 +1,98 @@
+"""`trainer fit` on real handwritten digits: accuracy, the step schedule, checkpoints and resume."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+
+import pytest
+
+from conftest import run_trainer
+
+BATCH = 32
+STEPS = (6, 9)
+BASE_LR, FACTOR = 0.1, 0.1
+EPOCHS = 10
+
+
+def expected_lr(epoch: int) -> float:
+    """The multi-step formula, written out independently of the trainer."""
+    return BASE_LR * FACTOR ** len([s for s in STEPS if epoch >= s])
+
+
+def read_metrics(path):
+    with open(path) as stream:
+        return [json.loads(line) for line in stream]
+
+
+def fit_args(digits_dir, prefix, *extra):
+    return ["fit", "--network", "resnet", "--num-layers", 8,
+            "--data-train", os.path.join(digits_dir, "digits_train.rec"),
+            "--data-val", os.path.join(digits_dir, "digits_val.rec"),
+            "--image-shape", "3,28,28", "--pad-size", 0, "--random-mirror", 0,
+            "--batch-size", BATCH, "--num-epochs", EPOCHS, "--lr", BASE_LR, "--lr-factor", FACTOR,
+            "--lr-step-epochs", ",".join(map(str, STEPS)), "--seed", 1, "--model-prefix", prefix, *extra]
+
+
+@pytest.fixture(scope="module")
+def full_run(digits_dir, tmp_path_factory):
+    """One uninterrupted 10-epoch run, shared by the tests of this module."""
+    out = tmp_path_factory.mktemp("full")
+    prefix = str(out / "digits-resnet8")
+    result = run_trainer(*fit_args(digits_dir, prefix), timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return prefix, result, read_metrics(out / "metrics.jsonl")
+
+
+@pytest.mark.timeout(300)
+def test_resnet8_with_step_schedule_reaches_97_percent_on_digits(full_run):
+    _, result, metrics = full_run
+    assert [m["epoch"] for m in metrics] == list(range(EPOCHS))
+    assert metrics[-1]["validation-accuracy"] >= 0.97, metrics[-1]
+    # MXNet's own log formats, so that existing parsers keep working
+    assert re.search(r"Epoch\[0\] Batch \[0-20\]\tSpeed: [\d.]+ samples/sec\taccuracy=[\d.]+", result.stderr)
+    assert re.search(r"Epoch\[9\] Train-accuracy=[\d.]+", result.stderr)
+    assert re.search(r"Epoch\[9\] Time cost=[\d.]+", result.stderr)
+    assert re.search(r"Epoch\[9\] Validation-accuracy=[\d.]+", result.stderr)
+
+
+def test_checkpoints_are_mxnet_format(full_run):
+    import mxnet as mx
+
+    prefix, _, _ = full_run
+    for epoch in range(1, EPOCHS + 1):
+        assert os.path.isfile("%s-%04d.params" % (prefix, epoch))
+    symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, EPOCHS)
+    assert arg_params["fc1_weight"].shape == (10, 64)
+    assert "softmax_output" in symbol.list_outputs()
+
+
+def test_recorded_lr_follows_the_multistep_formula(full_run):
+    _, result, metrics = full_run
+    for record in metrics:
+        assert record["lr"] == pytest.approx(expected_lr(record["epoch"]), rel=1e-6), record
+    # the rate in effect is logged when it changes, and only then
+    changes = re.findall(r"Epoch\[(\d+)\] Learning rate=([\d.e-]+)", result.stderr)
+    assert [int(epoch) for epoch, _ in changes] == [0, *STEPS]
+
+
+@pytest.mark.timeout(240)
+def test_resume_between_two_steps_continues_the_schedule_exactly(full_run, digits_dir, tmp_path):
+    prefix, _, uninterrupted = full_run
+    resume_at = 7  # after the step at 6, before the step at 9
+    copy = str(tmp_path / "digits-resnet8")
+    for suffix in ("-symbol.json", "-%04d.params" % resume_at, "-%04d.states" % resume_at):
+        shutil.copy(prefix + suffix, copy + suffix)
+    result = run_trainer(*fit_args(digits_dir, copy, "--load-epoch", resume_at), timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = read_metrics(tmp_path / "metrics.jsonl")
+    assert [m["epoch"] for m in resumed] == list(range(resume_at, EPOCHS))
+    assert [m["lr"] for m in resumed] == pytest.approx([m["lr"] for m in uninterrupted[resume_at:]], rel=1e-6)
+    assert os.path.isfile("%s-%04d.params" % (copy, EPOCHS))
+    assert not os.path.exists("%s-%04d.params" % (copy, EPOCHS + 1))
+    # MXNet's own scheduler counts absolute updates: the step at epoch 9 happens at update 9 * 45 + 1
+    updates_per_epoch = math.ceil(1438 / BATCH)
+    assert f"Update[{STEPS[1] * updates_per_epoch + 1}]: Change learning rate to 1.00000e-03" in result.stderr
+    assert resumed[-1]["validation-accuracy"] >= 0.97
