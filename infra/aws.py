@@ -1,0 +1,190 @@
+"""The one AWS boundary: a client factory (boto3 Session: profiles, --region, AWS_ENDPOINT_URL; botocore
+`standard` retries) and `Aws.call`, through which every AWS call passes, so that errors are translated in one
+place into one clear line, and `--dry-run` can print every call it would make.
+
+Error categories and exit statuses (a user's scripts can rely on them):
+  1 AwsError (anything else AWS refused), 2 bad input (UsageError, UnknownRegion), 3 NoCredentials,
+  4 PermissionDenied, 5 QuotaExceeded, 6 CapacityUnavailable.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Iterator, Optional
+
+import boto3
+import botocore.exceptions as bce
+from botocore.config import Config
+
+from launcher.errors import CommandError, UsageError
+
+RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=10, read_timeout=60)
+
+
+class AwsError(CommandError):
+    """AWS refused a call. `code` is AWS's error code (or None)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, code: Optional[str] = None):
+        super().__init__(message)
+        self.code = code
+
+
+class NoCredentials(AwsError):
+    exit_code = 3
+
+
+class PermissionDenied(AwsError):
+    exit_code = 4
+
+
+class QuotaExceeded(AwsError):
+    exit_code = 5
+
+
+class CapacityUnavailable(AwsError):
+    exit_code = 6
+
+
+class UnknownRegion(UsageError):
+    pass
+
+
+CREDENTIAL_CODES = {"AuthFailure", "UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch",
+                    "ExpiredToken", "ExpiredTokenException", "RequestExpired", "IncompleteSignature"}
+PERMISSION_CODES = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "Blocked"}
+QUOTA_CODES = {"InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded",
+               "FileSystemLimitExceeded", "SecurityGroupLimitExceeded", "RulesPerSecurityGroupLimitExceeded",
+               "ResourceLimitExceeded", "PlacementGroupLimitExceeded", "KeyPairLimitExceeded",
+               "NetworkInterfaceLimitExceeded", "ThroughputLimitExceeded"}
+CAPACITY_CODES = {"InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientCapacity",
+                  "InsufficientCapacityException", "Unsupported", "SpotMaxPriceTooLow",
+                  "InsufficientCapacityOnPlacementGroup"}
+MUTATING_PREFIXES = ("create_", "delete_", "run_", "terminate_", "authorize_", "revoke_", "put_", "modify_")
+
+
+def _known_regions(session: boto3.Session) -> set:
+    regions = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions("ec2", partition_name=partition))
+    return regions
+
+
+def translate(exc: Exception, operation: str) -> CommandError:
+    """One clear line for an AWS failure; the caller raises it `from exc`."""
+    if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
+        return NoCredentials("no AWS credentials found: set AWS_PROFILE (or --profile), run `aws configure`, "
+                             "or export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    if isinstance(exc, (bce.SSOTokenLoadError, bce.UnauthorizedSSOTokenError, bce.TokenRetrievalError)):
+        return NoCredentials(f"AWS SSO session expired or missing: run `aws sso login` ({exc})")
+    if isinstance(exc, bce.ProfileNotFound):
+        return NoCredentials(f"AWS profile not found: {exc}")
+    if isinstance(exc, bce.EndpointConnectionError):
+        return AwsError(f"cannot reach the AWS endpoint for {operation}: {exc}")
+    if isinstance(exc, bce.ClientError):
+        err = exc.response.get("Error", {})
+        code, message = err.get("Code", "Unknown"), " ".join(str(err.get("Message", "")).split())
+        where = f"{operation}: {code}: {message}"
+        if code in CREDENTIAL_CODES:
+            return NoCredentials(f"AWS rejected the credentials ({where})", code)
+        if code in PERMISSION_CODES:
+            return PermissionDenied(f"not permitted by your AWS policy ({where})", code)
+        if code in QUOTA_CODES:
+            return QuotaExceeded(f"AWS quota exceeded ({where}); request an increase in the Service Quotas "
+                                 f"console (e.g. 'Running On-Demand G and VT instances' / 'P instances' vCPUs)",
+                                 code)
+        if code in CAPACITY_CODES:
+            return CapacityUnavailable(where, code)
+        if code == "OptInRequired":
+            return UnknownRegion(f"this AWS region is not enabled for your account ({where})")
+        return AwsError(where, code)
+    if isinstance(exc, bce.BotoCoreError):
+        return AwsError(f"{operation}: {' '.join(str(exc).split())}")
+    raise exc
+
+
+def _op_name(service: str, op: str) -> str:
+    return f"{service}.{''.join(p.capitalize() for p in op.split('_'))}"
+
+
+def describe_params(params: dict) -> str:
+    """`k=v` list for a dry-run line; user data is summarised (it is shown by its template, not inlined)."""
+    parts = []
+    for key, value in params.items():
+        if key == "UserData":
+            value = f"<{len(value)} bytes from templates/cluster_userdata.sh.j2>"
+        parts.append(f"{key}={value!r}")
+    return ", ".join(parts)
+
+
+class Aws:
+    """A boto3 Session for one region, its clients, and the single `call` seam."""
+
+    def __init__(self, region: Optional[str] = None, profile: Optional[str] = None, dry_run: bool = False,
+                 echo: Callable[[str], None] = print):
+        try:
+            self.session = boto3.Session(profile_name=profile, region_name=region)
+        except bce.ProfileNotFound as exc:
+            raise translate(exc, "Session") from exc
+        self.region = self.session.region_name
+        if not self.region:
+            raise UsageError("no AWS region: pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a profile "
+                             "region")
+        if self.region not in _known_regions(self.session):
+            raise UnknownRegion(f"unknown AWS region {self.region!r} (e.g. us-east-1, us-west-2, eu-west-1)")
+        self.dry_run = dry_run
+        self.echo = echo
+        self._clients: dict = {}
+        self._fake_ids = itertools.count(1)
+
+    def client(self, service: str):
+        if service not in self._clients:
+            self._clients[service] = self.session.client(service, region_name=self.region, config=RETRY_CONFIG)
+        return self._clients[service]
+
+    def call(self, service: str, op: str, **params) -> dict:
+        name = _op_name(service, op)
+        mutating = op.startswith(MUTATING_PREFIXES)
+        if self.dry_run:
+            self.echo(f"{'would call' if mutating else 'reads'}  {name}({describe_params(params)})")
+            if mutating:
+                return self._fake(op, params)
+        try:
+            return getattr(self.client(service), op)(**params)
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            raise translate(exc, name) from exc
+
+    def paginate(self, service: str, op: str, key: str, **params) -> Iterator[dict]:
+        """Every item under `key` of every page (botocore paginator)."""
+        name = _op_name(service, op)
+        if self.dry_run:
+            self.echo(f"reads  {name}({describe_params(params)})")
+        try:
+            for page in self.client(service).get_paginator(op).paginate(**params):
+                yield from page.get(key, [])
+        except (bce.ClientError, bce.BotoCoreError) as exc:
+            raise translate(exc, name) from exc
+
+    def check_credentials(self) -> str:
+        """Fail early, before anything is created, when no usable credentials exist. Returns the account."""
+        return self.call("sts", "get_caller_identity").get("Account", "?")
+
+    # --dry-run: what a create call would have returned, with placeholder ids.
+    def _fake(self, op: str, params: dict) -> dict:
+        n = next(self._fake_ids)
+        if op == "create_key_pair":
+            return {"KeyName": params["KeyName"], "KeyPairId": f"key-dryrun{n}", "KeyMaterial": ""}
+        if op == "create_security_group":
+            return {"GroupId": f"sg-dryrun{n}"}
+        if op == "create_file_system":
+            return {"FileSystemId": f"fs-dryrun{n}", "LifeCycleState": "available"}
+        if op == "create_mount_target":
+            return {"MountTargetId": f"fsmt-dryrun{n}", "LifeCycleState": "available"}
+        if op == "create_placement_group":
+            return {"PlacementGroup": {"GroupName": params["GroupName"]}}
+        if op == "run_instances":
+            count = params["MinCount"]
+            return {"Instances": [{"InstanceId": f"i-dryrun{n}-{i}", "State": {"Name": "pending"},
+                                   "InstanceType": params["InstanceType"], "AmiLaunchIndex": i,
+                                   "SubnetId": params.get("SubnetId"), "Placement": {}} for i in range(count)]}
+        return {}

@@ -1,0 +1,121 @@
+"""The local state of a cluster: `$MXLAUNCH_HOME/clusters/NAME/` (default: $XDG_CONFIG_HOME/mxlaunch or
+~/.config/mxlaunch). Holds the private key (0600), cluster.json, hosts (hostfile), ssh_config, known_hosts.
+AWS tags remain the source of truth; these files are derived from them and rewritten on every `up`/`hostfile`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from launcher.errors import CommandError
+from launcher.hosts import Host
+from launcher.render import render
+
+
+def home() -> Path:
+    if os.environ.get("MXLAUNCH_HOME"):
+        return Path(os.environ["MXLAUNCH_HOME"])
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "mxlaunch"
+
+
+def cluster_dir(name: str) -> Path:
+    return home() / "clusters" / name
+
+
+def _ensure_dir(name: str) -> Path:
+    path = cluster_dir(name)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def key_path(name: str) -> Path:
+    return cluster_dir(name) / "id_key"
+
+
+def hostfile_path(name: str) -> Path:
+    return cluster_dir(name) / "hosts"
+
+
+def ssh_config_path(name: str) -> Path:
+    return cluster_dir(name) / "ssh_config"
+
+
+def known_hosts_path(name: str) -> Path:
+    return cluster_dir(name) / "known_hosts"
+
+
+def save_key(name: str, material: str) -> Path:
+    """Write the private key 0600, never over an existing file."""
+    _ensure_dir(name)
+    path = key_path(name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(material if material.endswith("\n") else material + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def remove_key(name: str) -> bool:
+    try:
+        key_path(name).unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def read_meta(name: str) -> dict:
+    try:
+        return json.loads((cluster_dir(name) / "cluster.json").read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot read {cluster_dir(name) / 'cluster.json'}: {exc}") from exc
+
+
+def write_meta(name: str, **meta) -> None:
+    _ensure_dir(name)
+    merged = {**read_meta(name), **meta}
+    (cluster_dir(name) / "cluster.json").write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+
+
+def write_hostfile(name: str, hosts) -> Path:
+    _ensure_dir(name)
+    path = hostfile_path(name)
+    path.write_text(render_hostfile(hosts))
+    return path
+
+
+def render_hostfile(hosts) -> str:
+    return render("hosts.j2", hosts=list(hosts))
+
+
+def write_ssh_config(name: str, entries, user: str, key: Optional[Path]) -> Path:
+    """`entries`: (alias, private address, address to connect to). Private addresses are aliases too, so that
+    `ssh -F ssh_config <private ip>` (what the hostfile lists) connects through the public address."""
+    _ensure_dir(name)
+    path = ssh_config_path(name)
+    path.write_text(render("cluster_ssh_config.j2", name=name, entries=list(entries), user=user,
+                           key=str(key) if key else None, known_hosts=str(known_hosts_path(name))))
+    return path
+
+
+def remove_dir(name: str) -> bool:
+    path = cluster_dir(name)
+    if path.exists():
+        shutil.rmtree(path)
+        return True
+    return False
+
+
+def local_clusters() -> list:
+    root = home() / "clusters"
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+
+
+def host_for(address: str, user: str) -> Host:
+    return Host(address=address, user=user, slots=1)
