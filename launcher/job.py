@@ -1,0 +1,253 @@
+"""The job lifecycle: start the roles, watch them, tear everything down the moment anything fails.
+
+ps-lite has no failure detection (one dead role leaves the others blocked forever): this is it.
+It drives any `Runner` and never knows which one. One thread (the caller's) does all the bookkeeping;
+runners hand over output and endings as events on one queue, signals arrive on the same queue.
+
+Order: the scheduler first, alone, until it logs that it bound its port (ps-lite's "Bind to
+role=scheduler" line, which PS_VERBOSE=1 on the scheduler turns on): so no worker ever connects to a
+stranger that happens to hold the port, and a failed bind is retried on another port. Then servers
+and workers. The job succeeds when every worker exits 0; servers and the scheduler then end by
+themselves (ps-lite's finalize) and are stopped if they linger.
+"""
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+from launcher import ports
+from launcher.output import RoleOutputSink
+from launcher.plan import JobPlan, Role
+from launcher.runner import (Events, RoleEnded, RoleHandle, RoleLaunch, RoleOutput, RoleResult,
+                             RoleStarted, Runner)
+
+EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 124
+SIGNAL_REASONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
+SCHEDULER_BOUND = "Bind to role=scheduler"
+TICK = 0.05  # longest time an event-free loop waits before looking at its deadlines
+DRAIN_BATCH = 500  # a chatty role must not keep the loop from its deadlines
+
+
+@dataclass(frozen=True)
+class SignalReceived:
+    signum: int
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    grace: float = 1.0  # SIGTERM -> SIGKILL, per role
+    finish_grace: float = 10.0  # after every worker succeeded, how long servers/scheduler may take to end
+    ready_timeout: float = 60.0  # the scheduler's bind report; then the other roles start anyway
+    port_tries: int = 5
+    kill_wait: float = 0.5  # after the grace, before guards that did not report are killed
+    abandon_wait: float = 1.5  # after that, roles that still did not report are given up on
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    status: int
+    reason: str  # ok | failed | timeout | interrupted | terminated | hung up
+    plan: JobPlan  # the plan that ran (its port is the one the scheduler bound)
+    results: Tuple[RoleResult, ...]
+    first_failure: Optional[RoleResult]
+    started: float
+    ended: float
+    teardown_started: Optional[float] = None  # wall clock; None when nothing had to be stopped
+    notes: Tuple[str, ...] = ()
+
+
+@dataclass
+class _State:
+    plan: JobPlan
+    handles: Dict[str, RoleHandle] = field(default_factory=dict)
+    live: Dict[str, Role] = field(default_factory=dict)
+    results: Dict[str, RoleResult] = field(default_factory=dict)
+    pids: Dict[str, Tuple[int, float]] = field(default_factory=dict)
+    phase: str = "scheduler"  # scheduler -> running
+    stopping: Optional[str] = None
+    first_failure: Optional[RoleResult] = None
+    teardown_started: Optional[float] = None
+    kill_at: Optional[float] = None
+    abandon_at: Optional[float] = None
+    finishing_at: Optional[float] = None
+    ports_tried: List[int] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+
+class Job:
+    def __init__(self, make_plan: Callable[[int], JobPlan], first_port: int, runner: Runner,
+                 sink: RoleOutputSink, settings: JobSettings = JobSettings(), cwd: Optional[str] = None,
+                 choose_port: Callable[[List[int]], int] = lambda avoid: ports.choose_port(avoid=avoid)):
+        self.make_plan = make_plan
+        self.first_port = first_port
+        self.runner = runner
+        self.sink = sink
+        self.settings = settings
+        self.cwd = cwd
+        self.choose_port = choose_port
+        self.events: Events = Events()
+
+    # ------------------------------------------------------------------------------------------ public
+    def run(self) -> JobOutcome:
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNAL_REASONS:
+                previous[signum] = signal.signal(signum, lambda s, f: self.events.put(SignalReceived(s)))
+        try:
+            return self._run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.runner.close()
+
+    # ------------------------------------------------------------------------------------------ steps
+    def _launch(self, role: Role) -> RoleLaunch:
+        return RoleLaunch(role=role, argv=self.state.plan.spec.command, cwd=self.cwd, grace=self.settings.grace)
+
+    def _start(self, role: Role) -> None:
+        self.state.live[role.name] = role
+        try:
+            self.state.handles[role.name] = self.runner.start(self._launch(role), self.events)
+        except Exception as exc:  # the runner could not even start its guard (ssh refused, ...)
+            del self.state.live[role.name]
+            now = time.time()
+            self._ended(RoleResult(name=role.name, kind=role.kind, index=role.index, host=role.host.address,
+                                   pid=None, start=now, end=now, exit_code=None, signal=None,
+                                   error=f"could not be started: {exc}"))
+
+    def _start_rest(self) -> None:
+        self.state.phase = "running"
+        for role in self.state.plan.roles[1:]:
+            if self.state.stopping:
+                return
+            self._start(role)
+
+    def _begin_teardown(self, reason: str) -> None:
+        st = self.state
+        if st.stopping:
+            return
+        st.stopping = reason
+        st.teardown_started = time.time()
+        st.kill_at = time.monotonic() + self.settings.grace + self.settings.kill_wait
+        for name in list(st.live):
+            st.handles[name].stop()
+
+    def _retry_scheduler(self, result: RoleResult) -> bool:
+        """After the scheduler failed: whether it failed to bind and was started again on another port."""
+        st = self.state
+        if st.phase != "scheduler" or not ports.bind_failed(self.sink.tail("scheduler")):
+            return False
+        st.ports_tried.append(st.plan.port)
+        if len(st.ports_tried) >= self.settings.port_tries:
+            return False
+        port = self.choose_port(st.ports_tried)
+        note = f"scheduler could not bind port {st.plan.port}; retrying on port {port}"
+        st.notes.append(note)
+        self.sink.notice(note)
+        st.plan = self.make_plan(port)
+        self._start(st.plan.scheduler)
+        return True
+
+    # ------------------------------------------------------------------------------------------ events
+    def _ended(self, result: RoleResult) -> None:
+        st = self.state
+        st.live.pop(result.name, None)
+        if st.stopping:
+            st.results[result.name] = result
+            return
+        if result.name == "scheduler" and not result.ok and self._retry_scheduler(result):
+            return
+        st.results[result.name] = result
+        if not result.ok:
+            st.first_failure = result
+            self._begin_teardown("failed")
+            return
+        if st.phase == "scheduler":  # ended cleanly before binding: not an MXNet program; go on
+            self._start_rest()
+        workers_left = [n for n in st.live if st.plan.role(n).kind == "worker"]
+        if result.kind == "worker" and not workers_left and st.finishing_at is None:
+            st.finishing_at = time.monotonic() + self.settings.finish_grace
+
+    def _handle(self, event) -> None:
+        st = self.state
+        if isinstance(event, RoleOutput):
+            self.sink.line(event.name, event.data)
+            if st.phase == "scheduler" and event.name == "scheduler" and SCHEDULER_BOUND.encode() in event.data:
+                self._start_rest()
+        elif isinstance(event, RoleStarted):
+            st.pids[event.name] = (event.pid, event.time)
+        elif isinstance(event, RoleEnded):
+            self._ended(event.result)
+        elif isinstance(event, SignalReceived):
+            self._begin_teardown(SIGNAL_REASONS.get(event.signum, "terminated"))
+
+    # ------------------------------------------------------------------------------------------ loop
+    def _run(self) -> JobOutcome:
+        started = time.time()
+        t0 = time.monotonic()
+        self.state = st = _State(plan=self.make_plan(self.first_port))
+        timeout = st.plan.spec.timeout
+        deadline = t0 + timeout if timeout else None
+        ready_deadline = t0 + self.settings.ready_timeout
+        self._start(st.plan.scheduler)
+        while True:
+            now = time.monotonic()
+            if not st.stopping:
+                if deadline is not None and now >= deadline:
+                    self._begin_teardown("timeout")
+                elif st.phase == "scheduler" and now >= ready_deadline:
+                    note = (f"the scheduler did not report binding port {st.plan.port} within "
+                            f"{self.settings.ready_timeout:g}s; starting the other roles anyway")
+                    st.notes.append(note)
+                    self.sink.notice(note)
+                    self._start_rest()
+                elif st.finishing_at is not None and now >= st.finishing_at:
+                    self._begin_teardown("finished")
+            if not st.live and (st.stopping or st.phase == "running"):
+                break
+            if st.stopping and st.kill_at is not None and now >= st.kill_at:
+                for name in list(st.live):
+                    st.handles[name].kill()
+                st.kill_at, st.abandon_at = None, now + self.settings.abandon_wait
+            if st.abandon_at is not None and now >= st.abandon_at:
+                self._abandon()
+                break
+            try:
+                self._handle(self.events.get(timeout=TICK))
+                for _ in range(DRAIN_BATCH):  # what is already queued, then the clock again
+                    self._handle(self.events.get_nowait())
+            except queue.Empty:
+                pass
+        return self._outcome(started)
+
+    def _abandon(self) -> None:
+        st = self.state
+        for name, role in list(st.live.items()):
+            pid, start = st.pids.get(name, (None, None))
+            st.results[name] = RoleResult(name=name, kind=role.kind, index=role.index, host=role.host.address,
+                                          pid=pid, start=start, end=time.time(), exit_code=None, signal=None,
+                                          stopped=st.stopping, error="did not report its end")
+            st.notes.append(f"{role.label} on {role.host.address} did not report its end; its guard was killed")
+        st.live.clear()
+
+    def _outcome(self, started: float) -> JobOutcome:
+        st = self.state
+        workers = [st.results.get(r.name) for r in st.plan.workers]
+        if st.stopping in ("timeout",):
+            status = EXIT_TIMEOUT
+        elif st.stopping in ("interrupted", "terminated", "hung up"):
+            status = 128 + {"interrupted": 2, "terminated": 15, "hung up": 1}[st.stopping]
+        elif st.first_failure is not None or not all(w is not None and w.ok for w in workers):
+            status = EXIT_FAILED
+        else:
+            status = EXIT_OK
+        reason = st.stopping if st.stopping and st.stopping != "finished" else ("ok" if status == 0 else "failed")
+        order = [r.name for r in st.plan.roles]
+        results = tuple(st.results[n] for n in order if n in st.results)
+        return JobOutcome(status=status, reason=reason, plan=st.plan, results=results,
+                          first_failure=st.first_failure, started=started, ended=time.time(),
+                          teardown_started=st.teardown_started, notes=tuple(st.notes))

@@ -1,0 +1,174 @@
+"""The job plan: pure data from pure functions (no processes, no files, no clock).
+
+`JobSpec` is what the user asked for (from the command line, or from a run's job.yaml on --resume);
+`plan_job` turns it into a `JobPlan`: one `Role` per process (scheduler, servers, workers), each with
+its host and its complete environment. Local and SSH modes share this code; only the hosts differ.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Tuple
+
+from launcher.errors import UsageError
+from launcher.hosts import Host, place
+
+Env = Tuple[Tuple[str, str], ...]  # ordered, hashable: frozen dataclasses stay frozen
+
+# Set by the launcher for every role; a user value would break the job, so it is refused.
+RESERVED_KEYS = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER",
+                 "DMLC_NUM_WORKER", "DMLC_NODE_HOST")
+RESERVED_PREFIX = "LAUNCH_"
+MARKER_KEY = "LAUNCH_JOB_ID"  # every process of a job carries it: how leftovers are found, never by name
+SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|(^|_)KEY($|_)|AUTH", re.IGNORECASE)
+MASK = "***"
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_env_pair(text: str, option: str = "--env") -> Tuple[str, str]:
+    """'KEY=VALUE' -> (KEY, VALUE); the value is kept byte for byte (it may hold '=', spaces, ...)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise UsageError(f"{option} {text!r}: expected KEY=VALUE")
+    if not ENV_KEY.match(key):
+        raise UsageError(f"{option} {text!r}: {key!r} is not a valid environment variable name")
+    if key in RESERVED_KEYS or key.startswith(RESERVED_PREFIX):
+        raise UsageError(f"{option} {key}: set by the launcher for every role, it cannot be overridden")
+    return key, value
+
+
+def is_secret(key: str) -> bool:
+    return bool(SECRET_NAME.search(key))
+
+
+def masked(env: Mapping[str, str]) -> Dict[str, str]:
+    """The environment as it may be written to a file or screen: secret-looking values masked."""
+    return {k: (MASK if is_secret(k) else v) for k, v in env.items()}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the user asked for. `hosts` is (Host.loopback(),) in local mode."""
+
+    command: Tuple[str, ...]
+    num_workers: int
+    num_servers: int
+    hosts: Tuple[Host, ...]
+    local: bool = True
+    env: Env = ()
+    env_worker: Env = ()
+    env_server: Env = ()
+    workdir: Optional[str] = None  # where roles run; None = the launcher's cwd (local mode)
+    timeout: Optional[float] = None
+
+    def validate(self) -> "JobSpec":
+        if not self.command:
+            raise UsageError("missing command: put it after '--', e.g. launch train --local -n 2 -- python train.py")
+        if self.num_workers < 1:
+            raise UsageError(f"-n/--num-workers must be at least 1, got {self.num_workers}")
+        if self.num_servers < 1:
+            raise UsageError(f"-s/--num-servers must be at least 1 (a dist_sync job needs a server), "
+                             f"got {self.num_servers}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise UsageError(f"--timeout must be positive, got {self.timeout:g}")
+        return self
+
+
+@dataclass(frozen=True)
+class Role:
+    """One process of the job."""
+
+    kind: str  # scheduler | server | worker
+    index: int  # server i / worker rank r; 0 for the scheduler
+    host: Host
+    env: Env
+
+    @property
+    def name(self) -> str:
+        """File-safe id: scheduler, server-0, worker-1 (logs/<name>.log, --role NAME)."""
+        return self.kind if self.kind == "scheduler" else f"{self.kind}-{self.index}"
+
+    @property
+    def label(self) -> str:
+        """For people: scheduler, server 0, worker 1."""
+        return self.kind if self.kind == "scheduler" else f"{self.kind} {self.index}"
+
+    def env_dict(self) -> Dict[str, str]:
+        return dict(self.env)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    spec: JobSpec
+    job_id: str
+    run_dir: str
+    port: int
+    roles: Tuple[Role, ...]  # start order: scheduler, servers, workers
+
+    @property
+    def scheduler(self) -> Role:
+        return self.roles[0]
+
+    @property
+    def workers(self) -> Tuple[Role, ...]:
+        return tuple(r for r in self.roles if r.kind == "worker")
+
+    def role(self, name: str) -> Role:
+        return next(r for r in self.roles if r.name == name)
+
+    def hosts_used(self) -> Tuple[Host, ...]:
+        seen = []
+        for role in self.roles:
+            if role.host not in seen:
+                seen.append(role.host)
+        return tuple(seen)
+
+
+def _thread_defaults(kind: str, workers_on_host: int, local_cpus: Optional[int]) -> Dict[str, str]:
+    # Scheduler and servers mostly wait on the network; several MXNet processes on one machine
+    # oversubscribe its cores unless each is told how many OpenMP threads it may use.
+    if kind != "worker":
+        return {"OMP_NUM_THREADS": "1"}
+    if local_cpus:  # only known for the launching machine
+        return {"OMP_NUM_THREADS": str(max(1, local_cpus // max(1, workers_on_host)))}
+    return {}
+
+
+def role_env(kind: str, host: Host, scheduler: Host, port: int, spec: JobSpec, job_id: str,
+             run_dir: str, name: str, workers_on_host: int, local_cpus: Optional[int]) -> Env:
+    """A role's environment: thread defaults < --env < --env-worker/--env-server < the launcher's own."""
+    env: Dict[str, str] = _thread_defaults(kind, workers_on_host, local_cpus)
+    if kind == "scheduler":
+        # ps-lite's scheduler then logs "Bind to role=scheduler ... port=P": how the launcher knows the
+        # port is ours before any worker connects to it (PS_VERBOSE=1 adds only start-up lines).
+        env["PS_VERBOSE"] = "1"
+    env.update(spec.env)
+    env.update({"worker": spec.env_worker, "server": spec.env_server}.get(kind, ()))
+    env.update({
+        "DMLC_ROLE": kind,
+        "DMLC_PS_ROOT_URI": scheduler.address,
+        "DMLC_PS_ROOT_PORT": str(port),
+        "DMLC_NUM_SERVER": str(spec.num_servers),
+        "DMLC_NUM_WORKER": str(spec.num_workers),
+        "DMLC_NODE_HOST": host.address,
+        "LAUNCH_RUN_DIR": run_dir,
+        MARKER_KEY: job_id,
+        "LAUNCH_ROLE": name,
+    })
+    return tuple(env.items())
+
+
+def plan_job(spec: JobSpec, job_id: str, run_dir: str, port: int, local_cpus: Optional[int] = None) -> JobPlan:
+    """Pure: the same inputs always give the same plan."""
+    spec.validate()
+    placement = place(spec.hosts, spec.num_workers, spec.num_servers)
+    workers_per_host: Dict[Host, int] = {}
+    for host in placement.workers:
+        workers_per_host[host] = workers_per_host.get(host, 0) + 1
+    roles = []
+    for kind, index, host in placement.roles():
+        name = kind if kind == "scheduler" else f"{kind}-{index}"
+        env = role_env(kind, host, placement.scheduler, port, spec, job_id, run_dir, name,
+                       workers_per_host.get(host, 0), local_cpus if spec.local else None)
+        roles.append(Role(kind=kind, index=index, host=host, env=env))
+    return JobPlan(spec=spec, job_id=job_id, run_dir=run_dir, port=port, roles=tuple(roles))

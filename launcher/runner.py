@@ -1,0 +1,158 @@
+"""The Runner seam: how the job lifecycle starts roles, without knowing where they run.
+
+A `Runner` starts each role under a roleguard (launcher/roleguard.py) — a local process, or one at
+the end of an SSH channel — and returns a `RoleHandle`. Everything a role does comes back as events
+on one queue, in order: `RoleStarted`, `RoleOutput` (one line), then exactly one `RoleEnded` carrying
+its `RoleResult`. `pump_guard_output` turns a guard's stdout into those events and is shared by every
+runner; a runner only has to supply the guard's stdout, its stdin (the lifeline) and its exit status.
+"""
+from __future__ import annotations
+
+import abc
+import queue
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Optional, Tuple
+
+from launcher import roleguard
+from launcher.plan import Role
+
+Events = queue.SimpleQueue  # put() is reentrant: safe from signal handlers and from pump threads
+
+
+@dataclass(frozen=True)
+class RoleLaunch:
+    """Everything a runner needs to start one role."""
+
+    role: Role
+    argv: Tuple[str, ...]
+    cwd: Optional[str]
+    grace: float = 1.0  # seconds between SIGTERM and SIGKILL when the role is stopped
+
+
+@dataclass(frozen=True)
+class RoleResult:
+    """How one role ended (one per role: the runners' shared result type)."""
+
+    name: str
+    kind: str
+    index: int
+    host: str
+    pid: Optional[int]
+    start: Optional[float]  # wall-clock seconds (time.time())
+    end: Optional[float]
+    exit_code: Optional[int]
+    signal: Optional[int]
+    stopped: Optional[str] = None  # why the launcher stopped it ("stop", "lifeline", ...), None if it ended itself
+    error: Optional[str] = None  # it could not be started, or its guard failed
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.signal and not self.error
+
+    def how(self) -> str:
+        """'exit code 3', 'signal 9 (SIGKILL)', or the start error."""
+        if self.error:
+            return self.error
+        if self.signal:
+            try:
+                return f"signal {self.signal} ({signal.Signals(self.signal).name})"
+            except ValueError:
+                return f"signal {self.signal}"
+        return f"exit code {self.exit_code}"
+
+
+@dataclass(frozen=True)
+class RoleStarted:
+    name: str
+    pid: int
+    time: float
+
+
+@dataclass(frozen=True)
+class RoleOutput:
+    name: str
+    data: bytes  # one line, newline included (the last one may lack it)
+
+
+@dataclass(frozen=True)
+class RoleEnded:
+    result: RoleResult
+
+
+class RoleHandle(abc.ABC):
+    """A started role. Both methods return at once; the outcome arrives as `RoleEnded`."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Ask the guard to stop the role: SIGTERM to its group, SIGKILL after the grace."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Last resort when the guard does not answer: cut the lifeline / kill what can be reached."""
+
+
+class Runner(abc.ABC):
+    """Starts roles. Implementations: local processes (local_runner.py), SSH (ssh mode)."""
+
+    @abc.abstractmethod
+    def start(self, launch: RoleLaunch, events: Events) -> RoleHandle:
+        """Start the role's guard; never blocks on the role itself."""
+
+    def close(self) -> None:
+        """Release whatever the runner holds (connections); roles are already ended."""
+
+
+@dataclass
+class GuardSession:
+    """What `pump_guard_output` learns about one guard; shared with the handle (kill uses the pid)."""
+
+    launch: RoleLaunch
+    token: str
+    role_pid: Optional[int] = None
+    start: Optional[float] = None
+    ended: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def config_line(self) -> bytes:
+        """The guard's first stdin line (roleguard protocol): env travels here, never on a command line."""
+        import json
+        return (json.dumps({"argv": list(self.launch.argv), "env": self.launch.role.env_dict(),
+                            "cwd": self.launch.cwd, "grace": self.launch.grace, "token": self.token})
+                + "\n").encode("utf-8")
+
+
+def pump_guard_output(session: GuardSession, stdout: BinaryIO, events: Events,
+                      guard_status: Callable[[], Optional[int]]) -> None:
+    """Read a guard's stdout to its end, emitting events; always ends with exactly one RoleEnded.
+
+    `guard_status` waits (bounded) for the guard to end and returns its exit status (None if unknown);
+    the status matters only when the guard ended without its `exit` line (killed, or its host went away).
+    """
+    role = session.launch.role
+    payload = None
+    for raw in iter(stdout.readline, b""):
+        text = raw.decode("utf-8", "replace")
+        control = roleguard.parse_control_line(text.rstrip("\n"), session.token)
+        if control is None:
+            events.put(RoleOutput(role.name, raw))
+            continue
+        event, data = control
+        if event == "started":
+            session.role_pid = int(data["pid"])
+            session.start = time.time()
+            events.put(RoleStarted(role.name, session.role_pid, session.start))
+        elif event == "exit":
+            payload = data
+    end = time.time()
+    if payload is None:
+        status = guard_status()
+        payload = {"code": None, "signal": None, "stopped": None,
+                   "error": f"its roleguard ended without a report (status {status})"}
+    session.ended = True
+    events.put(RoleEnded(RoleResult(
+        name=role.name, kind=role.kind, index=role.index, host=role.host.address, pid=session.role_pid,
+        start=session.start, end=end, exit_code=payload.get("code"), signal=payload.get("signal"),
+        stopped=payload.get("stopped"), error=payload.get("error"))))
+    guard_status()  # reap the guard (it exits right after its report)
