@@ -1,0 +1,354 @@
+"""Preflight for SSH mode: prove, on every host in parallel, that the job can start, before any role does.
+
+Per host: reachable and authenticated (launcher/ssh.py); the interpreter exists and imports mxnet, with
+the same mxnet version everywhere; the workdir exists; every role's DMLC_NODE_HOST is an address of
+that host; the training script and the data files named in the command exist (data: on every worker
+host); the scheduler's port is reachable from every host (a short-lived listener on the scheduler's host
+at the scheduler's address and port; every host connects to it, bounded).
+
+A failure is a per-host table on stderr and a `PreflightError` (exit 3), with nothing started anywhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from launcher.errors import CommandError
+from launcher.hosts import Host, Placement
+from launcher.ssh import Connection, HostResults
+
+EXIT_PREFLIGHT = 3
+CHECK_TIMEOUT = 60.0  # one host's checks (importing mxnet on a busy host takes seconds)
+PROBE_TIMEOUT = 3.0  # connecting to the scheduler's port
+LISTEN_READY_TIMEOUT = 15.0
+DATA_OPTION_PREFIXES = ("--data-",)  # option values that name input files (MXNet's --data-train/--data-val)
+
+# Runs on each host with the job's interpreter; its request arrives on stdin as one JSON line.
+CHECK_SCRIPT = r"""
+import json, os, socket, sys
+req = json.loads(sys.stdin.readline())
+out = {"python": sys.version.split()[0]}
+base = req["workdir"] or os.getcwd()
+out["workdir"] = os.path.isdir(base)
+out["missing"] = [f for f in req["files"] if not os.path.exists(os.path.join(base, f))]
+bad = []
+for addr in req["bind"]:
+    try:
+        s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+        s.bind((addr, 0)); s.close()
+    except OSError as e:
+        bad.append("%s (%s)" % (addr, e.strerror))
+out["bind"] = bad
+if req["probe"]:
+    addr, port = req["probe"]
+    try:
+        socket.create_connection((addr, port), timeout=req["probe_timeout"]).close()
+        out["probe"] = "ok"
+    except socket.timeout:
+        out["probe"] = "timed out after %gs (a firewall or security group drops it?)" % req["probe_timeout"]
+    except OSError as e:
+        out["probe"] = e.strerror or str(e)
+try:
+    if req["full"]:
+        import mxnet
+        out["mxnet"] = mxnet.__version__
+except BaseException as e:
+    out["mxnet_error"] = "%s: %s" % (type(e).__name__, " ".join(str(e).split())[:200])
+sys.stdout.write("@@preflight " + json.dumps(out) + "\n")
+"""
+
+# Holds the scheduler's address:port open while the other hosts probe it; exits on stdin EOF.
+LISTEN_SCRIPT = r"""
+import os, select, socket, sys, time
+addr, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+try:
+    s.bind((addr, port)); s.listen(128)
+except OSError as e:
+    sys.stdout.write("@@listen failed %s\n" % (e.strerror or e)); sys.stdout.flush(); sys.exit(1)
+sys.stdout.write("@@listen ready\n"); sys.stdout.flush()
+conns, deadline = [], time.time() + 120
+while time.time() < deadline:
+    r, _, _ = select.select([s, 0] + conns, [], [], 1.0)
+    if 0 in r and not os.read(0, 4096):
+        break
+    if s in r:
+        conns.append(s.accept()[0])
+    for c in [c for c in conns if c in r]:
+        if not c.recv(1):  # the prober closes first: no TIME_WAIT on the scheduler's port
+            c.close(); conns.remove(c)
+for c in conns:
+    c.close()
+s.close()
+"""
+
+
+class PreflightError(CommandError):
+    exit_code = EXIT_PREFLIGHT
+
+
+def data_files(command: Sequence[str]) -> Tuple[str, ...]:
+    """Input files named in the command: values of --data-* options (`--data-train X`, `--data-train=X`)."""
+    found: List[str] = []
+    args = list(command)
+    for i, arg in enumerate(args):
+        if not arg.startswith(DATA_OPTION_PREFIXES):
+            continue
+        if "=" in arg:
+            value = arg.split("=", 1)[1]
+        elif i + 1 < len(args) and not args[i + 1].startswith("-"):
+            value = args[i + 1]
+        else:
+            continue
+        if value and value not in found:
+            found.append(value)
+    return tuple(found)
+
+
+def script_files(command: Sequence[str]) -> Tuple[str, ...]:
+    """The program itself when it is a path (`/x/bin/trainer`) and a `python script.py`'s script."""
+    found = []
+    if command and os.sep in command[0]:
+        found.append(command[0])
+    if len(command) > 1 and os.path.basename(command[0]).startswith("python") and command[1].endswith(".py"):
+        found.append(command[1])
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What to check, per host."""
+
+    python: str
+    workdir: Optional[str]
+    scheduler: Host
+    worker_hosts: Tuple[Host, ...]
+    script_files: Tuple[str, ...]
+    data_files: Tuple[str, ...]
+    node_hosts: Tuple[Tuple[Host, Tuple[str, ...]], ...] = ()  # host -> DMLC_NODE_HOST values to verify
+
+    @classmethod
+    def from_spec(cls, spec, python: str, placement: Placement) -> "Checks":
+        nodes = {}
+        for _, _, host in placement.roles():
+            nodes.setdefault(host, host.address)
+        return cls(python=python, workdir=spec.workdir, scheduler=placement.scheduler,
+                   worker_hosts=tuple(dict.fromkeys(placement.workers)),
+                   script_files=script_files(spec.command), data_files=data_files(spec.command),
+                   node_hosts=tuple((h, (a,)) for h, a in nodes.items()))
+
+    def files_for(self, host: Host) -> Tuple[str, ...]:
+        return self.script_files + (self.data_files if host in self.worker_hosts else ())
+
+    def binds_for(self, host: Host, resolve: Callable[[str], str]) -> Tuple[str, ...]:
+        return tuple(resolve(a) for h, addrs in self.node_hosts if h == host for a in addrs)
+
+
+@dataclass
+class HostCheck:
+    host: Host
+    roles: str = ""
+    ssh: str = "-"
+    python: str = "-"
+    mxnet: str = "-"
+    workdir: str = "-"
+    files: str = "-"
+    port: str = "-"
+    problems: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class Report:
+    rows: List[HostCheck]
+
+    @property
+    def failed(self) -> List[HostCheck]:
+        return [r for r in self.rows if not r.ok]
+
+    def table(self) -> str:
+        head = ("HOST", "ROLES", "SSH", "PYTHON", "MXNET", "WORKDIR", "FILES", "PORT", "PROBLEM")
+        lines = [head]
+        for r in self.rows:
+            first, *rest = r.problems or ["-"]
+            lines.append((r.host.target, r.roles or "-", r.ssh, r.python, r.mxnet, r.workdir, r.files, r.port, first))
+            lines.extend(("", "", "", "", "", "", "", "", more) for more in rest)
+        widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(line[:-1], widths)) + "  " + line[-1]
+                         for line in lines) + "\n"
+
+    def raise_if_failed(self, echo: Optional[Callable[..., None]] = None) -> None:
+        if not self.failed:
+            return
+        if echo is None:
+            import click
+            echo = click.echo
+        echo("preflight failed; nothing was started:\n" + self.table(), err=True, nl=False)
+        first = self.failed[0]
+        raise PreflightError(f"preflight failed on {len(self.failed)} of {len(self.rows)} host(s), nothing started: "
+                             f"{first.host.target}: {first.problems[0]}"
+                             + (" (and more, see the table above)" if len(self.failed) > 1 or len(first.problems) > 1
+                                else ""))
+
+
+def _parse_marker(text: str, marker: str) -> Optional[dict]:
+    for line in text.splitlines():
+        if line.startswith(marker + " "):
+            try:
+                return json.loads(line[len(marker) + 1:])
+            except ValueError:
+                return None
+    return None
+
+
+def _interpreter_problem(python: str, rc: int, err: str) -> str:
+    if rc == 127:
+        return f"interpreter {python} not found"
+    if rc == 126:
+        return f"interpreter {python} is not executable"
+    if rc == -1:
+        return f"checks did not finish within {CHECK_TIMEOUT:g}s"
+    tail = " ".join(err.strip().splitlines()[-1:]) or f"exit status {rc}"
+    return f"interpreter {python} failed: {tail}"
+
+
+class _Listener:
+    """The scheduler's port held open on the scheduler's host while the others probe it."""
+
+    def __init__(self, conn: Connection, python: str, address: str, port: int):
+        self.channel = conn.open_channel([python, "-u", "-c", LISTEN_SCRIPT, address, str(port)])
+        self.error: Optional[str] = None
+        deadline = time.monotonic() + LISTEN_READY_TIMEOUT
+        buf = b""
+        while b"\n" not in buf:
+            if self.channel.recv_ready():
+                buf += self.channel.recv(4096)
+                continue
+            if self.channel.exit_status_ready() and not self.channel.recv_ready():
+                self.error = "could not run the port check"
+                break
+            if time.monotonic() >= deadline:
+                self.error = f"port check listener did not start within {LISTEN_READY_TIMEOUT:g}s"
+                break
+            select.select([self.channel], [], [], 0.05)
+        line = buf.decode(errors="replace").strip()
+        if line.startswith("@@listen failed"):
+            self.error = f"cannot listen on {address}:{port} on the scheduler's host: {line.split(' ', 2)[2]}"
+
+    def close(self) -> None:
+        try:
+            self.channel.shutdown_write()
+            self.channel.status_event.wait(5)  # the port is free again before the scheduler binds it
+        finally:
+            self.channel.close()
+
+
+def _check_host(conn: Connection, row: HostCheck, checks: Checks, probe: Optional[Tuple[str, int]],
+                resolve: Callable[[str], str], full: bool = True) -> dict:
+    request = {"workdir": checks.workdir, "files": list(checks.files_for(row.host)) if full else [],
+               "bind": list(checks.binds_for(row.host, resolve)) if full else [],
+               "probe": list(probe) if probe else None, "probe_timeout": PROBE_TIMEOUT, "full": full}
+    rc, out, err = conn.run([checks.python, "-c", CHECK_SCRIPT], timeout=CHECK_TIMEOUT,
+                            stdin=(json.dumps(request) + "\n").encode())
+    result = _parse_marker(out, "@@preflight")
+    if result is None:
+        row.python = "FAIL"
+        row.problems.append(_interpreter_problem(checks.python, rc, err))
+        return {}
+    row.python = result["python"]
+    if "mxnet" in result:
+        row.mxnet = result["mxnet"]
+    elif full:
+        row.mxnet = "FAIL"
+        row.problems.append(f"{checks.python} cannot import mxnet: {result.get('mxnet_error')}")
+    row.workdir = "ok" if result["workdir"] else "FAIL"
+    if not result["workdir"]:
+        row.problems.append(f"workdir {checks.workdir} does not exist")
+    missing = result["missing"]
+    if request["files"]:
+        row.files = "ok" if not missing else "FAIL"
+    for path in missing:
+        row.problems.append(f"file {path} not found" + (f" (in {checks.workdir})" if checks.workdir and not
+                                                         os.path.isabs(path) else ""))
+    for bad in result["bind"]:
+        row.problems.append(f"DMLC_NODE_HOST {bad} is not an address of this host")
+    if probe:
+        row.port = "ok" if result.get("probe") == "ok" else "FAIL"
+        if result.get("probe") != "ok":
+            row.problems.append(f"cannot reach the scheduler at {probe[0]}:{probe[1]}: {result.get('probe')}")
+    return result
+
+
+def run(connections: HostResults, checks: Checks, plan=None,
+        port: Optional[Tuple[str, int]] = None, full: bool = True) -> Report:
+    """Every check on every host, in parallel. `plan` (or `port` = (address, port)) adds the port check;
+    `full=False` runs only the port check."""
+    rows: Dict[Host, HostCheck] = {h: HostCheck(h) for h in connections}
+    if plan is not None:
+        for role in plan.roles:
+            if role.host in rows:
+                rows[role.host].roles = ",".join(filter(None, [rows[role.host].roles, role.name]))
+        env = plan.scheduler.env_dict()
+        port = (env.get("DMLC_PS_ROOT_URI", plan.scheduler.host.address), int(plan.port))
+    ips = {h.address: c.ip for h, c in connections.succeeded.items()}
+
+    def resolve(address: str) -> str:
+        return ips.get(address, address)
+
+    for host, result in connections.items():
+        row = rows[host]
+        row.ssh = "ok" if host in connections.succeeded else "FAIL"
+        if host not in connections.succeeded:
+            row.problems.append(connections.message(host))
+    listener = None
+    probe = None
+    sched_conn = connections.succeeded.get(checks.scheduler)
+    if port and sched_conn is not None:
+        probe = (resolve(port[0]), port[1])
+        try:
+            listener = _Listener(sched_conn, checks.python, probe[0], probe[1])
+        except Exception as exc:
+            rows[checks.scheduler].problems.append(f"port check: {exc}")
+            probe = None
+        else:
+            if listener.error:
+                # the interpreter problem (if that is the cause) is reported by the host's own checks
+                rows[checks.scheduler].port = "FAIL"
+                if "could not run" not in listener.error:
+                    rows[checks.scheduler].problems.append(listener.error)
+                listener.close()
+                listener, probe = None, None
+    try:
+        live = connections.succeeded
+        with ThreadPoolExecutor(max_workers=max(1, min(32, len(live))), thread_name_prefix="preflight") as pool:
+            futures = {h: pool.submit(_check_host, c, rows[h], checks, probe, resolve, full) for h, c in live.items()}
+            for host, future in futures.items():
+                try:
+                    future.result(timeout=CHECK_TIMEOUT + 10)
+                except Exception as exc:
+                    rows[host].problems.append(f"checks failed: {type(exc).__name__}: {exc}")
+    finally:
+        if listener is not None:
+            listener.close()
+    versions = {r.mxnet for r in rows.values() if r.mxnet not in ("-", "FAIL")}
+    if len(versions) > 1:
+        majority = max(versions, key=lambda v: sum(r.mxnet == v for r in rows.values()))
+        for r in rows.values():
+            if r.mxnet in versions and r.mxnet != majority:
+                r.problems.append(f"mxnet {r.mxnet} here, {majority} on the other hosts: use one version everywhere")
+    return Report([rows[h] for h in connections])
+
+
+def check_port(connections: Dict[Host, Connection], checks: Checks, scheduler_role) -> Report:
+    """Only the port check (used when the plan was not known at preflight time)."""
+    env = scheduler_role.env_dict()
+    results = HostResults(connections)
+    return run(results, checks, port=(env["DMLC_PS_ROOT_URI"], int(env["DMLC_PS_ROOT_PORT"])), full=False)

@@ -1,0 +1,184 @@
+"""SSHRunner: every role is a roleguard at the end of an SSH channel (the Runner seam of runner.py).
+
+One connection per host (launcher/ssh.py), shared by all roles on that host: each role is one channel.
+The remote command is the job's interpreter running the guard shipped over the channel's stdin
+(`roleguard.bootstrap_argv`), so nothing of mxlaunch has to be installed on the hosts. The guard's
+config line, with the role's environment, follows on stdin: the environment never appears on a command
+line, here or there. The channel's stdin then stays open as the guard's lifeline: when the launcher
+dies (even SIGKILL) or its connection drops, sshd closes the guard's stdin and the guard kills the
+role's whole process group (TERM, then KILL after the grace).
+
+`runner_from_options(spec, ...)` is what `launch train --hosts/--cluster` calls: it connects to every
+host in parallel and runs the preflight (launcher/preflight.py) before any role starts; a failure is a
+per-host table on stderr and a PreflightError (nothing started anywhere).
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import secrets
+import threading
+from typing import Callable, Dict, Optional
+
+from launcher import roleguard
+from launcher.errors import UsageError
+from launcher.hosts import Host, place
+from launcher.runner import Events, GuardSession, RoleHandle, RoleLaunch, Runner, pump_guard_output
+from launcher.ssh import Connection, SSHOptions, connect_all
+
+GUARD_EXIT_WAIT = 2.0
+KEEPALIVE_SECONDS = 2  # the launcher notices a dead connection (the hosts notice through sshd)
+
+
+def is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+        return True
+    except ValueError:
+        return False
+
+
+class SSHRoleHandle(RoleHandle):
+    def __init__(self, session: GuardSession, conn: Connection, channel):
+        self.session = session
+        self.conn = conn
+        self.channel = channel
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> None:
+        with self._lock:
+            try:
+                if not self.channel.closed:
+                    self.channel.sendall(data)
+            except (OSError, EOFError, Exception):  # channel or transport gone: RoleEnded is on the way
+                pass
+
+    def stop(self) -> None:
+        self.send(roleguard.STOP_LINE + b"\n")
+
+    def kill(self) -> None:
+        """Cut the lifeline (sshd closes the guard's stdin), and SIGKILL the role's group directly."""
+        with self._lock:
+            try:
+                self.channel.close()
+            except Exception:
+                pass
+        pid = self.session.role_pid
+        if pid and self.conn.alive:
+            def _kill():
+                try:
+                    self.conn.run(["kill", "-KILL", "--", f"-{pid}"], timeout=5)
+                except Exception:
+                    pass
+            threading.Thread(target=_kill, name=f"kill-{self.session.launch.role.name}", daemon=True).start()
+
+
+class SSHRunner(Runner):
+    """Starts roles over already-open connections: {Host: Connection} for every host of the plan."""
+
+    def __init__(self, connections: Dict[Host, Connection], python: str,
+                 before_first_start: Optional[Callable[[RoleLaunch], None]] = None):
+        if not python or not os.path.isabs(python):
+            raise UsageError(f"--python must be an absolute path on the hosts in SSH mode, got {python!r}")
+        self.connections = dict(connections)
+        self.python = python
+        self._before_first_start = before_first_start
+        self._started_any = False
+        for conn in self.connections.values():
+            try:
+                conn.transport.set_keepalive(KEEPALIVE_SECONDS)
+            except Exception:
+                pass
+
+    def _connection(self, host: Host) -> Connection:
+        try:
+            return self.connections[host]
+        except KeyError:
+            raise RuntimeError(f"no SSH connection to {host.target}") from None
+
+    def _ip_of(self, address: str) -> str:
+        """The address a role should use for a host named in the plan (an IP: ps-lite needs one)."""
+        if is_ip(address):
+            return address
+        for host, conn in self.connections.items():
+            if host.address == address:
+                return conn.ip
+        return address
+
+    def _resolved(self, launch: RoleLaunch) -> RoleLaunch:
+        env = launch.role.env_dict()
+        changed = False
+        for key in ("DMLC_NODE_HOST", "DMLC_PS_ROOT_URI"):
+            if key in env and not is_ip(env[key]):
+                env[key] = self._ip_of(env[key])
+                changed = True
+        if not changed:
+            return launch
+        return dataclasses.replace(launch, role=dataclasses.replace(launch.role, env=tuple(env.items())))
+
+    def start(self, launch: RoleLaunch, events: Events) -> SSHRoleHandle:
+        if not self._started_any:
+            self._started_any = True
+            if self._before_first_start:
+                self._before_first_start(launch)
+        conn = self._connection(launch.role.host)
+        launch = self._resolved(launch)
+        session = GuardSession(launch=launch, token=secrets.token_hex(8))
+        channel = conn.open_channel(roleguard.bootstrap_argv(self.python))
+        channel.set_combine_stderr(True)  # the guard's own errors (bad interpreter, ...) reach the log
+        handle = SSHRoleHandle(session, conn, channel)
+        handle.send(roleguard.bootstrap_payload() + session.config_line())
+        session.extra["channel"] = channel
+
+        def guard_status() -> Optional[int]:
+            if channel.status_event.wait(GUARD_EXIT_WAIT):
+                return channel.exit_status
+            return None
+
+        stdout = channel.makefile("rb")
+        threading.Thread(target=pump_guard_output, args=(session, stdout, events, guard_status),
+                         name=f"guard-{launch.role.name}@{launch.role.host.address}", daemon=True).start()
+        return handle
+
+    def close(self) -> None:
+        for conn in self.connections.values():
+            conn.close()
+
+
+def runner_from_options(spec, python: Optional[str] = None, ssh_key: Optional[str] = None,
+                        ssh_user: Optional[str] = None, known_hosts: Optional[str] = None,
+                        accept_new_host_keys: bool = False, plan=None, echo=None,
+                        config_path: Optional[str] = "~/.ssh/config", connect_timeout: float = 10.0) -> SSHRunner:
+    """Build the SSH runner for `launch train --hosts/--cluster`: connect to every host of the job in
+    parallel, run the preflight, and return the runner (or raise PreflightError, nothing started).
+
+    With `plan` (the JobPlan of the first port) the preflight also proves the scheduler's port is
+    reachable from every host before anything starts; without it that check runs just before the
+    scheduler starts."""
+    from launcher import preflight
+
+    if not python:
+        raise UsageError("--python is required with --hosts/--cluster: the absolute path of the interpreter "
+                         "on the hosts (the same on every host), e.g. --python /opt/venv/bin/python")
+    if not os.path.isabs(python):
+        raise UsageError(f"--python must be an absolute path on the hosts, got {python!r} "
+                         f"(a relative interpreter resolves differently on every host)")
+    options = SSHOptions(key=ssh_key, user=ssh_user, known_hosts=known_hosts, accept_new=accept_new_host_keys,
+                         config_path=config_path, connect_timeout=connect_timeout)
+    placement = place(spec.hosts, spec.num_workers, spec.num_servers)
+    connections = connect_all(placement.hosts_used(), options)
+    checks = preflight.Checks.from_spec(spec, python, placement)
+    try:
+        report = preflight.run(connections, checks, plan=plan)
+        report.raise_if_failed(echo=echo)
+    except BaseException:
+        connections.close()
+        raise
+
+    def port_check(launch: RoleLaunch) -> None:
+        if plan is None and launch.role.kind == "scheduler":
+            late = preflight.check_port(connections.succeeded, checks, launch.role)
+            late.raise_if_failed(echo=echo)
+
+    return SSHRunner(connections.succeeded, python, before_first_start=port_check)
