@@ -193,6 +193,20 @@ class Bed:
             _kill_and_wait([m.sshd_pid], timeout)
             m.sshd_pid = None
 
+    def firewall(self, i: int, ports: str = "20000-32767") -> None:
+        """Silently drop TCP connections arriving at host i on `ports` (like a security group would):
+        a blackhole policy rule ahead of the local table, for packets coming in on eth0 only."""
+        m = self.members[i]
+        for argv in (("rule", "add", "pref", "10", "iif", "eth0", "ipproto", "tcp", "dport", ports, "blackhole"),
+                     ("rule", "add", "pref", "100", "lookup", "local"), ("rule", "del", "pref", "0")):
+            _run(IP, "netns", "exec", m.netns, IP, *argv)
+
+    def unfirewall(self, i: int) -> None:
+        m = self.members[i]
+        for argv in (("rule", "add", "pref", "0", "lookup", "local"), ("rule", "del", "pref", "10"),
+                     ("rule", "del", "pref", "100")):
+            _run(IP, "netns", "exec", m.netns, IP, *argv)
+
     def kill_jobs(self, i: int, timeout: float = 5) -> None:
         _kill_and_wait(self.job_pids(i), timeout)
 
