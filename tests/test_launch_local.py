@@ -1,0 +1,259 @@
+"""`launch train --local` end to end: real MXNet dist_sync processes, real signals, real files.
+
+Every fault is checked for what a user sees: exit status, the message naming the failing role, how soon
+every role was gone after the fault, and that no process of the job is left (found by the job's own
+LAUNCH_JOB_ID marker in /proc/*/environ, never by name).
+"""
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from jobs.harness import (PUSHPULL, QUIET_ENV, job_id_of, job_processes, read_log, role_pid, run_launch,
+                          start_launch, wait_for)
+
+TEARDOWN_LIMIT = 2.0
+LONG_JOB = [PUSHPULL, "--rounds", "100000", "--round-seconds", "0.05"]
+
+
+def summary(run_dir):
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)
+
+
+def last_end(run_dir):
+    from datetime import datetime
+    ends = [r["end"] for r in summary(run_dir)["roles"] if r["end"]]
+    return max(datetime.fromisoformat(e).timestamp() for e in ends)
+
+
+def start_long_job(tmp_path, workers=2, servers=1, extra=()):
+    run_dir = str(tmp_path / "run")
+    proc = start_launch("train", "--local", "-n", str(workers), "-s", str(servers), "--run-dir", run_dir,
+                        *QUIET_ENV, *extra, "--", "python", *LONG_JOB)
+    job_id = wait_for(lambda: job_id_of(run_dir), 20, what="job.yaml")
+    # every worker is past its first push/pull: the whole job is up
+    wait_for(lambda: all("round=1 " in read_log(run_dir, f"worker-{i}") for i in range(workers)), 60,
+             what="every worker running")
+    return proc, run_dir, job_id
+
+
+def finish(proc, timeout=15):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def assert_no_leftovers(job_id):
+    left = job_processes(job_id)
+    assert not left, f"processes of the job left behind: {left}"
+
+
+# ------------------------------------------------------------------------------------------ success
+
+@pytest.mark.timeout(90)
+def test_two_workers_one_server_succeed_with_logs_and_summary(tmp_path):
+    run_dir = str(tmp_path / "ok")
+    rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, *QUIET_ENV,
+                              "--", "python", PUSHPULL, "--rounds", "3")
+    assert rc == 0, err
+    for i in (0, 1):
+        assert f"[worker {i}] pushpull worker rank=" in out
+        assert "done" in read_log(run_dir, f"worker-{i}")
+    assert "[server 0]" in out or read_log(run_dir, "server-0") is not None
+    assert "[scheduler] " in out
+    data = summary(run_dir)
+    assert data["status"] == 0 and data["reason"] == "ok"
+    assert {r["name"]: r["exit_code"] for r in data["roles"]} == {
+        "scheduler": 0, "server-0": 0, "worker-0": 0, "worker-1": 0}
+    assert all(isinstance(r["pid"], int) for r in data["roles"])
+    assert "ok: all 2 workers exited 0" in out
+    with open(os.path.join(run_dir, "hosts")) as f:
+        assert f.read().strip().splitlines()[-1].startswith("127.0.0.1")
+    assert_no_leftovers(data["job_id"])
+
+
+# ------------------------------------------------------------------------------------------ faults
+
+@pytest.mark.timeout(90)
+def test_worker_exit_code_fails_job_naming_it(tmp_path):
+    run_dir = str(tmp_path / "fail")
+    t0 = time.time()
+    rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, *QUIET_ENV,
+                              "--", "python", *LONG_JOB, "--fail-rank", "1", "--fail-round", "3",
+                              "--fail-code", "3", timeout=60)
+    assert rc == 1
+    failing = [i for i in (0, 1) if "failing with code 3" in read_log(run_dir, f"worker-{i}")]
+    assert len(failing) == 1
+    data = summary(run_dir)
+    first = data["first_failure"]
+    assert first["name"] == f"worker-{failing[0]}" and first["exit_code"] == 3
+    assert f"worker {failing[0]} (rank {failing[0]}) on 127.0.0.1" in err and "exit code 3" in err
+    assert "failing with code 3" in err  # its last log lines
+    assert err.strip().splitlines()[-1].startswith("launch: error: ")
+    assert data["teardown_seconds"] <= TEARDOWN_LIMIT
+    assert time.time() - t0 < 60
+    assert_no_leftovers(data["job_id"])
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("victim", ["worker-1", "server-0", "scheduler"])
+def test_sigkill_of_any_role_tears_the_job_down(tmp_path, victim):
+    proc, run_dir, job_id = start_long_job(tmp_path)
+    pid = role_pid(job_id, victim)
+    assert pid
+    fault = time.time()
+    os.kill(pid, signal.SIGKILL)
+    rc, out, err = finish(proc)
+    assert rc == 1, err
+    data = summary(run_dir)
+    assert data["first_failure"]["name"] == victim
+    assert data["first_failure"]["signal"] == 9
+    label = victim.replace("-", " ")
+    assert label in err and "signal 9 (SIGKILL)" in err
+    assert last_end(run_dir) - fault <= TEARDOWN_LIMIT
+    assert_no_leftovers(job_id)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_to_launcher_stops_every_role(tmp_path, signum, status):
+    proc, run_dir, job_id = start_long_job(tmp_path)
+    sent = time.time()
+    os.kill(proc.pid, signum)
+    rc, out, err = finish(proc)
+    assert rc == status
+    assert "every role was stopped" in err
+    assert last_end(run_dir) - sent <= TEARDOWN_LIMIT
+    assert summary(run_dir)["reason"] in ("interrupted", "terminated")
+    assert_no_leftovers(job_id)
+
+
+@pytest.mark.timeout(90)
+def test_sigkill_of_launcher_kills_every_role(tmp_path):
+    proc, run_dir, job_id = start_long_job(tmp_path)
+    assert len([k for _, k in job_processes(job_id).values() if k == "role"]) == 4
+    killed = time.monotonic()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    wait_for(lambda: not job_processes(job_id), TEARDOWN_LIMIT, what="every role of the job to end")
+    assert time.monotonic() - killed <= TEARDOWN_LIMIT + 0.1
+
+
+@pytest.mark.timeout(90)
+def test_timeout_bounds_the_job(tmp_path):
+    run_dir = str(tmp_path / "slow")
+    t0 = time.monotonic()
+    rc, out, err = run_launch("train", "--local", "-n", "1", "-s", "1", "--run-dir", run_dir, "--timeout", "8",
+                              *QUIET_ENV, "--", "python", *LONG_JOB, timeout=60)
+    assert rc == 124
+    assert "exceeded --timeout 8s" in err
+    assert 8 <= time.monotonic() - t0 < 8 + 6
+    data = summary(run_dir)
+    assert data["reason"] == "timeout" and data["teardown_seconds"] <= TEARDOWN_LIMIT
+    assert_no_leftovers(data["job_id"])
+
+
+# ------------------------------------------------------------------------------------------ bytes
+
+TORTURE_ARGS = ["a b", "it's", 'say "hi"', "$HOME", "a;b && c", "ünïcødé ✓", "x,y,z", "", "--weird=1 2",
+                "back\\slash", "*", "tab\there", "new\nline"]
+
+
+@pytest.mark.timeout(90)
+def test_arguments_and_env_reach_the_worker_byte_for_byte(tmp_path):
+    secret = "s3cr3t value; $(rm -rf /) `x` 'q' \"dq\" ünï,comma=eq"
+    env_value = "a b $HOME;c 'd' \"e\" ü,v=w"
+    dump = str(tmp_path / "dump")
+    run_dir = str(tmp_path / "torture")
+    proc = start_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, *QUIET_ENV,
+                        "--env", f"TORTURE_PLAIN={env_value}", "--env", f"TORTURE_SECRET_TOKEN={secret}",
+                        "--env-worker", "TORTURE_WORKER=only, workers", "--env-server", "TORTURE_SERVER=s",
+                        "--", "python", PUSHPULL, "--rounds", "40", "--round-seconds", "0.05",
+                        "--dump", dump, "--", *TORTURE_ARGS)
+    job_id = wait_for(lambda: job_id_of(run_dir), 20, what="job.yaml")
+    wait_for(lambda: os.path.exists(f"{dump}.0.json") and os.path.exists(f"{dump}.1.json"), 60, what="dumps")
+    # While every role runs: no process of the job (nor any other, but the launcher whose own command
+    # line the user typed them on) has an env value on its command line.
+    for entry in os.listdir("/proc"):
+        if entry == str(proc.pid):
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        assert secret.encode() not in cmdline and env_value.encode() not in cmdline
+    assert len([k for _, k in job_processes(job_id).values() if k == "role"]) == 4
+    rc, out, err = finish(proc, timeout=60)
+    assert rc == 0, err
+    for rank in (0, 1):
+        with open(f"{dump}.{rank}.json", encoding="utf-8") as f:
+            got = json.load(f)
+        assert got["argv"] == ["--rounds", "40", "--round-seconds", "0.05", "--dump", dump, "--", *TORTURE_ARGS]
+        assert got["env"] == {"TORTURE_PLAIN": env_value, "TORTURE_SECRET_TOKEN": secret,
+                              "TORTURE_WORKER": "only, workers"}
+    with open(os.path.join(run_dir, "job.yaml"), encoding="utf-8") as f:
+        plan_text = f.read()
+    assert secret not in plan_text and "TORTURE_SECRET_TOKEN: \"***\"" in plan_text
+    import yaml
+    with open(os.path.join(run_dir, "job.yaml"), encoding="utf-8") as f:
+        assert yaml.safe_load(f)["command"][-len(TORTURE_ARGS):] == TORTURE_ARGS
+    assert_no_leftovers(job_id)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("args, needle", [
+    (["-n", "0", "--", "true"], "at least 1"),
+    (["-n", "1", "-s", "0", "--", "true"], "-s/--num-servers must be at least 1"),
+    (["-n", "1"], "missing command"),
+    (["-n", "1", "--bogus", "--", "true"], "No such option"),
+    (["-n", "1", "--env", "NOEQUALS", "--", "true"], "expected KEY=VALUE"),
+    (["-n", "1", "--env", "DMLC_ROLE=worker", "--", "true"], "set by the launcher"),
+    (["-n", "abc", "--", "true"], "abc"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
+    rc, out, err = run_launch("train", "--local", "--run-dir", str(tmp_path / "r"), *args, timeout=30)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("launch: error: ") and needle in lines[0], err
+    assert "Traceback" not in err
+    assert not os.path.exists(tmp_path / "r")
+
+
+@pytest.mark.timeout(30)
+def test_no_mode_is_a_usage_error(tmp_path):
+    rc, out, err = run_launch("train", "-n", "1", "--", "true", timeout=30)
+    assert rc == 2 and "exactly one of --local" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.timeout(30)
+def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
+    run_dir = tmp_path / "dry"
+    rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", str(run_dir), "--dry-run",
+                              "--env", "API_TOKEN=hunter2", "--", "python", "train.py", "--lr", "0.1", timeout=30)
+    assert rc == 0, err
+    import yaml
+    plan = yaml.safe_load(out)
+    assert [r["name"] for r in plan["roles"]] == ["scheduler", "server-0", "worker-0", "worker-1"]
+    worker = plan["roles"][3]["env"]
+    assert worker["DMLC_ROLE"] == "worker" and worker["DMLC_PS_ROOT_URI"] == "127.0.0.1"
+    assert worker["DMLC_NODE_HOST"] == "127.0.0.1" and worker["DMLC_NUM_WORKER"] == "2"
+    assert worker["DMLC_NUM_SERVER"] == "1" and worker["API_TOKEN"] == "***"
+    assert plan["roles"][0]["env"]["OMP_NUM_THREADS"] == "1"
+    assert plan["command"] == ["python", "train.py", "--lr", "0.1"]
+    assert "hunter2" not in out
+    assert not run_dir.exists()
+
+
+@pytest.mark.timeout(60)
+def test_command_that_cannot_start_fails_fast(tmp_path):
+    run_dir = str(tmp_path / "nocmd")
+    rc, out, err = run_launch("train", "--local", "-n", "1", "-s", "1", "--run-dir", run_dir,
+                              "--", "/nonexistent/program", timeout=30)
+    assert rc == 1
+    assert "scheduler" in err and "cannot start /nonexistent/program" in err
+    assert_no_leftovers(summary(run_dir)["job_id"])
