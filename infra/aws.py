@@ -13,6 +13,7 @@ from typing import Callable, Iterator, Optional
 
 import boto3
 import botocore.exceptions as bce
+import botocore.session
 from botocore.config import Config
 
 from launcher.errors import CommandError, UsageError
@@ -63,10 +64,27 @@ CAPACITY_CODES = {"InsufficientInstanceCapacity", "InsufficientHostCapacity", "I
 MUTATING_PREFIXES = ("create_", "delete_", "run_", "terminate_", "authorize_", "revoke_", "put_", "modify_")
 
 
+_SHARED: dict = {}
+
+
+def _botocore_session() -> botocore.session.Session:
+    """A fresh botocore session (fresh credentials and config) sharing one data loader, so that the large
+    service models are parsed once per process, not once per command."""
+    session = botocore.session.Session()
+    if "loader" in _SHARED:
+        session.register_component("data_loader", _SHARED["loader"])
+    else:
+        _SHARED["loader"] = session.get_component("data_loader")
+    return session
+
+
 def _known_regions(session: boto3.Session) -> set:
+    if "regions" in _SHARED:
+        return _SHARED["regions"]
     regions = set()
     for partition in session.get_available_partitions():
         regions.update(session.get_available_regions("ec2", partition_name=partition))
+    _SHARED["regions"] = regions
     return regions
 
 
@@ -123,7 +141,8 @@ class Aws:
     def __init__(self, region: Optional[str] = None, profile: Optional[str] = None, dry_run: bool = False,
                  echo: Callable[[str], None] = print):
         try:
-            self.session = boto3.Session(profile_name=profile, region_name=region)
+            self.session = boto3.Session(botocore_session=_botocore_session(), profile_name=profile,
+                                         region_name=region)
         except bce.ProfileNotFound as exc:
             raise translate(exc, "Session") from exc
         self.region = self.session.region_name

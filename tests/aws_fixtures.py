@@ -1,0 +1,218 @@
+"""Fixtures of the `launch cluster` tests: fake AWS credentials and region, a private MXLAUNCH_HOME, moto,
+instant waits, a CLI runner that shows what a user sees (one line + exit status), and small botocore event
+hooks for what moto lacks (placement groups; capacity errors on demand).
+
+Never: the user's ~/.aws, a real AWS endpoint, or any non-loopback address (moto's instance addresses are made
+up; tests use --wait running/none and never connect to them).
+"""
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass
+
+import boto3
+import click
+import pytest
+from click.testing import CliRunner
+
+REGION = "us-east-1"
+AMI = "ami-12345678"
+CIDR = "203.0.113.7/32"
+TAG = "launch:cluster"
+
+
+@pytest.fixture
+def aws_env(tmp_path, monkeypatch):
+    """Fake credentials and region; no shared config, no IMDS, no endpoint override; MXLAUNCH_HOME in tmp."""
+    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_REGION",
+                "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL_EFS", "AWS_ENDPOINT_URL_SSM",
+                "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("MXLAUNCH_HOME", str(tmp_path / "mxlaunch-home"))
+    import infra.wait
+    monkeypatch.setattr(infra.wait, "SLEEP", lambda seconds: None)  # waits are instant, still bounded
+    return tmp_path
+
+
+class FakePlacementGroups:
+    """moto 5 has no placement groups: answer Create/Describe/DeletePlacementGroup from a dict, honouring
+    tag filters, before the request is sent (botocore `before-call` short-circuit)."""
+
+    OPS = ("CreatePlacementGroup", "DescribePlacementGroups", "DeletePlacementGroup")
+
+    def __init__(self):
+        self.groups = {}  # name -> tags dict
+        self.calls = []
+
+    def install(self, client) -> None:
+        if client.meta.service_model.service_name != "ec2":
+            return
+        for op in self.OPS:
+            client.meta.events.register(f"before-parameter-build.ec2.{op}", self._stash)
+            client.meta.events.register(f"before-call.ec2.{op}", getattr(self, f"_{op}"))
+
+    @staticmethod
+    def _stash(params, context, **_):
+        context["fake_params"] = dict(params)
+
+    @staticmethod
+    def _ok(body):
+        return _Http(200), {**body, "ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    @staticmethod
+    def _error(code, message):
+        return _Http(400), {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+
+    def _CreatePlacementGroup(self, context, **_):
+        p = context["fake_params"]
+        self.calls.append(("create", p))
+        if p["GroupName"] in self.groups:
+            return self._error("InvalidPlacementGroup.Duplicate", "exists")
+        tags = {t["Key"]: t["Value"] for s in p.get("TagSpecifications", []) for t in s["Tags"]}
+        self.groups[p["GroupName"]] = tags
+        return self._ok({"PlacementGroup": {"GroupName": p["GroupName"], "Strategy": p.get("Strategy"),
+                                            "State": "available"}})
+
+    def _DescribePlacementGroups(self, context, **_):
+        filters = context["fake_params"].get("Filters", [])
+        found = []
+        for name, tags in self.groups.items():
+            if all(tags.get(f["Name"][4:]) in f["Values"] for f in filters if f["Name"].startswith("tag:")):
+                found.append({"GroupName": name, "Strategy": "cluster", "State": "available",
+                              "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]})
+        return self._ok({"PlacementGroups": found})
+
+    def _DeletePlacementGroup(self, context, **_):
+        name = context["fake_params"]["GroupName"]
+        self.calls.append(("delete", name))
+        if self.groups.pop(name, None) is None:
+            return self._error("InvalidPlacementGroup.Unknown", f"The Placement Group '{name}' is unknown.")
+        return self._ok({})
+
+
+class FailRunInstances:
+    """Answer the first `times` RunInstances calls with a capacity error (moto never runs out)."""
+
+    def __init__(self, times: int, code: str = "InsufficientInstanceCapacity"):
+        self.times, self.code, self.subnets = times, code, []
+
+    def install(self, client) -> None:
+        if client.meta.service_model.service_name == "ec2":
+            client.meta.events.register("before-parameter-build.ec2.RunInstances", self._stash)
+            client.meta.events.register("before-call.ec2.RunInstances", self._call)
+
+    def _stash(self, params, context, **_):
+        context["fake_params"] = dict(params)
+
+    def _call(self, context, **_):
+        if self.times <= 0:
+            return None
+        self.times -= 1
+        self.subnets.append(context["fake_params"].get("SubnetId"))
+        return _Http(400), {"Error": {"Code": self.code, "Message": "We currently do not have sufficient capacity "
+                                                                    "in the Availability Zone you requested."},
+                            "ResponseMetadata": {"HTTPStatusCode": 400}}
+
+
+@dataclass
+class _Http:
+    status_code: int
+    headers: dict = None
+    content: bytes = b""
+
+    def __post_init__(self):
+        self.headers = self.headers or {}
+
+
+@pytest.fixture
+def hooks(monkeypatch):
+    """Hooks installed on every client the AWS boundary creates (`infra.aws.Aws.client`)."""
+    import infra.aws
+    installed = []
+    original = infra.aws.Aws.client
+
+    def client(self, service):
+        fresh = service not in self._clients
+        c = original(self, service)
+        if fresh:
+            for hook in installed:
+                hook.install(c)
+        return c
+    monkeypatch.setattr(infra.aws.Aws, "client", client)
+    return installed
+
+
+@pytest.fixture
+def moto_aws(aws_env, hooks):
+    from moto import mock_aws
+    pgs = FakePlacementGroups()
+    hooks.append(pgs)
+    with mock_aws():
+        yield pgs
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def launch(*args, stdin: str = "") -> Result:
+    """Run `launch ARGS...` as a user would (run_cli: one-line errors, exit statuses), capturing output."""
+    from launcher.errors import run_cli
+    from infra.cli import cluster
+    root = click.Group("launch", commands={"cluster": cluster})
+    runner = CliRunner()
+    with runner.isolation(input=stdin) as streams:
+        try:
+            run_cli(root, "launch", [str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = streams[0].getvalue().decode(), streams[1].getvalue().decode()
+    return Result(code, out, err)
+
+
+def up_args(name="c1", count=3, *extra):
+    return ["cluster", "up", name, "--instance-type", "g5.12xlarge", "--count", count, "--ssh-cidr", CIDR,
+            "--ami", AMI, "--wait", "running", "--yes", *extra]
+
+
+_CLIENTS: dict = {}
+
+
+def plain_client(service: str, region: str = REGION):
+    """A plain boto3 client (not ours), made once per process: moto intercepts it whenever a mock is active."""
+    if (service, region) not in _CLIENTS:
+        _CLIENTS[service, region] = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                                  region_name=region).client(service)
+    return _CLIENTS[service, region]
+
+
+def tagged_everything(name: str, region: str = REGION) -> dict:
+    """What AWS holds tagged launch:cluster=NAME (non-terminated), read with plain boto3 clients."""
+    ec2 = plain_client("ec2", region)
+    efs = plain_client("efs", region)
+    flt = [{"Name": f"tag:{TAG}", "Values": [name]}]
+    instances = [i for r in ec2.describe_instances(Filters=flt)["Reservations"] for i in r["Instances"]
+                 if i["State"]["Name"] not in ("terminated", "shutting-down")]
+    fss = [f for f in efs.describe_file_systems()["FileSystems"]
+           if {"Key": TAG, "Value": name} in f.get("Tags", [])]
+    return {"instances": instances,
+            "security_groups": ec2.describe_security_groups(Filters=flt)["SecurityGroups"],
+            "key_pairs": ec2.describe_key_pairs(Filters=flt)["KeyPairs"],
+            "file_systems": fss,
+            "mount_targets": [m for f in fss for m in
+                              efs.describe_mount_targets(FileSystemId=f["FileSystemId"])["MountTargets"]]}
+
+
+def nothing_tagged(name: str) -> bool:
+    return not any(tagged_everything(name).values())
