@@ -97,27 +97,31 @@ class FakePlacementGroups:
         return self._ok({})
 
 
-class FailRunInstances:
-    """Answer the first `times` RunInstances calls with a capacity error (moto never runs out)."""
+class FailCalls:
+    """Answer the first `times` calls of an EC2/EFS operation with an AWS error (moto never runs out of
+    capacity, never says DependencyViolation while instances terminate, ...). Records the params it refused."""
 
-    def __init__(self, times: int, code: str = "InsufficientInstanceCapacity"):
-        self.times, self.code, self.subnets = times, code, []
+    def __init__(self, operation: str = "RunInstances", times: int = 1, code: str = "InsufficientInstanceCapacity",
+                 service: str = "ec2"):
+        self.operation, self.times, self.code, self.service = operation, times, code, service
+        self.refused = []
 
     def install(self, client) -> None:
-        if client.meta.service_model.service_name == "ec2":
-            client.meta.events.register("before-parameter-build.ec2.RunInstances", self._stash)
-            client.meta.events.register("before-call.ec2.RunInstances", self._call)
+        if client.meta.service_model.service_name == self.service:
+            sid = client.meta.service_model.service_id.hyphenize()
+            client.meta.events.register(f"before-parameter-build.{sid}.{self.operation}", self._stash)
+            client.meta.events.register(f"before-call.{sid}.{self.operation}", self._call)
 
-    def _stash(self, params, context, **_):
+    @staticmethod
+    def _stash(params, context, **_):
         context["fake_params"] = dict(params)
 
     def _call(self, context, **_):
         if self.times <= 0:
             return None
         self.times -= 1
-        self.subnets.append(context["fake_params"].get("SubnetId"))
-        return _Http(400), {"Error": {"Code": self.code, "Message": "We currently do not have sufficient capacity "
-                                                                    "in the Availability Zone you requested."},
+        self.refused.append(context["fake_params"])
+        return _Http(400), {"Error": {"Code": self.code, "Message": f"simulated {self.code}"},
                             "ResponseMetadata": {"HTTPStatusCode": 400}}
 
 

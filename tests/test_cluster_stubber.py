@@ -1,0 +1,198 @@
+"""Paths moto lacks: capacity errors and zone failover, full rollback, placement groups, the DLAMI SSM
+parameter, quota/permission errors, DependencyViolation while instances terminate. Exact call sequences with
+botocore's Stubber; whole-CLI behaviour with moto plus a failing-call hook."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+from botocore.stub import ANY, Stubber
+
+from aws_fixtures import AMI, CIDR, REGION, FailCalls, aws_env, hooks, launch, moto_aws, nothing_tagged, \
+    plain_client, tagged_everything, up_args  # noqa: F401 (fixtures)
+from infra import spec as specs
+from infra import state
+from infra.aws import Aws, CapacityUnavailable
+from infra.provision import Up
+from infra.record import ClusterRecord
+
+pytestmark = pytest.mark.timeout(60)
+
+SUBNETS = [{"SubnetId": "subnet-aaaa", "AvailabilityZone": "us-east-1a", "VpcId": "vpc-1"},
+           {"SubnetId": "subnet-bbbb", "AvailabilityZone": "us-east-1b", "VpcId": "vpc-1"}]
+
+
+def capacity_error(stub):
+    stub.add_client_error("run_instances", service_error_code="InsufficientInstanceCapacity",
+                          service_message="We currently do not have sufficient g5.12xlarge capacity",
+                          http_status_code=400)
+
+
+def network(stub):
+    stub.add_response("describe_vpcs", {"Vpcs": [{"VpcId": "vpc-1"}]})
+    stub.add_response("describe_subnets", {"Subnets": SUBNETS})
+
+
+def stubbed(aws: Aws, service: str) -> Stubber:
+    stub = Stubber(aws.client(service))
+    stub.activate()
+    return stub
+
+
+def test_capacity_in_one_zone_moves_to_the_next(aws_env):
+    aws = Aws(region=REGION, echo=lambda line: None)
+    ec2 = stubbed(aws, "ec2")
+    spec = specs.build("cap", "g5.12xlarge", 2, CIDR, ami=AMI, key_name="mine", efs=False, wait="none")
+    network(ec2)
+    ec2.add_response("describe_key_pairs", {"KeyPairs": [{"KeyName": "mine"}]}, {"KeyNames": ["mine"]})
+    ec2.add_response("create_security_group", {"GroupId": "sg-1"}, {
+        "GroupName": "launch-cap", "VpcId": "vpc-1", "Description": ANY, "TagSpecifications": ANY})
+    ec2.add_response("authorize_security_group_ingress", {}, {"GroupId": "sg-1", "IpPermissions": ANY})
+    ec2.add_response("create_placement_group", {"PlacementGroup": {"GroupName": "launch-cap"}}, {
+        "GroupName": "launch-cap", "Strategy": "cluster", "TagSpecifications": ANY})
+    common = {"ImageId": AMI, "InstanceType": "g5.12xlarge", "MinCount": 2, "MaxCount": 2, "KeyName": "mine",
+              "SecurityGroupIds": ["sg-1"], "UserData": ANY, "MetadataOptions": ANY, "TagSpecifications": ANY,
+              "Placement": {"GroupName": "launch-cap"}, "ClientToken": ANY}
+    capacity_error(ec2)
+    ec2.add_response("run_instances", {"Instances": [
+        {"InstanceId": f"i-{n}", "InstanceType": "g5.12xlarge", "State": {"Name": "pending"}, "AmiLaunchIndex": n,
+         "SubnetId": "subnet-bbbb", "Placement": {"AvailabilityZone": "us-east-1b"},
+         "PrivateIpAddress": f"172.31.16.{n + 5}", "LaunchTime": dt.datetime.now(dt.timezone.utc)}
+        for n in range(2)]}, {**common, "SubnetId": "subnet-bbbb"})
+    lines = []
+    up = Up(aws, spec, lines.append)
+    record = up.run(ClusterRecord(name="cap", region=REGION))
+    ec2.assert_no_pending_responses()
+    assert [i.az for i in record.instances] == ["us-east-1b", "us-east-1b"]
+    assert any("no capacity" in line and "us-east-1a" in line and "next zone" in line for line in lines)
+
+
+def test_capacity_everywhere_rolls_back_everything_this_up_created(aws_env):
+    aws = Aws(region=REGION, echo=lambda line: None)
+    ec2, efs = stubbed(aws, "ec2"), stubbed(aws, "efs")
+    spec = specs.build("full", "g5.12xlarge", 2, CIDR, ami=AMI, wait="none")
+    network(ec2)
+    ec2.add_response("create_key_pair", {"KeyName": "launch-full", "KeyMaterial": "-----BEGIN OPENSSH PRIVATE KEY-----"
+                                                                                  "\nabc\n-----END OPENSSH PRIVATE KEY-----"},
+                     {"KeyName": "launch-full", "KeyType": "ed25519", "TagSpecifications": ANY})
+    ec2.add_response("create_security_group", {"GroupId": "sg-c"}, {
+        "GroupName": "launch-full", "VpcId": "vpc-1", "Description": ANY, "TagSpecifications": ANY})
+    ec2.add_response("authorize_security_group_ingress", {}, {"GroupId": "sg-c", "IpPermissions": ANY})
+    ec2.add_response("create_security_group", {"GroupId": "sg-e"}, {
+        "GroupName": "launch-full-efs", "VpcId": "vpc-1", "Description": ANY, "TagSpecifications": ANY})
+    ec2.add_response("authorize_security_group_ingress", {}, {"GroupId": "sg-e", "IpPermissions": [
+        {"IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049,
+         "UserIdGroupPairs": [{"GroupId": "sg-c", "Description": ANY}]}]})
+    ec2.add_response("revoke_security_group_egress", {}, {"GroupId": "sg-e", "IpPermissions": ANY})
+    ec2.add_response("create_placement_group", {}, {"GroupName": "launch-full", "Strategy": "cluster",
+                                                    "TagSpecifications": ANY})
+    efs.add_response("create_file_system", {
+        "OwnerId": "1", "CreationToken": "launch-cluster-full", "FileSystemId": "fs-1", "CreationTime": dt.datetime.now(),
+        "LifeCycleState": "available", "NumberOfMountTargets": 0, "SizeInBytes": {"Value": 0},
+        "PerformanceMode": "generalPurpose", "Tags": []},
+        {"CreationToken": "launch-cluster-full", "Encrypted": True, "PerformanceMode": "generalPurpose",
+         "ThroughputMode": "elastic", "Tags": ANY})
+    capacity_error(ec2)
+    capacity_error(ec2)
+    # rollback, in dependency order: file system, placement group, EFS group, cluster group, key pair
+    efs.add_response("delete_file_system", {}, {"FileSystemId": "fs-1"})
+    ec2.add_response("delete_placement_group", {}, {"GroupName": "launch-full"})
+    ec2.add_response("delete_security_group", {}, {"GroupId": "sg-e"})
+    ec2.add_response("delete_security_group", {}, {"GroupId": "sg-c"})
+    ec2.add_response("delete_key_pair", {}, {"KeyName": "launch-full"})
+    lines = []
+    with pytest.raises(CapacityUnavailable) as err:
+        Up(aws, spec, lines.append).run(ClusterRecord(name="full", region=REGION))
+    ec2.assert_no_pending_responses()
+    efs.assert_no_pending_responses()
+    assert err.value.exit_code == 6
+    assert "us-east-1a, us-east-1b" in err.value.format_message()
+    assert not state.key_path("full").exists()
+    assert any("removing what this run created" in line for line in lines)
+
+
+def test_cli_capacity_failover_on_moto(moto_aws, aws_env, hooks):
+    fail = FailCalls("RunInstances", times=1)
+    hooks.append(fail)
+    r = launch(*up_args("fo", 2))
+    assert r.code == 0, r.err
+    held = tagged_everything("fo")
+    assert {i["Placement"]["AvailabilityZone"] for i in held["instances"]} == {"us-east-1b"}
+    assert [m["SubnetId"] for m in held["mount_targets"]] == [held["instances"][0]["SubnetId"]]
+    assert fail.refused[0]["SubnetId"] != held["instances"][0]["SubnetId"]
+    assert "trying the next zone" in r.err
+
+
+@pytest.mark.parametrize("code, exit_code, words", [
+    ("InsufficientInstanceCapacity", 6, ["no capacity", "in any zone"]),
+    ("VcpuLimitExceeded", 5, ["quota", "Service Quotas"]),
+    ("UnauthorizedOperation", 4, ["not permitted"]),
+])
+def test_cli_failure_rolls_back_to_nothing_with_one_line(moto_aws, aws_env, hooks, code, exit_code, words):
+    hooks.append(FailCalls("RunInstances", times=99, code=code))
+    r = launch(*up_args("rb", 3))
+    assert r.code == exit_code, r.err
+    last = r.err.strip().splitlines()[-1]
+    assert last.startswith("launch: error:") and all(w in last for w in words), last
+    assert "Traceback" not in r.err
+    assert nothing_tagged("rb") and not moto_aws.groups
+    assert not state.key_path("rb").exists()
+
+
+def test_keep_on_failure_keeps_and_down_cleans(moto_aws, aws_env, hooks):
+    hooks.append(FailCalls("RunInstances", times=99))
+    r = launch(*up_args("keep", 2, "--keep-on-failure"))
+    assert r.code == 6 and "--keep-on-failure" in r.err
+    held = tagged_everything("keep")
+    assert len(held["security_groups"]) == 2 and len(held["file_systems"]) == 1
+    assert launch("cluster", "down", "keep", "--yes").code == 0
+    assert nothing_tagged("keep") and not moto_aws.groups
+
+
+def test_ami_comes_from_the_dlami_ssm_parameter(moto_aws, aws_env, hooks):
+    class SsmStub:
+        def install(self, client):
+            if client.meta.service_model.service_name == "ssm":
+                self.stub = Stubber(client)
+                self.stub.add_response("get_parameter", {"Parameter": {"Name": specs.DLAMI_PARAMETER,
+                                                                       "Value": "ami-0dl0dl0dl0dl0dl01"}},
+                                       {"Name": specs.DLAMI_PARAMETER})
+                self.stub.activate()
+    ssm = SsmStub()
+    hooks.append(ssm)
+    args = [a for a in up_args("dl", 1) if a not in ("--ami", AMI)]
+    r = launch(*args)
+    assert r.code == 0, r.err
+    ssm.stub.assert_no_pending_responses()
+    assert {i["ImageId"] for i in tagged_everything("dl")["instances"]} == {"ami-0dl0dl0dl0dl0dl01"}
+
+
+def test_missing_dlami_parameter_is_one_line_nothing_created(moto_aws, aws_env):
+    args = [a for a in up_args("nodl", 1) if a not in ("--ami", AMI)]
+    r = launch(*args)  # moto has no such public parameter
+    assert r.code == 1 and "pass --ami" in r.err.strip().splitlines()[-1]
+    assert nothing_tagged("nodl")
+
+
+def test_down_retries_dependency_violation_then_succeeds(moto_aws, aws_env, hooks):
+    assert launch(*up_args("dv", 1)).code == 0
+    hooks.append(FailCalls("DeleteSecurityGroup", times=2, code="DependencyViolation"))
+    r = launch("cluster", "down", "dv", "--yes")
+    assert r.code == 0, r.err
+    assert nothing_tagged("dv")
+
+
+def test_down_dependency_violation_retry_is_bounded(moto_aws, aws_env, hooks, monkeypatch):
+    assert launch(*up_args("dvb", 1)).code == 0
+    import infra.wait
+    ticks = iter(range(0, 10 ** 6, 60))
+    monkeypatch.setattr(infra.wait, "CLOCK", lambda: next(ticks))  # each poll: a minute passes
+    failing = FailCalls("DeleteSecurityGroup", times=10 ** 6, code="DependencyViolation")
+    hooks.append(failing)
+    r = launch("cluster", "down", "dvb", "--yes")
+    assert r.code == 1 and "DependencyViolation" in r.err.strip().splitlines()[-1]
+    assert 2 <= len(failing.refused) <= 10
+    assert launch("cluster", "down", "dvb", "--yes").code == 1  # still failing: no hang, same clear line
+    hooks.remove(failing)
+    assert launch("cluster", "down", "dvb", "--yes").code == 0 and nothing_tagged("dvb")
