@@ -1,0 +1,147 @@
+"""The real trainer under `launch train --local`: a dist_sync job on real handwritten digits.
+
+One 2-worker + 1-server job and one plain 1-worker run with the same global batch (2 x 16 = 32) are
+shared by the tests of this module; they run side by side to keep the suite short.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import trainer_env
+from jobs.harness import job_id_of, job_processes, read_log, run_launch, start_launch
+
+EPOCHS, STEPS, BATCH = 10, (6, 9), 32
+TRAIN_EXAMPLES = 1437
+
+
+def fit_args(digits_dir, prefix, batch):
+    return ["fit", "--network", "resnet", "--num-layers", "8",
+            "--data-train", os.path.join(digits_dir, "digits_train.rec"),
+            "--data-val", os.path.join(digits_dir, "digits_val.rec"),
+            "--image-shape", "3,28,28", "--pad-size", "0", "--random-mirror", "0",
+            "--batch-size", str(batch), "--num-epochs", str(EPOCHS), "--lr", "0.1", "--lr-factor", "0.1",
+            "--lr-step-epochs", ",".join(map(str, STEPS)), "--seed", "1", "--model-prefix", prefix]
+
+
+def metrics(path):
+    with open(path) as f:
+        by_epoch = {}
+        for line in f:
+            record = json.loads(line)
+            by_epoch[record["epoch"]] = record
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def lr_changes(log_text):
+    """(update number, new lr) from MXNet's own scheduler lines: where the optimizer really changed it."""
+    return [(int(n), float(lr)) for n, lr in re.findall(r"Update\[(\d+)\]: Change learning rate to ([\d.e+-]+)",
+                                                          log_text)]
+
+
+@pytest.fixture(scope="module")
+def runs(digits_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("launch-digits")
+    one_dir = base / "one-worker"
+    one_dir.mkdir()
+    one = subprocess.Popen([sys.executable, "-m", "trainer", *fit_args(digits_dir, str(one_dir / "digits"), BATCH)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=trainer_env(OMP_NUM_THREADS="1"))
+    run_dir = str(base / "two-workers")
+    rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir,
+                              "--env", "OMP_NUM_THREADS=1", "--", sys.executable, "-m", "trainer",
+                              *fit_args(digits_dir, str(base / "ckpt" / "digits"), BATCH // 2), timeout=240)
+    one_out, _ = one.communicate(timeout=240)
+    assert rc == 0, err[-3000:]
+    assert one.returncode == 0, one_out.decode()[-3000:]
+    return {"run_dir": run_dir, "out": out, "one_dir": str(one_dir), "one_log": one_out.decode(),
+            "ckpt": str(base / "ckpt" / "digits")}
+
+
+@pytest.mark.timeout(300)
+def test_two_workers_reach_97_percent_within_1_5_points_of_one_worker(runs):
+    two = metrics(os.path.join(runs["run_dir"], "metrics.jsonl"))
+    one = metrics(os.path.join(runs["one_dir"], "metrics.jsonl"))
+    assert [m["epoch"] for m in two] == list(range(EPOCHS))
+    assert two[-1]["validation-accuracy"] >= 0.97, two[-1]
+    assert abs(two[-1]["validation-accuracy"] - one[-1]["validation-accuracy"]) <= 0.015, (two[-1], one[-1])
+    with open(os.path.join(runs["run_dir"], "accuracy.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "[worker 0]" in runs["out"] and "[worker 1]" in runs["out"] and "[server 0]" in runs["out"]
+
+
+@pytest.mark.timeout(300)
+def test_lr_changes_on_the_server_at_the_same_epochs_as_one_worker(runs):
+    updates_per_epoch = -(-(TRAIN_EXAMPLES // 2) // (BATCH // 2))  # one update = one global batch
+    expected = [(updates_per_epoch * s + 1, 0.1 * 0.1 ** (i + 1)) for i, s in enumerate(STEPS)]
+    server = lr_changes(read_log(runs["run_dir"], "server-0"))
+    single = lr_changes(runs["one_log"])
+    assert [n for n, _ in server] == [n for n, _ in expected] == [n for n, _ in single]
+    assert [lr for _, lr in server] == pytest.approx([lr for _, lr in expected])
+    for worker in ("worker-0", "worker-1"):
+        assert not lr_changes(read_log(runs["run_dir"], worker))  # under dist_sync the servers optimise
+    two = metrics(os.path.join(runs["run_dir"], "metrics.jsonl"))
+    one = metrics(os.path.join(runs["one_dir"], "metrics.jsonl"))
+    assert [m["lr"] for m in two] == pytest.approx([m["lr"] for m in one])
+
+
+@pytest.mark.timeout(120)
+def test_plot_overlays_runs_and_logs_show_one_role(runs, tmp_path):
+    out = str(tmp_path / "compare.png")
+    rc, stdout, err = run_launch("plot", runs["run_dir"], runs["one_dir"], "-o", out, timeout=60)
+    assert rc == 0, err
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    rc, stdout, err = run_launch("logs", runs["run_dir"], "--role", "server-0", timeout=60)
+    assert rc == 0 and stdout == read_log(runs["run_dir"], "server-0")
+    rc, stdout, err = run_launch("logs", runs["run_dir"], timeout=60)
+    assert rc == 0 and "[worker 1] " in stdout and "[scheduler] " in stdout
+
+
+@pytest.mark.timeout(180)
+def test_resume_continues_from_the_newest_checkpoint(runs):
+    """Runs last: it rewinds the shared run to epoch 8 and resumes it."""
+    for epoch in (9, 10):
+        os.remove("%s-%04d.params" % (runs["ckpt"], epoch))
+    rc, out, err = run_launch("train", "--resume", runs["run_dir"], timeout=150)
+    assert rc == 0, err[-3000:]
+    import yaml
+    with open(os.path.join(runs["run_dir"], "job.yaml")) as f:
+        assert yaml.safe_load(f)["command"][-2:] == ["--load-epoch", "8"]
+    assert os.path.exists("%s-%04d.params" % (runs["ckpt"], 10))
+    records = metrics(os.path.join(runs["run_dir"], "metrics.jsonl"))
+    assert [m["epoch"] for m in records] == list(range(EPOCHS))
+    assert [m["lr"] for m in records[8:]] == pytest.approx([0.01, 0.001])
+    assert records[-1]["validation-accuracy"] >= 0.97
+
+
+@pytest.mark.timeout(120)
+def test_trainer_error_on_one_worker_ends_the_job_naming_it(digits_dir, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for ext in ("rec", "idx"):
+        shutil.copy(os.path.join(digits_dir, f"digits_train.{ext}"), bad / f"digits_train.{ext}")
+    with open(bad / "digits_train.idx") as f:
+        offset = int(f.read().split()[-3])  # a record near the end: in the last worker's shard only
+    with open(bad / "digits_train.rec", "r+b") as f:
+        f.seek(offset + 8 + 24 + 4)  # past the record header and the image header: the image bytes
+        f.write(b"\xde\xad\xbe\xef" * 20)
+    args = fit_args(digits_dir, str(tmp_path / "ckpt" / "d"), BATCH // 2)
+    args[args.index("--data-train") + 1] = str(bad / "digits_train.rec")
+    run_dir = str(tmp_path / "run")
+    t0 = time.monotonic()
+    rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir,
+                              "--env", "OMP_NUM_THREADS=1", "--", sys.executable, "-m", "trainer", *args, timeout=100)
+    assert rc == 1
+    assert time.monotonic() - t0 < 60  # it ended because of the error, not after 10 epochs
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        data = json.load(f)
+    failed = data["first_failure"]["name"]
+    assert failed.startswith("worker-") and "cannot read a record" in read_log(run_dir, failed)
+    assert failed.replace("-", " ") in err and "cannot read a record" in err
+    assert data["teardown_seconds"] <= 2.0
+    assert not job_processes(data["job_id"])
