@@ -1,0 +1,118 @@
+"""The whole `launch cluster` CLI, in a separate process, against a moto SERVER on 127.0.0.1 reached over HTTP
+through AWS_ENDPOINT_URL (boto3's own configuration), not in-process mocks.
+
+The one shim: moto 5 implements no placement-group API, so the child process answers those three calls
+locally (tests/aws_fixtures.FakePlacementGroups); the cluster runs with --no-placement-group. Every other
+call goes over HTTP to the server.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from aws_fixtures import AMI, CIDR, REGION, TAG
+
+pytestmark = pytest.mark.timeout(120)
+TESTS = Path(__file__).resolve().parent
+SHIM = f"""
+import sys
+sys.path.insert(0, {str(TESTS)!r})
+import click, infra.aws, infra.wait
+from aws_fixtures import FakePlacementGroups
+from launcher.errors import run_cli
+from infra.cli import cluster
+pgs, original = FakePlacementGroups(), infra.aws.Aws.client
+def client(self, service):
+    c = original(self, service)
+    pgs.install(c) if service == "ec2" and not getattr(c, "_pg", False) else None
+    c._pg = True
+    return c
+infra.aws.Aws.client = client
+infra.wait.SLEEP = lambda seconds: None
+run_cli(click.Group("launch", commands={{"cluster": cluster}}), "launch", sys.argv[1:])
+"""
+
+
+@pytest.fixture
+def moto_server():
+    from moto.server import ThreadedMotoServer
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    assert host == "127.0.0.1"
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def env(tmp_path, moto_server):
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MXLAUNCH_", "XDG_CONFIG"))}
+    keep.update(AWS_ENDPOINT_URL=moto_server, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                AWS_DEFAULT_REGION=REGION, AWS_CONFIG_FILE=str(tmp_path / "none"),
+                AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true",
+                MXLAUNCH_HOME=str(tmp_path / "home"), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    return keep
+
+
+def cli(env, *args):
+    proc = subprocess.run([sys.executable, "-c", SHIM, *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def held(url, name):
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+    ec2, efs = session.client("ec2", endpoint_url=url), session.client("efs", endpoint_url=url)
+    flt = [{"Name": f"tag:{TAG}", "Values": [name]}]
+    instances = [i for r in ec2.describe_instances(Filters=flt)["Reservations"] for i in r["Instances"]
+                 if i["State"]["Name"] != "terminated"]
+    groups = ec2.describe_security_groups(Filters=flt)["SecurityGroups"]
+    keys = ec2.describe_key_pairs(Filters=flt)["KeyPairs"]
+    fss = [f for f in efs.describe_file_systems()["FileSystems"] if {"Key": TAG, "Value": name} in f["Tags"]]
+    mts = [m for f in fss for m in efs.describe_mount_targets(FileSystemId=f["FileSystemId"])["MountTargets"]]
+    return instances, groups, keys, fss, mts
+
+
+def test_whole_cli_over_http_against_a_moto_server(env, moto_server, tmp_path):
+    up = ["cluster", "up", "srv", "--instance-type", "g6.xlarge", "--count", 3, "--ssh-cidr", CIDR, "--ami", AMI,
+          "--no-placement-group", "--wait", "running", "--max-hours", "1", "--yes"]
+    code, out, err = cli(env, *up)
+    assert code == 0, err
+    instances, groups, keys, fss, mts = held(moto_server, "srv")
+    assert len(instances) == 3 and {i["InstanceType"] for i in instances} == {"g6.xlarge"}
+    assert len(groups) == 2 and len(keys) == 1 and len(fss) == 1 and fss[0]["Encrypted"] and len(mts) == 1
+    home = tmp_path / "home" / "clusters" / "srv"
+    assert oct((home / "id_key").stat().st_mode & 0o777) == "0o600"
+    hosts = sorted(line.split()[0] for line in (home / "hosts").read_text().splitlines() if not line.startswith("#"))
+    assert hosts == sorted(f"ubuntu@{i['PrivateIpAddress']}" for i in instances)
+
+    code, out, err = cli(env, *up)  # idempotent
+    assert code == 0 and "nothing to create" in err
+    assert len(held(moto_server, "srv")[0]) == 3
+
+    code, out, err = cli(env, "cluster", "status", "srv")
+    assert code == 0 and out.count("running") == 3 and "1 x NVIDIA L4" in out
+    code, out, err = cli(env, "cluster", "list")
+    assert code == 0 and "srv" in out and "running:3" in out
+    code, out, err = cli(env, "cluster", "hostfile", "srv")
+    assert code == 0 and sorted(line.split()[0] for line in out.splitlines() if not line.startswith("#")) == hosts
+    code, out, err = cli(env, "cluster", "ssh", "srv", "2", "--print")
+    assert code == 0 and out.strip() == f"ssh -F {home / 'ssh_config'} srv-2"
+
+    code, out, err = cli(env, "cluster", "up", "bad", "--instance-type", "p2.xlarge", "--count", 1, "--ssh-cidr", CIDR,
+                         "--yes")
+    assert code == 2 and err.strip() == ("launch: error: instance type p2.xlarge (1 x NVIDIA K80) is retired by AWS; "
+                                         "use --instance-type g5.xlarge (1 GPU, NVIDIA A10G 24GB)")
+
+    code, out, err = cli(env, "cluster", "down", "srv", "--yes")
+    assert code == 0, err
+    assert "3 instance(s)" in out and "EFS file system" in out and "key pair launch-srv" in out
+    assert held(moto_server, "srv") == ([], [], [], [], [])
+    assert not home.exists()
+    code, out, err = cli(env, "cluster", "down", "srv", "--yes")
+    assert code == 0 and "nothing to remove" in out
