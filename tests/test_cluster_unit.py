@@ -1,0 +1,174 @@
+"""Pure parts of `launch cluster`: catalog, spec validation, error translation, templates, and the SSH/install
+step driven by a fake runner (nothing is ever connected to)."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import botocore.exceptions as bce
+import pytest
+
+from aws_fixtures import CIDR, aws_env, hooks, launch, moto_aws, nothing_tagged, up_args  # noqa: F401
+from launcher.errors import UsageError
+from launcher.render import render
+from infra import aws as awsmod, catalog, remote, spec as specs, wait
+from infra.aws import Aws
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize("name, gpus", [
+    ("g4dn.xlarge", 1), ("g4dn.12xlarge", 4), ("g4dn.metal", 8), ("g5.xlarge", 1), ("g5.12xlarge", 4),
+    ("g5.24xlarge", 4), ("g5.48xlarge", 8), ("g6.xlarge", 1), ("g6.12xlarge", 4), ("g6.48xlarge", 8),
+    ("g6e.xlarge", 1), ("g6e.12xlarge", 4), ("g6e.48xlarge", 8), ("p4d.24xlarge", 8), ("p4de.24xlarge", 8),
+    ("p5.48xlarge", 8), ("p5e.48xlarge", 8), ("p5en.48xlarge", 8)])
+def test_catalog_gpu_counts(name, gpus):
+    assert catalog.lookup(name).gpus == gpus
+
+
+def test_every_retired_type_names_a_current_type_with_the_same_gpu_count():
+    assert {"g2.2xlarge", "g2.8xlarge", "p2.xlarge", "p2.8xlarge", "p2.16xlarge", "p3.2xlarge", "p3.8xlarge",
+            "p3.16xlarge"} <= set(catalog.RETIRED)
+    for r in catalog.RETIRED.values():
+        assert catalog.CATALOG[r.instead].gpus * r.count == r.gpus, r
+        with pytest.raises(UsageError, match=f"retired by AWS.*{r.instead}"):
+            catalog.lookup(r.name)
+
+
+def test_unknown_types_and_price_labels():
+    with pytest.raises(UsageError, match="g5 sizes: g5.xlarge"):
+        catalog.lookup("g5.3xlarge")
+    with pytest.raises(UsageError, match="unknown GPU instance type t3.micro"):
+        catalog.lookup("t3.micro")
+    assert "estimate" in catalog.price_text(catalog.lookup("g5.xlarge"), 2)
+    assert "$2.01/h" in catalog.price_text(catalog.lookup("g5.xlarge"), 2)
+    assert "no price estimate" in catalog.price_text(catalog.lookup("p5en.48xlarge"))
+
+
+def test_spec_validation():
+    s = specs.build("ok-1", "G5.XLARGE", 2, "198.51.100.4")
+    assert s.ssh_cidr == "198.51.100.4/32" and s.instance_type == "g5.xlarge" and s.use_placement_group
+    assert specs.build("v6", "g5.xlarge", 1, "2001:db8::/32").ssh_cidr == "2001:db8::/32"
+    assert not specs.build("one", "g5.xlarge", 1, CIDR).use_placement_group  # one instance: nothing to place
+    assert specs.build("mh", "g5.xlarge", 1, CIDR, max_hours=1.01).max_minutes == 61
+    for bad in [dict(name="Bad_Name"), dict(count=-1), dict(ssh_cidr="1.2.3.4/33"), dict(ssh_cidr=None),
+                dict(max_hours=0.0), dict(ami="ami-xyz")]:
+        args = dict(name="ok", instance_type="g5.xlarge", count=1, ssh_cidr=CIDR)
+        extra = {k: bad.pop(k) for k in list(bad) if k in ("max_hours", "ami")}
+        args.update(bad)
+        with pytest.raises(UsageError):
+            specs.build(args.pop("name"), args.pop("instance_type"), args.pop("count"), args.pop("ssh_cidr"),
+                        **extra)
+
+
+def test_error_translation_is_one_typed_line():
+    e = awsmod.translate(bce.NoCredentialsError(), "ec2.DescribeInstances")
+    assert isinstance(e, awsmod.NoCredentials) and e.exit_code == 3
+
+    def client_error(code):
+        return bce.ClientError({"Error": {"Code": code, "Message": "why\nnot"}}, "RunInstances")
+    for code, kind, exit_code in [("UnauthorizedOperation", awsmod.PermissionDenied, 4),
+                                  ("VcpuLimitExceeded", awsmod.QuotaExceeded, 5),
+                                  ("InsufficientInstanceCapacity", awsmod.CapacityUnavailable, 6),
+                                  ("AuthFailure", awsmod.NoCredentials, 3),
+                                  ("OptInRequired", awsmod.UnknownRegion, 2),
+                                  ("SomethingElse", awsmod.AwsError, 1)]:
+        e = awsmod.translate(client_error(code), "ec2.RunInstances")
+        assert type(e) is kind and e.exit_code == exit_code
+        assert "\n" not in e.format_message() and "ec2.RunInstances" in e.format_message()
+
+
+def test_region_must_exist(aws_env, monkeypatch):
+    with pytest.raises(awsmod.UnknownRegion, match="mars-1"):
+        Aws(region="mars-1")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    with pytest.raises(UsageError, match="no AWS region"):
+        Aws()
+    assert Aws(region="eu-west-1").region == "eu-west-1"
+
+
+def test_user_data_mounts_efs_and_schedules_shutdown(tmp_path):
+    text = render("cluster_userdata.sh.j2", name="c", max_minutes=90, max_hours=1.5,
+                  efs_dns="fs-1.efs.us-east-1.amazonaws.com", efs_root=specs.EFS_ROOT, venv=specs.VENV,
+                  ssh_user="ubuntu")
+    assert "mount -t nfs4" in text and "fs-1.efs.us-east-1.amazonaws.com:/ /efs" in text
+    assert "shutdown -h +90" in text and "/etc/fstab" in text
+    plain = render("cluster_userdata.sh.j2", name="c", max_minutes=None, max_hours=None, efs_dns=None,
+                   efs_root=specs.EFS_ROOT, venv=specs.VENV, ssh_user="ubuntu")
+    assert "nfs4" not in plain and "shutdown" not in plain
+    for body in (text, plain):
+        (tmp_path / "u.sh").write_text(body)
+        assert subprocess.run(["bash", "-n", str(tmp_path / "u.sh")]).returncode == 0
+
+
+class FakeRunner:
+    """Records every command; answers from a script of return codes (per command word)."""
+
+    def __init__(self, fail_first=0, always_fail=False):
+        self.calls, self.fail_first, self.always_fail = [], fail_first, always_fail
+
+    def __call__(self, argv, input=None, timeout=None, **_):
+        self.calls.append((list(argv), input))
+        if argv[:3] == [argv[0], "-m", "pip"] and "wheel" in argv:
+            out = Path(argv[argv.index("-w") + 1])
+            (out / "mxlaunch-0.1.0-py3-none-any.whl").write_text("wheel")
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        if self.always_fail or self.fail_first > 0:
+            self.fail_first -= 1
+            return subprocess.CompletedProcess(argv, 255, "", "ssh: connect to host x port 22: Connection timed out")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+def test_ssh_wait_and_install_commands(tmp_path, monkeypatch):
+    monkeypatch.setattr(wait, "SLEEP", lambda s: None)
+    cfg = tmp_path / "ssh_config"
+    run = FakeRunner(fail_first=1)
+    lines = []
+    hosts = [("c-0", "198.51.100.1"), ("c-1", "198.51.100.2")]
+    remote.wait_ssh_and_install(hosts, cfg, efs=True, echo=lines.append, run=run,
+                                diagnose=lambda a: pytest.fail("no diagnosis needed"))
+    argvs = [argv for argv, _ in run.calls]
+    assert ["ssh", "-F", str(cfg), "c-0", "true"] in argvs and argvs.count(["ssh", "-F", str(cfg), "c-0", "true"]) == 2
+    scp = [a for a in argvs if a[0] == "scp"]
+    assert len(scp) == 1 and scp[0][-1] == "c-0:/efs/mxlaunch/wheels/mxlaunch-0.1.0-py3-none-any.whl"
+    (install,) = [(a, stdin) for a, stdin in run.calls if a[-2:] == ["bash", "-s"]]
+    assert install[0][3] == "c-0"  # one venv on EFS: installed once
+    assert "python3 -m venv /efs/mxlaunch/venv" in install[1]
+    assert "/efs/mxlaunch/wheels/mxlaunch-0.1.0-py3-none-any.whl[gpu]" in install[1]
+    checks = [a for a in argvs if a[4:5] == ["/efs/mxlaunch/venv/bin/python"]]
+    assert [a[3] for a in checks] == ["c-0", "c-1"]  # every host sees the shared venv
+    assert all(a[0] in ("ssh", "scp") or a[1:3] == ["-m", "pip"] for a in argvs)
+
+
+def test_ssh_wait_is_bounded_and_diagnoses_each_host(tmp_path, monkeypatch):
+    ticks = iter(range(0, 10 ** 6, 100))
+    monkeypatch.setattr(wait, "CLOCK", lambda: next(ticks))
+    monkeypatch.setattr(wait, "SLEEP", lambda s: None)
+    r = remote.Remote(tmp_path / "cfg", echo=lambda line: None, run=FakeRunner(always_fail=True),
+                      diagnose=lambda addr: f"port 22 unreachable at {addr}")
+    with pytest.raises(wait.WaitTimeout) as err:
+        r.wait_for([("c-0", "198.51.100.1"), ("c-1", None)], ["true"], "SSH answering", 600)
+    msg = err.value.format_message()
+    assert "c-0: port 22 unreachable at 198.51.100.1" in msg and "c-1: port 22 unreachable at None" in msg
+    assert "Connection timed out" in msg and err.value.exit_code == 7
+
+
+def test_up_wait_ssh_hands_the_cluster_to_the_install_step(moto_aws, aws_env, monkeypatch):
+    seen = []
+    monkeypatch.setattr(remote, "wait_ssh_and_install", lambda hosts, cfg, efs, echo: seen.append((hosts, cfg, efs)))
+    args = [a if a != "running" else "ssh" for a in up_args("ws", 2)]
+    r = launch(*args)
+    assert r.code == 0, r.err
+    (hosts, cfg, efs), = seen
+    assert [h[0] for h in hosts] == ["ws-0", "ws-1"] and cfg.name == "ssh_config" and efs is True
+    assert "next: launch train --cluster ws -n 2" in r.out and "--gpus 0,1,2,3" in r.out
+
+
+def test_failed_install_rolls_back(moto_aws, aws_env, monkeypatch):
+    def boom(*a, **k):
+        raise wait.WaitTimeout("timed out after 600s waiting for SSH answering: ws-0: port 22 unreachable")
+    monkeypatch.setattr(remote, "wait_ssh_and_install", boom)
+    args = [a if a != "running" else "ssh" for a in up_args("wsf", 2)]
+    r = launch(*args)
+    assert r.code == 7 and "port 22 unreachable" in r.err.strip().splitlines()[-1]
+    assert nothing_tagged("wsf") and not moto_aws.groups
