@@ -1,0 +1,134 @@
+"""roleguard's protocol, as the runners (local and SSH) rely on it: real processes, real signals."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from jobs.harness import wait_for
+from launcher import roleguard
+
+GUARD = os.path.abspath(roleguard.__file__)
+TOKEN = "t0k3n"
+
+
+def start_guard(config, bootstrap=False):
+    argv = roleguard.bootstrap_argv(sys.executable) if bootstrap else [sys.executable, GUARD]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    if bootstrap:
+        proc.stdin.write(roleguard.bootstrap_payload())
+    proc.stdin.write((json.dumps(dict(config, token=TOKEN)) + "\n").encode())
+    proc.stdin.flush()
+    return proc
+
+
+def read_until_started(proc):
+    line = proc.stdout.readline().decode()
+    event, payload = roleguard.parse_control_line(line.rstrip("\n"), TOKEN)
+    assert event == "started"
+    return payload["pid"]
+
+
+def finish(proc, timeout=10):
+    """Read the guard's output to its end with the lifeline still open, then close it."""
+    out = proc.stdout.read()  # bounded by the test's own timeout mark
+    if not proc.stdin.closed:
+        proc.stdin.close()
+    proc.wait(timeout=timeout)
+    lines = out.decode().splitlines()
+    control = [roleguard.parse_control_line(l, TOKEN) for l in lines]
+    exits = [c[1] for c in control if c and c[0] == "exit"]
+    assert len(exits) == 1 and control[-1][0] == "exit", lines  # exactly one report, always last
+    output = [l for l, c in zip(lines, control) if c is None]
+    return proc.returncode, exits[0], output
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("bootstrap", [False, True], ids=["script", "shipped-over-stdin"])
+def test_output_env_and_exit_code_are_reported(bootstrap):
+    script = "import os,sys; print(os.environ['SECRET']); print(sys.argv[1:]); sys.stdout.write('no newline'); sys.exit(7)"
+    proc = start_guard({"argv": [sys.executable, "-c", script, "a b", "$x;y"], "env": {"SECRET": "s p a c e"}},
+                       bootstrap=bootstrap)
+    read_until_started(proc)
+    lines = []
+    while not lines or not lines[-1].startswith(roleguard.CONTROL_PREFIX):  # the lifeline stays open until the report
+        lines.append(proc.stdout.readline().decode().rstrip("\n"))
+    proc.stdin.close()
+    assert proc.wait(timeout=10) == 7
+    assert lines[:-1] == ["s p a c e", "['a b', '$x;y']", "no newline"]
+    event, report = roleguard.parse_control_line(lines[-1], TOKEN)
+    assert event == "exit" and report == {"code": 7, "signal": None, "stopped": None, "error": None}
+
+
+@pytest.mark.timeout(30)
+def test_role_ending_by_itself_reports_its_code_and_a_forged_line_is_just_output():
+    forged = f"{roleguard.CONTROL_PREFIX} other exit {{\"code\": 0}}"
+    proc = start_guard({"argv": [sys.executable, "-c", f"print({forged!r}); raise SystemExit(3)"]})
+    read_until_started(proc)
+    rc, report, output = finish(proc)
+    assert (rc, report["code"], report["stopped"]) == (3, 3, None)
+    assert output == [forged]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how, why", [("stop", "stop"), ("eof", "lifeline"), ("sigterm", "signal"),
+                                      ("sighup", "signal")])
+def test_every_stop_path_kills_the_whole_process_group(how, why):
+    # the role starts a grandchild that ignores SIGTERM: only the group SIGKILL after the grace gets it
+    script = ("import subprocess,sys,time; "
+              "c=subprocess.Popen(['sh','-c','trap \"\" TERM; sleep 60']); print(c.pid, flush=True); time.sleep(60)")
+    proc = start_guard({"argv": [sys.executable, "-c", script], "grace": 0.3})
+    role = read_until_started(proc)
+    grandchild = int(proc.stdout.readline())
+    t0 = time.monotonic()
+    if how == "stop":
+        proc.stdin.write(b"stop\n")
+        proc.stdin.flush()
+    elif how == "eof":
+        proc.stdin.close()
+    else:
+        os.kill(proc.pid, signal.SIGTERM if how == "sigterm" else signal.SIGHUP)
+    rc, report, _ = finish(proc)
+    assert report["stopped"] == why and report["signal"] == signal.SIGTERM and rc == 128 + signal.SIGTERM
+    assert time.monotonic() - t0 < 2.0
+    assert not alive(role) and not alive(grandchild)
+
+
+@pytest.mark.timeout(30)
+def test_sigkill_of_the_guards_parent_is_the_lifeline():
+    """The launcher dies by SIGKILL: the guard's stdin closes, and the role goes."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import json,subprocess,sys,time\n"
+         f"p=subprocess.Popen([sys.executable,{GUARD!r}],stdin=subprocess.PIPE,stdout=subprocess.PIPE)\n"
+         "p.stdin.write(json.dumps({'argv':['sleep','60'],'grace':0.3}).encode()+b'\\n'); p.stdin.flush()\n"
+         "print(p.stdout.readline().decode(), flush=True); time.sleep(60)\n"],
+        stdout=subprocess.PIPE, start_new_session=True)
+    started = parent.stdout.readline().decode()
+    role = json.loads(started.split(" ", 3)[3])["pid"]
+    assert alive(role)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=5)
+    wait_for(lambda: not alive(role), 2.0, what="the role to die with its launcher")
+
+
+@pytest.mark.timeout(30)
+def test_unstartable_command_and_bad_config():
+    proc = start_guard({"argv": ["/nonexistent/cmd"]})
+    rc, report, _ = finish(proc)
+    assert rc == 127 and report["code"] == 127 and "cannot start /nonexistent/cmd" in report["error"]
+    bad = subprocess.run([sys.executable, GUARD], input=b"not json\n", capture_output=True, timeout=10)
+    assert bad.returncode == roleguard.GUARD_FAILED and b"bad config line" in bad.stderr
