@@ -137,7 +137,8 @@ class Checks:
         nodes = {}
         for _, _, host in placement.roles():
             nodes.setdefault(host, host.address)
-        return cls(python=python, workdir=spec.workdir, scheduler=placement.scheduler,
+        # the roles run in --workdir, else in the launcher's own current directory (launch train's cwd)
+        return cls(python=python, workdir=spec.workdir or os.getcwd(), scheduler=placement.scheduler,
                    worker_hosts=tuple(dict.fromkeys(placement.workers)),
                    script_files=script_files(spec.command), data_files=data_files(spec.command),
                    node_hosts=tuple((h, (a,)) for h, a in nodes.items()))
@@ -271,7 +272,7 @@ def _check_host(conn: Connection, row: HostCheck, checks: Checks, probe: Optiona
         row.problems.append(f"{checks.python} cannot import mxnet: {result.get('mxnet_error')}")
     row.workdir = "ok" if result["workdir"] else "FAIL"
     if not result["workdir"]:
-        row.problems.append(f"workdir {checks.workdir} does not exist")
+        row.problems.append(f"workdir {checks.workdir} does not exist (pass --workdir DIR, a directory on every host)")
     missing = result["missing"]
     if request["files"]:
         row.files = "ok" if not missing else "FAIL"

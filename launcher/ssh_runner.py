@@ -21,6 +21,8 @@ import secrets
 import threading
 from typing import Callable, Dict, Optional
 
+import paramiko
+
 from launcher import roleguard
 from launcher.errors import UsageError
 from launcher.hosts import Host, place
@@ -125,7 +127,12 @@ class SSHRunner(Runner):
         conn = self._connection(launch.role.host)
         launch = self._resolved(launch)
         session = GuardSession(launch=launch, token=secrets.token_hex(8))
-        channel = conn.open_channel(roleguard.bootstrap_argv(self.python))
+        try:
+            channel = conn.open_channel(roleguard.bootstrap_argv(self.python))
+        except paramiko.ChannelException as exc:
+            raise RuntimeError(f"sshd on {conn.host.target} refused another session ({exc}); sshd allows "
+                               f"MaxSessions (default 10) roles per connection: raise it in sshd_config "
+                               f"or place fewer roles on that host") from exc
         channel.set_combine_stderr(True)  # the guard's own errors (bad interpreter, ...) reach the log
         handle = SSHRoleHandle(session, conn, channel)
         handle.send(roleguard.bootstrap_payload() + session.config_line())
@@ -144,6 +151,26 @@ class SSHRunner(Runner):
     def close(self) -> None:
         for conn in self.connections.values():
             conn.close()
+
+
+def dry_run_text(plan, python: Optional[str], workdir: Optional[str]) -> str:
+    """For `--dry-run`: the exact command of every role's channel and what its stdin carries, per host
+    (secret-looking values masked). YAML, like job.yaml."""
+    import json
+    import shlex
+
+    from launcher.plan import masked
+    from launcher.render import render
+
+    by_host: Dict[Host, list] = {}
+    for role in plan.roles:
+        config = {"argv": list(plan.spec.command), "env": masked(role.env_dict()), "cwd": workdir}
+        by_host.setdefault(role.host, []).append({"name": role.name,
+                                                  "config_json": json.dumps(config, ensure_ascii=False)})
+    command = shlex.join(roleguard.bootstrap_argv(python or "PYTHON"))
+    return render("ssh_commands.j2", remote_command_json=json.dumps(command, ensure_ascii=False),
+                  guard_bytes=len(roleguard.bootstrap_payload()),
+                  hosts=[{"target_json": json.dumps(h.target), "roles": roles} for h, roles in by_host.items()])
 
 
 def runner_from_options(spec, python: Optional[str] = None, ssh_key: Optional[str] = None,

@@ -137,9 +137,13 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
     first_port = ports.choose_port()
     if dry_run:
         click.echo(rundir.render_plan(make_plan(first_port), cwd), nl=False)
+        if not spec.local:  # SSH mode: the exact command and stdin of every role, per host
+            from launcher.ssh_runner import dry_run_text
+            click.echo(dry_run_text(make_plan(first_port), python, cwd), nl=False)
         return
     rundir.prepare(run_dir, resume=bool(resume_dir))
-    runner = _make_runner(spec, ssh_options)
+    # SSH mode: the preflight proves the scheduler's port reachable from every host, so it needs the plan
+    runner = _make_runner(spec, ssh_options if spec.local else dict(ssh_options, plan=make_plan(first_port)))
     outcome = run_and_report(make_plan, first_port, runner, cwd, grace, append_logs=bool(resume_dir))
     if outcome.status != 0:
         raise JobFailed(_final_message(outcome), outcome.status)

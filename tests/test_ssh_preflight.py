@@ -170,7 +170,7 @@ def test_firewalled_scheduler_port_is_found_before_anything_runs(bed, tmp_path):
         elapsed = time.monotonic() - started
     finally:
         bed.unfirewall(0)
-    assert rc != 0
+    assert rc == preflight.EXIT_PREFLIGHT, err
     rows = table_rows(err)
     a0, a1, a2 = (f"root@{m.address}" for m in bed.members)
     for a in (a1, a2):

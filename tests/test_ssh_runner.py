@@ -62,13 +62,23 @@ def summary(run_dir):
 
 
 @pytest.mark.timeout(120)
-def test_dist_sync_across_three_hosts_logs_and_summary(bed, tmp_path):
-    run_dir = str(tmp_path / "ok")
-    rc, out, err = run_launch(*ssh_args(bed, run_dir), "--", PY, PUSHPULL, "--rounds", "3", timeout=100)
-    assert rc == 0, err
+def test_dist_sync_across_three_hosts_logs_and_summary(bed, tmp_path, monkeypatch):
+    """The scheduler's host is named by an ~/.ssh/config alias (HostName, User, IdentityFile): roles still
+    get IP addresses for DMLC_PS_ROOT_URI / DMLC_NODE_HOST, which ps-lite needs."""
     a0, a1, a2 = (m.address for m in bed.members)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(f"Host head\n  HostName {a0}\n  User root\n  IdentityFile {bed.key}\n")
+    monkeypatch.setenv("HOME", str(home))
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text(f"head slots=0   # scheduler and server\nroot@{a1}\nroot@{a2}\n")
+    run_dir = str(tmp_path / "ok")
+    args = ssh_args(bed, run_dir)
+    args[args.index("--hosts") + 1] = str(hostfile)
+    rc, out, err = run_launch(*args, "--", PY, PUSHPULL, "--rounds", "3", timeout=100)
+    assert rc == 0, err
     hosts = {r["name"]: r["host"] for r in summary(run_dir)["roles"]}
-    assert hosts == {"scheduler": a0, "server-0": a0, "worker-0": a1, "worker-1": a2}
+    assert hosts == {"scheduler": "head", "server-0": "head", "worker-0": a1, "worker-1": a2}
     # ps-lite gives kvstore ranks in arrival order: worker i's log holds some rank, together both ranks
     logs = {i: read_log(run_dir, f"worker-{i}") for i in (0, 1)}
     assert all("round=2 value=3" in log and "done" in log for log in logs.values())
