@@ -195,6 +195,9 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
                 log.info("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec\taccuracy=%f",
                          epoch, nbatch - cfg.disp_batches, nbatch, speed, correct / count)
                 window_tic = time.time()
+        # MKL-DNN's BatchNorm writes its moving statistics outside the engine's dependency tracking: with
+        # several engine threads a checkpoint read now could miss the last batches' statistics.
+        mx.nd.waitall()
         correct, count = window.take()
         train_acc = (epoch_correct + correct) / (epoch_count + count)
         seconds = time.time() - tic

@@ -103,7 +103,8 @@ def decode_image(encoded: bytes, path: str) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(encoded)) as image:
-            return np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
+            # a copy: an array that shares the decoder's buffer changes once the image is closed
+            return np.array(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{path}: a record holds no decodable image ({exc})") from exc
 
