@@ -1,0 +1,88 @@
+"""Benchmark of `launch train --local` with a trivial dist_sync push/pull job (tests/jobs/pushpull.py).
+
+For n = 1, 2, 4 workers (1 server, OMP_NUM_THREADS=1), median of --repeat runs:
+  started    invoking the launcher -> every role's process is running (found by the job's marker in /proc)
+  connected  invoking the launcher -> every worker finished its first push/pull (ps-lite fully connected)
+  e2e        invoking the launcher -> launcher exited 0 after --rounds push/pull rounds
+  teardown   SIGKILL of one worker -> no process of the job left (and launcher exit status 1)
+
+    python bench/launch_local.py [--workers 1,2,4] [--repeat 3] [--rounds 20]
+"""
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+
+from jobs.harness import PUSHPULL, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for  # noqa: E402
+
+
+def one_run(workers, rounds, kill_worker, workdir):
+    run_dir = tempfile.mkdtemp(dir=workdir)
+    shutil.rmtree(run_dir)
+    job = [PUSHPULL, "--rounds", str(100000 if kill_worker else rounds), "--round-seconds",
+           "0.02" if kill_worker else "0"]
+    t0 = time.monotonic()
+    proc = start_launch("train", "--local", "-n", str(workers), "-s", "1", "--run-dir", run_dir,
+                        "--env", "OMP_NUM_THREADS=1", "--", sys.executable, *job)
+    job_id = wait_for(lambda: job_id_of(run_dir), 30, interval=0.005, what="job.yaml")
+    roles = workers + 2
+    wait_for(lambda: sum(1 for _, kind in job_processes(job_id).values() if kind == "role") == roles, 60,
+             interval=0.01, what="every role running")
+    started = time.monotonic() - t0
+    wait_for(lambda: all("round=0 " in read_log(run_dir, f"worker-{i}") for i in range(workers)), 60,
+             interval=0.01, what="every worker connected")
+    connected = time.monotonic() - t0
+    result = {"started": started, "connected": connected}
+    if kill_worker:
+        victim = role_pid(job_id, f"worker-{workers - 1}")
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: not job_processes(job_id), 10, interval=0.005, what="teardown")
+        result["teardown"] = time.monotonic() - killed
+        proc.communicate(timeout=30)
+        assert proc.returncode == 1, proc.returncode
+    else:
+        proc.communicate(timeout=120)
+        assert proc.returncode == 0, proc.returncode
+        result["e2e"] = time.monotonic() - t0
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="bench-launch-")
+    rows = []
+    try:
+        for n in [int(x) for x in args.workers.split(",")]:
+            runs = [one_run(n, args.rounds, False, workdir) for _ in range(args.repeat)]
+            kills = [one_run(n, args.rounds, True, workdir) for _ in range(args.repeat)]
+
+            def med(key, source):
+                return statistics.median(r[key] for r in source)
+            rows.append((n, med("started", runs + kills), med("connected", runs + kills), med("e2e", runs),
+                         med("teardown", kills), max(r["teardown"] for r in kills)))
+            print(f"n={n} done", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"launch train --local, 1 server, pushpull {args.rounds} rounds; median of {args.repeat} "
+          f"(start/connect over {2 * args.repeat}); {os.cpu_count()} CPUs")
+    print()
+    print("| workers | all roles started (s) | all workers connected (s) | end-to-end (s) "
+          "| teardown after worker SIGKILL (s) | worst teardown (s) |")
+    print("|---|---|---|---|---|---|")
+    for n, started, connected, e2e, teardown, worst in rows:
+        print(f"| {n} | {started:.2f} | {connected:.2f} | {e2e:.2f} | {teardown:.3f} | {worst:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
