@@ -13,6 +13,7 @@ themselves (ps-lite's finalize) and are stopped if they linger.
 from __future__ import annotations
 
 import queue
+import re
 import signal
 import threading
 import time
@@ -28,6 +29,8 @@ from launcher.runner import (Events, RoleEnded, RoleHandle, RoleLaunch, RoleOutp
 EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 124
 SIGNAL_REASONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
 SCHEDULER_BOUND = "Bind to role=scheduler"
+# ps-lite (PS_VERBOSE=1) names each node by id once connected; ids are 8 + 2*rank (servers), 9 + 2*rank (workers)
+NODE_CONNECTED = re.compile(rb"\b([WS])\[(\d+)\] is connected to others")
 TICK = 0.05  # longest time an event-free loop waits before looking at its deadlines
 DRAIN_BATCH = 500  # a chatty role must not keep the loop from its deadlines
 
@@ -58,6 +61,10 @@ class JobOutcome:
     ended: float
     teardown_started: Optional[float] = None  # wall clock; None when nothing had to be stopped
     notes: Tuple[str, ...] = ()
+    ranks: Tuple[Tuple[str, int], ...] = ()  # role name -> MXNet (ps-lite) rank, where ps-lite said
+
+    def rank_of(self, name: str) -> Optional[int]:
+        return dict(self.ranks).get(name)
 
 
 @dataclass
@@ -67,6 +74,7 @@ class _State:
     live: Dict[str, Role] = field(default_factory=dict)
     results: Dict[str, RoleResult] = field(default_factory=dict)
     pids: Dict[str, Tuple[int, float]] = field(default_factory=dict)
+    ranks: Dict[str, int] = field(default_factory=dict)
     phase: str = "scheduler"  # scheduler -> running
     stopping: Optional[str] = None
     first_failure: Optional[RoleResult] = None
@@ -176,6 +184,10 @@ class Job:
         st = self.state
         if isinstance(event, RoleOutput):
             self.sink.line(event.name, event.data)
+            if event.name not in st.ranks and b"is connected to others" in event.data:
+                found = NODE_CONNECTED.search(event.data)
+                if found:
+                    st.ranks[event.name] = (int(found.group(2)) - (9 if found.group(1) == b"W" else 8)) // 2
             if st.phase == "scheduler" and event.name == "scheduler" and SCHEDULER_BOUND.encode() in event.data:
                 self._start_rest()
         elif isinstance(event, RoleStarted):
@@ -250,4 +262,5 @@ class Job:
         results = tuple(st.results[n] for n in order if n in st.results)
         return JobOutcome(status=status, reason=reason, plan=st.plan, results=results,
                           first_failure=st.first_failure, started=started, ended=time.time(),
-                          teardown_started=st.teardown_started, notes=tuple(st.notes))
+                          teardown_started=st.teardown_started, notes=tuple(st.notes),
+                          ranks=tuple(sorted(st.ranks.items())))

@@ -138,10 +138,10 @@ def role_env(kind: str, host: Host, scheduler: Host, port: int, spec: JobSpec, j
              run_dir: str, name: str, workers_on_host: int, local_cpus: Optional[int]) -> Env:
     """A role's environment: thread defaults < --env < --env-worker/--env-server < the launcher's own."""
     env: Dict[str, str] = _thread_defaults(kind, workers_on_host, local_cpus)
-    if kind == "scheduler":
-        # ps-lite's scheduler then logs "Bind to role=scheduler ... port=P": how the launcher knows the
-        # port is ours before any worker connects to it (PS_VERBOSE=1 adds only start-up lines).
-        env["PS_VERBOSE"] = "1"
+    # PS_VERBOSE=1 adds a few start/stop lines per role, and they are how the launcher knows what
+    # ps-lite does not otherwise tell: the scheduler's "Bind to role=scheduler ... port=P" (the port is
+    # ours before any worker connects to it) and each node's "W[id] is connected" (its MXNet rank).
+    env["PS_VERBOSE"] = "1"
     env.update(spec.env)
     env.update({"worker": spec.env_worker, "server": spec.env_server}.get(kind, ()))
     env.update({

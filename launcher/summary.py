@@ -18,8 +18,10 @@ def _iso(t: Optional[float]) -> Optional[str]:
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def role_record(r: RoleResult) -> dict:
-    return {"name": r.name, "role": r.kind, "rank": r.index, "host": r.host, "pid": r.pid,
+def role_record(r: RoleResult, mxnet_rank: Optional[int] = None) -> dict:
+    """`index`: the launcher's number for the role (logs/worker-<index>.log); `mxnet_rank`: the rank
+    ps-lite gave it (kv.rank), which ps-lite assigns in its own order."""
+    return {"name": r.name, "role": r.kind, "index": r.index, "mxnet_rank": mxnet_rank, "host": r.host, "pid": r.pid,
             "start": _iso(r.start), "end": _iso(r.end), "exit_code": r.exit_code, "signal": r.signal,
             "stopped_by_launcher": r.stopped is not None, "error": r.error}
 
@@ -45,10 +47,10 @@ def summary_data(outcome: JobOutcome) -> dict:
         "start": _iso(outcome.started),
         "end": _iso(outcome.ended),
         "seconds": round(outcome.ended - outcome.started, 3),
-        "first_failure": role_record(failure) if failure else None,
+        "first_failure": role_record(failure, outcome.rank_of(failure.name)) if failure else None,
         "teardown_seconds": teardown_seconds(outcome),
         "notes": list(outcome.notes),
-        "roles": [role_record(r) for r in outcome.results],
+        "roles": [role_record(r, outcome.rank_of(r.name)) for r in outcome.results],
     }
 
 
@@ -77,14 +79,16 @@ def verdict(outcome: JobOutcome) -> str:
     tear = teardown_seconds(outcome)
     tail = f"; every role stopped {tear:.2f}s later" if tear is not None else ""
     if outcome.first_failure is not None:
-        return f"failed: {describe(outcome.first_failure)}{tail}"
+        return f"failed: {describe(outcome.first_failure, outcome.rank_of(outcome.first_failure.name))}{tail}"
     return f"{outcome.reason} after {seconds:.1f}s{tail}"
 
 
-def describe(r: RoleResult) -> str:
-    rank = f" (rank {r.index})" if r.kind == "worker" else ""
+def describe(r: RoleResult, mxnet_rank: Optional[int] = None) -> str:
+    """'worker 1 (MXNet rank 0) on 127.0.0.1, pid 123: exit code 3'."""
+    name = r.kind if r.kind == "scheduler" else f"{r.kind} {r.index}"
+    rank = f" (MXNet rank {mxnet_rank})" if mxnet_rank is not None else ""
     pid = f", pid {r.pid}" if r.pid else ""
-    return f"{r.kind} {r.index if r.kind != 'scheduler' else ''}".rstrip() + f"{rank} on {r.host}{pid}: {r.how()}"
+    return f"{name}{rank} on {r.host}{pid}: {r.how()}"
 
 
 def table(outcome: JobOutcome) -> str:
@@ -100,6 +104,6 @@ def failure_lines(outcome: JobOutcome, tail: List[str]) -> List[str]:
     r = outcome.first_failure
     if r is None:
         return []
-    lines = [f"{describe(r)}; its last log lines:"]
+    lines = [f"{describe(r, outcome.rank_of(r.name))}; its last log lines:"]
     lines += [f"  | {line}" for line in tail] or ["  | (no output)"]
     return lines

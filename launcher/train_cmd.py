@@ -179,7 +179,8 @@ def _final_message(outcome: JobOutcome) -> str:
     where = f"(run directory {outcome.plan.run_dir})"
     if outcome.first_failure is not None:
         from launcher.summary import describe
-        return f"{describe(outcome.first_failure)}; every other role was stopped {where}"
+        failure = outcome.first_failure
+        return f"{describe(failure, outcome.rank_of(failure.name))}; every other role was stopped {where}"
     if outcome.reason == "timeout":
         return f"the job exceeded --timeout {outcome.plan.spec.timeout:g}s; every role was stopped {where}"
     if outcome.reason in ("interrupted", "terminated", "hung up"):

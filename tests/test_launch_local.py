@@ -68,6 +68,10 @@ def test_two_workers_one_server_succeed_with_logs_and_summary(tmp_path):
     assert {r["name"]: r["exit_code"] for r in data["roles"]} == {
         "scheduler": 0, "server-0": 0, "worker-0": 0, "worker-1": 0}
     assert all(isinstance(r["pid"], int) for r in data["roles"])
+    for r in data["roles"]:  # the MXNet rank the launcher learnt is the one the program saw (kv.rank)
+        if r["role"] == "worker":
+            assert f"pushpull worker rank={r['mxnet_rank']} of 2 ready" in read_log(run_dir, r["name"])
+    assert sorted(r["mxnet_rank"] for r in data["roles"] if r["role"] == "worker") == [0, 1]
     assert "ok: all 2 workers exited 0" in out
     with open(os.path.join(run_dir, "hosts")) as f:
         assert f.read().strip().splitlines()[-1].startswith("127.0.0.1")
@@ -89,7 +93,9 @@ def test_worker_exit_code_fails_job_naming_it(tmp_path):
     data = summary(run_dir)
     first = data["first_failure"]
     assert first["name"] == f"worker-{failing[0]}" and first["exit_code"] == 3
-    assert f"worker {failing[0]} (rank {failing[0]}) on 127.0.0.1" in err and "exit code 3" in err
+    # named by the launcher's number (its log file) and by the MXNet rank ps-lite gave it (--fail-rank 1)
+    assert f"worker {failing[0]} (MXNet rank 1) on 127.0.0.1" in err and "exit code 3" in err
+    assert first["mxnet_rank"] == 1
     assert "failing with code 3" in err  # its last log lines
     assert err.strip().splitlines()[-1].startswith("launch: error: ")
     assert data["teardown_seconds"] <= TEARDOWN_LIMIT
