@@ -189,7 +189,9 @@ class Job:
                 if found:
                     st.ranks[event.name] = (int(found.group(2)) - (9 if found.group(1) == b"W" else 8)) // 2
             if st.phase == "scheduler" and event.name == "scheduler" and SCHEDULER_BOUND.encode() in event.data:
-                self._start_rest()
+                # ps-lite logs this line also after a failed bind (with port=-1), just before it aborts
+                if f"port={st.plan.port},".encode() in event.data:
+                    self._start_rest()
         elif isinstance(event, RoleStarted):
             st.pids[event.name] = (event.pid, event.time)
         elif isinstance(event, RoleEnded):

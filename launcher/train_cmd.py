@@ -88,13 +88,15 @@ def _hosts_for(local: bool, hosts: Optional[str], cluster: Optional[str]) -> Tup
 @click.option("--timeout", type=float, metavar="SECONDS", help="Stop the whole job after this long.")
 @click.option("--grace", type=float, default=1.0, show_default=True, metavar="SECONDS",
               help="Between SIGTERM and SIGKILL when roles are stopped.")
+@click.option("--scheduler-port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="Try this scheduler port first (default: a random free one); another is tried if it is taken.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (job.yaml) and exit.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="Run the job of RUN_DIR again from the newest checkpoint its workers wrote.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_worker, env_server, workdir,
-          python, ssh_key, ssh_user, known_hosts, accept_new_host_keys, timeout, grace, dry_run, resume_dir,
-          command) -> None:
+          python, ssh_key, ssh_user, known_hosts, accept_new_host_keys, timeout, grace, scheduler_port, dry_run,
+          resume_dir, command) -> None:
     """Run COMMAND as every role of an MXNet parameter-server job (1 scheduler, S servers, N workers).
 
     \b
@@ -134,7 +136,7 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
     def make_plan(port: int):
         return plan_job(spec, job_id=job_id, run_dir=run_dir, port=port, local_cpus=cpus)
 
-    first_port = ports.choose_port()
+    first_port = scheduler_port or ports.choose_port()
     if dry_run:
         click.echo(rundir.render_plan(make_plan(first_port), cwd), nl=False)
         if not spec.local:  # SSH mode: the exact command and stdin of every role, per host

@@ -126,10 +126,14 @@ def test_sigkill_of_any_role_tears_the_job_down(tmp_path, victim):
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_to_launcher_stops_every_role(tmp_path, signum, status):
     proc, run_dir, job_id = start_long_job(tmp_path)
+    follower = start_launch("logs", run_dir, "--role", "worker-0", "--follow")  # ends when the job does
+    wait_for(lambda: "round=" in read_log(run_dir, "worker-0"), 10, what="worker output")
     sent = time.time()
     os.kill(proc.pid, signum)
     rc, out, err = finish(proc)
     assert rc == status
+    followed, _ = follower.communicate(timeout=10)
+    assert follower.returncode == 0 and followed.decode() == read_log(run_dir, "worker-0")
     assert "every role was stopped" in err
     assert last_end(run_dir) - sent <= TEARDOWN_LIMIT
     assert summary(run_dir)["reason"] in ("interrupted", "terminated")
@@ -159,6 +163,30 @@ def test_timeout_bounds_the_job(tmp_path):
     data = summary(run_dir)
     assert data["reason"] == "timeout" and data["teardown_seconds"] <= TEARDOWN_LIMIT
     assert_no_leftovers(data["job_id"])
+
+
+@pytest.mark.timeout(90)
+def test_scheduler_port_taken_is_reported_and_retried_on_another(tmp_path):
+    import socket
+    import yaml
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    run_dir = str(tmp_path / "port")
+    try:
+        rc, out, err = run_launch("train", "--local", "-n", "1", "-s", "1", "--run-dir", run_dir,
+                                  "--scheduler-port", str(taken), *QUIET_ENV, "--", "python", PUSHPULL,
+                                  "--rounds", "2", timeout=60)
+    finally:
+        squatter.close()
+    assert rc == 0, err
+    data = summary(run_dir)
+    assert f"scheduler could not bind port {taken}; retrying on port {data['scheduler_port']}" in out
+    assert data["scheduler_port"] != taken
+    with open(os.path.join(run_dir, "job.yaml")) as f:
+        assert yaml.safe_load(f)["scheduler"]["port"] == data["scheduler_port"]  # the record says where it ran
+    assert "bind failed" in read_log(run_dir, "scheduler")  # the failed attempt is kept in the log
 
 
 # ------------------------------------------------------------------------------------------ bytes
