@@ -46,6 +46,8 @@ def plan(spec: ClusterSpec, record: ClusterRecord) -> List[str]:
         todo.append(f"key pair {spec.resource_name} (private key saved to {state.key_path(spec.name)})")
     if not record.security_group:
         todo.append(f"security group {spec.resource_name}: SSH from {spec.ssh_cidr}, all traffic within the group")
+    elif spec.ssh_cidr not in record.ssh_cidrs:
+        todo.append(f"SSH rule: from {spec.ssh_cidr} instead of {', '.join(record.ssh_cidrs) or 'nowhere'}")
     if spec.efs and not record.efs_security_group:
         todo.append(f"security group {spec.resource_name}-efs: NFS only from the cluster's group")
     if spec.use_placement_group and not record.placement_group:
@@ -145,7 +147,7 @@ class Up:
             state.write_meta(spec.name, region=aws.region, instance_type=spec.instance_type,
                              gpus_per_host=spec.itype.gpus, ssh_user=spec.ssh_user,
                              key_file=str(key_file) if key_file else None, key_name=key_name,
-                             efs=fs, spot=spec.spot, max_hours=spec.max_hours)
+                             efs=fs, spot=spec.spot, max_hours=spec.max_hours, count=spec.count)
         return dataclasses.replace(record, instances=instances, security_group=sg, efs_security_group=efs_sg,
                                    key_name=record.key_name or self.ledger.key_name, placement_group=pg,
                                    file_system=fs, mount_targets=mounts, vpc_id=vpc)
@@ -172,20 +174,34 @@ class Up:
             self.echo(f"created key pair {spec.resource_name}; private key {path} (0600)")
         return spec.resource_name, path
 
+    @staticmethod
+    def _ssh_rule(cidr: str) -> dict:
+        rule = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
+        if ":" in cidr:
+            rule["Ipv6Ranges"] = [{"CidrIpv6": cidr, "Description": "SSH (--ssh-cidr)"}]
+        else:
+            rule["IpRanges"] = [{"CidrIp": cidr, "Description": "SSH (--ssh-cidr)"}]
+        return rule
+
     def security_group(self, record: ClusterRecord, vpc: str) -> str:
         aws, spec = self.aws, self.spec
         if record.security_group:
+            stale = [c for c in record.ssh_cidrs if c != spec.ssh_cidr]
+            if spec.ssh_cidr not in record.ssh_cidrs:  # e.g. the user's address changed: SSH from the new one only
+                aws.call("ec2", "authorize_security_group_ingress", GroupId=record.security_group,
+                         IpPermissions=[self._ssh_rule(spec.ssh_cidr)])
+                self.echo(f"SSH now allowed from {spec.ssh_cidr}")
+            if stale:
+                aws.call("ec2", "revoke_security_group_ingress", GroupId=record.security_group,
+                         IpPermissions=[self._ssh_rule(c) for c in stale])
+                self.echo(f"SSH no longer allowed from {', '.join(stale)}")
             return record.security_group
         sg = aws.call("ec2", "create_security_group", GroupName=spec.resource_name, VpcId=vpc,
                       Description=f"mxlaunch cluster {spec.name}: SSH from {spec.ssh_cidr}, all within the group",
                       TagSpecifications=tag_spec("security-group", spec.name, "cluster"))["GroupId"]
         self.ledger.security_group = sg
-        v6 = ":" in spec.ssh_cidr
-        ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
-        ssh.update({"Ipv6Ranges": [{"CidrIpv6": spec.ssh_cidr, "Description": "SSH (--ssh-cidr)"}]} if v6 else
-                   {"IpRanges": [{"CidrIp": spec.ssh_cidr, "Description": "SSH (--ssh-cidr)"}]})
         aws.call("ec2", "authorize_security_group_ingress", GroupId=sg, IpPermissions=[
-            ssh, {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg, "Description": "cluster members"}]}])
+            self._ssh_rule(spec.ssh_cidr), {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg, "Description": "cluster members"}]}])
         self.echo(f"created security group {sg}")
         return sg
 

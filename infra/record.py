@@ -70,6 +70,7 @@ class ClusterRecord:
     file_system: Optional[str] = None
     mount_targets: tuple = ()  # (mount target id, subnet id)
     vpc_id: Optional[str] = None
+    ssh_cidrs: tuple = ()  # what the cluster group admits on port 22 today
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -102,11 +103,17 @@ def discover(aws: Aws, name: str) -> ClusterRecord:
     """Everything tagged `launch:cluster=NAME` in this region: a constant number of (paginated) calls."""
     instances = find_instances(aws, name)
     groups = {}
-    vpc_id = None
+    vpc_id, ssh_cidrs = None, ()
     for g in aws.paginate("ec2", "describe_security_groups", "SecurityGroups", Filters=tag_filter(name)):
         role = dict((t["Key"], t["Value"]) for t in g.get("Tags", [])).get(ROLE_TAG, "cluster")
         groups[role] = g["GroupId"]
         vpc_id = g.get("VpcId", vpc_id)
+        if role == "cluster":
+            ssh_cidrs = tuple(sorted(
+                [r["CidrIp"] for p in g.get("IpPermissions", []) if p.get("FromPort") == 22
+                 for r in p.get("IpRanges", [])] +
+                [r["CidrIpv6"] for p in g.get("IpPermissions", []) if p.get("FromPort") == 22
+                 for r in p.get("Ipv6Ranges", [])]))
     keys = aws.call("ec2", "describe_key_pairs", Filters=tag_filter(name)).get("KeyPairs", [])
     pgs = aws.call("ec2", "describe_placement_groups", Filters=tag_filter(name)).get("PlacementGroups", [])
     pgs = [p for p in pgs if p.get("State") not in ("deleting", "deleted")]
@@ -122,7 +129,7 @@ def discover(aws: Aws, name: str) -> ClusterRecord:
                          security_group=groups.get("cluster"), efs_security_group=groups.get("efs"),
                          key_name=keys[0]["KeyName"] if keys else None,
                          placement_group=pgs[0]["GroupName"] if pgs else None,
-                         file_system=fs_id, mount_targets=mounts, vpc_id=vpc_id)
+                         file_system=fs_id, mount_targets=mounts, vpc_id=vpc_id, ssh_cidrs=ssh_cidrs)
 
 
 def list_clusters(aws: Aws) -> dict:

@@ -106,6 +106,20 @@ def test_more_instances_than_asked_is_likely_a_leak(moto_aws, aws_env):
     r = launch(*up_args("c3", 2))
     assert r.code == 0 and "likely a leak" in r.err
     assert len(tagged_everything("c3")["instances"]) == 3  # never terminates on its own
+    s = launch("cluster", "status", "c3")
+    assert s.code == 0 and "3 live instances, 2 asked: likely a leak" in s.out
+
+
+def test_a_new_ssh_cidr_replaces_the_old_one(moto_aws, aws_env):
+    assert launch(*up_args("cidr", 1)).code == 0
+    args = up_args("cidr", 1)
+    args[args.index(CIDR)] = "198.51.100.0/24"
+    r = launch(*args)
+    assert r.code == 0, r.err
+    (group,) = [g for g in tagged_everything("cidr")["security_groups"] if g["GroupName"] == "launch-cidr"]
+    ssh = [p for p in group["IpPermissions"] if p.get("FromPort") == 22]
+    assert [rng["CidrIp"] for p in ssh for rng in p["IpRanges"]] == ["198.51.100.0/24"]
+    assert "SSH no longer allowed from 203.0.113.7/32" in r.err
 
 
 def test_down_removes_everything_tagged_and_is_safe_to_rerun(moto_aws, aws_env):
