@@ -44,7 +44,7 @@ class SignalReceived:
 class JobSettings:
     grace: float = 1.0  # SIGTERM -> SIGKILL, per role
     finish_grace: float = 10.0  # after every worker succeeded, how long servers/scheduler may take to end
-    ready_timeout: float = 60.0  # the scheduler's bind report; then the other roles start anyway
+    ready_timeout: float = 30.0  # the scheduler's bind report; then the other roles start anyway
     port_tries: int = 5
     kill_wait: float = 0.5  # after the grace, before guards that did not report are killed
     abandon_wait: float = 1.5  # after that, roles that still did not report are given up on

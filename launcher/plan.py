@@ -144,6 +144,9 @@ def role_env(kind: str, host: Host, scheduler: Host, port: int, spec: JobSpec, j
     env["PS_VERBOSE"] = "1"
     env.update(spec.env)
     env.update({"worker": spec.env_worker, "server": spec.env_server}.get(kind, ()))
+    verbose = env["PS_VERBOSE"].strip()
+    if kind == "scheduler" and not (verbose.isdigit() and int(verbose) >= 1):
+        env["PS_VERBOSE"] = "1"  # without its bind line the other roles would wait for the ready timeout
     env.update({
         "DMLC_ROLE": kind,
         "DMLC_PS_ROOT_URI": scheduler.address,

@@ -108,9 +108,9 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
     if grace <= 0:
         raise UsageError(f"--grace must be positive, got {grace:g}")
     if resume_dir:
-        if command or num_workers is not None or num_servers is not None or local or hosts or cluster:
-            raise UsageError("--resume RUN_DIR takes the job from RUN_DIR/job.yaml: give no command, -n, -s "
-                             "or --local/--hosts/--cluster with it")
+        if command or num_workers is not None or num_servers is not None or local or hosts or cluster or run_dir:
+            raise UsageError("--resume RUN_DIR takes the job from RUN_DIR/job.yaml: give no command, -n, -s, "
+                             "--run-dir or --local/--hosts/--cluster with it")
         spec, run_dir = rundir.resume_spec(resume_dir, extra_env=_env_pairs(env, "--env"), timeout=timeout)
         job_id = rundir.load_job(run_dir).get("job_id") or rundir.new_job_id()
     else:

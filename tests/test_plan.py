@@ -142,3 +142,11 @@ def test_resume_spec_loads_the_job_with_the_newest_checkpoint(tmp_path):
     assert where == os.path.abspath(run_dir)
     with pytest.raises(UsageError, match="already holds a job"):
         rundir.prepare(run_dir)
+
+
+def test_scheduler_keeps_its_bind_report_when_the_user_silences_ps_lite():
+    plan = plan_job(local_spec(env=(("PS_VERBOSE", "0"),)), "j", "/r", 20001)
+    assert plan.scheduler.env_dict()["PS_VERBOSE"] == "1"
+    assert plan.role("worker-0").env_dict()["PS_VERBOSE"] == "0"
+    plan = plan_job(local_spec(env=(("PS_VERBOSE", "2"),)), "j", "/r", 20001)
+    assert plan.scheduler.env_dict()["PS_VERBOSE"] == "2"
