@@ -107,6 +107,7 @@ class Up:
         self.ledger = Ledger()
 
     def run(self, record: ClusterRecord) -> ClusterRecord:
+        self.fresh = record.empty  # a new cluster: a failure also removes its local state directory
         try:
             record = self._steps(record)
             return self.finish(record) if self.finish else record
@@ -129,6 +130,9 @@ class Up:
         except CommandError as rb_exc:
             self.echo(f"rollback incomplete ({rb_exc.format_message()}); run `launch cluster down "
                       f"{self.spec.name}` to remove the rest")
+            return
+        if self.fresh and not self.aws.dry_run:
+            state.remove_dir(self.spec.name)
 
     def _steps(self, record: ClusterRecord) -> ClusterRecord:
         aws, spec = self.aws, self.spec

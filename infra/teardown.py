@@ -93,7 +93,8 @@ def remove(aws: Aws, record: ClusterRecord, echo, remove_local_key: bool) -> Lis
     removed: List[str] = []
     present = [i.id for i in record.instances]
     if present:
-        echo(f"terminating {len(present)} instance(s): {' '.join(present)}")
+        if not aws.dry_run:
+            echo(f"terminating {len(present)} instance(s): {' '.join(present)}")
         terminate_instances(aws, record.name, present, echo)
         removed.append(f"{len(present)} instance(s): {' '.join(present)}")
     if record.file_system:

@@ -172,3 +172,4 @@ def test_failed_install_rolls_back(moto_aws, aws_env, monkeypatch):
     r = launch(*args)
     assert r.code == 7 and "port 22 unreachable" in r.err.strip().splitlines()[-1]
     assert nothing_tagged("wsf") and not moto_aws.groups
+    assert not (aws_env / "mxlaunch-home" / "clusters" / "wsf").exists()
