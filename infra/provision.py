@@ -160,7 +160,12 @@ class Up:
     def key_pair(self, record: ClusterRecord) -> tuple:
         aws, spec = self.aws, self.spec
         if spec.key_name:
-            aws.call("ec2", "describe_key_pairs", KeyNames=[spec.key_name])  # NotFound -> one clear line
+            try:
+                aws.call("ec2", "describe_key_pairs", KeyNames=[spec.key_name])
+            except AwsError as exc:
+                if exc.code == "InvalidKeyPair.NotFound":
+                    raise UsageError(f"--key-name {spec.key_name}: no such key pair in {aws.region}") from exc
+                raise
             return spec.key_name, None
         path = state.key_path(spec.name)
         if record.key_name:

@@ -252,3 +252,17 @@ def test_cluster_target_for_launch_train(moto_aws, aws_env):
     assert t.gpus_per_host == 4 and t.gpus_arg == "0,1,2,3"
     assert t.workdir.startswith("/efs/") and t.python == "/efs/mxlaunch/venv/bin/python"
     assert t.ssh_key == home(aws_env) / "tg" / "id_key" and t.ssh_config.exists() and t.region == REGION
+
+
+def test_existing_key_name_is_used_and_never_deleted(moto_aws, aws_env):
+    ec2 = plain_client("ec2")
+    ec2.create_key_pair(KeyName="mine")
+    missing = launch(*up_args("kn", 1, "--key-name", "nosuch"))
+    assert missing.code == 2 and "--key-name nosuch: no such key pair" in missing.err and nothing_tagged("kn")
+    r = launch(*up_args("kn", 1, "--key-name", "mine"))
+    assert r.code == 0, r.err
+    assert {i["KeyName"] for i in tagged_everything("kn")["instances"]} == {"mine"}
+    assert not tagged_everything("kn")["key_pairs"] and not (home(aws_env) / "kn" / "id_key").exists()
+    assert "IdentityFile" not in (home(aws_env) / "kn" / "ssh_config").read_text()
+    assert launch("cluster", "down", "kn", "--yes").code == 0 and nothing_tagged("kn")
+    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["mine"]
