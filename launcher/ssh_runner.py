@@ -26,7 +26,8 @@ import paramiko
 from launcher import roleguard
 from launcher.errors import UsageError
 from launcher.hosts import Host, place
-from launcher.runner import Events, GuardSession, RoleHandle, RoleLaunch, Runner, pump_guard_output
+from launcher.runner import (Events, GuardSession, RoleEnded, RoleHandle, RoleLaunch, Runner,
+                             pump_guard_output)
 from launcher.ssh import Connection, SSHOptions, connect_all
 
 GUARD_EXIT_WAIT = 2.0
@@ -74,6 +75,23 @@ class SSHRoleHandle(RoleHandle):
                 except Exception:
                     pass
             threading.Thread(target=_kill, name=f"kill-{self.session.launch.role.name}", daemon=True).start()
+
+
+class _LostConnection:
+    """Between a guard's pump and the job's queue: a role whose guard vanished because the SSH connection
+    died is reported as exactly that (the guard on the host has stopped the role)."""
+
+    def __init__(self, events: Events, conn: Connection):
+        self.events = events
+        self.conn = conn
+
+    def put(self, event) -> None:
+        if isinstance(event, RoleEnded) and event.result.error and "without a report" in event.result.error \
+                and not self.conn.alive:
+            event = RoleEnded(dataclasses.replace(
+                event.result, error=f"lost the SSH connection to {self.conn.host.target} "
+                                    f"(the role's guard there stops it)"))
+        self.events.put(event)
 
 
 class SSHRunner(Runner):
@@ -144,7 +162,7 @@ class SSHRunner(Runner):
             return None
 
         stdout = channel.makefile("rb")
-        threading.Thread(target=pump_guard_output, args=(session, stdout, events, guard_status),
+        threading.Thread(target=pump_guard_output, args=(session, stdout, _LostConnection(events, conn), guard_status),
                          name=f"guard-{launch.role.name}@{launch.role.host.address}", daemon=True).start()
         return handle
 
