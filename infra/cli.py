@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import sys
 from typing import Optional
@@ -192,7 +193,14 @@ def status(name, region, profile) -> None:
                f"EFS: {record.file_system or '-'} ({len(record.mount_targets)} mount target(s)); "
                f"placement group: {record.placement_group or '-'}; key pair: {record.key_name or '(yours)'}")
     live = len(record.live)
-    wanted = state.read_meta(name).get("count")
+    meta = state.read_meta(name)
+    wanted = meta.get("count")
+    if meta.get("max_hours") and record.live:
+        first = min((i.launch_time for i in record.live if i.launch_time), default=None)
+        if first is not None:
+            ends = first + dt.timedelta(hours=float(meta["max_hours"]))
+            click.echo(f"--max-hours {meta['max_hours']:g}: instances terminate themselves from "
+                       f"{ends.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     if wanted and live > wanted:
         click.echo(f"warning: {live} live instances, {wanted} asked: likely a leak")
 
@@ -208,6 +216,10 @@ def list_(region, profile) -> None:
 def _list(region, profile) -> None:
     aws = _aws(region, profile)
     clusters = list_clusters(aws)
+    elsewhere = [(n, state.read_meta(n).get("region")) for n in state.local_clusters()]
+    elsewhere = [(n, r) for n, r in elsewhere if r and r != aws.region]
+    for n, r in elsewhere:
+        info(f"(cluster {n} is in {r}: `launch cluster status {n}`)")
     if not clusters:
         click.echo(f"no clusters in {aws.region}")
         return

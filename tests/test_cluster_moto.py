@@ -216,13 +216,14 @@ def test_spot_and_no_efs_no_placement_group(moto_aws, aws_env):
 
 
 def test_status_list_hostfile_ssh(moto_aws, aws_env, monkeypatch, tmp_path):
-    assert launch(*up_args("st", 2)).code == 0
+    assert launch(*up_args("st", 2, "--max-hours", "1.5")).code == 0
     held = tagged_everything("st")
     s = launch("cluster", "status", "st")
     assert s.code == 0, s.err
     for i in held["instances"]:
         assert i["InstanceId"] in s.out
     assert "running" in s.out and "4 x NVIDIA A10G" in s.out and "$11.34/h" in s.out and "so far" in s.out
+    assert "--max-hours 1.5: instances terminate themselves from" in s.out
     lst = launch("cluster", "list")
     assert lst.code == 0 and "st " in lst.out and "running:2" in lst.out and "8 " in lst.out
     out_file = tmp_path / "hosts.txt"
