@@ -10,7 +10,7 @@ import inspect
 import logging
 import os
 import time
-from typing import List, Optional
+from typing import List
 
 from launcher.errors import UsageError
 from trainer import model as checkpoints
@@ -132,8 +132,11 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
     """Train: alone, or as one worker of a dist_* job (then the kvstore connects after the input checks)."""
     import mxnet as mx
 
-    optimizer_class(cfg.optimizer)
+    # cheapest checks first: a typo costs the user a second, not an MXNet start
     summary = _check_data(cfg)
+    if not (cfg.pretrained_model or cfg.load_epoch):
+        networks.check(cfg.network, cfg.num_layers, cfg.image_shape)
+    optimizer_class(cfg.optimizer)
     ctx = contexts(cfg.gpus)
     start = _initial_model(cfg)
     kv_type = cfg.resolved_kv_store()

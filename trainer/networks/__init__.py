@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from launcher.errors import UsageError
+from trainer.networks.forms import FORMS
 
 NETWORKS = ("resnet", "resnext")
 
@@ -17,11 +18,12 @@ def _module(network: str):
 
 
 def check(network: str, num_layers: int, image_shape) -> None:
-    module = _module(network)
-    side = min(image_shape[1:])
-    if not module.is_valid(num_layers, side):
+    if network not in FORMS:
+        raise UsageError(f"unknown --network {network!r}: choose one of {', '.join(NETWORKS)}")
+    forms, side = FORMS[network], min(image_shape[1:])
+    if not forms.is_valid(num_layers, side):
         raise UsageError(f"--network {network} has no {num_layers}-layer form at {side} px: valid --num-layers are "
-                         f"{module.valid_depths_text(side)}")
+                         f"{forms.valid_depths_text(side)}")
 
 
 def get_symbol(network: str, num_layers: int, num_classes: int, image_shape, **options):

@@ -3,38 +3,8 @@ from __future__ import annotations
 
 import mxnet as mx
 
+from trainer.networks.forms import RESNET
 from trainer.networks.layers import batch_norm, classifier, conv, imagenet_stem, relu
-
-# ImageNet form: depth -> (units per stage, bottleneck?)
-IMAGENET_UNITS = {
-    18: ((2, 2, 2, 2), False),
-    34: ((3, 4, 6, 3), False),
-    50: ((3, 4, 6, 3), True),
-    101: ((3, 4, 23, 3), True),
-    152: ((3, 8, 36, 3), True),
-    200: ((3, 24, 36, 3), True),
-}
-CIFAR_MAX_SIDE = 32
-
-
-def cifar_depth_ok(depth: int) -> bool:
-    return depth >= 8 and (depth - 2) % 6 == 0
-
-
-def valid_depths_text(image_side: int) -> str:
-    imagenet = ", ".join(map(str, IMAGENET_UNITS))
-    if image_side <= CIFAR_MAX_SIDE:
-        return f"6n+2 (8, 14, 20, 32, 44, 56, 110, ...) for the CIFAR form, or {imagenet} for the ImageNet form"
-    return imagenet
-
-
-def uses_cifar_form(depth: int, image_side: int) -> bool:
-    """Small images take the CIFAR form whenever the depth has one (so 56 and 110 mean what papers mean)."""
-    return image_side <= CIFAR_MAX_SIDE and cifar_depth_ok(depth)
-
-
-def is_valid(depth: int, image_side: int) -> bool:
-    return uses_cifar_form(depth, image_side) or depth in IMAGENET_UNITS
 
 
 def _unit(data, num_filter, stride, project, bottleneck, name):
@@ -64,12 +34,12 @@ def _stages(body, units, filters, first_stride, bottleneck):
 def get_symbol(num_classes: int, num_layers: int, image_shape, **_ignored) -> mx.sym.Symbol:
     side = min(image_shape[1:])
     data = mx.sym.Variable("data")
-    if uses_cifar_form(num_layers, side):
+    if RESNET.uses_cifar_form(num_layers, side):
         per_stage = (num_layers - 2) // 6
         body = conv(data, 16, 3, 1, "conv0")
         body = _stages(body, (per_stage,) * 3, (16, 32, 64), 1, bottleneck=False)
     else:
-        units, bottleneck = IMAGENET_UNITS[num_layers]
+        units, bottleneck = RESNET.imagenet_units[num_layers]
         filters = (256, 512, 1024, 2048) if bottleneck else (64, 128, 256, 512)
         body = _stages(imagenet_stem(data, 64), units, filters, 1, bottleneck)
     return classifier(body, num_classes)

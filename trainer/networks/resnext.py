@@ -7,30 +7,11 @@ from __future__ import annotations
 
 import mxnet as mx
 
+from trainer.networks.forms import RESNEXT
 from trainer.networks.layers import batch_norm, classifier, conv, imagenet_stem, relu
 
-IMAGENET_UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-CIFAR_MAX_SIDE = 32
+# cardinality x width: 8x64d for ResNeXt-29 (the paper's CIFAR model), 32x4d for the ImageNet form
 DEFAULTS = {"cifar": {"num_group": 8, "bottleneck_width": 64}, "imagenet": {"num_group": 32, "bottleneck_width": 4}}
-
-
-def cifar_depth_ok(depth: int) -> bool:
-    return depth >= 11 and (depth - 2) % 9 == 0
-
-
-def valid_depths_text(image_side: int) -> str:
-    imagenet = ", ".join(map(str, IMAGENET_UNITS))
-    if image_side <= CIFAR_MAX_SIDE:
-        return f"9n+2 (11, 20, 29, 38, ...) for the CIFAR form, or {imagenet} for the ImageNet form"
-    return imagenet
-
-
-def uses_cifar_form(depth: int, image_side: int) -> bool:
-    return image_side <= CIFAR_MAX_SIDE and cifar_depth_ok(depth) and depth not in IMAGENET_UNITS
-
-
-def is_valid(depth: int, image_side: int) -> bool:
-    return uses_cifar_form(depth, image_side) or depth in IMAGENET_UNITS
 
 
 def _unit(data, out_filter, inner, num_group, stride, project, name):
@@ -47,12 +28,12 @@ def get_symbol(num_classes: int, num_layers: int, image_shape, num_group=None, b
                **_ignored) -> mx.sym.Symbol:
     side = min(image_shape[1:])
     data = mx.sym.Variable("data")
-    if uses_cifar_form(num_layers, side):
+    if RESNEXT.uses_cifar_form(num_layers, side):
         form, units = "cifar", ((num_layers - 2) // 9,) * 3
         body = relu(batch_norm(conv(data, 64, 3, 1, "conv0"), "bn0"), "relu0")
         outputs = (256, 512, 1024)
     else:
-        form, units = "imagenet", IMAGENET_UNITS[num_layers]
+        form, units = "imagenet", RESNEXT.imagenet_units[num_layers][0]
         body = imagenet_stem(data, 64)
         outputs = (256, 512, 1024, 2048)
     groups = num_group or DEFAULTS[form]["num_group"]

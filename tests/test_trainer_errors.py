@@ -1,0 +1,109 @@
+"""Bad input: one clear line on stderr, exit status 2, never a traceback, nothing half-written."""
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from conftest import run_trainer
+
+
+def train_args(digits_dir, *extra, train=None):
+    return ["fit", "--num-layers", 8, "--num-epochs", 1, "--batch-size", 32,
+            "--data-train", train or os.path.join(digits_dir, "digits_train.rec"),
+            "--data-val", os.path.join(digits_dir, "digits_val.rec"), *extra]
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("trainer: error: "), errors[0]
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+
+
+@pytest.fixture
+def corrupt_copies(digits_dir, tmp_path):
+    """A truncated copy, a copy with a damaged header, and a file that is not RecordIO at all."""
+    source = os.path.join(digits_dir, "digits_train.rec")
+    data = open(source, "rb").read()
+    length = struct.unpack("<I", data[4:8])[0] & ((1 << 29) - 1)
+    second = 8 + length + (-length % 4)  # where the second record's header starts
+    paths = {}
+    for name, content in (("truncated", data[: len(data) // 2 + 3]),
+                          ("bad-magic", data[:second] + b"\x00" * 8 + data[second + 8:]),
+                          ("not-recordio", b"just some text\n" * 100)):
+        paths[name] = str(tmp_path / f"{name}.rec")
+        with open(paths[name], "wb") as stream:
+            stream.write(content)
+    return paths
+
+
+BAD_OPTIONS = [
+    (["--image-shape", "3,40,40"], ["--image-shape 3,40,40 does not match", "32x32"]),
+    (["--image-shape", "3,28"], ["--image-shape", "3 comma-separated integers"]),
+    (["--lr-step-epochs", "5,3"], ["strictly increasing"]),
+    (["--network", "vgg"], ["unknown --network 'vgg'", "resnet, resnext"]),
+    (["--optimizer", "adamw2"], ["unknown --optimizer 'adamw2'", "adadelta", "sgd"]),
+    (["--num-classes", "5"], ["--num-classes 5 is too small", "label 9", ">= 10"]),
+    (["--num-layers", "9"], ["no 9-layer form at 28 px", "6n+2", "18, 34, 50"]),
+    (["--network", "resnext", "--num-layers", "30"], ["no 30-layer form", "9n+2", "50, 101, 152"]),
+    (["--kv-store", "dist_nope"], ["unknown --kv-store"]),
+    (["--gpus", "0"], ["no GPU support", "mxlaunch[gpu]"]),
+    (["--load-epoch", "3"], ["--load-epoch needs --model-prefix"]),
+    (["--bogus-option", "1"], ["No such option", "--bogus-option"]),
+    (["--batch-size", "0"], ["--batch-size"]),
+]
+
+
+@pytest.mark.parametrize("options, fragments", BAD_OPTIONS, ids=[" ".join(o) for o, _ in BAD_OPTIONS])
+def test_bad_option(digits_dir, options, fragments):
+    assert_one_line_error(run_trainer(*train_args(digits_dir, *options)), *fragments)
+
+
+def test_missing_rec(digits_dir, tmp_path):
+    result = run_trainer(*train_args(digits_dir, train=str(tmp_path / "nope.rec")))
+    assert_one_line_error(result, "--data-train file not found", "nope.rec")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "bad-magic", "not-recordio"])
+def test_corrupt_rec(digits_dir, corrupt_copies, kind):
+    result = run_trainer(*train_args(digits_dir, train=corrupt_copies[kind]))
+    assert_one_line_error(result, corrupt_copies[kind])
+
+
+def test_missing_checkpoint_for_fine_tune(digits_dir, tmp_path):
+    result = run_trainer("fine-tune", "--pretrained-model", tmp_path / "none", "--load-epoch", 3,
+                         *train_args(digits_dir)[1:])
+    assert_one_line_error(result, "--pretrained-model: no checkpoint file", "none-symbol.json")
+
+
+def test_cifar10_bad_tarball(tmp_path):
+    (tmp_path / "fake.tar.gz").write_bytes(b"not a tarball")
+    result = run_trainer("data", "cifar10", "--from", tmp_path / "fake.tar.gz", "--out", tmp_path / "out")
+    assert_one_line_error(result, "fake.tar.gz")
+
+
+@pytest.mark.timeout(120)
+def test_adadelta_says_once_that_it_has_no_learning_rate(digits_dir, tmp_path):
+    result = run_trainer(*train_args(digits_dir, "--optimizer", "adadelta", "--lr", 0.5, "--lr-factor", 0.5,
+                                     "--lr-step-epochs", "1", "--num-examples", 64, "--model-prefix", tmp_path / "m"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("adadelta has no learning rate") == 1
+    assert "--lr, --lr-factor, --lr-step-epochs ignored" in result.stderr
+    assert '"lr": null' in (tmp_path / "metrics.jsonl").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_momentum_goes_only_to_optimizers_that_take_it(digits_dir, tmp_path):
+    # Adam rejects a momentum argument; with --mom given the trainer says it ignores it and trains
+    result = run_trainer(*train_args(digits_dir, "--optimizer", "adam", "--lr", 0.001, "--mom", 0.8,
+                                     "--num-examples", 64))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("adam takes no momentum: --mom ignored") == 1
+    # default --mom with Adam: nothing to say
+    result = run_trainer(*train_args(digits_dir, "--optimizer", "adam", "--lr", 0.001, "--num-examples", 64))
+    assert result.returncode == 0 and "momentum" not in result.stderr
