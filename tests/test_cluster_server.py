@@ -22,10 +22,9 @@ TESTS = Path(__file__).resolve().parent
 SHIM = f"""
 import sys
 sys.path.insert(0, {str(TESTS)!r})
-import click, infra.aws, infra.wait
+import infra.aws, infra.wait
 from aws_fixtures import FakePlacementGroups
-from launcher.errors import run_cli
-from infra.cli import cluster
+from launcher.cli import main
 pgs, original = FakePlacementGroups(), infra.aws.Aws.client
 def client(self, service):
     c = original(self, service)
@@ -34,7 +33,7 @@ def client(self, service):
     return c
 infra.aws.Aws.client = client
 infra.wait.SLEEP = lambda seconds: None
-run_cli(click.Group("launch", commands={{"cluster": cluster}}), "launch", sys.argv[1:])
+main(sys.argv[1:])  # the real `launch` entry point
 """
 
 
