@@ -196,3 +196,19 @@ def test_down_dependency_violation_retry_is_bounded(moto_aws, aws_env, hooks, mo
     assert launch("cluster", "down", "dvb", "--yes").code == 1  # still failing: no hang, same clear line
     hooks.remove(failing)
     assert launch("cluster", "down", "dvb", "--yes").code == 0 and nothing_tagged("dvb")
+
+
+def test_ctrl_c_during_up_rolls_back(moto_aws, aws_env, hooks):
+    class Interrupt:
+        def install(self, client):
+            if client.meta.service_model.service_name == "ec2":
+                client.meta.events.register("before-call.ec2.RunInstances", self.boom)
+
+        @staticmethod
+        def boom(**_):
+            raise KeyboardInterrupt
+    hooks.append(Interrupt())
+    r = launch(*up_args("intr", 2))
+    assert r.code == 130 and r.err.strip().splitlines()[-1] == "launch: interrupted"
+    assert "removing what this run created" in r.err
+    assert nothing_tagged("intr") and not moto_aws.groups
