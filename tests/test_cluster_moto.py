@@ -267,3 +267,16 @@ def test_existing_key_name_is_used_and_never_deleted(moto_aws, aws_env):
     assert "IdentityFile" not in (home(aws_env) / "kn" / "ssh_config").read_text()
     assert launch("cluster", "down", "kn", "--yes").code == 0 and nothing_tagged("kn")
     assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["mine"]
+
+
+def test_region_is_remembered_and_one_name_lives_in_one_region(moto_aws, aws_env):
+    assert launch(*up_args("rg", 1, "--region", "eu-west-1")).code == 0
+    s = launch("cluster", "status", "rg")  # no --region: the cluster's own, not AWS_DEFAULT_REGION
+    assert s.code == 0 and "cluster rg (eu-west-1)" in s.out
+    other = launch(*up_args("rg", 1, "--region", "us-west-2"))
+    assert other.code == 2 and "already exists in eu-west-1" in other.err
+    assert not tagged_everything("rg", region="us-west-2")["instances"]
+    lst = launch("cluster", "list")  # us-east-1
+    assert "cluster rg is in eu-west-1" in lst.err
+    assert launch("cluster", "down", "rg", "--yes").code == 0
+    assert not any(tagged_everything("rg", region="eu-west-1").values())
