@@ -212,9 +212,9 @@ def _parse_marker(text: str, marker: str) -> Optional[dict]:
 
 def _interpreter_problem(python: str, rc: int, err: str) -> str:
     if rc == 127:
-        return f"interpreter {python} not found"
+        return f"interpreter {python} not found (pass --python, the same absolute path on every host)"
     if rc == 126:
-        return f"interpreter {python} is not executable"
+        return f"interpreter {python} is not executable (pass --python)"
     if rc == -1:
         return f"checks did not finish within {CHECK_TIMEOUT:g}s"
     tail = " ".join(err.strip().splitlines()[-1:]) or f"exit status {rc}"

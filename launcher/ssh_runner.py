@@ -18,6 +18,7 @@ import dataclasses
 import ipaddress
 import os
 import secrets
+import sys
 import threading
 from typing import Callable, Dict, Optional
 
@@ -54,7 +55,7 @@ class SSHRoleHandle(RoleHandle):
             try:
                 if not self.channel.closed:
                     self.channel.sendall(data)
-            except (OSError, EOFError, Exception):  # channel or transport gone: RoleEnded is on the way
+            except Exception:  # channel or transport gone (socket/EOF/SSH errors): RoleEnded is on the way
                 pass
 
     def stop(self) -> None:
@@ -171,6 +172,12 @@ class SSHRunner(Runner):
             conn.close()
 
 
+def default_python() -> str:
+    """Without --python: this launcher's own interpreter path, which a shared venv (EFS, the same AMI) has
+    on every host too. The preflight proves it exists and imports mxnet everywhere before anything runs."""
+    return sys.executable
+
+
 def dry_run_text(plan, python: Optional[str], workdir: Optional[str]) -> str:
     """For `--dry-run`: the exact command of every role's channel and what its stdin carries, per host
     (secret-looking values masked). YAML, like job.yaml."""
@@ -185,7 +192,7 @@ def dry_run_text(plan, python: Optional[str], workdir: Optional[str]) -> str:
         config = {"argv": list(plan.spec.command), "env": masked(role.env_dict()), "cwd": workdir}
         by_host.setdefault(role.host, []).append({"name": role.name,
                                                   "config_json": json.dumps(config, ensure_ascii=False)})
-    command = shlex.join(roleguard.bootstrap_argv(python or "PYTHON"))
+    command = shlex.join(roleguard.bootstrap_argv(python or default_python()))
     return render("ssh_commands.j2", remote_command_json=json.dumps(command, ensure_ascii=False),
                   guard_bytes=len(roleguard.bootstrap_payload()),
                   hosts=[{"target_json": json.dumps(h.target), "roles": roles} for h, roles in by_host.items()])
@@ -203,9 +210,7 @@ def runner_from_options(spec, python: Optional[str] = None, ssh_key: Optional[st
     scheduler starts."""
     from launcher import preflight
 
-    if not python:
-        raise UsageError("--python is required with --hosts/--cluster: the absolute path of the interpreter "
-                         "on the hosts (the same on every host), e.g. --python /opt/venv/bin/python")
+    python = python or default_python()
     if not os.path.isabs(python):
         raise UsageError(f"--python must be an absolute path on the hosts, got {python!r} "
                          f"(a relative interpreter resolves differently on every host)")

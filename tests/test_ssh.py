@@ -143,18 +143,6 @@ def test_ssh_config_hostname_user_port_identityfile(bed, tmp_path):
     results.close()
 
 
-def test_hostfile_user_beats_ssh_user_beats_config(tmp_path):
-    config = tmp_path / "config"
-    config.write_text("Host h\n  User fromconfig\n  Port 2200\n")
-    import paramiko
-    cfg = paramiko.SSHConfig.from_path(str(config))
-    assert resolve(Host("h"), SSHOptions(), cfg).user == "fromconfig"
-    assert resolve(Host("h"), SSHOptions(user="opt"), cfg).user == "opt"
-    e = resolve(Host("h", user="file", port=22), SSHOptions(user="opt"), cfg)
-    assert (e.user, e.port) == ("file", 22)
-    assert resolve(Host("h"), SSHOptions(), cfg).port == 2200
-
-
 def test_ssh_agent_keys_are_used(bed, tmp_path, monkeypatch):
     sock = str(tmp_path / "agent.sock")
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
