@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from aws_fixtures import AMI, CIDR, REGION, TAG, launch, moto_aws, aws_env, hooks, nothing_tagged, \
-    plain_client, tagged_everything, up_args  # noqa: F401 (fixtures)
+from aws_fixtures import (AMI, CIDR, REGION, TAG, aws_env, hooks, launch, moto_aws, moto_module,  # noqa: F401
+                          nothing_tagged, plain_client, tagged_everything, up_args)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -266,7 +266,7 @@ def test_existing_key_name_is_used_and_never_deleted(moto_aws, aws_env):
     assert not tagged_everything("kn")["key_pairs"] and not (home(aws_env) / "kn" / "id_key").exists()
     assert "IdentityFile" not in (home(aws_env) / "kn" / "ssh_config").read_text()
     assert launch("cluster", "down", "kn", "--yes").code == 0 and nothing_tagged("kn")
-    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["mine"]
+    assert ec2.describe_key_pairs(KeyNames=["mine"])["KeyPairs"][0]["KeyName"] == "mine"  # still there
 
 
 def test_region_is_remembered_and_one_name_lives_in_one_region(moto_aws, aws_env):

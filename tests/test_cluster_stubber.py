@@ -9,8 +9,8 @@ import os
 import pytest
 from botocore.stub import ANY, Stubber
 
-from aws_fixtures import AMI, CIDR, REGION, FailCalls, aws_env, hooks, launch, moto_aws, nothing_tagged, \
-    plain_client, tagged_everything, up_args  # noqa: F401 (fixtures)
+from aws_fixtures import (AMI, CIDR, REGION, FailCalls, aws_env, hooks, launch, moto_aws,  # noqa: F401
+                          moto_module, nothing_tagged, plain_client, tagged_everything, up_args)
 from infra import spec as specs
 from infra import state
 from infra.aws import Aws, CapacityUnavailable

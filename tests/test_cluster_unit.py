@@ -8,7 +8,7 @@ from pathlib import Path
 import botocore.exceptions as bce
 import pytest
 
-from aws_fixtures import CIDR, aws_env, hooks, launch, moto_aws, nothing_tagged, up_args  # noqa: F401
+from aws_fixtures import CIDR, aws_env, hooks, launch, moto_aws, moto_module, nothing_tagged, up_args  # noqa: F401
 from launcher.errors import UsageError
 from launcher.render import render
 from infra import aws as awsmod, catalog, remote, spec as specs, wait
