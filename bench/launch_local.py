@@ -69,13 +69,13 @@ def main():
 
             def med(key, source):
                 return statistics.median(r[key] for r in source)
-            rows.append((n, med("started", runs + kills), med("connected", runs + kills), med("e2e", runs),
+            rows.append((n, med("started", runs), med("connected", runs), med("e2e", runs),
                          med("teardown", kills), max(r["teardown"] for r in kills)))
             print(f"n={n} done", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"launch train --local, 1 server, pushpull {args.rounds} rounds; median of {args.repeat} "
-          f"(start/connect over {2 * args.repeat}); {os.cpu_count()} CPUs")
+    print(f"launch train --local, 1 server, pushpull {args.rounds} rounds; median of {args.repeat} runs "
+          f"(teardown: of {args.repeat} more); {os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.1f}")
     print()
     print("| workers | all roles started (s) | all workers connected (s) | end-to-end (s) "
           "| teardown after worker SIGKILL (s) | worst teardown (s) |")
