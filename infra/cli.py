@@ -76,6 +76,8 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
                        ami=ami, key_name=key_name, max_hours=max_hours, ssh_user=ssh_user, wait=wait_mode,
                        keep_on_failure=keep_on_failure)
     aws = _aws(region, profile, dry_run=dry_run)
+    if spec.ssh_cidr.endswith("/0"):
+        info(f"warning: --ssh-cidr {spec.ssh_cidr} lets the whole internet try SSH; prefer your address/32")
     meta_region = state.read_meta(name).get("region")
     if meta_region and meta_region != aws.region:
         raise UsageError(f"cluster {name} already exists in {meta_region} (state {state.cluster_dir(name)}): "

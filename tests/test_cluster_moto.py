@@ -280,3 +280,16 @@ def test_region_is_remembered_and_one_name_lives_in_one_region(moto_aws, aws_env
     assert "cluster rg is in eu-west-1" in lst.err
     assert launch("cluster", "down", "rg", "--yes").code == 0
     assert not any(tagged_everything("rg", region="eu-west-1").values())
+
+
+def test_ipv6_ssh_cidr_and_open_world_warning(moto_aws, aws_env):
+    args = up_args("v6", 1, "--no-efs")
+    args[args.index(CIDR)] = "2001:db8::/32"
+    r = launch(*args)
+    assert r.code == 0, r.err
+    (group,) = tagged_everything("v6")["security_groups"]
+    ssh = [p for p in group["IpPermissions"] if p.get("FromPort") == 22]
+    assert [rng["CidrIpv6"] for p in ssh for rng in p.get("Ipv6Ranges", [])] == ["2001:db8::/32"]
+    assert not [rng for p in ssh for rng in p.get("IpRanges", [])]
+    args[args.index("2001:db8::/32")] = "0.0.0.0/0"
+    assert "whole internet" in launch(*args).err
