@@ -291,3 +291,35 @@ def test_command_that_cannot_start_fails_fast(tmp_path):
     assert rc == 1
     assert "scheduler" in err and "cannot start /nonexistent/program" in err
     assert_no_leftovers(summary(run_dir)["job_id"])
+
+
+@pytest.mark.timeout(60)
+def test_any_command_runs_as_every_role_with_coloured_prefixes_on_a_terminal(tmp_path):
+    """Not only MXNet programs: every role runs the command; on a terminal the prefixes are coloured."""
+    import pty
+    import subprocess
+    from jobs.harness import launch_argv
+    run_dir = str(tmp_path / "plain")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(launch_argv("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, "--",
+                                        "sh", "-c", 'echo "hello from $DMLC_ROLE"'),
+                            stdout=slave, stderr=slave, env={k: v for k, v in os.environ.items() if k != "NO_COLOR"},
+                            start_new_session=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)  # EIO once the launcher (the only writer) has exited
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=30) == 0
+    out = b"".join(chunks).decode()
+    for label, role in (("worker 0", "worker"), ("worker 1", "worker"), ("server 0", "server"),
+                        ("scheduler", "scheduler")):
+        assert f"[{label}]\x1b[0m hello from {role}" in out
+        assert f"hello from {role}" in read_log(run_dir, label.replace(" ", "-"))
+    assert "\x1b[" not in read_log(run_dir, "worker-0")  # log files stay plain text
