@@ -7,6 +7,7 @@ LAUNCH_JOB_ID marker in /proc/*/environ, never by name).
 import json
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -32,7 +33,7 @@ def last_end(run_dir):
 def start_long_job(tmp_path, workers=2, servers=1, extra=()):
     run_dir = str(tmp_path / "run")
     proc = start_launch("train", "--local", "-n", str(workers), "-s", str(servers), "--run-dir", run_dir,
-                        *QUIET_ENV, *extra, "--", "python", *LONG_JOB)
+                        *QUIET_ENV, *extra, "--", sys.executable, *LONG_JOB)
     job_id = wait_for(lambda: job_id_of(run_dir), 20, what="job.yaml")
     # every worker is past its first push/pull: the whole job is up
     wait_for(lambda: all("round=1 " in read_log(run_dir, f"worker-{i}") for i in range(workers)), 60,
@@ -56,7 +57,7 @@ def assert_no_leftovers(job_id):
 def test_two_workers_one_server_succeed_with_logs_and_summary(tmp_path):
     run_dir = str(tmp_path / "ok")
     rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, *QUIET_ENV,
-                              "--", "python", PUSHPULL, "--rounds", "3")
+                              "--", sys.executable, PUSHPULL, "--rounds", "3")
     assert rc == 0, err
     for i in (0, 1):
         assert f"[worker {i}] pushpull worker rank=" in out
@@ -85,7 +86,7 @@ def test_worker_exit_code_fails_job_naming_it(tmp_path):
     run_dir = str(tmp_path / "fail")
     t0 = time.time()
     rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, *QUIET_ENV,
-                              "--", "python", *LONG_JOB, "--fail-rank", "1", "--fail-round", "3",
+                              "--", sys.executable, *LONG_JOB, "--fail-rank", "1", "--fail-round", "3",
                               "--fail-code", "3", timeout=60)
     assert rc == 1
     failing = [i for i in (0, 1) if "failing with code 3" in read_log(run_dir, f"worker-{i}")]
@@ -156,7 +157,7 @@ def test_timeout_bounds_the_job(tmp_path):
     run_dir = str(tmp_path / "slow")
     t0 = time.monotonic()
     rc, out, err = run_launch("train", "--local", "-n", "1", "-s", "1", "--run-dir", run_dir, "--timeout", "6",
-                              *QUIET_ENV, "--", "python", *LONG_JOB, timeout=60)
+                              *QUIET_ENV, "--", sys.executable, *LONG_JOB, timeout=60)
     assert rc == 124
     assert "exceeded --timeout 6s" in err
     assert 6 <= time.monotonic() - t0 < 6 + 6
@@ -176,7 +177,7 @@ def test_scheduler_port_taken_is_reported_and_retried_on_another(tmp_path):
     run_dir = str(tmp_path / "port")
     try:
         rc, out, err = run_launch("train", "--local", "-n", "1", "-s", "1", "--run-dir", run_dir,
-                                  "--scheduler-port", str(taken), *QUIET_ENV, "--", "python", PUSHPULL,
+                                  "--scheduler-port", str(taken), *QUIET_ENV, "--", sys.executable, PUSHPULL,
                                   "--rounds", "2", timeout=60)
     finally:
         squatter.close()
@@ -204,7 +205,7 @@ def test_arguments_and_env_reach_the_worker_byte_for_byte(tmp_path):
     proc = start_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, *QUIET_ENV,
                         "--env", f"TORTURE_PLAIN={env_value}", "--env", f"TORTURE_SECRET_TOKEN={secret}",
                         "--env-worker", "TORTURE_WORKER=only, workers", "--env-server", "TORTURE_SERVER=s",
-                        "--", "python", PUSHPULL, "--rounds", "40", "--round-seconds", "0.05",
+                        "--", sys.executable, PUSHPULL, "--rounds", "40", "--round-seconds", "0.05",
                         "--dump", dump, "--", *TORTURE_ARGS)
     job_id = wait_for(lambda: job_id_of(run_dir), 20, what="job.yaml")
     wait_for(lambda: os.path.exists(f"{dump}.0.json") and os.path.exists(f"{dump}.1.json"), 60, what="dumps")
@@ -268,7 +269,7 @@ def test_no_mode_is_a_usage_error(tmp_path):
 def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     run_dir = tmp_path / "dry"
     rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", str(run_dir), "--dry-run",
-                              "--env", "API_TOKEN=hunter2", "--", "python", "train.py", "--lr", "0.1", timeout=30)
+                              "--env", "API_TOKEN=hunter2", "--", sys.executable, "train.py", "--lr", "0.1", timeout=30)
     assert rc == 0, err
     import yaml
     plan = yaml.safe_load(out)
@@ -278,7 +279,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     assert worker["DMLC_NODE_HOST"] == "127.0.0.1" and worker["DMLC_NUM_WORKER"] == "2"
     assert worker["DMLC_NUM_SERVER"] == "1" and worker["API_TOKEN"] == "***"
     assert plan["roles"][0]["env"]["OMP_NUM_THREADS"] == "1"
-    assert plan["command"] == ["python", "train.py", "--lr", "0.1"]
+    assert plan["command"] == [sys.executable, "train.py", "--lr", "0.1"]
     assert "hunter2" not in out
     assert not run_dir.exists()
 
