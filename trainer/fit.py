@@ -128,10 +128,32 @@ def _initial_model(cfg: FitConfig) -> checkpoints.Model:
     return checkpoints.Model(symbol)
 
 
-def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
-    """Train: alone, or as one worker of a dist_* job (then the kvstore connects after the input checks)."""
+def _train_epoch(module, train: FixedBatches, epoch: int, disp_batches: int):
+    """One epoch of forward, backward and update; returns (training accuracy, seconds)."""
     import mxnet as mx
 
+    tic = window_tic = time.time()
+    window = _Accuracy()
+    epoch_correct = epoch_count = 0
+    for nbatch, batch in enumerate(train.epoch(), start=1):
+        module.forward_backward(batch)
+        module.update()
+        window.update(module, batch)
+        if disp_batches and nbatch % disp_batches == 0:
+            correct, count = window.take()
+            epoch_correct, epoch_count = epoch_correct + correct, epoch_count + count
+            log.info("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec\taccuracy=%f",
+                     epoch, nbatch - disp_batches, nbatch, count / (time.time() - window_tic), correct / count)
+            window_tic = time.time()
+    # MKL-DNN's BatchNorm writes its moving statistics outside the engine's dependency tracking: with
+    # several engine threads a checkpoint taken now could miss the last batches' statistics.
+    mx.nd.waitall()
+    correct, count = window.take()
+    return (epoch_correct + correct) / (epoch_count + count), time.time() - tic
+
+
+def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
+    """Train: alone, or as one worker of a dist_* job (then the kvstore connects after the input checks)."""
     # cheapest checks first: a typo costs the user a second, not an MXNet start
     summary = _check_data(cfg)
     if not (cfg.pretrained_model or cfg.load_epoch):
@@ -139,6 +161,9 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
     optimizer_class(cfg.optimizer)
     ctx = contexts(cfg.gpus)
     start = _initial_model(cfg)
+
+    import mxnet as mx
+
     kv_type = cfg.resolved_kv_store()
     kv = mx.kv.create(kv_type) if kv_type.startswith("dist") else None
     rank, num_workers = (kv.rank, kv.num_workers) if kv is not None else (0, 1)
@@ -167,12 +192,11 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
     module.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2),
                        arg_params=start.arg_params, aux_params=start.aux_params,
                        allow_missing=start.arg_params is not None)
-    params = optimizer_params(cfg, begin_epoch * epoch_updates, epoch_updates)
     module.init_optimizer(kvstore=kv if kv is not None else kv_type, optimizer=cfg.optimizer.lower(),
-                          optimizer_params=params)
-    states = checkpoints.states_path(cfg.model_prefix, begin_epoch) if cfg.model_prefix and begin_epoch else None
+                          optimizer_params=optimizer_params(cfg, begin_epoch * epoch_updates, epoch_updates))
     local_optimizer = kv is None  # under dist_* the optimizer and its state live on the servers
-    if local_optimizer and states and os.path.isfile(states):
+    states = checkpoints.states_path(cfg.model_prefix, begin_epoch) if cfg.model_prefix else None
+    if local_optimizer and begin_epoch and states and os.path.isfile(states):
         module.load_optimizer_states(states)
 
     metrics = MetricsFile(default_path(cfg.model_prefix) if rank == 0 else None, begin_epoch)
@@ -183,27 +207,7 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
         if uses_lr and lr != previous_lr:
             log.info("Epoch[%d] Learning rate=%g", epoch, lr)
         previous_lr = lr
-        tic = time.time()
-        window = _Accuracy()
-        epoch_correct = epoch_count = 0
-        window_tic = time.time()
-        for nbatch, batch in enumerate(train.epoch(), start=1):
-            module.forward_backward(batch)
-            module.update()
-            window.update(module, batch)
-            if cfg.disp_batches and nbatch % cfg.disp_batches == 0:
-                correct, count = window.take()
-                epoch_correct, epoch_count = epoch_correct + correct, epoch_count + count
-                speed = count / (time.time() - window_tic)
-                log.info("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec\taccuracy=%f",
-                         epoch, nbatch - cfg.disp_batches, nbatch, speed, correct / count)
-                window_tic = time.time()
-        # MKL-DNN's BatchNorm writes its moving statistics outside the engine's dependency tracking: with
-        # several engine threads a checkpoint read now could miss the last batches' statistics.
-        mx.nd.waitall()
-        correct, count = window.take()
-        train_acc = (epoch_correct + correct) / (epoch_count + count)
-        seconds = time.time() - tic
+        train_acc, seconds = _train_epoch(module, train, epoch, cfg.disp_batches)
         log.info("Epoch[%d] Train-accuracy=%f", epoch, train_acc)
         log.info("Epoch[%d] Time cost=%.3f", epoch, seconds)
         if local_optimizer and uses_lr:  # the optimizer runs here: record the rate it actually used
