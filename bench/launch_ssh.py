@@ -2,6 +2,8 @@
 
 Per bed size N (one worker per host, one server, the scheduler on host 0; MXNet's pushpull job):
   connect      parallel SSH connect + authenticate to every host (launcher.ssh.connect_all)
+  fan-out      SSHRunner alone: N+2 roles of `sleep` (no MXNet) -> every role's process started, then
+  stop         ... every role stopped through its guard and reported (the runner's own cost, no CPU load)
   preflight    the preflight alone on every host (connect, interpreter + `import mxnet`, files, port)
   running      `launch train` start -> every role's process exists (preflight included)
   end-to-end   `launch train` of a trivial dist_sync job (3 push/pull rounds) until it exits 0
@@ -46,6 +48,39 @@ def start(argv):
                             env=dict(os.environ, NO_COLOR="1"), start_new_session=True)
 
 
+def fan_out(bed, options, n):
+    import queue
+
+    from launcher.plan import JobSpec, plan_job
+    from launcher.runner import RoleEnded, RoleLaunch, RoleStarted
+    from launcher.ssh import connect_all
+    from launcher.ssh_runner import SSHRunner
+
+    spec = JobSpec(command=("/bin/sleep", "60"), num_workers=n, num_servers=1, hosts=tuple(bed.hosts), local=False)
+    plan = plan_job(spec, "fanout", "/tmp/none", 23458)
+    conns = connect_all(bed.hosts, options)
+    runner = SSHRunner(conns.succeeded, PY)
+    events = queue.SimpleQueue()
+    try:
+        t = time.monotonic()
+        handles = [runner.start(RoleLaunch(role, spec.command, None), events) for role in plan.roles]
+        started = 0
+        while started < len(plan.roles):
+            event = events.get(timeout=60)
+            assert not isinstance(event, RoleEnded), event
+            started += isinstance(event, RoleStarted)
+        fan = time.monotonic() - t
+        t = time.monotonic()
+        for h in handles:
+            h.stop()
+        ended = 0
+        while ended < len(plan.roles):
+            ended += isinstance(events.get(timeout=30), RoleEnded)
+        return fan, time.monotonic() - t
+    finally:
+        runner.close()
+
+
 def measure(n: int) -> dict:
     import testbed
     from jobs.harness import PUSHPULL, job_id_of, job_processes, read_log
@@ -63,6 +98,8 @@ def measure(n: int) -> dict:
         row["connect"] = time.monotonic() - t
         assert not conns.failed, conns.lines()
         conns.close()
+
+        row["fan-out"], row["stop"] = fan_out(bed, options, n)
 
         spec = JobSpec(command=(PY, PUSHPULL), num_workers=n, num_servers=1,
                        hosts=tuple(h for h in bed.hosts), local=False, workdir=str(ROOT))
@@ -120,7 +157,7 @@ def main() -> None:
         log(f"{n} host(s) ...")
         rows.append(measure(n))
         log(f"  {rows[-1]}")
-    cols = ["hosts", "connect", "preflight", "running", "end-to-end", "teardown", "exit"]
+    cols = ["hosts", "connect", "fan-out", "stop", "preflight", "running", "end-to-end", "teardown", "exit"]
     print(f"cpus: {os.cpu_count()}  (every host of the bed shares them)")
     print("| " + " | ".join(c + (" (s)" if c not in ("hosts", "exit") else "") for c in cols) + " |")
     print("|" + "---|" * len(cols))
@@ -129,6 +166,7 @@ def main() -> None:
     base = rows[0]
     for r in rows[1:]:
         print(f"{r['hosts']} hosts / {base['hosts']} host: connect x{r['connect'] / base['connect']:.2f}, "
+              f"fan-out x{r['fan-out'] / base['fan-out']:.2f}, "
               f"running x{r['running'] / base['running']:.2f}, end-to-end x{r['end-to-end'] / base['end-to-end']:.2f}")
 
 

@@ -20,6 +20,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 from typing import Callable, Dict, Optional
 
 import paramiko
@@ -27,9 +28,9 @@ import paramiko
 from launcher import roleguard
 from launcher.errors import UsageError
 from launcher.hosts import Host, place
-from launcher.runner import (Events, GuardSession, RoleEnded, RoleHandle, RoleLaunch, Runner,
+from launcher.runner import (Events, GuardSession, RoleEnded, RoleHandle, RoleLaunch, RoleResult, Runner,
                              pump_guard_output)
-from launcher.ssh import Connection, SSHOptions, connect_all
+from launcher.ssh import Connection, SSHOptions, connect_all, describe_error
 
 GUARD_EXIT_WAIT = 2.0
 KEEPALIVE_SECONDS = 2  # the launcher notices a dead connection (the hosts notice through sshd)
@@ -44,28 +45,46 @@ def is_ip(address: str) -> bool:
 
 
 class SSHRoleHandle(RoleHandle):
-    def __init__(self, session: GuardSession, conn: Connection, channel):
+    """A role whose channel is being opened (or is open). stop/kill before the channel exists are kept
+    and applied the moment it does."""
+
+    def __init__(self, session: GuardSession, conn: Connection):
         self.session = session
         self.conn = conn
-        self.channel = channel
+        self.channel = None
         self._lock = threading.Lock()
+        self._stop_requested = False
+        self._killed = False
 
-    def send(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> None:  # with the lock held
+        try:
+            if self.channel is not None and not self.channel.closed:
+                self.channel.sendall(data)
+        except Exception:  # channel or transport gone (socket/EOF/SSH errors): RoleEnded is on the way
+            pass
+
+    def attach(self, channel, first_bytes: bytes) -> None:
         with self._lock:
-            try:
-                if not self.channel.closed:
-                    self.channel.sendall(data)
-            except Exception:  # channel or transport gone (socket/EOF/SSH errors): RoleEnded is on the way
-                pass
+            self.channel = channel
+            if self._killed:
+                channel.close()
+                return
+            self._send(first_bytes)
+            if self._stop_requested:
+                self._send(roleguard.STOP_LINE + b"\n")
 
     def stop(self) -> None:
-        self.send(roleguard.STOP_LINE + b"\n")
+        with self._lock:
+            self._stop_requested = True
+            self._send(roleguard.STOP_LINE + b"\n")
 
     def kill(self) -> None:
         """Cut the lifeline (sshd closes the guard's stdin), and SIGKILL the role's group directly."""
         with self._lock:
+            self._killed = True
             try:
-                self.channel.close()
+                if self.channel is not None:
+                    self.channel.close()
             except Exception:
                 pass
         pid = self.session.role_pid
@@ -146,26 +165,38 @@ class SSHRunner(Runner):
         conn = self._connection(launch.role.host)
         launch = self._resolved(launch)
         session = GuardSession(launch=launch, token=secrets.token_hex(8))
+        handle = SSHRoleHandle(session, conn)
+        # Opening a channel is a network round trip: done on the role's own thread, so that starting many
+        # roles on many hosts is one round trip, not one per role, and a slow host holds up no other.
+        threading.Thread(target=self._run_role, args=(handle, events),
+                         name=f"guard-{launch.role.name}@{launch.role.host.address}", daemon=True).start()
+        return handle
+
+    def _run_role(self, handle: SSHRoleHandle, events: Events) -> None:
+        session, conn = handle.session, handle.conn
+        role = session.launch.role
         try:
             channel = conn.open_channel(roleguard.bootstrap_argv(self.python))
-        except paramiko.ChannelException as exc:
-            raise RuntimeError(f"sshd on {conn.host.target} refused another session ({exc}); sshd allows "
-                               f"MaxSessions (default 10) roles per connection: raise it in sshd_config "
-                               f"or place fewer roles on that host") from exc
+        except Exception as exc:
+            if isinstance(exc, paramiko.ChannelException):
+                why = (f"sshd on {conn.host.target} refused another session ({exc}); sshd allows MaxSessions "
+                       f"(default 10) roles per connection: raise it in sshd_config or place fewer roles there")
+            else:
+                why = f"could not open an SSH channel to {conn.host.target}: {describe_error(exc)}"
+            now = time.time()
+            events.put(RoleEnded(RoleResult(name=role.name, kind=role.kind, index=role.index, host=role.host.address,
+                                            pid=None, start=now, end=now, exit_code=None, signal=None, error=why)))
+            return
         channel.set_combine_stderr(True)  # the guard's own errors (bad interpreter, ...) reach the log
-        handle = SSHRoleHandle(session, conn, channel)
-        handle.send(roleguard.bootstrap_payload() + session.config_line())
-        session.extra["channel"] = channel
+        stdout = channel.makefile("rb")
+        handle.attach(channel, roleguard.bootstrap_payload() + session.config_line())
 
         def guard_status() -> Optional[int]:
             if channel.status_event.wait(GUARD_EXIT_WAIT):
                 return channel.exit_status
             return None
 
-        stdout = channel.makefile("rb")
-        threading.Thread(target=pump_guard_output, args=(session, stdout, _LostConnection(events, conn), guard_status),
-                         name=f"guard-{launch.role.name}@{launch.role.host.address}", daemon=True).start()
-        return handle
+        pump_guard_output(session, stdout, _LostConnection(events, conn), guard_status)
 
     def close(self) -> None:
         for conn in self.connections.values():
