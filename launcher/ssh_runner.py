@@ -21,7 +21,7 @@ import secrets
 import sys
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import paramiko
 
@@ -125,6 +125,8 @@ class SSHRunner(Runner):
         self.python = python
         self._before_first_start = before_first_start
         self._started_any = False
+        self._run_dir: Optional[str] = None
+        self._worker_hosts: List[Connection] = []
         for conn in self.connections.values():
             try:
                 conn.transport.set_keepalive(KEEPALIVE_SECONDS)
@@ -164,6 +166,10 @@ class SSHRunner(Runner):
                 self._before_first_start(launch)
         conn = self._connection(launch.role.host)
         launch = self._resolved(launch)
+        env = launch.role.env_dict()
+        self._run_dir = env.get("LAUNCH_RUN_DIR", self._run_dir)
+        if launch.role.kind == "worker" and conn not in self._worker_hosts:
+            self._worker_hosts.append(conn)
         session = GuardSession(launch=launch, token=secrets.token_hex(8))
         handle = SSHRoleHandle(session, conn)
         # Opening a channel is a network round trip: done on the role's own thread, so that starting many
@@ -199,8 +205,55 @@ class SSHRunner(Runner):
         pump_guard_output(session, stdout, _LostConnection(events, conn), guard_status)
 
     def close(self) -> None:
-        for conn in self.connections.values():
-            conn.close()
+        try:
+            fetch_run_files(self._worker_hosts, self._run_dir)
+        finally:
+            for conn in self.connections.values():
+                conn.close()
+
+
+RUN_FILES = ("metrics.jsonl",)  # what roles write into $LAUNCH_RUN_DIR (worker 0's per-epoch metrics)
+FETCH_TIMEOUT = 10.0
+
+
+def _sftp(conn: Connection):
+    sftp = conn.client.open_sftp()
+    sftp.get_channel().settimeout(FETCH_TIMEOUT)
+    return sftp
+
+
+def _remote_mtime(conn: Connection, path: str) -> Optional[float]:
+    try:
+        with _sftp(conn) as sftp:
+            return sftp.stat(path).st_mtime or 0.0
+    except Exception:  # absent, or the host is gone: nothing to fetch from it
+        return None
+
+
+def fetch_run_files(worker_conns: List[Connection], run_dir: Optional[str]) -> List[str]:
+    """Bring the files roles wrote into $LAUNCH_RUN_DIR back into the local run directory, when that
+    directory is not shared with the hosts (no EFS there): the newest copy on a worker host wins. Where
+    it is shared the local file already exists and nothing is copied. Returns the paths fetched."""
+    fetched: List[str] = []
+    if not run_dir:
+        return fetched
+    for name in RUN_FILES:
+        local = os.path.join(run_dir, name)
+        if os.path.exists(local):
+            continue
+        found = [(mtime, conn) for conn in worker_conns if conn.alive
+                 for mtime in [_remote_mtime(conn, local)] if mtime is not None]
+        if not found:
+            continue
+        conn = max(found, key=lambda item: item[0])[1]
+        try:
+            with _sftp(conn) as sftp:
+                sftp.get(local, local + ".part")
+            os.replace(local + ".part", local)
+            fetched.append(local)
+        except Exception:
+            pass  # the run still has every log; the plot is what goes missing
+    return fetched
 
 
 def default_python() -> str:

@@ -176,14 +176,21 @@ class Bed:
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     # ------------------------------------------------------------------------------- sshd control
-    def start_sshd(self, i: int, timeout: float = 10) -> None:
+    def start_sshd(self, i: int, timeout: float = 10, private_dir: Optional[str] = None) -> None:
+        """Start host i's sshd. With `private_dir`, sshd (and so every session) runs in its own mount
+        namespace with an empty tmpfs over that directory: what the host writes there, this machine does not
+        see (a host without the shared file system, for that directory)."""
         m = self.members[i]
         pidfile = os.path.join(m.dir, "sshd.pid")
         if os.path.exists(pidfile):
             os.unlink(pidfile)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        _run(IP, "netns", "exec", m.netns, SSHD, "-f", os.path.join(m.dir, "sshd_config"),
-             "-E", os.path.join(m.dir, "sshd.log"), timeout=timeout)
+        sshd = [SSHD, "-f", os.path.join(m.dir, "sshd_config"), "-E", os.path.join(m.dir, "sshd.log")]
+        if private_dir:
+            os.makedirs(private_dir, exist_ok=True)
+            sshd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount -t tmpfs tmpfs "$1" && shift && exec "$@"', "sh", private_dir, *sshd]
+        _run(IP, "netns", "exec", m.netns, *sshd, timeout=timeout)
         m.sshd_pid = int(wait_for(lambda: _read(pidfile).strip(), timeout, what=f"{pidfile}"))
         wait_for(lambda: _port_open(m.address, 22), timeout, what=f"sshd on {m.address}:22")
 
