@@ -64,7 +64,8 @@ def summary(run_dir):
 @pytest.mark.timeout(120)
 def test_dist_sync_across_three_hosts_logs_and_summary(bed, tmp_path, monkeypatch):
     """The scheduler's host is named by an ~/.ssh/config alias (HostName, User, IdentityFile): roles still
-    get IP addresses for DMLC_PS_ROOT_URI / DMLC_NODE_HOST, which ps-lite needs."""
+    get IP addresses for DMLC_PS_ROOT_URI / DMLC_NODE_HOST, which ps-lite needs. First contact with
+    --accept-new-host-keys: the keys are recorded (under the address really connected to)."""
     a0, a1, a2 = (m.address for m in bed.members)
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
@@ -73,10 +74,13 @@ def test_dist_sync_across_three_hosts_logs_and_summary(bed, tmp_path, monkeypatc
     hostfile = tmp_path / "hosts"
     hostfile.write_text(f"head slots=0   # scheduler and server\nroot@{a1}\nroot@{a2}\n")
     run_dir = str(tmp_path / "ok")
-    args = ssh_args(bed, run_dir)
+    known = tmp_path / "known_hosts"  # first contact: --accept-new-host-keys records every host's key
+    args = ssh_args(bed, run_dir, "--accept-new-host-keys")
     args[args.index("--hosts") + 1] = str(hostfile)
+    args[args.index("--known-hosts") + 1] = str(known)
     rc, out, err = run_launch(*args, "--", PY, PUSHPULL, "--rounds", "3", timeout=100)
     assert rc == 0, err
+    assert sorted(known.read_text().splitlines()) == sorted(f"{m.address} {m.host_key_line}" for m in bed.members)
     hosts = {r["name"]: r["host"] for r in summary(run_dir)["roles"]}
     assert hosts == {"scheduler": "head", "server-0": "head", "worker-0": a1, "worker-1": a2}
     # ps-lite gives kvstore ranks in arrival order: worker i's log holds some rank, together both ranks
