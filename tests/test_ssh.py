@@ -164,3 +164,19 @@ def test_ssh_agent_keys_are_used(bed, tmp_path, monkeypatch):
     finally:
         agent.terminate()
         agent.wait(timeout=5)
+
+
+def test_ipv6_hosts_in_brackets_with_a_port_and_bare(bed):
+    from launcher.hosts import parse_hosts
+    m0, m1 = bed.members[0], bed.members[1]
+    hosts = parse_hosts(f"root@[{m0.address6}]:22,root@{m1.address6}")
+    assert hosts == (Host(m0.address6, user="root", port=22), Host(m1.address6, user="root"))
+    results = connect_all(hosts, opts(bed))
+    try:
+        assert not results.failed, results.lines()
+        for host, m in zip(hosts, (m0, m1)):
+            conn = results[host]
+            assert conn.ip == m.address6
+            assert f"inet6 {m.address6}/64" in conn.run(["ip", "-6", "-o", "addr", "show", "eth0"])[1]
+    finally:
+        results.close()

@@ -75,6 +75,22 @@ def _used_networks() -> List[ipaddress.IPv4Network]:
     return nets
 
 
+def _pick_subnet6(rng: random.Random) -> ipaddress.IPv6Network:
+    """A unique-local /64 (fd00::/8) that no address or route of this machine uses."""
+    used = []
+    for line in _run(IP, "-6", "-o", "addr", "show").splitlines() + _run(IP, "-6", "route", "show").splitlines():
+        for word in line.split():
+            try:
+                used.append(ipaddress.IPv6Network(word, strict=False))
+            except ValueError:
+                pass
+    for _ in range(200):
+        net = ipaddress.IPv6Network(f"fd{rng.getrandbits(8):02x}:{rng.getrandbits(16):x}:{rng.getrandbits(16):x}::/64")
+        if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
+            return net
+    raise BedError("no free IPv6 /64 for the bed")
+
+
 def _pick_subnet(rng: random.Random) -> ipaddress.IPv4Network:
     used = _used_networks()
     for _ in range(200):
@@ -121,6 +137,7 @@ class BedHost:
     dir: str
     sshd_pid: Optional[int] = None
     host_key_line: str = ""
+    address6: str = ""  # the same host on IPv6 (a unique-local address of the bed's own /64)
 
     @property
     def host(self) -> Host:
@@ -282,6 +299,7 @@ def leftovers(name: str) -> List[str]:
 
 SSHD_CONFIG = """\
 ListenAddress {address}:22
+ListenAddress [{address6}]:22
 HostKey {dir}/ssh_host_ed25519_key
 PidFile {dir}/sshd.pid
 AuthorizedKeysFile {authorized_keys}
@@ -307,6 +325,7 @@ def up(n: int, name: Optional[str] = None) -> Bed:
     rng = random.Random()
     name = name or f"mxb{rng.getrandbits(24):06x}"
     net = _pick_subnet(rng)
+    net6 = _pick_subnet6(rng)
     addrs = list(net.hosts())
     os.makedirs(STATE_ROOT, exist_ok=True)
     bed_dir = tempfile.mkdtemp(prefix=name + "-", dir=STATE_ROOT)
@@ -322,9 +341,11 @@ def up(n: int, name: Optional[str] = None) -> Bed:
         shutil.copy(bed.key + ".pub", authorized)
         _run(IP, "link", "add", bed.bridge, "type", "bridge")
         _run(IP, "addr", "add", f"{bed.gateway}/24", "dev", bed.bridge)
+        _run(IP, "-6", "addr", "add", f"{net6[1]}/64", "dev", bed.bridge, "nodad")
         _run(IP, "link", "set", bed.bridge, "up")
         for i in range(n):
             m = BedHost(index=i, netns=f"{name}h{i}", address=str(addrs[i + 1]), veth=f"{name}v{i}",
+                        address6=str(net6[i + 2]),
                         dir=os.path.join(bed_dir, f"h{i}"))
             bed.members.append(m)
             os.makedirs(m.dir)
@@ -336,17 +357,18 @@ def up(n: int, name: Optional[str] = None) -> Bed:
             ns = (IP, "netns", "exec", m.netns, IP)
             _run(*ns, "link", "set", f"{name}p{i}", "name", "eth0")
             _run(*ns, "addr", "add", f"{m.address}/24", "dev", "eth0")
+            _run(*ns, "-6", "addr", "add", f"{m.address6}/64", "dev", "eth0", "nodad")
             _run(*ns, "link", "set", "eth0", "up")
             _run(*ns, "link", "set", "lo", "up")
             hostkey = os.path.join(m.dir, "ssh_host_ed25519_key")
             _run(SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", m.netns, "-f", hostkey)
             m.host_key_line = " ".join(_read(hostkey + ".pub").split()[:2])
             with open(os.path.join(m.dir, "sshd_config"), "w") as fh:
-                fh.write(SSHD_CONFIG.format(address=m.address, dir=m.dir, authorized_keys=authorized,
+                fh.write(SSHD_CONFIG.format(address=m.address, address6=m.address6, dir=m.dir, authorized_keys=authorized,
                                             sftp=SFTP_SERVER))
         with open(bed.known_hosts, "w") as fh:
             for m in bed.members:
-                fh.write(f"{m.address} {m.host_key_line}\n")
+                fh.write(f"{m.address} {m.host_key_line}\n{m.address6} {m.host_key_line}\n")
         for i in range(n):
             bed.start_sshd(i)
     except BaseException:
