@@ -5,8 +5,10 @@ The remote command is the job's interpreter running the guard shipped over the c
 (`roleguard.bootstrap_argv`), so nothing of mxlaunch has to be installed on the hosts. The guard's
 config line, with the role's environment, follows on stdin: the environment never appears on a command
 line, here or there. The channel's stdin then stays open as the guard's lifeline: when the launcher
-dies (even SIGKILL) or its connection drops, sshd closes the guard's stdin and the guard kills the
-role's whole process group (TERM, then KILL after the grace).
+dies (even SIGKILL) or its connection is closed or reset, sshd closes the guard's stdin and the guard
+kills the role's whole process group (TERM, then KILL after the grace). A silent network partition
+(no FIN, no RST) is noticed by the launcher within seconds (transport keepalive: the job stops every
+other host); the partitioned host's sshd notices only with its own ClientAliveInterval/CountMax.
 
 `runner_from_options(spec, ...)` is what `launch train --hosts/--cluster` calls: it connects to every
 host in parallel and runs the preflight (launcher/preflight.py) before any role starts; a failure is a
