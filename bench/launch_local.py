@@ -61,6 +61,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="bench-launch-")
+    load_before = os.getloadavg()[0]
     rows = []
     try:
         for n in [int(x) for x in args.workers.split(",")]:
@@ -75,7 +76,7 @@ def main():
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"launch train --local, 1 server, pushpull {args.rounds} rounds; median of {args.repeat} runs "
-          f"(teardown: of {args.repeat} more); {os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.1f}")
+          f"(teardown: of {args.repeat} more); {os.cpu_count()} CPUs; 1-min load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}")
     print()
     print("| workers | all roles started (s) | all workers connected (s) | end-to-end (s) "
           "| teardown after worker SIGKILL (s) | worst teardown (s) |")
