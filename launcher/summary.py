@@ -92,10 +92,13 @@ def describe(r: RoleResult, mxnet_rank: Optional[int] = None) -> str:
 
 
 def table(outcome: JobOutcome) -> str:
+    """One screen: a row per role (rank = the MXNet rank ps-lite gave it), then the verdict."""
     rows = []
     for r in outcome.results:
         seconds = f"{r.end - r.start:.1f}" if r.start and r.end else "-"
-        rows.append({"name": r.name, "host": r.host, "pid": r.pid or "-", "seconds": seconds, "ended": _ended(r)})
+        rank = outcome.rank_of(r.name)
+        rows.append({"name": r.name, "rank": "-" if rank is None else rank, "host": r.host, "pid": r.pid or "-",
+                     "seconds": seconds, "ended": _ended(r)})
     return render("job_summary.j2", rows=rows, verdict=verdict(outcome))
 
 
