@@ -51,11 +51,18 @@ def plot_path(run_dir: str) -> str:
     return os.path.join(run_dir, "accuracy.png")
 
 
+def refuse_used(run_dir: str) -> None:
+    """A run directory holds one job: a used one is refused (unless resuming it)."""
+    run_dir = os.path.abspath(run_dir)
+    if os.path.exists(job_yaml(run_dir)):
+        raise UsageError(f"run directory {run_dir} already holds a job (use a new --run-dir, or --resume it)")
+
+
 def prepare(run_dir: str, resume: bool = False) -> str:
     """Create the run directory (absolute path returned). A used one is refused unless resuming."""
     run_dir = os.path.abspath(run_dir)
-    if not resume and os.path.exists(job_yaml(run_dir)):
-        raise UsageError(f"run directory {run_dir} already holds a job (use a new --run-dir, or --resume it)")
+    if not resume:
+        refuse_used(run_dir)
     try:
         os.makedirs(logs_dir(run_dir), exist_ok=True)
     except OSError as exc:

@@ -143,9 +143,15 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
             from launcher.ssh_runner import dry_run_text
             click.echo(dry_run_text(make_plan(first_port), python, cwd), nl=False)
         return
-    rundir.prepare(run_dir, resume=bool(resume_dir))
+    if not resume_dir:
+        rundir.refuse_used(run_dir)
     # SSH mode: the preflight proves the scheduler's port reachable from every host, so it needs the plan
     runner = _make_runner(spec, ssh_options if spec.local else dict(ssh_options, plan=make_plan(first_port)))
+    try:  # only now: a preflight that refuses the job leaves no empty run directory behind
+        rundir.prepare(run_dir, resume=bool(resume_dir))
+    except BaseException:
+        runner.close()
+        raise
     outcome = run_and_report(make_plan, first_port, runner, cwd, grace, append_logs=bool(resume_dir))
     if outcome.status != 0:
         raise JobFailed(_final_message(outcome), outcome.status)

@@ -324,3 +324,16 @@ def test_any_command_runs_as_every_role_with_coloured_prefixes_on_a_terminal(tmp
         assert f"[{label}]\x1b[0m hello from {role}" in out
         assert f"hello from {role}" in read_log(run_dir, label.replace(" ", "-"))
     assert "\x1b[" not in read_log(run_dir, "worker-0")  # log files stay plain text
+
+
+@pytest.mark.timeout(60)
+def test_a_used_run_directory_is_refused(tmp_path):
+    run_dir = str(tmp_path / "used")
+    rc, out, err = run_launch("train", "--local", "-n", "1", "-s", "1", "--run-dir", run_dir, "--", "true", timeout=30)
+    assert rc == 0, err
+    with open(os.path.join(run_dir, "job.yaml"), "rb") as f:
+        before = f.read()
+    rc, out, err = run_launch("train", "--local", "-n", "1", "-s", "1", "--run-dir", run_dir, "--", "true", timeout=30)
+    assert rc == 2 and "already holds a job" in err and len(err.strip().splitlines()) == 1
+    with open(os.path.join(run_dir, "job.yaml"), "rb") as f:
+        assert f.read() == before
