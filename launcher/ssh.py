@@ -145,6 +145,8 @@ class Connection:
         self.ip = ip  # the address we actually reached (use for DMLC_NODE_HOST when the name is not an IP)
         self.seconds = seconds  # time to connect and authenticate
         self.timeout = 10.0
+        self.lost: Optional[str] = None  # why the liveness watch gave the connection up
+        self._closed = threading.Event()
 
     @property
     def host(self) -> Host:
@@ -192,7 +194,32 @@ class Connection:
         finally:
             channel.close()
 
+    def watch(self, interval: float = 2.0, timeout: float = 8.0) -> None:
+        """Ask the server for a reply every `interval` s; when none comes within `timeout` s (a silent
+        network partition: no FIN, no RST, TCP would wait many minutes) close the connection, so that
+        every channel on it ends at once and its roles are reported lost. paramiko's own keepalive
+        wants no reply, so it cannot tell."""
+        def ask(done: threading.Event) -> None:
+            try:
+                self.transport.global_request("keepalive@openssh.com", wait=True)
+            except Exception:
+                pass
+            done.set()
+
+        def loop() -> None:
+            while self.alive and not self._closed.wait(interval):
+                done = threading.Event()
+                threading.Thread(target=ask, args=(done,), name=f"ssh-ping-{self.endpoint.hostname}",
+                                 daemon=True).start()
+                if not done.wait(timeout) and not self._closed.is_set():
+                    self.lost = f"no answer for {timeout:g}s"
+                    self.client.close()
+                    return
+
+        threading.Thread(target=loop, name=f"ssh-watch-{self.endpoint.hostname}", daemon=True).start()
+
     def close(self) -> None:
+        self._closed.set()
         self.client.close()
 
     def __repr__(self) -> str:

@@ -7,8 +7,8 @@ config line, with the role's environment, follows on stdin: the environment neve
 line, here or there. The channel's stdin then stays open as the guard's lifeline: when the launcher
 dies (even SIGKILL) or its connection is closed or reset, sshd closes the guard's stdin and the guard
 kills the role's whole process group (TERM, then KILL after the grace). A silent network partition
-(no FIN, no RST) is noticed by the launcher within seconds (transport keepalive: the job stops every
-other host); the partitioned host's sshd notices only with its own ClientAliveInterval/CountMax.
+(no FIN, no RST) is noticed by the launcher within PING_TIMEOUT s (`Connection.watch`: the job then
+stops every other host); the partitioned host's sshd notices by its own ClientAliveInterval/CountMax.
 
 `runner_from_options(spec, ...)` is what `launch train --hosts/--cluster` calls: it connects to every
 host in parallel and runs the preflight (launcher/preflight.py) before any role starts; a failure is a
@@ -35,7 +35,7 @@ from launcher.runner import (Events, GuardSession, RoleEnded, RoleHandle, RoleLa
 from launcher.ssh import Connection, SSHOptions, connect_all, describe_error
 
 GUARD_EXIT_WAIT = 2.0
-KEEPALIVE_SECONDS = 2  # the launcher notices a dead connection (the hosts notice through sshd)
+PING_INTERVAL, PING_TIMEOUT = 2.0, 8.0  # a host that answers nothing for PING_TIMEOUT s is lost
 
 
 def is_ip(address: str) -> bool:
@@ -111,8 +111,9 @@ class _LostConnection:
         if isinstance(event, RoleEnded) and event.result.error and "without a report" in event.result.error \
                 and not self.conn.alive:
             event = RoleEnded(dataclasses.replace(
-                event.result, error=f"lost the SSH connection to {self.conn.host.target} "
-                                    f"(the role's guard there stops it)"))
+                event.result, error=f"lost the SSH connection to {self.conn.host.target}"
+                                    + (f" ({self.conn.lost})" if self.conn.lost else "")
+                                    + " (the role's guard there stops it)"))
         self.events.put(event)
 
 
@@ -130,10 +131,7 @@ class SSHRunner(Runner):
         self._run_dir: Optional[str] = None
         self._worker_hosts: List[Connection] = []
         for conn in self.connections.values():
-            try:
-                conn.transport.set_keepalive(KEEPALIVE_SECONDS)
-            except Exception:
-                pass
+            conn.watch(PING_INTERVAL, PING_TIMEOUT)
 
     def _connection(self, host: Host) -> Connection:
         try:

@@ -193,6 +193,38 @@ def test_cut_ssh_connection_kills_that_hosts_roles_and_the_job(bed, tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_silent_partition_of_a_host_is_detected_and_the_job_stopped(bed, tmp_path):
+    """No FIN, no RST: the launcher's ping gets no answer within 8 s, it stops every other host and exits
+    naming the lost host. The cut-off host cannot be told anything: its roles go once the network heals
+    (the launcher's FIN or RST then reaches its sshd, whose closing pipes stop the guard)."""
+    from launcher.ssh_runner import PING_INTERVAL, PING_TIMEOUT
+    run_dir = str(tmp_path / "partition")
+    proc = start_launch(*ssh_args(bed, run_dir), "--", *LONG_JOB)
+    try:
+        wait_running(bed, run_dir)
+        bed.partition(2)
+        cut = time.monotonic()
+        rc, out, err = finish(proc, timeout=PING_INTERVAL + PING_TIMEOUT + 20)
+        detected = time.monotonic() - cut
+        assert rc == 1
+        assert detected < PING_INTERVAL + PING_TIMEOUT + 4
+        assert (f"lost the SSH connection to root@{bed.members[2].address} (no answer for {PING_TIMEOUT:g}s)"
+                in err.strip().splitlines()[-1])
+        testbed.wait_for(lambda: not any(bed.job_pids(i) for i in (0, 1)) or None, TEARDOWN_LIMIT,
+                         interval=0.02, what="every reachable host clean")
+        bed.heal(2)
+        healed = time.monotonic()
+        testbed.wait_for(lambda: not bed.job_pids(2) or None, 40, interval=0.05, what="the healed host clean")
+        print(f"partition: detected after {detected:.1f}s; healed host clean {time.monotonic() - healed:.1f}s "
+              f"after healing")
+    finally:
+        bed.heal(2)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.mark.timeout(120)
 def test_sigkill_of_the_launcher_leaves_nothing_on_any_host(bed, tmp_path):
     run_dir = str(tmp_path / "sigkill")
     proc = start_launch(*ssh_args(bed, run_dir), "--", *LONG_JOB)

@@ -225,6 +225,13 @@ class Bed:
                      ("rule", "add", "pref", "100", "lookup", "local"), ("rule", "del", "pref", "0")):
             _run(IP, "netns", "exec", m.netns, IP, *argv)
 
+    def partition(self, i: int) -> None:
+        """Cut host i off silently (its bridge port down: no FIN, no RST reaches anyone)."""
+        _run(IP, "link", "set", self.members[i].veth, "down")
+
+    def heal(self, i: int) -> None:
+        _run(IP, "link", "set", self.members[i].veth, "up")
+
     def unfirewall(self, i: int) -> None:
         m = self.members[i]
         for argv in (("rule", "add", "pref", "0", "lookup", "local"), ("rule", "del", "pref", "10"),
