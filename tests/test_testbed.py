@@ -102,3 +102,15 @@ def test_teardown_happens_even_when_the_test_fails(tmp_path):
     name = (tmp_path / "name").read_text()
     assert name.startswith("mxb")
     assert testbed.leftovers(name) == []
+
+
+def test_a_bed_whose_owner_was_killed_is_swept_by_the_next_run(tmp_path):
+    code = ("import sys, os, signal; sys.path.insert(0, %r); import testbed; b = testbed.up(2); "
+            "print(b.name, flush=True); os.kill(os.getpid(), signal.SIGKILL)" % os.path.dirname(__file__))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == -9
+    name = proc.stdout.strip()
+    assert testbed.leftovers(name)  # the killed run left its namespaces and links behind
+    assert name in testbed.sweep_stale()
+    assert testbed.leftovers(name) == []
+    assert not any(p.startswith(name) for p in os.listdir(testbed.STATE_ROOT))

@@ -304,6 +304,37 @@ def leftovers(name: str) -> List[str]:
     return found
 
 
+def sweep_stale() -> List[str]:
+    """Tear down beds whose owning process is gone (a test run killed before its teardown could run).
+    Beds of live processes, this one's or another run's, are left alone. Returns the names swept."""
+    swept = []
+    try:
+        entries = os.listdir(STATE_ROOT)
+    except FileNotFoundError:
+        return swept
+    netns = [line.split()[0] for line in _run(IP, "netns", "list", check=False).splitlines() if line.split()]
+    for entry in entries:
+        bed_dir = os.path.join(STATE_ROOT, entry)
+        try:
+            with open(os.path.join(bed_dir, "bed.json")) as fh:
+                info = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if _pid_alive(int(info.get("owner_pid", 0))):
+            continue
+        name = info["name"]
+        bed = Bed(name=name, bridge=f"{name}br", subnet=info.get("subnet", ""), gateway="", dir=bed_dir,
+                  key="", known_hosts="", shared="")
+        for ns in sorted(n for n in netns if n.startswith(f"{name}h") and n[len(name) + 1:].isdigit()):
+            i = int(ns[len(name) + 1:])
+            pid = _read(os.path.join(bed_dir, f"h{i}", "sshd.pid")).strip()
+            bed.members.append(BedHost(index=i, netns=ns, address="", veth=f"{name}v{i}",
+                                       dir=os.path.join(bed_dir, f"h{i}"), sshd_pid=int(pid) if pid.isdigit() else None))
+        if not bed.down():
+            swept.append(name)
+    return swept
+
+
 SSHD_CONFIG = """\
 ListenAddress {address}:22
 ListenAddress [{address6}]:22
@@ -329,6 +360,7 @@ def up(n: int, name: Optional[str] = None) -> Bed:
     """Create a bed of `n` hosts and start their sshd. On any failure, what was made is removed."""
     if n < 1:
         raise BedError("a bed needs at least one host")
+    sweep_stale()
     rng = random.Random()
     name = name or f"mxb{rng.getrandbits(24):06x}"
     net = _pick_subnet(rng)
