@@ -235,6 +235,9 @@ def describe_error(exc: BaseException, endpoint: Optional[Endpoint] = None, time
         return (f"host key {fingerprint(exc.key)} does NOT match the one in known_hosts "
                 f"({fingerprint(exc.expected_key)}): refusing (possible man-in-the-middle, or a reinstalled host: "
                 f"remove its old line from known_hosts)")
+    if isinstance(exc, paramiko.PasswordRequiredException):
+        return (f"key {', '.join(endpoint.key_files) if endpoint else ''} is protected by a passphrase: "
+                f"add it to ssh-agent (ssh-add) and leave --ssh-key out")
     if isinstance(exc, paramiko.AuthenticationException):
         tried = ", ".join(endpoint.key_files) if endpoint and endpoint.key_files else "default keys"
         return f"authentication failed as {endpoint.user if endpoint else '?'} (tried {tried} and ssh-agent)"

@@ -72,6 +72,15 @@ def test_wrong_key_is_refused_with_one_line_per_host(bed, tmp_path):
         f"root@{m.address}:22: authentication failed as root (tried {wrong} and ssh-agent)" for m in bed.members[:2])
 
 
+def test_passphrase_protected_key_says_to_use_the_agent(bed, tmp_path):
+    locked = str(tmp_path / "locked")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", locked], check=True,
+                   timeout=10, stdin=subprocess.DEVNULL)
+    results = connect_all(bed.hosts[:1], opts(bed, key=locked))
+    assert results.lines() == [f"{bed.hosts[0].target}: key {locked} is protected by a passphrase: add it to "
+                               f"ssh-agent (ssh-add) and leave --ssh-key out"]
+
+
 def test_unknown_host_key_is_refused_and_nothing_recorded(bed, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text("")
