@@ -14,13 +14,12 @@ import json
 import os
 import select
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from launcher.errors import CommandError
 from launcher.hosts import Host, Placement
-from launcher.ssh import Connection, HostResults
+from launcher.ssh import Connection, HostResults, parallel
 
 EXIT_PREFLIGHT = 3
 CHECK_TIMEOUT = 60.0  # one host's checks (importing mxnet on a busy host takes seconds)
@@ -329,13 +328,11 @@ def run(connections: HostResults, checks: Checks, plan=None,
                 listener, probe = None, None
     try:
         live = connections.succeeded
-        with ThreadPoolExecutor(max_workers=max(1, min(32, len(live))), thread_name_prefix="preflight") as pool:
-            futures = {h: pool.submit(_check_host, c, rows[h], checks, probe, resolve, full) for h, c in live.items()}
-            for host, future in futures.items():
-                try:
-                    future.result(timeout=CHECK_TIMEOUT + 10)
-                except Exception as exc:
-                    rows[host].problems.append(f"checks failed: {type(exc).__name__}: {exc}")
+        outcomes = parallel(lambda h: _check_host(live[h], rows[h], checks, probe, resolve, full), live,
+                            timeout=CHECK_TIMEOUT + 10, name="preflight")
+        for host, outcome in outcomes.items():
+            if isinstance(outcome, BaseException):
+                rows[host].problems.append(f"checks failed: {type(outcome).__name__}: {outcome}")
     finally:
         if listener is not None:
             listener.close()

@@ -31,7 +31,6 @@ import shlex
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -332,11 +331,34 @@ def connect_all(hosts: Iterable[Host], options: SSHOptions) -> HostResults:
     results = HostResults(endpoints=endpoints, timeout=options.connect_timeout)
     if not hosts:
         return results
-    with ThreadPoolExecutor(max_workers=min(32, len(hosts)), thread_name_prefix="ssh-connect") as pool:
-        futures = {h: pool.submit(connect, h, options, config) for h in hosts}
-        for host, future in futures.items():
-            try:
-                results[host] = future.result(timeout=3 * options.connect_timeout + 5)
-            except BaseException as exc:  # every host gets its own result; reported by the caller
-                results[host] = exc
+    for host, result in parallel(lambda h: connect(h, options, config), hosts,
+                                 timeout=3 * options.connect_timeout + 5, name="ssh-connect").items():
+        results[host] = result
     return results
+
+
+def parallel(fn, items, timeout: float, name: str = "parallel") -> dict:
+    """fn(item) for every item at once, one daemon thread each; item -> result, or the exception it
+    raised, or a TimeoutError when it had not finished `timeout` s after the start (it is then left
+    behind: nothing waits for it, so a stuck host never holds up the others or the caller)."""
+    items = list(items)
+    results: dict = {}
+    done = threading.Condition()
+
+    def run(item) -> None:
+        try:
+            value = fn(item)
+        except BaseException as exc:  # every item gets its own result; reported by the caller
+            value = exc
+        with done:
+            results[item] = value
+            done.notify_all()
+
+    for i, item in enumerate(items):
+        threading.Thread(target=run, args=(item,), name=f"{name}-{i}", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    with done:
+        while len(results) < len(items) and done.wait(max(0.0, deadline - time.monotonic())):
+            pass
+        finished = dict(results)
+    return {item: finished.get(item, TimeoutError(f"did not finish within {timeout:g}s")) for item in items}

@@ -69,3 +69,26 @@ def test_check_script_reports_addresses_that_are_not_this_hosts(tmp_path):
     assert result["workdir"] is True and result["missing"] == ["absent.rec"]
     assert len(result["bind"]) == 1 and result["bind"][0].startswith("203.0.113.77 (")
     assert "mxnet" not in result
+
+
+def test_parallel_gives_every_item_its_result_error_or_timeout_without_waiting_for_stragglers():
+    import threading
+    import time
+    from launcher.ssh import parallel
+    release = threading.Event()
+    started = time.monotonic()
+
+    def work(x):
+        if x == "stuck":
+            release.wait(30)
+        if x == "bad":
+            raise ValueError("no")
+        return x.upper()
+
+    try:
+        out = parallel(work, ["a", "bad", "stuck"], timeout=0.5)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 2
+    assert out["a"] == "A" and isinstance(out["bad"], ValueError)
+    assert isinstance(out["stuck"], TimeoutError) and "0.5s" in str(out["stuck"])
