@@ -24,13 +24,15 @@ $(STAMP): setup.py | system-packages
 	$(PY) -m pip install -q -e '.[cpu,test]'
 	@touch $@
 
+# The main job on the embedded default: real handwritten digits, a 2-worker + 1-server dist_sync job on this machine.
 demo: venv
 	$(PY) -m trainer data digits --out $(DATA_DIR)
-	OMP_NUM_THREADS=2 $(PY) -m trainer fit --network resnet --num-layers 8 \
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/launch train --local -n 2 -s 1 --run-dir $(DEMO_DIR) -- \
+		trainer fit --network resnet --num-layers 8 \
 		--data-train $(DATA_DIR)/digits_train.rec --data-val $(DATA_DIR)/digits_val.rec \
-		--image-shape 3,28,28 --pad-size 0 --random-crop 1 --random-mirror 0 \
-		--batch-size 32 --num-epochs 10 --lr 0.1 --lr-factor 0.1 --lr-step-epochs 6,9 \
-		--model-prefix $(DEMO_DIR)/digits-resnet8
+		--image-shape 3,28,28 --pad-size 0 --random-mirror 0 --batch-size 16 --num-epochs 10 \
+		--lr 0.1 --lr-factor 0.1 --lr-step-epochs 6,9 --model-prefix $(DEMO_DIR)/digits-resnet8
 
 test: venv
 	$(PY) -m pytest
