@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import paramiko
 
@@ -42,7 +42,8 @@ from launcher.hosts import Host
 DEFAULT_CONFIG = "~/.ssh/config"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
-EXIT_SSH = 255  # like ssh(1): the connection, not the remote command, failed
+EXIT_SSH = 255
+MAX_EXTRA_CONNECTIONS = 8  # like ssh(1): the connection, not the remote command, failed
 
 _known_hosts_lock = threading.Lock()
 
@@ -146,6 +147,9 @@ class Connection:
         self.timeout = 10.0
         self.lost: Optional[str] = None  # why the liveness watch gave the connection up
         self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._extra: List[paramiko.SSHClient] = []  # only when sshd's MaxSessions is reached
+        self._reconnect: Optional[Callable[[], "Connection"]] = None
 
     @property
     def host(self) -> Host:
@@ -164,9 +168,28 @@ class Connection:
         """Start a remote command on a new channel of this connection. A list is quoted for the remote
         shell (`shlex.join`), so every argument arrives exactly. Never put secrets in `argv`."""
         command = argv if isinstance(argv, str) else shlex.join([str(a) for a in argv])
-        channel = self.transport.open_session(timeout=timeout or self.timeout)
+        channel = self._open_session(timeout or self.timeout)
         channel.exec_command(command)
         return channel
+
+    def _open_session(self, timeout: float) -> paramiko.Channel:
+        """A session on this connection; when sshd refuses one more (its MaxSessions, 10 by default), on
+        an extra connection to the same host, opened as this one was (at most MAX_EXTRA_CONNECTIONS)."""
+        with self._lock:
+            clients = [self.client] + self._extra
+        for client in clients:
+            try:
+                return client.get_transport().open_session(timeout=timeout)
+            except paramiko.ChannelException:
+                continue
+        with self._lock:
+            if self._reconnect is None or len(self._extra) >= MAX_EXTRA_CONNECTIONS:
+                raise paramiko.ChannelException(2, f"sshd refused another session on {len(clients)} connection(s) "
+                                                   f"(its MaxSessions)")
+        extra = self._reconnect().client
+        with self._lock:
+            self._extra.append(extra)
+        return extra.get_transport().open_session(timeout=timeout)
 
     def run(self, argv: Union[str, Sequence[str]], timeout: float = 30.0,
             stdin: Optional[bytes] = None) -> Tuple[int, str, str]:
@@ -212,14 +235,20 @@ class Connection:
                                  daemon=True).start()
                 if not done.wait(timeout) and not self._closed.is_set():
                     self.lost = f"no answer for {timeout:g}s"
-                    self.client.close()
+                    self._close_clients()
                     return
 
         threading.Thread(target=loop, name=f"ssh-watch-{self.endpoint.hostname}", daemon=True).start()
 
+    def _close_clients(self) -> None:
+        with self._lock:
+            extra, self._extra = self._extra, []
+        for client in [self.client] + extra:
+            client.close()
+
     def close(self) -> None:
         self._closed.set()
-        self.client.close()
+        self._close_clients()
 
     def __repr__(self) -> str:
         return f"<Connection {self.endpoint.label} ip={self.ip}>"
@@ -287,6 +316,7 @@ def connect(host: Host, options: SSHOptions, config: Optional[paramiko.SSHConfig
         raise
     conn = Connection(endpoint, client, ip, time.monotonic() - started)
     conn.timeout = timeout
+    conn._reconnect = lambda: connect(host, options, config)
     return conn
 
 

@@ -189,3 +189,24 @@ def test_ipv6_hosts_in_brackets_with_a_port_and_bare(bed):
             assert f"inet6 {m.address6}/64" in conn.run(["ip", "-6", "-o", "addr", "show", "eth0"])[1]
     finally:
         results.close()
+
+
+def test_more_roles_than_sshd_max_sessions_get_an_extra_connection(bed):
+    bed.set_sshd_option(1, "MaxSessions", "2")
+    bed.stop_sshd(1)
+    bed.start_sshd(1)
+    results = connect_all(bed.hosts[1:2], opts(bed))
+    try:
+        conn = results[bed.hosts[1]]
+        channels = [conn.open_channel(["sh", "-c", f"echo {i}; exec cat"]) for i in range(5)]
+        assert [c.makefile("rb").readline() for c in channels] == [f"{i}\n".encode() for i in range(5)]
+        # 5 concurrent sessions on 3 connections (2 + 2 + 1), all to the same host
+        sessions = [c for c in bed.cmdlines(1) if c and c[0].startswith("sshd:") and "@" in " ".join(c)]
+        assert len(sessions) == 3, bed.cmdlines(1)
+        for c in channels:
+            c.close()
+    finally:
+        results.close()
+        bed.set_sshd_option(1, "MaxSessions", "100")
+        bed.stop_sshd(1)
+        bed.start_sshd(1)

@@ -211,6 +211,13 @@ class Bed:
         m.sshd_pid = int(wait_for(lambda: _read(pidfile).strip(), timeout, what=f"{pidfile}"))
         wait_for(lambda: _port_open(m.address, 22), timeout, what=f"sshd on {m.address}:22")
 
+    def set_sshd_option(self, i: int, key: str, value: str) -> None:
+        """Change one sshd_config setting of host i (takes effect at its next start_sshd)."""
+        path = os.path.join(self.members[i].dir, "sshd_config")
+        lines = [line for line in _read(path).splitlines() if line.split()[:1] != [key]]
+        with open(path, "w") as fh:
+            fh.write("\n".join(lines + [f"{key} {value}"]) + "\n")
+
     def stop_sshd(self, i: int, timeout: float = 5) -> None:
         m = self.members[i]
         if m.sshd_pid:
