@@ -17,7 +17,10 @@ key to the known-hosts file (--known-hosts, else ~/.ssh/known_hosts). A known ho
 refused always (never "accept anything").
 
 Every wait is bounded: TCP connect, SSH banner, authentication and channel opening use
-`connect_timeout`; `run` takes its own timeout.
+`connect_timeout`; `run` takes its own timeout; `parallel` gives all hosts one deadline.
+One connection per host carries every role's channel; only where sshd refuses another session
+(MaxSessions, 10 by default) is an extra connection to that host opened. `Connection.watch` pings the
+server and gives a silent host up after a timeout (a partition sends no FIN and no RST).
 """
 from __future__ import annotations
 
