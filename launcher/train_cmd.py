@@ -62,11 +62,15 @@ def _hosts_for(local: bool, hosts: Optional[str], cluster: Optional[str]) -> Tup
         return (Host.loopback(),)
     if hosts:
         return parse_hosts(hosts)
-    try:
-        from infra.hostfile import cluster_hosts
-    except ImportError as exc:
-        raise CommandError("--cluster is not available in this build") from exc
-    return tuple(cluster_hosts(cluster))
+    return ()  # --cluster: the hosts come from the cluster's tags
+
+
+def _with_cluster_gpus(command: Tuple[str, ...], gpus_arg: str) -> Tuple[str, ...]:
+    """A trainer command on a GPU cluster gets every GPU of its host unless it names its own --gpus."""
+    is_trainer = any(os.path.basename(word) == "trainer" or word == "trainer" for word in command[:3])
+    if not gpus_arg or not is_trainer or any(w == "--gpus" or w.startswith("--gpus=") for w in command):
+        return command
+    return command + ("--gpus", gpus_arg)
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -115,6 +119,17 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
         job_id = rundir.load_job(run_dir).get("job_id") or rundir.new_job_id()
     else:
         job_hosts = _hosts_for(local, hosts, cluster)
+        if cluster:  # hosts, interpreter, EFS workdir, SSH settings and GPUs all come from the cluster's tags
+            from infra.targets import cluster_target
+
+            target = cluster_target(cluster)
+            job_hosts, workdir = target.hosts, workdir or target.workdir
+            python = python or target.python
+            ssh_options.update(python=python, ssh_key=ssh_key or (str(target.ssh_key) if target.ssh_key else None),
+                               ssh_user=ssh_user or target.ssh_user,
+                               known_hosts=known_hosts or str(target.known_hosts),
+                               config_path=str(target.ssh_config))
+            command = _with_cluster_gpus(tuple(command), target.gpus_arg)
         if num_workers is None:
             raise UsageError("-n/--num-workers is required")
         if not command:
