@@ -67,7 +67,7 @@ def _hosts_for(local: bool, hosts: Optional[str], cluster: Optional[str]) -> Tup
 
 def _with_cluster_gpus(command: Tuple[str, ...], gpus_arg: str) -> Tuple[str, ...]:
     """A trainer command on a GPU cluster gets every GPU of its host unless it names its own --gpus."""
-    is_trainer = any(os.path.basename(word) == "trainer" or word == "trainer" for word in command[:3])
+    is_trainer = any(os.path.basename(word) == "trainer" for word in command[:3])  # trainer, .venv/bin/trainer, -m trainer
     if not gpus_arg or not is_trainer or any(w == "--gpus" or w.startswith("--gpus=") for w in command):
         return command
     return command + ("--gpus", gpus_arg)
