@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from jobs.harness import (PUSHPULL, QUIET_ENV, job_id_of, job_processes, read_log, role_pid, run_launch,
-                          start_launch, wait_for)
+from jobs.harness import (PUSHPULL, QUIET_ENV, command_lines, job_id_of, job_processes, read_log, role_pid,
+                          run_launch, start_launch, wait_for)
 
 TEARDOWN_LIMIT = 2.0
 LONG_JOB = [PUSHPULL, "--rounds", "100000", "--round-seconds", "0.05"]
@@ -211,14 +211,7 @@ def test_arguments_and_env_reach_the_worker_byte_for_byte(tmp_path):
     wait_for(lambda: os.path.exists(f"{dump}.0.json") and os.path.exists(f"{dump}.1.json"), 60, what="dumps")
     # While every role runs: no process of the job (nor any other, but the launcher whose own command
     # line the user typed them on) has an env value on its command line.
-    for entry in os.listdir("/proc"):
-        if entry == str(proc.pid):
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
+    for cmdline in command_lines(except_pid=proc.pid):
         assert secret.encode() not in cmdline and env_value.encode() not in cmdline
     assert len([k for _, k in job_processes(job_id).values() if k == "role"]) == 4
     rc, out, err = finish(proc, timeout=60)

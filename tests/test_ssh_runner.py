@@ -12,7 +12,8 @@ import time
 import pytest
 
 import testbed
-from jobs.harness import PUSHPULL, QUIET_ENV, job_id_of, job_processes, read_log, role_pid, run_launch, start_launch
+from jobs.harness import (PUSHPULL, QUIET_ENV, command_lines, job_id_of, job_processes, read_log, role_pid,
+                          run_launch, start_launch)
 
 pytestmark = [pytest.mark.skipif(testbed.why_unavailable() is not None, reason=str(testbed.why_unavailable()))]
 
@@ -112,18 +113,10 @@ def test_arguments_and_env_arrive_exactly_and_env_is_on_no_command_line_then_sig
         job_id = wait_running(bed, run_dir)
         # While every role runs: no process on this machine, in any namespace (they share the PID namespace),
         # has an env value on its command line, but the launcher on whose command line the user typed them.
-        scanned = 0
-        for entry in os.listdir("/proc"):
-            if entry == str(proc.pid):
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmdline = f.read()
-            except OSError:
-                continue
-            scanned += 1
+        scanned = command_lines(except_pid=proc.pid)
+        for cmdline in scanned:
             assert secret.encode() not in cmdline and env_value.encode() not in cmdline
-        assert scanned > 20
+        assert len(scanned) > 20
         roles = {name for name, kind in job_processes(job_id).values() if kind == "role"}
         assert roles == {"scheduler", "server-0", "worker-0", "worker-1"}
         for rank in (0, 1):
@@ -160,7 +153,7 @@ def test_killed_worker_on_its_host_stops_every_host_and_is_named(bed, tmp_path):
         assert time.monotonic() - killed < TEARDOWN_LIMIT, bed_busy(bed)
         rc, out, err = finish(proc)
         assert rc == 1
-        assert f"worker 1" in err and bed.members[2].address in err and "signal 9" in err
+        assert "worker 1" in err and bed.members[2].address in err and "signal 9" in err
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -184,7 +177,7 @@ def test_cut_ssh_connection_kills_that_hosts_roles_and_the_job(bed, tmp_path):
         assert time.monotonic() - cut < TEARDOWN_LIMIT, bed_busy(bed)
         rc, out, err = finish(proc)
         assert rc != 0
-        assert f"worker 0 (MXNet rank" in err
+        assert "worker 0 (MXNet rank" in err
         assert f"lost the SSH connection to root@{bed.members[1].address}" in err.strip().splitlines()[-1]
     finally:
         if proc.poll() is None:

@@ -3,7 +3,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
+
+from testbed import wait_for  # noqa: F401  (one bounded poll for every test)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PUSHPULL = os.path.join(ROOT, "tests", "jobs", "pushpull.py")
@@ -31,16 +32,17 @@ def run_launch(*args, timeout=120, cwd=None):
     return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
-def wait_for(predicate, timeout, interval=0.05, what="condition"):
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+def command_lines(except_pid):
+    """The command line of every process on this machine (all bed namespaces share its PID namespace)."""
+    lines = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and entry != str(except_pid):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    lines.append(f.read())
+            except OSError:
+                continue
+    return lines
 
 
 def _environ(pid):
