@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Optional
 
 from launcher.errors import CommandError
-from launcher.hosts import Host
 
 from infra import catalog, state
 from infra.aws import Aws

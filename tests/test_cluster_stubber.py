@@ -4,7 +4,6 @@ botocore's Stubber; whole-CLI behaviour with moto plus a failing-call hook."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import pytest
 from botocore.stub import ANY, Stubber

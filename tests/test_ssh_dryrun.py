@@ -1,6 +1,5 @@
 """`launch train --hosts ... --dry-run`: the plan plus the exact command and stdin of every role, per host,
 secrets masked, nothing connected (these hosts do not exist)."""
-import json
 import shlex
 import subprocess
 import sys

@@ -78,8 +78,6 @@ def is_fine_tuned(symbol) -> bool:
 
 def replace_classifier(model: Model, num_classes: int) -> Model:
     """A new `num_classes` classifier on the features that fed the old one; the old one's weights go."""
-    import mxnet as mx
-
     from trainer.networks.layers import classifier_head
 
     fc = _last_fully_connected(model.symbol)
