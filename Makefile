@@ -26,7 +26,7 @@ $(STAMP): setup.py | system-packages
 
 # The main job on the embedded default: real handwritten digits, a 2-worker + 1-server dist_sync job on this machine.
 demo: venv
-	$(PY) -m trainer data digits --out $(DATA_DIR)
+	$(PY) -m mxlaunch.trainer data digits --out $(DATA_DIR)
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/launch train --local -n 2 -s 1 --run-dir $(DEMO_DIR) -- \
 		trainer fit --network resnet --num-layers 8 \

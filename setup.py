@@ -11,13 +11,25 @@ TEST = [
     "moto[server,ec2,efs,ssm,sts]>=5",
 ]
 
+PACKAGES = {
+    "mxlaunch": "mxlaunch",  # the package root and the shared base (exit statuses, one-line errors)
+    "mxlaunch.launcher": "launcher",
+    "mxlaunch.trainer": "trainer",
+    "mxlaunch.trainer.networks": "trainer/networks",
+    "mxlaunch.infra": "infra",
+    "mxlaunch.templates": "templates",
+}
+
 setup(
     name="mxlaunch",
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.9",
-    packages=["launcher", "trainer", "trainer.networks", "infra", "templates"],
-    package_data={"templates": ["*.j2"]},
+    # One import package, mxlaunch; the repository's fixed top-level folders are mapped into it, so that
+    # nothing but `mxlaunch` lands in site-packages (no generic `launcher`/`trainer`/`infra` names).
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
+    package_data={"mxlaunch.templates": ["*.j2"]},
     install_requires=[
         # mxnet itself comes from the `cpu` or `gpu` extra: the two wheels must never share an environment.
         "numpy==1.23.5",
@@ -32,8 +44,9 @@ setup(
     extras_require={"cpu": CPU, "gpu": GPU, "test": TEST},
     entry_points={
         "console_scripts": [
-            "launch = launcher.cli:main",
-            "trainer = trainer.cli:main",
+            "launch = mxlaunch.launcher.cli:main",
+            "mxlaunch = mxlaunch.launcher.cli:main",
+            "trainer = mxlaunch.trainer.cli:main",
         ]
     },
 )

@@ -42,14 +42,14 @@ def main() -> None:
                       AWS_EC2_METADATA_DISABLED="true", MXLAUNCH_HOME=os.path.join(tmp, "home"))
 
     import click
-    import infra.aws
+    import mxlaunch.infra.aws
     from aws_fixtures import FakePlacementGroups
-    from infra.cli import cluster
-    from launcher.errors import run_cli
+    from mxlaunch.infra.cli import cluster
+    from mxlaunch.errors import run_cli
 
     counts: collections.Counter = collections.Counter()
     pgs = FakePlacementGroups()
-    original = infra.aws.Aws.client
+    original = mxlaunch.infra.aws.Aws.client
 
     def client(self, service):
         fresh = service not in self._clients
@@ -58,7 +58,7 @@ def main() -> None:
             c.meta.events.register("before-parameter-build", lambda event_name, **_: counts.update([event_name[23:]]))
             pgs.install(c)
         return c
-    infra.aws.Aws.client = client
+    mxlaunch.infra.aws.Aws.client = client
     root = click.Group("launch", commands={"cluster": cluster})
 
     def launch(*argv):

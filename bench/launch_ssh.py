@@ -38,7 +38,7 @@ def log(msg: str) -> None:
 
 def launch_argv(bed, run_dir: str, *command: str):
     n = len(bed.members)
-    return [PY, "-m", "launcher", "train", "--hosts", bed.hostfile([1] * n), "-n", str(n), "-s", "1",
+    return [PY, "-m", "mxlaunch.launcher", "train", "--hosts", bed.hostfile([1] * n), "-n", str(n), "-s", "1",
             "--python", PY, "--ssh-key", bed.key, "--known-hosts", bed.known_hosts, "--run-dir", run_dir,
             "--env", "OMP_NUM_THREADS=1", "--", *command]
 
@@ -51,10 +51,10 @@ def start(argv):
 def fan_out(bed, options, n):
     import queue
 
-    from launcher.plan import JobSpec, plan_job
-    from launcher.runner import RoleEnded, RoleLaunch, RoleStarted
-    from launcher.ssh import connect_all
-    from launcher.ssh_runner import SSHRunner
+    from mxlaunch.launcher.plan import JobSpec, plan_job
+    from mxlaunch.launcher.runner import RoleEnded, RoleLaunch, RoleStarted
+    from mxlaunch.launcher.ssh import connect_all
+    from mxlaunch.launcher.ssh_runner import SSHRunner
 
     spec = JobSpec(command=("/bin/sleep", "60"), num_workers=n, num_servers=1, hosts=tuple(bed.hosts), local=False)
     plan = plan_job(spec, "fanout", "/tmp/none", 23458)
@@ -84,10 +84,10 @@ def fan_out(bed, options, n):
 def measure(n: int) -> dict:
     import testbed
     from jobs.harness import PUSHPULL, job_id_of, job_processes, read_log
-    from launcher import preflight
-    from launcher.hosts import place
-    from launcher.plan import JobSpec, plan_job
-    from launcher.ssh import SSHOptions, connect_all
+    from mxlaunch.launcher import preflight
+    from mxlaunch.launcher.hosts import place
+    from mxlaunch.launcher.plan import JobSpec, plan_job
+    from mxlaunch.launcher.ssh import SSHOptions, connect_all
 
     bed = testbed.up(n)
     row = {"hosts": n}

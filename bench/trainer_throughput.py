@@ -21,7 +21,7 @@ import time
 BARE_LOOP = r"""
 import json, sys, time
 import mxnet as mx
-from trainer.networks import get_symbol
+from mxlaunch.trainer.networks import get_symbol
 cfg = json.loads(sys.argv[1])
 shape = tuple(cfg["image_shape"])
 source = mx.io.ImageRecordIter(path_imgrec=cfg["data"], path_imgidx=cfg["data"][:-4] + ".idx", data_shape=shape,
@@ -54,7 +54,7 @@ def env() -> dict:
 
 def run_trainer(args, data_dir, workdir) -> list:
     prefix = os.path.join(workdir, "bench")
-    cmd = [sys.executable, "-m", "trainer", "fit", "--network", args.network, "--num-layers", str(args.num_layers),
+    cmd = [sys.executable, "-m", "mxlaunch.trainer", "fit", "--network", args.network, "--num-layers", str(args.num_layers),
            "--data-train", os.path.join(data_dir, "digits_train.rec"), "--image-shape", args.image_shape,
            "--batch-size", str(args.batch_size), "--num-epochs", str(args.epochs), "--pad-size", "0",
            "--random-mirror", "0", "--disp-batches", "0", "--data-nthreads", str(args.threads),
@@ -86,10 +86,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = os.path.join(tmp, "digits")
-        subprocess.run([sys.executable, "-m", "trainer", "data", "digits", "--out", data_dir], check=True,
+        subprocess.run([sys.executable, "-m", "mxlaunch.trainer", "data", "digits", "--out", data_dir], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        from trainer.records import read_index_count
-        from trainer.schedule import updates_per_epoch
+        from mxlaunch.trainer.records import read_index_count
+        from mxlaunch.trainer.schedule import updates_per_epoch
 
         batches = updates_per_epoch(read_index_count(os.path.join(data_dir, "digits_train.rec")), 1, args.batch_size)
         trainer_speeds, bare_speeds = [], []

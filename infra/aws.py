@@ -16,7 +16,7 @@ import botocore.exceptions as bce
 import botocore.session
 from botocore.config import Config
 
-from launcher.errors import CommandError, UsageError
+from mxlaunch.errors import CommandError, UsageError
 
 RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=10, read_timeout=60)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from launcher.errors import UsageError
+from mxlaunch.errors import UsageError
 
 
 @dataclass(frozen=True)

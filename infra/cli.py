@@ -9,13 +9,13 @@ from typing import Optional
 
 import click
 
-from launcher.errors import CommandError, UsageError
+from mxlaunch.errors import CommandError, UsageError
 
-from infra import catalog, provision, state, teardown
-from infra import spec as specs
-from infra.aws import Aws
-from infra.record import discover, find_instances, list_clusters
-from infra.targets import cost, describe, write_local_files
+from mxlaunch.infra import catalog, provision, state, teardown
+from mxlaunch.infra import spec as specs
+from mxlaunch.infra.aws import Aws
+from mxlaunch.infra.record import discover, find_instances, list_clusters
+from mxlaunch.infra.targets import cost, describe, write_local_files
 
 
 def info(message: str) -> None:
@@ -120,7 +120,7 @@ def _finish(aws: Aws, spec, record):
     key = state.key_path(spec.name) if not spec.key_name else None
     write_local_files(spec.name, live, spec.ssh_user, key)
     if spec.wait == "ssh" and live:
-        from infra import remote  # SSH and the wheel build only for --wait ssh
+        from mxlaunch.infra import remote  # SSH and the wheel build only for --wait ssh
         hosts = [(f"{spec.name}-{n}", i.public_ip) for n, i in enumerate(live)]
         remote.wait_ssh_and_install(hosts, state.ssh_config_path(spec.name), spec.efs, info)
     return record
@@ -135,7 +135,7 @@ def _summary(aws: Aws, spec, record) -> None:
     click.echo(f"ssh config: {state.ssh_config_path(spec.name)}   (launch cluster ssh {spec.name} 0)")
     if spec.wait == "ssh":
         gpus = ",".join(str(g) for g in range(spec.itype.gpus))
-        click.echo(f"next: launch train --cluster {spec.name} -n {len(live)} -- python -m trainer fit "
+        click.echo(f"next: launch train --cluster {spec.name} -n {len(live)} -- python -m mxlaunch.trainer fit "
                    f"--gpus {gpus} --data-train /efs/data/train.rec --data-val /efs/data/val.rec")
     else:
         click.echo(f"next: launch cluster status {spec.name}   (instances still boot; the EFS venv is "

@@ -6,13 +6,13 @@ import dataclasses
 import uuid
 from typing import Callable, List, Optional
 
-from launcher.errors import CommandError, UsageError
-from launcher.render import render
+from mxlaunch.errors import CommandError, UsageError
+from mxlaunch.launcher.render import render
 
-from infra import state, teardown, wait
-from infra.aws import Aws, AwsError, CapacityUnavailable
-from infra.record import ClusterRecord, Instance, creation_token, discover, find_instances, tag_spec, tags
-from infra.spec import DLAMI_PARAMETER, EFS_ROOT, VENV, ClusterSpec
+from mxlaunch.infra import state, teardown, wait
+from mxlaunch.infra.aws import Aws, AwsError, CapacityUnavailable
+from mxlaunch.infra.record import ClusterRecord, Instance, creation_token, discover, find_instances, tag_spec, tags
+from mxlaunch.infra.spec import DLAMI_PARAMETER, EFS_ROOT, VENV, ClusterSpec
 
 RUNNING_TIMEOUT = 900.0
 EFS_TIMEOUT = 300.0

@@ -5,8 +5,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Optional
 
-from infra.aws import Aws
-from infra.spec import ROLE_TAG, TAG
+from mxlaunch.infra.aws import Aws
+from mxlaunch.infra.spec import ROLE_TAG, TAG
 
 LIVE_STATES = ("pending", "running")
 PRESENT_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")

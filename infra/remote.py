@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from launcher.errors import CommandError
-from launcher.render import render
+from mxlaunch.errors import CommandError
+from mxlaunch.launcher.render import render
 
-from infra import wait
-from infra.spec import EFS_ROOT, VENV
+from mxlaunch.infra import wait
+from mxlaunch.infra.spec import EFS_ROOT, VENV
 
 SSH_TIMEOUT = 600.0
 READY_TIMEOUT = 900.0
@@ -124,7 +124,7 @@ class Remote:
                 raise CommandError(f"installing on {alias} failed (exit {proc.returncode}): "
                                    f"{' '.join((proc.stderr or proc.stdout or '').split())[-300:]}")
         for alias, _ in hosts:
-            proc = self._ok(alias, f"{VENV}/bin/python", "-c", "'import launcher, trainer'")
+            proc = self._ok(alias, f"{VENV}/bin/python", "-c", "'import mxlaunch.launcher, mxlaunch.trainer'")
             if proc.returncode != 0:
                 raise CommandError(f"{alias} cannot use {VENV}: {(proc.stderr or '').strip()[-200:]}")
 

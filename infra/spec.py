@@ -7,9 +7,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from launcher.errors import UsageError
+from mxlaunch.errors import UsageError
 
-from infra import catalog
+from mxlaunch.infra import catalog
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 AMI_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")

@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from launcher.errors import CommandError
-from launcher.hosts import Host
-from launcher.render import render
+from mxlaunch.errors import CommandError
+from mxlaunch.launcher.hosts import Host
+from mxlaunch.launcher.render import render
 
 
 def home() -> Path:

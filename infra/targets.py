@@ -14,19 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from launcher.errors import CommandError
+from mxlaunch.errors import CommandError
 
-from infra import catalog, state
-from infra.aws import Aws
-from infra.record import Instance, find_instances
-from infra.spec import DEFAULT_SSH_USER, VENV, WORKDIR
+from mxlaunch.infra import catalog, state
+from mxlaunch.infra.aws import Aws
+from mxlaunch.infra.record import Instance, find_instances
+from mxlaunch.infra.spec import DEFAULT_SSH_USER, VENV, WORKDIR
 
 
 @dataclass(frozen=True)
 class ClusterTarget:
     name: str
     region: str
-    hosts: tuple  # of launcher.hosts.Host (private addresses, user set, slots=1)
+    hosts: tuple  # of mxlaunch.launcher.hosts.Host (private addresses, user set, slots=1)
     gpus_per_host: int
     workdir: str  # on EFS, shared by every host
     python: str  # the EFS virtual environment's interpreter (absolute path on every host)

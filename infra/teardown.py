@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Callable, List
 
-from infra import state, wait
-from infra.aws import Aws, AwsError
-from infra.record import ClusterRecord, discover, find_instances
+from mxlaunch.infra import state, wait
+from mxlaunch.infra.aws import Aws, AwsError
+from mxlaunch.infra.record import ClusterRecord, discover, find_instances
 
 TERMINATE_TIMEOUT = 600.0
 DELETE_TIMEOUT = 300.0

@@ -1,11 +1,11 @@
 """Bounded waits. Every wait has a deadline; polling interval and clock are module attributes so that tests
-make waits instant (`infra.wait.SLEEP`), never `sleep` as synchronisation."""
+make waits instant (`mxlaunch.infra.wait.SLEEP`), never `sleep` as synchronisation."""
 from __future__ import annotations
 
 import time
 from typing import Callable, Optional, TypeVar
 
-from launcher.errors import CommandError
+from mxlaunch.errors import CommandError
 
 T = TypeVar("T")
 SLEEP: Callable[[float], None] = time.sleep

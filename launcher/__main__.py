@@ -1,3 +1,3 @@
-from launcher.cli import main
+from mxlaunch.launcher.cli import main
 
 main()

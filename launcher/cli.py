@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.errors import run_cli
+from mxlaunch.errors import run_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,10 +14,10 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here so that `launch --help` stays fast and each command keeps its own module.
-    from launcher.train_cmd import train
-    from launcher.logs_cmd import logs
-    from launcher.plot_cmd import plot
-    from infra.cli import cluster
+    from mxlaunch.launcher.train_cmd import train
+    from mxlaunch.launcher.logs_cmd import logs
+    from mxlaunch.launcher.plot_cmd import plot
+    from mxlaunch.infra.cli import cluster
 
     for command in (train, logs, plot, cluster):
         cli.add_command(command)

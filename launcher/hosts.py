@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from launcher.errors import UsageError
+from mxlaunch.errors import UsageError
 
 EXPECTED = "expected [user@]host[:port] [slots=N]"
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from launcher import ports
-from launcher.output import RoleOutputSink
-from launcher.plan import JobPlan, Role
-from launcher.runner import (Events, RoleEnded, RoleHandle, RoleLaunch, RoleOutput, RoleResult,
+from mxlaunch.launcher import ports
+from mxlaunch.launcher.output import RoleOutputSink
+from mxlaunch.launcher.plan import JobPlan, Role
+from mxlaunch.launcher.runner import (Events, RoleEnded, RoleHandle, RoleLaunch, RoleOutput, RoleResult,
                              RoleStarted, Runner)
 
 EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 124

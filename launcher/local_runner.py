@@ -14,9 +14,9 @@ import sys
 import threading
 from typing import Optional
 
-from launcher import roleguard
-from launcher.plan import MARKER_KEY
-from launcher.runner import Events, GuardSession, RoleHandle, RoleLaunch, Runner, pump_guard_output
+from mxlaunch.launcher import roleguard
+from mxlaunch.launcher.plan import MARKER_KEY
+from mxlaunch.launcher.runner import Events, GuardSession, RoleHandle, RoleLaunch, Runner, pump_guard_output
 
 GUARD_SCRIPT = os.path.abspath(roleguard.__file__)
 GUARD_EXIT_WAIT = 2.0  # after its stdout closed, a guard is about to exit

@@ -9,8 +9,8 @@ from typing import Dict, List
 
 import click
 
-from launcher import rundir
-from launcher.errors import UsageError
+from mxlaunch.launcher import rundir
+from mxlaunch.errors import UsageError
 
 FOLLOW_POLL = 0.2  # seconds between looks at the log files while following
 

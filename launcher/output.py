@@ -11,8 +11,8 @@ import os
 import sys
 from typing import Deque, Dict, IO, Iterable, List, Optional
 
-from launcher import rundir
-from launcher.plan import Role
+from mxlaunch.launcher import rundir
+from mxlaunch.launcher.plan import Role
 
 TAIL_LINES = 15
 # ANSI colours, cycled over the roles; the scheduler and the launcher's own notices get their own.

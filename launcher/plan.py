@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
-from launcher.errors import UsageError
-from launcher.hosts import Host, place
+from mxlaunch.errors import UsageError
+from mxlaunch.launcher.hosts import Host, place
 
 Env = Tuple[Tuple[str, str], ...]  # ordered, hashable: frozen dataclasses stay frozen
 

@@ -5,8 +5,8 @@ import os
 
 import click
 
-from launcher import plotting, rundir
-from launcher.errors import UsageError
+from mxlaunch.launcher import plotting, rundir
+from mxlaunch.errors import UsageError
 
 
 @click.command()

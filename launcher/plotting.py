@@ -5,8 +5,8 @@ import json
 import os
 from typing import List, Optional, Sequence, Tuple
 
-from launcher import rundir
-from launcher.errors import UsageError
+from mxlaunch.launcher import rundir
+from mxlaunch.errors import UsageError
 
 
 def read_metrics(path: str) -> List[dict]:

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from launcher.errors import CommandError
-from launcher.hosts import Host, Placement
-from launcher.ssh import Connection, HostResults, parallel
+from mxlaunch.errors import CommandError
+from mxlaunch.launcher.hosts import Host, Placement
+from mxlaunch.launcher.ssh import Connection, HostResults, parallel
 
 EXIT_PREFLIGHT = 3
 CHECK_TIMEOUT = 60.0  # one host's checks (importing mxnet on a busy host takes seconds)

@@ -11,9 +11,9 @@ from typing import Optional
 
 import yaml
 
-from launcher.errors import UsageError
-from launcher.plan import JobPlan, masked
-from launcher.render import render
+from mxlaunch.errors import UsageError
+from mxlaunch.launcher.plan import JobPlan, masked
+from mxlaunch.launcher.render import render
 
 DEFAULT_PARENT = "runs"
 
@@ -140,8 +140,8 @@ def newest_checkpoint(prefix: str) -> Optional[int]:
 
 def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None):
     """(JobSpec, run_dir) to run RUN_DIR's job again with `--load-epoch <newest checkpoint>`."""
-    from launcher.hosts import parse_hostfile_text
-    from launcher.plan import MASK, JobSpec
+    from mxlaunch.launcher.hosts import parse_hostfile_text
+    from mxlaunch.launcher.plan import MASK, JobSpec
 
     data = load_job(run_dir)
     command = [str(a) for a in data["command"]]

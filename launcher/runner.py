@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Optional, Tuple
 
-from launcher import roleguard
-from launcher.plan import Role
+from mxlaunch.launcher import roleguard
+from mxlaunch.launcher.plan import Role
 
 Events = queue.SimpleQueue  # put() is reentrant: safe from signal handlers and from pump threads
 

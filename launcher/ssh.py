@@ -39,8 +39,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 import paramiko
 
-from launcher.errors import CommandError
-from launcher.hosts import Host
+from mxlaunch.errors import CommandError
+from mxlaunch.launcher.hosts import Host
 
 DEFAULT_CONFIG = "~/.ssh/config"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"

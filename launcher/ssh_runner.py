@@ -27,12 +27,12 @@ from typing import Callable, Dict, List, Optional
 
 import paramiko
 
-from launcher import roleguard
-from launcher.errors import UsageError
-from launcher.hosts import Host, place
-from launcher.runner import (Events, GuardSession, RoleEnded, RoleHandle, RoleLaunch, RoleResult, Runner,
+from mxlaunch.launcher import roleguard
+from mxlaunch.errors import UsageError
+from mxlaunch.launcher.hosts import Host, place
+from mxlaunch.launcher.runner import (Events, GuardSession, RoleEnded, RoleHandle, RoleLaunch, RoleResult, Runner,
                              pump_guard_output)
-from launcher.ssh import Connection, SSHOptions, connect_all, describe_error
+from mxlaunch.launcher.ssh import Connection, SSHOptions, connect_all, describe_error
 
 GUARD_EXIT_WAIT = 2.0
 PING_INTERVAL, PING_TIMEOUT = 2.0, 8.0  # a host that answers nothing for PING_TIMEOUT s is lost
@@ -268,8 +268,8 @@ def dry_run_text(plan, python: Optional[str], workdir: Optional[str]) -> str:
     import json
     import shlex
 
-    from launcher.plan import masked
-    from launcher.render import render
+    from mxlaunch.launcher.plan import masked
+    from mxlaunch.launcher.render import render
 
     by_host: Dict[Host, list] = {}
     for role in plan.roles:
@@ -292,7 +292,7 @@ def runner_from_options(spec, python: Optional[str] = None, ssh_key: Optional[st
     With `plan` (the JobPlan of the first port) the preflight also proves the scheduler's port is
     reachable from every host before anything starts; without it that check runs just before the
     scheduler starts."""
-    from launcher import preflight
+    from mxlaunch.launcher import preflight
 
     python = python or default_python()
     if not os.path.isabs(python):

@@ -6,10 +6,10 @@ import json
 import os
 from typing import List, Optional
 
-from launcher import rundir
-from launcher.job import JobOutcome
-from launcher.render import render
-from launcher.runner import RoleResult
+from mxlaunch.launcher import rundir
+from mxlaunch.launcher.job import JobOutcome
+from mxlaunch.launcher.render import render
+from mxlaunch.launcher.runner import RoleResult
 
 
 def _iso(t: Optional[float]) -> Optional[str]:

@@ -8,11 +8,11 @@ from typing import Optional, Sequence, Tuple
 
 import click
 
-from launcher import ports, rundir
-from launcher.errors import CommandError, UsageError
-from launcher.hosts import Host, parse_hosts
-from launcher.job import Job, JobOutcome, JobSettings
-from launcher.plan import JobSpec, parse_env_pair, plan_job
+from mxlaunch.launcher import ports, rundir
+from mxlaunch.errors import CommandError, UsageError
+from mxlaunch.launcher.hosts import Host, parse_hosts
+from mxlaunch.launcher.job import Job, JobOutcome, JobSettings
+from mxlaunch.launcher.plan import JobSpec, parse_env_pair, plan_job
 
 
 
@@ -44,10 +44,10 @@ def _resolve_local_command(command: Tuple[str, ...]) -> Tuple[str, ...]:
 
 def _make_runner(spec: JobSpec, options: dict):
     if spec.local:
-        from launcher.local_runner import LocalRunner
+        from mxlaunch.launcher.local_runner import LocalRunner
         return LocalRunner()
     try:  # SSH mode lives in its own module (another part of the launcher)
-        from launcher.ssh_runner import runner_from_options
+        from mxlaunch.launcher.ssh_runner import runner_from_options
     except ImportError as exc:
         raise CommandError("--hosts/--cluster: SSH mode is not available in this build") from exc
     return runner_from_options(spec=spec, **options)
@@ -67,7 +67,7 @@ def _hosts_for(local: bool, hosts: Optional[str], cluster: Optional[str]) -> Tup
 
 def _with_cluster_gpus(command: Tuple[str, ...], gpus_arg: str) -> Tuple[str, ...]:
     """A trainer command on a GPU cluster gets every GPU of its host unless it names its own --gpus."""
-    is_trainer = any(os.path.basename(word) == "trainer" for word in command[:3])  # trainer, .venv/bin/trainer, -m trainer
+    is_trainer = any(os.path.basename(word) in ("trainer", "mxlaunch.trainer") for word in command[:3])  # trainer, .venv/bin/trainer, -m mxlaunch.trainer
     if not gpus_arg or not is_trainer or any(w == "--gpus" or w.startswith("--gpus=") for w in command):
         return command
     return command + ("--gpus", gpus_arg)
@@ -120,7 +120,7 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
     else:
         job_hosts = _hosts_for(local, hosts, cluster)
         if cluster:  # hosts, interpreter, EFS workdir, SSH settings and GPUs all come from the cluster's tags
-            from infra.targets import cluster_target
+            from mxlaunch.infra.targets import cluster_target
 
             target = cluster_target(cluster)
             job_hosts, workdir = target.hosts, workdir or target.workdir
@@ -155,7 +155,7 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
     if dry_run:
         click.echo(rundir.render_plan(make_plan(first_port), cwd), nl=False)
         if not spec.local:  # SSH mode: the exact command and stdin of every role, per host
-            from launcher.ssh_runner import dry_run_text
+            from mxlaunch.launcher.ssh_runner import dry_run_text
             click.echo(dry_run_text(make_plan(first_port), python, cwd), nl=False)
         return
     if not resume_dir:
@@ -173,8 +173,8 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
 
 
 def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, append_logs: bool) -> JobOutcome:
-    from launcher import plotting, summary
-    from launcher.output import RoleOutputSink
+    from mxlaunch.launcher import plotting, summary
+    from mxlaunch.launcher.output import RoleOutputSink
 
     plan = make_plan(first_port)
     rundir.write_plan_files(plan, cwd)
@@ -201,7 +201,7 @@ def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, a
 def _final_message(outcome: JobOutcome) -> str:
     where = f"(run directory {outcome.plan.run_dir})"
     if outcome.first_failure is not None:
-        from launcher.summary import describe
+        from mxlaunch.launcher.summary import describe
         failure = outcome.first_failure
         return f"{describe(failure, outcome.rank_of(failure.name))}; every other role was stopped {where}"
     if outcome.reason == "timeout":

@@ -36,8 +36,8 @@ def aws_env(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("MXLAUNCH_HOME", str(tmp_path / "mxlaunch-home"))
-    import infra.wait
-    monkeypatch.setattr(infra.wait, "SLEEP", lambda seconds: None)  # waits are instant, still bounded
+    import mxlaunch.infra.wait
+    monkeypatch.setattr(mxlaunch.infra.wait, "SLEEP", lambda seconds: None)  # waits are instant, still bounded
     return tmp_path
 
 
@@ -137,10 +137,10 @@ class _Http:
 
 @pytest.fixture
 def hooks(monkeypatch):
-    """Hooks installed on every client the AWS boundary creates (`infra.aws.Aws.client`)."""
-    import infra.aws
+    """Hooks installed on every client the AWS boundary creates (`mxlaunch.infra.aws.Aws.client`)."""
+    import mxlaunch.infra.aws
     installed = []
-    original = infra.aws.Aws.client
+    original = mxlaunch.infra.aws.Aws.client
 
     def client(self, service):
         fresh = service not in self._clients
@@ -149,7 +149,7 @@ def hooks(monkeypatch):
             for hook in installed:
                 hook.install(c)
         return c
-    monkeypatch.setattr(infra.aws.Aws, "client", client)
+    monkeypatch.setattr(mxlaunch.infra.aws.Aws, "client", client)
     return installed
 
 
@@ -177,8 +177,8 @@ class Result:
 
 def launch(*args, stdin: str = "") -> Result:
     """Run `launch ARGS...` as a user would (run_cli: one-line errors, exit statuses), capturing output."""
-    from launcher.errors import run_cli
-    from infra.cli import cluster
+    from mxlaunch.errors import run_cli
+    from mxlaunch.infra.cli import cluster
     root = click.Group("launch", commands={"cluster": cluster})
     runner = CliRunner()
     with runner.isolation(input=stdin) as streams:

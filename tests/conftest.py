@@ -19,8 +19,8 @@ def trainer_env(**extra) -> dict:
 
 
 def run_trainer(*args, timeout=180, env=None, cwd=None) -> subprocess.CompletedProcess:
-    """Run `python -m trainer ARGS...` as a user would; bounded in time."""
-    return subprocess.run([sys.executable, "-m", "trainer", *map(str, args)], capture_output=True, text=True,
+    """Run `python -m mxlaunch.trainer ARGS...` as a user would; bounded in time."""
+    return subprocess.run([sys.executable, "-m", "mxlaunch.trainer", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env or trainer_env(), cwd=cwd)
 
 

@@ -245,7 +245,7 @@ def test_status_list_hostfile_ssh(moto_aws, aws_env, monkeypatch, tmp_path):
 
 def test_cluster_target_for_launch_train(moto_aws, aws_env):
     assert launch(*up_args("tg", 2)).code == 0
-    from infra.targets import cluster_target
+    from mxlaunch.infra.targets import cluster_target
     t = cluster_target("tg")
     held = tagged_everything("tg")
     assert sorted(h.address for h in t.hosts) == sorted(i["PrivateIpAddress"] for i in held["instances"])

@@ -22,10 +22,10 @@ TESTS = Path(__file__).resolve().parent
 SHIM = f"""
 import sys
 sys.path.insert(0, {str(TESTS)!r})
-import infra.aws, infra.wait
+import mxlaunch.infra.aws, mxlaunch.infra.wait
 from aws_fixtures import FakePlacementGroups
-from launcher.cli import main
-pgs, original = FakePlacementGroups(), infra.aws.Aws.client
+from mxlaunch.launcher.cli import main
+pgs, original = FakePlacementGroups(), mxlaunch.infra.aws.Aws.client
 def client(self, service):
     c = original(self, service)
     pgs.install(c) if service == "ec2" and not getattr(c, "_pg", False) else None

@@ -8,8 +8,8 @@ from aws_fixtures import aws_env, hooks, launch, moto_aws, moto_module, plain_cl
 
 
 def launch_train(*args):
-    from launcher.errors import run_cli
-    from launcher.train_cmd import train
+    from mxlaunch.errors import run_cli
+    from mxlaunch.launcher.train_cmd import train
 
     root = click.Group("launch", commands={"train": train})
     with CliRunner().isolation() as streams:

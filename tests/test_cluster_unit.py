@@ -9,10 +9,10 @@ import botocore.exceptions as bce
 import pytest
 
 from aws_fixtures import CIDR, aws_env, hooks, launch, moto_aws, moto_module, nothing_tagged, up_args  # noqa: F401
-from launcher.errors import UsageError
-from launcher.render import render
-from infra import aws as awsmod, catalog, remote, spec as specs, wait
-from infra.aws import Aws
+from mxlaunch.errors import UsageError
+from mxlaunch.launcher.render import render
+from mxlaunch.infra import aws as awsmod, catalog, remote, spec as specs, wait
+from mxlaunch.infra.aws import Aws
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,9 +1,9 @@
 """The hostfile grammar (design.md) and the pure placement of roles onto hosts."""
 import pytest
 
-from launcher.errors import EXIT_USAGE
-from launcher.hosts import Host, HostfileError, parse_host, parse_hostfile_text, parse_hosts, place
-from launcher.render import render
+from mxlaunch.errors import EXIT_USAGE
+from mxlaunch.launcher.hosts import Host, HostfileError, parse_host, parse_hostfile_text, parse_hosts, place
+from mxlaunch.launcher.render import render
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -98,8 +98,8 @@ def test_cli_shows_one_line_and_exit_2(tmp_path):
     import subprocess
     import sys
     path = write(tmp_path, "ok\nhost:abc\n")
-    code = ("from launcher.errors import run_cli; import click\n"
-            "from launcher.hosts import parse_hosts\n"
+    code = ("from mxlaunch.errors import run_cli; import click\n"
+            "from mxlaunch.launcher.hosts import parse_hosts\n"
             "@click.command()\n@click.argument('spec')\ndef c(spec): parse_hosts(spec)\n"
             "run_cli(c, 'launch', [%r])" % path)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
@@ -147,7 +147,7 @@ def test_placement_uses_only_as_many_slots_as_needed():
 
 
 def test_placement_errors():
-    from launcher.errors import UsageError
+    from mxlaunch.errors import UsageError
     with pytest.raises(UsageError, match="3 workers need 3 slots but the hosts offer 2"):
         place([Host("a"), Host("b")], 3, 1)
     with pytest.raises(UsageError, match="no hosts"):

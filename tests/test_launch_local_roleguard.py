@@ -9,7 +9,7 @@ import time
 import pytest
 
 from jobs.harness import wait_for
-from launcher import roleguard
+from mxlaunch.launcher import roleguard
 
 GUARD = os.path.abspath(roleguard.__file__)
 TOKEN = "t0k3n"

@@ -49,11 +49,11 @@ def runs(digits_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("launch-digits")
     one_dir = base / "one-worker"
     one_dir.mkdir()
-    one = subprocess.Popen([sys.executable, "-m", "trainer", *fit_args(digits_dir, str(one_dir / "digits"), BATCH)],
+    one = subprocess.Popen([sys.executable, "-m", "mxlaunch.trainer", *fit_args(digits_dir, str(one_dir / "digits"), BATCH)],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=trainer_env(OMP_NUM_THREADS="1"))
     run_dir = str(base / "two-workers")
     rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir,
-                              "--env", "OMP_NUM_THREADS=1", "--", sys.executable, "-m", "trainer",
+                              "--env", "OMP_NUM_THREADS=1", "--", sys.executable, "-m", "mxlaunch.trainer",
                               *fit_args(digits_dir, str(base / "ckpt" / "digits"), BATCH // 2), timeout=240)
     one_out, _ = one.communicate(timeout=240)
     assert rc == 0, err[-3000:]
@@ -135,7 +135,7 @@ def test_trainer_error_on_one_worker_ends_the_job_naming_it(digits_dir, tmp_path
     run_dir = str(tmp_path / "run")
     t0 = time.monotonic()
     rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir,
-                              "--env", "OMP_NUM_THREADS=1", "--", sys.executable, "-m", "trainer", *args, timeout=100)
+                              "--env", "OMP_NUM_THREADS=1", "--", sys.executable, "-m", "mxlaunch.trainer", *args, timeout=100)
     assert rc == 1
     assert time.monotonic() - t0 < 60  # it ended because of the error, not after 10 epochs
     with open(os.path.join(run_dir, "summary.json")) as f:

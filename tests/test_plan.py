@@ -6,10 +6,10 @@ import socket
 import pytest
 import yaml
 
-from launcher import ports, rundir
-from launcher.errors import UsageError
-from launcher.hosts import Host, parse_hosts
-from launcher.plan import JobSpec, masked, parse_env_pair, plan_job
+from mxlaunch.launcher import ports, rundir
+from mxlaunch.errors import UsageError
+from mxlaunch.launcher.hosts import Host, parse_hosts
+from mxlaunch.launcher.plan import JobSpec, masked, parse_env_pair, plan_job
 
 
 def local_spec(**kw):

@@ -1,4 +1,4 @@
-"""launcher.ssh against real sshd hosts of the bed: keys, agent, ssh config, host-key checking, failures."""
+"""mxlaunch.launcher.ssh against real sshd hosts of the bed: keys, agent, ssh config, host-key checking, failures."""
 import os
 import subprocess
 import time
@@ -6,8 +6,8 @@ import time
 import pytest
 
 import testbed
-from launcher.hosts import Host
-from launcher.ssh import EXIT_SSH, SSHConnectError, SSHOptions, connect_all, resolve
+from mxlaunch.launcher.hosts import Host
+from mxlaunch.launcher.ssh import EXIT_SSH, SSHConnectError, SSHOptions, connect_all, resolve
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(testbed.why_unavailable() is not None,
@@ -176,7 +176,7 @@ def test_ssh_agent_keys_are_used(bed, tmp_path, monkeypatch):
 
 
 def test_ipv6_hosts_in_brackets_with_a_port_and_bare(bed):
-    from launcher.hosts import parse_hosts
+    from mxlaunch.launcher.hosts import parse_hosts
     m0, m1 = bed.members[0], bed.members[1]
     hosts = parse_hosts(f"root@[{m0.address6}]:22,root@{m1.address6}")
     assert hosts == (Host(m0.address6, user="root", port=22), Host(m1.address6, user="root"))

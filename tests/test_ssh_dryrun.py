@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from launcher import roleguard
+from mxlaunch.launcher import roleguard
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -16,7 +16,7 @@ def test_dry_run_prints_exact_remote_command_and_masked_stdin_per_host(tmp_path)
     hostfile = tmp_path / "hosts"
     hostfile.write_text("head.invalid slots=0\nubuntu@w1.invalid:2222\n[fd00::7]:22 slots=2\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "launcher", "train", "--hosts", str(hostfile), "-n", "2", "-s", "2",
+        [sys.executable, "-m", "mxlaunch.launcher", "train", "--hosts", str(hostfile), "-n", "2", "-s", "2",
          "--python", "/opt/venv/bin/python", "--workdir", "/efs/job", "--env", "API_TOKEN=hunter2",
          "--env", "PLAIN=a b", "--dry-run", "--", "/opt/venv/bin/python", "train.py", "--data-train", "x y.rec"],
         capture_output=True, text=True, timeout=50, cwd=tmp_path)
@@ -38,7 +38,7 @@ def test_dry_run_prints_exact_remote_command_and_masked_stdin_per_host(tmp_path)
 
 
 def test_dry_run_without_python_uses_this_interpreter(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "launcher", "train", "--hosts", "h1.invalid,h2.invalid", "-n", "1",
+    proc = subprocess.run([sys.executable, "-m", "mxlaunch.launcher", "train", "--hosts", "h1.invalid,h2.invalid", "-n", "1",
                            "--dry-run", "--", "trainer", "fit"], capture_output=True, text=True, timeout=50,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -8,10 +8,10 @@ import pytest
 
 import testbed
 from jobs.harness import run_launch
-from launcher import preflight
-from launcher.hosts import place
-from launcher.plan import JobSpec, plan_job
-from launcher.ssh import SSHOptions, connect_all
+from mxlaunch.launcher import preflight
+from mxlaunch.launcher.hosts import place
+from mxlaunch.launcher.plan import JobSpec, plan_job
+from mxlaunch.launcher.ssh import SSHOptions, connect_all
 
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.skipif(testbed.why_unavailable() is not None,

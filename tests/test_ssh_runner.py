@@ -190,7 +190,7 @@ def test_silent_partition_of_a_host_is_detected_and_the_job_stopped(bed, tmp_pat
     """No FIN, no RST: the launcher's ping gets no answer within 8 s, it stops every other host and exits
     naming the lost host. The cut-off host cannot be told anything: its roles go once the network heals
     (the launcher's FIN or RST then reaches its sshd, whose closing pipes stop the guard)."""
-    from launcher.ssh_runner import PING_INTERVAL, PING_TIMEOUT
+    from mxlaunch.launcher.ssh_runner import PING_INTERVAL, PING_TIMEOUT
     run_dir = str(tmp_path / "partition")
     proc = start_launch(*ssh_args(bed, run_dir), "--", *LONG_JOB)
     try:

@@ -2,9 +2,9 @@
 import paramiko
 import pytest
 
-from launcher import preflight
-from launcher.hosts import Host
-from launcher.ssh import SSHOptions, resolve
+from mxlaunch.launcher import preflight
+from mxlaunch.launcher.hosts import Host
+from mxlaunch.launcher.ssh import SSHOptions, resolve
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,7 +31,7 @@ def test_files_named_in_the_command():
     assert preflight.data_files(cmd) == ("d/t.rec", "d/v.rec")
     assert preflight.script_files(cmd) == ("/v/bin/python", "train.py")
     assert preflight.script_files(["trainer", "fit"]) == ()
-    assert preflight.script_files(["python3", "-m", "trainer"]) == ()
+    assert preflight.script_files(["python3", "-m", "mxlaunch.trainer"]) == ()
 
 
 def test_table_has_one_row_per_host_and_one_line_per_extra_problem():
@@ -74,7 +74,7 @@ def test_check_script_reports_addresses_that_are_not_this_hosts(tmp_path):
 def test_parallel_gives_every_item_its_result_error_or_timeout_without_waiting_for_stragglers():
     import threading
     import time
-    from launcher.ssh import parallel
+    from mxlaunch.launcher.ssh import parallel
     release = threading.Event()
     started = time.monotonic()
 

@@ -48,7 +48,7 @@ def test_the_same_file_system_and_interpreter_on_every_host(bed):
     with open(marker, "w") as fh:
         fh.write("efs\n")
     for i in range(3):
-        proc = ssh(bed, i, f"cat {marker}; {sys.executable} -c 'import launcher; print(1)'")
+        proc = ssh(bed, i, f"cat {marker}; {sys.executable} -c 'import mxlaunch; print(1)'")
         assert proc.stdout.split() == ["efs", "1"], proc.stderr
 
 

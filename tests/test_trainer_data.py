@@ -113,7 +113,7 @@ def test_cifar10_download_is_checksum_verified(tmp_path, http_server):
 @pytest.fixture(scope="module")
 def numbered_records(tmp_path_factory):
     """101 records whose labels are their own ids, so that a shard's content can be read back."""
-    from trainer.records import encode_png, write_records
+    from mxlaunch.trainer.records import encode_png, write_records
 
     path = str(tmp_path_factory.mktemp("numbered") / "numbered.rec")
     write_records(path, ((i, encode_png(np.full((8, 8, 3), i % 256, np.uint8))) for i in range(101)))
@@ -122,8 +122,8 @@ def numbered_records(tmp_path_factory):
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_worker_shards_are_disjoint_cover_the_data_and_have_equal_batch_counts(numbered_records, workers):
-    from trainer.data import Augmentation, FixedBatches, Shard, train_iter
-    from trainer.schedule import updates_per_epoch
+    from mxlaunch.trainer.data import Augmentation, FixedBatches, Shard, train_iter
+    from mxlaunch.trainer.schedule import updates_per_epoch
 
     batch_size = 8
     per_epoch = updates_per_epoch(101, workers, batch_size)
@@ -152,7 +152,7 @@ def test_validation_accuracy_equals_numpy_on_the_models_own_predictions(digits_d
 
     import mxnet as mx
 
-    from trainer.records import iter_records
+    from mxlaunch.trainer.records import iter_records
 
     prefix = str(tmp_path / "m")
     result = run_trainer("fit", "--num-layers", 8, "--num-epochs", 2, "--batch-size", 32, "--pad-size", 0,

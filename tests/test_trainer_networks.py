@@ -20,7 +20,7 @@ def weighted_layers(symbol) -> int:
     ("resnext", 29, 32), ("resnext", 50, 32), ("resnext", 101, 28), ("resnext", 101, 224),
 ])
 def test_depth_is_the_number_of_weighted_layers(network, depth, side):
-    from trainer.networks import get_symbol
+    from mxlaunch.trainer.networks import get_symbol
 
     symbol = get_symbol(network, depth, 10, (3, side, side), num_group=2, bottleneck_width=4)
     assert weighted_layers(symbol) == depth
@@ -33,7 +33,7 @@ def test_a_resnext101_checkpoint_fine_tunes_on_cifar_size_images(digits_dir, tmp
     """MXNet's example refuses ResNeXt-101 at <= 32 px; here an ImageNet-form checkpoint fine-tunes at 28 px."""
     import mxnet as mx
 
-    from trainer.networks import get_symbol
+    from mxlaunch.trainer.networks import get_symbol
 
     symbol = get_symbol("resnext", 101, 1000, (3, 224, 224))
     module = mx.mod.Module(symbol, context=mx.cpu())

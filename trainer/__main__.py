@@ -1,3 +1,3 @@
-from trainer.cli import main
+from mxlaunch.trainer.cli import main
 
 main()

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from launcher.errors import UsageError, run_cli
-from trainer.config import DIST_ROLE_VAR, FitConfig
+from mxlaunch.errors import UsageError, run_cli
+from mxlaunch.trainer.config import DIST_ROLE_VAR, FitConfig
 
 KV_STORES = ("local", "device", "nccl", "dist_sync", "dist_async", "dist_sync_device", "dist_async_device",
              "dist_device_sync")
@@ -86,7 +86,7 @@ def _shared_options(command):
 
 
 def _config(ctx: click.Context, **kw) -> FitConfig:
-    from trainer.schedule import parse_step_epochs
+    from mxlaunch.trainer.schedule import parse_step_epochs
 
     explicit = frozenset("--" + name.replace("_", "-") for name in kw
                          if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE)
@@ -97,7 +97,7 @@ def _config(ctx: click.Context, **kw) -> FitConfig:
     kw["lr_step_epochs"] = parse_step_epochs(kw["lr_step_epochs"])
     kw["random_crop"], kw["random_mirror"] = bool(kw["random_crop"]), bool(kw["random_mirror"])
     kw["network"] = kw["network"].lower()
-    from trainer import networks
+    from mxlaunch.trainer import networks
 
     if kw["network"] not in networks.NETWORKS:
         raise UsageError(f"unknown --network {kw['network']!r}: choose one of {', '.join(networks.NETWORKS)}")
@@ -112,7 +112,7 @@ def _train(cfg: FitConfig) -> None:
     def set_rank(rank):
         rank_filter.rank = rank
 
-    from trainer import fit
+    from mxlaunch.trainer import fit
 
     try:
         fit.run(cfg, on_rank=set_rank)
@@ -179,7 +179,7 @@ def data_group() -> None:
 def cifar10_command(out, tarball, url, md5) -> None:
     """CIFAR-10 (python version) -> cifar10_train.rec/.idx (50,000) and cifar10_val.rec/.idx (10,000)."""
     setup_logging()
-    from trainer import datasets
+    from mxlaunch.trainer import datasets
 
     datasets.convert_cifar10(out, tarball, url or datasets.CIFAR10_URL, md5 or datasets.CIFAR10_MD5)
 
@@ -189,7 +189,7 @@ def cifar10_command(out, tarball, url, md5) -> None:
 def digits_command(out) -> None:
     """scikit-learn's real handwritten digits -> digits_train.rec/.idx and digits_val.rec/.idx (3x32x32)."""
     setup_logging()
-    from trainer import datasets
+    from mxlaunch.trainer import datasets
 
     datasets.convert_digits(out)
 

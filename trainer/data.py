@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
-from trainer.records import DataError, index_path
+from mxlaunch.trainer.records import DataError, index_path
 
 
 def _mxnet_reason(exc: Exception) -> str:

@@ -13,7 +13,7 @@ from typing import Iterator, List, Tuple
 
 import numpy as np
 
-from trainer.records import DataError, encode_png, write_records
+from mxlaunch.trainer.records import DataError, encode_png, write_records
 
 log = logging.getLogger("trainer.data")
 

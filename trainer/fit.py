@@ -12,13 +12,13 @@ import os
 import time
 from typing import List
 
-from launcher.errors import UsageError
-from trainer import model as checkpoints
-from trainer import networks, records
-from trainer.config import FitConfig
-from trainer.data import Augmentation, FixedBatches, Shard, real_batches, threads_for, train_iter, val_iter
-from trainer.metrics_file import MetricsFile, default_path
-from trainer.schedule import IGNORES_LR, lr_at_epoch, make_scheduler, updates_per_epoch
+from mxlaunch.errors import UsageError
+from mxlaunch.trainer import model as checkpoints
+from mxlaunch.trainer import networks, records
+from mxlaunch.trainer.config import FitConfig
+from mxlaunch.trainer.data import Augmentation, FixedBatches, Shard, real_batches, threads_for, train_iter, val_iter
+from mxlaunch.trainer.metrics_file import MetricsFile, default_path
+from mxlaunch.trainer.schedule import IGNORES_LR, lr_at_epoch, make_scheduler, updates_per_epoch
 
 log = logging.getLogger("trainer")
 

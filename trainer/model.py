@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from trainer.records import DataError
+from mxlaunch.trainer.records import DataError
 
 log = logging.getLogger("trainer")
 
@@ -78,7 +78,7 @@ def is_fine_tuned(symbol) -> bool:
 
 def replace_classifier(model: Model, num_classes: int) -> Model:
     """A new `num_classes` classifier on the features that fed the old one; the old one's weights go."""
-    from trainer.networks.layers import classifier_head
+    from mxlaunch.trainer.networks.layers import classifier_head
 
     fc = _last_fully_connected(model.symbol)
     features = model.symbol.get_internals()[fc["input_name"] + "_output"]

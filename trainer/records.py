@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
-from launcher.errors import UsageError
+from mxlaunch.errors import UsageError
 
 RECORDIO_MAGIC = 0xCED7230A
 _IR_FORMAT = "IfQQ"  # MXNet's IRHeader: flag, label, id, id2

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Optional, Sequence, Tuple
 
-from launcher.errors import UsageError
+from mxlaunch.errors import UsageError
 
 # Optimizers whose update ignores the learning rate entirely (`weight -= delta + wd * weight`).
 IGNORES_LR = frozenset({"adadelta"})

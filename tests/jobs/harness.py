@@ -12,7 +12,7 @@ QUIET_ENV = ["--env", "OMP_NUM_THREADS=1"]
 
 
 def launch_argv(*args):
-    return [sys.executable, "-m", "launcher", *args]
+    return [sys.executable, "-m", "mxlaunch.launcher", *args]
 
 
 def start_launch(*args, cwd=None):

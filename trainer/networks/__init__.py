@@ -1,17 +1,17 @@
 """The networks `--network` names, and the one place that checks `--num-layers` against them."""
 from __future__ import annotations
 
-from launcher.errors import UsageError
-from trainer.networks.forms import FORMS
+from mxlaunch.errors import UsageError
+from mxlaunch.trainer.networks.forms import FORMS
 
 NETWORKS = ("resnet", "resnext")
 
 
 def _module(network: str):
     if network == "resnet":
-        from trainer.networks import resnet as module
+        from mxlaunch.trainer.networks import resnet as module
     elif network == "resnext":
-        from trainer.networks import resnext as module
+        from mxlaunch.trainer.networks import resnext as module
     else:
         raise UsageError(f"unknown --network {network!r}: choose one of {', '.join(NETWORKS)}")
     return module

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import mxnet as mx
 
-from trainer.networks.forms import RESNET
-from trainer.networks.layers import batch_norm, classifier, conv, imagenet_stem, relu
+from mxlaunch.trainer.networks.forms import RESNET
+from mxlaunch.trainer.networks.layers import batch_norm, classifier, conv, imagenet_stem, relu
 
 
 def _unit(data, num_filter, stride, project, bottleneck, name):

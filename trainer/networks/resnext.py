@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import mxnet as mx
 
-from trainer.networks.forms import RESNEXT
-from trainer.networks.layers import batch_norm, classifier, conv, imagenet_stem, relu
+from mxlaunch.trainer.networks.forms import RESNEXT
+from mxlaunch.trainer.networks.layers import batch_norm, classifier, conv, imagenet_stem, relu
 
 # cardinality x width: 8x64d for ResNeXt-29 (the paper's CIFAR model), 32x4d for the ImageNet form
 DEFAULTS = {"cifar": {"num_group": 8, "bottleneck_width": 64}, "imagenet": {"num_group": 32, "bottleneck_width": 4}}
