@@ -2,9 +2,7 @@
 `standard` retries) and `Aws.call`, through which every AWS call passes, so that errors are translated in one
 place into one clear line, and `--dry-run` can print every call it would make.
 
-Error categories and exit statuses (a user's scripts can rely on them):
-  1 AwsError (anything else AWS refused), 2 bad input (UsageError, UnknownRegion), 3 NoCredentials,
-  4 PermissionDenied, 5 QuotaExceeded, 6 CapacityUnavailable.
+Error categories carry their exit statuses (mxlaunch/exits.py: a user's scripts can rely on them).
 """
 from __future__ import annotations
 
@@ -17,6 +15,7 @@ import botocore.session
 from botocore.config import Config
 
 from mxlaunch.errors import CommandError, UsageError
+from mxlaunch.exits import Exit
 
 RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=10, read_timeout=60)
 
@@ -24,7 +23,7 @@ RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 6}, connect_t
 class AwsError(CommandError):
     """AWS refused a call. `code` is AWS's error code (or None)."""
 
-    exit_code = 1
+    exit_code = Exit.AWS_ERROR
 
     def __init__(self, message: str, code: Optional[str] = None):
         super().__init__(message)
@@ -32,19 +31,19 @@ class AwsError(CommandError):
 
 
 class NoCredentials(AwsError):
-    exit_code = 3
+    exit_code = Exit.AWS_CREDENTIALS
 
 
 class PermissionDenied(AwsError):
-    exit_code = 4
+    exit_code = Exit.AWS_DENIED
 
 
 class QuotaExceeded(AwsError):
-    exit_code = 5
+    exit_code = Exit.AWS_QUOTA
 
 
 class CapacityUnavailable(AwsError):
-    exit_code = 6
+    exit_code = Exit.AWS_CAPACITY
 
 
 class UnknownRegion(UsageError):

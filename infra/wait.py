@@ -6,6 +6,7 @@ import time
 from typing import Callable, Optional, TypeVar
 
 from mxlaunch.errors import CommandError
+from mxlaunch.exits import Exit
 
 T = TypeVar("T")
 SLEEP: Callable[[float], None] = time.sleep
@@ -13,7 +14,7 @@ CLOCK: Callable[[], float] = time.monotonic
 
 
 class WaitTimeout(CommandError):
-    exit_code = 7
+    exit_code = Exit.WAIT_TIMEOUT
 
 
 def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout: float, interval: float,

@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from mxlaunch.exits import Exit
 from mxlaunch.launcher import ports
 from mxlaunch.launcher.output import RoleOutputSink
 from mxlaunch.launcher.plan import JobPlan, Role
 from mxlaunch.launcher.runner import (Events, RoleEnded, RoleHandle, RoleLaunch, RoleOutput, RoleResult,
                              RoleStarted, Runner)
 
-EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 124
 SIGNAL_REASONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
 SCHEDULER_BOUND = "Bind to role=scheduler"
 # ps-lite (PS_VERBOSE=1) names each node by id once connected; ids are 8 + 2*rank (servers), 9 + 2*rank (workers)
@@ -252,13 +252,13 @@ class Job:
         st = self.state
         workers = [st.results.get(r.name) for r in st.plan.workers]
         if st.stopping in ("timeout",):
-            status = EXIT_TIMEOUT
+            status = Exit.TIMEOUT
         elif st.stopping in ("interrupted", "terminated", "hung up"):
-            status = 128 + {"interrupted": 2, "terminated": 15, "hung up": 1}[st.stopping]
+            status = {"interrupted": Exit.INTERRUPTED, "terminated": Exit.TERMINATED, "hung up": Exit.HUNG_UP}[st.stopping]
         elif st.first_failure is not None or not all(w is not None and w.ok for w in workers):
-            status = EXIT_FAILED
+            status = Exit.FAILED
         else:
-            status = EXIT_OK
+            status = Exit.OK
         reason = st.stopping if st.stopping and st.stopping != "finished" else ("ok" if status == 0 else "failed")
         order = [r.name for r in st.plan.roles]
         results = tuple(st.results[n] for n in order if n in st.results)

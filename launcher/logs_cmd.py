@@ -11,6 +11,7 @@ import click
 
 from mxlaunch.launcher import rundir
 from mxlaunch.errors import UsageError
+from mxlaunch.exits import Exit
 
 FOLLOW_POLL = 0.2  # seconds between looks at the log files while following
 
@@ -71,7 +72,7 @@ def logs(run_dir: str, roles, follow: bool) -> None:
         read_new(name, final=not follow)
     if not follow:
         return
-    signal.signal(signal.SIGINT, lambda s, f: sys.exit(130))
+    signal.signal(signal.SIGINT, lambda s, f: sys.exit(Exit.INTERRUPTED))
     while True:
         done = os.path.exists(rundir.summary_path(run_dir))  # the launcher writes it after every role ended
         for name in chosen:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from mxlaunch.errors import CommandError
+from mxlaunch.exits import Exit
 from mxlaunch.launcher.hosts import Host, Placement
 from mxlaunch.launcher.ssh import Connection, HostResults, parallel
 
-EXIT_PREFLIGHT = 3
 CHECK_TIMEOUT = 60.0  # one host's checks (importing mxnet on a busy host takes seconds)
 PROBE_TIMEOUT = 3.0  # connecting to the scheduler's port
 LISTEN_READY_TIMEOUT = 15.0
@@ -88,7 +88,7 @@ s.close()
 
 
 class PreflightError(CommandError):
-    exit_code = EXIT_PREFLIGHT
+    exit_code = Exit.PREFLIGHT
 
 
 def data_files(command: Sequence[str]) -> Tuple[str, ...]:

@@ -40,12 +40,12 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 import paramiko
 
 from mxlaunch.errors import CommandError
+from mxlaunch.exits import Exit
 from mxlaunch.launcher.hosts import Host
 
 DEFAULT_CONFIG = "~/.ssh/config"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
-EXIT_SSH = 255
 MAX_EXTRA_CONNECTIONS = 8  # like ssh(1): the connection, not the remote command, failed
 
 _known_hosts_lock = threading.Lock()
@@ -54,7 +54,7 @@ _known_hosts_lock = threading.Lock()
 class SSHConnectError(CommandError):
     """One or more hosts could not be connected to; the message has one line per host."""
 
-    exit_code = EXIT_SSH
+    exit_code = Exit.SSH
 
 
 class HostKeyError(Exception):

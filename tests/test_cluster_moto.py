@@ -7,6 +7,7 @@ import stat
 
 import pytest
 
+from mxlaunch.exits import Exit
 from aws_fixtures import (AMI, CIDR, REGION, TAG, aws_env, hooks, launch, moto_aws, moto_module,  # noqa: F401
                           nothing_tagged, plain_client, tagged_everything, up_args)
 
@@ -178,7 +179,7 @@ def test_bad_input_is_one_line_and_creates_nothing(moto_aws, aws_env, args, code
     assert nothing_tagged("bad") and not (home(aws_env) / "bad").exists()
 
 
-def test_missing_credentials_is_one_line_exit_3_nothing_created(moto_aws, aws_env, monkeypatch):
+def test_missing_credentials_is_one_line_own_exit_status_nothing_created(moto_aws, aws_env, monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     r = launch(*up_args("nocreds", 1))

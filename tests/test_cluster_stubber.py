@@ -10,6 +10,7 @@ from botocore.stub import ANY, Stubber
 
 from aws_fixtures import (AMI, CIDR, REGION, FailCalls, aws_env, hooks, launch, moto_aws,  # noqa: F401
                           moto_module, nothing_tagged, plain_client, tagged_everything, up_args)
+from mxlaunch.exits import Exit
 from mxlaunch.infra import spec as specs
 from mxlaunch.infra import state
 from mxlaunch.infra.aws import Aws, CapacityUnavailable
@@ -105,7 +106,7 @@ def test_capacity_everywhere_rolls_back_everything_this_up_created(aws_env):
         Up(aws, spec, lines.append).run(ClusterRecord(name="full", region=REGION))
     ec2.assert_no_pending_responses()
     efs.assert_no_pending_responses()
-    assert err.value.exit_code == 6
+    assert err.value.exit_code == Exit.AWS_CAPACITY
     assert "us-east-1a, us-east-1b" in err.value.format_message()
     assert not state.key_path("full").exists()
     assert any("removing what this run created" in line for line in lines)
@@ -142,7 +143,7 @@ def test_cli_failure_rolls_back_to_nothing_with_one_line(moto_aws, aws_env, hook
 def test_keep_on_failure_keeps_and_down_cleans(moto_aws, aws_env, hooks):
     hooks.append(FailCalls("RunInstances", times=99))
     r = launch(*up_args("keep", 2, "--keep-on-failure"))
-    assert r.code == 6 and "--keep-on-failure" in r.err
+    assert r.code == Exit.AWS_CAPACITY and "--keep-on-failure" in r.err
     held = tagged_everything("keep")
     assert len(held["security_groups"]) == 2 and len(held["file_systems"]) == 1
     assert launch("cluster", "down", "keep", "--yes").code == 0
@@ -170,7 +171,7 @@ def test_ami_comes_from_the_dlami_ssm_parameter(moto_aws, aws_env, hooks):
 def test_missing_dlami_parameter_is_one_line_nothing_created(moto_aws, aws_env):
     args = [a for a in up_args("nodl", 1) if a not in ("--ami", AMI)]
     r = launch(*args)  # moto has no such public parameter
-    assert r.code == 1 and "pass --ami" in r.err.strip().splitlines()[-1]
+    assert r.code == Exit.AWS_ERROR and "pass --ami" in r.err.strip().splitlines()[-1]
     assert nothing_tagged("nodl")
 
 
@@ -190,9 +191,9 @@ def test_down_dependency_violation_retry_is_bounded(moto_aws, aws_env, hooks, mo
     failing = FailCalls("DeleteSecurityGroup", times=10 ** 6, code="DependencyViolation")
     hooks.append(failing)
     r = launch("cluster", "down", "dvb", "--yes")
-    assert r.code == 1 and "DependencyViolation" in r.err.strip().splitlines()[-1]
+    assert r.code == Exit.AWS_ERROR and "DependencyViolation" in r.err.strip().splitlines()[-1]
     assert 2 <= len(failing.refused) <= 10
-    assert launch("cluster", "down", "dvb", "--yes").code == 1  # still failing: no hang, same clear line
+    assert launch("cluster", "down", "dvb", "--yes").code == Exit.AWS_ERROR  # still failing: no hang, same clear line
     hooks.remove(failing)
     assert launch("cluster", "down", "dvb", "--yes").code == 0 and nothing_tagged("dvb")
 

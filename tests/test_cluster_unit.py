@@ -9,6 +9,7 @@ import botocore.exceptions as bce
 import pytest
 
 from aws_fixtures import CIDR, aws_env, hooks, launch, moto_aws, moto_module, nothing_tagged, up_args  # noqa: F401
+from mxlaunch.exits import Exit
 from mxlaunch.errors import UsageError
 from mxlaunch.launcher.render import render
 from mxlaunch.infra import aws as awsmod, catalog, remote, spec as specs, wait
@@ -63,16 +64,16 @@ def test_spec_validation():
 
 def test_error_translation_is_one_typed_line():
     e = awsmod.translate(bce.NoCredentialsError(), "ec2.DescribeInstances")
-    assert isinstance(e, awsmod.NoCredentials) and e.exit_code == 3
+    assert isinstance(e, awsmod.NoCredentials) and e.exit_code == Exit.AWS_CREDENTIALS
 
     def client_error(code):
         return bce.ClientError({"Error": {"Code": code, "Message": "why\nnot"}}, "RunInstances")
-    for code, kind, exit_code in [("UnauthorizedOperation", awsmod.PermissionDenied, 4),
-                                  ("VcpuLimitExceeded", awsmod.QuotaExceeded, 5),
-                                  ("InsufficientInstanceCapacity", awsmod.CapacityUnavailable, 6),
-                                  ("AuthFailure", awsmod.NoCredentials, 3),
-                                  ("OptInRequired", awsmod.UnknownRegion, 2),
-                                  ("SomethingElse", awsmod.AwsError, 1)]:
+    for code, kind, exit_code in [("UnauthorizedOperation", awsmod.PermissionDenied, Exit.AWS_DENIED),
+                                  ("VcpuLimitExceeded", awsmod.QuotaExceeded, Exit.AWS_QUOTA),
+                                  ("InsufficientInstanceCapacity", awsmod.CapacityUnavailable, Exit.AWS_CAPACITY),
+                                  ("AuthFailure", awsmod.NoCredentials, Exit.AWS_CREDENTIALS),
+                                  ("OptInRequired", awsmod.UnknownRegion, Exit.USAGE),
+                                  ("SomethingElse", awsmod.AwsError, Exit.AWS_ERROR)]:
         e = awsmod.translate(client_error(code), "ec2.RunInstances")
         assert type(e) is kind and e.exit_code == exit_code
         assert "\n" not in e.format_message() and "ec2.RunInstances" in e.format_message()
@@ -150,7 +151,7 @@ def test_ssh_wait_is_bounded_and_diagnoses_each_host(tmp_path, monkeypatch):
         r.wait_for([("c-0", "198.51.100.1"), ("c-1", None)], ["true"], "SSH answering", 600)
     msg = err.value.format_message()
     assert "c-0: port 22 unreachable at 198.51.100.1" in msg and "c-1: port 22 unreachable at None" in msg
-    assert "Connection timed out" in msg and err.value.exit_code == 7
+    assert "Connection timed out" in msg and err.value.exit_code == Exit.WAIT_TIMEOUT
 
 
 def test_up_wait_ssh_hands_the_cluster_to_the_install_step(moto_aws, aws_env, monkeypatch):
@@ -170,6 +171,6 @@ def test_failed_install_rolls_back(moto_aws, aws_env, monkeypatch):
     monkeypatch.setattr(remote, "wait_ssh_and_install", boom)
     args = [a if a != "running" else "ssh" for a in up_args("wsf", 2)]
     r = launch(*args)
-    assert r.code == 7 and "port 22 unreachable" in r.err.strip().splitlines()[-1]
+    assert r.code == Exit.WAIT_TIMEOUT and "port 22 unreachable" in r.err.strip().splitlines()[-1]
     assert nothing_tagged("wsf") and not moto_aws.groups
     assert not (aws_env / "mxlaunch-home" / "clusters" / "wsf").exists()

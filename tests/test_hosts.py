@@ -1,7 +1,7 @@
 """The hostfile grammar (design.md) and the pure placement of roles onto hosts."""
 import pytest
 
-from mxlaunch.errors import EXIT_USAGE
+from mxlaunch.exits import Exit
 from mxlaunch.launcher.hosts import Host, HostfileError, parse_host, parse_hostfile_text, parse_hosts, place
 from mxlaunch.launcher.render import render
 
@@ -72,7 +72,7 @@ def test_bad_line_names_file_line_and_what_was_expected(tmp_path, line, why):
     assert message.startswith(f"{path}:3: ")
     assert why in message
     assert "expected [user@]host[:port] [slots=N]" in message
-    assert err.value.exit_code == EXIT_USAGE
+    assert err.value.exit_code == Exit.USAGE
 
 
 def test_bad_entry_in_a_list_names_the_entry():

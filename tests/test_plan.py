@@ -6,6 +6,7 @@ import socket
 import pytest
 import yaml
 
+from mxlaunch.exits import Exit
 from mxlaunch.launcher import ports, rundir
 from mxlaunch.errors import UsageError
 from mxlaunch.launcher.hosts import Host, parse_hosts
@@ -73,7 +74,7 @@ def test_env_pairs_keep_values_byte_for_byte(text, expected):
 def test_bad_env_pairs_are_usage_errors(text, needle):
     with pytest.raises(UsageError, match=needle) as info:
         parse_env_pair(text)
-    assert info.value.exit_code == 2
+    assert info.value.exit_code == Exit.USAGE
 
 
 @pytest.mark.parametrize("kw, needle", [

@@ -7,7 +7,8 @@ import pytest
 
 import testbed
 from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.ssh import EXIT_SSH, SSHConnectError, SSHOptions, connect_all, resolve
+from mxlaunch.exits import Exit
+from mxlaunch.launcher.ssh import SSHConnectError, SSHOptions, connect_all, resolve
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(testbed.why_unavailable() is not None,
@@ -67,7 +68,7 @@ def test_wrong_key_is_refused_with_one_line_per_host(bed, tmp_path):
     assert not results.succeeded
     with pytest.raises(SSHConnectError) as err:
         results.raise_if_failed()
-    assert err.value.exit_code == EXIT_SSH
+    assert err.value.exit_code == Exit.SSH
     assert err.value.format_message() == "; ".join(
         f"root@{m.address}:22: authentication failed as root (tried {wrong} and ssh-agent)" for m in bed.members[:2])
 

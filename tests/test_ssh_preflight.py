@@ -8,6 +8,7 @@ import pytest
 
 import testbed
 from jobs.harness import run_launch
+from mxlaunch.exits import Exit
 from mxlaunch.launcher import preflight
 from mxlaunch.launcher.hosts import place
 from mxlaunch.launcher.plan import JobSpec, plan_job
@@ -79,7 +80,7 @@ def test_unknown_key_down_host_and_missing_interpreter_each_get_their_row(bed, t
                                   timeout=60)
     finally:
         bed.start_sshd(2)
-    assert rc == preflight.EXIT_PREFLIGHT, err
+    assert rc == Exit.PREFLIGHT, err
     assert "preflight failed; nothing was started:" in err
     rows = table_rows(err)
     a0, a1, a2 = (f"root@{m.address}" for m in bed.members)
@@ -101,7 +102,7 @@ def test_wrong_key_fails_on_every_host(bed, tmp_path):
     args = ssh_args(bed, "--run-dir", str(tmp_path / "run"))
     args[args.index("--ssh-key") + 1] = wrong
     rc, out, err = run_launch(*args, "--", PY, "-c", "pass", timeout=60)
-    assert rc == preflight.EXIT_PREFLIGHT
+    assert rc == Exit.PREFLIGHT
     rows = table_rows(err)
     assert len(rows) == 3 and all(f"authentication failed as root (tried {wrong}" in r for r in rows.values())
     assert_nothing_started(bed)
@@ -140,7 +141,7 @@ def test_missing_data_file_on_worker_hosts_and_mxnet_version_mismatch(bed, tmp_p
     rc, out, err = run_launch(*ssh_args(bed, "--workdir", work, "--run-dir", str(tmp_path / "run"), python=python),
                               "--", python, "train.py", "--data-train", "data/train.rec",
                               "--data-val=data/val.rec", timeout=60)
-    assert rc == preflight.EXIT_PREFLIGHT, err
+    assert rc == Exit.PREFLIGHT, err
     rows = table_rows(err)
     a0, a1, a2 = (f"root@{m.address}" for m in bed.members)
     assert "not found" not in rows[a0] and "mxnet" not in rows[a0].split("  ")[-1]  # no worker there: no data check
@@ -156,7 +157,7 @@ def test_missing_workdir(bed, tmp_path):
     missing = os.path.join(bed.shared, "no-such-dir")
     rc, out, err = run_launch(*ssh_args(bed, "--workdir", missing, python=python), "--", python, "-c", "pass",
                               timeout=60)
-    assert rc == preflight.EXIT_PREFLIGHT
+    assert rc == Exit.PREFLIGHT
     assert all(f"workdir {missing} does not exist" in r for r in table_rows(err).values())
 
 
@@ -170,7 +171,7 @@ def test_firewalled_scheduler_port_is_found_before_anything_runs(bed, tmp_path):
         elapsed = time.monotonic() - started
     finally:
         bed.unfirewall(0)
-    assert rc == preflight.EXIT_PREFLIGHT, err
+    assert rc == Exit.PREFLIGHT, err
     rows = table_rows(err)
     a0, a1, a2 = (f"root@{m.address}" for m in bed.members)
     for a in (a1, a2):

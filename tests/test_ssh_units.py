@@ -2,6 +2,7 @@
 import paramiko
 import pytest
 
+from mxlaunch.exits import Exit
 from mxlaunch.launcher import preflight
 from mxlaunch.launcher.hosts import Host
 from mxlaunch.launcher.ssh import SSHOptions, resolve
@@ -48,7 +49,7 @@ def test_table_has_one_row_per_host_and_one_line_per_extra_problem():
     printed = []
     with pytest.raises(preflight.PreflightError) as err:
         report.raise_if_failed(echo=lambda text, **kw: printed.append(text))
-    assert err.value.exit_code == preflight.EXIT_PREFLIGHT
+    assert err.value.exit_code == Exit.PREFLIGHT
     assert err.value.format_message() == ("preflight failed on 1 of 2 host(s), nothing started: u@b:2222: "
                                           "interpreter /p not found (and more, see the table above)")
     assert printed[0].startswith("preflight failed; nothing was started:\nHOST")

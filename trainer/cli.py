@@ -8,6 +8,7 @@ import sys
 import click
 
 from mxlaunch.errors import UsageError, run_cli
+from mxlaunch.exits import Exit
 from mxlaunch.trainer.config import DIST_ROLE_VAR, FitConfig
 
 KV_STORES = ("local", "device", "nccl", "dist_sync", "dist_async", "dist_sync_device", "dist_async_device",
@@ -129,7 +130,7 @@ def _failure(exc: BaseException):
     if isinstance(exc, click.ClickException):
         return exc.exit_code, " ".join(exc.format_message().split())
     if isinstance(exc, KeyboardInterrupt):
-        return 130, "interrupted"
+        return Exit.INTERRUPTED, "interrupted"
     if isinstance(exc, SystemExit):
         return (exc.code if isinstance(exc.code, int) else 1), f"exit {exc.code}"
     first = (str(exc).strip().splitlines() or [""])[0]
