@@ -183,7 +183,7 @@ def test_missing_credentials_is_one_line_own_exit_status_nothing_created(moto_aw
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     r = launch(*up_args("nocreds", 1))
-    assert r.code == 3, r.err
+    assert r.code == Exit.AWS_CREDENTIALS, r.err
     assert r.err.strip().splitlines()[-1].startswith("launch: error: no AWS credentials")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
