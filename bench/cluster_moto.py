@@ -2,7 +2,7 @@
 instances against a moto server on 127.0.0.1 (HTTP, via AWS_ENDPOINT_URL).
 
 Progress goes to stderr, the table to stdout. Calls are counted with a botocore `before-parameter-build` event hook on every client the AWS boundary creates. moto has
-no placement-group API: those calls are answered locally (tests/aws_fixtures.FakePlacementGroups) but still
+no placement-group API: those calls are answered locally (mxlaunch/testing/aws.py) but still
 counted, so the counts are what real AWS would receive (less botocore retries, none here).
 
     .venv/bin/python bench/cluster_moto.py [--sizes 1,8,64]
@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def main() -> None:
@@ -43,7 +41,7 @@ def main() -> None:
 
     import click
     import mxlaunch.infra.aws
-    from aws_fixtures import FakePlacementGroups
+    from mxlaunch.testing.aws import FakePlacementGroups
     from mxlaunch.infra.cli import cluster
     from mxlaunch.errors import run_cli
 

@@ -1,4 +1,4 @@
-"""Benchmark of `launch train --local` with a trivial dist_sync push/pull job (tests/jobs/pushpull.py).
+"""Benchmark of `launch train --local` with a trivial dist_sync push/pull job (mxlaunch/testing/pushpull.py).
 
 For n = 1, 2, 4 workers (1 server, OMP_NUM_THREADS=1), median of --repeat runs:
   started    invoking the launcher -> every role's process is running (found by the job's marker in /proc)
@@ -17,9 +17,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-from jobs.harness import PUSHPULL, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for  # noqa: E402
+from mxlaunch.testing.jobs import PUSHPULL, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for
 
 
 def one_run(workers, rounds, kill_worker, workdir):

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 PY = sys.executable
 
 
@@ -82,8 +81,8 @@ def fan_out(bed, options, n):
 
 
 def measure(n: int) -> dict:
-    import testbed
-    from jobs.harness import PUSHPULL, job_id_of, job_processes, read_log
+    from mxlaunch.testing import bed as testbed
+    from mxlaunch.testing.jobs import PUSHPULL, job_id_of, job_processes, read_log
     from mxlaunch.launcher import preflight
     from mxlaunch.launcher.hosts import place
     from mxlaunch.launcher.plan import JobSpec, plan_job
@@ -148,7 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,2,4,8")
     args = parser.parse_args()
-    import testbed
+    from mxlaunch.testing import bed as testbed
     reason = testbed.why_unavailable()
     if reason:
         sys.exit(f"bench/launch_ssh.py: {reason}")

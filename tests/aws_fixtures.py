@@ -16,6 +16,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from mxlaunch.testing.aws import FakePlacementGroups, HttpStub
+
 REGION = "us-east-1"
 AMI = "ami-12345678"
 CIDR = "203.0.113.7/32"
@@ -39,62 +41,6 @@ def aws_env(tmp_path, monkeypatch):
     import mxlaunch.infra.wait
     monkeypatch.setattr(mxlaunch.infra.wait, "SLEEP", lambda seconds: None)  # waits are instant, still bounded
     return tmp_path
-
-
-class FakePlacementGroups:
-    """moto 5 has no placement groups: answer Create/Describe/DeletePlacementGroup from a dict, honouring
-    tag filters, before the request is sent (botocore `before-call` short-circuit)."""
-
-    OPS = ("CreatePlacementGroup", "DescribePlacementGroups", "DeletePlacementGroup")
-
-    def __init__(self):
-        self.groups = {}  # name -> tags dict
-        self.calls = []
-
-    def install(self, client) -> None:
-        if client.meta.service_model.service_name != "ec2":
-            return
-        for op in self.OPS:
-            client.meta.events.register(f"before-parameter-build.ec2.{op}", self._stash)
-            client.meta.events.register(f"before-call.ec2.{op}", getattr(self, f"_{op}"))
-
-    @staticmethod
-    def _stash(params, context, **_):
-        context["fake_params"] = dict(params)
-
-    @staticmethod
-    def _ok(body):
-        return _Http(200), {**body, "ResponseMetadata": {"HTTPStatusCode": 200}}
-
-    @staticmethod
-    def _error(code, message):
-        return _Http(400), {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 400}}
-
-    def _CreatePlacementGroup(self, context, **_):
-        p = context["fake_params"]
-        self.calls.append(("create", p))
-        if p["GroupName"] in self.groups:
-            return self._error("InvalidPlacementGroup.Duplicate", "exists")
-        tags = {t["Key"]: t["Value"] for s in p.get("TagSpecifications", []) for t in s["Tags"]}
-        self.groups[p["GroupName"]] = tags
-        return self._ok({"PlacementGroup": {"GroupName": p["GroupName"], "Strategy": p.get("Strategy"),
-                                            "State": "available"}})
-
-    def _DescribePlacementGroups(self, context, **_):
-        filters = context["fake_params"].get("Filters", [])
-        found = []
-        for name, tags in self.groups.items():
-            if all(tags.get(f["Name"][4:]) in f["Values"] for f in filters if f["Name"].startswith("tag:")):
-                found.append({"GroupName": name, "Strategy": "cluster", "State": "available",
-                              "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]})
-        return self._ok({"PlacementGroups": found})
-
-    def _DeletePlacementGroup(self, context, **_):
-        name = context["fake_params"]["GroupName"]
-        self.calls.append(("delete", name))
-        if self.groups.pop(name, None) is None:
-            return self._error("InvalidPlacementGroup.Unknown", f"The Placement Group '{name}' is unknown.")
-        return self._ok({})
 
 
 class FailCalls:
@@ -121,18 +67,8 @@ class FailCalls:
             return None
         self.times -= 1
         self.refused.append(context["fake_params"])
-        return _Http(400), {"Error": {"Code": self.code, "Message": f"simulated {self.code}"},
+        return HttpStub(400), {"Error": {"Code": self.code, "Message": f"simulated {self.code}"},
                             "ResponseMetadata": {"HTTPStatusCode": 400}}
-
-
-@dataclass
-class _Http:
-    status_code: int
-    headers: dict = None
-    content: bytes = b""
-
-    def __post_init__(self):
-        self.headers = self.headers or {}
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 through AWS_ENDPOINT_URL (boto3's own configuration), not in-process mocks.
 
 The one shim: moto 5 implements no placement-group API, so the child process answers those three calls
-locally (tests/aws_fixtures.FakePlacementGroups); the cluster runs with --no-placement-group. Every other
+locally (mxlaunch/testing/aws.py); the cluster runs with --no-placement-group. Every other
 call goes over HTTP to the server.
 """
 from __future__ import annotations
@@ -18,12 +18,10 @@ import pytest
 from aws_fixtures import AMI, CIDR, REGION, TAG
 
 pytestmark = pytest.mark.timeout(120)
-TESTS = Path(__file__).resolve().parent
-SHIM = f"""
+SHIM = """
 import sys
-sys.path.insert(0, {str(TESTS)!r})
 import mxlaunch.infra.aws, mxlaunch.infra.wait
-from aws_fixtures import FakePlacementGroups
+from mxlaunch.testing.aws import FakePlacementGroups
 from mxlaunch.launcher.cli import main
 pgs, original = FakePlacementGroups(), mxlaunch.infra.aws.Aws.client
 def client(self, service):
@@ -31,8 +29,8 @@ def client(self, service):
     pgs.install(c) if service == "ec2" and not getattr(c, "_pg", False) else None
     c._pg = True
     return c
-infra.aws.Aws.client = client
-infra.wait.SLEEP = lambda seconds: None
+mxlaunch.infra.aws.Aws.client = client
+mxlaunch.infra.wait.SLEEP = lambda seconds: None
 main(sys.argv[1:])  # the real `launch` entry point
 """
 

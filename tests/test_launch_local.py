@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from jobs.harness import (PUSHPULL, QUIET_ENV, command_lines, job_id_of, job_processes, read_log, role_pid,
+from mxlaunch.testing.jobs import (PUSHPULL, QUIET_ENV, command_lines, job_id_of, job_processes, read_log, role_pid,
                           run_launch, start_launch, wait_for)
 
 TEARDOWN_LIMIT = 2.0
@@ -292,7 +292,7 @@ def test_any_command_runs_as_every_role_with_coloured_prefixes_on_a_terminal(tmp
     """Not only MXNet programs: every role runs the command; on a terminal the prefixes are coloured."""
     import pty
     import subprocess
-    from jobs.harness import launch_argv
+    from mxlaunch.testing.jobs import launch_argv
     run_dir = str(tmp_path / "plain")
     master, slave = pty.openpty()
     proc = subprocess.Popen(launch_argv("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, "--",

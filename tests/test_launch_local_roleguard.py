@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from jobs.harness import wait_for
+from mxlaunch.testing.jobs import wait_for
 from mxlaunch.launcher import roleguard
 
 GUARD = os.path.abspath(roleguard.__file__)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import trainer_env
-from jobs.harness import job_id_of, job_processes, read_log, run_launch, start_launch
+from mxlaunch.testing.jobs import job_id_of, job_processes, read_log, run_launch, start_launch
 
 EPOCHS, STEPS, BATCH = 10, (6, 9), 32
 TRAIN_EXAMPLES = 1437

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-import testbed
+from mxlaunch.testing import bed as testbed
 from mxlaunch.launcher.hosts import Host
 from mxlaunch.exits import Exit
 from mxlaunch.launcher.ssh import SSHConnectError, SSHOptions, connect_all, resolve

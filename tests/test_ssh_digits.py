@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-import testbed
-from jobs.harness import read_log, run_launch
+from mxlaunch.testing import bed as testbed
+from mxlaunch.testing.jobs import read_log, run_launch
 
 pytestmark = [pytest.mark.skipif(testbed.why_unavailable() is not None, reason=str(testbed.why_unavailable()))]
 

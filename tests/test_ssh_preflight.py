@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-import testbed
-from jobs.harness import run_launch
+from mxlaunch.testing import bed as testbed
+from mxlaunch.testing.jobs import run_launch
 from mxlaunch.exits import Exit
 from mxlaunch.launcher import preflight
 from mxlaunch.launcher.hosts import place

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-import testbed
-from jobs.harness import run_launch
+from mxlaunch.testing import bed as testbed
+from mxlaunch.testing.jobs import run_launch
 
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.skipif(testbed.why_unavailable() is not None, reason=str(testbed.why_unavailable()))]

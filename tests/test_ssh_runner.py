@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-import testbed
-from jobs.harness import (PUSHPULL, QUIET_ENV, command_lines, job_id_of, job_processes, read_log, role_pid,
+from mxlaunch.testing import bed as testbed
+from mxlaunch.testing.jobs import (PUSHPULL, QUIET_ENV, command_lines, job_id_of, job_processes, read_log, role_pid,
                           run_launch, start_launch)
 
 pytestmark = [pytest.mark.skipif(testbed.why_unavailable() is not None, reason=str(testbed.why_unavailable()))]

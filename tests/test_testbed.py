@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-import testbed
+from mxlaunch.testing import bed as testbed
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(testbed.why_unavailable() is not None,
@@ -89,15 +89,14 @@ def test_teardown_happens_even_when_the_test_fails(tmp_path):
     """A failing test that used the fixture: pytest reports the failure and the bed is still gone."""
     inner = tmp_path / "test_inner.py"
     inner.write_text(textwrap.dedent("""
-        import testbed
+        from mxlaunch.testing import bed as testbed
         bed = testbed.bed_fixture(1)
         def test_fails(bed):
             open(%r, "w").write(bed.name)
             assert False, "boom"
     """ % str(tmp_path / "name")))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(inner)],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 1 and "boom" in proc.stdout
     name = (tmp_path / "name").read_text()
     assert name.startswith("mxb")
@@ -105,8 +104,8 @@ def test_teardown_happens_even_when_the_test_fails(tmp_path):
 
 
 def test_a_bed_whose_owner_was_killed_is_swept_by_the_next_run(tmp_path):
-    code = ("import sys, os, signal; sys.path.insert(0, %r); import testbed; b = testbed.up(2); "
-            "print(b.name, flush=True); os.kill(os.getpid(), signal.SIGKILL)" % os.path.dirname(__file__))
+    code = ("import os, signal; from mxlaunch.testing import bed as testbed; b = testbed.up(2); "
+            "print(b.name, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.returncode == -9
     name = proc.stdout.strip()

@@ -4,10 +4,9 @@ import signal
 import subprocess
 import sys
 
-from testbed import wait_for  # noqa: F401  (one bounded poll for every test)
+from mxlaunch.testing.bed import wait_for  # noqa: F401  (re-exported: one bounded poll for every test)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PUSHPULL = os.path.join(ROOT, "tests", "jobs", "pushpull.py")
+PUSHPULL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pushpull.py")  # a trivial dist_sync job
 QUIET_ENV = ["--env", "OMP_NUM_THREADS=1"]
 
 
@@ -17,7 +16,7 @@ def launch_argv(*args):
 
 def start_launch(*args, cwd=None):
     """The launcher as a user starts it: its own process group, so the test can signal it alone."""
-    return subprocess.Popen(launch_argv(*args), cwd=cwd or ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen(launch_argv(*args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=dict(os.environ, NO_COLOR="1"), start_new_session=True)
 
 
