@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 
 
+@enum.unique  # a reused number is an error at import, not a silent alias
 class Exit(enum.IntEnum):
     OK = 0  # every worker exited 0 / the command did what was asked
     FAILED = 1  # a role of the job failed, or a command could not do what was asked
