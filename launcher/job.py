@@ -12,6 +12,7 @@ themselves (ps-lite's finalize) and are stopped if they linger.
 """
 from __future__ import annotations
 
+import enum
 import queue
 import re
 import signal
@@ -24,15 +25,59 @@ from mxlaunch.exits import Exit
 from mxlaunch.launcher import ports
 from mxlaunch.launcher.output import RoleOutputSink
 from mxlaunch.launcher.plan import JobPlan, Role
+from mxlaunch.launcher.roles import SCHEDULER_ID, WORKER
 from mxlaunch.launcher.runner import (Events, RoleEnded, RoleHandle, RoleLaunch, RoleOutput, RoleResult,
                              RoleStarted, Runner)
 
-SIGNAL_REASONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
 SCHEDULER_BOUND = "Bind to role=scheduler"
 # ps-lite (PS_VERBOSE=1) names each node by id once connected; ids are 8 + 2*rank (servers), 9 + 2*rank (workers)
 NODE_CONNECTED = re.compile(rb"\b([WS])\[(\d+)\] is connected to others")
 TICK = 0.05  # longest time an event-free loop waits before looking at its deadlines
 DRAIN_BATCH = 500  # a chatty role must not keep the loop from its deadlines
+
+
+class Reason(enum.Enum):
+    """Why a job ended: its value is summary.json's `reason`; it carries the exit status and the final message."""
+
+    OK = ("ok", Exit.OK, "every worker exited 0")
+    FAILED = ("failed", Exit.FAILED, "not every worker exited 0")
+    TIMEOUT = ("timeout", Exit.TIMEOUT, "the job exceeded --timeout {timeout:g}s; every role was stopped")
+    INTERRUPTED = ("interrupted", Exit.INTERRUPTED, "interrupted; every role was stopped")
+    TERMINATED = ("terminated", Exit.TERMINATED, "terminated; every role was stopped")
+    HUNG_UP = ("hung up", Exit.HUNG_UP, "hung up; every role was stopped")
+
+    def __new__(cls, text: str, exit_status: Exit, message: str):
+        member = object.__new__(cls)
+        member._value_ = text
+        member.exit_status = exit_status
+        member._message = message
+        return member
+
+    @property
+    def imposed(self) -> bool:
+        """Decided from outside (--timeout, a signal), whatever the workers did."""
+        return self not in (Reason.OK, Reason.FAILED)
+
+    def message(self, timeout: Optional[float] = None) -> str:
+        return self._message.format(timeout=timeout)
+
+
+SIGNAL_REASONS = {signal.SIGINT: Reason.INTERRUPTED, signal.SIGTERM: Reason.TERMINATED,
+                  signal.SIGHUP: Reason.HUNG_UP}
+
+
+class Clock:
+    """Job's time and its one wait. Tests pass a fake that moves its time on instead of sleeping."""
+
+    def monotonic(self) -> float:  # for deadlines
+        return time.monotonic()
+
+    def wall(self) -> float:  # for what records show (start, end)
+        return time.time()
+
+    def next_event(self, events: Events, timeout: float):
+        """The next event, after waiting at most `timeout` seconds for one; queue.Empty if none came."""
+        return events.get(timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -52,8 +97,7 @@ class JobSettings:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    status: int
-    reason: str  # ok | failed | timeout | interrupted | terminated | hung up
+    reason: Reason
     plan: JobPlan  # the plan that ran (its port is the one the scheduler bound)
     results: Tuple[RoleResult, ...]
     first_failure: Optional[RoleResult]
@@ -62,6 +106,10 @@ class JobOutcome:
     teardown_started: Optional[float] = None  # wall clock; None when nothing had to be stopped
     notes: Tuple[str, ...] = ()
     ranks: Tuple[Tuple[str, int], ...] = ()  # role name -> MXNet (ps-lite) rank, where ps-lite said
+
+    @property
+    def status(self) -> Exit:
+        return self.reason.exit_status
 
     def rank_of(self, name: str) -> Optional[int]:
         return dict(self.ranks).get(name)
@@ -76,7 +124,7 @@ class _State:
     pids: Dict[str, Tuple[int, float]] = field(default_factory=dict)
     ranks: Dict[str, int] = field(default_factory=dict)
     phase: str = "scheduler"  # scheduler -> running
-    stopping: Optional[str] = None
+    stopping: Optional[Reason] = None  # Reason.OK: every worker succeeded, what lingers is stopped
     first_failure: Optional[RoleResult] = None
     teardown_started: Optional[float] = None
     kill_at: Optional[float] = None
@@ -89,7 +137,8 @@ class _State:
 class Job:
     def __init__(self, make_plan: Callable[[int], JobPlan], first_port: int, runner: Runner,
                  sink: RoleOutputSink, settings: JobSettings = JobSettings(), cwd: Optional[str] = None,
-                 choose_port: Callable[[List[int]], int] = lambda avoid: ports.choose_port(avoid=avoid)):
+                 choose_port: Callable[[List[int]], int] = lambda avoid: ports.choose_port(avoid=avoid),
+                 clock: Clock = Clock()):
         self.make_plan = make_plan
         self.first_port = first_port
         self.runner = runner
@@ -97,6 +146,7 @@ class Job:
         self.settings = settings
         self.cwd = cwd
         self.choose_port = choose_port
+        self.clock = clock
         self.events: Events = Events()
 
     # ------------------------------------------------------------------------------------------ public
@@ -122,7 +172,7 @@ class Job:
             self.state.handles[role.name] = self.runner.start(self._launch(role), self.events)
         except Exception as exc:  # the runner could not even start its guard (ssh refused, ...)
             del self.state.live[role.name]
-            now = time.time()
+            now = self.clock.wall()
             self._ended(RoleResult(name=role.name, kind=role.kind, index=role.index, host=role.host.address,
                                    pid=None, start=now, end=now, exit_code=None, signal=None,
                                    error=f"could not be started: {exc}"))
@@ -134,20 +184,20 @@ class Job:
                 return
             self._start(role)
 
-    def _begin_teardown(self, reason: str) -> None:
+    def _begin_teardown(self, reason: Reason) -> None:
         st = self.state
         if st.stopping:
             return
         st.stopping = reason
-        st.teardown_started = time.time()
-        st.kill_at = time.monotonic() + self.settings.grace + self.settings.kill_wait
+        st.teardown_started = self.clock.wall()
+        st.kill_at = self.clock.monotonic() + self.settings.grace + self.settings.kill_wait
         for name in list(st.live):
             st.handles[name].stop()
 
     def _retry_scheduler(self, result: RoleResult) -> bool:
         """After the scheduler failed: whether it failed to bind and was started again on another port."""
         st = self.state
-        if st.phase != "scheduler" or not ports.bind_failed(self.sink.tail("scheduler")):
+        if st.phase != "scheduler" or not ports.bind_failed(self.sink.tail(SCHEDULER_ID.name)):
             return False
         st.ports_tried.append(st.plan.port)
         if len(st.ports_tried) >= self.settings.port_tries:
@@ -167,18 +217,18 @@ class Job:
         if st.stopping:
             st.results[result.name] = result
             return
-        if result.name == "scheduler" and not result.ok and self._retry_scheduler(result):
+        if result.name == SCHEDULER_ID.name and not result.ok and self._retry_scheduler(result):
             return
         st.results[result.name] = result
         if not result.ok:
             st.first_failure = result
-            self._begin_teardown("failed")
+            self._begin_teardown(Reason.FAILED)
             return
         if st.phase == "scheduler":  # ended cleanly before binding: not an MXNet program; go on
             self._start_rest()
-        workers_left = [n for n in st.live if st.plan.role(n).kind == "worker"]
-        if result.kind == "worker" and not workers_left and st.finishing_at is None:
-            st.finishing_at = time.monotonic() + self.settings.finish_grace
+        workers_left = [n for n in st.live if st.plan.role(n).kind == WORKER]
+        if result.kind == WORKER and not workers_left and st.finishing_at is None:
+            st.finishing_at = self.clock.monotonic() + self.settings.finish_grace
 
     def _handle(self, event) -> None:
         st = self.state
@@ -188,7 +238,7 @@ class Job:
                 found = NODE_CONNECTED.search(event.data)
                 if found:
                     st.ranks[event.name] = (int(found.group(2)) - (9 if found.group(1) == b"W" else 8)) // 2
-            if st.phase == "scheduler" and event.name == "scheduler" and SCHEDULER_BOUND.encode() in event.data:
+            if st.phase == "scheduler" and event.name == SCHEDULER_ID.name and SCHEDULER_BOUND.encode() in event.data:
                 # ps-lite logs this line also after a failed bind (with port=-1), just before it aborts
                 if f"port={st.plan.port},".encode() in event.data:
                     self._start_rest()
@@ -197,22 +247,22 @@ class Job:
         elif isinstance(event, RoleEnded):
             self._ended(event.result)
         elif isinstance(event, SignalReceived):
-            self._begin_teardown(SIGNAL_REASONS.get(event.signum, "terminated"))
+            self._begin_teardown(SIGNAL_REASONS.get(event.signum, Reason.TERMINATED))
 
     # ------------------------------------------------------------------------------------------ loop
     def _run(self) -> JobOutcome:
-        started = time.time()
-        t0 = time.monotonic()
+        started = self.clock.wall()
+        t0 = self.clock.monotonic()
         self.state = st = _State(plan=self.make_plan(self.first_port))
         timeout = st.plan.spec.timeout
         deadline = t0 + timeout if timeout else None
         ready_deadline = t0 + self.settings.ready_timeout
         self._start(st.plan.scheduler)
         while True:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if not st.stopping:
                 if deadline is not None and now >= deadline:
-                    self._begin_teardown("timeout")
+                    self._begin_teardown(Reason.TIMEOUT)
                 elif st.phase == "scheduler" and now >= ready_deadline:
                     note = (f"the scheduler did not report binding port {st.plan.port} within "
                             f"{self.settings.ready_timeout:g}s; starting the other roles anyway")
@@ -220,7 +270,7 @@ class Job:
                     self.sink.notice(note)
                     self._start_rest()
                 elif st.finishing_at is not None and now >= st.finishing_at:
-                    self._begin_teardown("finished")
+                    self._begin_teardown(Reason.OK)
             if not st.live and (st.stopping or st.phase == "running"):
                 break
             if st.stopping and st.kill_at is not None and now >= st.kill_at:
@@ -231,7 +281,7 @@ class Job:
                 self._abandon()
                 break
             try:
-                self._handle(self.events.get(timeout=TICK))
+                self._handle(self.clock.next_event(self.events, TICK))
                 for _ in range(DRAIN_BATCH):  # what is already queued, then the clock again
                     self._handle(self.events.get_nowait())
             except queue.Empty:
@@ -243,26 +293,23 @@ class Job:
         for name, role in list(st.live.items()):
             pid, start = st.pids.get(name, (None, None))
             st.results[name] = RoleResult(name=name, kind=role.kind, index=role.index, host=role.host.address,
-                                          pid=pid, start=start, end=time.time(), exit_code=None, signal=None,
-                                          stopped=st.stopping, error="did not report its end")
+                                          pid=pid, start=start, end=self.clock.wall(), exit_code=None,
+                                          signal=None, stopped=st.stopping.value, error="did not report its end")
             st.notes.append(f"{role.label} on {role.host.address} did not report its end; its guard was killed")
         st.live.clear()
 
     def _outcome(self, started: float) -> JobOutcome:
         st = self.state
         workers = [st.results.get(r.name) for r in st.plan.workers]
-        if st.stopping in ("timeout",):
-            status = Exit.TIMEOUT
-        elif st.stopping in ("interrupted", "terminated", "hung up"):
-            status = {"interrupted": Exit.INTERRUPTED, "terminated": Exit.TERMINATED, "hung up": Exit.HUNG_UP}[st.stopping]
-        elif st.first_failure is not None or not all(w is not None and w.ok for w in workers):
-            status = Exit.FAILED
+        if st.stopping is not None and st.stopping.imposed:
+            reason = st.stopping
+        elif st.first_failure is None and all(w is not None and w.ok for w in workers):
+            reason = Reason.OK
         else:
-            status = Exit.OK
-        reason = st.stopping if st.stopping and st.stopping != "finished" else ("ok" if status == 0 else "failed")
+            reason = Reason.FAILED
         order = [r.name for r in st.plan.roles]
         results = tuple(st.results[n] for n in order if n in st.results)
-        return JobOutcome(status=status, reason=reason, plan=st.plan, results=results,
-                          first_failure=st.first_failure, started=started, ended=time.time(),
+        return JobOutcome(reason=reason, plan=st.plan, results=results,
+                          first_failure=st.first_failure, started=started, ended=self.clock.wall(),
                           teardown_started=st.teardown_started, notes=tuple(st.notes),
                           ranks=tuple(sorted(st.ranks.items())))

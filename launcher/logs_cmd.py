@@ -5,20 +5,28 @@ import os
 import signal
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import click
 
 from mxlaunch.launcher import rundir
+from mxlaunch.launcher.roles import RoleId
 from mxlaunch.errors import UsageError
 from mxlaunch.exits import Exit
 
 FOLLOW_POLL = 0.2  # seconds between looks at the log files while following
 
 
+def _role_id(name: str) -> Optional[RoleId]:
+    try:
+        return RoleId.parse(name)
+    except ValueError:  # a file of another kind in logs/: shown last, under its own name
+        return None
+
+
 def _role_order(name: str):
-    kind, _, index = name.partition("-")
-    return ({"scheduler": 0, "server": 1, "worker": 2}.get(kind, 3), int(index) if index.isdigit() else 0, name)
+    role = _role_id(name)
+    return (0, role) if role is not None else (1, name)
 
 
 def _roles(run_dir: str) -> List[str]:
@@ -29,7 +37,8 @@ def _roles(run_dir: str) -> List[str]:
 
 
 def _label(name: str) -> str:
-    return "[" + name.replace("-", " ") + "] "
+    role = _role_id(name)
+    return f"[{role.label if role is not None else name}] "
 
 
 def _emit(prefix: str, data: bytes) -> None:

@@ -13,6 +13,7 @@ from typing import Deque, Dict, IO, Iterable, List, Optional
 
 from mxlaunch.launcher import rundir
 from mxlaunch.launcher.plan import Role
+from mxlaunch.launcher.roles import SCHEDULER_ID
 
 TAIL_LINES = 15
 # ANSI colours, cycled over the roles; the scheduler and the launcher's own notices get their own.
@@ -43,7 +44,7 @@ class RoleOutputSink:
         if role.name in self.logs:
             return
         label = f"{role.label} @{role.host.address}" if show_host else role.label
-        colour = SCHEDULER_COLOUR if role.kind == "scheduler" else colour
+        colour = SCHEDULER_COLOUR if role.id == SCHEDULER_ID else colour
         self.prefixes[role.name] = self._paint(f"[{label}]", colour) + " "
         self.logs[role.name] = open(rundir.log_path(self.run_dir, role.name), "ab" if self.append else "wb")
         self.tails[role.name] = collections.deque(maxlen=TAIL_LINES)

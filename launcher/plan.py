@@ -12,6 +12,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 from mxlaunch.errors import UsageError
 from mxlaunch.launcher.hosts import Host, place
+from mxlaunch.launcher.roles import RoleId
 
 Env = Tuple[Tuple[str, str], ...]  # ordered, hashable: frozen dataclasses stay frozen
 
@@ -84,14 +85,16 @@ class Role:
     env: Env
 
     @property
+    def id(self) -> RoleId:
+        return RoleId(self.kind, self.index)
+
+    @property
     def name(self) -> str:
-        """File-safe id: scheduler, server-0, worker-1 (logs/<name>.log, --role NAME)."""
-        return self.kind if self.kind == "scheduler" else f"{self.kind}-{self.index}"
+        return self.id.name
 
     @property
     def label(self) -> str:
-        """For people: scheduler, server 0, worker 1."""
-        return self.kind if self.kind == "scheduler" else f"{self.kind} {self.index}"
+        return self.id.label
 
     def env_dict(self) -> Dict[str, str]:
         return dict(self.env)
@@ -170,8 +173,7 @@ def plan_job(spec: JobSpec, job_id: str, run_dir: str, port: int, local_cpus: Op
         workers_per_host[host] = workers_per_host.get(host, 0) + 1
     roles = []
     for kind, index, host in placement.roles():
-        name = kind if kind == "scheduler" else f"{kind}-{index}"
-        env = role_env(kind, host, placement.scheduler, port, spec, job_id, run_dir, name,
+        env = role_env(kind, host, placement.scheduler, port, spec, job_id, run_dir, RoleId(kind, index).name,
                        workers_per_host.get(host, 0), local_cpus if spec.local else None)
         roles.append(Role(kind=kind, index=index, host=host, env=env))
     return JobPlan(spec=spec, job_id=job_id, run_dir=run_dir, port=port, roles=tuple(roles))

@@ -7,8 +7,9 @@ import os
 from typing import List, Optional
 
 from mxlaunch.launcher import rundir
-from mxlaunch.launcher.job import JobOutcome
+from mxlaunch.launcher.job import JobOutcome, Reason
 from mxlaunch.launcher.render import render
+from mxlaunch.launcher.roles import RoleId
 from mxlaunch.launcher.runner import RoleResult
 
 
@@ -30,7 +31,7 @@ def teardown_seconds(outcome: JobOutcome) -> Optional[float]:
     """From the first failure (or the launcher's decision to stop) to the end of the last role."""
     start = outcome.first_failure.end if outcome.first_failure else outcome.teardown_started
     ends = [r.end for r in outcome.results if r.end is not None]
-    if start is None or not ends or outcome.reason == "ok":
+    if start is None or not ends or outcome.reason is Reason.OK:
         return None
     return round(max(0.0, max(ends) - start), 3)
 
@@ -41,7 +42,7 @@ def summary_data(outcome: JobOutcome) -> dict:
     return {
         "job_id": plan.job_id,
         "status": outcome.status,
-        "reason": outcome.reason,
+        "reason": outcome.reason.value,
         "command": list(plan.spec.command),
         "scheduler_port": plan.port,
         "start": _iso(outcome.started),
@@ -80,15 +81,14 @@ def verdict(outcome: JobOutcome) -> str:
     tail = f"; every role stopped {tear:.2f}s later" if tear is not None else ""
     if outcome.first_failure is not None:
         return f"failed: {describe(outcome.first_failure, outcome.rank_of(outcome.first_failure.name))}{tail}"
-    return f"{outcome.reason} after {seconds:.1f}s{tail}"
+    return f"{outcome.reason.value} after {seconds:.1f}s{tail}"
 
 
 def describe(r: RoleResult, mxnet_rank: Optional[int] = None) -> str:
     """'worker 1 (MXNet rank 0) on 127.0.0.1, pid 123: exit code 3'."""
-    name = r.kind if r.kind == "scheduler" else f"{r.kind} {r.index}"
     rank = f" (MXNet rank {mxnet_rank})" if mxnet_rank is not None else ""
     pid = f", pid {r.pid}" if r.pid else ""
-    return f"{name}{rank} on {r.host}{pid}: {r.how()}"
+    return f"{RoleId(r.kind, r.index).label}{rank} on {r.host}{pid}: {r.how()}"
 
 
 def table(outcome: JobOutcome) -> str:
