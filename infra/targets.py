@@ -1,6 +1,7 @@
 """What `launch train --cluster NAME` needs from a cluster, in one call:
 
     cluster_target(name, region=None) -> ClusterTarget
+    ClusterTarget.job_target(workdir, python, ssh) -> the launcher's JobTarget (explicit flags win)
 
 `hosts` are the instances' PRIVATE addresses (what ps-lite roles must use to reach each other: the security
 group admits cluster traffic only between members), one slot each (one worker per host drives every GPU of it
@@ -9,10 +10,11 @@ the ssh config maps each private address to the public one, with the cluster's u
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from mxlaunch.errors import CommandError
 
@@ -20,6 +22,11 @@ from mxlaunch.infra import catalog, state
 from mxlaunch.infra.aws import Aws
 from mxlaunch.infra.record import Instance, find_instances
 from mxlaunch.infra.spec import DEFAULT_SSH_USER, VENV, WORKDIR
+from mxlaunch.launcher import workload
+from mxlaunch.launcher.target import JobTarget, ssh_target
+
+if TYPE_CHECKING:  # paramiko: not for every `launch cluster` command
+    from mxlaunch.launcher.ssh import SSHOptions
 
 
 @dataclass(frozen=True)
@@ -34,10 +41,21 @@ class ClusterTarget:
     ssh_user: str
     ssh_config: Path  # `ssh -F` this; maps private addresses to public ones
     known_hosts: Path
+    env: tuple = ()  # ((KEY, VALUE), ...) every role needs on this instance type (infra/catalog.py role_env)
 
     @property
     def gpus_arg(self) -> str:
-        return ",".join(str(i) for i in range(self.gpus_per_host))
+        return workload.gpus_arg(self.gpus_per_host)
+
+    def job_target(self, workdir: Optional[str], python: Optional[str], ssh: "SSHOptions") -> JobTarget:
+        """The launcher's target: this cluster's hosts, EFS workdir, venv, SSH settings and GPUs. A value
+        the user gave (--workdir, --python, and in `ssh` --ssh-key, --ssh-user, --known-hosts) beats the
+        cluster's; the cluster's ssh config always maps its private addresses."""
+        ssh = dataclasses.replace(ssh, key=ssh.key or (str(self.ssh_key) if self.ssh_key else None),
+                                  user=ssh.user or self.ssh_user, known_hosts=ssh.known_hosts or str(self.known_hosts),
+                                  config_path=str(self.ssh_config))
+        return ssh_target(self.hosts, workdir or self.workdir, python or self.python, ssh,
+                          gpus_per_host=self.gpus_per_host, env=self.env)
 
 
 def ssh_entries(name: str, instances) -> list:
@@ -74,7 +92,8 @@ def cluster_target(name: str, region: Optional[str] = None, aws: Optional[Aws] =
     write_local_files(name, running, user, key)
     hosts = tuple(state.host_for(i.private_ip, user) for i in running if i.private_ip)
     return ClusterTarget(name=name, region=aws.region, hosts=hosts, gpus_per_host=gpus, workdir=WORKDIR,
-                         python=f"{VENV}/bin/python", ssh_key=key, ssh_user=user,
+                         python=f"{VENV}/bin/python", env=tuple(sorted(catalog.role_env(running[0].instance_type).items())),
+                         ssh_key=key, ssh_user=user,
                          ssh_config=state.ssh_config_path(name), known_hosts=state.known_hosts_path(name))
 
 

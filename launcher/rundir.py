@@ -12,8 +12,10 @@ from typing import Optional
 import yaml
 
 from mxlaunch.errors import UsageError
+from mxlaunch.launcher import workload
 from mxlaunch.launcher.plan import JobPlan, masked
 from mxlaunch.launcher.render import render
+from mxlaunch.launcher.target import JobTarget, ssh_target
 
 DEFAULT_PARENT = "runs"
 
@@ -105,27 +107,6 @@ def load_job(run_dir: str) -> dict:
 
 # ------------------------------------------------------------------------------------------------ resume
 
-def _option_value(command, name: str) -> Optional[str]:
-    for i, arg in enumerate(command):
-        if arg == name and i + 1 < len(command):
-            return command[i + 1]
-        if arg.startswith(name + "="):
-            return arg[len(name) + 1:]
-    return None
-
-
-def _without_option(command, name: str) -> list:
-    out, skip = [], False
-    for arg in command:
-        if skip:
-            skip = False
-        elif arg == name:
-            skip = True
-        elif not arg.startswith(name + "="):
-            out.append(arg)
-    return out
-
-
 def newest_checkpoint(prefix: str) -> Optional[int]:
     """The highest N of PREFIX-NNNN.params (MXNet's checkpoint naming), or None."""
     import glob
@@ -138,21 +119,34 @@ def newest_checkpoint(prefix: str) -> Optional[int]:
     return max(numbers) if numbers else None
 
 
-def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None):
-    """(JobSpec, run_dir) to run RUN_DIR's job again with `--load-epoch <newest checkpoint>`."""
+def resume_target(run_dir: str, python: Optional[str] = None, ssh=None) -> JobTarget:
+    """Where RUN_DIR's job ran, from its job.yaml: on this machine, or over SSH on its hosts with this
+    launch's --python and --ssh-* settings (`ssh`, an SSHOptions)."""
     from mxlaunch.launcher.hosts import parse_hostfile_text
+
+    data = load_job(run_dir)
+    hosts = parse_hostfile_text("\n".join(data.get("hosts") or ["127.0.0.1"]), name=job_yaml(run_dir))
+    workdir = data.get("workdir") or os.getcwd()
+    if data.get("mode") == "local":
+        return JobTarget(hosts=hosts, local=True, workdir=workdir)
+    return ssh_target(hosts, workdir, python, ssh)
+
+
+def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, target: Optional[JobTarget] = None):
+    """(JobSpec, run_dir) to run RUN_DIR's job again on `target` (default: its own, resume_target) with
+    `--load-epoch <newest checkpoint>`."""
     from mxlaunch.launcher.plan import MASK, JobSpec
 
     data = load_job(run_dir)
+    target = target or resume_target(run_dir)
     command = [str(a) for a in data["command"]]
-    workdir = data.get("workdir") or os.getcwd()
-    prefix = _option_value(command, "--model-prefix")
+    workdir = target.workdir or os.getcwd()
+    prefix = workload.model_prefix(command)
     if not prefix:
         raise UsageError(f"cannot resume {run_dir}: its command has no --model-prefix, so there are no checkpoints")
     epoch = newest_checkpoint(os.path.join(workdir, prefix))
     if epoch is None:
         raise UsageError(f"cannot resume {run_dir}: no checkpoint {prefix}-NNNN.params in {workdir}")
-    command = _without_option(command, "--load-epoch") + ["--load-epoch", str(epoch)]
     extra = dict(extra_env)
 
     def env_of(key: str) -> tuple:
@@ -169,10 +163,9 @@ def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None):
 
     env, env_worker, env_server = env_of("env"), env_of("env_worker"), env_of("env_server")
     env += tuple(extra.items())
-    local = data.get("mode") == "local"
-    hosts = parse_hostfile_text("\n".join(data.get("hosts") or ["127.0.0.1"]), name=job_yaml(run_dir))
-    spec = JobSpec(command=tuple(command), num_workers=int(data["num_workers"]),
-                   num_servers=int(data["num_servers"]), hosts=hosts, local=local, env=env,
-                   env_worker=env_worker, env_server=env_server, workdir=workdir,
+    num_workers = int(data["num_workers"])
+    spec = JobSpec(command=workload.with_load_epoch(command, epoch), num_workers=num_workers,
+                   num_servers=int(data["num_servers"]), hosts=target.job_hosts(num_workers), local=target.local,
+                   env=env, env_worker=env_worker, env_server=env_server, workdir=workdir,
                    timeout=timeout if timeout is not None else data.get("timeout")).validate()
     return spec, os.path.abspath(run_dir)

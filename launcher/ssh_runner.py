@@ -10,7 +10,7 @@ kills the role's whole process group (TERM, then KILL after the grace). A silent
 (no FIN, no RST) is noticed by the launcher within PING_TIMEOUT s (`Connection.watch`: the job then
 stops every other host); the partitioned host's sshd notices by its own ClientAliveInterval/CountMax.
 
-`runner_from_options(spec, ...)` is what `launch train --hosts/--cluster` calls: it connects to every
+`runner_for(spec, target)` is what `launch train --hosts/--cluster` calls: it connects to every
 host in parallel and runs the preflight (launcher/preflight.py) before any role starts; a failure is a
 per-host table on stderr and a PreflightError (nothing started anywhere).
 """
@@ -20,19 +20,19 @@ import dataclasses
 import ipaddress
 import os
 import secrets
-import sys
 import threading
 import time
 from typing import Callable, Dict, List, Optional
 
 import paramiko
 
-from mxlaunch.launcher import roleguard
+from mxlaunch.launcher.remote import roleguard
 from mxlaunch.errors import UsageError
 from mxlaunch.launcher.hosts import Host, place
 from mxlaunch.launcher.runner import (Events, GuardSession, RoleEnded, RoleHandle, RoleLaunch, RoleResult, Runner,
                              pump_guard_output)
 from mxlaunch.launcher.ssh import Connection, SSHOptions, connect_all, describe_error
+from mxlaunch.launcher.target import JobTarget, default_python
 
 GUARD_EXIT_WAIT = 2.0
 PING_INTERVAL, PING_TIMEOUT = 2.0, 8.0  # a host that answers nothing for PING_TIMEOUT s is lost
@@ -256,13 +256,7 @@ def fetch_run_files(worker_conns: List[Connection], run_dir: Optional[str]) -> L
     return fetched
 
 
-def default_python() -> str:
-    """Without --python: this launcher's own interpreter path, which a shared venv (EFS, the same AMI) has
-    on every host too. The preflight proves it exists and imports mxnet everywhere before anything runs."""
-    return sys.executable
-
-
-def dry_run_text(plan, python: Optional[str], workdir: Optional[str]) -> str:
+def dry_run_text(plan, target: JobTarget, workdir: Optional[str]) -> str:
     """For `--dry-run`: the exact command of every role's channel and what its stdin carries, per host
     (secret-looking values masked). YAML, like job.yaml."""
     import json
@@ -276,32 +270,28 @@ def dry_run_text(plan, python: Optional[str], workdir: Optional[str]) -> str:
         config = {"argv": list(plan.spec.command), "env": masked(role.env_dict()), "cwd": workdir}
         by_host.setdefault(role.host, []).append({"name": role.name,
                                                   "config_json": json.dumps(config, ensure_ascii=False)})
-    command = shlex.join(roleguard.bootstrap_argv(python or default_python()))
+    command = shlex.join(roleguard.bootstrap_argv(target.python or default_python()))
     return render("ssh_commands.j2", remote_command_json=json.dumps(command, ensure_ascii=False),
                   guard_bytes=len(roleguard.bootstrap_payload()),
                   hosts=[{"target_json": json.dumps(h.target), "roles": roles} for h, roles in by_host.items()])
 
 
-def runner_from_options(spec, python: Optional[str] = None, ssh_key: Optional[str] = None,
-                        ssh_user: Optional[str] = None, known_hosts: Optional[str] = None,
-                        accept_new_host_keys: bool = False, plan=None, echo=None,
-                        config_path: Optional[str] = "~/.ssh/config", connect_timeout: float = 10.0) -> SSHRunner:
-    """Build the SSH runner for `launch train --hosts/--cluster`: connect to every host of the job in
-    parallel, run the preflight, and return the runner (or raise PreflightError, nothing started).
+def runner_for(spec, target: JobTarget, plan=None, echo=None) -> SSHRunner:
+    """Build the SSH runner for `launch train --hosts/--cluster/--resume` on `target` (SSH mode): connect to
+    every host of the job in parallel, run the preflight, and return the runner (or raise PreflightError,
+    nothing started).
 
     With `plan` (the JobPlan of the first port) the preflight also proves the scheduler's port is
     reachable from every host before anything starts; without it that check runs just before the
     scheduler starts."""
     from mxlaunch.launcher import preflight
 
-    python = python or default_python()
+    python = target.python or default_python()
     if not os.path.isabs(python):
         raise UsageError(f"--python must be an absolute path on the hosts, got {python!r} "
                          f"(a relative interpreter resolves differently on every host)")
-    options = SSHOptions(key=ssh_key, user=ssh_user, known_hosts=known_hosts, accept_new=accept_new_host_keys,
-                         config_path=config_path, connect_timeout=connect_timeout)
     placement = place(spec.hosts, spec.num_workers, spec.num_servers)
-    connections = connect_all(placement.hosts_used(), options)
+    connections = connect_all(placement.hosts_used(), target.ssh or SSHOptions())
     checks = preflight.Checks.from_spec(spec, python, placement)
     try:
         report = preflight.run(connections, checks, plan=plan)

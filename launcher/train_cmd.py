@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-from typing import Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import click
 
-from mxlaunch.launcher import ports, rundir
+from mxlaunch.launcher import ports, rundir, workload
 from mxlaunch.errors import CommandError, UsageError
-from mxlaunch.launcher.hosts import Host, parse_hosts
 from mxlaunch.launcher.job import Job, JobOutcome, JobSettings
 from mxlaunch.launcher.plan import JobSpec, parse_env_pair, plan_job
+from mxlaunch.launcher.target import JobTarget, hosts_target, local_target
+
+if TYPE_CHECKING:
+    from mxlaunch.launcher.ssh import SSHOptions
 
 
 
@@ -33,44 +34,39 @@ def _local_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _resolve_local_command(command: Tuple[str, ...]) -> Tuple[str, ...]:
-    """`trainer`, `python` ... found on PATH, or else beside this launcher's interpreter (an
-    un-activated venv), so that `.venv/bin/launch train --local -- trainer fit ...` just works."""
-    if not command or os.sep in command[0] or shutil.which(command[0]):
-        return command
-    sibling = os.path.join(os.path.dirname(sys.executable), command[0])
-    return ((sibling,) + command[1:]) if os.access(sibling, os.X_OK) else command
+def _ssh_options(key: Optional[str], user: Optional[str], known_hosts: Optional[str],
+                 accept_new: bool) -> "SSHOptions":
+    from mxlaunch.launcher.ssh import SSHOptions  # imports paramiko: SSH mode only
+
+    return SSHOptions(key=key, user=user, known_hosts=known_hosts, accept_new=accept_new)
 
 
-def _make_runner(spec: JobSpec, options: dict):
-    if spec.local:
-        from mxlaunch.launcher.local_runner import LocalRunner
-        return LocalRunner()
-    try:  # SSH mode lives in its own module (another part of the launcher)
-        from mxlaunch.launcher.ssh_runner import runner_from_options
-    except ImportError as exc:
-        raise CommandError("--hosts/--cluster: SSH mode is not available in this build") from exc
-    return runner_from_options(spec=spec, **options)
-
-
-def _hosts_for(local: bool, hosts: Optional[str], cluster: Optional[str]) -> Tuple[Host, ...]:
+def _target(local: bool, hosts: Optional[str], cluster: Optional[str], workdir: Optional[str],
+            python: Optional[str], ssh: Optional["SSHOptions"]) -> JobTarget:
+    """Exactly one of --local, --hosts, --cluster, resolved to where the job runs."""
     chosen = [name for name, given in (("--local", local), ("--hosts", hosts), ("--cluster", cluster)) if given]
     if len(chosen) != 1:
         raise UsageError("choose where the job runs: exactly one of --local, --hosts FILE|h1,h2, --cluster NAME"
                          + (f" (got {' and '.join(chosen)})" if chosen else ""))
     if local:
-        return (Host.loopback(),)
+        return local_target(workdir)
     if hosts:
-        return parse_hosts(hosts)
-    return ()  # --cluster: the hosts come from the cluster's tags
+        return hosts_target(hosts, workdir, python, ssh)
+    # hosts, interpreter, EFS workdir, SSH settings and GPUs from the cluster's tags; the CLI is where
+    # `launch train` meets infra, nothing below it imports infra
+    from mxlaunch.infra.targets import cluster_target
+
+    return cluster_target(cluster).job_target(workdir, python, ssh)
 
 
-def _with_cluster_gpus(command: Tuple[str, ...], gpus_arg: str) -> Tuple[str, ...]:
-    """A trainer command on a GPU cluster gets every GPU of its host unless it names its own --gpus."""
-    is_trainer = any(os.path.basename(word) in ("trainer", "mxlaunch.trainer") for word in command[:3])  # trainer, .venv/bin/trainer, -m mxlaunch.trainer
-    if not gpus_arg or not is_trainer or any(w == "--gpus" or w.startswith("--gpus=") for w in command):
-        return command
-    return command + ("--gpus", gpus_arg)
+def _make_runner(spec: JobSpec, target: JobTarget, plan):
+    if target.local:
+        from mxlaunch.launcher.local_runner import LocalRunner
+        return LocalRunner()
+    from mxlaunch.launcher.ssh_runner import runner_for
+
+    # the preflight proves the scheduler's port reachable from every host, so it takes the plan
+    return runner_for(spec, target, plan=plan)
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -107,40 +103,30 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
     launch train --local -n 2 -s 1 -- trainer fit --network resnet ...
     launch train --resume runs/20260101-120000-ab12cd34
     """
-    ssh_options = {"python": python, "ssh_key": ssh_key, "ssh_user": ssh_user, "known_hosts": known_hosts,
-                   "accept_new_host_keys": accept_new_host_keys}
     if grace <= 0:
         raise UsageError(f"--grace must be positive, got {grace:g}")
+    ssh = None if local else _ssh_options(ssh_key, ssh_user, known_hosts, accept_new_host_keys)
     if resume_dir:
         if command or num_workers is not None or num_servers is not None or local or hosts or cluster or run_dir:
             raise UsageError("--resume RUN_DIR takes the job from RUN_DIR/job.yaml: give no command, -n, -s, "
                              "--run-dir or --local/--hosts/--cluster with it")
-        spec, run_dir = rundir.resume_spec(resume_dir, extra_env=_env_pairs(env, "--env"), timeout=timeout)
+        target = rundir.resume_target(resume_dir, python, ssh)
+        spec, run_dir = rundir.resume_spec(resume_dir, extra_env=_env_pairs(env, "--env"), timeout=timeout,
+                                           target=target)
         job_id = rundir.load_job(run_dir).get("job_id") or rundir.new_job_id()
     else:
-        job_hosts = _hosts_for(local, hosts, cluster)
-        if cluster:  # hosts, interpreter, EFS workdir, SSH settings and GPUs all come from the cluster's tags
-            from mxlaunch.infra.targets import cluster_target
-
-            target = cluster_target(cluster)
-            job_hosts, workdir = target.hosts, workdir or target.workdir
-            python = python or target.python
-            ssh_options.update(python=python, ssh_key=ssh_key or (str(target.ssh_key) if target.ssh_key else None),
-                               ssh_user=ssh_user or target.ssh_user,
-                               known_hosts=known_hosts or str(target.known_hosts),
-                               config_path=str(target.ssh_config))
-            command = _with_cluster_gpus(tuple(command), target.gpus_arg)
+        target = _target(local, hosts, cluster, workdir, python, ssh)
         if num_workers is None:
             raise UsageError("-n/--num-workers is required")
+        command = workload.with_gpus(command, target.gpus_per_host)
         if not command:
             raise UsageError("missing command: put it after '--', e.g. launch train --local -n 2 -- python train.py")
-        spec = JobSpec(command=_resolve_local_command(tuple(command)) if local else tuple(command),
+        spec = JobSpec(command=workload.resolve_program(command) if target.local else command,
                        num_workers=num_workers,
                        num_servers=num_servers if num_servers is not None else num_workers,
-                       hosts=(Host.loopback(slots=num_workers),) if local else job_hosts, local=local,
-                       env=_env_pairs(env, "--env"), env_worker=_env_pairs(env_worker, "--env-worker"),
-                       env_server=_env_pairs(env_server, "--env-server"),
-                       workdir=os.path.abspath(workdir) if workdir and local else workdir,
+                       hosts=target.job_hosts(num_workers), local=target.local,
+                       env=target.env + _env_pairs(env, "--env"), env_worker=_env_pairs(env_worker, "--env-worker"),
+                       env_server=_env_pairs(env_server, "--env-server"), workdir=target.workdir,
                        timeout=timeout).validate()
         job_id = rundir.new_job_id()
         run_dir = run_dir or rundir.default_run_dir(job_id)
@@ -154,14 +140,13 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
     first_port = scheduler_port or ports.choose_port()
     if dry_run:
         click.echo(rundir.render_plan(make_plan(first_port), cwd), nl=False)
-        if not spec.local:  # SSH mode: the exact command and stdin of every role, per host
+        if not target.local:  # SSH mode: the exact command and stdin of every role, per host
             from mxlaunch.launcher.ssh_runner import dry_run_text
-            click.echo(dry_run_text(make_plan(first_port), python, cwd), nl=False)
+            click.echo(dry_run_text(make_plan(first_port), target, cwd), nl=False)
         return
     if not resume_dir:
         rundir.refuse_used(run_dir)
-    # SSH mode: the preflight proves the scheduler's port reachable from every host, so it needs the plan
-    runner = _make_runner(spec, ssh_options if spec.local else dict(ssh_options, plan=make_plan(first_port)))
+    runner = _make_runner(spec, target, make_plan(first_port))
     try:  # only now: a preflight that refuses the job leaves no empty run directory behind
         rundir.prepare(run_dir, resume=bool(resume_dir))
     except BaseException:
@@ -204,8 +189,4 @@ def _final_message(outcome: JobOutcome) -> str:
         from mxlaunch.launcher.summary import describe
         failure = outcome.first_failure
         return f"{describe(failure, outcome.rank_of(failure.name))}; every other role was stopped {where}"
-    if outcome.reason == "timeout":
-        return f"the job exceeded --timeout {outcome.plan.spec.timeout:g}s; every role was stopped {where}"
-    if outcome.reason in ("interrupted", "terminated", "hung up"):
-        return f"{outcome.reason}; every role was stopped {where}"
-    return f"not every worker exited 0 {where}"
+    return f"{outcome.reason.message(outcome.plan.spec.timeout)} {where}"

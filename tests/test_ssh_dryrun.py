@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from mxlaunch.launcher import roleguard
+from mxlaunch.launcher.remote import roleguard
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,0 +1,118 @@
+"""The workload's command line: everything the launcher reads from it or adds to it, with one option rule.
+
+    data_files(cmd)          input files the preflight looks for on worker hosts (values of --data-*)
+    script_files(cmd)        the program and a `python script.py`'s script (looked for on every host)
+    with_gpus(cmd, n)        a trainer command on a cluster gets --gpus 0,...,n-1 unless it names its own
+    model_prefix(cmd)        where --resume looks for checkpoints
+    with_load_epoch(cmd, n)  the same command resuming from epoch n
+    resolve_program(cmd)     `trainer`, `python` ... found beside this launcher's interpreter (--local)
+
+An option's value is the next word (`--opt value`) or what follows '=' (`--opt=value`); when the option is
+given more than once the last one counts. This is how click (the trainer) and argparse (MXNet's example
+scripts) read an option that takes a value.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import Iterator, Optional, Sequence, Tuple
+
+Command = Sequence[str]
+DATA_OPTION_PREFIX = "--data-"  # option values that name input files (MXNet's --data-train/--data-val)
+NOT_DATA_FILES = ("--data-nthreads",)  # a --data-* option whose value is a count, not a file
+TRAINER_NAMES = ("trainer", "mxlaunch.trainer")  # `trainer`, `.venv/bin/trainer`, `python -m mxlaunch.trainer`
+
+
+def _occurrences(command: Command, wanted) -> Iterator[Tuple[int, int, str, Optional[str]]]:
+    """(first word, past last word, name, value or None) of every option whose name `wanted` accepts."""
+    words = list(command)
+    i = 0
+    while i < len(words):
+        name, eq, value = words[i].partition("=")
+        if not (name.startswith("--") and wanted(name)):
+            i += 1
+        elif eq:
+            yield i, i + 1, name, value
+            i += 1
+        elif i + 1 < len(words):
+            yield i, i + 2, name, words[i + 1]
+            i += 2
+        else:  # the last word, with no value after it
+            yield i, i + 1, name, None
+            i += 1
+
+
+def has_option(command: Command, name: str) -> bool:
+    return any(_occurrences(command, lambda n: n == name))
+
+
+def option_value(command: Command, name: str) -> Optional[str]:
+    """The value the program sees for `name` (the last one given), or None."""
+    values = [value for _, _, _, value in _occurrences(command, lambda n: n == name)]
+    return values[-1] if values else None
+
+
+def without_option(command: Command, name: str) -> Tuple[str, ...]:
+    """The command with every `name` and its value taken out."""
+    words, drop = list(command), set()
+    for start, end, _, _ in _occurrences(words, lambda n: n == name):
+        drop.update(range(start, end))
+    return tuple(w for i, w in enumerate(words) if i not in drop)
+
+
+def data_files(command: Command) -> Tuple[str, ...]:
+    """Input files named in the command: values of --data-* options (`--data-train X`, `--data-train=X`)."""
+    def is_data(name: str) -> bool:
+        return name.startswith(DATA_OPTION_PREFIX) and name not in NOT_DATA_FILES
+
+    found = [value for _, _, _, value in _occurrences(command, is_data) if value]
+    return tuple(dict.fromkeys(found))
+
+
+def script_files(command: Command) -> Tuple[str, ...]:
+    """The program itself when it is a path (`/x/bin/trainer`) and a `python script.py`'s script."""
+    found = []
+    if command and os.sep in command[0]:
+        found.append(command[0])
+    if len(command) > 1 and os.path.basename(command[0]).startswith("python") and command[1].endswith(".py"):
+        found.append(command[1])
+    return tuple(found)
+
+
+def is_trainer(command: Command) -> bool:
+    """`trainer ...`, `.venv/bin/trainer ...` or `python -m mxlaunch.trainer ...`."""
+    return any(os.path.basename(word) in TRAINER_NAMES for word in command[:3])
+
+
+def gpus_arg(gpus_per_host: int) -> str:
+    """`--gpus` for every GPU of a host: 0,1,...,n-1 ('' without GPUs)."""
+    return ",".join(str(i) for i in range(gpus_per_host))
+
+
+def with_gpus(command: Command, gpus_per_host: int) -> Tuple[str, ...]:
+    """A trainer command on a GPU cluster gets every GPU of its host unless it names its own --gpus."""
+    command = tuple(command)
+    if gpus_per_host < 1 or not is_trainer(command) or has_option(command, "--gpus"):
+        return command
+    return command + ("--gpus", gpus_arg(gpus_per_host))
+
+
+def model_prefix(command: Command) -> Optional[str]:
+    """The checkpoint prefix (MXNet's PREFIX-symbol.json, PREFIX-NNNN.params), or None."""
+    return option_value(command, "--model-prefix")
+
+
+def with_load_epoch(command: Command, epoch: int) -> Tuple[str, ...]:
+    """The same command, resuming from checkpoint `epoch` (any --load-epoch it had is replaced)."""
+    return without_option(command, "--load-epoch") + ("--load-epoch", str(epoch))
+
+
+def resolve_program(command: Command) -> Tuple[str, ...]:
+    """`trainer`, `python` ... found on PATH, or else beside this launcher's interpreter (an
+    un-activated venv), so that `.venv/bin/launch train --local -- trainer fit ...` just works."""
+    command = tuple(command)
+    if not command or os.sep in command[0] or shutil.which(command[0]):
+        return command
+    sibling = os.path.join(os.path.dirname(sys.executable), command[0])
+    return ((sibling,) + command[1:]) if os.access(sibling, os.X_OK) else command
