@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Optional
 
-from mxlaunch.launcher import roleguard
+from mxlaunch.launcher.remote import roleguard
 from mxlaunch.launcher.plan import MARKER_KEY
 from mxlaunch.launcher.runner import Events, GuardSession, RoleHandle, RoleLaunch, Runner, pump_guard_output
 

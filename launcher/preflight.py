@@ -5,6 +5,7 @@ the same mxnet version everywhere; the workdir exists; every role's DMLC_NODE_HO
 that host; the training script and the data files named in the command exist (data: on every worker
 host); the scheduler's port is reachable from every host (a short-lived listener on the scheduler's host
 at the scheduler's address and port; every host connects to it, bounded).
+The programs that run on the hosts are launcher/remote/host_check.py and port_listener.py.
 
 A failure is a per-host table on stderr and a `PreflightError` (exit 3), with nothing started anywhere.
 """
@@ -15,108 +16,22 @@ import os
 import select
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from mxlaunch.errors import CommandError
 from mxlaunch.exits import Exit
+from mxlaunch.launcher import workload
 from mxlaunch.launcher.hosts import Host, Placement
+from mxlaunch.launcher.remote import host_check, port_listener, source
 from mxlaunch.launcher.ssh import Connection, HostResults, parallel
 
 CHECK_TIMEOUT = 60.0  # one host's checks (importing mxnet on a busy host takes seconds)
 PROBE_TIMEOUT = 3.0  # connecting to the scheduler's port
 LISTEN_READY_TIMEOUT = 15.0
-DATA_OPTION_PREFIXES = ("--data-",)  # option values that name input files (MXNet's --data-train/--data-val)
-
-# Runs on each host with the job's interpreter; its request arrives on stdin as one JSON line.
-CHECK_SCRIPT = r"""
-import json, os, socket, sys
-req = json.loads(sys.stdin.readline())
-out = {"python": sys.version.split()[0]}
-base = req["workdir"] or os.getcwd()
-out["workdir"] = os.path.isdir(base)
-out["missing"] = [f for f in req["files"] if not os.path.exists(os.path.join(base, f))]
-bad = []
-for addr in req["bind"]:
-    try:
-        s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
-        s.bind((addr, 0)); s.close()
-    except OSError as e:
-        bad.append("%s (%s)" % (addr, e.strerror))
-out["bind"] = bad
-if req["probe"]:
-    addr, port = req["probe"]
-    try:
-        socket.create_connection((addr, port), timeout=req["probe_timeout"]).close()
-        out["probe"] = "ok"
-    except socket.timeout:
-        out["probe"] = "timed out after %gs (a firewall or security group drops it?)" % req["probe_timeout"]
-    except OSError as e:
-        out["probe"] = e.strerror or str(e)
-try:
-    if req["full"]:
-        import mxnet
-        out["mxnet"] = mxnet.__version__
-except BaseException as e:
-    out["mxnet_error"] = "%s: %s" % (type(e).__name__, " ".join(str(e).split())[:200])
-sys.stdout.write("@@preflight " + json.dumps(out) + "\n")
-"""
-
-# Holds the scheduler's address:port open while the other hosts probe it; exits on stdin EOF.
-LISTEN_SCRIPT = r"""
-import os, select, socket, sys, time
-addr, port = sys.argv[1], int(sys.argv[2])
-s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
-try:
-    s.bind((addr, port)); s.listen(128)
-except OSError as e:
-    sys.stdout.write("@@listen failed %s\n" % (e.strerror or e)); sys.stdout.flush(); sys.exit(1)
-sys.stdout.write("@@listen ready\n"); sys.stdout.flush()
-conns, deadline = [], time.time() + 120
-while time.time() < deadline:
-    r, _, _ = select.select([s, 0] + conns, [], [], 1.0)
-    if 0 in r and not os.read(0, 4096):
-        break
-    if s in r:
-        conns.append(s.accept()[0])
-    for c in [c for c in conns if c in r]:
-        if not c.recv(1):  # the prober closes first: no TIME_WAIT on the scheduler's port
-            c.close(); conns.remove(c)
-for c in conns:
-    c.close()
-s.close()
-"""
 
 
 class PreflightError(CommandError):
     exit_code = Exit.PREFLIGHT
-
-
-def data_files(command: Sequence[str]) -> Tuple[str, ...]:
-    """Input files named in the command: values of --data-* options (`--data-train X`, `--data-train=X`)."""
-    found: List[str] = []
-    args = list(command)
-    for i, arg in enumerate(args):
-        if not arg.startswith(DATA_OPTION_PREFIXES):
-            continue
-        if "=" in arg:
-            value = arg.split("=", 1)[1]
-        elif i + 1 < len(args) and not args[i + 1].startswith("-"):
-            value = args[i + 1]
-        else:
-            continue
-        if value and value not in found:
-            found.append(value)
-    return tuple(found)
-
-
-def script_files(command: Sequence[str]) -> Tuple[str, ...]:
-    """The program itself when it is a path (`/x/bin/trainer`) and a `python script.py`'s script."""
-    found = []
-    if command and os.sep in command[0]:
-        found.append(command[0])
-    if len(command) > 1 and os.path.basename(command[0]).startswith("python") and command[1].endswith(".py"):
-        found.append(command[1])
-    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -139,7 +54,7 @@ class Checks:
         # the roles run in --workdir, else in the launcher's own current directory (launch train's cwd)
         return cls(python=python, workdir=spec.workdir or os.getcwd(), scheduler=placement.scheduler,
                    worker_hosts=tuple(dict.fromkeys(placement.workers)),
-                   script_files=script_files(spec.command), data_files=data_files(spec.command),
+                   script_files=workload.script_files(spec.command), data_files=workload.data_files(spec.command),
                    node_hosts=tuple((h, (a,)) for h, a in nodes.items()))
 
     def files_for(self, host: Host) -> Tuple[str, ...]:
@@ -224,7 +139,7 @@ class _Listener:
     """The scheduler's port held open on the scheduler's host while the others probe it."""
 
     def __init__(self, conn: Connection, python: str, address: str, port: int):
-        self.channel = conn.open_channel([python, "-u", "-c", LISTEN_SCRIPT, address, str(port)])
+        self.channel = conn.open_channel([python, "-u", "-c", source("port_listener"), address, str(port)])
         self.error: Optional[str] = None
         deadline = time.monotonic() + LISTEN_READY_TIMEOUT
         buf = b""
@@ -240,8 +155,9 @@ class _Listener:
                 break
             select.select([self.channel], [], [], 0.05)
         line = buf.decode(errors="replace").strip()
-        if line.startswith("@@listen failed"):
-            self.error = f"cannot listen on {address}:{port} on the scheduler's host: {line.split(' ', 2)[2]}"
+        if line.startswith(port_listener.FAILED):
+            reason = line[len(port_listener.FAILED):].strip()
+            self.error = f"cannot listen on {address}:{port} on the scheduler's host: {reason}"
 
     def close(self) -> None:
         try:
@@ -256,9 +172,9 @@ def _check_host(conn: Connection, row: HostCheck, checks: Checks, probe: Optiona
     request = {"workdir": checks.workdir, "files": list(checks.files_for(row.host)) if full else [],
                "bind": list(checks.binds_for(row.host, resolve)) if full else [],
                "probe": list(probe) if probe else None, "probe_timeout": PROBE_TIMEOUT, "full": full}
-    rc, out, err = conn.run([checks.python, "-c", CHECK_SCRIPT], timeout=CHECK_TIMEOUT,
+    rc, out, err = conn.run([checks.python, "-c", source("host_check")], timeout=CHECK_TIMEOUT,
                             stdin=(json.dumps(request) + "\n").encode())
-    result = _parse_marker(out, "@@preflight")
+    result = _parse_marker(out, host_check.MARKER)
     if result is None:
         row.python = "FAIL"
         row.problems.append(_interpreter_problem(checks.python, rc, err))

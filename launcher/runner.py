@@ -1,6 +1,6 @@
 """The Runner seam: how the job lifecycle starts roles, without knowing where they run.
 
-A `Runner` starts each role under a roleguard (launcher/roleguard.py) — a local process, or one at
+A `Runner` starts each role under a roleguard (launcher/remote/roleguard.py) — a local process, or one at
 the end of an SSH channel — and returns a `RoleHandle`. Everything a role does comes back as events
 on one queue, in order: `RoleStarted`, `RoleOutput` (one line), then exactly one `RoleEnded` carrying
 its `RoleResult`. `pump_guard_output` turns a guard's stdout into those events and is shared by every
@@ -12,10 +12,10 @@ import abc
 import queue
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO, Callable, Optional, Tuple
 
-from mxlaunch.launcher import roleguard
+from mxlaunch.launcher.remote import roleguard
 from mxlaunch.launcher.plan import Role
 
 Events = queue.SimpleQueue  # put() is reentrant: safe from signal handlers and from pump threads
@@ -113,7 +113,6 @@ class GuardSession:
     role_pid: Optional[int] = None
     start: Optional[float] = None
     ended: bool = False
-    extra: dict = field(default_factory=dict)
 
     def config_line(self) -> bytes:
         """The guard's first stdin line (roleguard protocol): env travels here, never on a command line."""

@@ -64,14 +64,6 @@ def parse_control_line(line, token):
         return None
 
 
-def exit_status(payload):
-    """The guard's exit status for an `exit` payload: code, or 128 + signal."""
-    if payload.get("signal"):
-        return 128 + int(payload["signal"])
-    code = payload.get("code")
-    return GUARD_FAILED if code is None else int(code)
-
-
 # This source runs remotely by `python -c BOOTSTRAP` reading "<length>\n<source>" from stdin with
 # os.read (never more than asked), so the config line that follows stays unread for the guard.
 BOOTSTRAP = (
