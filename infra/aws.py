@@ -183,10 +183,6 @@ class Aws:
         except (bce.ClientError, bce.BotoCoreError) as exc:
             raise translate(exc, name) from exc
 
-    def check_credentials(self) -> str:
-        """Fail early, before anything is created, when no usable credentials exist. Returns the account."""
-        return self.call("sts", "get_caller_identity").get("Account", "?")
-
     # --dry-run: what a create call would have returned, with placeholder ids.
     def _fake(self, op: str, params: dict) -> dict:
         n = next(self._fake_ids)

@@ -11,7 +11,7 @@ from mxlaunch.launcher.render import render
 
 from mxlaunch.infra import state, teardown, wait
 from mxlaunch.infra.aws import Aws, AwsError, CapacityUnavailable
-from mxlaunch.infra.record import ClusterRecord, Instance, creation_token, discover, find_instances, tag_spec, tags
+from mxlaunch.infra.record import ClusterRecord, Instance, creation_token, find_instances, tag_spec, tags
 from mxlaunch.infra.spec import DLAMI_PARAMETER, EFS_ROOT, VENV, ClusterSpec
 
 RUNNING_TIMEOUT = 900.0
@@ -342,7 +342,3 @@ def wait_running(aws: Aws, name: str, ids, echo, timeout: float = RUNNING_TIMEOU
                       timeout=timeout, interval=INTERVAL, what=f"{len(ids)} instance(s) of {name} to run",
                       progress=show)
     return tuple(found)
-
-
-def refresh(aws: Aws, name: str) -> ClusterRecord:
-    return discover(aws, name)

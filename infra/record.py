@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from mxlaunch.infra.aws import Aws
@@ -71,7 +71,6 @@ class ClusterRecord:
     mount_targets: tuple = ()  # (mount target id, subnet id)
     vpc_id: Optional[str] = None
     ssh_cidrs: tuple = ()  # what the cluster group admits on port 22 today
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def live(self) -> tuple:
@@ -81,9 +80,6 @@ class ClusterRecord:
     def empty(self) -> bool:
         return not (self.instances or self.security_group or self.efs_security_group or self.key_name
                     or self.placement_group or self.file_system)
-
-    def efs_dns(self) -> Optional[str]:
-        return f"{self.file_system}.efs.{self.region}.amazonaws.com" if self.file_system else None
 
 
 def _sort_key(i: Instance):

@@ -6,7 +6,7 @@ from typing import Callable, List
 
 from mxlaunch.infra import state, wait
 from mxlaunch.infra.aws import Aws, AwsError
-from mxlaunch.infra.record import ClusterRecord, discover, find_instances
+from mxlaunch.infra.record import ClusterRecord, find_instances
 
 TERMINATE_TIMEOUT = 600.0
 DELETE_TIMEOUT = 300.0
@@ -116,12 +116,18 @@ def remove(aws: Aws, record: ClusterRecord, echo, remove_local_key: bool) -> Lis
     return removed
 
 
-def down(aws: Aws, name: str, echo) -> List[str]:
-    record = discover(aws, name)
-    removed = remove(aws, record, echo, remove_local_key=bool(record.key_name))
-    if not aws.dry_run:
-        meta = state.read_meta(name)
-        if not meta or meta.get("region") in (None, aws.region):
-            if state.remove_dir(name) and not removed:
-                removed.append(f"local state {state.cluster_dir(name)}")
+def down(aws: Aws, record: ClusterRecord, echo) -> List[str]:
+    """`launch cluster down`: remove what `record` holds, then the cluster's local state (key, hostfile,
+    ssh config) only when the cluster was recorded in the region searched: a `down --region` of another
+    region never deletes the key of a cluster that still runs elsewhere. One line per removed thing."""
+    recorded = state.read_meta(record.name).get("region")
+    own = recorded in (None, aws.region)
+    removed = remove(aws, record, echo, remove_local_key=own and bool(record.key_name))
+    if aws.dry_run:
+        return removed
+    if own:
+        state.remove_dir(record.name)
+    elif state.cluster_dir(record.name).exists():
+        echo(f"kept the local state {state.cluster_dir(record.name)}: cluster {record.name} is recorded "
+             f"in {recorded}, not {aws.region}")
     return removed

@@ -142,11 +142,10 @@ class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
 class Connection:
     """One authenticated SSH connection to one host. Thread-safe: roles open channels concurrently."""
 
-    def __init__(self, endpoint: Endpoint, client: paramiko.SSHClient, ip: str, seconds: float):
+    def __init__(self, endpoint: Endpoint, client: paramiko.SSHClient, ip: str):
         self.endpoint = endpoint
         self.client = client
         self.ip = ip  # the address we actually reached (use for DMLC_NODE_HOST when the name is not an IP)
-        self.seconds = seconds  # time to connect and authenticate
         self.timeout = 10.0
         self.lost: Optional[str] = None  # why the liveness watch gave the connection up
         self._closed = threading.Event()
@@ -293,7 +292,6 @@ def describe_error(exc: BaseException, endpoint: Optional[Endpoint] = None, time
 def connect(host: Host, options: SSHOptions, config: Optional[paramiko.SSHConfig] = None) -> Connection:
     """Open and authenticate one connection (bounded by options.connect_timeout). Raises on failure."""
     endpoint = resolve(host, options, config)
-    started = time.monotonic()
     timeout = options.connect_timeout
     sock = socket.create_connection((endpoint.hostname, endpoint.port), timeout=timeout)
     client = paramiko.SSHClient()
@@ -317,7 +315,7 @@ def connect(host: Host, options: SSHOptions, config: Optional[paramiko.SSHConfig
         client.close()  # stops the transport thread before the socket goes
         sock.close()
         raise
-    conn = Connection(endpoint, client, ip, time.monotonic() - started)
+    conn = Connection(endpoint, client, ip)
     conn.timeout = timeout
     conn._reconnect = lambda: connect(host, options, config)
     return conn
