@@ -1,29 +1,51 @@
-"""`launch`: the command-line entry point. Each subcommand lives in its own module."""
+"""`launch`: the command-line entry point. Each subcommand lives in its own module, imported only when it runs."""
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from mxlaunch.errors import run_cli
 
+# name -> (module, attribute, summary). `launch --help` lists the summaries from here, so that it imports no
+# subcommand (`cluster` brings boto3); each summary is the first paragraph of its command's docstring
+# (tests/test_layers.py keeps them equal).
+SUBCOMMANDS = {
+    "cluster": ("mxlaunch.infra.cli", "cluster",
+                "EC2 GPU clusters with shared EFS: up, down, status, list, hostfile, ssh, types."),
+    "logs": ("mxlaunch.launcher.logs_cmd", "logs", "Print the logs of a run, each line prefixed with its role."),
+    "plot": ("mxlaunch.launcher.plot_cmd", "plot",
+             "Plot accuracy per epoch of one or more runs (one legend entry per run)."),
+    "train": ("mxlaunch.launcher.train_cmd", "train",
+              "Run COMMAND as every role of an MXNet parameter-server job (1 scheduler, S servers, N workers)."),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported from SUBCOMMANDS on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in SUBCOMMANDS:
+            return None
+        module, attribute, _ = SUBCOMMANDS[name]
+        return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own version imports every subcommand for its summary; the same rows, from the table
+        limit = formatter.width - 6 - max(len(name) for name in SUBCOMMANDS)
+        rows = [(name, click.Command(name, help=SUBCOMMANDS[name][2]).get_short_help_str(limit))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mxlaunch")
 def cli() -> None:
     """Run MXNet parameter-server jobs locally, over SSH, or on an EC2 cluster."""
-
-
-def _register() -> None:
-    # Imported here so that `launch --help` stays fast and each command keeps its own module.
-    from mxlaunch.launcher.train_cmd import train
-    from mxlaunch.launcher.logs_cmd import logs
-    from mxlaunch.launcher.plot_cmd import plot
-    from mxlaunch.infra.cli import cluster
-
-    for command in (train, logs, plot, cluster):
-        cli.add_command(command)
-
-
-_register()
 
 
 def main(args=None) -> None:
