@@ -1,73 +1,124 @@
-"""Instance catalog: GPUs per EC2 type, on-demand price estimates, and the retired types users still type.
+"""Instance catalog: per EC2 GPU type its GPUs (model, memory, compute capability), whether the MXNet wheel
+the cluster installs can run them, on-demand price estimates, and the retired types users still type.
 
-Prices are ESTIMATES: us-east-1 Linux on-demand list prices (USD/hour) as published by AWS; they differ by
-region, change over time, and spot is usually cheaper. `None` means we know no reliable public price.
+GPU counts, models and memory: AWS's DescribeInstanceTypes (tests/test_catalog.py checks them against moto's
+copy of it). Compute capability: NVIDIA's CUDA GPU list. Prices are ESTIMATES: us-east-1 Linux on-demand list
+prices (USD/hour) as AWS published them at PRICES_AS_OF; they differ by region, change over time (AWS cut P4
+and P5 prices in mid-2025), and spot is usually cheaper. `None` means we know no reliable public price.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional
 
+from mxlaunch import cuda
 from mxlaunch.errors import UsageError
+
+PRICES_AS_OF = "2025-05"
+WHEEL = cuda.MXNET_CU112  # what `launch cluster up` installs on every instance (setup.py's `gpu` extra)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    model: str
+    memory_gb: int  # per GPU, as NVIDIA and AWS name it (nvidia-smi shows a little less: ECC, reserved)
+    capability: cuda.Capability
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.memory_gb}GB"
+
+
+K520 = Gpu("NVIDIA GRID K520", 4, (3, 0))
+K80 = Gpu("NVIDIA K80", 12, (3, 7))
+V100 = Gpu("NVIDIA V100", 16, (7, 0))
+V100_32 = Gpu("NVIDIA V100", 32, (7, 0))
+T4 = Gpu("NVIDIA T4", 16, (7, 5))
+A10G = Gpu("NVIDIA A10G", 24, (8, 6))
+L4 = Gpu("NVIDIA L4", 24, (8, 9))
+L40S = Gpu("NVIDIA L40S", 48, (8, 9))
+A100_40 = Gpu("NVIDIA A100", 40, (8, 0))
+A100_80 = Gpu("NVIDIA A100", 80, (8, 0))
+H100 = Gpu("NVIDIA H100", 80, (9, 0))
+H200 = Gpu("NVIDIA H200", 141, (9, 0))
 
 
 @dataclass(frozen=True)
 class InstanceType:
     name: str
     gpus: int
-    gpu_model: str
-    price_per_hour: Optional[float]  # estimate, USD, us-east-1 on-demand
+    gpu: Gpu
+    price_per_hour: Optional[float]  # estimate, USD, us-east-1 on-demand, at PRICES_AS_OF
     placement_group: bool = True  # supports a `cluster` placement group
 
     @property
     def family(self) -> str:
         return self.name.split(".", 1)[0]
 
+    @property
+    def gpu_model(self) -> str:
+        return self.gpu.label
 
-def _family(family: str, gpu_model: str, sizes: dict) -> dict:
-    return {f"{family}.{size}": InstanceType(f"{family}.{size}", gpus, gpu_model, price)
+    @property
+    def verdict(self) -> cuda.Verdict:
+        """Can WHEEL run on this type's GPUs, and why."""
+        return cuda.runs(WHEEL, self.gpu.capability)
+
+    @property
+    def env(self) -> Dict[str, str]:
+        """Environment every role of a job on this type needs (MXNET_USE_FUSION=0 where fusion cannot compile)."""
+        return cuda.environment(WHEEL, self.gpu.capability)
+
+
+def _family(family: str, gpu: Gpu, sizes: dict) -> dict:
+    return {f"{family}.{size}": InstanceType(f"{family}.{size}", gpus, gpu, price)
             for size, (gpus, price) in sizes.items()}
 
 
 CATALOG: dict = {}
-CATALOG.update(_family("g4dn", "NVIDIA T4 16GB", {
+CATALOG.update(_family("g4dn", T4, {
     "xlarge": (1, 0.526), "2xlarge": (1, 0.752), "4xlarge": (1, 1.204), "8xlarge": (1, 2.176),
     "12xlarge": (4, 3.912), "16xlarge": (1, 4.352), "metal": (8, 7.824)}))
-CATALOG.update(_family("g5", "NVIDIA A10G 24GB", {
+CATALOG.update(_family("g5", A10G, {
     "xlarge": (1, 1.006), "2xlarge": (1, 1.212), "4xlarge": (1, 1.624), "8xlarge": (1, 2.448),
     "12xlarge": (4, 5.672), "16xlarge": (1, 4.096), "24xlarge": (4, 8.144), "48xlarge": (8, 16.288)}))
-CATALOG.update(_family("g6", "NVIDIA L4 24GB", {
+CATALOG.update(_family("g6", L4, {
     "xlarge": (1, 0.805), "2xlarge": (1, 0.978), "4xlarge": (1, 1.323), "8xlarge": (1, 2.014),
     "12xlarge": (4, 4.602), "16xlarge": (1, 3.397), "24xlarge": (4, 6.675), "48xlarge": (8, 13.350)}))
-CATALOG.update(_family("g6e", "NVIDIA L40S 48GB", {
+CATALOG.update(_family("g6e", L40S, {
     "xlarge": (1, 1.861), "2xlarge": (1, 2.242), "4xlarge": (1, 3.004), "8xlarge": (1, 4.529),
     "12xlarge": (4, 10.493), "16xlarge": (1, 7.577), "24xlarge": (4, 15.066), "48xlarge": (8, 30.131)}))
-CATALOG.update(_family("p4d", "NVIDIA A100 40GB", {"24xlarge": (8, 32.773)}))
-CATALOG.update(_family("p4de", "NVIDIA A100 80GB", {"24xlarge": (8, 40.966)}))
-CATALOG.update(_family("p5", "NVIDIA H100 80GB", {"4xlarge": (1, None), "48xlarge": (8, 98.320)}))
-CATALOG.update(_family("p5e", "NVIDIA H200 141GB", {"48xlarge": (8, None)}))
-CATALOG.update(_family("p5en", "NVIDIA H200 141GB", {"48xlarge": (8, None)}))
+CATALOG.update(_family("p4d", A100_40, {"24xlarge": (8, 32.773)}))
+CATALOG.update(_family("p4de", A100_80, {"24xlarge": (8, 40.966)}))
+CATALOG.update(_family("p5", H100, {"4xlarge": (1, None), "48xlarge": (8, 98.320)}))
+CATALOG.update(_family("p5e", H200, {"48xlarge": (8, None)}))
+CATALOG.update(_family("p5en", H200, {"48xlarge": (8, None)}))
 
 
 @dataclass(frozen=True)
 class Retired:
     name: str
     gpus: int
-    gpu_model: str
+    gpu: Gpu
     instead: str  # current type with the same number of GPUs per instance (or per --count)
     count: int = 1  # how many of `instead` give the same GPU count
 
+    @property
+    def gpu_model(self) -> str:
+        return self.gpu.label
+
 
 RETIRED = {r.name: r for r in (
-    Retired("g2.2xlarge", 1, "NVIDIA GRID K520", "g5.xlarge"),
-    Retired("g2.8xlarge", 4, "NVIDIA GRID K520", "g5.12xlarge"),
-    Retired("p2.xlarge", 1, "NVIDIA K80", "g5.xlarge"),
-    Retired("p2.8xlarge", 8, "NVIDIA K80", "g5.48xlarge"),
-    Retired("p2.16xlarge", 16, "NVIDIA K80", "g5.48xlarge", count=2),
-    Retired("p3.2xlarge", 1, "NVIDIA V100", "g5.xlarge"),
-    Retired("p3.8xlarge", 4, "NVIDIA V100", "g5.12xlarge"),
-    Retired("p3.16xlarge", 8, "NVIDIA V100", "p4d.24xlarge"),
-    Retired("p3dn.24xlarge", 8, "NVIDIA V100 32GB", "p4d.24xlarge"),
+    Retired("g2.2xlarge", 1, K520, "g5.xlarge"),
+    Retired("g2.8xlarge", 4, K520, "g5.12xlarge"),
+    Retired("p2.xlarge", 1, K80, "g5.xlarge"),
+    Retired("p2.8xlarge", 8, K80, "g5.48xlarge"),
+    Retired("p2.16xlarge", 16, K80, "g5.48xlarge", count=2),
+    Retired("p3.2xlarge", 1, V100, "g5.xlarge"),
+    Retired("p3.8xlarge", 4, V100, "g5.12xlarge"),
+    Retired("p3.16xlarge", 8, V100, "p4d.24xlarge"),
+    Retired("p3dn.24xlarge", 8, V100_32, "p4d.24xlarge"),
 )}
 
 
@@ -101,3 +152,32 @@ def price_text(itype: InstanceType, count: int = 1) -> str:
     if itype.price_per_hour is None:
         return "no price estimate (check the AWS pricing page)"
     return f"~${itype.price_per_hour * count:,.2f}/h (estimate, on-demand)"
+
+
+def nearest(itype: InstanceType) -> Optional[InstanceType]:
+    """What to use instead of a type WHEEL cannot run: the same number of GPUs per instance; the same class
+    (p: training, NVLink; g: PCIe) where one exists; the newest GPU the wheel runs as built (no extra
+    environment); then the cheapest. p5.48xlarge -> p4d.24xlarge, p5.4xlarge -> g5.xlarge."""
+    usable = [t for t in CATALOG.values() if t.gpus == itype.gpus and t.verdict.runs]
+    if not usable:
+        return None
+    return min(usable, key=lambda t: (t.name[0] != itype.name[0], bool(t.env), tuple(-v for v in t.gpu.capability),
+                                      math.inf if t.price_per_hour is None else t.price_per_hour))
+
+
+def require_runnable(itype: InstanceType) -> InstanceType:
+    """`itype`, or a UsageError (one line) saying why WHEEL cannot run its GPUs and what to use instead."""
+    verdict = itype.verdict
+    if verdict.runs:
+        return itype
+    alt = nearest(itype)
+    hint = (f"nearest type that works: --instance-type {alt.name} ({alt.gpus} x {alt.gpu_model})" if alt
+            else f"no catalog type with {itype.gpus} GPUs works")
+    raise UsageError(f"instance type {itype.name} ({itype.gpus} x {itype.gpu_model}): {verdict.reason}; {hint} "
+                     f"(all types: launch cluster types)")
+
+
+def role_env(instance_type: str) -> Dict[str, str]:
+    """Environment every role of a job on `instance_type` needs ({} for a type outside the catalog)."""
+    itype = CATALOG.get(instance_type.strip().lower())
+    return itype.env if itype else {}

@@ -9,6 +9,7 @@ from typing import Optional
 
 import click
 
+from mxlaunch import cuda
 from mxlaunch.errors import CommandError, UsageError
 
 from mxlaunch.infra import catalog, provision, state, teardown
@@ -47,7 +48,7 @@ profile_option = click.option("--profile", help="AWS profile (default: AWS_PROFI
 
 @click.group()
 def cluster() -> None:
-    """EC2 GPU clusters with shared EFS: up, down, status, list, hostfile, ssh."""
+    """EC2 GPU clusters with shared EFS: up, down, status, list, hostfile, ssh, types."""
 
 
 @cluster.command()
@@ -153,18 +154,16 @@ def down(name, region, profile, dry_run, yes) -> None:
     specs.validate_name(name)
     aws = _aws(region, profile, name, dry_run=dry_run)
     record = discover(aws, name)
-    if record.empty:
-        state.remove_dir(name) if not dry_run else None
-        click.echo(f"cluster {name}: nothing tagged launch:cluster={name} in {aws.region}; nothing to remove")
-        return
-    if not dry_run:
+    if not record.empty and not dry_run:
         _confirm(f"remove cluster {name} ({len(record.instances)} instance(s), its EFS and everything tagged) "
                  f"in {aws.region}?", yes)
-    removed = teardown.remove(aws, record, info, remove_local_key=bool(record.key_name))
+    removed = teardown.down(aws, record, info)
+    if record.empty:
+        click.echo(f"cluster {name}: nothing tagged launch:cluster={name} in {aws.region}; nothing to remove")
+        return
     if dry_run:
         info("dry run: nothing was removed")
         return
-    state.remove_dir(name)
     for line in removed:
         click.echo(f"removed {line}")
     click.echo(f"cluster {name}: down")
@@ -284,3 +283,28 @@ def ssh(name, index, region, profile, print_only, command) -> None:
         click.echo(" ".join(argv))
         return
     os.execvp("ssh", argv)
+
+
+@cluster.command(name="types")
+def types_() -> None:
+    """Every instance type `up` knows: GPUs, compute capability, whether the MXNet wheel runs them, price.
+
+    Reads the catalog only: no AWS call, no credentials."""
+    click.echo(f"{'TYPE':<15} {'GPUS':>4}  {'GPU':<17} {'MEMORY':>6}  {'CC':<4} {'RUNS':<12} {'$/H':>7}  NEEDS")
+    for t in catalog.CATALOG.values():
+        verdict = t.verdict
+        runs = f"yes ({verdict.kernel})" if verdict.runs else f"no ({cuda.arch(t.gpu.capability)})"
+        needs = " ".join(f"{k}={v}" for k, v in t.env.items()) if verdict.runs and t.env else "-"
+        price = "n/a" if t.price_per_hour is None else f"{t.price_per_hour:.3f}"
+        click.echo(f"{t.name:<15} {t.gpus:>4}  {t.gpu.model:<17} {t.gpu.memory_gb:>3} GB  "
+                   f"{cuda.dotted(t.gpu.capability):<4} {runs:<12} {price:>7}  {needs}")
+    click.echo(f"RUNS: {catalog.WHEEL.label}, which `up` installs, has kernels for {catalog.WHEEL.kernels}; "
+               f"`up` refuses the types marked no.")
+    click.echo("NEEDS: environment `launch train --cluster` gives every role on that type.")
+    click.echo(f"$/H: us-east-1 Linux on-demand estimates (USD per instance-hour) as of {catalog.PRICES_AS_OF}; "
+               f"other regions, later price changes and spot differ.")
+    click.echo("retired by AWS (refused by `up`):")
+    for r in catalog.RETIRED.values():
+        instead = f"{r.count} x {r.instead}" if r.count > 1 else r.instead
+        click.echo(f"  {r.name:<15} {r.gpus:>2} x {r.gpu_model:<22} cc {cuda.dotted(r.gpu.capability)}  "
+                   f"-> {instead}")

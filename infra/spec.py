@@ -81,9 +81,10 @@ def validate_cidr(cidr: Optional[str]) -> str:
 
 
 def build(name: str, instance_type: str, count: int, ssh_cidr: Optional[str], **options) -> ClusterSpec:
-    """The validated spec, or a UsageError naming the first bad input."""
+    """The validated spec, or a UsageError naming the first bad input (a type whose GPUs the installed MXNet
+    wheel cannot run is bad input: catalog.require_runnable)."""
     validate_name(name)
-    catalog.lookup(instance_type)
+    catalog.require_runnable(catalog.lookup(instance_type))  # refused before any AWS call: nothing is created
     if count is None or count < 1:
         raise UsageError(f"--count must be at least 1 (got {count})")
     cidr = validate_cidr(ssh_cidr)
