@@ -1,8 +1,18 @@
 """mxlaunch: take Apache MXNet training from one machine to a GPU cluster on AWS, and back."""
+import os
+
 from setuptools import setup
+from setuptools.command.build_py import build_py
+
+GPU_LIBS_PTH = "mxlaunch-gpu-libs.pth"  # see mxlaunch/gpu_libs.py: lets `import mxnet` find the CUDA wheels
 
 CPU = ["mxnet==1.9.1", "numpy==1.23.5"]
-GPU = ["mxnet-cu112==1.9.1", "numpy==1.23.5"]
+# mxnet-cu112 links CUDA 11 dynamically and ships none of it: NVIDIA's wheels bring each library
+# libmxnet.so needs (cuDNN 8, not 9: soname libcudnn.so.8). mxlaunch/gpu_libs.py makes them loadable.
+GPU = ["mxnet-cu112==1.9.1", "numpy==1.23.5",
+       "nvidia-cuda-runtime-cu11==11.8.89", "nvidia-cublas-cu11==11.11.3.6", "nvidia-cufft-cu11==10.9.0.58",
+       "nvidia-curand-cu11==10.3.0.86", "nvidia-cusolver-cu11==11.4.1.48", "nvidia-cuda-nvrtc-cu11==11.8.89",
+       "nvidia-cudnn-cu11==8.9.6.50", "nvidia-nccl-cu11==2.21.5", "nvidia-nvtx-cu11==11.8.86"]
 TEST = [
     "pytest>=7",
     "pytest-timeout>=2.1",
@@ -14,13 +24,28 @@ TEST = [
 PACKAGES = {
     "mxlaunch": "mxlaunch",  # the package root and the shared base (exit statuses, one-line errors)
     "mxlaunch.launcher": "launcher",
+    "mxlaunch.launcher.remote": "launcher/remote",  # programs sent to the hosts: standard library only
     "mxlaunch.trainer": "trainer",
     "mxlaunch.trainer.networks": "trainer/networks",
     "mxlaunch.infra": "infra",
     "mxlaunch.templates": "templates",
 }
 
+
+
+class build_py_with_pth(build_py):
+    """Also put mxlaunch-gpu-libs.pth at the top of the wheel, so that it lands in site-packages itself."""
+
+    def run(self):
+        super().run()
+        self.copy_file(GPU_LIBS_PTH, os.path.join(self.build_lib, GPU_LIBS_PTH), preserve_mode=False)
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, GPU_LIBS_PTH)]
+
+
 setup(
+    cmdclass={"build_py": build_py_with_pth},
     name="mxlaunch",
     version="0.1.0",
     description=__doc__,
