@@ -1,18 +1,16 @@
 """Fixtures of the `launch cluster` tests: fake AWS credentials and region, a private MXLAUNCH_HOME, moto,
 instant waits, a CLI runner that shows what a user sees (one line + exit status), and small botocore event
-hooks for what moto lacks (placement groups; capacity errors on demand).
+hooks for what moto lacks (placement groups; capacity errors on demand). A plugin of tests/conftest.py
+(`pytest_plugins`): its fixtures reach every test module; modules import only its helpers and constants.
 
 Never: the user's ~/.aws, a real AWS endpoint, or any non-loopback address (moto's instance addresses are made
 up; tests use --wait running/none and never connect to them).
 """
 from __future__ import annotations
 
-import io
-import sys
-from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import boto3
-import click
 import pytest
 from click.testing import CliRunner
 
@@ -104,22 +102,20 @@ def moto_aws(moto_module, aws_env, hooks):
     yield pgs
 
 
-@dataclass
-class Result:
+class Result(NamedTuple):
     code: int
     out: str
     err: str
 
 
 def launch(*args, stdin: str = "") -> Result:
-    """Run `launch ARGS...` as a user would (run_cli: one-line errors, exit statuses), capturing output."""
-    from mxlaunch.errors import run_cli
-    from mxlaunch.infra.cli import cluster
-    root = click.Group("launch", commands={"cluster": cluster})
+    """Run `launch ARGS...` in this process as a user would (the real entry point: one-line errors, exit
+    statuses), capturing output: `r = launch(...)`, or `code, out, err = launch(...)`."""
+    from mxlaunch.launcher.cli import main
     runner = CliRunner()
     with runner.isolation(input=stdin) as streams:
         try:
-            run_cli(root, "launch", [str(a) for a in args])
+            main([str(a) for a in args])
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -135,18 +131,20 @@ def up_args(name="c1", count=3, *extra):
 _CLIENTS: dict = {}
 
 
-def plain_client(service: str, region: str = REGION):
-    """A plain boto3 client (not ours), made once per process: moto intercepts it whenever a mock is active."""
-    if (service, region) not in _CLIENTS:
-        _CLIENTS[service, region] = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                                  region_name=region).client(service)
-    return _CLIENTS[service, region]
+def plain_client(service: str, region: str = REGION, endpoint_url: Optional[str] = None):
+    """A plain boto3 client (not ours), made once per process: moto intercepts it whenever a mock is active;
+    with `endpoint_url` it talks to that (a moto server)."""
+    key = service, region, endpoint_url
+    if key not in _CLIENTS:
+        _CLIENTS[key] = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                      region_name=region).client(service, endpoint_url=endpoint_url)
+    return _CLIENTS[key]
 
 
-def tagged_everything(name: str, region: str = REGION) -> dict:
+def tagged_everything(name: str, region: str = REGION, endpoint_url: Optional[str] = None) -> dict:
     """What AWS holds tagged launch:cluster=NAME (non-terminated), read with plain boto3 clients."""
-    ec2 = plain_client("ec2", region)
-    efs = plain_client("efs", region)
+    ec2 = plain_client("ec2", region, endpoint_url)
+    efs = plain_client("efs", region, endpoint_url)
     flt = [{"Name": f"tag:{TAG}", "Values": [name]}]
     instances = [i for r in ec2.describe_instances(Filters=flt)["Reservations"] for i in r["Instances"]
                  if i["State"]["Name"] not in ("terminated", "shutting-down")]

@@ -8,10 +8,9 @@ import stat
 import pytest
 
 from mxlaunch.exits import Exit
-from aws_fixtures import (AMI, CIDR, REGION, TAG, aws_env, hooks, launch, moto_aws, moto_module,  # noqa: F401
-                          nothing_tagged, plain_client, tagged_everything, up_args)
+from aws_fixtures import AMI, CIDR, REGION, TAG, launch, nothing_tagged, plain_client, tagged_everything, up_args
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 
 
 def home(tmp):

@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import boto3
 import pytest
 
-from aws_fixtures import AMI, CIDR, REGION, TAG
+from aws_fixtures import AMI, CIDR, REGION, tagged_everything
+from mxlaunch.testing.procs import OWNER_KEY
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.aws, pytest.mark.timeout(120)]
 SHIM = """
 import sys
 import mxlaunch.infra.aws, mxlaunch.infra.wait
@@ -48,7 +47,8 @@ def moto_server():
 
 @pytest.fixture
 def env(tmp_path, moto_server):
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MXLAUNCH_", "XDG_CONFIG"))}
+    keep = {k: v for k, v in os.environ.items()  # none of the user's settings; the test run's owner mark stays
+            if not k.startswith(("AWS_", "MXLAUNCH_", "XDG_CONFIG")) or k == OWNER_KEY}
     keep.update(AWS_ENDPOINT_URL=moto_server, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                 AWS_DEFAULT_REGION=REGION, AWS_CONFIG_FILE=str(tmp_path / "none"),
                 AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true",
@@ -62,27 +62,16 @@ def cli(env, *args):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def held(url, name):
-    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
-    ec2, efs = session.client("ec2", endpoint_url=url), session.client("efs", endpoint_url=url)
-    flt = [{"Name": f"tag:{TAG}", "Values": [name]}]
-    instances = [i for r in ec2.describe_instances(Filters=flt)["Reservations"] for i in r["Instances"]
-                 if i["State"]["Name"] != "terminated"]
-    groups = ec2.describe_security_groups(Filters=flt)["SecurityGroups"]
-    keys = ec2.describe_key_pairs(Filters=flt)["KeyPairs"]
-    fss = [f for f in efs.describe_file_systems()["FileSystems"] if {"Key": TAG, "Value": name} in f["Tags"]]
-    mts = [m for f in fss for m in efs.describe_mount_targets(FileSystemId=f["FileSystemId"])["MountTargets"]]
-    return instances, groups, keys, fss, mts
-
-
 def test_whole_cli_over_http_against_a_moto_server(env, moto_server, tmp_path):
     up = ["cluster", "up", "srv", "--instance-type", "g6.xlarge", "--count", 3, "--ssh-cidr", CIDR, "--ami", AMI,
           "--no-placement-group", "--wait", "running", "--max-hours", "1", "--yes"]
     code, out, err = cli(env, *up)
     assert code == 0, err
-    instances, groups, keys, fss, mts = held(moto_server, "srv")
+    held = tagged_everything("srv", endpoint_url=moto_server)
+    instances, fss = held["instances"], held["file_systems"]
     assert len(instances) == 3 and {i["InstanceType"] for i in instances} == {"g6.xlarge"}
-    assert len(groups) == 2 and len(keys) == 1 and len(fss) == 1 and fss[0]["Encrypted"] and len(mts) == 1
+    assert len(held["security_groups"]) == 2 and len(held["key_pairs"]) == 1
+    assert len(fss) == 1 and fss[0]["Encrypted"] and len(held["mount_targets"]) == 1
     home = tmp_path / "home" / "clusters" / "srv"
     assert oct((home / "id_key").stat().st_mode & 0o777) == "0o600"
     hosts = sorted(line.split()[0] for line in (home / "hosts").read_text().splitlines() if not line.startswith("#"))
@@ -90,7 +79,7 @@ def test_whole_cli_over_http_against_a_moto_server(env, moto_server, tmp_path):
 
     code, out, err = cli(env, *up)  # idempotent
     assert code == 0 and "nothing to create" in err
-    assert len(held(moto_server, "srv")[0]) == 3
+    assert len(tagged_everything("srv", endpoint_url=moto_server)["instances"]) == 3
 
     code, out, err = cli(env, "cluster", "status", "srv")
     assert code == 0 and out.count("running") == 3 and "1 x NVIDIA L4" in out
@@ -103,13 +92,13 @@ def test_whole_cli_over_http_against_a_moto_server(env, moto_server, tmp_path):
 
     code, out, err = cli(env, "cluster", "up", "bad", "--instance-type", "p2.xlarge", "--count", 1, "--ssh-cidr", CIDR,
                          "--yes")
-    assert code == 2 and err.strip() == ("launch: error: instance type p2.xlarge (1 x NVIDIA K80) is retired by AWS; "
-                                         "use --instance-type g5.xlarge (1 GPU, NVIDIA A10G 24GB)")
+    assert code == 2 and err.strip() == ("launch: error: instance type p2.xlarge (1 x NVIDIA K80 12GB) is retired by "
+                                         "AWS; use --instance-type g5.xlarge (1 GPU, NVIDIA A10G 24GB)")
 
     code, out, err = cli(env, "cluster", "down", "srv", "--yes")
     assert code == 0, err
     assert "3 instance(s)" in out and "EFS file system" in out and "key pair launch-srv" in out
-    assert held(moto_server, "srv") == ([], [], [], [], [])
+    assert not any(tagged_everything("srv", endpoint_url=moto_server).values())
     assert not home.exists()
     code, out, err = cli(env, "cluster", "down", "srv", "--yes")
     assert code == 0 and "nothing to remove" in out

@@ -8,8 +8,7 @@ import datetime as dt
 import pytest
 from botocore.stub import ANY, Stubber
 
-from aws_fixtures import (AMI, CIDR, REGION, FailCalls, aws_env, hooks, launch, moto_aws,  # noqa: F401
-                          moto_module, nothing_tagged, plain_client, tagged_everything, up_args)
+from aws_fixtures import AMI, CIDR, REGION, FailCalls, launch, nothing_tagged, tagged_everything, up_args
 from mxlaunch.exits import Exit
 from mxlaunch.infra import spec as specs
 from mxlaunch.infra import state
@@ -17,7 +16,7 @@ from mxlaunch.infra.aws import Aws, CapacityUnavailable
 from mxlaunch.infra.provision import Up
 from mxlaunch.infra.record import ClusterRecord
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 
 SUBNETS = [{"SubnetId": "subnet-aaaa", "AvailabilityZone": "us-east-1a", "VpcId": "vpc-1"},
            {"SubnetId": "subnet-bbbb", "AvailabilityZone": "us-east-1b", "VpcId": "vpc-1"}]

@@ -8,14 +8,14 @@ from pathlib import Path
 import botocore.exceptions as bce
 import pytest
 
-from aws_fixtures import CIDR, aws_env, hooks, launch, moto_aws, moto_module, nothing_tagged, up_args  # noqa: F401
+from aws_fixtures import CIDR, launch, nothing_tagged, up_args
 from mxlaunch.exits import Exit
 from mxlaunch.errors import UsageError
 from mxlaunch.launcher.render import render
 from mxlaunch.infra import aws as awsmod, catalog, remote, spec as specs, wait
 from mxlaunch.infra.aws import Aws
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 
 
 @pytest.mark.parametrize("name, gpus", [

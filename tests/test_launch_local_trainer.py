@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -14,28 +15,11 @@ import time
 import pytest
 
 from conftest import trainer_env
-from mxlaunch.testing.jobs import job_id_of, job_processes, read_log, run_launch, start_launch
+from digits_recipe import EPOCHS, STEPS, TRAIN_EXAMPLES, fit_args, read_metrics as metrics
+from mxlaunch.testing.jobs import end_launch, finish, job_processes, read_log, run_launch, start_launch
 
-EPOCHS, STEPS, BATCH = 10, (6, 9), 32
-TRAIN_EXAMPLES = 1437
-
-
-def fit_args(digits_dir, prefix, batch):
-    return ["fit", "--network", "resnet", "--num-layers", "8",
-            "--data-train", os.path.join(digits_dir, "digits_train.rec"),
-            "--data-val", os.path.join(digits_dir, "digits_val.rec"),
-            "--image-shape", "3,28,28", "--pad-size", "0", "--random-mirror", "0",
-            "--batch-size", str(batch), "--num-epochs", str(EPOCHS), "--lr", "0.1", "--lr-factor", "0.1",
-            "--lr-step-epochs", ",".join(map(str, STEPS)), "--seed", "1", "--model-prefix", prefix]
-
-
-def metrics(path):
-    with open(path) as f:
-        by_epoch = {}
-        for line in f:
-            record = json.loads(line)
-            by_epoch[record["epoch"]] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
+BATCH = 32  # the global batch: 2 x 16 in the job, 32 in the plain run
+pytestmark = pytest.mark.slow
 
 
 def lr_changes(log_text):
@@ -49,13 +33,23 @@ def runs(digits_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("launch-digits")
     one_dir = base / "one-worker"
     one_dir.mkdir()
-    one = subprocess.Popen([sys.executable, "-m", "mxlaunch.trainer", *fit_args(digits_dir, str(one_dir / "digits"), BATCH)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=trainer_env(OMP_NUM_THREADS="1"))
     run_dir = str(base / "two-workers")
-    rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir,
-                              "--env", "OMP_NUM_THREADS=1", "--", sys.executable, "-m", "mxlaunch.trainer",
-                              *fit_args(digits_dir, str(base / "ckpt" / "digits"), BATCH // 2), timeout=240)
-    one_out, _ = one.communicate(timeout=240)
+    one = subprocess.Popen([sys.executable, "-m", "mxlaunch.trainer", *fit_args(digits_dir, str(one_dir / "d"), BATCH)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=trainer_env(OMP_NUM_THREADS="1"),
+                           start_new_session=True)
+    try:
+        job = start_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, "--env", "OMP_NUM_THREADS=1",
+                           "--", sys.executable, "-m", "mxlaunch.trainer",
+                           *fit_args(digits_dir, str(base / "ckpt" / "digits"), BATCH // 2))
+        try:
+            rc, out, err = finish(job, timeout=240)
+        finally:
+            end_launch(job, run_dir)
+        one_out, _ = one.communicate(timeout=240)
+    finally:  # a failed or timed-out start leaves neither run behind
+        if one.poll() is None:
+            os.killpg(one.pid, signal.SIGKILL)
+            one.wait(timeout=10)
     assert rc == 0, err[-3000:]
     assert one.returncode == 0, one_out.decode()[-3000:]
     return {"run_dir": run_dir, "out": out, "one_dir": str(one_dir), "one_log": one_out.decode(),

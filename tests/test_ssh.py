@@ -10,16 +10,9 @@ from mxlaunch.launcher.hosts import Host
 from mxlaunch.exits import Exit
 from mxlaunch.launcher.ssh import SSHConnectError, SSHOptions, connect_all, resolve
 
-pytestmark = [pytest.mark.timeout(60),
-              pytest.mark.skipif(testbed.why_unavailable() is not None,
-                                 reason=str(testbed.why_unavailable()))]
+pytestmark = [pytest.mark.bed, pytest.mark.timeout(60), pytest.mark.usefixtures("no_agent")]
 
 bed = testbed.bed_fixture(3)
-
-
-@pytest.fixture(autouse=True)
-def no_agent(monkeypatch):
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
 
 
 def opts(bed, **kw):
@@ -60,11 +53,13 @@ def test_run_is_bounded(bed):
         assert rc == -1 and time.monotonic() - started < 3
     finally:
         results.close()
+        bed.kill_jobs(0)  # run() stops waiting, not the command: without a pty nothing tells `sleep` to end
 
 
 def test_wrong_key_is_refused_with_one_line_per_host(bed, tmp_path):
     wrong = keygen(tmp_path / "wrong")
     results = connect_all(bed.hosts[:2], opts(bed, key=wrong))
+    results.close()
     assert not results.succeeded
     with pytest.raises(SSHConnectError) as err:
         results.raise_if_failed()
@@ -78,6 +73,7 @@ def test_passphrase_protected_key_says_to_use_the_agent(bed, tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", locked], check=True,
                    timeout=10, stdin=subprocess.DEVNULL)
     results = connect_all(bed.hosts[:1], opts(bed, key=locked))
+    results.close()  # nothing should connect; if something did, no session outlives the test
     assert results.lines() == [f"{bed.hosts[0].target}: key {locked} is protected by a passphrase: add it to "
                                f"ssh-agent (ssh-add) and leave --ssh-key out"]
 
@@ -86,6 +82,7 @@ def test_unknown_host_key_is_refused_and_nothing_recorded(bed, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text("")
     results = connect_all(bed.hosts[:1], opts(bed, known_hosts=str(known)))
+    results.close()  # nothing should connect; if something did, no session outlives the test
     line = results.lines()[0]
     assert "host key ssh-ed25519 SHA256:" in line and "is not in known_hosts" in line
     assert "--accept-new-host-keys" in line
@@ -95,19 +92,20 @@ def test_unknown_host_key_is_refused_and_nothing_recorded(bed, tmp_path):
 def test_accept_new_records_the_key_and_is_then_checked(bed, tmp_path):
     known = tmp_path / "sub" / "known_hosts"  # the directory is created too
     results = connect_all(bed.hosts, opts(bed, known_hosts=str(known), accept_new=True))
-    assert not results.failed
     results.close()
+    assert not results.failed, results.lines()
     recorded = sorted(known.read_text().splitlines())
     assert recorded == sorted(f"{m.address} {m.host_key_line}" for m in bed.members)
     strict = connect_all(bed.hosts, opts(bed, known_hosts=str(known)))
-    assert not strict.failed
     strict.close()
+    assert not strict.failed, strict.lines()
 
 
 def test_a_changed_host_key_is_refused_even_with_accept_new(bed, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text(f"{bed.members[0].address} {bed.members[1].host_key_line}\n")  # host 1's key for host 0
     results = connect_all(bed.hosts[:1], opts(bed, known_hosts=str(known), accept_new=True))
+    results.close()  # nothing should connect; if something did, no session outlives the test
     assert "does NOT match the one in known_hosts" in results.lines()[0]
     assert known.read_text().count("\n") == 1
 
@@ -118,13 +116,13 @@ def test_down_host_fails_fast_while_others_connect(bed):
         started = time.monotonic()
         results = connect_all(bed.hosts, opts(bed))
         elapsed = time.monotonic() - started
-        assert set(results.succeeded) == set(bed.hosts[:2])
-        assert results.lines() == [f"root@{bed.members[2].address}:22: cannot connect to root@{bed.members[2].address}:22: "
-                                   f"connection refused (is sshd running on port 22?)"]
-        assert elapsed < 3
         results.close()
     finally:
         bed.start_sshd(2)
+    assert set(results.succeeded) == set(bed.hosts[:2])
+    assert results.lines() == [f"root@{bed.members[2].address}:22: cannot connect to root@{bed.members[2].address}:22: "
+                               f"connection refused (is sshd running on port 22?)"]
+    assert elapsed < 3
 
 
 def test_silent_address_times_out_within_the_bound(bed):
@@ -132,6 +130,7 @@ def test_silent_address_times_out_within_the_bound(bed):
     silent = Host(bed.subnet.rsplit(".", 1)[0] + ".250", user="root")
     started = time.monotonic()
     results = connect_all([silent], opts(bed, connect_timeout=1))
+    results.close()  # nothing should connect; if something did, no session outlives the test
     assert time.monotonic() - started < 4
     assert results.lines()[0].startswith(f"{silent.target}: cannot connect to root@{silent.address}:22: ")
     assert "timed out after 1s" in results.lines()[0] or "No route to host" in results.lines()[0]
@@ -146,11 +145,13 @@ def test_ssh_config_hostname_user_port_identityfile(bed, tmp_path):
     assert (endpoint.hostname, endpoint.user, endpoint.port, endpoint.key_files) == (
         bed.members[1].address, "root", 22, (bed.key,))
     results = connect_all([Host("node1")], SSHOptions(known_hosts=bed.known_hosts, config_path=str(config)))
-    assert not results.failed, results.lines()
-    conn = results[Host("node1")]
-    assert conn.ip == bed.members[1].address
-    assert conn.run(["ip", "-4", "-o", "addr", "show", "eth0"])[1].count(bed.members[1].address) == 1
-    results.close()
+    try:
+        assert not results.failed, results.lines()
+        conn = results[Host("node1")]
+        assert conn.ip == bed.members[1].address
+        assert conn.run(["ip", "-4", "-o", "addr", "show", "eth0"])[1].count(bed.members[1].address) == 1
+    finally:
+        results.close()
 
 
 def test_ssh_agent_keys_are_used(bed, tmp_path, monkeypatch):
@@ -165,14 +166,16 @@ def test_ssh_agent_keys_are_used(bed, tmp_path, monkeypatch):
         # no --ssh-key and no default key files that work: only the agent can authenticate
         monkeypatch.setenv("HOME", str(tmp_path))
         results = connect_all(bed.hosts[:1], SSHOptions(known_hosts=bed.known_hosts, config_path=None))
-        assert not results.failed, results.lines()
         results.close()
+        assert not results.failed, results.lines()
         monkeypatch.delenv("SSH_AUTH_SOCK")
-        assert connect_all(bed.hosts[:1], SSHOptions(known_hosts=bed.known_hosts, config_path=None)).lines() == [
+        without = connect_all(bed.hosts[:1], SSHOptions(known_hosts=bed.known_hosts, config_path=None))
+        without.close()
+        assert without.lines() == [
             f"{bed.hosts[0].target}: no key to authenticate as root: pass --ssh-key, set IdentityFile in "
             f"~/.ssh/config, or add a key to ssh-agent"]
     finally:
-        agent.terminate()
+        agent.kill()
         agent.wait(timeout=5)
 
 

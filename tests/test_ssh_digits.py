@@ -9,32 +9,25 @@ import sys
 
 import pytest
 
+from digits_recipe import EPOCHS, fit_args, read_metrics
 from mxlaunch.testing import bed as testbed
-from mxlaunch.testing.jobs import read_log, run_launch
+from mxlaunch.testing.jobs import read_log, run_launch, ssh_args
 
-pytestmark = [pytest.mark.skipif(testbed.why_unavailable() is not None, reason=str(testbed.why_unavailable()))]
+pytestmark = [pytest.mark.bed, pytest.mark.slow, pytest.mark.usefixtures("no_agent")]
 
 bed = testbed.bed_fixture(3)
-EPOCHS, STEPS, BATCH = 10, (6, 9), 32
+BATCH = 32  # the global batch: 2 x 16
 
 
 @pytest.mark.timeout(290)
-def test_digits_dist_sync_across_three_hosts_reaches_97_percent(bed, digits_dir, tmp_path, monkeypatch):
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+def test_digits_dist_sync_across_three_hosts_reaches_97_percent(bed, digits_dir, tmp_path):
     run_dir = str(tmp_path / "digits")
     rc, out, err = run_launch(
-        "train", "--hosts", bed.hostfile([0, 1, 1]), "-n", "2", "-s", "1", "--python", sys.executable,
-        "--ssh-key", bed.key, "--known-hosts", bed.known_hosts, "--run-dir", run_dir, "--workdir", digits_dir,
-        "--env", "OMP_NUM_THREADS=1", "--",
-        sys.executable, "-m", "mxlaunch.trainer", "fit", "--network", "resnet", "--num-layers", "8",
-        "--data-train", "digits_train.rec", "--data-val", "digits_val.rec",
-        "--image-shape", "3,28,28", "--pad-size", "0", "--random-mirror", "0",
-        "--batch-size", str(BATCH // 2), "--num-epochs", str(EPOCHS), "--lr", "0.1", "--lr-factor", "0.1",
-        "--lr-step-epochs", ",".join(map(str, STEPS)), "--seed", "1",
-        "--model-prefix", str(tmp_path / "ckpt" / "digits"), timeout=270)
+        *ssh_args(bed, "--run-dir", run_dir, "--workdir", digits_dir, "--env", "OMP_NUM_THREADS=1"), "--",
+        sys.executable, "-m", "mxlaunch.trainer", *fit_args("", str(tmp_path / "ckpt" / "digits"), BATCH // 2),
+        timeout=270)
     assert rc == 0, err[-3000:]
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        metrics = [json.loads(line) for line in f]
+    metrics = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     assert metrics[-1]["epoch"] == EPOCHS - 1
     assert metrics[-1]["validation-accuracy"] >= 0.97, metrics[-1]
     a0, a1, a2 = (m.address for m in bed.members)

@@ -1,35 +1,21 @@
 """Preflight over SSH against the bed: every failure is a per-host table and an exit before anything starts."""
 import os
 import stat
-import sys
 import time
 
 import pytest
 
-from mxlaunch.testing import bed as testbed
-from mxlaunch.testing.jobs import run_launch
 from mxlaunch.exits import Exit
 from mxlaunch.launcher import preflight
 from mxlaunch.launcher.hosts import place
 from mxlaunch.launcher.plan import JobSpec, plan_job
 from mxlaunch.launcher.ssh import SSHOptions, connect_all
+from mxlaunch.testing import bed as testbed
+from mxlaunch.testing.jobs import PY, run_launch, ssh_args
 
-pytestmark = [pytest.mark.timeout(90),
-              pytest.mark.skipif(testbed.why_unavailable() is not None,
-                                 reason=str(testbed.why_unavailable()))]
+pytestmark = [pytest.mark.timeout(90), pytest.mark.bed, pytest.mark.usefixtures("no_agent")]
 
 bed = testbed.bed_fixture(3)
-PY = sys.executable  # the same absolute venv path exists on every bed host (shared file system)
-
-
-@pytest.fixture(autouse=True)
-def no_agent(monkeypatch):
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-
-
-def ssh_args(bed, *extra, python=PY, slots=(0, 1, 1), known_hosts=None):
-    return ["train", "--hosts", bed.hostfile(list(slots)), "-n", "2", "-s", "1", "--python", python,
-            "--ssh-key", bed.key, "--known-hosts", known_hosts or bed.known_hosts, *extra]
 
 
 def assert_nothing_started(bed):
@@ -89,8 +75,7 @@ def test_unknown_key_down_host_and_missing_interpreter_each_get_their_row(bed, t
     assert "connection refused (is sshd running on port 22?)" in rows[a2]
     assert err.strip().splitlines()[-1].startswith("launch: error: preflight failed on 3 of 3 host(s), nothing started")
     assert "Traceback" not in err
-    assert not os.path.exists(tmp_path / "run" / "logs" / "scheduler.log") or \
-        os.path.getsize(tmp_path / "run" / "logs" / "scheduler.log") == 0
+    assert not os.path.exists(tmp_path / "run")  # a refused preflight leaves no run directory
     assert_nothing_started(bed)
 
 
@@ -105,6 +90,7 @@ def test_wrong_key_fails_on_every_host(bed, tmp_path):
     assert rc == Exit.PREFLIGHT
     rows = table_rows(err)
     assert len(rows) == 3 and all(f"authentication failed as root (tried {wrong}" in r for r in rows.values())
+    assert not os.path.exists(tmp_path / "run")
     assert_nothing_started(bed)
 
 
@@ -149,15 +135,17 @@ def test_missing_data_file_on_worker_hosts_and_mxnet_version_mismatch(bed, tmp_p
     assert f"file data/val.rec not found (in {work})" in rows[a2]
     assert "mxnet 1.8.0 here, 1.9.1 on the other hosts" in err.split(a1)[1].split("root@")[0]
     assert "data/train.rec" not in err
+    assert not os.path.exists(tmp_path / "run")
     assert_nothing_started(bed)
 
 
 def test_missing_workdir(bed, tmp_path):
     python = fake_python(bed)
     missing = os.path.join(bed.shared, "no-such-dir")
-    rc, out, err = run_launch(*ssh_args(bed, "--workdir", missing, python=python), "--", python, "-c", "pass",
-                              timeout=60)
+    rc, out, err = run_launch(*ssh_args(bed, "--workdir", missing, "--run-dir", str(tmp_path / "run"), python=python),
+                              "--", python, "-c", "pass", timeout=60)
     assert rc == Exit.PREFLIGHT
+    assert not os.path.exists(tmp_path / "run")
     assert all(f"workdir {missing} does not exist" in r for r in table_rows(err).values())
 
 
@@ -179,4 +167,5 @@ def test_firewalled_scheduler_port_is_found_before_anything_runs(bed, tmp_path):
         assert "timed out after 3s" in rows[a]
     assert "cannot reach" not in rows[a0]  # the host itself reaches its own port
     assert elapsed < 30
+    assert not os.path.exists(tmp_path / "run")
     assert_nothing_started(bed)

@@ -6,10 +6,9 @@ import sys
 import pytest
 
 from mxlaunch.testing import bed as testbed
-from mxlaunch.testing.jobs import run_launch
+from mxlaunch.testing.jobs import run_launch, ssh_args
 
-pytestmark = [pytest.mark.timeout(90),
-              pytest.mark.skipif(testbed.why_unavailable() is not None, reason=str(testbed.why_unavailable()))]
+pytestmark = [pytest.mark.bed, pytest.mark.timeout(90), pytest.mark.usefixtures("no_agent")]
 
 bed = testbed.bed_fixture(3)
 
@@ -26,16 +25,13 @@ if os.environ["LAUNCH_ROLE"] == "worker-0":
 """
 
 
-def test_metrics_written_on_hosts_without_the_run_directory_are_fetched(bed, tmp_path, monkeypatch):
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+def test_metrics_written_on_hosts_without_the_run_directory_are_fetched(bed, tmp_path):
     private = str(tmp_path / "private")
     for i in (1, 2):  # the worker hosts get an empty tmpfs over `private`: they do not share it with us
         bed.stop_sshd(i)
         bed.start_sshd(i, private_dir=private)
     run_dir = os.path.join(private, "run")
-    rc, out, err = run_launch("train", "--hosts", bed.hostfile([0, 1, 1]), "-n", "2", "-s", "1",
-                              "--python", sys.executable, "--ssh-key", bed.key, "--known-hosts", bed.known_hosts,
-                              "--run-dir", run_dir, "--", sys.executable, "-c", ROLE, timeout=80)
+    rc, out, err = run_launch(*ssh_args(bed, "--run-dir", run_dir), "--", sys.executable, "-c", ROLE, timeout=80)
     assert rc == 0, err
     assert "sees job.yaml: False" in out  # the worker's host really does not see our run directory
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:

@@ -8,9 +8,7 @@ import pytest
 
 from mxlaunch.testing import bed as testbed
 
-pytestmark = [pytest.mark.timeout(60),
-              pytest.mark.skipif(testbed.why_unavailable() is not None,
-                                 reason=str(testbed.why_unavailable()))]
+pytestmark = [pytest.mark.bed, pytest.mark.timeout(60)]
 
 bed = testbed.bed_fixture(3)
 PROBE = "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3); print('ok')"
@@ -101,6 +99,29 @@ def test_teardown_happens_even_when_the_test_fails(tmp_path):
     name = (tmp_path / "name").read_text()
     assert name.startswith("mxb")
     assert testbed.leftovers(name) == []
+
+
+def test_each_test_gets_the_bed_clean_and_one_that_leaves_a_process_errors(tmp_path):
+    """The fixture's own check: a process left in a namespace is killed after the test that left it, that
+    test reports an error naming it, and the next test of the module finds the bed clean."""
+    inner = tmp_path / "test_inner.py"
+    inner.write_text(textwrap.dedent("""
+        import subprocess
+        from mxlaunch.testing import bed as testbed
+        bed = testbed.bed_fixture(1)
+        def test_leaves_a_process(bed):
+            open(%r, "w").write(bed.name)
+            subprocess.run(["ip", "netns", "exec", bed.members[0].netns, "setsid", "-f", "sleep", "301"],
+                           check=True, timeout=10, stdin=subprocess.DEVNULL)
+        def test_then_finds_it_clean(bed):
+            assert bed.job_pids(0) == []
+    """ % str(tmp_path / "name")))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(inner)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout
+    assert "2 passed, 1 error" in proc.stdout, proc.stdout
+    assert "ERROR at teardown of test_leaves_a_process" in proc.stdout and "sleep 301" in proc.stdout
+    assert testbed.leftovers((tmp_path / "name").read_text()) == []
 
 
 def test_a_bed_whose_owner_was_killed_is_swept_by_the_next_run(tmp_path):

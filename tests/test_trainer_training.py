@@ -1,7 +1,6 @@
 """`trainer fit` on real handwritten digits: accuracy, the step schedule, checkpoints and resume."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -10,11 +9,10 @@ import shutil
 import pytest
 
 from conftest import run_trainer
+from digits_recipe import BASE_LR, EPOCHS, FACTOR, STEPS, TRAIN_EXAMPLES, fit_args, read_metrics
 
 BATCH = 32
-STEPS = (6, 9)
-BASE_LR, FACTOR = 0.1, 0.1
-EPOCHS = 10
+pytestmark = pytest.mark.slow
 
 
 def expected_lr(epoch: int) -> float:
@@ -22,26 +20,12 @@ def expected_lr(epoch: int) -> float:
     return BASE_LR * FACTOR ** len([s for s in STEPS if epoch >= s])
 
 
-def read_metrics(path):
-    with open(path) as stream:
-        return [json.loads(line) for line in stream]
-
-
-def fit_args(digits_dir, prefix, *extra):
-    return ["fit", "--network", "resnet", "--num-layers", 8,
-            "--data-train", os.path.join(digits_dir, "digits_train.rec"),
-            "--data-val", os.path.join(digits_dir, "digits_val.rec"),
-            "--image-shape", "3,28,28", "--pad-size", 0, "--random-mirror", 0,
-            "--batch-size", BATCH, "--num-epochs", EPOCHS, "--lr", BASE_LR, "--lr-factor", FACTOR,
-            "--lr-step-epochs", ",".join(map(str, STEPS)), "--seed", 1, "--model-prefix", prefix, *extra]
-
-
 @pytest.fixture(scope="module")
 def full_run(digits_dir, tmp_path_factory):
     """One uninterrupted 10-epoch run, shared by the tests of this module."""
     out = tmp_path_factory.mktemp("full")
     prefix = str(out / "digits-resnet8")
-    result = run_trainer(*fit_args(digits_dir, prefix), timeout=240)
+    result = run_trainer(*fit_args(digits_dir, prefix, BATCH), timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     return prefix, result, read_metrics(out / "metrics.jsonl")
 
@@ -85,7 +69,7 @@ def test_resume_between_two_steps_continues_the_schedule_exactly(full_run, digit
     copy = str(tmp_path / "digits-resnet8")
     for suffix in ("-symbol.json", "-%04d.params" % resume_at, "-%04d.states" % resume_at):
         shutil.copy(prefix + suffix, copy + suffix)
-    result = run_trainer(*fit_args(digits_dir, copy, "--load-epoch", resume_at), timeout=180)
+    result = run_trainer(*fit_args(digits_dir, copy, BATCH, "--load-epoch", resume_at), timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = read_metrics(tmp_path / "metrics.jsonl")
     assert [m["epoch"] for m in resumed] == list(range(resume_at, EPOCHS))
@@ -93,6 +77,6 @@ def test_resume_between_two_steps_continues_the_schedule_exactly(full_run, digit
     assert os.path.isfile("%s-%04d.params" % (copy, EPOCHS))
     assert not os.path.exists("%s-%04d.params" % (copy, EPOCHS + 1))
     # MXNet's own scheduler counts absolute updates: the step at epoch 9 happens at update 9 * 45 + 1
-    updates_per_epoch = math.ceil(1438 / BATCH)
+    updates_per_epoch = math.ceil(TRAIN_EXAMPLES / BATCH)
     assert f"Update[{STEPS[1] * updates_per_epoch + 1}]: Change learning rate to 1.00000e-03" in result.stderr
     assert resumed[-1]["validation-accuracy"] >= 0.97

@@ -7,7 +7,8 @@
 Recipe and pitfalls: /work/shared/testbed.md. Names are unique per run (prefix `mxb<6 hex>`), the subnet is
 a 10.x.y.0/24 that no interface or route of this machine uses; no default route in the namespaces and
 ip_forward untouched, so nothing can leave the machine. Host keys are generated per run and written to
-`known_hosts`; the client key pair too (keys from git would have the wrong mode).
+`known_hosts`; the client key pair too (keys from git would have the wrong mode). Every host's sshd records
+the exact command of each session it serves (a ForceCommand wrapper): `bed.session_commands(i)`.
 
 `bed_fixture(n, scope)` makes a pytest fixture that skips (with the reason) when not root or when sshd or
 `ip netns` are missing, and always tears the bed down, even when a test fails.
@@ -187,6 +188,11 @@ class Bed:
                 pass
         return lines
 
+    def session_commands(self, i: int) -> List[str]:
+        """Every command an SSH session asked host i to run, in order, exactly as sshd received it."""
+        raw = _read_bytes(os.path.join(self.members[i].dir, COMMANDS_FILE))
+        return [c.decode(errors="replace") for c in raw.split(b"\0")[:-1]]
+
     def exec(self, i: int, *argv: str, timeout: float = 15) -> subprocess.CompletedProcess:
         """Run argv inside namespace i (no SSH), e.g. to probe connectivity between hosts."""
         return subprocess.run([IP, "netns", "exec", self.members[i].netns, *argv], capture_output=True,
@@ -280,6 +286,14 @@ def _read(path: str) -> str:
         return ""
 
 
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
 def _kill_and_wait(pids: List[int], timeout: float) -> List[int]:
     """TERM, wait (bounded), KILL, wait. Returns PIDs still alive."""
     pids = [p for p in pids if p != os.getpid()]
@@ -360,7 +374,25 @@ MaxSessions 100
 PrintMotd no
 LogLevel VERBOSE
 Subsystem sftp {sftp}
+ForceCommand {record} {dir}/{commands}
 """
+
+# Every session of a bed host runs this first (sshd's ForceCommand): it appends the exact command the client
+# asked for (NUL-terminated: commands hold newlines) to the host's record, then runs it as sshd would have,
+# with the user's shell. A subsystem request arrives here too, as its configured command (`internal-sftp` is
+# sshd's in-process server, which a shell cannot run: the sftp-server program stands in for it).
+RECORD_COMMAND = """\
+#!/bin/sh
+cmd="${{SSH_ORIGINAL_COMMAND-}}"
+unset SSH_ORIGINAL_COMMAND
+printf '%s\\0' "$cmd" >> "$1"
+case "$cmd" in
+  internal-sftp|"internal-sftp "*) exec {sftp} ;;
+  "") exec "${{SHELL:-/bin/sh}}" -l ;;
+esac
+exec "${{SHELL:-/bin/sh}}" -c "$cmd"
+"""
+COMMANDS_FILE = "commands"
 
 
 def up(n: int, name: Optional[str] = None) -> Bed:
@@ -385,6 +417,10 @@ def up(n: int, name: Optional[str] = None) -> Bed:
         _run(SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", f"{name}-client", "-f", bed.key)
         authorized = os.path.join(bed_dir, "authorized_keys")
         shutil.copy(bed.key + ".pub", authorized)
+        record = os.path.join(bed_dir, "record-command")
+        with open(record, "w") as fh:
+            fh.write(RECORD_COMMAND.format(sftp=SFTP_SERVER))
+        os.chmod(record, 0o755)
         _run(IP, "link", "add", bed.bridge, "type", "bridge")
         _run(IP, "addr", "add", f"{bed.gateway}/24", "dev", bed.bridge)
         _run(IP, "-6", "addr", "add", f"{net6[1]}/64", "dev", bed.bridge, "nodad")
@@ -411,7 +447,7 @@ def up(n: int, name: Optional[str] = None) -> Bed:
             m.host_key_line = " ".join(_read(hostkey + ".pub").split()[:2])
             with open(os.path.join(m.dir, "sshd_config"), "w") as fh:
                 fh.write(SSHD_CONFIG.format(address=m.address, address6=m.address6, dir=m.dir, authorized_keys=authorized,
-                                            sftp=SFTP_SERVER))
+                                            sftp=SFTP_SERVER, record=record, commands=COMMANDS_FILE))
         with open(bed.known_hosts, "w") as fh:
             for m in bed.members:
                 fh.write(f"{m.address} {m.host_key_line}\n{m.address6} {m.host_key_line}\n")
@@ -424,19 +460,50 @@ def up(n: int, name: Optional[str] = None) -> Bed:
 
 
 def bed_fixture(n: int, scope: str = "module"):
-    """A pytest fixture yielding an up(n) bed, skipped with the reason where a bed cannot be made."""
+    """A pytest fixture yielding a bed of `n` hosts, made once per `scope` ("module" or "session") and shared
+    by its tests. Where no bed can be made the test is skipped with the reason, or fails where the run
+    requires the bed (mxlaunch.testing.require). Every test gets the bed clean (each sshd up, nothing else
+    running in the namespaces); what a test leaves running there is killed after it and reported as that
+    test's error. The bed is always torn down, even when a test fails."""
     import pytest
+    from mxlaunch.testing.require import need_bed
+    beds = {}  # the module (or session) node -> its bed
 
-    @pytest.fixture(scope=scope)
-    def _bed():
-        reason = why_unavailable()
-        if reason:
-            pytest.skip(reason)
-        bed = up(n)
-        try:
-            yield bed
-        finally:
-            problems = bed.down()
-            assert not problems, f"test bed teardown left: {problems}"
+    def dirt(bed: Bed, settle: float) -> List[str]:
+        """What is not as a fresh bed has it, after waiting up to `settle` s (a session ends a moment after
+        its connection closes)."""
+        deadline = time.monotonic() + settle
+        while True:
+            found = [f"host {m.index}: sshd not running" for m in bed.members
+                     if not (m.sshd_pid and _pid_alive(m.sshd_pid))]
+            for i in range(len(bed.members)):
+                found += [f"host {i}: pid {p} {_read(f'/proc/{p}/cmdline').replace(chr(0), ' ').strip()!r}"
+                          for p in bed.job_pids(i)]
+            if not found or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.05)
+
+    def take_down(holder) -> None:
+        problems = beds.pop(holder).down()
+        assert not problems, f"test bed teardown left: {problems}"
+
+    @pytest.fixture
+    def _bed(request):
+        need_bed()
+        holder = request.node.getparent(pytest.Session if scope == "session" else pytest.Module)
+        if holder not in beds:
+            beds[holder] = up(n)
+            holder.addfinalizer(lambda: take_down(holder))
+        bed = beds[holder]
+        found = dirt(bed, settle=5)  # even up(): its port probe leaves an `sshd: [accepted]` for a moment
+        assert not found, f"the test bed is not clean at the start of this test: {found}"
+        yield bed
+        found = dirt(bed, settle=5)
+        if found:
+            for i, m in enumerate(bed.members):
+                bed.kill_jobs(i)
+                if not (m.sshd_pid and _pid_alive(m.sshd_pid)):
+                    bed.start_sshd(i)
+            pytest.fail(f"this test left the bed unclean (now cleaned): {found}", pytrace=False)
 
     return _bed
