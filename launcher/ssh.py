@@ -195,14 +195,21 @@ class Connection:
 
     def run(self, argv: Union[str, Sequence[str]], timeout: float = 30.0,
             stdin: Optional[bytes] = None) -> Tuple[int, str, str]:
-        """Run a command to its end (bounded): (exit status, stdout, stderr). -1 when it timed out."""
-        channel = self.open_channel(argv, timeout=timeout)
+        """Run a command to its end (bounded): (exit status, stdout, stderr). -1 when it timed out, and then
+        the command is killed: without a pty, closing the channel does not end it on the host."""
+        # the wrapper prints its pid, then becomes the command (sshd made it a session, and group, leader)
+        wrapped = (["sh", "-c", 'echo "$$"; exec sh -c "$1"', "sh", argv] if isinstance(argv, str)
+                   else ["sh", "-c", 'echo "$$"; exec "$@"', "sh", *[str(a) for a in argv]])
+        channel = self.open_channel(wrapped, timeout=timeout)
         deadline = time.monotonic() + timeout
+        out, err = bytearray(), bytearray()
+
+        def text() -> Tuple[str, str]:
+            return out.partition(b"\n")[2].decode(errors="replace"), err.decode(errors="replace")
         try:
             if stdin:
                 channel.sendall(stdin)
             channel.shutdown_write()
-            out, err = bytearray(), bytearray()
             while True:
                 if channel.recv_ready():
                     out += channel.recv(65536)
@@ -211,12 +218,26 @@ class Connection:
                 elif channel.exit_status_ready() and (channel.eof_received or channel.closed):
                     break
                 elif time.monotonic() >= deadline:
-                    return -1, out.decode(errors="replace"), err.decode(errors="replace")
+                    self._kill_remote(out.partition(b"\n")[0])
+                    return (-1, *text())
                 else:
                     select.select([channel], [], [], 0.05)
-            return channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
+            return (channel.recv_exit_status(), *text())
         finally:
             channel.close()
+
+    def _kill_remote(self, pid_line: bytes) -> None:
+        """SIGKILL a timed-out command's process group (and the process itself, should it lead none)."""
+        pid = pid_line.strip().decode(errors="replace")
+        if not pid.isdigit():
+            return
+        try:
+            channel = self.open_channel(["kill", "-KILL", "--", f"-{pid}", pid], timeout=5.0)
+            channel.shutdown_write()
+            channel.status_event.wait(5.0)
+            channel.close()
+        except Exception:  # the host went away: nothing left to kill from here
+            pass
 
     def watch(self, interval: float = 2.0, timeout: float = 8.0) -> None:
         """Ask the server for a reply every `interval` s; when none comes within `timeout` s (a silent

@@ -51,9 +51,12 @@ def test_run_is_bounded(bed):
         started = time.monotonic()
         rc, _, _ = results[bed.hosts[0]].run(["sleep", "30"], timeout=0.5)
         assert rc == -1 and time.monotonic() - started < 3
+        # and the command is gone: without a pty closing the channel would not end it
+        testbed.wait_for(lambda: not [c for c in bed.cmdlines(0) if c[:1] == ["sleep"]] or None, 3,
+                         what="the timed-out sleep to be killed")
     finally:
         results.close()
-        bed.kill_jobs(0)  # run() stops waiting, not the command: without a pty nothing tells `sleep` to end
+        bed.kill_jobs(0)
 
 
 def test_wrong_key_is_refused_with_one_line_per_host(bed, tmp_path):
