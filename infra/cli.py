@@ -123,7 +123,8 @@ def _finish(aws: Aws, spec, record):
     if spec.wait == "ssh" and live:
         from mxlaunch.infra import remote  # SSH and the wheel build only for --wait ssh
         hosts = [(f"{spec.name}-{n}", i.public_ip) for n, i in enumerate(live)]
-        remote.wait_ssh_and_install(hosts, state.ssh_config_path(spec.name), spec.efs, info)
+        remote.wait_ssh_and_install(hosts, state.ssh_config_path(spec.name), spec.efs, info,
+                                    gpus_per_host=spec.itype.gpus)  # ends with the GPU check on every instance
     return record
 
 

@@ -1,6 +1,7 @@
 """`--wait ssh`: wait for SSH to answer on every instance (bounded, with a per-instance diagnosis), then
 build a wheel of the running copy of mxlaunch and install it with the `gpu` extra into ONE virtual
-environment on EFS, shared by every host.
+environment on EFS, shared by every host; on a GPU type, end with the GPU preflight of `launch train` on
+every instance (launcher/gpu_check.py: nvidia-smi's GPUs and a real operation on every GPU through the venv).
 
 Everything goes through `ssh -F <cluster ssh_config>` (the file `launch cluster ssh` uses), so host keys land
 in the cluster's own known_hosts. The subprocess runner is a parameter: tests check the commands without
@@ -8,14 +9,20 @@ ever connecting (moto's addresses are made up and must never be contacted).
 """
 from __future__ import annotations
 
+import json
+import shlex
 import socket
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from mxlaunch.errors import CommandError
+from mxlaunch.exits import Exit
+from mxlaunch.launcher import gpu_check
+from mxlaunch.launcher.remote import host_check, source
 from mxlaunch.launcher.render import render
 
 from mxlaunch.infra import wait
@@ -27,7 +34,15 @@ INTERVAL = 10.0
 CMD_TIMEOUT = 60.0
 INSTALL_TIMEOUT = 1800.0
 
+# importing mxnet (from EFS: seconds), then nvidia-smi and the GPU operation, each bounded on the host too
+GPU_CHECK_TIMEOUT = CMD_TIMEOUT + gpu_check.SMI_TIMEOUT + gpu_check.OP_TIMEOUT
+
 Runner = Callable[..., subprocess.CompletedProcess]
+
+
+class GpuCheckFailed(CommandError):
+    """An instance cannot run GPU jobs (the same verdict `launch train`'s preflight would give)."""
+    exit_code = Exit.PREFLIGHT
 
 
 def source_root() -> Path:
@@ -128,9 +143,35 @@ class Remote:
             if proc.returncode != 0:
                 raise CommandError(f"{alias} cannot use {VENV}: {(proc.stderr or '').strip()[-200:]}")
 
+    def gpu_problems(self, alias: str, gpus: Sequence[int]) -> List[str]:
+        """One instance's GPU preflight through the venv's interpreter: its problems ([] = it can run)."""
+        python = f"{VENV}/bin/python"
+        request = {"workdir": None, "files": [], "bind": [], "probe": None, "probe_timeout": 0, "full": True,
+                   **gpu_check.request(gpus)}
+        proc = self._ok(alias, python, "-c", shlex.quote(source("host_check")), timeout=GPU_CHECK_TIMEOUT,
+                        stdin=json.dumps(request) + "\n")
+        reply = host_check.parse_reply(proc.stdout or "")
+        if reply is None:
+            tail = " ".join((proc.stderr or "").split())[-200:] or f"exit {proc.returncode}"
+            return [f"the GPU check did not answer ({tail})"]
+        problems = [] if "mxnet" in reply else [f"{python} cannot import mxnet: {reply.get('mxnet_error')}"]
+        return problems + gpu_check.judge(gpus, reply.get("gpu"), python)
+
+    def check_gpus(self, hosts: Sequence[tuple], gpus_per_host: int) -> None:
+        """Every instance at once; a GpuCheckFailed naming each failing instance and why."""
+        gpus = tuple(range(gpus_per_host))
+        self.echo(f"checking GPUs {','.join(map(str, gpus))} on {len(hosts)} instance(s)")
+        with ThreadPoolExecutor(max_workers=min(len(hosts), 16)) as pool:
+            found = list(pool.map(lambda host: (host[0], self.gpu_problems(host[0], gpus)), hosts))
+        failed = [(alias, problems) for alias, problems in found if problems]
+        if failed:
+            raise GpuCheckFailed(f"GPU check failed on {len(failed)} of {len(hosts)} instance(s): "
+                                 + "; ".join(f"{alias}: {' / '.join(problems)}" for alias, problems in failed))
+
 
 def wait_ssh_and_install(hosts: Sequence[tuple], ssh_config: Path, efs: bool, echo,
-                         run: Runner = subprocess.run, diagnose=tcp_diagnosis) -> None:
+                         run: Runner = subprocess.run, diagnose=tcp_diagnosis, gpus_per_host: int = 0) -> None:
+    """`gpus_per_host` (the instance type's): > 0 ends with the GPU check on every instance."""
     remote = Remote(ssh_config, echo, run=run, diagnose=diagnose)
     echo("waiting for SSH")
     remote.wait_for(hosts, ["true"], "SSH answering", SSH_TIMEOUT)
@@ -138,3 +179,5 @@ def wait_ssh_and_install(hosts: Sequence[tuple], ssh_config: Path, efs: bool, ec
     with tempfile.TemporaryDirectory(prefix="mxlaunch-wheel-") as tmp:
         wheel = build_wheel(Path(tmp), run=run)
         remote.install(hosts, wheel, efs)
+    if gpus_per_host > 0:
+        remote.check_gpus(hosts, gpus_per_host)

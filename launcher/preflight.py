@@ -4,7 +4,9 @@ Per host: reachable and authenticated (launcher/ssh.py); the interpreter exists 
 the same mxnet version everywhere; the workdir exists; every role's DMLC_NODE_HOST is an address of
 that host; the training script and the data files named in the command exist (data: on every worker
 host); the scheduler's port is reachable from every host (a short-lived listener on the scheduler's host
-at the scheduler's address and port; every host connects to it, bounded).
+at the scheduler's address and port; every host connects to it, bounded). A GPU job (the workload's
+`--gpus`, or a target with GPUs) also gets, on every worker host, nvidia-smi's GPUs and one real operation
+on every requested `mx.gpu(i)`, judged by launcher/gpu_check.py (a GPUS column and its problems).
 The programs that run on the hosts are launcher/remote/host_check.py and port_listener.py.
 
 A failure is a per-host table on stderr and a `PreflightError` (exit 3), with nothing started anywhere.
@@ -20,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from mxlaunch.errors import CommandError
 from mxlaunch.exits import Exit
-from mxlaunch.launcher import workload
+from mxlaunch.launcher import gpu_check, workload
 from mxlaunch.launcher.hosts import Host, Placement
 from mxlaunch.launcher.remote import host_check, port_listener, source
 from mxlaunch.launcher.ssh import Connection, HostResults, parallel
@@ -45,9 +47,11 @@ class Checks:
     script_files: Tuple[str, ...]
     data_files: Tuple[str, ...]
     node_hosts: Tuple[Tuple[Host, Tuple[str, ...]], ...] = ()  # host -> DMLC_NODE_HOST values to verify
+    gpus: Tuple[int, ...] = ()  # the GPU indices every worker uses on its host (none: a CPU job)
 
     @classmethod
-    def from_spec(cls, spec, python: str, placement: Placement) -> "Checks":
+    def from_spec(cls, spec, python: str, placement: Placement, gpus_per_host: int = 0) -> "Checks":
+        """`gpus_per_host`: the target's (a GPU cluster); the workload's own --gpus wins."""
         nodes = {}
         for _, _, host in placement.roles():
             nodes.setdefault(host, host.address)
@@ -55,13 +59,30 @@ class Checks:
         return cls(python=python, workdir=spec.workdir or os.getcwd(), scheduler=placement.scheduler,
                    worker_hosts=tuple(dict.fromkeys(placement.workers)),
                    script_files=workload.script_files(spec.command), data_files=workload.data_files(spec.command),
-                   node_hosts=tuple((h, (a,)) for h, a in nodes.items()))
+                   node_hosts=tuple((h, (a,)) for h, a in nodes.items()),
+                   gpus=job_gpus(spec.command, gpus_per_host))
 
     def files_for(self, host: Host) -> Tuple[str, ...]:
         return self.script_files + (self.data_files if host in self.worker_hosts else ())
 
     def binds_for(self, host: Host, resolve: Callable[[str], str]) -> Tuple[str, ...]:
         return tuple(resolve(a) for h, addrs in self.node_hosts if h == host for a in addrs)
+
+    def gpus_for(self, host: Host) -> Tuple[int, ...]:
+        """Only workers use GPUs: the scheduler and servers run on the CPU."""
+        return self.gpus if host in self.worker_hosts else ()
+
+    @property
+    def timeout(self) -> float:
+        """One host's checks, at most."""
+        return CHECK_TIMEOUT + gpu_check.check_timeout(self.gpus)
+
+
+def job_gpus(command, gpus_per_host: int = 0) -> Tuple[int, ...]:
+    """The GPUs a job uses on each host: its `--gpus`, else every GPU of the target's hosts, else none."""
+    if workload.has_option(command, "--gpus"):
+        return gpu_check.parse_gpus(workload.option_value(command, "--gpus"))
+    return tuple(range(gpus_per_host))
 
 
 @dataclass
@@ -74,6 +95,7 @@ class HostCheck:
     workdir: str = "-"
     files: str = "-"
     port: str = "-"
+    gpus: Optional[str] = None  # None: no GPU check (a CPU job, or a host without workers)
     problems: List[str] = field(default_factory=list)
 
     @property
@@ -90,13 +112,15 @@ class Report:
         return [r for r in self.rows if not r.ok]
 
     def table(self) -> str:
-        head = ("HOST", "ROLES", "SSH", "PYTHON", "MXNET", "WORKDIR", "FILES", "PORT", "PROBLEM")
-        lines = [head]
+        gpu = any(r.gpus is not None for r in self.rows)  # the GPUS column only for a GPU job
+        head = ("HOST", "ROLES", "SSH", "PYTHON", "MXNET", "WORKDIR", "FILES", "PORT") + (("GPUS",) if gpu else ())
+        lines = [head + ("PROBLEM",)]
         for r in self.rows:
             first, *rest = r.problems or ["-"]
-            lines.append((r.host.target, r.roles or "-", r.ssh, r.python, r.mxnet, r.workdir, r.files, r.port, first))
-            lines.extend(("", "", "", "", "", "", "", "", more) for more in rest)
-        widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]
+            cells = (r.host.target, r.roles or "-", r.ssh, r.python, r.mxnet, r.workdir, r.files, r.port)
+            lines.append(cells + ((r.gpus or "-",) if gpu else ()) + (first,))
+            lines.extend(("",) * len(head) + (more,) for more in rest)
+        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(line[:-1], widths)) + "  " + line[-1]
                          for line in lines) + "\n"
 
@@ -114,23 +138,13 @@ class Report:
                                 else ""))
 
 
-def _parse_marker(text: str, marker: str) -> Optional[dict]:
-    for line in text.splitlines():
-        if line.startswith(marker + " "):
-            try:
-                return json.loads(line[len(marker) + 1:])
-            except ValueError:
-                return None
-    return None
-
-
-def _interpreter_problem(python: str, rc: int, err: str) -> str:
+def _interpreter_problem(python: str, rc: int, err: str, timeout: float = CHECK_TIMEOUT) -> str:
     if rc == 127:
         return f"interpreter {python} not found (pass --python, the same absolute path on every host)"
     if rc == 126:
         return f"interpreter {python} is not executable (pass --python)"
     if rc == -1:
-        return f"checks did not finish within {CHECK_TIMEOUT:g}s"
+        return f"checks did not finish within {timeout:g}s"
     tail = " ".join(err.strip().splitlines()[-1:]) or f"exit status {rc}"
     return f"interpreter {python} failed: {tail}"
 
@@ -169,15 +183,17 @@ class _Listener:
 
 def _check_host(conn: Connection, row: HostCheck, checks: Checks, probe: Optional[Tuple[str, int]],
                 resolve: Callable[[str], str], full: bool = True) -> dict:
+    gpus = checks.gpus_for(row.host) if full else ()
     request = {"workdir": checks.workdir, "files": list(checks.files_for(row.host)) if full else [],
                "bind": list(checks.binds_for(row.host, resolve)) if full else [],
-               "probe": list(probe) if probe else None, "probe_timeout": PROBE_TIMEOUT, "full": full}
-    rc, out, err = conn.run([checks.python, "-c", source("host_check")], timeout=CHECK_TIMEOUT,
+               "probe": list(probe) if probe else None, "probe_timeout": PROBE_TIMEOUT, "full": full,
+               **gpu_check.request(gpus)}
+    rc, out, err = conn.run([checks.python, "-c", source("host_check")], timeout=checks.timeout,
                             stdin=(json.dumps(request) + "\n").encode())
-    result = _parse_marker(out, host_check.MARKER)
+    result = host_check.parse_reply(out)
     if result is None:
         row.python = "FAIL"
-        row.problems.append(_interpreter_problem(checks.python, rc, err))
+        row.problems.append(_interpreter_problem(checks.python, rc, err, checks.timeout))
         return {}
     row.python = result["python"]
     if "mxnet" in result:
@@ -200,6 +216,9 @@ def _check_host(conn: Connection, row: HostCheck, checks: Checks, probe: Optiona
         row.port = "ok" if result.get("probe") == "ok" else "FAIL"
         if result.get("probe") != "ok":
             row.problems.append(f"cannot reach the scheduler at {probe[0]}:{probe[1]}: {result.get('probe')}")
+    if gpus:
+        row.gpus = gpu_check.column(result.get("gpu"))
+        row.problems.extend(gpu_check.judge(gpus, result.get("gpu"), checks.python))
     return result
 
 
@@ -245,7 +264,7 @@ def run(connections: HostResults, checks: Checks, plan=None,
     try:
         live = connections.succeeded
         outcomes = parallel(lambda h: _check_host(live[h], rows[h], checks, probe, resolve, full), live,
-                            timeout=CHECK_TIMEOUT + 10, name="preflight")
+                            timeout=checks.timeout + 10, name="preflight")
         for host, outcome in outcomes.items():
             if isinstance(outcome, BaseException):
                 rows[host].problems.append(f"checks failed: {type(outcome).__name__}: {outcome}")

@@ -292,7 +292,7 @@ def runner_for(spec, target: JobTarget, plan=None, echo=None) -> SSHRunner:
                          f"(a relative interpreter resolves differently on every host)")
     placement = place(spec.hosts, spec.num_workers, spec.num_servers)
     connections = connect_all(placement.hosts_used(), target.ssh or SSHOptions())
-    checks = preflight.Checks.from_spec(spec, python, placement)
+    checks = preflight.Checks.from_spec(spec, python, placement, gpus_per_host=target.gpus_per_host)
     try:
         report = preflight.run(connections, checks, plan=plan)
         report.raise_if_failed(echo=echo)

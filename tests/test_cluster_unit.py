@@ -156,12 +156,14 @@ def test_ssh_wait_is_bounded_and_diagnoses_each_host(tmp_path, monkeypatch):
 
 def test_up_wait_ssh_hands_the_cluster_to_the_install_step(moto_aws, aws_env, monkeypatch):
     seen = []
-    monkeypatch.setattr(remote, "wait_ssh_and_install", lambda hosts, cfg, efs, echo: seen.append((hosts, cfg, efs)))
+    monkeypatch.setattr(remote, "wait_ssh_and_install",
+                        lambda hosts, cfg, efs, echo, gpus_per_host: seen.append((hosts, cfg, efs, gpus_per_host)))
     args = [a if a != "running" else "ssh" for a in up_args("ws", 2)]
     r = launch(*args)
     assert r.code == 0, r.err
-    (hosts, cfg, efs), = seen
+    (hosts, cfg, efs, gpus), = seen
     assert [h[0] for h in hosts] == ["ws-0", "ws-1"] and cfg.name == "ssh_config" and efs is True
+    assert gpus == 4  # g5.12xlarge: the install step ends with the GPU check of all 4 on every instance
     assert "next: launch train --cluster ws -n 2" in r.out and "--gpus 0,1,2,3" in r.out
 
 

@@ -5,9 +5,11 @@ import errno
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -134,3 +136,126 @@ def test_every_remote_program_is_its_own_file_in_the_package():
     for name in ("roleguard", "host_check", "port_listener"):
         with open(os.path.join(folder, name + ".py"), encoding="utf-8") as f:
             assert source(name) == f.read()
+
+
+# ---------------------------------------------------------------------------------------------- GPU part
+SMI_ROWS = "NVIDIA A10G, 8.6, 23028 MiB, 535.54.03\nNVIDIA A10G, 8.6, 23028 MiB, 535.54.03\n"
+STANDIN_MXNET = '''\
+import threading
+__version__ = "1.9.1-standin"
+GPUS = 1  # mx.gpu(1) and up fail as MXNet does: a C++ traceback, the message on its last line
+class _Features:
+    def is_enabled(self, name):
+        return name == "CUDA"
+class runtime:
+    Features = _Features
+class context:
+    @staticmethod
+    def num_gpus():
+        return GPUS
+class _Array:
+    def __init__(self, values):
+        self.values = values
+    def __mul__(self, k):
+        return _Array([v * k for v in self.values])
+    def asnumpy(self):
+        return self
+    def tolist(self):
+        return list(self.values)
+class MXNetError(Exception):
+    pass
+def gpu(i):
+    return i
+class nd:
+    @staticmethod
+    def ones(shape, ctx):
+        if HANG:
+            threading.Event().wait()
+        if ctx >= GPUS:
+            raise MXNetError("Traceback (most recent call last):\\n  File \\"../src/storage/storage.cc\\", line 1\\n"
+                             "MXNetError: CUDA: invalid device ordinal")
+        return _Array([1.0] * shape[0])
+HANG = False
+'''
+
+
+def fake_program(folder, name: str, body: str) -> str:
+    """An executable shell script `folder/name`; returns the folder (to put first on PATH)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(folder)
+
+
+def standin_mxnet(tmp_path, hang=False) -> str:
+    folder = tmp_path / ("hanging" if hang else "standin")
+    (folder / "mxnet").mkdir(parents=True, exist_ok=True)
+    (folder / "mxnet" / "__init__.py").write_text(STANDIN_MXNET + ("HANG = True\n" if hang else ""))
+    return str(folder)
+
+
+def gpu_env(path: str, pythonpath: str = "") -> dict:
+    return dict(os.environ, PATH=path, PYTHONPATH=pythonpath)
+
+
+def test_host_check_gpu_reports_nvidia_smi_rows_and_the_operation_on_every_requested_gpu(tmp_path):
+    smi = fake_program(tmp_path / "bin", "nvidia-smi",
+                       f'[ "$1" = --query-gpu=name,compute_cap,memory.total,driver_version ] || exit 2\n'
+                       f'printf "{SMI_ROWS.encode("unicode_escape").decode()}"\n')
+    env = gpu_env(smi, standin_mxnet(tmp_path))
+    gpu = run_host_check(request(full=True, gpus=[0]), env=env)["gpu"]
+    assert gpu["smi"] == [["NVIDIA A10G", "8.6", "23028 MiB", "535.54.03"]] * 2 and gpu["smi_error"] is None
+    assert (gpu["cuda"], gpu["num_gpus"], gpu["op"], gpu["hung"]) == (True, 1, "ok", False)
+    failed = run_host_check(request(full=True, gpus=[0, 1]), env=env)["gpu"]
+    assert failed["op"] == "mx.gpu(1): MXNetError: CUDA: invalid device ordinal"  # the message, one line
+    assert "gpu" not in run_host_check(request(full=True), env=env)  # a CPU job: no GPU part at all
+
+
+def test_host_check_gpu_without_nvidia_smi_or_mxnet_says_what_is_missing(tmp_path):
+    empty = str(tmp_path / "empty")
+    os.makedirs(empty)
+    result = run_host_check(request(full=True, gpus=[0]), env=gpu_env(empty, standin_mxnet(tmp_path)))
+    assert (result["gpu"]["smi"], result["gpu"]["smi_error"], result["gpu"]["op"]) == (None, "not found", "ok")
+    result = run_host_check(request(full=True, gpus=[0]), env=gpu_env(empty, empty))  # no mxnet importable
+    assert "mxnet_error" in result and result["gpu"] == {"smi": None, "smi_error": "not found"}
+
+
+def test_host_check_gpu_failing_nvidia_smi_is_reported_in_one_line(tmp_path):
+    smi = fake_program(tmp_path / "bin", "nvidia-smi",
+                       "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"\n"
+                       "echo 'Make sure that the latest NVIDIA driver is installed and running.'\nexit 9\n")
+    gpu = run_host_check(request(full=True, gpus=[0]), env=gpu_env(smi, standin_mxnet(tmp_path)))["gpu"]
+    assert gpu["smi"] is None
+    assert gpu["smi_error"] == (f"{smi}/nvidia-smi exited 9: NVIDIA-SMI has failed because it couldn't communicate "
+                                f"with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and "
+                                f"running.")
+
+
+def test_host_check_gpu_hung_nvidia_smi_and_hung_gpu_operation_are_bounded(tmp_path):
+    """A broken driver hangs nvidia-smi and the first CUDA call: the reply still comes, within the bounds,
+    and the program exits although a thread is stuck in the (stand-in) GPU call."""
+    smi = fake_program(tmp_path / "bin", "nvidia-smi", f"exec {shutil.which('sleep')} 30\n")
+    started = time.monotonic()
+    gpu = run_host_check(request(full=True, gpus=[0], smi_timeout=0.5, op_timeout=0.5),
+                         env=gpu_env(smi, standin_mxnet(tmp_path, hang=True)))["gpu"]
+    assert time.monotonic() - started < 10
+    assert gpu["smi_error"] == f"{smi}/nvidia-smi did not answer within 0.5s (a hung driver?)"
+    assert gpu["op"] == "did not finish within 0.5s (a hung driver?)" and gpu["hung"] is True
+    assert gpu["num_gpus"] == 1  # what MXNet said before the operation hung
+
+
+def test_host_check_gpu_operation_with_the_real_cpu_wheel_fails_on_mx_gpu_0(tmp_path):
+    """The real mxnet (the CPU wheel here): no CUDA, no GPUs, and the array on mx.gpu(0) fails."""
+    proc = subprocess.run([sys.executable, "-c", source("host_check")], capture_output=True, text=True, timeout=60,
+                          input=json.dumps(request(full=True, gpus=[0])) + "\n",
+                          env=dict(os.environ, PATH=str(tmp_path)))
+    gpu = host_check.parse_reply(proc.stdout)["gpu"]
+    assert (gpu["cuda"], gpu["num_gpus"], gpu["hung"]) == (False, 0, False)
+    assert gpu["op"] == "mx.gpu(0): MXNetError: Operator _ones is not implemented for GPU."
+
+
+def test_parse_reply_skips_other_lines_and_rejects_a_broken_one():
+    assert host_check.parse_reply(f"warning: x\n{host_check.MARKER} {{\"python\": \"3.10\"}}\n") == {"python": "3.10"}
+    assert host_check.parse_reply(f"{host_check.MARKER} {{not json\n") is None
+    assert host_check.parse_reply("nothing here\n") is None
