@@ -11,14 +11,17 @@ DATA_DIR ?= data/digits
 
 venv: $(STAMP)
 
-# Debian packages the SSH test bed needs, each installed when missing; only root can install them (elsewhere
-# the bed tests skip with the reason; under .ci/run, which requires the bed, they fail with it).
+# Debian packages the tests need, each installed when missing; only root can install them (elsewhere the
+# tests that need them skip with the reason; under .ci/run, which requires the bed, they fail with it):
+# the SSH test bed (sshd, ip) and the GPU-environment test (a C compiler for its stub driver, readelf, ldd).
 system-packages:
 	@missing=""; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v cc >/dev/null || missing="$$missing gcc"; \
+	command -v readelf >/dev/null || missing="$$missing binutils"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing$$missing (SSH test bed)"; \
+		echo "installing$$missing (test bed, GPU-environment test)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 

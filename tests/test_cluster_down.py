@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aws_fixtures import (TAG, aws_env, hooks, launch, moto_aws, moto_module,  # noqa: F401
-                          plain_client, tagged_everything, up_args)
+from aws_fixtures import TAG, launch, plain_client, tagged_everything, up_args
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 
 
 def test_down_in_another_region_keeps_the_local_state_of_the_cluster_recorded_elsewhere(moto_aws, aws_env):

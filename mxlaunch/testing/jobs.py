@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+from mxlaunch.testing import procs
 from mxlaunch.testing.bed import BedError, wait_for  # wait_for: one bounded poll for every test
 
 PY = sys.executable  # in SSH mode too: the bed's hosts share this file system, so the same venv path works
@@ -97,26 +98,13 @@ def summary(run_dir):
         return json.load(f)
 
 
-def _environ(pid):
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read()
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    if stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X"):
-        return None  # a zombie is gone for every purpose but its exit status
-    return dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-
-
 def job_processes(job_id):
     """{pid: (LAUNCH_ROLE, "role" or "guard")} of every live process that carries the job's marker."""
     found = {}
     marker = job_id.encode()
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != os.getpid():
-            env = _environ(entry)
+            env = procs.environ(int(entry))
             if env and env.get(b"LAUNCH_JOB_ID") == marker:
                 kind = "role" if b"DMLC_ROLE" in env else "guard"
                 found[int(entry)] = (env.get(b"LAUNCH_ROLE", b"?").decode(), kind)
