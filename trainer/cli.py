@@ -55,6 +55,8 @@ def _shared_options(command):
         click.option("--num-group", type=int, default=None, help="ResNeXt cardinality (groups)"),
         click.option("--bottleneck-width", type=int, default=None, help="ResNeXt channels per group"),
         click.option("--gpus", default="", help="GPUs to use, e.g. 0,1,2,3 (empty: CPU)"),
+        click.option("--cpus", type=click.IntRange(min=1), default=None,
+                     help="CPU contexts to split each batch over as --gpus does (default 1; not with --gpus)"),
         click.option("--kv-store", default=None,
                      help="local, device, dist_sync, dist_async, ... (default: dist_sync under `launch`, else local)"),
         click.option("--num-epochs", "--num-epoch", "num_epochs", type=int, default=10, show_default=True),
@@ -65,7 +67,7 @@ def _shared_options(command):
         click.option("--mom", type=float, default=0.9, show_default=True),
         click.option("--wd", type=float, default=0.0001, show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
-                     help="per worker (over all its GPUs)"),
+                     help="per worker, split over its devices (--gpus or --cpus)"),
         click.option("--disp-batches", type=click.IntRange(min=0), default=20, show_default=True),
         click.option("--model-prefix", default=None, help="checkpoint prefix: PREFIX-symbol.json, PREFIX-%04d.params"),
         click.option("--save-period", type=click.IntRange(min=1), default=1, show_default=True),
@@ -95,6 +97,9 @@ def _config(ctx: click.Context, **kw) -> FitConfig:
         raise UsageError(f"unknown --kv-store {kw['kv_store']!r}: choose one of {', '.join(KV_STORES)}")
     kw["image_shape"] = _int_tuple("--image-shape", kw["image_shape"], 3)
     kw["gpus"] = _int_tuple("--gpus", kw["gpus"])
+    if kw["gpus"] and kw["cpus"] is not None:
+        raise UsageError("--gpus and --cpus exclude each other: split each batch over GPUs or over CPU contexts")
+    kw["cpus"] = kw["cpus"] or 1
     kw["lr_step_epochs"] = parse_step_epochs(kw["lr_step_epochs"])
     kw["random_crop"], kw["random_mirror"] = bool(kw["random_crop"]), bool(kw["random_mirror"])
     kw["network"] = kw["network"].lower()
@@ -102,7 +107,11 @@ def _config(ctx: click.Context, **kw) -> FitConfig:
 
     if kw["network"] not in networks.NETWORKS:
         raise UsageError(f"unknown --network {kw['network']!r}: choose one of {', '.join(networks.NETWORKS)}")
-    return FitConfig(explicit=explicit, **kw)
+    cfg = FitConfig(explicit=explicit, **kw)
+    if cfg.batch_size < cfg.num_devices:
+        raise UsageError(f"--batch-size {cfg.batch_size} cannot be split over {cfg.num_devices} devices "
+                         f"(each needs at least one sample)")
+    return cfg
 
 
 def _train(cfg: FitConfig) -> None:

@@ -24,6 +24,7 @@ class FitConfig:
     random_mirror: bool = True
     data_nthreads: Optional[int] = None
     gpus: Tuple[int, ...] = ()
+    cpus: int = 1  # CPU contexts when there are no --gpus: the multi-device path without a GPU
     kv_store: Optional[str] = None
     num_epochs: int = 10
     batch_size: int = 128
@@ -43,10 +44,15 @@ class FitConfig:
     # options the user typed (not defaults), for warnings about options an optimizer ignores
     explicit: frozenset = field(default_factory=frozenset)
 
+    @property
+    def num_devices(self) -> int:
+        """The contexts each batch is split over: the GPUs of --gpus, else --cpus CPU contexts."""
+        return len(self.gpus) if self.gpus else self.cpus
+
     def resolved_kv_store(self) -> str:
         """Under the launcher (DMLC_ROLE set) the default is dist_sync: the same command runs alone or as a worker."""
         if self.kv_store:
             return self.kv_store
         if os.environ.get(DIST_ROLE_VAR):
             return "dist_sync"
-        return "device" if len(self.gpus) > 1 else "local"
+        return "device" if self.num_devices > 1 else "local"

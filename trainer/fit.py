@@ -23,11 +23,16 @@ from mxlaunch.trainer.schedule import IGNORES_LR, lr_at_epoch, make_scheduler, u
 log = logging.getLogger("trainer")
 
 
-def contexts(gpus) -> List:
+def contexts(gpus, cpus: int = 1) -> List:
+    """The devices each batch is split over: `--gpus 0,1,...`, else `--cpus N` CPU contexts cpu(0)..cpu(N-1).
+
+    MXNet treats cpu(0) and cpu(1) as distinct devices (one executor and one engine worker pool each), so
+    several CPU contexts run the code path of several GPUs: batch split, per-device kvstore, merged checkpoints.
+    """
     import mxnet as mx
 
     if not gpus:
-        return [mx.cpu()]
+        return [mx.cpu(i) for i in range(cpus)]
     if not mx.runtime.Features().is_enabled("CUDA"):
         raise UsageError(f"--gpus {','.join(map(str, gpus))}: this MXNet build has no GPU support (the CPU wheel); "
                          f"install the gpu extra: pip install 'mxlaunch[gpu]'")
@@ -67,16 +72,28 @@ def optimizer_params(cfg: FitConfig, begin_update: int, epoch_updates: int) -> d
     return params
 
 
+def device_shares(module) -> List[int]:
+    """Samples of each batch per device, in the contexts' order (how the module split the batch)."""
+    return [out.shape[0] for out in module.get_outputs(merge_multi_context=False)[0]]
+
+
 class _Accuracy:
-    """Training accuracy counted on the device; reading it (a wait for the engine) happens only when logged."""
+    """Training accuracy counted on the devices; reading it (a wait for the engine) happens only when logged.
+
+    Each device counts its own slice of the batch (the module splits a batch over its contexts in order),
+    so nothing is gathered onto one device per batch.
+    """
 
     def __init__(self):
         self.pending, self.correct, self.count = [], 0, 0
 
     def update(self, module, batch) -> None:
-        predictions = module.get_outputs()[0]
-        label = batch.label[0].as_in_context(predictions.context)
-        self.pending.append((predictions.argmax(axis=1) == label).sum())
+        label, start = batch.label[0], 0
+        for predictions in module.get_outputs(merge_multi_context=False)[0]:
+            stop = start + predictions.shape[0]
+            part = label[start:stop].as_in_context(predictions.context)
+            self.pending.append((predictions.argmax(axis=1) == part).sum())
+            start = stop
         self.count += label.shape[0]
 
     def take(self):
@@ -159,7 +176,7 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
     if not (cfg.pretrained_model or cfg.load_epoch):
         networks.check(cfg.network, cfg.num_layers, cfg.image_shape)
     optimizer_class(cfg.optimizer)
-    ctx = contexts(cfg.gpus)
+    ctx = contexts(cfg.gpus, cfg.cpus)
     start = _initial_model(cfg)
 
     import mxnet as mx
@@ -194,10 +211,12 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
                        allow_missing=start.arg_params is not None)
     module.init_optimizer(kvstore=kv if kv is not None else kv_type, optimizer=cfg.optimizer.lower(),
                           optimizer_params=optimizer_params(cfg, begin_epoch * epoch_updates, epoch_updates))
+    log.info("kvstore %s; batches of %d split over %s (%s samples)", kv_type, cfg.batch_size,
+             ", ".join(map(str, ctx)), "+".join(map(str, device_shares(module))))
     local_optimizer = kv is None  # under dist_* the optimizer and its state live on the servers
     states = checkpoints.states_path(cfg.model_prefix, begin_epoch) if cfg.model_prefix else None
     if local_optimizer and begin_epoch and states and os.path.isfile(states):
-        module.load_optimizer_states(states)
+        checkpoints.load_optimizer_states(states, module, len(ctx))
 
     metrics = MetricsFile(default_path(cfg.model_prefix) if rank == 0 else None, begin_epoch)
     uses_lr = cfg.optimizer.lower() not in IGNORES_LR
@@ -218,7 +237,7 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
         if cfg.model_prefix and rank == 0 and (done % cfg.save_period == 0 or done == cfg.num_epochs):
             checkpoints.save_checkpoint(cfg.model_prefix, done, module)
             if local_optimizer:
-                module.save_optimizer_states(checkpoints.states_path(cfg.model_prefix, done))
+                checkpoints.save_optimizer_states(checkpoints.states_path(cfg.model_prefix, done), module, len(ctx))
         if make_val is not None and rank == 0:
             val_acc = evaluate(module, make_val)
             log.info("Epoch[%d] Validation-accuracy=%f", epoch, val_acc)

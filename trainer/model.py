@@ -2,15 +2,18 @@
 
 `PREFIX-symbol.json` + `PREFIX-%04d.params` (loadable by `mx.model.load_checkpoint`); the number is
 the count of epochs completed, so `--load-epoch N` continues at epoch N. In single-process training
-the optimizer state is saved beside them as `PREFIX-%04d.states` so that momentum survives a resume.
+the optimizer state is saved beside them as `PREFIX-%04d.states` so that momentum survives a resume,
+also on another number of devices.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import pickle
+import tempfile
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from mxlaunch.trainer.records import DataError
 
@@ -56,6 +59,49 @@ def save_checkpoint(prefix: str, epoch: int, module) -> None:
     os.makedirs(directory, exist_ok=True)
     arg_params, aux_params = module.get_params()
     mx.model.save_checkpoint(prefix, epoch, module.symbol, arg_params, aux_params)
+
+
+def _param_names(module) -> List[str]:
+    """The module's parameters in its own order (MXNet's Module numbers them so)."""
+    inputs = set(module.data_names) | set(module.label_names)
+    return [name for name in module.symbol.list_arguments() if name not in inputs]
+
+
+def _states_by_name(states: dict, names: List[str], devices: int) -> dict:
+    """MXNet keys optimizer states by parameter name where the kvstore runs the optimizer (several devices)
+    and by `index * devices + device` where the module does (one device, or MXNET_UPDATE_ON_KVSTORE=0):
+    keyed by name, one file fits any device count."""
+    return {(names[key // devices] if isinstance(key, int) else key): state for key, state in states.items()
+            if not isinstance(key, int) or key % devices == 0}
+
+
+def save_optimizer_states(path: str, module, devices: int) -> None:
+    """The optimizer's state (momentum ...) keyed by parameter name, so that a resume on another number of
+    devices keeps it (MXNet's own files silently start from zero state there)."""
+    module.save_optimizer_states(path)
+    with open(path, "rb") as stream:
+        states = pickle.load(stream)
+    with open(path, "wb") as stream:
+        pickle.dump(_states_by_name(states, _param_names(module), devices), stream)
+
+
+def load_optimizer_states(path: str, module, devices: int) -> None:
+    """A file of `save_optimizer_states` (or MXNet's own, from one device) into a module on `devices` devices."""
+    names = _param_names(module)
+    with open(path, "rb") as stream:
+        saved = stream.read()
+    if module._update_on_kvstore:
+        states = _states_by_name(pickle.loads(saved), names, 1)
+    else:  # the module's own updater: one state per parameter and device
+        position, states = {name: i for i, name in enumerate(names)}, {}
+        for device in range(devices):  # each device updates its state in place: unpickle a copy for each
+            for name, state in _states_by_name(pickle.loads(saved), names, 1).items():
+                states[position[name] * devices + device] = state
+    with tempfile.TemporaryDirectory() as tmp:  # MXNet reads states only from a file
+        converted = os.path.join(tmp, "converted.states")
+        with open(converted, "wb") as stream:
+            pickle.dump(states, stream)
+        module.load_optimizer_states(converted)
 
 
 def _last_fully_connected(symbol) -> dict:
