@@ -91,9 +91,10 @@ def gpus_arg(gpus_per_host: int) -> str:
 
 
 def with_gpus(command: Command, gpus_per_host: int) -> Tuple[str, ...]:
-    """A trainer command on a GPU cluster gets every GPU of its host unless it names its own --gpus."""
+    """A trainer command on a GPU cluster gets every GPU of its host unless it names its own devices
+    (--gpus, or --cpus: the two exclude each other)."""
     command = tuple(command)
-    if gpus_per_host < 1 or not is_trainer(command) or has_option(command, "--gpus"):
+    if gpus_per_host < 1 or not is_trainer(command) or has_option(command, "--gpus") or has_option(command, "--cpus"):
         return command
     return command + ("--gpus", gpus_arg(gpus_per_host))
 

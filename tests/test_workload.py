@@ -50,6 +50,7 @@ def test_gpus_are_added_only_to_a_trainer_that_names_none_on_a_host_with_gpus():
     assert workload.with_gpus(["trainer", "fit"], 0) == ("trainer", "fit")
     assert workload.with_gpus(["trainer", "fit", "--gpus", "0"], 4) == ("trainer", "fit", "--gpus", "0")
     assert workload.with_gpus(["trainer", "fit", "--gpus=1"], 4) == ("trainer", "fit", "--gpus=1")
+    assert workload.with_gpus(["trainer", "fit", "--cpus", "2"], 4) == ("trainer", "fit", "--cpus", "2")
     assert workload.gpus_arg(1) == "0" and workload.gpus_arg(0) == ""
 
 
