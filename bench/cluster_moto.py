@@ -74,9 +74,9 @@ def main() -> None:
     for n in [int(s) for s in args.sizes.split(",")]:
         name = f"bench{n}"
         up_s, up_calls = launch("cluster", "up", name, "--instance-type", args.instance_type, "--count", n,
-                                "--ssh-cidr", "203.0.113.7/32", "--ami", "ami-12345678", "--wait", "running", "--yes")
+                                "--ssh-cidr", "203.0.113.7/32", "--ami", "ami-dca37ea5", "--wait", "running", "--yes")
         again_s, again_calls = launch("cluster", "up", name, "--instance-type", args.instance_type, "--count", n,
-                                      "--ssh-cidr", "203.0.113.7/32", "--ami", "ami-12345678", "--wait", "running",
+                                      "--ssh-cidr", "203.0.113.7/32", "--ami", "ami-dca37ea5", "--wait", "running",
                                       "--yes")
         down_s, down_calls = launch("cluster", "down", name, "--yes")
         rows.append((n, up_calls, up_s, again_calls, again_s, down_calls, down_s))

@@ -12,12 +12,16 @@ from typing import Callable, Iterator, Optional
 import boto3
 import botocore.exceptions as bce
 import botocore.session
+from botocore.parsers import ResponseParserError
 from botocore.config import Config
 
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
 
 RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=10, read_timeout=60)
+# RunInstances: capacity errors come as HTTP 500, which botocore's standard mode retries ~6 times per zone
+# (30-60 s) before failover could move on. Its client makes one attempt; provision retries what is transient.
+ONCE_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=10, read_timeout=60)
 
 
 class AwsError(CommandError):
@@ -60,6 +64,9 @@ QUOTA_CODES = {"InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCou
 CAPACITY_CODES = {"InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientCapacity",
                   "InsufficientCapacityException", "Unsupported", "SpotMaxPriceTooLow",
                   "InsufficientCapacityOnPlacementGroup"}
+# Right after a create, AWS may not yet see the new resource (eventual consistency): retried, bounded.
+NOT_YET_CODES = {"InvalidGroup.NotFound", "InvalidPlacementGroup.Unknown", "InvalidKeyPair.NotFound",
+                 "FileSystemNotFound", "MountTargetNotFound", "InvalidInstanceID.NotFound", "SecurityGroupNotFound"}
 MUTATING_PREFIXES = ("create_", "delete_", "run_", "terminate_", "authorize_", "revoke_", "put_", "modify_")
 
 
@@ -87,8 +94,17 @@ def _known_regions(session: boto3.Session) -> set:
     return regions
 
 
+def _not_aws(operation: str, status, what: str) -> "AwsError":
+    """An answer that is no AWS error document (a proxy's or a load balancer's HTML page, an outage)."""
+    http = f"HTTP {status} " if status else ""
+    return AwsError(f"{operation}: {http}from the AWS endpoint, {what} (an outage, or a proxy in the way?): try "
+                    f"again later", f"HTTP{status or ''}")
+
+
 def translate(exc: Exception, operation: str) -> CommandError:
     """One clear line for an AWS failure; the caller raises it `from exc`."""
+    if isinstance(exc, ResponseParserError):
+        return _not_aws(operation, None, "an answer that is not an AWS response (an HTML page?)")
     if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
         return NoCredentials("no AWS credentials found: set AWS_PROFILE (or --profile), run `aws configure`, "
                              "or export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
@@ -102,6 +118,9 @@ def translate(exc: Exception, operation: str) -> CommandError:
         err = exc.response.get("Error", {})
         code, message = err.get("Code", "Unknown"), " ".join(str(err.get("Message", "")).split())
         where = f"{operation}: {code}: {message}"
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "Unknown" or code.isdigit():  # botocore's stand-in when the body was no AWS error
+            return _not_aws(operation, status or (code if code.isdigit() else None), "not an AWS error answer")
         if code in CREDENTIAL_CODES:
             return NoCredentials(f"AWS rejected the credentials ({where})", code)
         if code in PERMISSION_CODES:
@@ -156,11 +175,15 @@ class Aws:
         self._fake_ids = itertools.count(1)
 
     def client(self, service: str):
+        """`service`, or `service:once` for the client that makes one attempt per call (no botocore retries)."""
         if service not in self._clients:
-            self._clients[service] = self.session.client(service, region_name=self.region, config=RETRY_CONFIG)
+            name, _, once = service.partition(":")
+            self._clients[service] = self.session.client(name, region_name=self.region,
+                                                         config=ONCE_CONFIG if once else RETRY_CONFIG)
         return self._clients[service]
 
-    def call(self, service: str, op: str, **params) -> dict:
+    def call(self, service: str, op: str, *, once: bool = False, **params) -> dict:
+        """Call `op`; `once`: one attempt, no botocore retries (the caller decides what to retry)."""
         name = _op_name(service, op)
         mutating = op.startswith(MUTATING_PREFIXES)
         if self.dry_run:
@@ -168,8 +191,8 @@ class Aws:
             if mutating:
                 return self._fake(op, params)
         try:
-            return getattr(self.client(service), op)(**params)
-        except (bce.ClientError, bce.BotoCoreError) as exc:
+            return getattr(self.client(f"{service}:once" if once else service), op)(**params)
+        except (bce.ClientError, bce.BotoCoreError, ResponseParserError) as exc:
             raise translate(exc, name) from exc
 
     def paginate(self, service: str, op: str, key: str, **params) -> Iterator[dict]:
@@ -180,7 +203,7 @@ class Aws:
         try:
             for page in self.client(service).get_paginator(op).paginate(**params):
                 yield from page.get(key, [])
-        except (bce.ClientError, bce.BotoCoreError) as exc:
+        except (bce.ClientError, bce.BotoCoreError, ResponseParserError) as exc:
             raise translate(exc, name) from exc
 
     # --dry-run: what a create call would have returned, with placeholder ids.
@@ -198,7 +221,8 @@ class Aws:
             return {"PlacementGroup": {"GroupName": params["GroupName"]}}
         if op == "run_instances":
             count = params["MinCount"]
+            subnet = (params.get("NetworkInterfaces") or [{}])[0].get("SubnetId", params.get("SubnetId"))
             return {"Instances": [{"InstanceId": f"i-dryrun{n}-{i}", "State": {"Name": "pending"},
                                    "InstanceType": params["InstanceType"], "AmiLaunchIndex": i,
-                                   "SubnetId": params.get("SubnetId"), "Placement": {}} for i in range(count)]}
+                                   "SubnetId": subnet, "Placement": {}} for i in range(count)]}
         return {}

@@ -3,8 +3,9 @@ the cluster installs can run them, on-demand price estimates, and the retired ty
 
 GPU counts, models and memory: AWS's DescribeInstanceTypes (tests/test_catalog.py checks them against moto's
 copy of it). Compute capability: NVIDIA's CUDA GPU list. Prices are ESTIMATES: us-east-1 Linux on-demand list
-prices (USD/hour) as AWS published them at PRICES_AS_OF; they differ by region, change over time (AWS cut P4
-and P5 prices in mid-2025), and spot is usually cheaper. `None` means we know no reliable public price.
+prices (USD/hour) as AWS published them at PRICES_AS_OF (after AWS's June 2025 cuts: P4d/P4de about -33%,
+P5 about -44%; G families unchanged); they differ by region, change over time, and spot is usually cheaper.
+Every printed estimate names PRICES_AS_OF (ESTIMATE). `None`: no public on-demand price (p5e: Capacity Blocks).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Dict, Optional
 from mxlaunch import cuda
 from mxlaunch.errors import UsageError
 
-PRICES_AS_OF = "2025-05"
+PRICES_AS_OF = "2025-06"
+ESTIMATE = f"on-demand estimate, us-east-1 list prices as of {PRICES_AS_OF}"
 WHEEL = cuda.MXNET_CU112  # what `launch cluster up` installs on every instance (setup.py's `gpu` extra)
 
 
@@ -89,11 +91,11 @@ CATALOG.update(_family("g6", L4, {
 CATALOG.update(_family("g6e", L40S, {
     "xlarge": (1, 1.861), "2xlarge": (1, 2.242), "4xlarge": (1, 3.004), "8xlarge": (1, 4.529),
     "12xlarge": (4, 10.493), "16xlarge": (1, 7.577), "24xlarge": (4, 15.066), "48xlarge": (8, 30.131)}))
-CATALOG.update(_family("p4d", A100_40, {"24xlarge": (8, 32.773)}))
-CATALOG.update(_family("p4de", A100_80, {"24xlarge": (8, 40.966)}))
-CATALOG.update(_family("p5", H100, {"4xlarge": (1, None), "48xlarge": (8, 98.320)}))
+CATALOG.update(_family("p4d", A100_40, {"24xlarge": (8, 21.958)}))
+CATALOG.update(_family("p4de", A100_80, {"24xlarge": (8, 27.447)}))
+CATALOG.update(_family("p5", H100, {"4xlarge": (1, 6.880), "48xlarge": (8, 55.040)}))
 CATALOG.update(_family("p5e", H200, {"48xlarge": (8, None)}))
-CATALOG.update(_family("p5en", H200, {"48xlarge": (8, None)}))
+CATALOG.update(_family("p5en", H200, {"48xlarge": (8, 63.296)}))
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def _raise(message: str):
 def price_text(itype: InstanceType, count: int = 1) -> str:
     if itype.price_per_hour is None:
         return "no price estimate (check the AWS pricing page)"
-    return f"~${itype.price_per_hour * count:,.2f}/h (estimate, on-demand)"
+    return f"~${itype.price_per_hour * count:,.2f}/h ({ESTIMATE})"
 
 
 def nearest(itype: InstanceType) -> Optional[InstanceType]:

@@ -1,23 +1,33 @@
-"""`up`: a pipeline of small idempotent steps, each "find by tag, else create, record". Everything created is
-written to a ledger; any failure (or Ctrl-C) removes what this `up` created, unless --keep-on-failure."""
+"""`up`: a pipeline of small idempotent steps, each "find by tag, else create, record". Reads and checks come
+first (preflight.py); everything created is written to a ledger; any failure (or Ctrl-C, SIGTERM, SIGHUP) removes
+what this `up` created, unless --keep-on-failure. A resource created seconds ago may not be visible yet: calls
+that use one retry AWS's NotFound codes, bounded, and so does the rollback that deletes one."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import uuid
 from typing import Callable, List, Optional
 
 from mxlaunch.errors import CommandError, UsageError
-from mxlaunch.launcher.render import render
 
-from mxlaunch.infra import state, teardown, wait
-from mxlaunch.infra.aws import Aws, AwsError, CapacityUnavailable
+from mxlaunch.infra import preflight, state, teardown, wait
+from mxlaunch.infra.aws import NOT_YET_CODES, Aws, AwsError, CapacityUnavailable
 from mxlaunch.infra.record import ClusterRecord, Instance, creation_token, find_instances, tag_spec, tags
-from mxlaunch.infra.spec import DLAMI_PARAMETER, EFS_ROOT, VENV, ClusterSpec
+from mxlaunch.infra.signals import Signalled
+from mxlaunch.infra.spec import DEADLINE_TAG, ClusterSpec, cluster_deadline, creation_tags, deadline_text
+from mxlaunch.infra.userdata import render_user_data
 
 RUNNING_TIMEOUT = 900.0
 EFS_TIMEOUT = 300.0
+SETTLE_TIMEOUT = teardown.SETTLE_TIMEOUT
+SETTLE_INTERVAL = teardown.SETTLE_INTERVAL
 INTERVAL = 5.0
 NFS_PORT = 2049
+# RunInstances makes one attempt (aws.ONCE_CONFIG); these are retried with the same ClientToken, bounded.
+LAUNCH_RETRY_CODES = NOT_YET_CODES | {None, "RequestLimitExceeded", "InternalError", "Unavailable",
+                                      "ServiceUnavailable", "HTTP500", "HTTP502", "HTTP503", "HTTP504"}
+CLOCK: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)  # noqa: E731
 
 
 @dataclasses.dataclass
@@ -31,6 +41,7 @@ class Ledger:
     file_system: Optional[str] = None
     mount_targets: List[tuple] = dataclasses.field(default_factory=list)
     instances: List[Instance] = dataclasses.field(default_factory=list)
+    launching: bool = False  # a RunInstances was sent and its answer not recorded (yet)
 
     def as_record(self, name: str, region: str) -> ClusterRecord:
         return ClusterRecord(name=name, region=region, instances=tuple(self.instances),
@@ -47,7 +58,8 @@ def plan(spec: ClusterSpec, record: ClusterRecord) -> List[str]:
     if not record.security_group:
         todo.append(f"security group {spec.resource_name}: SSH from {spec.ssh_cidr}, all traffic within the group")
     elif spec.ssh_cidr not in record.ssh_cidrs:
-        todo.append(f"SSH rule: from {spec.ssh_cidr} instead of {', '.join(record.ssh_cidrs) or 'nowhere'}")
+        todo.append(f"SSH rule: from {spec.ssh_cidr} {'besides' if spec.foreign else 'instead of'} "
+                    f"{', '.join(record.ssh_cidrs) or 'nowhere'}")
     if spec.efs and not record.efs_security_group:
         todo.append(f"security group {spec.resource_name}-efs: NFS only from the cluster's group")
     if spec.use_placement_group and not record.placement_group:
@@ -64,37 +76,9 @@ def plan(spec: ClusterSpec, record: ClusterRecord) -> List[str]:
     return todo
 
 
-def default_network(aws: Aws) -> tuple:
-    """(vpc id, default subnets sorted by availability zone)."""
-    vpcs = aws.call("ec2", "describe_vpcs", Filters=[{"Name": "isDefault", "Values": ["true"]}]).get("Vpcs", [])
-    if not vpcs:
-        raise UsageError(f"no default VPC in {aws.region}: create one with `aws ec2 create-default-vpc` "
-                         f"(launch cluster uses the default VPC)")
-    vpc = vpcs[0]["VpcId"]
-    subnets = list(aws.paginate("ec2", "describe_subnets", "Subnets",
-                                Filters=[{"Name": "vpc-id", "Values": [vpc]},
-                                         {"Name": "default-for-az", "Values": ["true"]}]))
-    if not subnets and not aws.dry_run:
-        raise UsageError(f"the default VPC {vpc} in {aws.region} has no default subnets")
-    return vpc, sorted(subnets, key=lambda s: s["AvailabilityZone"])
-
-
-def resolve_ami(aws: Aws, spec: ClusterSpec) -> str:
-    if spec.ami:
-        return spec.ami
-    try:
-        return aws.call("ssm", "get_parameter", Name=DLAMI_PARAMETER)["Parameter"]["Value"]
-    except AwsError as exc:
-        if exc.code in ("ParameterNotFound", "InvalidParameter"):
-            raise AwsError(f"the Deep Learning AMI is not published in {aws.region} (SSM parameter "
-                           f"{DLAMI_PARAMETER} not found): pass --ami", exc.code) from exc
-        raise
-
-
-def user_data(spec: ClusterSpec, efs_dns: Optional[str]) -> str:
-    return render("cluster_userdata.sh.j2", name=spec.name, max_minutes=spec.max_minutes,
-                  max_hours=spec.max_hours, efs_dns=efs_dns, efs_root=EFS_ROOT, venv=VENV,
-                  ssh_user=spec.ssh_user)
+def _settle(action: Callable[[], dict], what: str) -> dict:
+    """A call that uses a resource created seconds ago: NotFound codes are retried, bounded."""
+    return wait.retry_codes(action, NOT_YET_CODES, timeout=SETTLE_TIMEOUT, interval=SETTLE_INTERVAL, what=what)
 
 
 class Up:
@@ -108,6 +92,7 @@ class Up:
 
     def run(self, record: ClusterRecord) -> ClusterRecord:
         self.fresh = record.empty  # a new cluster: a failure also removes its local state directory
+        self.before = {i.id for i in record.instances}
         try:
             record = self._steps(record)
             return self.finish(record) if self.finish else record
@@ -119,42 +104,98 @@ class Up:
                 self.rollback(exc)
             raise
 
-    def rollback(self, exc: BaseException) -> None:
+    def created(self) -> ClusterRecord:
+        """What this run created. A RunInstances whose answer never arrived (a signal, a lost connection) may
+        still have started instances: the tag finds them."""
         created = self.ledger.as_record(self.spec.name, self.aws.region)
+        if self.ledger.launching and not self.aws.dry_run:
+            known = self.before | {i.id for i in created.instances}
+            unknown = [i for i in find_instances(self.aws, self.spec.name) if i.id not in known]
+            created = dataclasses.replace(created, instances=created.instances + tuple(unknown))
+        return created
+
+    def rollback(self, exc: BaseException) -> None:
+        name = self.spec.name
+        try:
+            created = self.created()
+        except Exception:  # noqa: BLE001 - what the ledger knows is still worth removing
+            created = self.ledger.as_record(name, self.aws.region)
         if created.empty:
             return
         self.echo(f"up failed ({type(exc).__name__}); removing what this run created")
+        todo = teardown.steps(self.aws, created, self.echo, remove_local_key=bool(created.key_name), fresh=True)
+        done = 0
         try:
-            for line in teardown.remove(self.aws, created, self.echo, remove_local_key=bool(created.key_name)):
-                self.echo(f"  removed {line}")
+            for step in todo:
+                line = step.run()
+                if line:
+                    self.echo(f"  removed {line}")
+                done += 1
+        except (KeyboardInterrupt, Signalled):
+            self.echo(f"rollback interrupted; left: {'; '.join(s.label for s in todo[done:])}. "
+                      f"`launch cluster down {name}` removes it")
+            raise
         except CommandError as rb_exc:
-            self.echo(f"rollback incomplete ({rb_exc.format_message()}); run `launch cluster down "
-                      f"{self.spec.name}` to remove the rest")
+            self.echo(f"rollback incomplete ({rb_exc.format_message()}); left: "
+                      f"{'; '.join(s.label for s in todo[done:])}. `launch cluster down {name}` removes it")
             return
         if self.fresh and not self.aws.dry_run:
-            state.remove_dir(self.spec.name)
+            state.remove_dir(name)
+
+    def deadline(self, record: ClusterRecord) -> Optional[dt.datetime]:
+        """When new instances end themselves: --max-hours from now; without it, the cluster's own deadline (a
+        cluster that grows keeps its timer; one that has passed is refused, not given to an instance that would
+        end at once); else never."""
+        now = CLOCK().replace(microsecond=0)
+        if self.spec.max_hours is not None:
+            return now + dt.timedelta(hours=self.spec.max_hours)
+        recorded = cluster_deadline(record.live)
+        if recorded is not None and recorded <= now + dt.timedelta(minutes=1):
+            raise UsageError(f"cluster {self.spec.name}'s --max-hours deadline {deadline_text(recorded)} has passed: "
+                             f"pass --max-hours H for the new instances")
+        return recorded
 
     def _steps(self, record: ClusterRecord) -> ClusterRecord:
         aws, spec = self.aws, self.spec
-        # Reads first: a bad AMI or a missing VPC fails before anything is created.
-        vpc, subnets = default_network(aws)
-        ami = resolve_ami(aws, spec) if len(record.live) < spec.count else None
+        # Reads and checks first: a bad AMI, a missing VPC, a type offered nowhere or a vCPU quota too small
+        # fails before anything is created.
+        vpc, subnets = preflight.default_network(aws)
+        missing = spec.count - len(record.live)
+        image, deadline = None, None
+        self.check_type(record)
+        if missing > 0:
+            image = preflight.image(aws, spec)
+            subnets = preflight.offered_subnets(aws, spec, subnets)
+            preflight.check_quota(aws, spec, missing, self.echo)
+            deadline = self.deadline(record)
         key_name, key_file = self.key_pair(record)
         sg = self.security_group(record, vpc)
         efs_sg = self.efs_security_group(record, vpc, sg) if spec.efs else None
         pg = self.placement_group(record)
         fs = self.file_system(record) if spec.efs else None
         efs_dns = f"{fs}.efs.{aws.region}.amazonaws.com" if fs else None
-        instances = self.instances(record, ami, key_name, sg, pg, efs_dns, subnets)
-        mounts = self.mount_targets(record, fs, efs_sg, instances) if fs else ()
+        self.mounts = list(record.mount_targets)
+        instances = self.instances(record, image, key_name, sg, pg, fs, efs_sg, efs_dns, subnets, deadline)
+        if fs:  # a cluster whose mount target was lost: one in the zone of its instances
+            for subnet in sorted({i.subnet_id for i in instances if i.live and i.subnet_id}):
+                self.mount_target(fs, efs_sg, subnet)
         if not aws.dry_run:
-            state.write_meta(spec.name, region=aws.region, instance_type=spec.instance_type,
-                             gpus_per_host=spec.itype.gpus, ssh_user=spec.ssh_user,
-                             key_file=str(key_file) if key_file else None, key_name=key_name,
-                             efs=fs, spot=spec.spot, max_hours=spec.max_hours, count=spec.count)
+            meta = dict(region=aws.region, instance_type=spec.instance_type, gpus_per_host=spec.itype.gpus,
+                        ssh_user=spec.ssh_user, key_file=str(key_file) if key_file else None, key_name=key_name,
+                        efs=fs, spot=spec.spot, count=spec.count)
+            if spec.max_hours is not None or self.fresh:  # growing without --max-hours keeps the setting
+                meta["max_hours"] = spec.max_hours
+            state.write_meta(spec.name, **meta)
         return dataclasses.replace(record, instances=instances, security_group=sg, efs_security_group=efs_sg,
                                    key_name=record.key_name or self.ledger.key_name, placement_group=pg,
-                                   file_system=fs, mount_targets=mounts, vpc_id=vpc)
+                                   file_system=fs, mount_targets=tuple(self.mounts), vpc_id=vpc)
+
+    def check_type(self, record: ClusterRecord) -> None:
+        other = sorted({i.instance_type for i in record.live} - {self.spec.instance_type})
+        if other:
+            raise UsageError(f"cluster {self.spec.name} already runs {', '.join(other)} instances, not "
+                             f"{self.spec.instance_type}: `launch cluster down {self.spec.name}` first, or use "
+                             f"another name")
 
     # -- steps: each finds what exists (in `record`), else creates it and writes it to the ledger ---------
     def key_pair(self, record: ClusterRecord) -> tuple:
@@ -195,7 +236,8 @@ class Up:
     def security_group(self, record: ClusterRecord, vpc: str) -> str:
         aws, spec = self.aws, self.spec
         if record.security_group:
-            stale = [c for c in record.ssh_cidrs if c != spec.ssh_cidr]
+            # never take another owner's SSH rule away (--force on their cluster only adds ours)
+            stale = [] if spec.foreign else [c for c in record.ssh_cidrs if c != spec.ssh_cidr]
             if spec.ssh_cidr not in record.ssh_cidrs:  # e.g. the user's address changed: SSH from the new one only
                 aws.call("ec2", "authorize_security_group_ingress", GroupId=record.security_group,
                          IpPermissions=[self._ssh_rule(spec.ssh_cidr)])
@@ -207,10 +249,13 @@ class Up:
             return record.security_group
         sg = aws.call("ec2", "create_security_group", GroupName=spec.resource_name, VpcId=vpc,
                       Description=f"mxlaunch cluster {spec.name}: SSH from {spec.ssh_cidr}, all within the group",
-                      TagSpecifications=tag_spec("security-group", spec.name, "cluster"))["GroupId"]
+                      TagSpecifications=tag_spec("security-group", spec.name, "cluster",
+                                                 creation_tags(spec, "security-group")))["GroupId"]
         self.ledger.security_group = sg
-        aws.call("ec2", "authorize_security_group_ingress", GroupId=sg, IpPermissions=[
-            self._ssh_rule(spec.ssh_cidr), {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg, "Description": "cluster members"}]}])
+        _settle(lambda: aws.call("ec2", "authorize_security_group_ingress", GroupId=sg, IpPermissions=[
+            self._ssh_rule(spec.ssh_cidr),
+            {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg, "Description": "cluster members"}]}]),
+            f"security group {sg} to be visible")
         self.echo(f"created security group {sg}")
         return sg
 
@@ -222,12 +267,13 @@ class Up:
                       Description=f"mxlaunch cluster {spec.name}: EFS, NFS from the cluster's group only",
                       TagSpecifications=tag_spec("security-group", spec.name, "efs"))["GroupId"]
         self.ledger.efs_security_group = sg
-        aws.call("ec2", "authorize_security_group_ingress", GroupId=sg, IpPermissions=[
+        _settle(lambda: aws.call("ec2", "authorize_security_group_ingress", GroupId=sg, IpPermissions=[
             {"IpProtocol": "tcp", "FromPort": NFS_PORT, "ToPort": NFS_PORT,
-             "UserIdGroupPairs": [{"GroupId": cluster_sg, "Description": "NFS from cluster members"}]}])
+             "UserIdGroupPairs": [{"GroupId": cluster_sg, "Description": "NFS from cluster members"}]}]),
+            f"security group {sg} to be visible")
         # A mount target answers; it never starts connections: no egress at all.
-        aws.call("ec2", "revoke_security_group_egress", GroupId=sg, IpPermissions=[
-            {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        _settle(lambda: aws.call("ec2", "revoke_security_group_egress", GroupId=sg, IpPermissions=[
+            {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]), f"security group {sg} to be visible")
         self.echo(f"created security group {sg} (EFS)")
         return sg
 
@@ -251,19 +297,18 @@ class Up:
         fs = resp["FileSystemId"]
         self.ledger.file_system = fs
         if not aws.dry_run and resp.get("LifeCycleState") != "available":
-            wait.poll(lambda: aws.call("efs", "describe_file_systems", FileSystemId=fs)["FileSystems"][0],
+            wait.poll(lambda: _settle(lambda: aws.call("efs", "describe_file_systems", FileSystemId=fs),
+                                      f"EFS {fs} to be visible")["FileSystems"][0],
                       lambda d: d.get("LifeCycleState") == "available", timeout=EFS_TIMEOUT, interval=INTERVAL,
                       what=f"EFS {fs} to become available")
         self.echo(f"created encrypted EFS file system {fs}")
         return fs
 
-    def instances(self, record, ami, key_name, sg, pg, efs_dns, subnets) -> tuple:
+    def instances(self, record, image, key_name, sg, pg, fs, efs_sg, efs_dns, subnets, deadline) -> tuple:
+        """All missing instances in one RunInstances per zone tried: the zone's mount target first (created and
+        `available` before any GPU bills), then the instances; a capacity error moves to the next zone at once."""
         aws, spec = self.aws, self.spec
         live = record.live
-        other = sorted({i.instance_type for i in live} - {spec.instance_type})
-        if other:
-            raise UsageError(f"cluster {spec.name} already runs {', '.join(other)} instances, not "
-                             f"{spec.instance_type}: `launch cluster down {spec.name}` first, or use another name")
         missing = spec.count - len(live)
         if missing < 0:
             self.echo(f"warning: cluster {spec.name} has {len(live)} instances but {spec.count} were asked: "
@@ -272,52 +317,87 @@ class Up:
             return record.instances
         if live:  # the placement group and the mount target pin the zone
             subnets = [s for s in subnets if s["SubnetId"] == live[0].subnet_id] or subnets
-        params = dict(ImageId=ami, InstanceType=spec.instance_type, MinCount=missing, MaxCount=missing,
-                      KeyName=key_name, SecurityGroupIds=[sg], UserData=user_data(spec, efs_dns),
+        params = dict(ImageId=image.id, InstanceType=spec.instance_type, MinCount=missing, MaxCount=missing,
+                      KeyName=key_name, UserData=render_user_data(spec, efs_dns, deadline),
+                      BlockDeviceMappings=image.block_devices(),
                       MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled",
                                        "HttpPutResponseHopLimit": 2},
-                      TagSpecifications=tag_spec("instance", spec.name, "node") + tag_spec("volume", spec.name,
-                                                                                           "node"))
+                      TagSpecifications=tag_spec("instance", spec.name, "node", {
+                          **creation_tags(spec, "instance"), **({DEADLINE_TAG: deadline_text(deadline)}
+                                                                if deadline else {})}) +
+                      tag_spec("volume", spec.name, "node"))
         if pg:
             params["Placement"] = {"GroupName": pg}
-        if spec.max_hours is not None:
+        if deadline is not None:
             params["InstanceInitiatedShutdownBehavior"] = "terminate"
         if spec.spot:
             params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
                 "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
         tried = []
         for subnet in subnets or [{"SubnetId": None, "AvailabilityZone": "?"}]:
-            az = subnet["AvailabilityZone"]
+            az, subnet_id = subnet["AvailabilityZone"], subnet["SubnetId"]
+            fresh_mount = fs and subnet_id and self.mount_target(fs, efs_sg, subnet_id)
+            # A public address whatever the subnet's MapPublicIpOnLaunch says (some organisations turn it off).
+            nic = {"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [sg], "AssociatePublicIpAddress": True,
+                   "DeleteOnTermination": True}
+            token = uuid.uuid4().hex  # the same on every retry: AWS starts the instances once
+            self.ledger.launching = True
             try:
-                # One call for all N; ClientToken makes botocore's own retries safe (no double launch).
-                resp = aws.call("ec2", "run_instances", SubnetId=subnet["SubnetId"], ClientToken=uuid.uuid4().hex,
-                                **params)
+                resp = wait.retry_codes(
+                    lambda: aws.call("ec2", "run_instances", once=True, ClientToken=token, NetworkInterfaces=[nic],
+                                     **params),
+                    LAUNCH_RETRY_CODES, timeout=SETTLE_TIMEOUT, interval=SETTLE_INTERVAL,
+                    what=f"RunInstances in {az}")
             except CapacityUnavailable as exc:
+                self.ledger.launching = False
                 tried.append(az)
-                self.echo(f"no capacity for {missing} x {spec.instance_type} in {az} ({exc.code}); "
-                          f"trying the next zone" if len(tried) < len(subnets) else
-                          f"no capacity for {missing} x {spec.instance_type} in {az} ({exc.code})")
+                last = len(tried) == len(subnets)
+                self.echo(f"no capacity for {missing} x {spec.instance_type} in {az} ({exc.code})"
+                          f"{'' if last else '; trying the next zone'}")
+                if fresh_mount and not last:
+                    self.drop_mount_target(subnet_id)
                 continue
             new = [Instance.from_api(d) for d in resp["Instances"]]
             self.ledger.instances.extend(new)
+            self.ledger.launching = False
             self.echo(f"launched {len(new)} x {spec.instance_type} in {az}: {' '.join(i.id for i in new)}")
             return tuple(record.instances) + tuple(new)
         raise CapacityUnavailable(
             f"no capacity for {missing} x {spec.instance_type}{' (spot)' if spec.spot else ''} in any zone of "
             f"{aws.region} (tried {', '.join(tried)}); try later, another --region, fewer instances"
-            f"{'' if spec.spot else ''} or another --instance-type", "InsufficientInstanceCapacity")
+            f" or another --instance-type", "InsufficientInstanceCapacity")
 
-    def mount_targets(self, record, fs, efs_sg, instances) -> tuple:
+    def mount_target(self, fs: str, efs_sg: str, subnet: str) -> bool:
+        """The file system's mount target in `subnet`, created and waited `available` unless it exists;
+        True when this call created it."""
         aws = self.aws
-        have = {subnet for _, subnet in record.mount_targets}
-        mounts = list(record.mount_targets)
-        for subnet in sorted({i.subnet_id for i in instances if i.live and i.subnet_id} - have):
-            mt = aws.call("efs", "create_mount_target", FileSystemId=fs, SubnetId=subnet,
-                          SecurityGroups=[efs_sg])["MountTargetId"]
-            self.ledger.mount_targets.append((mt, subnet))
-            mounts.append((mt, subnet))
-            self.echo(f"created EFS mount target {mt} in {subnet}")
-        return tuple(mounts)
+        if any(s == subnet for _, s in self.mounts):
+            return False
+        resp = _settle(lambda: aws.call("efs", "create_mount_target", FileSystemId=fs, SubnetId=subnet,
+                                        SecurityGroups=[efs_sg]), f"EFS {fs} to be visible")
+        mt = resp["MountTargetId"]
+        self.ledger.mount_targets.append((mt, subnet))
+        self.mounts.append((mt, subnet))
+        if not aws.dry_run and resp.get("LifeCycleState") != "available":
+            def state() -> str:
+                found = _settle(lambda: aws.call("efs", "describe_mount_targets", MountTargetId=mt),
+                                f"mount target {mt} to be visible").get("MountTargets", [])
+                got = found[0].get("LifeCycleState", "?") if found else "?"
+                if got == "error":
+                    raise CommandError(f"EFS mount target {mt} in {subnet} failed (state error): see the EFS "
+                                       f"console for {fs}")
+                return got
+            wait.poll(state, lambda st: st == "available", timeout=EFS_TIMEOUT, interval=INTERVAL,
+                      what=f"EFS mount target {mt} to become available")
+        self.echo(f"created EFS mount target {mt} in {subnet}")
+        return True
+
+    def drop_mount_target(self, subnet: str) -> None:
+        """No instances came in this zone: its mount target goes (one per cluster, in the instances' zone)."""
+        mt = next(m for m, s in self.mounts if s == subnet)
+        teardown.delete_mount_target(self.aws, mt, fresh=True)  # not waited: the file system's delete waits
+        self.mounts = [(m, s) for m, s in self.mounts if m != mt]
+        self.ledger.mount_targets = [(m, s) for m, s in self.ledger.mount_targets if m != mt]
 
 
 def wait_running(aws: Aws, name: str, ids, echo, timeout: float = RUNNING_TIMEOUT) -> tuple:

@@ -71,6 +71,7 @@ class ClusterRecord:
     mount_targets: tuple = ()  # (mount target id, subnet id)
     vpc_id: Optional[str] = None
     ssh_cidrs: tuple = ()  # what the cluster group admits on port 22 today
+    volumes: tuple = ()  # tagged volumes attached to nothing (leftovers that bill)
 
     @property
     def live(self) -> tuple:
@@ -79,7 +80,7 @@ class ClusterRecord:
     @property
     def empty(self) -> bool:
         return not (self.instances or self.security_group or self.efs_security_group or self.key_name
-                    or self.placement_group or self.file_system)
+                    or self.placement_group or self.file_system or self.volumes)
 
 
 def _sort_key(i: Instance):
@@ -121,7 +122,9 @@ def discover(aws: Aws, name: str) -> ClusterRecord:
         mts = aws.call("efs", "describe_mount_targets", FileSystemId=fs_id).get("MountTargets", [])
         mounts = tuple((m["MountTargetId"], m["SubnetId"]) for m in mts
                        if m.get("LifeCycleState") not in ("deleting", "deleted"))
-    return ClusterRecord(name=name, region=aws.region, instances=instances,
+    volumes = tuple(v["VolumeId"] for v in aws.paginate("ec2", "describe_volumes", "Volumes", Filters=tag_filter(
+        name) + [{"Name": "status", "Values": ["available", "error"]}]))
+    return ClusterRecord(name=name, region=aws.region, instances=instances, volumes=volumes,
                          security_group=groups.get("cluster"), efs_security_group=groups.get("efs"),
                          key_name=keys[0]["KeyName"] if keys else None,
                          placement_group=pgs[0]["GroupName"] if pgs else None,

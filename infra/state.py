@@ -14,6 +14,8 @@ from mxlaunch.errors import CommandError
 from mxlaunch.launcher.hosts import Host
 from mxlaunch.launcher.render import render
 
+from mxlaunch.infra.spec import NAME_RE, validate_name, validate_ssh_user
+
 
 def home() -> Path:
     if os.environ.get("MXLAUNCH_HOME"):
@@ -23,7 +25,14 @@ def home() -> Path:
 
 
 def cluster_dir(name: str) -> Path:
-    return home() / "clusters" / name
+    """The state directory of cluster `name`; every path of a cluster is built here, so the name is checked
+    here too (a name such as `../../x` must never reach the file system)."""
+    return home() / "clusters" / validate_name(name)
+
+
+def owner_id_path() -> Path:
+    """This state directory's owner id (mxlaunch.infra.owner.local_id)."""
+    return home() / "owner-id"
 
 
 def _ensure_dir(name: str) -> Path:
@@ -94,13 +103,25 @@ def render_hostfile(hosts) -> str:
     return render("hosts.j2", hosts=list(hosts))
 
 
+def _ssh_config_path_value(path: Path) -> str:
+    """A path as an ssh_config value, read alike by OpenSSH and paramiko: whitespace in double quotes; `%`
+    (OpenSSH's token character, which paramiko does not unescape), a double quote or a newline: refused."""
+    text = str(path)
+    if any(c in text for c in '%"\n\r'):
+        raise CommandError(f"cannot write an ssh config naming {text!r}: set MXLAUNCH_HOME to a path without "
+                           f"%, \" or newlines")
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
 def write_ssh_config(name: str, entries, user: str, key: Optional[Path]) -> Path:
     """`entries`: (alias, private address, address to connect to). Private addresses are aliases too, so that
     `ssh -F ssh_config <private ip>` (what the hostfile lists) connects through the public address."""
+    validate_ssh_user(user)  # also when it comes from cluster.json: a newline would add ssh options
     _ensure_dir(name)
     path = ssh_config_path(name)
     path.write_text(render("cluster_ssh_config.j2", name=name, entries=list(entries), user=user,
-                           key=str(key) if key else None, known_hosts=str(known_hosts_path(name))))
+                           key=_ssh_config_path_value(key) if key else None,
+                           known_hosts=_ssh_config_path_value(known_hosts_path(name))))
     return path
 
 
@@ -114,7 +135,9 @@ def remove_dir(name: str) -> bool:
 
 def local_clusters() -> list:
     root = home() / "clusters"
-    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name))
 
 
 def host_for(address: str, user: str) -> Host:

@@ -1,36 +1,59 @@
 """`down`: remove everything tagged with the cluster, in dependency order; and the same primitives undo a
-failed `up` (only what that `up` created). Safe to re-run: what is already gone is skipped."""
+failed `up` (only what that `up` created). Safe to re-run: what is already gone is skipped. `down` returns once
+the names are free again (EFS creation token, placement group), so that an `up` of the same name can follow."""
 from __future__ import annotations
 
-from typing import Callable, List
+from dataclasses import dataclass
+from typing import Callable, List, Optional
 
 from mxlaunch.infra import state, wait
-from mxlaunch.infra.aws import Aws, AwsError
-from mxlaunch.infra.record import ClusterRecord, find_instances
+from mxlaunch.infra.aws import NOT_YET_CODES, Aws, AwsError
+from mxlaunch.infra.record import ClusterRecord, find_instances, tag_filter
 
 TERMINATE_TIMEOUT = 600.0
 DELETE_TIMEOUT = 300.0
+SETTLE_TIMEOUT = 60.0  # how long a resource created seconds ago may stay invisible (eventual consistency)
 INTERVAL = 5.0
+SETTLE_INTERVAL = 2.0
 GONE = {"InvalidInstanceID.NotFound", "InvalidGroup.NotFound", "InvalidKeyPair.NotFound",
-        "InvalidPlacementGroup.Unknown", "FileSystemNotFound", "MountTargetNotFound"}
-IN_USE = {"DependencyViolation", "InvalidPlacementGroup.InUse", "FileSystemInUse"}
+        "InvalidPlacementGroup.Unknown", "FileSystemNotFound", "MountTargetNotFound", "InvalidVolume.NotFound"}
+IN_USE = {"DependencyViolation", "InvalidPlacementGroup.InUse", "FileSystemInUse", "VolumeInUse"}
 
 
-def _ignore_gone(action: Callable[[], object]) -> bool:
-    """Run a delete; False when the resource was already gone."""
-    try:
-        action()
-        return True
-    except AwsError as exc:
-        if exc.code in GONE:
-            return False
-        raise
+@dataclass(frozen=True)
+class Step:
+    """One thing to remove: `label` names it; `run` removes it and returns the line to report, or None when it
+    was already gone."""
+
+    label: str
+    run: Callable[[], Optional[str]]
 
 
-def terminate_instances(aws: Aws, name: str, ids: List[str], echo) -> None:
+def _delete(action: Callable[[], object], *, fresh: bool, in_use: bool = False, what: str = "") -> bool:
+    """Run a delete; False when the resource was already gone. `fresh`: created by this run seconds ago, so
+    NotFound may only mean 'not visible yet': retried (bounded) before it counts as gone. `in_use`: wait
+    (bounded) while what depends on it goes away."""
+    def once() -> bool:
+        try:
+            if fresh:
+                wait.retry_codes(action, NOT_YET_CODES, timeout=SETTLE_TIMEOUT, interval=SETTLE_INTERVAL, what=what)
+            else:
+                action()
+            return True
+        except AwsError as exc:
+            if exc.code in GONE:
+                return False
+            raise
+    if not in_use:
+        return once()
+    return wait.retry_codes(once, IN_USE, timeout=DELETE_TIMEOUT, interval=INTERVAL, what=what)
+
+
+def terminate_instances(aws: Aws, name: str, ids: List[str], echo, fresh: bool = False) -> None:
     if not ids:
         return
-    aws.call("ec2", "terminate_instances", InstanceIds=list(ids))
+    _delete(lambda: aws.call("ec2", "terminate_instances", InstanceIds=list(ids)), fresh=fresh,
+            what=f"terminate {' '.join(ids)}")
     if aws.dry_run:
         return
     wanted = set(ids)
@@ -48,9 +71,27 @@ def terminate_instances(aws: Aws, name: str, ids: List[str], echo) -> None:
               what=f"{len(ids)} instance(s) of cluster {name} to terminate", progress=show)
 
 
-def delete_mount_targets(aws: Aws, fs_id: str, mount_ids: List[str]) -> None:
+def _until_gone(fetch_state: Callable[[], str], echo, what: str) -> None:
+    """Poll `fetch_state` ('gone' once AWS no longer knows it) until gone or deleted, bounded, one progress line
+    per state: a name (EFS creation token, placement group) stays taken until then."""
+    seen = [None]
+
+    def show(state):
+        if state != seen[0] and state not in ("gone", "deleted"):
+            echo(f"  waiting for {what} to be deleted ({state})")
+        seen[0] = state
+    wait.poll(fetch_state, lambda state: state in ("gone", "deleted"), timeout=DELETE_TIMEOUT, interval=INTERVAL,
+              what=f"{what} to be deleted", progress=show)
+
+
+def delete_mount_target(aws: Aws, mt: str, fresh: bool = False) -> bool:
+    return _delete(lambda: aws.call("efs", "delete_mount_target", MountTargetId=mt), fresh=fresh,
+                   what=f"delete mount target {mt}")
+
+
+def delete_mount_targets(aws: Aws, fs_id: str, mount_ids: List[str], fresh: bool = False) -> None:
     for mt in mount_ids:
-        _ignore_gone(lambda mt=mt: aws.call("efs", "delete_mount_target", MountTargetId=mt))
+        delete_mount_target(aws, mt, fresh)
     if aws.dry_run or not mount_ids:
         return
 
@@ -65,55 +106,110 @@ def delete_mount_targets(aws: Aws, fs_id: str, mount_ids: List[str]) -> None:
               what=f"the mount targets of {fs_id} to be deleted")
 
 
-def delete_file_system(aws: Aws, fs_id: str) -> bool:
-    return wait.retry_codes(lambda: _ignore_gone(lambda: aws.call("efs", "delete_file_system", FileSystemId=fs_id)),
-                            IN_USE, timeout=DELETE_TIMEOUT, interval=INTERVAL, what=f"delete {fs_id}")
+def delete_file_system(aws: Aws, fs_id: str, echo, fresh: bool = False) -> bool:
+    if not _delete(lambda: aws.call("efs", "delete_file_system", FileSystemId=fs_id), fresh=fresh, in_use=True,
+                   what=f"delete {fs_id}"):
+        return False
+    if not aws.dry_run:
+        def state() -> str:
+            try:
+                found = aws.call("efs", "describe_file_systems", FileSystemId=fs_id).get("FileSystems", [])
+            except AwsError as exc:
+                if exc.code == "FileSystemNotFound":
+                    return "gone"
+                raise
+            return found[0].get("LifeCycleState", "?") if found else "gone"
+        _until_gone(state, echo, f"EFS {fs_id}")
+    return True
 
 
-def delete_placement_group(aws: Aws, group: str) -> bool:
-    return wait.retry_codes(
-        lambda: _ignore_gone(lambda: aws.call("ec2", "delete_placement_group", GroupName=group)),
-        IN_USE, timeout=DELETE_TIMEOUT, interval=INTERVAL, what=f"delete placement group {group}")
+def delete_placement_group(aws: Aws, group: str, echo, fresh: bool = False) -> bool:
+    if not _delete(lambda: aws.call("ec2", "delete_placement_group", GroupName=group), fresh=fresh, in_use=True,
+                   what=f"delete placement group {group}"):
+        return False
+    if not aws.dry_run:
+        def state() -> str:
+            try:
+                found = aws.call("ec2", "describe_placement_groups", GroupNames=[group]).get("PlacementGroups", [])
+            except AwsError as exc:
+                if exc.code == "InvalidPlacementGroup.Unknown":
+                    return "gone"
+                raise
+            return next((p.get("State", "?") for p in found if p.get("GroupName") == group), "gone")
+        _until_gone(state, echo, f"placement group {group}")
+    return True
 
 
-def delete_security_group(aws: Aws, group_id: str) -> bool:
+def delete_security_group(aws: Aws, group_id: str, fresh: bool = False) -> bool:
     """DependencyViolation is retried (bounded): terminating instances and deleted mount targets release
     their network interfaces a little after they are reported gone."""
-    return wait.retry_codes(
-        lambda: _ignore_gone(lambda: aws.call("ec2", "delete_security_group", GroupId=group_id)),
-        IN_USE, timeout=DELETE_TIMEOUT, interval=INTERVAL, what=f"delete security group {group_id}")
+    return _delete(lambda: aws.call("ec2", "delete_security_group", GroupId=group_id), fresh=fresh, in_use=True,
+                   what=f"delete security group {group_id}")
 
 
-def delete_key_pair(aws: Aws, key_name: str) -> bool:
-    return _ignore_gone(lambda: aws.call("ec2", "delete_key_pair", KeyName=key_name))
+def delete_key_pair(aws: Aws, key_name: str, fresh: bool = False) -> bool:
+    return _delete(lambda: aws.call("ec2", "delete_key_pair", KeyName=key_name), fresh=fresh,
+                   what=f"delete key pair {key_name}")
+
+
+def delete_volumes(aws: Aws, name: str) -> List[str]:
+    """Volumes tagged for the cluster and attached to nothing (a root volume an image kept after its instance,
+    a volume someone detached): they bill until deleted."""
+    ids = [v["VolumeId"] for v in aws.paginate("ec2", "describe_volumes", "Volumes", Filters=tag_filter(name) + [
+        {"Name": "status", "Values": ["available", "error"]}])]
+    return [v for v in ids if _delete(lambda v=v: aws.call("ec2", "delete_volume", VolumeId=v), fresh=False,
+                                      in_use=True, what=f"delete volume {v}")]
+
+
+def steps(aws: Aws, record: ClusterRecord, echo, remove_local_key: bool, fresh: bool = False) -> List[Step]:
+    """What removing `record` takes, in dependency order. `fresh`: everything in it was created by this run
+    seconds ago (a rollback)."""
+    todo: List[Step] = []
+    present = [i.id for i in record.instances]
+    if present:
+        what = f"{len(present)} instance(s): {' '.join(present)}"
+
+        def instances():
+            if not aws.dry_run:
+                echo(f"terminating {what}")
+            terminate_instances(aws, record.name, present, echo, fresh=fresh)
+            return what
+        todo.append(Step(what, instances))
+    if present or record.volumes:
+        def volumes():
+            gone = delete_volumes(aws, record.name)
+            return f"volume(s): {' '.join(gone)}" if gone else None
+        todo.append(Step(f"volumes tagged launch:cluster={record.name}", volumes))
+    fs = record.file_system
+    if fs and record.mount_targets:
+        mts = [m for m, _ in record.mount_targets]
+        todo.append(Step(f"EFS mount target(s): {' '.join(mts)}",
+                         lambda: delete_mount_targets(aws, fs, mts, fresh) or f"EFS mount target(s): {' '.join(mts)}"))
+    if fs:
+        todo.append(Step(f"EFS file system {fs}", lambda: delete_file_system(aws, fs, echo, fresh) and
+                         f"EFS file system {fs}" or None))
+    pg = record.placement_group
+    if pg:
+        todo.append(Step(f"placement group {pg}", lambda: delete_placement_group(aws, pg, echo, fresh) and
+                         f"placement group {pg}" or None))
+    # The EFS group refers to the cluster group in its NFS rule: it goes first.
+    for group in (record.efs_security_group, record.security_group):
+        if group:
+            todo.append(Step(f"security group {group}", lambda g=group: delete_security_group(aws, g, fresh) and
+                             f"security group {g}" or None))
+    if record.key_name:
+        key = record.key_name
+        todo.append(Step(f"key pair {key}", lambda: delete_key_pair(aws, key, fresh) and f"key pair {key}" or None))
+    if remove_local_key and not aws.dry_run:
+        path = state.key_path(record.name)
+        todo.append(Step(f"private key {path}", lambda: state.remove_key(record.name) and f"private key {path}"
+                         or None))
+    return todo
 
 
 def remove(aws: Aws, record: ClusterRecord, echo, remove_local_key: bool) -> List[str]:
     """Delete what `record` holds, in dependency order; returns one line per removed thing."""
-    removed: List[str] = []
-    present = [i.id for i in record.instances]
-    if present:
-        if not aws.dry_run:
-            echo(f"terminating {len(present)} instance(s): {' '.join(present)}")
-        terminate_instances(aws, record.name, present, echo)
-        removed.append(f"{len(present)} instance(s): {' '.join(present)}")
-    if record.file_system:
-        if record.mount_targets:
-            delete_mount_targets(aws, record.file_system, [m for m, _ in record.mount_targets])
-            removed.append(f"EFS mount target(s): {' '.join(m for m, _ in record.mount_targets)}")
-        if delete_file_system(aws, record.file_system):
-            removed.append(f"EFS file system {record.file_system}")
-    if record.placement_group and delete_placement_group(aws, record.placement_group):
-        removed.append(f"placement group {record.placement_group}")
-    # The EFS group refers to the cluster group in its NFS rule: it goes first.
-    for group in (record.efs_security_group, record.security_group):
-        if group and delete_security_group(aws, group):
-            removed.append(f"security group {group}")
-    if record.key_name and delete_key_pair(aws, record.key_name):
-        removed.append(f"key pair {record.key_name}")
-    if remove_local_key and not aws.dry_run and state.remove_key(record.name):
-        removed.append(f"private key {state.key_path(record.name)}")
-    return removed
+    return [line for line in (step.run() for step in steps(aws, record, echo, remove_local_key)) if line]
 
 
 def down(aws: Aws, record: ClusterRecord, echo) -> List[str]:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from mxlaunch.testing.aws import FakePlacementGroups, HttpStub
 
 REGION = "us-east-1"
-AMI = "ami-12345678"
+AMI = "ami-dca37ea5"  # one of moto's own images: `up` reads the image (DescribeImages) first
 CIDR = "203.0.113.7/32"
 TAG = "launch:cluster"
 

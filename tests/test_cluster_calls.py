@@ -46,5 +46,7 @@ def test_up_and_down_make_as_many_calls_for_16_instances_as_for_1(moto_aws, hook
     assert up1["RunInstances"] == 1 and down1["TerminateInstances"] == 1
     # the one difference: a cluster placement group, made only when there is more than one instance to place
     assert up16 == {**up1, "CreatePlacementGroup": 1}, calls
-    assert down16 == {**down1, "DeletePlacementGroup": 1}, calls
+    # ... which `down` deletes and then waits for (one DescribePlacementGroups until it is gone)
+    assert down16 == {**down1, "DeletePlacementGroup": 1,
+                      "DescribePlacementGroups": down1["DescribePlacementGroups"] + 1}, calls
     assert len(moto_aws.groups) == 0

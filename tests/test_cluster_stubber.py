@@ -18,8 +18,8 @@ from mxlaunch.infra.record import ClusterRecord
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 
-SUBNETS = [{"SubnetId": "subnet-aaaa", "AvailabilityZone": "us-east-1a", "VpcId": "vpc-1"},
-           {"SubnetId": "subnet-bbbb", "AvailabilityZone": "us-east-1b", "VpcId": "vpc-1"}]
+SUBNETS = [{"SubnetId": "subnet-aaaaaaaa", "AvailabilityZone": "us-east-1a", "VpcId": "vpc-1"},
+           {"SubnetId": "subnet-bbbbbbbb", "AvailabilityZone": "us-east-1b", "VpcId": "vpc-1"}]
 
 
 def capacity_error(stub):
@@ -33,6 +33,21 @@ def network(stub):
     stub.add_response("describe_subnets", {"Subnets": SUBNETS})
 
 
+def preflight(ec2, quotas):
+    """The reads before anything is created: the image, the zones that offer the type, its vCPUs and the quota."""
+    ec2.add_response("describe_images", {"Images": [{"ImageId": AMI, "Architecture": "x86_64",
+                                                     "RootDeviceName": "/dev/sda1", "BlockDeviceMappings": [
+                                                         {"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 75}}]}]},
+                     {"ImageIds": [AMI]})
+    ec2.add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": [
+        {"InstanceType": "g5.12xlarge", "LocationType": "availability-zone", "Location": s["AvailabilityZone"]}
+        for s in SUBNETS]}, {"LocationType": "availability-zone", "Filters": ANY})
+    ec2.add_response("describe_instance_types", {"InstanceTypes": [
+        {"InstanceType": "g5.12xlarge", "VCpuInfo": {"DefaultVCpus": 48}}]}, {"InstanceTypes": ["g5.12xlarge"]})
+    quotas.add_response("get_service_quota", {"Quota": {"QuotaCode": "L-DB2E81BA", "Value": 1536.0}},
+                        {"ServiceCode": "ec2", "QuotaCode": "L-DB2E81BA"})
+
+
 def stubbed(aws: Aws, service: str) -> Stubber:
     stub = Stubber(aws.client(service))
     stub.activate()
@@ -41,9 +56,10 @@ def stubbed(aws: Aws, service: str) -> Stubber:
 
 def test_capacity_in_one_zone_moves_to_the_next(aws_env):
     aws = Aws(region=REGION, echo=lambda line: None)
-    ec2 = stubbed(aws, "ec2")
+    ec2, launches = stubbed(aws, "ec2"), stubbed(aws, "ec2:once")  # RunInstances: the client without retries
     spec = specs.build("cap", "g5.12xlarge", 2, CIDR, ami=AMI, key_name="mine", efs=False, wait="none")
     network(ec2)
+    preflight(ec2, stubbed(aws, "service-quotas"))
     ec2.add_response("describe_key_pairs", {"KeyPairs": [{"KeyName": "mine"}]}, {"KeyNames": ["mine"]})
     ec2.add_response("create_security_group", {"GroupId": "sg-1"}, {
         "GroupName": "launch-cap", "VpcId": "vpc-1", "Description": ANY, "TagSpecifications": ANY})
@@ -51,39 +67,47 @@ def test_capacity_in_one_zone_moves_to_the_next(aws_env):
     ec2.add_response("create_placement_group", {"PlacementGroup": {"GroupName": "launch-cap"}}, {
         "GroupName": "launch-cap", "Strategy": "cluster", "TagSpecifications": ANY})
     common = {"ImageId": AMI, "InstanceType": "g5.12xlarge", "MinCount": 2, "MaxCount": 2, "KeyName": "mine",
-              "SecurityGroupIds": ["sg-1"], "UserData": ANY, "MetadataOptions": ANY, "TagSpecifications": ANY,
+              "UserData": ANY, "MetadataOptions": ANY, "TagSpecifications": ANY,
+              "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {"DeleteOnTermination": True,
+                                                                          "VolumeSize": 75}}],
               "Placement": {"GroupName": "launch-cap"}, "ClientToken": ANY}
-    capacity_error(ec2)
-    ec2.add_response("run_instances", {"Instances": [
+
+    def nic(subnet):
+        return [{"DeviceIndex": 0, "SubnetId": subnet, "Groups": ["sg-1"], "AssociatePublicIpAddress": True,
+                 "DeleteOnTermination": True}]
+    capacity_error(launches)
+    launches.add_response("run_instances", {"Instances": [
         {"InstanceId": f"i-{n}", "InstanceType": "g5.12xlarge", "State": {"Name": "pending"}, "AmiLaunchIndex": n,
-         "SubnetId": "subnet-bbbb", "Placement": {"AvailabilityZone": "us-east-1b"},
+         "SubnetId": "subnet-bbbbbbbb", "Placement": {"AvailabilityZone": "us-east-1b"},
          "PrivateIpAddress": f"172.31.16.{n + 5}", "LaunchTime": dt.datetime.now(dt.timezone.utc)}
-        for n in range(2)]}, {**common, "SubnetId": "subnet-bbbb"})
+        for n in range(2)]}, {**common, "NetworkInterfaces": nic("subnet-bbbbbbbb")})
     lines = []
     up = Up(aws, spec, lines.append)
     record = up.run(ClusterRecord(name="cap", region=REGION))
     ec2.assert_no_pending_responses()
+    launches.assert_no_pending_responses()
     assert [i.az for i in record.instances] == ["us-east-1b", "us-east-1b"]
     assert any("no capacity" in line and "us-east-1a" in line and "next zone" in line for line in lines)
 
 
 def test_capacity_everywhere_rolls_back_everything_this_up_created(aws_env):
     aws = Aws(region=REGION, echo=lambda line: None)
-    ec2, efs = stubbed(aws, "ec2"), stubbed(aws, "efs")
+    ec2, efs, launches = stubbed(aws, "ec2"), stubbed(aws, "efs"), stubbed(aws, "ec2:once")
     spec = specs.build("full", "g5.12xlarge", 2, CIDR, ami=AMI, wait="none")
     network(ec2)
+    preflight(ec2, stubbed(aws, "service-quotas"))
     ec2.add_response("create_key_pair", {"KeyName": "launch-full", "KeyMaterial": "-----BEGIN OPENSSH PRIVATE KEY-----"
                                                                                   "\nabc\n-----END OPENSSH PRIVATE KEY-----"},
                      {"KeyName": "launch-full", "KeyType": "ed25519", "TagSpecifications": ANY})
-    ec2.add_response("create_security_group", {"GroupId": "sg-c"}, {
+    ec2.add_response("create_security_group", {"GroupId": "sg-0000000c"}, {
         "GroupName": "launch-full", "VpcId": "vpc-1", "Description": ANY, "TagSpecifications": ANY})
-    ec2.add_response("authorize_security_group_ingress", {}, {"GroupId": "sg-c", "IpPermissions": ANY})
-    ec2.add_response("create_security_group", {"GroupId": "sg-e"}, {
+    ec2.add_response("authorize_security_group_ingress", {}, {"GroupId": "sg-0000000c", "IpPermissions": ANY})
+    ec2.add_response("create_security_group", {"GroupId": "sg-0000000e"}, {
         "GroupName": "launch-full-efs", "VpcId": "vpc-1", "Description": ANY, "TagSpecifications": ANY})
-    ec2.add_response("authorize_security_group_ingress", {}, {"GroupId": "sg-e", "IpPermissions": [
+    ec2.add_response("authorize_security_group_ingress", {}, {"GroupId": "sg-0000000e", "IpPermissions": [
         {"IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049,
-         "UserIdGroupPairs": [{"GroupId": "sg-c", "Description": ANY}]}]})
-    ec2.add_response("revoke_security_group_egress", {}, {"GroupId": "sg-e", "IpPermissions": ANY})
+         "UserIdGroupPairs": [{"GroupId": "sg-0000000c", "Description": ANY}]}]})
+    ec2.add_response("revoke_security_group_egress", {}, {"GroupId": "sg-0000000e", "IpPermissions": ANY})
     ec2.add_response("create_placement_group", {}, {"GroupName": "launch-full", "Strategy": "cluster",
                                                     "TagSpecifications": ANY})
     efs.add_response("create_file_system", {
@@ -92,19 +116,34 @@ def test_capacity_everywhere_rolls_back_everything_this_up_created(aws_env):
         "PerformanceMode": "generalPurpose", "Tags": []},
         {"CreationToken": "launch-cluster-full", "Encrypted": True, "PerformanceMode": "generalPurpose",
          "ThroughputMode": "elastic", "Tags": ANY})
-    capacity_error(ec2)
-    capacity_error(ec2)
-    # rollback, in dependency order: file system, placement group, EFS group, cluster group, key pair
+    # each zone: its mount target first (available), then the instances; a zone without capacity loses its
+    # mount target at once (one per cluster, in the instances' zone)
+    for subnet, mt in (("subnet-aaaaaaaa", "fsmt-0000000a"), ("subnet-bbbbbbbb", "fsmt-0000000b")):
+        efs.add_response("create_mount_target", {"MountTargetId": mt, "FileSystemId": "fs-1", "SubnetId": subnet,
+                                                 "LifeCycleState": "available"},
+                         {"FileSystemId": "fs-1", "SubnetId": subnet, "SecurityGroups": ["sg-0000000e"]})
+        capacity_error(launches)
+        if subnet == "subnet-aaaaaaaa":
+            efs.add_response("delete_mount_target", {}, {"MountTargetId": "fsmt-0000000a"})
+    # rollback, in dependency order: mount target, file system, placement group, EFS group, cluster group, key
+    # pair; `down` and the rollback wait until the file system and the placement group are gone
+    efs.add_response("delete_mount_target", {}, {"MountTargetId": "fsmt-0000000b"})
+    efs.add_response("describe_mount_targets", {"MountTargets": []}, {"FileSystemId": "fs-1"})
     efs.add_response("delete_file_system", {}, {"FileSystemId": "fs-1"})
+    efs.add_client_error("describe_file_systems", service_error_code="FileSystemNotFound", http_status_code=404,
+                         expected_params={"FileSystemId": "fs-1"})
     ec2.add_response("delete_placement_group", {}, {"GroupName": "launch-full"})
-    ec2.add_response("delete_security_group", {}, {"GroupId": "sg-e"})
-    ec2.add_response("delete_security_group", {}, {"GroupId": "sg-c"})
+    ec2.add_client_error("describe_placement_groups", service_error_code="InvalidPlacementGroup.Unknown",
+                         expected_params={"GroupNames": ["launch-full"]})
+    ec2.add_response("delete_security_group", {}, {"GroupId": "sg-0000000e"})
+    ec2.add_response("delete_security_group", {}, {"GroupId": "sg-0000000c"})
     ec2.add_response("delete_key_pair", {}, {"KeyName": "launch-full"})
     lines = []
     with pytest.raises(CapacityUnavailable) as err:
         Up(aws, spec, lines.append).run(ClusterRecord(name="full", region=REGION))
     ec2.assert_no_pending_responses()
     efs.assert_no_pending_responses()
+    launches.assert_no_pending_responses()
     assert err.value.exit_code == Exit.AWS_CAPACITY
     assert "us-east-1a, us-east-1b" in err.value.format_message()
     assert not state.key_path("full").exists()
@@ -119,7 +158,7 @@ def test_cli_capacity_failover_on_moto(moto_aws, aws_env, hooks):
     held = tagged_everything("fo")
     assert {i["Placement"]["AvailabilityZone"] for i in held["instances"]} == {"us-east-1b"}
     assert [m["SubnetId"] for m in held["mount_targets"]] == [held["instances"][0]["SubnetId"]]
-    assert fail.refused[0]["SubnetId"] != held["instances"][0]["SubnetId"]
+    assert fail.refused[0]["NetworkInterfaces"][0]["SubnetId"] != held["instances"][0]["SubnetId"]
     assert "trying the next zone" in r.err
 
 
@@ -155,7 +194,7 @@ def test_ami_comes_from_the_dlami_ssm_parameter(moto_aws, aws_env, hooks):
             if client.meta.service_model.service_name == "ssm":
                 self.stub = Stubber(client)
                 self.stub.add_response("get_parameter", {"Parameter": {"Name": specs.DLAMI_PARAMETER,
-                                                                       "Value": "ami-0dl0dl0dl0dl0dl01"}},
+                                                                       "Value": "ami-9b32e8e2"}},
                                        {"Name": specs.DLAMI_PARAMETER})
                 self.stub.activate()
     ssm = SsmStub()
@@ -164,7 +203,7 @@ def test_ami_comes_from_the_dlami_ssm_parameter(moto_aws, aws_env, hooks):
     r = launch(*args)
     assert r.code == 0, r.err
     ssm.stub.assert_no_pending_responses()
-    assert {i["ImageId"] for i in tagged_everything("dl")["instances"]} == {"ami-0dl0dl0dl0dl0dl01"}
+    assert {i["ImageId"] for i in tagged_everything("dl")["instances"]} == {"ami-9b32e8e2"}
 
 
 def test_missing_dlami_parameter_is_one_line_nothing_created(moto_aws, aws_env):
