@@ -6,7 +6,11 @@ For n = 1, 2, 4 workers (1 server, OMP_NUM_THREADS=1), median of --repeat runs:
   e2e        invoking the launcher -> launcher exited 0 after --rounds push/pull rounds
   teardown   SIGKILL of one worker -> no process of the job left (and launcher exit status 1)
 
-    python bench/launch_local.py [--workers 1,2,4] [--repeat 3] [--rounds 20]
+    python bench/launch_local.py [--workers 1,2,4] [--repeat 3] [--rounds 20] [--before DIR]
+
+--before DIR also times the launcher importable from DIR (run from outside the checkout, e.g. an older
+commit unpacked with `git archive`, its folders mapped into DIR/mxlaunch as setup.py does), run for run
+alternately with this one, so both see the same load: how a change of the launcher moved the numbers.
 """
 import argparse
 import os
@@ -21,14 +25,19 @@ import time
 from mxlaunch.testing.jobs import PUSHPULL, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for
 
 
-def one_run(workers, rounds, kill_worker, workdir):
+def one_run(workers, rounds, kill_worker, workdir, pythonpath=None):
     run_dir = tempfile.mkdtemp(dir=workdir)
     shutil.rmtree(run_dir)
     job = [PUSHPULL, "--rounds", str(100000 if kill_worker else rounds), "--round-seconds",
            "0.02" if kill_worker else "0"]
+    saved = os.environ.get("PYTHONPATH")
+    if pythonpath:  # the launcher (and its roleguard) from another tree; the roles' pushpull is the same
+        os.environ["PYTHONPATH"] = pythonpath
     t0 = time.monotonic()
     proc = start_launch("train", "--local", "-n", str(workers), "-s", "1", "--run-dir", run_dir,
-                        "--env", "OMP_NUM_THREADS=1", "--", sys.executable, *job)
+                        "--env", "OMP_NUM_THREADS=1", "--", sys.executable, *job, cwd=workdir)
+    if pythonpath:
+        os.environ.pop("PYTHONPATH") if saved is None else os.environ.__setitem__("PYTHONPATH", saved)
     job_id = wait_for(lambda: job_id_of(run_dir), 30, interval=0.005, what="job.yaml")
     roles = workers + 2
     wait_for(lambda: sum(1 for _, kind in job_processes(job_id).values() if kind == "role") == roles, 60,
@@ -58,19 +67,29 @@ def main():
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--before", metavar="DIR", help="also time the launcher importable from DIR")
+    parser.add_argument("--no-kill", action="store_true", help="skip the teardown runs")
     args = parser.parse_args()
-    workdir = tempfile.mkdtemp(prefix="bench-launch-")
+    workdir = tempfile.mkdtemp(prefix="bench-launch-")  # also the launcher's cwd: never the checkout's mxlaunch/
     load_before = os.getloadavg()[0]
     rows = []
+    trees = [("this tree", None)] + ([("before", os.path.abspath(args.before))] if args.before else [])
     try:
         for n in [int(x) for x in args.workers.split(",")]:
-            runs = [one_run(n, args.rounds, False, workdir) for _ in range(args.repeat)]
-            kills = [one_run(n, args.rounds, True, workdir) for _ in range(args.repeat)]
+            runs = {label: [] for label, _ in trees}
+            kills = {label: [] for label, _ in trees}
+            for _ in range(args.repeat):  # alternate the trees run by run: both see the same load
+                for label, path in trees:
+                    runs[label].append(one_run(n, args.rounds, False, workdir, path))
+                    if not args.no_kill:
+                        kills[label].append(one_run(n, args.rounds, True, workdir, path))
 
             def med(key, source):
-                return statistics.median(r[key] for r in source)
-            rows.append((n, med("started", runs), med("connected", runs), med("e2e", runs),
-                         med("teardown", kills), max(r["teardown"] for r in kills)))
+                return statistics.median(r[key] for r in source) if source else float("nan")
+            for label, _ in trees:
+                rows.append((f"{n} ({label})" if args.before else n, med("started", runs[label]),
+                             med("connected", runs[label]), med("e2e", runs[label]), med("teardown", kills[label]),
+                             max((r["teardown"] for r in kills[label]), default=float("nan"))))
             print(f"n={n} done", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -7,15 +7,20 @@ import click
 
 from mxlaunch.errors import run_cli
 
-# name -> (module, attribute, summary). `launch --help` lists the summaries from here, so that it imports no
-# subcommand (`cluster` brings boto3); each summary is the first paragraph of its command's docstring
-# (tests/test_layers.py keeps them equal).
+# name -> (module, attribute, summary). `launch --help` lists the summaries from here, whole, so that it
+# imports no subcommand (`cluster` brings boto3); each summary is the first paragraph of its command's
+# docstring (tests/test_layers.py keeps them equal).
 SUBCOMMANDS = {
     "cluster": ("mxlaunch.infra.cli", "cluster",
-                "EC2 GPU clusters with shared EFS: up, down, status, list, hostfile, ssh, types."),
-    "logs": ("mxlaunch.launcher.logs_cmd", "logs", "Print the logs of a run, each line prefixed with its role."),
+                "EC2 GPU clusters with shared EFS: up, down, status, list, hostfile, ssh, put, exec, types, policy."),
+    "logs": ("mxlaunch.launcher.logs_cmd", "logs",
+             "Print the logs of a run, each line prefixed with its role (--merge: interleaved by time)."),
     "plot": ("mxlaunch.launcher.plot_cmd", "plot",
-             "Plot accuracy per epoch of one or more runs (one legend entry per run)."),
+             "Plot accuracy per epoch of one or more runs (one legend entry per run) and print their final and "
+             "best values."),
+    "runs": ("mxlaunch.launcher.runs_cmd", "runs",
+             "List runs, newest first: id, start, mode, hosts, workers, status, epochs, final validation "
+             "accuracy, duration."),
     "train": ("mxlaunch.launcher.train_cmd", "train",
               "Run COMMAND as every role of an MXNet parameter-server job (1 scheduler, S servers, N workers)."),
 }
@@ -34,10 +39,9 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # click's own version imports every subcommand for its summary; the same rows, from the table
-        limit = formatter.width - 6 - max(len(name) for name in SUBCOMMANDS)
-        rows = [(name, click.Command(name, help=SUBCOMMANDS[name][2]).get_short_help_str(limit))
-                for name in self.list_commands(ctx)]
+        # click's own version imports every subcommand and cuts its summary to one line ("..."); here the
+        # summaries come from the table, whole (write_dl wraps them)
+        rows = [(name, SUBCOMMANDS[name][2]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

@@ -4,11 +4,14 @@ ps-lite has no failure detection (one dead role leaves the others blocked foreve
 It drives any `Runner` and never knows which one. One thread (the caller's) does all the bookkeeping;
 runners hand over output and endings as events on one queue, signals arrive on the same queue.
 
-Order: the scheduler first, alone, until it logs that it bound its port (ps-lite's "Bind to
-role=scheduler" line, which PS_VERBOSE=1 on the scheduler turns on): so no worker ever connects to a
-stranger that happens to hold the port, and a failed bind is retried on another port. Then servers
-and workers. The job succeeds when every worker exits 0; servers and the scheduler then end by
-themselves (ps-lite's finalize) and are stopped if they linger.
+Start: every role at once (ps-lite's nodes wait for the scheduler by themselves), and every bind is
+confirmed while they start, from ps-lite's own lines (PS_VERBOSE=1): the scheduler's "Bind to
+role=scheduler ... port=P", each node's "Bind to role=worker ... port=P" (its PORT, which decides its
+rank: launcher/plan.py) and "W[id] is connected" (the rank it got). A bind that failed or moved, or a
+worker whose rank is not its index, restarts the whole start on another block of ports: every role
+is stopped, then all start again, so no worker ever keeps talking to a stranger on the scheduler's port
+and worker-i is always rank i. The job succeeds when every worker exits 0; servers and the scheduler
+then end by themselves (ps-lite's finalize) and are stopped if they linger.
 """
 from __future__ import annotations
 
@@ -29,8 +32,9 @@ from mxlaunch.launcher.roles import SCHEDULER_ID, WORKER
 from mxlaunch.launcher.runner import (Events, RoleEnded, RoleHandle, RoleLaunch, RoleOutput, RoleResult,
                              RoleStarted, Runner)
 
-SCHEDULER_BOUND = "Bind to role=scheduler"
-# ps-lite (PS_VERBOSE=1) names each node by id once connected; ids are 8 + 2*rank (servers), 9 + 2*rank (workers)
+# ps-lite (PS_VERBOSE=1): each node's bind (port=-1 after a failed one, just before it aborts) ...
+NODE_BOUND = re.compile(rb"Bind to role=(\w+), (?:id=\d+, )?ip=[^,]*, port=(-?\d+)")
+# ... and its id once connected; ids are 8 + 2*rank (servers), 9 + 2*rank (workers)
 NODE_CONNECTED = re.compile(rb"\b([WS])\[(\d+)\] is connected to others")
 TICK = 0.05  # longest time an event-free loop waits before looking at its deadlines
 DRAIN_BATCH = 500  # a chatty role must not keep the loop from its deadlines
@@ -89,8 +93,7 @@ class SignalReceived:
 class JobSettings:
     grace: float = 1.0  # SIGTERM -> SIGKILL, per role
     finish_grace: float = 10.0  # after every worker succeeded, how long servers/scheduler may take to end
-    ready_timeout: float = 30.0  # the scheduler's bind report; then the other roles start anyway
-    port_tries: int = 5
+    port_tries: int = 5  # starts of the whole job (a failed or moved bind restarts it on other ports)
     kill_wait: float = 0.5  # after the grace, before guards that did not report are killed
     abandon_wait: float = 1.5  # after that, roles that still did not report are given up on
 
@@ -98,7 +101,7 @@ class JobSettings:
 @dataclass(frozen=True)
 class JobOutcome:
     reason: Reason
-    plan: JobPlan  # the plan that ran (its port is the one the scheduler bound)
+    plan: JobPlan  # the plan that ran (its ports are the ones its roles bound)
     results: Tuple[RoleResult, ...]
     first_failure: Optional[RoleResult]
     started: float
@@ -123,7 +126,8 @@ class _State:
     results: Dict[str, RoleResult] = field(default_factory=dict)
     pids: Dict[str, Tuple[int, float]] = field(default_factory=dict)
     ranks: Dict[str, int] = field(default_factory=dict)
-    phase: str = "scheduler"  # scheduler -> running
+    bound: set = field(default_factory=set)  # roles whose bind line named their planned port
+    restart_port: Optional[int] = None  # every role is being stopped, to start again on this port
     stopping: Optional[Reason] = None  # Reason.OK: every worker succeeded, what lingers is stopped
     first_failure: Optional[RoleResult] = None
     teardown_started: Optional[float] = None
@@ -177,38 +181,70 @@ class Job:
                                    pid=None, start=now, end=now, exit_code=None, signal=None,
                                    error=f"could not be started: {exc}"))
 
-    def _start_rest(self) -> None:
-        self.state.phase = "running"
-        for role in self.state.plan.roles[1:]:
-            if self.state.stopping:
+    def _start_all(self) -> None:
+        st = self.state
+        st.ranks.clear()
+        st.bound.clear()
+        st.results.clear()
+        for role in st.plan.roles:
+            if st.stopping:
                 return
             self._start(role)
+
+    def _stop_all(self) -> None:
+        st = self.state
+        st.kill_at = self.clock.monotonic() + self.settings.grace + self.settings.kill_wait
+        for name in list(st.live):
+            st.handles[name].stop()
 
     def _begin_teardown(self, reason: Reason) -> None:
         st = self.state
         if st.stopping:
             return
         st.stopping = reason
+        st.restart_port = None
         st.teardown_started = self.clock.wall()
-        st.kill_at = self.clock.monotonic() + self.settings.grace + self.settings.kill_wait
-        for name in list(st.live):
-            st.handles[name].stop()
+        self._stop_all()
 
-    def _retry_scheduler(self, result: RoleResult) -> bool:
-        """After the scheduler failed: whether it failed to bind and was started again on another port."""
+    def _restart(self, problem: str, failed_port: Optional[int]) -> bool:
+        """Stop every role to start the whole job again on other ports; False when the tries are spent."""
         st = self.state
-        if st.phase != "scheduler" or not ports.bind_failed(self.sink.tail(SCHEDULER_ID.name)):
-            return False
-        st.ports_tried.append(st.plan.port)
+        if st.stopping or st.restart_port is not None:
+            return st.restart_port is not None  # already restarting: this is an echo of the same start
+        st.ports_tried.append(st.plan.port if failed_port is None else failed_port)
         if len(st.ports_tried) >= self.settings.port_tries:
             return False
         port = self.choose_port(st.ports_tried)
-        note = f"scheduler could not bind port {st.plan.port}; retrying on port {port}"
+        note = f"{problem}; restarting every role on port {port}"
         st.notes.append(note)
         self.sink.notice(note)
-        st.plan = self.make_plan(port)
-        self._start(st.plan.scheduler)
+        st.restart_port = port
+        self._stop_all()
         return True
+
+    def _check_node(self, name: str, data: bytes) -> None:
+        """Confirm a role's bind and rank from its ps-lite lines; restart the start on a mismatch."""
+        st = self.state
+        role = st.plan.role(name)
+        bound = NODE_BOUND.search(data)
+        if bound:
+            planned = st.plan.port if role.id == SCHEDULER_ID else role.env_dict().get("PORT")
+            port = int(bound.group(2))
+            if planned is None or port == int(planned):
+                st.bound.add(name)
+            else:
+                what = "could not bind" if port < 0 else f"bound port {port} instead of"
+                self._restart(f"{role.label} {what} port {planned}", int(planned))
+            return
+        found = NODE_CONNECTED.search(data)
+        if found and name not in st.ranks:
+            rank = (int(found.group(2)) - (9 if found.group(1) == b"W" else 8)) // 2
+            st.ranks[name] = rank
+            if role.kind == WORKER and rank != role.index and not self._restart(
+                    f"{role.label} was given MXNet rank {rank}", None):
+                note = f"{role.label} runs as MXNet rank {rank} (ports kept moving; see summary.json mxnet_rank)"
+                st.notes.append(note)
+                self.sink.notice(note, error=True)
 
     # ------------------------------------------------------------------------------------------ events
     def _ended(self, result: RoleResult) -> None:
@@ -217,15 +253,17 @@ class Job:
         if st.stopping:
             st.results[result.name] = result
             return
-        if result.name == SCHEDULER_ID.name and not result.ok and self._retry_scheduler(result):
+        if st.restart_port is not None:  # an end this restart asked for: not a result of the job
+            return
+        if (result.name == SCHEDULER_ID.name and not result.ok and SCHEDULER_ID.name not in st.bound
+                and ports.bind_failed(self.sink.tail(SCHEDULER_ID.name))
+                and self._restart(f"scheduler could not bind port {st.plan.port}", st.plan.port)):
             return
         st.results[result.name] = result
         if not result.ok:
             st.first_failure = result
             self._begin_teardown(Reason.FAILED)
             return
-        if st.phase == "scheduler":  # ended cleanly before binding: not an MXNet program; go on
-            self._start_rest()
         workers_left = [n for n in st.live if st.plan.role(n).kind == WORKER]
         if result.kind == WORKER and not workers_left and st.finishing_at is None:
             st.finishing_at = self.clock.monotonic() + self.settings.finish_grace
@@ -234,14 +272,8 @@ class Job:
         st = self.state
         if isinstance(event, RoleOutput):
             self.sink.line(event.name, event.data)
-            if event.name not in st.ranks and b"is connected to others" in event.data:
-                found = NODE_CONNECTED.search(event.data)
-                if found:
-                    st.ranks[event.name] = (int(found.group(2)) - (9 if found.group(1) == b"W" else 8)) // 2
-            if st.phase == "scheduler" and event.name == SCHEDULER_ID.name and SCHEDULER_BOUND.encode() in event.data:
-                # ps-lite logs this line also after a failed bind (with port=-1), just before it aborts
-                if f"port={st.plan.port},".encode() in event.data:
-                    self._start_rest()
+            if not st.stopping and (b"Bind to role=" in event.data or b"is connected to others" in event.data):
+                self._check_node(event.name, event.data)
         elif isinstance(event, RoleStarted):
             st.pids[event.name] = (event.pid, event.time)
         elif isinstance(event, RoleEnded):
@@ -256,24 +288,20 @@ class Job:
         self.state = st = _State(plan=self.make_plan(self.first_port))
         timeout = st.plan.spec.timeout
         deadline = t0 + timeout if timeout else None
-        ready_deadline = t0 + self.settings.ready_timeout
-        self._start(st.plan.scheduler)
+        self._start_all()
         while True:
             now = self.clock.monotonic()
             if not st.stopping:
                 if deadline is not None and now >= deadline:
                     self._begin_teardown(Reason.TIMEOUT)
-                elif st.phase == "scheduler" and now >= ready_deadline:
-                    note = (f"the scheduler did not report binding port {st.plan.port} within "
-                            f"{self.settings.ready_timeout:g}s; starting the other roles anyway")
-                    st.notes.append(note)
-                    self.sink.notice(note)
-                    self._start_rest()
                 elif st.finishing_at is not None and now >= st.finishing_at:
                     self._begin_teardown(Reason.OK)
-            if not st.live and (st.stopping or st.phase == "running"):
+            if not st.live and st.restart_port is not None:  # every role of the failed start is gone
+                st.plan, st.restart_port, st.kill_at, st.abandon_at = self.make_plan(st.restart_port), None, None, None
+                self._start_all()
+            if not st.live:
                 break
-            if st.stopping and st.kill_at is not None and now >= st.kill_at:
+            if (st.stopping or st.restart_port is not None) and st.kill_at is not None and now >= st.kill_at:
                 for name in list(st.live):
                     st.handles[name].kill()
                 st.kill_at, st.abandon_at = None, now + self.settings.abandon_wait
@@ -290,6 +318,7 @@ class Job:
 
     def _abandon(self) -> None:
         st = self.state
+        st.stopping = st.stopping or Reason.FAILED
         for name, role in list(st.live.items()):
             pid, start = st.pids.get(name, (None, None))
             st.results[name] = RoleResult(name=name, kind=role.kind, index=role.index, host=role.host.address,

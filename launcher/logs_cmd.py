@@ -1,20 +1,24 @@
-"""`launch logs RUN_DIR [--role worker-1] [--follow]`: a run's role logs, prefixed like the live console."""
+"""`launch logs RUN_DIR [--role worker-1] [--tail N] [--merge] [--follow]`: a run's role logs, prefixed like
+the live console; `--merge` interleaves the roles by the time the launcher received each line (from
+`logs/<role>.log.times`, launcher/output.py)."""
 from __future__ import annotations
 
 import os
 import signal
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import click
 
-from mxlaunch.launcher import rundir
+from mxlaunch.launcher import rundir, runstate
+from mxlaunch.launcher.output import times_path
 from mxlaunch.launcher.roles import RoleId
 from mxlaunch.errors import UsageError
 from mxlaunch.exits import Exit
 
 FOLLOW_POLL = 0.2  # seconds between looks at the log files while following
+Line = Tuple[float, bytes]  # (receive time, the line without its newline)
 
 
 def _role_id(name: str) -> Optional[RoleId]:
@@ -41,51 +45,103 @@ def _label(name: str) -> str:
     return f"[{role.label if role is not None else name}] "
 
 
-def _emit(prefix: str, data: bytes) -> None:
-    text = data.decode("utf-8", "replace")
-    sys.stdout.write("".join(prefix + line + "\n" for line in text.splitlines()))
+class LogReader:
+    """New complete lines of one role's log, each with its receive time (the previous line's where the
+    times file lags or is missing: a run from before it existed)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.offset = self.times_offset = 0
+        self.pending = self.times_pending = b""
+        self.times: List[float] = []
+        self.count = 0
+        self.last_time = 0.0
+
+    @staticmethod
+    def _read(path: str, offset: int) -> Tuple[bytes, int]:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+                return data, f.tell()
+        except FileNotFoundError:
+            return b"", offset
+
+    def read(self, final: bool) -> List[Line]:
+        data, self.offset = self._read(self.path, self.offset)
+        stamps, self.times_offset = self._read(times_path(self.path), self.times_offset)
+        stamps = self.times_pending + stamps
+        complete, _, self.times_pending = stamps.rpartition(b"\n")
+        for stamp in complete.split(b"\n") if complete else ():
+            try:
+                self.times.append(float(stamp))
+            except ValueError:
+                self.times.append(self.times[-1] if self.times else 0.0)
+        data = self.pending + data
+        complete, _, self.pending = data.rpartition(b"\n")
+        lines = complete.split(b"\n") if complete else []
+        if final and self.pending:
+            lines.append(self.pending)
+            self.pending = b""
+        out = []
+        for line in lines:
+            if self.count < len(self.times):
+                self.last_time = self.times[self.count]
+            self.count += 1
+            out.append((self.last_time, line))
+        return out
+
+
+def _emit(prefix: str, lines: List[bytes]) -> None:
+    sys.stdout.write("".join(prefix + line.decode("utf-8", "replace") + "\n" for line in lines))
     sys.stdout.flush()
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--role", "roles", multiple=True, metavar="NAME", help="scheduler, server-0, worker-1, ... (repeatable)")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the job ends (or Ctrl-C).")
-def logs(run_dir: str, roles, follow: bool) -> None:
-    """Print the logs of a run, each line prefixed with its role."""
+@click.option("--tail", "-n", "tail", type=click.IntRange(min=0), metavar="N",
+              help="Only the last N lines of each role's log.")
+@click.option("--merge", "-m", is_flag=True, help="One view of every role, in the order the launcher received the lines.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new lines until the job ends (or Ctrl-C), even if its launcher was killed.")
+def logs(run_dir: str, roles, tail: Optional[int], merge: bool, follow: bool) -> None:
+    """Print the logs of a run, each line prefixed with its role (--merge: interleaved by time)."""
     available = _roles(run_dir)
     for name in roles:
         if name not in available:
             raise UsageError(f"no role {name!r} in {run_dir} (roles: {', '.join(available) or 'none'})")
-    chosen = list(roles) or available
+    chosen = list(dict.fromkeys(roles)) or available
     prefix = {name: ("" if len(chosen) == 1 else _label(name)) for name in chosen}
-    offsets: Dict[str, int] = {}
-    pending: Dict[str, bytes] = {name: b"" for name in chosen}
+    readers = {name: LogReader(rundir.log_path(run_dir, name)) for name in chosen}
 
-    def read_new(name: str, final: bool) -> None:
-        path = rundir.log_path(run_dir, name)
-        try:
-            with open(path, "rb") as f:
-                f.seek(offsets.get(name, 0))
-                data = f.read()
-                offsets[name] = f.tell()
-        except FileNotFoundError:
+    def show(final: bool, last: Optional[int] = None) -> None:
+        batches: Dict[str, List[Line]] = {}
+        for name in chosen:
+            got = readers[name].read(final)
+            batches[name] = got[-last:] if last is not None and last > 0 else ([] if last == 0 else got)
+        if not merge:
+            for name in chosen:
+                _emit(prefix[name], [line for _, line in batches[name]])
             return
-        data = pending[name] + data
-        complete, _, rest = data.rpartition(b"\n") if not final else (data, b"", b"")
-        pending[name] = rest
-        if complete:
-            _emit(prefix[name], complete)
+        merged = sorted(((t, _role_order(name), i, name, line) for name in chosen
+                         for i, (t, line) in enumerate(batches[name])), key=lambda x: x[:3])
+        for _, _, _, name, line in merged:
+            _emit(prefix[name], [line])
 
-    for name in chosen:
-        read_new(name, final=not follow)
     if not follow:
+        show(final=True, last=tail)
         return
     signal.signal(signal.SIGINT, lambda s, f: sys.exit(Exit.INTERRUPTED))
+    show(final=False, last=tail)
     while True:
-        done = os.path.exists(rundir.summary_path(run_dir))  # the launcher writes it after every role ended
-        for name in chosen:
-            read_new(name, final=done)
+        now = runstate.state(run_dir)  # before reading: what was written until then is all read below
+        done = now in (runstate.ENDED, runstate.GONE)
+        show(final=done)
         if done:
+            if now == runstate.GONE:
+                record = runstate.read_launcher(run_dir) or {}
+                click.echo(f"launch logs: the job's launcher (pid {record.get('pid')}) is gone without writing "
+                           f"summary.json; its roles ended with it", err=True)
             return
         time.sleep(FOLLOW_POLL)  # following a file: polling is the mechanism, not synchronisation

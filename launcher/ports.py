@@ -1,11 +1,12 @@
-"""The scheduler's port, chosen without the probe-then-release race.
+"""The job's ports (the scheduler's, then one per server and worker), chosen without the probe-then-release race.
 
 Binding port 0, reading the number and closing the socket leaves a window in which anything else can
 take the port (and the kernel hands out exactly such ports as ephemeral ones). Instead: pick a random
 port *outside* the kernel's ephemeral range (so no outgoing connection is ever given it), skip ports
-already listening here, and let the scheduler itself bind it. The job waits for the scheduler to say it
-bound the port before any other role starts (so no worker ever talks to a stranger on that port), and
-if the bind fails it starts the scheduler again on another port (launcher/job.py).
+already listening here, and let each role bind its own. A job takes a block of `span` consecutive ports: the scheduler's, then
+one per server and worker in plan order (their `PORT`, which decides MXNet's ranks: launcher/plan.py).
+The job confirms every bind from ps-lite's own lines; a failed or moved bind restarts the whole start on
+another block (launcher/job.py).
 """
 from __future__ import annotations
 
@@ -41,15 +42,18 @@ def listening_ports(paths: Iterable[str] = ("/proc/net/tcp", "/proc/net/tcp6")) 
     return ports
 
 
-def choose_port(rng: Optional[random.Random] = None, avoid: Iterable[int] = ()) -> int:
-    """A port outside the ephemeral range that nothing here listens on, nor in `avoid`."""
+def choose_port(rng: Optional[random.Random] = None, avoid: Iterable[int] = (), span: int = 1) -> int:
+    """The first of `span` consecutive ports outside the ephemeral range that nothing here listens on;
+    none of them in `avoid` (ports that failed before)."""
     rng = rng or random.SystemRandom()
     eph_low, eph_high = ephemeral_range()
     taken = listening_ports() | set(avoid)
-    candidates = [p for p in range(LOW, HIGH + 1) if not (eph_low <= p <= eph_high) and p not in taken]
-    if not candidates:  # an unusual ephemeral range covering everything: fall back to the whole span
-        candidates = [p for p in range(LOW, HIGH + 1) if p not in taken]
-    return rng.choice(candidates)
+    free = [p for p in range(LOW, HIGH + 1) if not (eph_low <= p <= eph_high) and p not in taken]
+    if len(free) < span:  # an unusual ephemeral range covering everything: fall back to the whole span
+        free = [p for p in range(LOW, HIGH + 1) if p not in taken]
+    free_set = set(free)
+    starts = [p for p in free if all(p + k in free_set for k in range(1, span))]
+    return rng.choice(starts or free)
 
 
 def bind_failed(log_tail: Iterable[str]) -> bool:

@@ -1,13 +1,19 @@
-"""The end of a job, for scripts (summary.json) and for people (a one-screen table, the failure message)."""
+"""The end of a job, for scripts (summary.json) and for people (a one-screen table, the final line, the
+failure message). Training metrics come from rank 0's metrics.jsonl, else from rank 0's log lines."""
 from __future__ import annotations
 
 import datetime
 import json
 import os
+import posixpath
+from dataclasses import dataclass
 from typing import List, Optional
 
-from mxlaunch.launcher import rundir
+from mxlaunch.errors import UsageError
+from mxlaunch.launcher import rundir, workload
 from mxlaunch.launcher.job import JobOutcome, Reason
+from mxlaunch.launcher.plan import JobPlan
+from mxlaunch.launcher.progress import Progress
 from mxlaunch.launcher.render import render
 from mxlaunch.launcher.roles import RoleId
 from mxlaunch.launcher.runner import RoleResult
@@ -36,7 +42,67 @@ def teardown_seconds(outcome: JobOutcome) -> Optional[float]:
     return round(max(0.0, max(ends) - start), 3)
 
 
-def summary_data(outcome: JobOutcome) -> dict:
+@dataclass(frozen=True)
+class RunMetrics:
+    """What the job learnt, for the final line, summary.json and `launch runs`."""
+
+    epochs: int = 0  # epochs with a record
+    last_epoch: Optional[int] = None  # numbered as in the logs and metrics.jsonl (from 0)
+    final_validation: Optional[float] = None  # of the last epoch
+    best_validation: Optional[float] = None
+    best_epoch: Optional[int] = None
+    final_train: Optional[float] = None
+    source: Optional[str] = None  # "metrics.jsonl", "log" (rank 0's), None: the workload reported nothing
+    checkpoint_prefix: Optional[str] = None
+    plot: Optional[str] = None
+
+    def fields(self) -> dict:
+        """Its summary.json keys."""
+        return {"epochs": self.epochs, "last_epoch": self.last_epoch,
+                "final_validation_accuracy": self.final_validation, "best_validation_accuracy": self.best_validation,
+                "best_epoch": self.best_epoch, "final_train_accuracy": self.final_train,
+                "metrics_source": self.source, "checkpoint_prefix": self.checkpoint_prefix, "plot": self.plot}
+
+
+def run_metrics(records: List[dict], source: Optional[str], checkpoint_prefix: Optional[str] = None,
+                plot: Optional[str] = None) -> RunMetrics:
+    """From per-epoch records (metrics.jsonl's keys: epoch, train-accuracy, validation-accuracy), in order."""
+    def number(value) -> Optional[float]:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    validated = [(r["epoch"], number(r.get("validation-accuracy"))) for r in records]
+    validated = [(e, v) for e, v in validated if v is not None]
+    best = max(validated, key=lambda ev: ev[1]) if validated else (None, None)
+    last = records[-1] if records else {}
+    return RunMetrics(epochs=len(records), last_epoch=last.get("epoch"),
+                      final_validation=number(last.get("validation-accuracy")), best_validation=best[1],
+                      best_epoch=best[0], final_train=number(last.get("train-accuracy")),
+                      source=source if records else None, checkpoint_prefix=checkpoint_prefix, plot=plot)
+
+
+def collect_metrics(plan: JobPlan, cwd: str, progress: Progress, plot: Optional[str]) -> RunMetrics:
+    """The job's metrics: rank 0's metrics.jsonl (damaged lines skipped: the report never fails a job),
+    else what rank 0 logged; the checkpoint prefix from the workload's --model-prefix, under its workdir."""
+    from mxlaunch.launcher import plotting
+
+    records, source = [], None
+    path = rundir.metrics_path(plan.run_dir)
+    if os.path.exists(path):
+        try:
+            records, source = plotting.read_metrics(path, strict=False), "metrics.jsonl"
+        except UsageError:
+            records = []
+    if not records:
+        source = "log"
+        records = [{"epoch": r.epoch, "lr": r.lr, "train-accuracy": r.train, "validation-accuracy": r.validation}
+                   for _, r in sorted(progress.records.items()) if r.seconds is not None or r.validation is not None]
+    prefix = workload.model_prefix(plan.spec.command)
+    if prefix:  # roles run in cwd (on their hosts, in SSH mode: a POSIX path there)
+        prefix = posixpath.join(cwd, prefix) if not plan.spec.local else os.path.join(cwd, prefix)
+    return run_metrics(records, source, prefix, plot)
+
+
+def summary_data(outcome: JobOutcome, metrics: RunMetrics = RunMetrics()) -> dict:
     plan = outcome.plan
     failure = outcome.first_failure
     return {
@@ -52,14 +118,15 @@ def summary_data(outcome: JobOutcome) -> dict:
         "teardown_seconds": teardown_seconds(outcome),
         "notes": list(outcome.notes),
         "roles": [role_record(r, outcome.rank_of(r.name)) for r in outcome.results],
+        **metrics.fields(),
     }
 
 
-def write_summary(outcome: JobOutcome) -> str:
+def write_summary(outcome: JobOutcome, metrics: RunMetrics = RunMetrics()) -> str:
     path = rundir.summary_path(outcome.plan.run_dir)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(summary_data(outcome), f, indent=2, ensure_ascii=False)
+        json.dump(summary_data(outcome, metrics), f, indent=2, ensure_ascii=False)
         f.write("\n")
     os.replace(tmp, path)
     return path
@@ -84,6 +151,24 @@ def verdict(outcome: JobOutcome) -> str:
     return f"{outcome.reason.value} after {seconds:.1f}s{tail}"
 
 
+def final_line(outcome: JobOutcome, metrics: RunMetrics) -> str:
+    """The last line of `launch train`: status, epochs, final and best validation accuracy, wall time,
+    checkpoints and plot."""
+    parts = [verdict(outcome)]
+    if metrics.epochs:
+        text = f"{metrics.epochs} epoch{'s' if metrics.epochs != 1 else ''} (last Epoch[{metrics.last_epoch}])"
+        if metrics.final_validation is not None:
+            text += f", validation accuracy {metrics.final_validation:.4f}"
+        if metrics.best_validation is not None:
+            text += f" (best {metrics.best_validation:.4f} at Epoch[{metrics.best_epoch}])"
+        parts.append(text)
+    if metrics.checkpoint_prefix:
+        parts.append(f"checkpoints {metrics.checkpoint_prefix}-NNNN.params")
+    if metrics.plot:
+        parts.append(f"plot {metrics.plot}")
+    return "; ".join(parts)
+
+
 def describe(r: RoleResult, mxnet_rank: Optional[int] = None) -> str:
     """'worker 1 (MXNet rank 0) on 127.0.0.1, pid 123: exit code 3'."""
     rank = f" (MXNet rank {mxnet_rank})" if mxnet_rank is not None else ""
@@ -91,15 +176,15 @@ def describe(r: RoleResult, mxnet_rank: Optional[int] = None) -> str:
     return f"{RoleId(r.kind, r.index).label}{rank} on {r.host}{pid}: {r.how()}"
 
 
-def table(outcome: JobOutcome) -> str:
-    """One screen: a row per role (rank = the MXNet rank ps-lite gave it), then the verdict."""
+def table(outcome: JobOutcome, metrics: Optional[RunMetrics] = None) -> str:
+    """One screen: a row per role (rank = the MXNet rank ps-lite gave it), then the final line."""
     rows = []
     for r in outcome.results:
         seconds = f"{r.end - r.start:.1f}" if r.start and r.end else "-"
         rank = outcome.rank_of(r.name)
         rows.append({"name": r.name, "rank": "-" if rank is None else rank, "host": r.host, "pid": r.pid or "-",
                      "seconds": seconds, "ended": _ended(r)})
-    return render("job_summary.j2", rows=rows, verdict=verdict(outcome))
+    return render("job_summary.j2", rows=rows, verdict=final_line(outcome, metrics or RunMetrics()))
 
 
 def failure_lines(outcome: JobOutcome, tail: List[str]) -> List[str]:

@@ -23,8 +23,7 @@ from mxlaunch.launcher.runner import RoleEnded, RoleHandle, RoleOutput, RoleResu
 from mxlaunch.launcher.train_cmd import _final_message
 
 FIRST_PORT, SECOND_PORT = 23456, 23457
-SETTINGS = JobSettings(grace=1.0, finish_grace=10.0, ready_timeout=30.0, port_tries=3, kill_wait=0.5,
-                       abandon_wait=1.5)
+SETTINGS = JobSettings(grace=1.0, finish_grace=10.0, port_tries=3, kill_wait=0.5, abandon_wait=1.5)
 FAKE_TIME_LIMIT = 1000.0  # fake seconds: a job still running then is a bug of the job (or of the script)
 
 
@@ -106,6 +105,14 @@ def bind_line(port):
     return f"[12:00:00] src/van.cc:300: Bind to role=scheduler, id=1, ip=127.0.0.1, port={port}, is_recovery=0"
 
 
+def node_bind_line(kind, port):
+    return f"[12:00:00] src/van.cc:300: Bind to role={kind}, ip=127.0.0.1, port={port}, is_recovery=0"
+
+
+def connected_line(rank):
+    return f"[12:00:01] src/van.cc:257: W[{9 + 2 * rank}] is connected to others"
+
+
 def binds(role):  # a healthy scheduler: binds its port and runs until stopped
     role.say(bind_line(role.port), after=0.5)
 
@@ -181,58 +188,107 @@ def names(outcome):
 
 # ------------------------------------------------------------------------------------------ start order
 
-def test_scheduler_starts_first_and_alone_until_it_reports_its_bind(tmp_path):
+def test_every_role_starts_at_once_and_the_bind_is_confirmed_while_they_start(tmp_path):
     job, runner, clock = make_job(tmp_path, script={"scheduler": lambda r: r.say(bind_line(r.port), after=3.0)})
     t0 = clock.now
     outcome = run(job)
     assert [r.name for r in runner.started] == ["scheduler", "server-0", "worker-0", "worker-1"]
-    assert runner.started[0].started_at == t0
-    for role in runner.started[1:]:  # nobody before the bind line, everybody right after it
-        assert role.started_at == pytest.approx(t0 + 3.0)
+    assert [r.started_at for r in runner.started] == [t0] * 4  # nobody waits for the scheduler's bind line
     # every worker exited 0: the lingering scheduler and server are stopped after the finish grace
     assert outcome.status == Exit.OK and outcome.reason is Reason.OK and outcome.first_failure is None
-    assert runner.role("scheduler").stop_calls == [pytest.approx(t0 + 5.0 + SETTINGS.finish_grace, abs=TICK)]
+    assert runner.role("scheduler").stop_calls == [pytest.approx(t0 + 2.0 + SETTINGS.finish_grace, abs=TICK)]
     assert names(outcome) == ["scheduler", "server-0", "worker-0", "worker-1"]
     assert summary.summary_data(outcome)["reason"] == "ok" and runner.closed
-
-
-def test_a_bind_line_for_another_port_does_not_start_the_others(tmp_path):
-    # ps-lite prints its bind line with port=-1 after a failed bind, just before it aborts
-    job, runner, clock = make_job(tmp_path, script={"scheduler": lambda r: r.say(bind_line(-1), after=1.0)})
-    t0 = clock.now
-    outcome = run(job)
-    assert [r.started_at for r in runner.started[1:]] == [pytest.approx(t0 + SETTINGS.ready_timeout, abs=TICK)] * 3
-    assert any("did not report binding port 23456 within 30s" in note for note in outcome.notes)
+    assert outcome.notes == ()
 
 
 # ------------------------------------------------------------------------------------------ port retry
 
 def fails_to_bind(role):
+    # ps-lite prints its bind line with port=-1 after a failed bind, just before it aborts
     role.say(bind_line(-1), after=0.5)
     role.say("MXNetError: Check failed: my_node_.port != -1 (-1 vs. -1) : bind failed", after=0.6)
     role.end(after=0.7, sig=signal.SIGABRT)
 
 
-def test_a_failed_bind_starts_the_scheduler_again_on_another_port(tmp_path):
+def test_a_failed_bind_restarts_every_role_on_another_port(tmp_path):
     attempts = iter([fails_to_bind, binds])
     job, runner, clock = make_job(tmp_path, script={"scheduler": lambda r: next(attempts)(r)})
+    t0 = clock.now
     outcome = run(job)
-    assert [(r.name, r.port) for r in runner.started] == [
-        ("scheduler", FIRST_PORT), ("scheduler", SECOND_PORT),
-        ("server-0", SECOND_PORT), ("worker-0", SECOND_PORT), ("worker-1", SECOND_PORT)]
+    roles = ["scheduler", "server-0", "worker-0", "worker-1"]
+    assert [(r.name, r.port) for r in runner.started] == [(n, FIRST_PORT) for n in roles] + [
+        (n, SECOND_PORT) for n in roles]
+    first, second = runner.started[:4], runner.started[4:]
+    assert all(r.stop_calls == [pytest.approx(t0 + 0.5)] for r in first)  # stopped at the failed bind line
+    assert all(r.started_at == pytest.approx(t0 + 0.7) for r in second)  # once every role of the first start ended
     assert job.avoided == [[FIRST_PORT]]  # the port that failed is never offered again
-    assert runner.started[2].started_at > runner.started[1].started_at  # after the second bind only
     assert outcome.status == Exit.OK and outcome.plan.port == SECOND_PORT
-    assert f"scheduler could not bind port {FIRST_PORT}; retrying on port {SECOND_PORT}" in outcome.notes
-    assert outcome.first_failure is None  # the failed attempt is not a failure of the job
+    assert f"scheduler could not bind port {FIRST_PORT}; restarting every role on port {SECOND_PORT}" in outcome.notes
+    assert outcome.first_failure is None  # the failed start is not a failure of the job
+    assert names(outcome) == roles and all(r.exit_code == 0 for r in outcome.results if r.kind == "worker")
 
 
-def test_the_scheduler_is_given_up_on_after_port_tries_failed_binds(tmp_path):
+def test_a_scheduler_that_aborts_on_a_taken_port_without_its_bind_line_restarts_too(tmp_path):
+    def aborts(role):
+        role.say("terminate called: ZMQ error: Address already in use", after=0.3)
+        role.end(after=0.4, sig=signal.SIGABRT)
+
+    attempts = iter([aborts, binds])
+    job, runner, clock = make_job(tmp_path, script={"scheduler": lambda r: next(attempts)(r)})
+    outcome = run(job)
+    assert [r.port for r in runner.started if r.name == "scheduler"] == [FIRST_PORT, SECOND_PORT]
+    assert outcome.status == Exit.OK and outcome.first_failure is None
+
+
+def test_the_job_is_given_up_on_after_port_tries_failed_binds(tmp_path):
     job, runner, clock = make_job(tmp_path, script={"scheduler": fails_to_bind}, ports=(SECOND_PORT, 23458))
     outcome = run(job)
-    assert [r.port for r in runner.started] == [FIRST_PORT, SECOND_PORT, 23458]  # port_tries = 3
+    assert [r.port for r in runner.started if r.name == "scheduler"] == [FIRST_PORT, SECOND_PORT, 23458]
+    assert len(runner.started) == 12  # port_tries = 3 whole starts
     assert outcome.status == Exit.FAILED and outcome.reason is Reason.FAILED
-    assert outcome.first_failure.name == "scheduler" and names(outcome) == ["scheduler"]
+    assert outcome.first_failure.name == "scheduler"
+    assert names(outcome) == ["scheduler", "server-0", "worker-0", "worker-1"]  # the last start, stopped
+
+
+def test_a_worker_whose_port_moved_restarts_every_role(tmp_path):
+    """ps-lite binds another random port when PORT is taken: its rank could then be another."""
+    def moved(role):
+        role.say(node_bind_line("worker", 40001), after=0.2)
+
+    attempts = iter([moved, exits(0)])
+    job, runner, clock = make_job(tmp_path, script={"worker-0": lambda r: next(attempts)(r)})
+    outcome = run(job)
+    planned = int(runner.started[2].launch.role.env_dict()["PORT"])
+    assert [r.name for r in runner.started].count("worker-0") == 2
+    assert f"worker 0 bound port 40001 instead of port {planned}; restarting every role on port {SECOND_PORT}" \
+        in outcome.notes
+    assert job.avoided == [[planned]]
+    assert outcome.status == Exit.OK and outcome.plan.port == SECOND_PORT
+
+
+def test_a_worker_given_another_rank_restarts_every_role_and_a_bind_on_its_port_does_not(tmp_path):
+    def wrong_rank(role):
+        port = role.launch.role.env_dict()["PORT"]
+        role.say(node_bind_line("worker", port), after=0.1)  # its own port: fine
+        role.say(connected_line(0), after=0.3)  # but ps-lite made it rank 0
+
+    attempts = iter([wrong_rank, exits(0)])
+    job, runner, clock = make_job(tmp_path, script={"worker-1": lambda r: next(attempts)(r)})
+    outcome = run(job)
+    assert [r.name for r in runner.started].count("worker-1") == 2
+    assert "worker 1 was given MXNet rank 0; restarting every role on port 23457" in outcome.notes
+    assert outcome.status == Exit.OK
+
+
+def test_a_rank_mismatch_after_the_last_try_is_said_not_hidden(tmp_path):
+    job, runner, clock = make_job(tmp_path, settings=JobSettings(port_tries=1),
+                                  script={"worker-1": lambda r: (r.say(connected_line(0), after=0.3),
+                                                                 r.end(after=2.0, code=0))})
+    outcome = run(job)
+    assert len(runner.started) == 4
+    assert any(n.startswith("worker 1 runs as MXNet rank 0") for n in outcome.notes)
+    assert outcome.rank_of("worker-1") == 0 and outcome.status == Exit.OK
 
 
 # ------------------------------------------------------------------------------------------ teardown

@@ -75,10 +75,12 @@ def test_two_workers_one_server_succeed_with_logs_and_summary(tmp_path):
                               "--", sys.executable, PUSHPULL, "--rounds", "3")
     assert rc == 0, err
     for i in (0, 1):
-        assert f"[worker {i}] pushpull worker rank=" in out
+        assert f"[worker {i}] pushpull worker rank={i} of 2 ready" in out  # worker-i is MXNet rank i
         assert "done" in read_log(run_dir, f"worker-{i}")
-    assert "Bind to role=server" in read_log(run_dir, "server-0")  # ps-lite's chatter: in the log only
-    assert "[scheduler] " in out
+    # ps-lite's chatter: in the logs only (the scheduler says nothing else)
+    assert "Bind to role=server" in read_log(run_dir, "server-0")
+    assert "Bind to role=scheduler" in read_log(run_dir, "scheduler")
+    assert "Bind to role" not in out and "is connected" not in out and "[scheduler] " not in out
     data = summary(run_dir)
     assert data["status"] == 0 and data["reason"] == "ok"
     assert {r["name"]: r["exit_code"] for r in data["roles"]} == {
@@ -86,9 +88,16 @@ def test_two_workers_one_server_succeed_with_logs_and_summary(tmp_path):
     assert all(isinstance(r["pid"], int) for r in data["roles"])
     for r in data["roles"]:  # the MXNet rank the launcher learnt is the one the program saw (kv.rank)
         if r["role"] == "worker":
+            assert r["mxnet_rank"] == r["index"]
             assert f"pushpull worker rank={r['mxnet_rank']} of 2 ready" in read_log(run_dir, r["name"])
-    assert sorted(r["mxnet_rank"] for r in data["roles"] if r["role"] == "worker") == [0, 1]
-    assert "ok: all 2 workers exited 0" in out
+    assert out.strip().splitlines()[-1].startswith("ok: all 2 workers exited 0")  # the final line
+    assert data["final_validation_accuracy"] is None and data["epochs"] == 0  # pushpull trains nothing
+    rc, listed, err = run_launch("runs", "--dir", str(tmp_path), timeout=30)
+    assert rc == 0, err
+    assert listed.splitlines()[0].split() == ["id", "started", "mode", "hosts", "workers", "status", "epochs",
+                                              "validation", "duration"]
+    row = listed.splitlines()[1].split()
+    assert row[0] == "ok" and row[3:7] == ["local", "1", "2", "ok"]
     with open(os.path.join(run_dir, "hosts")) as f:
         assert f.read().strip().splitlines()[-1].startswith("127.0.0.1")
     assert_no_leftovers(data["job_id"])
@@ -164,13 +173,23 @@ def test_signal_to_launcher_stops_every_role(long_job, signum, status):
 
 
 @pytest.mark.timeout(90)
-def test_sigkill_of_launcher_kills_every_role(long_job):
+def test_sigkill_of_launcher_kills_every_role_and_ends_logs_follow(long_job):
     proc, run_dir, job_id = long_job
     assert len([k for _, k in job_processes(job_id).values() if k == "role"]) == 4
-    os.kill(proc.pid, signal.SIGKILL)
-    killed = time.monotonic()
-    assert seconds_until_gone(job_id, since=killed) < TEARDOWN_LIMIT
-    proc.wait(10)
+    follower = start_launch("logs", run_dir, "--follow", "--merge")
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        assert seconds_until_gone(job_id, since=killed) < TEARDOWN_LIMIT
+        proc.wait(10)
+        followed, complaint = follower.communicate(timeout=10)  # no summary.json ever comes: it sees the death
+    finally:
+        end_launch(follower)
+    assert follower.returncode == 0
+    assert f"launcher (pid {proc.pid}) is gone without writing summary.json" in complaint.decode()
+    assert "[worker 1] pushpull worker rank=1" in followed.decode()
+    rc, listed, err = run_launch("runs", "--dir", os.path.dirname(run_dir), timeout=30)
+    assert rc == 0 and "launcher died" in listed, (listed, err)
 
 
 @pytest.mark.timeout(90)
@@ -207,11 +226,36 @@ def test_scheduler_port_taken_is_reported_and_retried_on_another(tmp_path):
         squatter.close()
     assert rc == 0, err
     data = summary(run_dir)
-    assert f"scheduler could not bind port {taken}; retrying on port {data['scheduler_port']}" in out
+    assert f"scheduler could not bind port {taken}; restarting every role on port {data['scheduler_port']}" in out
     assert data["scheduler_port"] != taken
     with open(os.path.join(run_dir, "job.yaml")) as f:
         assert yaml.safe_load(f)["scheduler"]["port"] == data["scheduler_port"]  # the record says where it ran
     assert "bind failed" in read_log(run_dir, "scheduler")  # the failed attempt is kept in the log
+
+
+@pytest.mark.timeout(90)
+def test_worker_i_is_mxnet_rank_i_run_after_run(tmp_path):
+    """ps-lite ranks by (host, port): each worker's PORT makes the launch order the rank order. Three
+    workers, four runs: by chance all right 1 time in 1296."""
+    for attempt in range(4):
+        run_dir = str(tmp_path / f"ranks{attempt}")
+        rc, out, err = run_launch("train", "--local", "-n", "3", "-s", "1", "--run-dir", run_dir, *QUIET_ENV,
+                                  "--", sys.executable, PUSHPULL, "--rounds", "1", timeout=60)
+        assert rc == 0, err
+        for i in range(3):
+            assert f"pushpull worker rank={i} of 3 ready" in read_log(run_dir, f"worker-{i}"), attempt
+        assert not summary(run_dir)["notes"]  # no restart was needed
+
+
+@pytest.mark.timeout(60)
+def test_verbose_shows_the_engine_lines_too(tmp_path):
+    run_dir = str(tmp_path / "verbose")
+    rc, out, err = run_launch("train", "--local", "-n", "1", "-s", "1", "--run-dir", run_dir, "-v", *QUIET_ENV,
+                              "--", sys.executable, PUSHPULL, "--rounds", "1", timeout=60)
+    assert rc == 0, err
+    assert "[scheduler] " in out and "Bind to role=scheduler" in out and "is connected to others" in out
+    with open(os.path.join(run_dir, "logs", "worker-0.log.times")) as f:  # one receive time per log line
+        assert len(f.read().splitlines()) == len(read_log(run_dir, "worker-0").splitlines())
 
 
 # ------------------------------------------------------------------------------------------ bytes
@@ -339,7 +383,9 @@ def test_command_that_cannot_start_fails_fast(tmp_path):
     rc, out, err = run_launch("train", "--local", "-n", "1", "-s", "1", "--run-dir", run_dir,
                               "--", "/nonexistent/program", timeout=30)
     assert rc == 1
-    assert "scheduler" in err and "cannot start /nonexistent/program" in err
+    assert "cannot start /nonexistent/program" in err
+    # every role starts at once: whichever reported first is named
+    assert summary(run_dir)["first_failure"]["name"] in ROLES - {"worker-1"}
     assert_no_leftovers(summary(run_dir)["job_id"])
 
 

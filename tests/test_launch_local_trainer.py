@@ -69,6 +69,33 @@ def test_two_workers_reach_97_percent_within_1_5_points_of_one_worker(runs):
 
 
 @pytest.mark.timeout(300)
+def test_console_is_quiet_worker_0_is_rank_0_and_the_end_reports_the_accuracy(runs, tmp_path):
+    from mxlaunch.launcher.output import is_engine_chatter
+    run_dir, out = runs["run_dir"], runs["out"]
+    shown = [line.split("] ", 1)[1] for line in out.splitlines() if line.startswith("[")]
+    assert not [line for line in shown if is_engine_chatter(line)]  # no ps-lite line on the console ...
+    assert "Barrier count for" in read_log(run_dir, "scheduler")  # ... the logs still have them
+    assert "Bind to role=worker" in read_log(run_dir, "worker-1")
+    assert f"Node[0] Epoch[{EPOCHS - 1}] Validation-accuracy=" in read_log(run_dir, "worker-0")  # rank 0's
+    assert "Validation-accuracy" not in read_log(run_dir, "worker-1")
+    assert out.count("[launch] Epoch[") == EPOCHS  # no terminal: one plain progress line per epoch
+    records = metrics(os.path.join(run_dir, "metrics.jsonl"))
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        data = json.load(f)
+    final, best = records[-1]["validation-accuracy"], max(r["validation-accuracy"] for r in records)
+    assert data["final_validation_accuracy"] == final and data["best_validation_accuracy"] == best
+    assert data["epochs"] == EPOCHS and data["checkpoint_prefix"] == runs["ckpt"]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("ok: all 2 workers exited 0 in ") and f"{EPOCHS} epochs" in last
+    assert f"validation accuracy {final:.4f} (best {best:.4f}" in last
+    assert f"checkpoints {runs['ckpt']}-NNNN.params" in last and os.path.join(run_dir, "accuracy.png") in last
+    rc, listed, err = run_launch("runs", "--dir", os.path.dirname(run_dir), timeout=60)
+    assert rc == 0, err
+    row = next(line.split() for line in listed.splitlines() if line.startswith(os.path.basename(run_dir)))
+    assert row[6:9] == ["ok", str(EPOCHS), f"{final:.4f}"]
+
+
+@pytest.mark.timeout(300)
 def test_lr_changes_on_the_server_at_the_same_epochs_as_one_worker(runs):
     updates_per_epoch = -(-(TRAIN_EXAMPLES // 2) // (BATCH // 2))  # one update = one global batch
     expected = [(updates_per_epoch * s + 1, 0.1 * 0.1 ** (i + 1)) for i, s in enumerate(STEPS)]

@@ -52,7 +52,8 @@ def test_hosts_plan_places_scheduler_first_and_workers_by_slots():
     spec = local_spec(hosts=hosts, local=False, num_workers=3, num_servers=2)
     plan = plan_job(spec, "j", "/r", 20001, local_cpus=8)
     assert plan.scheduler.host.address == "10.0.0.1"
-    assert [r.host.address for r in plan.workers] == ["10.0.0.1", "10.0.0.1", "10.0.0.2"]
+    # by hostfile slots, numbered in ps-lite's rank order (address descending as text): worker-i is rank i
+    assert [r.host.address for r in plan.workers] == ["10.0.0.2", "10.0.0.1", "10.0.0.1"]
     assert [plan.role(f"server-{i}").host.address for i in range(2)] == ["10.0.0.1", "10.0.0.2"]
     for role in plan.roles:
         assert role.env_dict()["DMLC_PS_ROOT_URI"] == "10.0.0.1"

@@ -72,12 +72,13 @@ def test_dist_sync_across_three_hosts_logs_and_summary(bed, tmp_path, monkeypatc
     assert rc == 0, err
     assert sorted(known.read_text().splitlines()) == sorted(f"{m.address} {m.host_key_line}" for m in bed.members)
     hosts = {r["name"]: r["host"] for r in summary(run_dir)["roles"]}
-    assert hosts == {"scheduler": "head", "server-0": "head", "worker-0": a1, "worker-1": a2}
-    # ps-lite gives kvstore ranks in arrival order: worker i's log holds some rank, together both ranks
+    high, low = sorted((a1, a2), reverse=True)  # ps-lite ranks by address, descending as text
+    assert hosts == {"scheduler": "head", "server-0": "head", "worker-0": high, "worker-1": low}
+    # worker i is kvstore rank i
     logs = {i: read_log(run_dir, f"worker-{i}") for i in (0, 1)}
     assert all("round=2 value=3" in log and "done" in log for log in logs.values())
-    assert {log.split("rank=")[1].split()[0] for log in logs.values()} == {"0", "1"}
-    for i, addr in ((0, a1), (1, a2)):
+    assert [logs[i].split("rank=")[1].split()[0] for i in (0, 1)] == ["0", "1"]
+    for i, addr in ((0, high), (1, low)):
         assert f"[worker {i} @{addr}] pushpull worker rank=" in out
     assert f"Bind to role=scheduler, id=1, ip={a0}, port=" in read_log(run_dir, "scheduler")  # the planned address
     assert seconds_until_bed_is_clean(bed, since=ended) < TEARDOWN_LIMIT
@@ -149,18 +150,25 @@ def test_the_scans_see_a_secret_on_a_role_command_line_or_in_a_session_command(b
 
 
 @pytest.mark.timeout(120)
+def worker_host(bed, i: int) -> int:
+    """The bed host of worker-i under ssh_args (one worker on each of hosts 1 and 2): worker-i is MXNet
+    rank i, and ps-lite ranks by address, descending as text."""
+    return sorted((1, 2), key=lambda h: bed.members[h].address, reverse=True)[i]
+
+
 def test_killed_worker_on_its_host_stops_every_host_and_is_named(bed, tmp_path):
     run_dir = str(tmp_path / "kill")
     with launched(*ssh_args(bed, "--run-dir", run_dir, *QUIET_ENV), "--", *LONG_JOB, run_dir=run_dir) as proc:
         job_id = wait_running(bed, run_dir)
         victim = role_pid(job_id, "worker-1")
-        assert victim in bed.pids(2)  # worker 1 really runs on host 2
+        host = worker_host(bed, 1)
+        assert victim in bed.pids(host)  # worker 1 really runs on its own host
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
         assert seconds_until_bed_is_clean(bed, since=killed) < TEARDOWN_LIMIT
         rc, out, err = finish(proc)
         assert rc == 1
-        assert "worker 1" in err and bed.members[2].address in err and "signal 9" in err
+        assert "worker 1" in err and bed.members[host].address in err and "signal 9" in err
 
 
 @pytest.mark.timeout(120)
@@ -168,8 +176,9 @@ def test_cut_ssh_connection_kills_that_hosts_roles_and_the_job(bed, tmp_path):
     run_dir = str(tmp_path / "cut")
     with launched(*ssh_args(bed, "--run-dir", run_dir, *QUIET_ENV), "--", *LONG_JOB, run_dir=run_dir) as proc:
         wait_running(bed, run_dir)
-        # the SSH connection to host 1, seen from that host: its per-connection sshd processes
-        sessions = [p for p in bed.job_pids(1) if open(f"/proc/{p}/cmdline", "rb").read().startswith(b"sshd")]
+        # the SSH connection to worker 0's host, seen from that host: its per-connection sshd processes
+        host = worker_host(bed, 0)
+        sessions = [p for p in bed.job_pids(host) if open(f"/proc/{p}/cmdline", "rb").read().startswith(b"sshd")]
         assert sessions
         for pid in sessions:
             os.kill(pid, signal.SIGKILL)
@@ -177,8 +186,8 @@ def test_cut_ssh_connection_kills_that_hosts_roles_and_the_job(bed, tmp_path):
         assert seconds_until_bed_is_clean(bed, since=cut) < TEARDOWN_LIMIT
         rc, out, err = finish(proc)
         assert rc != 0
-        assert "worker 0 (MXNet rank" in err
-        assert f"lost the SSH connection to root@{bed.members[1].address}" in err.strip().splitlines()[-1]
+        assert "worker 0 (MXNet rank 0)" in err
+        assert f"lost the SSH connection to root@{bed.members[host].address}" in err.strip().splitlines()[-1]
 
 
 @pytest.mark.timeout(120)
