@@ -12,7 +12,7 @@ import click
 from mxlaunch import cuda
 from mxlaunch.errors import CommandError, UsageError
 
-from mxlaunch.infra import catalog, provision, state, teardown
+from mxlaunch.infra import catalog, owner, preflight, provision, signals, state, teardown
 from mxlaunch.infra import spec as specs
 from mxlaunch.infra.aws import Aws
 from mxlaunch.infra.record import discover, find_instances, list_clusters
@@ -44,11 +44,13 @@ def _aws(region: Optional[str], profile: Optional[str], name: Optional[str] = No
 
 region_option = click.option("--region", help="AWS region (default: the cluster's, else boto3's configuration).")
 profile_option = click.option("--profile", help="AWS profile (default: AWS_PROFILE / boto3's configuration).")
+force_option = click.option("--force", is_flag=True,
+                            help="Act on the cluster even if another user (AWS identity and mxlaunch id) owns it.")
 
 
 @click.group()
 def cluster() -> None:
-    """EC2 GPU clusters with shared EFS: up, down, status, list, hostfile, ssh, types."""
+    """EC2 GPU clusters with shared EFS: up, down, status, list, hostfile, ssh, put, exec, types, policy."""
 
 
 @cluster.command()
@@ -70,15 +72,23 @@ def cluster() -> None:
 @click.option("--dry-run", is_flag=True, help="Print every AWS call it would make; create nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--keep-on-failure", is_flag=True, help="On failure keep what was created (for debugging).")
+@click.option("--extra", type=click.Choice(("cpu", "gpu")), help="--wait ssh installs mxlaunch[EXTRA] "
+              "(default: gpu on GPU types).")
+@click.option("--wheelhouse", type=click.Path(file_okay=False), metavar="DIR",
+              help="--wait ssh installs from these wheels only (uploaded to EFS), not from PyPI.")
+@force_option
 def up(name, instance_type, count, region, profile, spot, efs, placement_group, ami, ssh_cidr, key_name, ssh_user,
-       max_hours, wait_mode, dry_run, yes, keep_on_failure) -> None:
+       max_hours, wait_mode, dry_run, yes, keep_on_failure, force, extra=None, wheelhouse=None) -> None:
     """Create (or complete) cluster NAME: COUNT instances of TYPE, tagged launch:cluster=NAME."""
     spec = specs.build(name, instance_type, count, ssh_cidr, spot=spot, efs=efs, placement_group=placement_group,
                        ami=ami, key_name=key_name, max_hours=max_hours, ssh_user=ssh_user, wait=wait_mode,
                        keep_on_failure=keep_on_failure)
+    preflight.require_ipv4(spec)
     aws = _aws(region, profile, dry_run=dry_run)
-    if spec.ssh_cidr.endswith("/0"):
-        info(f"warning: --ssh-cidr {spec.ssh_cidr} lets the whole internet try SSH; prefer your address/32")
+    me, foreign = owner.check(aws, name, "change", force, info)  # before anything is read or created
+    spec = dataclasses.replace(spec, owner=me, foreign=foreign)
+    if specs.cidr_warning(spec.ssh_cidr):
+        info(specs.cidr_warning(spec.ssh_cidr))
     meta_region = state.read_meta(name).get("region")
     if meta_region and meta_region != aws.region:
         raise UsageError(f"cluster {name} already exists in {meta_region} (state {state.cluster_dir(name)}): "
@@ -92,7 +102,8 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
         info("no --max-hours: the instances run (and cost) until `launch cluster down "
              f"{name}`")
     else:
-        info(f"--max-hours {spec.max_hours:g}: instances terminate themselves after {spec.max_minutes} minutes")
+        info(f"--max-hours {spec.max_hours:g}: new instances terminate themselves {spec.max_hours:g} h from now, "
+             f"even after a reboot (`launch cluster status {name}` shows the deadline)")
     if todo:
         info("will create: " + "; ".join(todo))
         if not dry_run:
@@ -100,16 +111,22 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
     else:
         info(f"cluster {name} is complete: nothing to create")
 
+    install = None
+    if wait_mode == "ssh":  # checked before anything is created
+        from mxlaunch.infra.remote import install_options
+        install = install_options(extra, wheelhouse, spec.itype.gpus)
+
     def finish(rec):
-        return _finish(aws, spec, rec)
-    record = provision.Up(aws, spec, info, finish=finish).run(record)
+        return _finish(aws, spec, rec, install)
+    with signals.raised():  # SIGTERM and SIGHUP roll back like Ctrl-C (exit 143, 129)
+        record = provision.Up(aws, spec, info, finish=finish).run(record)
     if dry_run:
         info("dry run: nothing was created")
         return
     _summary(aws, spec, record)
 
 
-def _finish(aws: Aws, spec, record):
+def _finish(aws: Aws, spec, record, install=None):
     if aws.dry_run:
         return record
     live = [i for i in record.instances if i.live]
@@ -124,7 +141,9 @@ def _finish(aws: Aws, spec, record):
         from mxlaunch.infra import remote  # SSH and the wheel build only for --wait ssh
         hosts = [(f"{spec.name}-{n}", i.public_ip) for n, i in enumerate(live)]
         remote.wait_ssh_and_install(hosts, state.ssh_config_path(spec.name), spec.efs, info,
-                                    gpus_per_host=spec.itype.gpus)  # ends with the GPU check on every instance
+                                    gpus_per_host=spec.itype.gpus, options=install)  # ends checking every instance
+        if install is not None:
+            state.write_meta(spec.name, extra=install.extra)  # a cpu install: `train --cluster` adds no --gpus
     return record
 
 
@@ -132,7 +151,7 @@ def _summary(aws: Aws, spec, record) -> None:
     live = record.live
     per_hour, _ = cost(live)
     click.echo(f"cluster {spec.name}: {len(live)} x {spec.instance_type} in {aws.region}, "
-               f"{spec.itype.gpus} GPU(s) each, ~{_money(per_hour)}/h (estimate)")
+               f"{spec.itype.gpus} GPU(s) each, ~{_money(per_hour)}/h ({catalog.ESTIMATE})")
     click.echo(f"hostfile:   {state.hostfile_path(spec.name)}")
     click.echo(f"ssh config: {state.ssh_config_path(spec.name)}   (launch cluster ssh {spec.name} 0)")
     if spec.wait == "ssh":
@@ -150,10 +169,12 @@ def _summary(aws: Aws, spec, record) -> None:
 @profile_option
 @click.option("--dry-run", is_flag=True, help="Print every AWS call it would make; delete nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def down(name, region, profile, dry_run, yes) -> None:
+@force_option
+def down(name, region, profile, dry_run, yes, force) -> None:
     """Remove everything tagged launch:cluster=NAME (instances, EFS, groups, key pair)."""
     specs.validate_name(name)
     aws = _aws(region, profile, name, dry_run=dry_run)
+    owner.check(aws, name, "remove", force, info)
     record = discover(aws, name)
     if not record.empty and not dry_run:
         _confirm(f"remove cluster {name} ({len(record.instances)} instance(s), its EFS and everything tagged) "
@@ -190,19 +211,18 @@ def status(name, region, profile) -> None:
         click.echo(f"{n:>3}  {i.id:<20} {i.state:<14} {i.instance_type:<14} {describe(i):<22} {i.az:<12} "
                    f"{i.private_ip or '-':<15} {i.public_ip or '-'}{'  spot' if i.spot else ''}")
     per_hour, so_far = cost(record.instances)
-    click.echo(f"cost: ~{_money(per_hour)}/h now, ~{_money(so_far)} so far (on-demand estimates)")
+    click.echo(f"cost: ~{_money(per_hour)}/h now, ~{_money(so_far)} so far ({catalog.ESTIMATE})")
     click.echo(f"security groups: {record.security_group or '-'} (cluster), {record.efs_security_group or '-'} (EFS); "
                f"EFS: {record.file_system or '-'} ({len(record.mount_targets)} mount target(s)); "
                f"placement group: {record.placement_group or '-'}; key pair: {record.key_name or '(yours)'}")
     live = len(record.live)
     meta = state.read_meta(name)
     wanted = meta.get("count")
-    if meta.get("max_hours") and record.live:
-        first = min((i.launch_time for i in record.live if i.launch_time), default=None)
-        if first is not None:
-            ends = first + dt.timedelta(hours=float(meta["max_hours"]))
-            click.echo(f"--max-hours {meta['max_hours']:g}: instances terminate themselves from "
-                       f"{ends.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    recorded = owner.recorded(aws, name)
+    if recorded:
+        click.echo(f"owner: {recorded.arn} (mxlaunch id {recorded.local_id})")
+    for line in deadline_lines(aws, record, meta):
+        click.echo(line)
     if wanted and live > wanted:
         click.echo(f"warning: {live} live instances, {wanted} asked: likely a leak")
 
@@ -235,7 +255,7 @@ def _list(region, profile) -> None:
                           for s in sorted({i.state for i in instances})) or "(no instances: leftovers)"
         click.echo(f"{name:<20} {len(instances):<10} {types:<14} {gpus:<6} {_money(per_hour):>10} "
                    f"{_money(so_far):>10}  {states}")
-    click.echo("(costs are on-demand estimates)")
+    click.echo(f"(costs: {catalog.ESTIMATE})")
 
 
 def _refresh(name, region, profile):
@@ -273,9 +293,12 @@ def hostfile(name, region, profile, output) -> None:
 @region_option
 @profile_option
 @click.option("--print", "print_only", is_flag=True, help="Print the ssh command instead of running it.")
+@force_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def ssh(name, index, region, profile, print_only, command) -> None:
+def ssh(name, index, region, profile, print_only, force, command) -> None:
     """SSH to instance INDEX (default 0) of cluster NAME, through the cluster's ssh config."""
+    specs.validate_name(name)
+    owner.check(_aws(region, profile, name), name, "ssh to", force, info)
     running, _, ssh_config = _refresh(name, region, profile)
     if not 0 <= index < len(running):
         raise UsageError(f"cluster {name} has {len(running)} running instance(s): INDEX must be 0..{len(running) - 1}")
@@ -302,10 +325,56 @@ def types_() -> None:
     click.echo(f"RUNS: {catalog.WHEEL.label}, which `up` installs, has kernels for {catalog.WHEEL.kernels}; "
                f"`up` refuses the types marked no.")
     click.echo("NEEDS: environment `launch train --cluster` gives every role on that type.")
-    click.echo(f"$/H: us-east-1 Linux on-demand estimates (USD per instance-hour) as of {catalog.PRICES_AS_OF}; "
-               f"other regions, later price changes and spot differ.")
+    click.echo(f"$/H: USD per instance-hour, {catalog.ESTIMATE}; other regions, later price changes and spot "
+               f"differ.")
     click.echo("retired by AWS (refused by `up`):")
     for r in catalog.RETIRED.values():
         instead = f"{r.count} x {r.instead}" if r.count > 1 else r.instead
         click.echo(f"  {r.name:<15} {r.gpus:>2} x {r.gpu_model:<22} cc {cuda.dotted(r.gpu.capability)}  "
                    f"-> {instead}")
+
+
+@cluster.command()
+def policy() -> None:
+    """Print the least-privilege IAM policy (JSON) for `launch cluster` and `launch train --cluster`.
+
+    Attach it to the user or role that runs them (README, "IAM policy"). Reads no AWS: no credentials."""
+    from mxlaunch.infra import policy as policies
+    click.echo(policies.document_json())
+
+
+def deadline_lines(aws: Aws, record, meta: dict) -> list:
+    """`status` on --max-hours: each deadline the live instances carry (their launch:deadline tag, which their
+    own timer enforces); with none left alive, whether a deadline ended them and what still bills."""
+    now = dt.datetime.now(dt.timezone.utc)
+    lines = []
+    live = record.live
+    deadlines = sorted({specs.instance_deadline(i) for i in live} - {None})
+    for when in deadlines:
+        n = sum(1 for i in live if specs.instance_deadline(i) == when)
+        left = when - now
+        due = f"in {_duration(left)}" if left.total_seconds() > 0 else "passed: shutting down"
+        lines.append(f"deadline: {n} instance(s) terminate themselves at {specs.deadline_text(when)} ({due}); "
+                     f"EFS and the rest stay until `launch cluster down {record.name}`")
+    unarmed = sum(1 for i in live if specs.instance_deadline(i) is None)
+    if deadlines and unarmed:
+        lines.append(f"no deadline: {unarmed} instance(s) run until `launch cluster down {record.name}`")
+    if live or record.empty:
+        return lines
+    gone = find_instances(aws, record.name, states=("shutting-down", "terminated"))
+    ended = specs.cluster_deadline(gone) or specs.parse_deadline(meta.get("deadline"))
+    why = (f"the --max-hours deadline {specs.deadline_text(ended)} passed and they terminated themselves"
+           if ended and ended <= now else "none are running")
+    bills = f"EFS {record.file_system} still bills (storage)" if record.file_system else "nothing left bills"
+    lines.append(f"no instances: {why}; {bills} until `launch cluster down {record.name}` removes it all")
+    return lines
+
+
+def _duration(delta: dt.timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
+
+
+from mxlaunch.infra.files_cmd import exec_, put  # noqa: E402  (put and exec live in their own module)
+cluster.add_command(put)
+cluster.add_command(exec_)

@@ -21,7 +21,7 @@ from mxlaunch.errors import CommandError
 from mxlaunch.infra import catalog, state
 from mxlaunch.infra.aws import Aws
 from mxlaunch.infra.record import Instance, find_instances
-from mxlaunch.infra.spec import DEFAULT_SSH_USER, VENV, WORKDIR
+from mxlaunch.infra.spec import DEFAULT_SSH_USER, VENV, WORKDIR, validate_name
 from mxlaunch.launcher import workload
 from mxlaunch.launcher.target import JobTarget, ssh_target
 
@@ -79,6 +79,7 @@ def hours_since(when: Optional[dt.datetime]) -> float:
 
 
 def cluster_target(name: str, region: Optional[str] = None, aws: Optional[Aws] = None) -> ClusterTarget:
+    validate_name(name)  # `--cluster ../../x` is refused before any path is built
     meta = state.read_meta(name)
     aws = aws or Aws(region=region or meta.get("region"))
     running = [i for i in find_instances(aws, name, states=("running",))]
@@ -87,6 +88,8 @@ def cluster_target(name: str, region: Optional[str] = None, aws: Optional[Aws] =
                            f"`launch cluster up {name} ...` first")
     itype = catalog.CATALOG.get(running[0].instance_type)
     gpus = itype.gpus if itype else int(meta.get("gpus_per_host", 1))
+    if meta.get("extra") == "cpu":  # installed with --extra cpu: the CPU build, so no --gpus and no GPU preflight
+        gpus = 0
     user = meta.get("ssh_user", DEFAULT_SSH_USER)
     key = Path(meta["key_file"]) if meta.get("key_file") else None
     write_local_files(name, running, user, key)

@@ -6,6 +6,8 @@ its host and its complete environment. Local and SSH modes share this code; only
 """
 from __future__ import annotations
 
+import dataclasses
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
@@ -18,7 +20,7 @@ Env = Tuple[Tuple[str, str], ...]  # ordered, hashable: frozen dataclasses stay 
 
 # Set by the launcher for every role; a user value would break the job, so it is refused.
 RESERVED_KEYS = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER",
-                 "DMLC_NUM_WORKER", "DMLC_NODE_HOST")
+                 "DMLC_NUM_WORKER", "DMLC_NODE_HOST", "PORT")
 RESERVED_PREFIX = "LAUNCH_"
 MARKER_KEY = "LAUNCH_JOB_ID"  # every process of a job carries it: how leftovers are found, never by name
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|(^|_)KEY($|_)|AUTH", re.IGNORECASE)
@@ -104,9 +106,10 @@ class Role:
 class JobPlan:
     spec: JobSpec
     job_id: str
-    run_dir: str
+    run_dir: str  # the launcher's own, on this machine: job.yaml, logs, summary
     port: int
     roles: Tuple[Role, ...]  # start order: scheduler, servers, workers
+    remote_run_dir: Optional[str] = None  # SSH mode: where roles write on their hosts (WORKDIR/runs/<id>)
 
     @property
     def scheduler(self) -> Role:
@@ -138,8 +141,10 @@ def _thread_defaults(kind: str, workers_on_host: int, local_cpus: Optional[int])
 
 
 def role_env(kind: str, host: Host, scheduler: Host, port: int, spec: JobSpec, job_id: str,
-             run_dir: str, name: str, workers_on_host: int, local_cpus: Optional[int]) -> Env:
-    """A role's environment: thread defaults < --env < --env-worker/--env-server < the launcher's own."""
+             run_dir: str, name: str, workers_on_host: int, local_cpus: Optional[int],
+             node_port: Optional[int] = None) -> Env:
+    """A role's environment: thread defaults < --env < --env-worker/--env-server < the launcher's own.
+    `run_dir` is LAUNCH_RUN_DIR: a path on the role's own host (never the launcher's, in SSH mode)."""
     env: Dict[str, str] = _thread_defaults(kind, workers_on_host, local_cpus)
     # PS_VERBOSE=1 adds a few start/stop lines per role, and they are how the launcher knows what
     # ps-lite does not otherwise tell: the scheduler's "Bind to role=scheduler ... port=P" (the port is
@@ -161,19 +166,45 @@ def role_env(kind: str, host: Host, scheduler: Host, port: int, spec: JobSpec, j
         MARKER_KEY: job_id,
         "LAUNCH_ROLE": name,
     })
+    if node_port is not None:  # ps-lite binds it: with the host, it decides the node's rank (rank_order)
+        env["PORT"] = str(node_port)
     return tuple(env.items())
 
 
-def plan_job(spec: JobSpec, job_id: str, run_dir: str, port: int, local_cpus: Optional[int] = None) -> JobPlan:
-    """Pure: the same inputs always give the same plan."""
+def rank_order(workers: Tuple[Host, ...]) -> Tuple[Host, ...]:
+    """Workers in MXNet rank order. ps-lite's scheduler sorts nodes by DMLC_NODE_HOST as a string,
+    descending, then by port ascending, and hands out ranks in that order (src/van.cc of the ps-lite MXNet
+    1.9.1 bundles). Numbering workers this way, with ports ascending by index on each host, makes
+    worker-i the worker of rank i on any host layout. Stable: one host keeps its hostfile order."""
+    return tuple(sorted(workers, key=lambda h: h.address.encode("utf-8"), reverse=True))
+
+
+def node_ports(port: int, count: int) -> Tuple[int, ...]:
+    """`PORT` of each server and worker, in plan order: the block right after the scheduler's port
+    (right before it when that would pass 65535), ascending by index as rank_order needs."""
+    first = port + 1 if port + count <= 65535 else port - count
+    return tuple(range(first, first + count))
+
+
+def plan_job(spec: JobSpec, job_id: str, run_dir: str, port: int, local_cpus: Optional[int] = None,
+             remote_run_dir: Optional[str] = None) -> JobPlan:
+    """Pure: the same inputs always give the same plan. In SSH mode roles get `remote_run_dir` (a path on
+    their hosts, under the workdir) as LAUNCH_RUN_DIR: the launcher's `run_dir` exists only on this machine."""
+    role_run_dir = run_dir if spec.local or not remote_run_dir else remote_run_dir
+    if role_run_dir is remote_run_dir and not posixpath.isabs(remote_run_dir) and spec.workdir:
+        role_run_dir = posixpath.relpath(remote_run_dir, spec.workdir)  # roles run in a relative workdir
     spec.validate()
     placement = place(spec.hosts, spec.num_workers, spec.num_servers)
+    placement = dataclasses.replace(placement, workers=rank_order(placement.workers))
     workers_per_host: Dict[Host, int] = {}
     for host in placement.workers:
         workers_per_host[host] = workers_per_host.get(host, 0) + 1
     roles = []
-    for kind, index, host in placement.roles():
-        env = role_env(kind, host, placement.scheduler, port, spec, job_id, run_dir, RoleId(kind, index).name,
-                       workers_per_host.get(host, 0), local_cpus if spec.local else None)
+    placed = placement.roles()
+    ports = (None,) + node_ports(port, len(placed) - 1)  # the scheduler binds DMLC_PS_ROOT_PORT
+    for (kind, index, host), node_port in zip(placed, ports):
+        env = role_env(kind, host, placement.scheduler, port, spec, job_id, role_run_dir, RoleId(kind, index).name,
+                       workers_per_host.get(host, 0), local_cpus if spec.local else None, node_port)
         roles.append(Role(kind=kind, index=index, host=host, env=env))
-    return JobPlan(spec=spec, job_id=job_id, run_dir=run_dir, port=port, roles=tuple(roles))
+    return JobPlan(spec=spec, job_id=job_id, run_dir=run_dir, port=port, roles=tuple(roles),
+                   remote_run_dir=None if spec.local else remote_run_dir)

@@ -1,18 +1,26 @@
 """The run directory: where a job's plan, logs, summary and metrics live (layout fixed by design.md).
 
     RUN_DIR/job.yaml  hosts  logs/<role>.log  summary.json  metrics.jsonl  accuracy.png
+
+In SSH mode roles never see RUN_DIR (it is on the launcher's machine): they write under
+WORKDIR/runs/<id> on their own hosts (`remote_run_dir`, recorded in job.yaml), and the runner fetches
+metrics.jsonl back. `--resume` reads job.yaml back: the command, and where the job ran (`target`).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
+import posixpath
+import re
 import secrets
-from typing import Optional
+from typing import Dict, Optional, Set
 
 import yaml
 
 from mxlaunch.errors import UsageError
 from mxlaunch.launcher import workload
+from mxlaunch.launcher.hosts import Host, place
 from mxlaunch.launcher.plan import JobPlan, masked
 from mxlaunch.launcher.render import render
 from mxlaunch.launcher.target import JobTarget, ssh_target
@@ -72,20 +80,31 @@ def prepare(run_dir: str, resume: bool = False) -> str:
     return run_dir
 
 
-def render_plan(plan: JobPlan, workdir: str) -> str:
-    """job.yaml text for a plan (secret-looking values masked)."""
+def remote_run_dir(workdir: str, run_dir: str, job_id: str) -> str:
+    """Where roles on remote hosts write (their LAUNCH_RUN_DIR): WORKDIR/runs/<name of the local run
+    directory>, the job id in the name so that two launchers' `--run-dir exp` never share one."""
+    name = os.path.basename(os.path.normpath(run_dir))
+    if job_id not in name:
+        name = f"{name}-{job_id}"
+    return posixpath.join(workdir, DEFAULT_PARENT, name)
+
+
+def render_plan(plan: JobPlan, workdir: str, target: Optional[JobTarget] = None) -> str:
+    """job.yaml text for a plan (secret-looking values masked); with `target`, where the job ran (for
+    --resume: hosts, interpreter, workdir, SSH settings, cluster)."""
     spec = plan.spec
     roles = [{"name": r.name, "kind": r.kind, "index": r.index, "host": r.host.address,
               "env": masked(r.env_dict())} for r in plan.roles]
     return render("job.yaml.j2", plan=plan, mode="local" if spec.local else "hosts", workdir=workdir,
                   hosts=[f"{h.target} slots={h.slots}" for h in spec.hosts],
                   user_env=masked(dict(spec.env)), user_env_worker=masked(dict(spec.env_worker)),
-                  user_env_server=masked(dict(spec.env_server)), roles=roles)
+                  user_env_server=masked(dict(spec.env_server)), roles=roles,
+                  target=target.record() if target is not None else None)
 
 
-def write_plan_files(plan: JobPlan, workdir: str) -> None:
+def write_plan_files(plan: JobPlan, workdir: str, target: Optional[JobTarget] = None) -> None:
     with open(job_yaml(plan.run_dir), "w", encoding="utf-8") as f:
-        f.write(render_plan(plan, workdir))
+        f.write(render_plan(plan, workdir, target))
     with open(os.path.join(plan.run_dir, "hosts"), "w", encoding="utf-8") as f:
         f.write(render("hosts.j2", hosts=plan.hosts_used()))
 
@@ -107,34 +126,111 @@ def load_job(run_dir: str) -> dict:
 
 # ------------------------------------------------------------------------------------------------ resume
 
+def checkpoint_epochs(names, prefix_name: str) -> Set[int]:
+    """The N of every PREFIX-NNNN.params among file names (MXNet's checkpoint naming)."""
+    pattern = re.compile(re.escape(prefix_name) + r"-(\d+)\.params")
+    return {int(m.group(1)) for m in map(pattern.fullmatch, names) if m}
+
+
 def newest_checkpoint(prefix: str) -> Optional[int]:
-    """The highest N of PREFIX-NNNN.params (MXNet's checkpoint naming), or None."""
-    import glob
-    import re
-    numbers = []
-    for path in glob.glob(glob.escape(prefix) + "-*.params"):
-        m = re.fullmatch(re.escape(prefix) + r"-(\d+)\.params", path)
-        if m:
-            numbers.append(int(m.group(1)))
-    return max(numbers) if numbers else None
+    """The highest N of PREFIX-NNNN.params on this machine, or None."""
+    try:
+        names = os.listdir(os.path.dirname(prefix) or ".")
+    except OSError:
+        return None
+    return max(checkpoint_epochs(names, os.path.basename(prefix)), default=None)
 
 
-def resume_target(run_dir: str, python: Optional[str] = None, ssh=None) -> JobTarget:
-    """Where RUN_DIR's job ran, from its job.yaml: on this machine, or over SSH on its hosts with this
-    launch's --python and --ssh-* settings (`ssh`, an SSHOptions)."""
+def remote_checkpoints(target: JobTarget, hosts, prefix: str) -> Dict[Host, Set[int]]:
+    """The checkpoint epochs of `prefix` (a path on the hosts: relative ones are under the login directory,
+    as sftp and the roles' workdir see them) on each host, over SSH with the target's settings."""
+    from mxlaunch.launcher.ssh import SSHOptions, connect_all
+
+    connections = connect_all(hosts, target.ssh or SSHOptions())
+    try:
+        connections.raise_if_failed()
+        found = {}
+        for host, conn in connections.succeeded.items():
+            try:
+                with conn.client.open_sftp() as sftp:
+                    names = sftp.listdir(posixpath.dirname(prefix) or ".")
+            except IOError:  # no such directory: no checkpoint there
+                names = []
+            found[host] = checkpoint_epochs(names, posixpath.basename(prefix))
+        return found
+    finally:
+        connections.close()
+
+
+def _recorded_ssh(recorded: dict, given):
+    """This launch's --ssh-* flags over the ones job.yaml recorded (None: no SSH settings recorded)."""
+    from mxlaunch.launcher.ssh import SSHOptions
+
+    given = given or SSHOptions()
+    if not recorded:
+        return given
+    return dataclasses.replace(given, key=given.key or recorded.get("key"), user=given.user or recorded.get("user"),
+                               known_hosts=given.known_hosts or recorded.get("known_hosts"),
+                               accept_new=given.accept_new or bool(recorded.get("accept_new")),
+                               config_path=recorded.get("config", given.config_path))
+
+
+def recorded_target(run_dir: str) -> dict:
+    """job.yaml's record of where the job ran ({} for a job.yaml written before it was recorded)."""
+    return load_job(run_dir).get("target") or {}
+
+
+def resume_target(run_dir: str, python: Optional[str] = None, ssh=None, workdir: Optional[str] = None) -> JobTarget:
+    """Where RUN_DIR's job ran, from its job.yaml: on this machine, or over SSH on its hosts with its
+    interpreter, workdir and SSH settings, each overridden by this launch's --python, --workdir, --ssh-*.
+    (A cluster's job re-resolves the cluster: launch train does that, the CLI being where infra is met.)"""
     from mxlaunch.launcher.hosts import parse_hostfile_text
 
     data = load_job(run_dir)
+    recorded = data.get("target") or {}
     hosts = parse_hostfile_text("\n".join(data.get("hosts") or ["127.0.0.1"]), name=job_yaml(run_dir))
-    workdir = data.get("workdir") or os.getcwd()
+    workdir = workdir or data.get("workdir") or os.getcwd()
     if data.get("mode") == "local":
         return JobTarget(hosts=hosts, local=True, workdir=workdir)
-    return ssh_target(hosts, workdir, python, ssh)
+    return ssh_target(hosts, workdir, python or recorded.get("python"), _recorded_ssh(recorded.get("ssh"), ssh),
+                      gpus_per_host=int(recorded.get("gpus_per_host") or 0))
 
 
-def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, target: Optional[JobTarget] = None):
+def _newest_everywhere(run_dir: str, target: JobTarget, spec, prefix: str, remote=remote_checkpoints) -> int:
+    """The newest checkpoint every worker can load: on this machine, or, for a remote job, the newest
+    epoch present on every worker host (each worker loads it; EFS makes them all see the same files)."""
+    where = posixpath.join(spec.workdir, prefix)
+    if target.local:
+        epoch = newest_checkpoint(where)
+        if epoch is None:
+            raise UsageError(f"cannot resume {run_dir}: no checkpoint {prefix}-NNNN.params in {spec.workdir}")
+        return epoch
+    workers = tuple(dict.fromkeys(place(spec.hosts, spec.num_workers, spec.num_servers).workers))
+    found = remote(target, workers, where)
+    common = set.intersection(*found.values()) if found else set()
+    if common:
+        return max(common)
+    seen = "; ".join(f"{h.target}: {', '.join(map(str, sorted(e))) or 'none'}" for h, e in found.items())
+    raise UsageError(f"cannot resume {run_dir}: no checkpoint {where}-NNNN.params that every worker host has "
+                     f"(epochs per host: {seen}); the workers must all see it, e.g. on EFS")
+
+
+def with_num_epochs(command, num_epochs: Optional[int]) -> tuple:
+    """The command training to `num_epochs` (its --num-epochs, or the alias --num-epoch, replaced)."""
+    command = tuple(command)
+    if num_epochs is None:
+        return command
+    if num_epochs < 1:
+        raise UsageError(f"--num-epochs must be at least 1, got {num_epochs}")
+    return workload.without_option(workload.without_option(command, "--num-epoch"), "--num-epochs") + (
+        "--num-epochs", str(num_epochs))
+
+
+def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, target: Optional[JobTarget] = None,
+                num_epochs: Optional[int] = None, remote_checkpoints=remote_checkpoints):
     """(JobSpec, run_dir) to run RUN_DIR's job again on `target` (default: its own, resume_target) with
-    `--load-epoch <newest checkpoint>`."""
+    `--load-epoch <newest checkpoint every worker has>` (and `--num-epochs N` when given).
+    `remote_checkpoints(target, hosts, prefix)`: how a remote job's checkpoints are listed (SSH)."""
     from mxlaunch.launcher.plan import MASK, JobSpec
 
     data = load_job(run_dir)
@@ -144,9 +240,6 @@ def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, tar
     prefix = workload.model_prefix(command)
     if not prefix:
         raise UsageError(f"cannot resume {run_dir}: its command has no --model-prefix, so there are no checkpoints")
-    epoch = newest_checkpoint(os.path.join(workdir, prefix))
-    if epoch is None:
-        raise UsageError(f"cannot resume {run_dir}: no checkpoint {prefix}-NNNN.params in {workdir}")
     extra = dict(extra_env)
 
     def env_of(key: str) -> tuple:
@@ -164,8 +257,20 @@ def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, tar
     env, env_worker, env_server = env_of("env"), env_of("env_worker"), env_of("env_server")
     env += tuple(extra.items())
     num_workers = int(data["num_workers"])
-    spec = JobSpec(command=workload.with_load_epoch(command, epoch), num_workers=num_workers,
+    spec = JobSpec(command=with_num_epochs(command, num_epochs), num_workers=num_workers,
                    num_servers=int(data["num_servers"]), hosts=target.job_hosts(num_workers), local=target.local,
                    env=env, env_worker=env_worker, env_server=env_server, workdir=workdir,
                    timeout=timeout if timeout is not None else data.get("timeout")).validate()
+    epoch = _newest_everywhere(run_dir, target, spec, prefix, remote_checkpoints)
+    spec = dataclasses.replace(spec, command=workload.with_load_epoch(spec.command, epoch))
     return spec, os.path.abspath(run_dir)
+
+
+def resume_remote_run_dir(run_dir: str, workdir: str, job_id: str) -> str:
+    """The resumed job's remote run directory: the recorded one (its metrics.jsonl goes on), unless the
+    job now runs in another workdir."""
+    data = load_job(run_dir)
+    recorded = data.get("remote_run_dir")
+    if recorded and data.get("workdir") == workdir:
+        return recorded
+    return remote_run_dir(workdir, run_dir, job_id)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import posixpath
 import secrets
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import paramiko
 
@@ -31,7 +32,7 @@ from mxlaunch.errors import UsageError
 from mxlaunch.launcher.hosts import Host, place
 from mxlaunch.launcher.runner import (Events, GuardSession, RoleEnded, RoleHandle, RoleLaunch, RoleResult, Runner,
                              pump_guard_output)
-from mxlaunch.launcher.ssh import Connection, SSHOptions, connect_all, describe_error
+from mxlaunch.launcher.ssh import Connection, SSHOptions, connect_all, describe_error, parallel
 from mxlaunch.launcher.target import JobTarget, default_python
 
 GUARD_EXIT_WAIT = 2.0
@@ -121,14 +122,17 @@ class SSHRunner(Runner):
     """Starts roles over already-open connections: {Host: Connection} for every host of the plan."""
 
     def __init__(self, connections: Dict[Host, Connection], python: str,
-                 before_first_start: Optional[Callable[[RoleLaunch], None]] = None):
+                 before_first_start: Optional[Callable[[RoleLaunch], None]] = None,
+                 run_dirs: Optional[Tuple[str, str]] = None):
+        """`run_dirs`: (the launcher's run directory, the roles' one on their hosts): on close, what roles
+        wrote there is fetched back (without it, from their LAUNCH_RUN_DIR into that same path here)."""
         if not python or not os.path.isabs(python):
             raise UsageError(f"--python must be an absolute path on the hosts in SSH mode, got {python!r}")
         self.connections = dict(connections)
         self.python = python
         self._before_first_start = before_first_start
         self._started_any = False
-        self._run_dir: Optional[str] = None
+        self._run_dirs = run_dirs
         self._worker_hosts: List[Connection] = []
         for conn in self.connections.values():
             conn.watch(PING_INTERVAL, PING_TIMEOUT)
@@ -167,7 +171,8 @@ class SSHRunner(Runner):
         conn = self._connection(launch.role.host)
         launch = self._resolved(launch)
         env = launch.role.env_dict()
-        self._run_dir = env.get("LAUNCH_RUN_DIR", self._run_dir)
+        if self._run_dirs is None and env.get("LAUNCH_RUN_DIR"):
+            self._run_dirs = (env["LAUNCH_RUN_DIR"], env["LAUNCH_RUN_DIR"])
         if launch.role.kind == "worker" and conn not in self._worker_hosts:
             self._worker_hosts.append(conn)
         session = GuardSession(launch=launch, token=secrets.token_hex(8))
@@ -206,7 +211,8 @@ class SSHRunner(Runner):
 
     def close(self) -> None:
         try:
-            fetch_run_files(self._worker_hosts, self._run_dir)
+            if self._run_dirs:
+                fetch_run_files(self._worker_hosts, *self._run_dirs)
         finally:
             for conn in self.connections.values():
                 conn.close()
@@ -214,6 +220,7 @@ class SSHRunner(Runner):
 
 RUN_FILES = ("metrics.jsonl",)  # what roles write into $LAUNCH_RUN_DIR (worker 0's per-epoch metrics)
 FETCH_TIMEOUT = 10.0
+MKDIR_TIMEOUT = 15.0
 
 
 def _sftp(conn: Connection):
@@ -230,30 +237,46 @@ def _remote_mtime(conn: Connection, path: str) -> Optional[float]:
         return None
 
 
-def fetch_run_files(worker_conns: List[Connection], run_dir: Optional[str]) -> List[str]:
-    """Bring the files roles wrote into $LAUNCH_RUN_DIR back into the local run directory, when that
-    directory is not shared with the hosts (no EFS there): the newest copy on a worker host wins. Where
-    it is shared the local file already exists and nothing is copied. Returns the paths fetched."""
+def fetch_run_files(worker_conns: List[Connection], local_dir: str, remote_dir: str) -> List[str]:
+    """Bring the files roles wrote into their run directory (`remote_dir`, on their hosts) into the
+    launcher's (`local_dir`): the newest copy on a worker host wins and replaces the local one (a resumed
+    job's metrics.jsonl holds every epoch). Returns the local paths fetched."""
     fetched: List[str] = []
-    if not run_dir:
-        return fetched
     for name in RUN_FILES:
-        local = os.path.join(run_dir, name)
-        if os.path.exists(local):
-            continue
+        local, remote = os.path.join(local_dir, name), posixpath.join(remote_dir, name)
+        if os.path.abspath(local_dir) == remote_dir and os.path.exists(local):
+            continue  # the hosts share this very directory with the launcher: already here
         found = [(mtime, conn) for conn in worker_conns if conn.alive
-                 for mtime in [_remote_mtime(conn, local)] if mtime is not None]
+                 for mtime in [_remote_mtime(conn, remote)] if mtime is not None]
         if not found:
             continue
         conn = max(found, key=lambda item: item[0])[1]
         try:
             with _sftp(conn) as sftp:
-                sftp.get(local, local + ".part")
+                sftp.get(remote, local + ".part")
             os.replace(local + ".part", local)
             fetched.append(local)
         except Exception:
             pass  # the run still has every log; the plot is what goes missing
     return fetched
+
+
+def make_remote_run_dir(connections: Dict[Host, Connection], remote_dir: str) -> None:
+    """Create the roles' run directory on every host (in parallel): a host where the job's user cannot
+    is refused before anything starts (PreflightError, naming each host and why)."""
+    from mxlaunch.launcher.preflight import PreflightError
+
+    def mkdir(host: Host):
+        return connections[host].run(["mkdir", "-p", "--", remote_dir], timeout=MKDIR_TIMEOUT)
+
+    failed = []
+    for host, result in parallel(mkdir, list(connections), timeout=MKDIR_TIMEOUT + 5, name="mkdir").items():
+        if isinstance(result, BaseException) or result[0] != 0:
+            why = result if isinstance(result, BaseException) else (result[2].strip() or f"exit {result[0]}")
+            failed.append(f"{host.target}: {why}")
+    if failed:
+        raise PreflightError(f"cannot create the run directory {remote_dir} on {len(failed)} host(s): "
+                             + "; ".join(failed))
 
 
 def dry_run_text(plan, target: JobTarget, workdir: Optional[str]) -> str:
@@ -305,4 +328,12 @@ def runner_for(spec, target: JobTarget, plan=None, echo=None) -> SSHRunner:
             late = preflight.check_port(connections.succeeded, checks, launch.role)
             late.raise_if_failed(echo=echo)
 
-    return SSHRunner(connections.succeeded, python, before_first_start=port_check)
+    run_dirs = None
+    if plan is not None and plan.remote_run_dir:
+        try:
+            make_remote_run_dir(connections.succeeded, plan.remote_run_dir)
+        except BaseException:
+            connections.close()
+            raise
+        run_dirs = (plan.run_dir, plan.remote_run_dir)
+    return SSHRunner(connections.succeeded, python, before_first_start=port_check, run_dirs=run_dirs)

@@ -1,7 +1,9 @@
 """`launch train`: plan a parameter-server job, start it, watch it, report it."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import posixpath
 from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import click
@@ -56,7 +58,37 @@ def _target(local: bool, hosts: Optional[str], cluster: Optional[str], workdir: 
     # `launch train` meets infra, nothing below it imports infra
     from mxlaunch.infra.targets import cluster_target
 
-    return cluster_target(cluster).job_target(workdir, python, ssh)
+    found = cluster_target(cluster).job_target(workdir, python, ssh)
+    return dataclasses.replace(found, cluster=cluster)  # recorded in job.yaml: --resume resolves it again
+
+
+def _resume_target(run_dir: str, workdir: Optional[str], python: Optional[str],
+                   ssh: Optional["SSHOptions"]) -> JobTarget:
+    """Where RUN_DIR's job ran (job.yaml), with this launch's flags over the recorded values. A cluster's
+    job resolves the cluster again by name: its instances' addresses may have changed since."""
+    recorded = rundir.recorded_target(run_dir)
+    if not recorded.get("cluster"):
+        return rundir.resume_target(run_dir, python, ssh, workdir)
+    from mxlaunch.infra.targets import cluster_target
+
+    data = rundir.load_job(run_dir)
+    found = cluster_target(recorded["cluster"]).job_target(workdir or data.get("workdir"),
+                                                           python or recorded.get("python"), ssh)
+    return dataclasses.replace(found, cluster=recorded["cluster"])
+
+
+VENV_PROGRAMS = ("trainer", "python", "python3")  # what the job's interpreter's venv is known to hold
+
+
+def _on_hosts(command: Sequence[str], target: JobTarget) -> Tuple[str, ...]:
+    """SSH mode: `trainer` or `python` alone means the one beside the job's interpreter (--python, a cluster's
+    venv), as --local finds it beside this launcher's: a non-interactive SSH session's PATH lacks the venv."""
+    command = tuple(command)
+    if not command or "/" in command[0] or command[0] not in VENV_PROGRAMS or not target.python:
+        return command
+    program = target.python if command[0].startswith("python") else posixpath.join(
+        posixpath.dirname(target.python), command[0])
+    return (program,) + command[1:]
 
 
 def _make_runner(spec: JobSpec, target: JobTarget, plan):
@@ -92,27 +124,32 @@ def _make_runner(spec: JobSpec, target: JobTarget, plan):
               help="Try this scheduler port first (default: a random free one); another is tried if it is taken.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (job.yaml) and exit.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), metavar="RUN_DIR",
-              help="Run the job of RUN_DIR again from the newest checkpoint its workers wrote.")
+              help="Run the job of RUN_DIR again, where it ran, from the newest checkpoint its workers wrote.")
+@click.option("--num-epochs", type=int, metavar="N", help="With --resume: train up to N epochs (more than before).")
+@click.option("-v", "--verbose", is_flag=True, help="Show every line of every role, ps-lite's and MXNet's engine "
+              "lines too (the logs always have them).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_worker, env_server, workdir,
           python, ssh_key, ssh_user, known_hosts, accept_new_host_keys, timeout, grace, scheduler_port, dry_run,
-          resume_dir, command) -> None:
+          resume_dir, num_epochs, verbose, command) -> None:
     """Run COMMAND as every role of an MXNet parameter-server job (1 scheduler, S servers, N workers).
 
     \b
     launch train --local -n 2 -s 1 -- trainer fit --network resnet ...
-    launch train --resume runs/20260101-120000-ab12cd34
+    launch train --resume runs/20260101-120000-ab12cd34 [--num-epochs 20]
     """
     if grace <= 0:
         raise UsageError(f"--grace must be positive, got {grace:g}")
+    if num_epochs is not None and not resume_dir:
+        raise UsageError("--num-epochs goes with --resume RUN_DIR (a new job takes its own after '--')")
     ssh = None if local else _ssh_options(ssh_key, ssh_user, known_hosts, accept_new_host_keys)
     if resume_dir:
         if command or num_workers is not None or num_servers is not None or local or hosts or cluster or run_dir:
             raise UsageError("--resume RUN_DIR takes the job from RUN_DIR/job.yaml: give no command, -n, -s, "
                              "--run-dir or --local/--hosts/--cluster with it")
-        target = rundir.resume_target(resume_dir, python, ssh)
+        target = _resume_target(resume_dir, workdir, python, ssh)
         spec, run_dir = rundir.resume_spec(resume_dir, extra_env=_env_pairs(env, "--env"), timeout=timeout,
-                                           target=target)
+                                           target=target, num_epochs=num_epochs)
         job_id = rundir.load_job(run_dir).get("job_id") or rundir.new_job_id()
     else:
         target = _target(local, hosts, cluster, workdir, python, ssh)
@@ -121,7 +158,7 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
         command = workload.with_gpus(command, target.gpus_per_host)
         if not command:
             raise UsageError("missing command: put it after '--', e.g. launch train --local -n 2 -- python train.py")
-        spec = JobSpec(command=workload.resolve_program(command) if target.local else command,
+        spec = JobSpec(command=workload.resolve_program(command) if target.local else _on_hosts(command, target),
                        num_workers=num_workers,
                        num_servers=num_servers if num_servers is not None else num_workers,
                        hosts=target.job_hosts(num_workers), local=target.local,
@@ -132,14 +169,18 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
         run_dir = run_dir or rundir.default_run_dir(job_id)
     cwd = spec.workdir or os.getcwd()
     run_dir = os.path.abspath(run_dir)
+    remote_dir = None  # SSH mode: the roles' own run directory, on their hosts
+    if not target.local:
+        remote_dir = (rundir.resume_remote_run_dir(run_dir, cwd, job_id) if resume_dir
+                      else rundir.remote_run_dir(cwd, run_dir, job_id))
     cpus = _local_cpus()
 
     def make_plan(port: int):
-        return plan_job(spec, job_id=job_id, run_dir=run_dir, port=port, local_cpus=cpus)
+        return plan_job(spec, job_id=job_id, run_dir=run_dir, port=port, local_cpus=cpus, remote_run_dir=remote_dir)
 
-    first_port = scheduler_port or ports.choose_port()
+    first_port = scheduler_port or ports.choose_port(span=1 + spec.num_servers + spec.num_workers)
     if dry_run:
-        click.echo(rundir.render_plan(make_plan(first_port), cwd), nl=False)
+        click.echo(rundir.render_plan(make_plan(first_port), cwd, target), nl=False)
         if not target.local:  # SSH mode: the exact command and stdin of every role, per host
             from mxlaunch.launcher.ssh_runner import dry_run_text
             click.echo(dry_run_text(make_plan(first_port), target, cwd), nl=False)
@@ -152,32 +193,35 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
     except BaseException:
         runner.close()
         raise
-    outcome = run_and_report(make_plan, first_port, runner, cwd, grace, append_logs=bool(resume_dir))
+    outcome = run_and_report(make_plan, first_port, runner, cwd, grace, append_logs=bool(resume_dir), target=target,
+                             verbose=verbose)
     if outcome.status != 0:
         raise JobFailed(_final_message(outcome), outcome.status)
 
 
-def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, append_logs: bool) -> JobOutcome:
-    from mxlaunch.launcher import plotting, summary
+def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, append_logs: bool,
+                   target: Optional[JobTarget] = None, verbose: bool = False) -> JobOutcome:
+    from mxlaunch.launcher import plotting, runstate, summary
     from mxlaunch.launcher.output import RoleOutputSink
 
     plan = make_plan(first_port)
-    rundir.write_plan_files(plan, cwd)
-    sink = RoleOutputSink(plan.run_dir, plan.roles, show_host=not plan.spec.local, append=append_logs)
+    rundir.write_plan_files(plan, cwd, target)
+    runstate.record_launcher(plan.run_dir)  # `launch logs --follow` / `launch runs` see if this process dies
+    sink = RoleOutputSink(plan.run_dir, plan.roles, show_host=not plan.spec.local, append=append_logs,
+                          verbose=verbose)
     sink.notice(f"run directory {plan.run_dir}")
     try:
         job = Job(make_plan, first_port, runner, sink, JobSettings(grace=grace), cwd=cwd)
         outcome = job.run()
-        if outcome.plan.port != plan.port:  # the scheduler moved: the record says where it really ran
-            rundir.write_plan_files(outcome.plan, cwd)
-        summary.write_summary(outcome)
-        click.echo(summary.table(outcome), nl=False)
+        sink.end_progress()
+        if outcome.plan.port != plan.port:  # the job moved to other ports: the record says where it really ran
+            rundir.write_plan_files(outcome.plan, cwd, target)
+        metrics = summary.collect_metrics(outcome.plan, cwd, sink.progress, plotting.plot_run_if_metrics(plan.run_dir))
+        summary.write_summary(outcome, metrics)
+        click.echo(summary.table(outcome, metrics), nl=False)  # its last line: status, accuracy, checkpoints, plot
         if outcome.first_failure is not None:
             for line in summary.failure_lines(outcome, sink.tail(outcome.first_failure.name)):
                 click.echo(line, err=True)
-        png = plotting.plot_run_if_metrics(plan.run_dir)
-        if png:
-            sink.notice(f"accuracy plot {png}")
     finally:
         sink.close()
     return outcome

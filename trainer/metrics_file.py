@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import List, Optional
+
+log = logging.getLogger("trainer")
 
 
 def default_path(model_prefix: Optional[str]) -> Optional[str]:
@@ -24,17 +27,31 @@ def read(path: str) -> List[dict]:
 
 
 class MetricsFile:
-    """Appends epochs; on resume at epoch E the records of epochs >= E (from the lost run) are dropped."""
+    """Appends epochs; on resume at epoch E the records of epochs >= E (from the lost run) are dropped.
+
+    The metrics are a record of the training, not the training: a file that cannot be written is one
+    warning, and training goes on (under dist_sync a dead rank 0 would take the whole job down)."""
 
     def __init__(self, path: Optional[str], begin_epoch: int):
         self.path = path
         if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            kept = [r for r in read(path) if r.get("epoch", 0) < begin_epoch]
-            with open(path, "w") as stream:
-                stream.writelines(json.dumps(r) + "\n" for r in kept)
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                kept = [r for r in read(path) if r.get("epoch", 0) < begin_epoch]
+                with open(path, "w") as stream:
+                    stream.writelines(json.dumps(r) + "\n" for r in kept)
+            except (OSError, ValueError) as exc:
+                self._give_up(exc)
+
+    def _give_up(self, exc: Exception) -> None:
+        log.warning("cannot write metrics to %s (%s): training goes on without metrics.jsonl", self.path,
+                    getattr(exc, "strerror", None) or exc)
+        self.path = None
 
     def append(self, record: dict) -> None:
         if self.path:
-            with open(self.path, "a") as stream:
-                stream.write(json.dumps(record) + "\n")
+            try:
+                with open(self.path, "a") as stream:
+                    stream.write(json.dumps(record) + "\n")
+            except OSError as exc:
+                self._give_up(exc)

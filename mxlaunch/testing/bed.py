@@ -12,41 +12,41 @@ the exact command of each session it serves (a ForceCommand wrapper): `bed.sessi
 
 `bed_fixture(n, scope)` makes a pytest fixture that skips (with the reason) when not root or when sshd or
 `ip netns` are missing, and always tears the bed down, even when a test fails.
+
+`up(n, image=Image(...))` makes hosts that look like EC2 instances from the inside (login user `ubuntu`, own
+mount namespace, /efs): mxlaunch.testing.image; the cluster in a box built on them: mxlaunch.testing.box.
+The parts: system.py (commands, subnets, bounded waits), sshd.py (sshd_config, the ForceCommand recorder),
+users.py (the login user and mount points on this machine), bedfixture.py (the pytest fixture).
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from mxlaunch.launcher.hosts import Host
+from mxlaunch.testing import users
+from mxlaunch.testing.image import Image, inside_argv
+from mxlaunch.testing.sshd import (COMMANDS_FILE, RECORD_COMMAND, SFTP_SERVER, SSH_KEYGEN, SSHD,  # noqa: F401
+                                   SSHD_CONFIG)  # re-exported: they were defined here
+from mxlaunch.testing.sshd import config as sshd_config
+from mxlaunch.testing.sshd import record_command
+from mxlaunch.testing.system import IP, BedError, wait_for  # noqa: F401 (re-exported: tests use them from here)
+from mxlaunch.testing.system import kill_and_wait as _kill_and_wait
+from mxlaunch.testing.system import pick_subnet as _pick_subnet
+from mxlaunch.testing.system import pick_subnet6 as _pick_subnet6
+from mxlaunch.testing.system import pid_alive as _pid_alive
+from mxlaunch.testing.system import port_open as _port_open
+from mxlaunch.testing.system import read as _read
+from mxlaunch.testing.system import read_bytes as _read_bytes
+from mxlaunch.testing.system import run as _run
 
-SSHD = "/usr/sbin/sshd"
-SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
-IP = shutil.which("ip") or "/usr/sbin/ip"
-SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 STATE_ROOT = os.path.join(tempfile.gettempdir(), "mxlaunch-beds")
-
-
-class BedError(RuntimeError):
-    pass
-
-
-def _run(*argv: str, timeout: float = 15, check: bool = True, input: Optional[bytes] = None) -> str:
-    proc = subprocess.run(argv, capture_output=True, timeout=timeout, input=input,
-                          stdin=None if input is not None else subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise BedError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.decode(errors='replace').strip()}")
-    return proc.stdout.decode(errors="replace")
 
 
 def why_unavailable() -> Optional[str]:
@@ -64,71 +64,6 @@ def why_unavailable() -> Optional[str]:
     return None
 
 
-def _used_networks() -> List[ipaddress.IPv4Network]:
-    nets = []
-    for line in _run(IP, "-4", "-o", "addr", "show").splitlines() + _run(IP, "-4", "route", "show").splitlines():
-        for word in line.split():
-            if "/" in word or word[:1].isdigit():
-                try:
-                    nets.append(ipaddress.IPv4Network(word, strict=False))
-                except ValueError:
-                    pass
-    return nets
-
-
-def _pick_subnet6(rng: random.Random) -> ipaddress.IPv6Network:
-    """A unique-local /64 (fd00::/8) that no address or route of this machine uses."""
-    used = []
-    for line in _run(IP, "-6", "-o", "addr", "show").splitlines() + _run(IP, "-6", "route", "show").splitlines():
-        for word in line.split():
-            try:
-                used.append(ipaddress.IPv6Network(word, strict=False))
-            except ValueError:
-                pass
-    for _ in range(200):
-        net = ipaddress.IPv6Network(f"fd{rng.getrandbits(8):02x}:{rng.getrandbits(16):x}:{rng.getrandbits(16):x}::/64")
-        if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
-            return net
-    raise BedError("no free IPv6 /64 for the bed")
-
-
-def _pick_subnet(rng: random.Random) -> ipaddress.IPv4Network:
-    used = _used_networks()
-    for _ in range(200):
-        net = ipaddress.IPv4Network(f"10.{rng.randint(200, 254)}.{rng.randint(0, 255)}.0/24")
-        if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
-            return net
-    raise BedError("no free private /24 for the bed")
-
-
-def _pid_alive(pid: int) -> bool:
-    """Alive and not a zombie (kill -0 calls a zombie alive)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise BedError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def _port_open(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @dataclass
 class BedHost:
     index: int
@@ -139,10 +74,11 @@ class BedHost:
     sshd_pid: Optional[int] = None
     host_key_line: str = ""
     address6: str = ""  # the same host on IPv6 (a unique-local address of the bed's own /64)
+    user: str = "root"  # the login user (an image's user: not root)
 
     @property
     def host(self) -> Host:
-        return Host(self.address, user="root", port=22)
+        return Host(self.address, user=self.user, port=22)
 
 
 @dataclass
@@ -156,6 +92,7 @@ class Bed:
     known_hosts: str
     shared: str  # stands in for EFS
     members: List[BedHost] = field(default_factory=list)
+    image: Optional[Image] = None  # hosts that look like EC2 instances from the inside (mxlaunch.testing.image)
 
     @property
     def hosts(self) -> Tuple[Host, ...]:
@@ -165,7 +102,7 @@ class Bed:
         path = os.path.join(self.dir, "hostfile")
         with open(path, "w") as fh:
             for i, m in enumerate(self.members):
-                fh.write(f"root@{m.address} slots={slots[i] if slots else 1}\n")
+                fh.write(f"{m.user}@{m.address} slots={slots[i] if slots else 1}\n")
         return path
 
     # ------------------------------------------------------------------------------ inspection
@@ -198,6 +135,14 @@ class Bed:
         return subprocess.run([IP, "netns", "exec", self.members[i].netns, *argv], capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
+    def inside(self, i: int, *argv: str, user: Optional[str] = None, input: Optional[str] = None,
+               timeout: float = 15) -> subprocess.CompletedProcess:
+        """Run argv on host i as the host sees the world (its mount namespace too: an image's /efs, its
+        private /home), as root or as `user`, without SSH. Needs host i's sshd running (it holds them)."""
+        return subprocess.run(inside_argv(self.members[i].sshd_pid, user) + list(argv), capture_output=True,
+                              text=True, timeout=timeout, input=input,
+                              stdin=subprocess.DEVNULL if input is None else None)
+
     # ------------------------------------------------------------------------------- sshd control
     def start_sshd(self, i: int, timeout: float = 10, private_dir: Optional[str] = None) -> None:
         """Start host i's sshd. With `private_dir`, sshd (and so every session) runs in its own mount
@@ -209,7 +154,9 @@ class Bed:
             os.unlink(pidfile)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         sshd = [SSHD, "-f", os.path.join(m.dir, "sshd_config"), "-E", os.path.join(m.dir, "sshd.log")]
-        if private_dir:
+        if self.image:
+            sshd = self.image.start_argv(self.shared, sshd)
+        elif private_dir:
             os.makedirs(private_dir, exist_ok=True)
             sshd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                     'mount -t tmpfs tmpfs "$1" && shift && exec "$@"', "sh", private_dir, *sshd]
@@ -273,43 +220,12 @@ class Bed:
             _run(IP, "netns", "del", m.netns, check=False)
         _run(IP, "link", "del", self.bridge, check=False)
         problems += leftovers(self.name)
+        if self.image:
+            problems += users.release(STATE_ROOT, self.image.user, self.image.mountpoints,
+                                      lambda: self.image.user in _image_users(but=self.name))
         if not problems:
             shutil.rmtree(self.dir, ignore_errors=True)
         return problems
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except OSError:
-        return ""
-
-
-def _read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError:
-        return b""
-
-
-def _kill_and_wait(pids: List[int], timeout: float) -> List[int]:
-    """TERM, wait (bounded), KILL, wait. Returns PIDs still alive."""
-    pids = [p for p in pids if p != os.getpid()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
-            time.sleep(0.02)
-        pids = [p for p in pids if _pid_alive(p)]
-        if not pids:
-            return []
-    return pids
 
 
 def leftovers(name: str) -> List[str]:
@@ -344,8 +260,9 @@ def sweep_stale() -> List[str]:
         if _pid_alive(int(info.get("owner_pid", 0))):
             continue
         name = info["name"]
+        image = Image(user=info["image_user"]) if info.get("image_user") else None
         bed = Bed(name=name, bridge=f"{name}br", subnet=info.get("subnet", ""), gateway="", dir=bed_dir,
-                  key="", known_hosts="", shared="")
+                  key="", known_hosts="", shared="", image=image)
         for ns in sorted(n for n in netns if n.startswith(f"{name}h") and n[len(name) + 1:].isdigit()):
             i = int(ns[len(name) + 1:])
             pid = _read(os.path.join(bed_dir, f"h{i}", "sshd.pid")).strip()
@@ -356,47 +273,28 @@ def sweep_stale() -> List[str]:
     return swept
 
 
-SSHD_CONFIG = """\
-ListenAddress {address}:22
-ListenAddress [{address6}]:22
-HostKey {dir}/ssh_host_ed25519_key
-PidFile {dir}/sshd.pid
-AuthorizedKeysFile {authorized_keys}
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-UsePAM no
-StrictModes no
-UseDNS no
-MaxStartups 100
-MaxSessions 100
-PrintMotd no
-LogLevel VERBOSE
-Subsystem sftp {sftp}
-ForceCommand {record} {dir}/{commands}
-"""
-
-# Every session of a bed host runs this first (sshd's ForceCommand): it appends the exact command the client
-# asked for (NUL-terminated: commands hold newlines) to the host's record, then runs it as sshd would have,
-# with the user's shell. A subsystem request arrives here too, as its configured command (`internal-sftp` is
-# sshd's in-process server, which a shell cannot run: the sftp-server program stands in for it).
-RECORD_COMMAND = """\
-#!/bin/sh
-cmd="${{SSH_ORIGINAL_COMMAND-}}"
-unset SSH_ORIGINAL_COMMAND
-printf '%s\\0' "$cmd" >> "$1"
-case "$cmd" in
-  internal-sftp|"internal-sftp "*) exec {sftp} ;;
-  "") exec "${{SHELL:-/bin/sh}}" -l ;;
-esac
-exec "${{SHELL:-/bin/sh}}" -c "$cmd"
-"""
-COMMANDS_FILE = "commands"
+def _image_users(but: str) -> List[str]:
+    """The login users of the images of live beds other than `but`."""
+    found = []
+    for entry in os.listdir(STATE_ROOT):
+        info = _bed_info(os.path.join(STATE_ROOT, entry))
+        if info.get("image_user") and info.get("name") != but and _pid_alive(int(info.get("owner_pid", 0))):
+            found.append(info["image_user"])
+    return found
 
 
-def up(n: int, name: Optional[str] = None) -> Bed:
-    """Create a bed of `n` hosts and start their sshd. On any failure, what was made is removed."""
+def _bed_info(bed_dir: str) -> dict:
+    try:
+        with open(os.path.join(bed_dir, "bed.json")) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def up(n: int, name: Optional[str] = None, image: Optional[Image] = None) -> Bed:
+    """Create a bed of `n` hosts and start their sshd. On any failure, what was made is removed.
+    With `image`, the hosts look like EC2 instances from the inside (mxlaunch.testing.image); nobody can log
+    in until a key is put into the image user's authorized_keys (`image.boot`)."""
     if n < 1:
         raise BedError("a bed needs at least one host")
     sweep_stale()
@@ -409,17 +307,22 @@ def up(n: int, name: Optional[str] = None) -> Bed:
     bed_dir = tempfile.mkdtemp(prefix=name + "-", dir=STATE_ROOT)
     bed = Bed(name=name, bridge=f"{name}br", subnet=str(net), gateway=str(addrs[0]), dir=bed_dir,
               key=os.path.join(bed_dir, "id_ed25519"), known_hosts=os.path.join(bed_dir, "known_hosts"),
-              shared=os.path.join(bed_dir, "shared"))
+              shared=os.path.join(bed_dir, "shared"), image=image)
     with open(os.path.join(bed_dir, "bed.json"), "w") as fh:
-        json.dump({"name": name, "owner_pid": os.getpid(), "subnet": str(net)}, fh)
+        json.dump({"name": name, "owner_pid": os.getpid(), "subnet": str(net),
+                   "image_user": image.user if image else None}, fh)
     try:
+        if image:
+            image.check(bed_dir)
+            users.acquire(STATE_ROOT, image.user, image.home, image.mountpoints)
+            os.chmod(bed_dir, 0o711)  # the user's sessions run the record script and append to their record
         os.makedirs(bed.shared)
         _run(SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", f"{name}-client", "-f", bed.key)
         authorized = os.path.join(bed_dir, "authorized_keys")
         shutil.copy(bed.key + ".pub", authorized)
         record = os.path.join(bed_dir, "record-command")
         with open(record, "w") as fh:
-            fh.write(RECORD_COMMAND.format(sftp=SFTP_SERVER))
+            fh.write(record_command())
         os.chmod(record, 0o755)
         _run(IP, "link", "add", bed.bridge, "type", "bridge")
         _run(IP, "addr", "add", f"{bed.gateway}/24", "dev", bed.bridge)
@@ -427,27 +330,10 @@ def up(n: int, name: Optional[str] = None) -> Bed:
         _run(IP, "link", "set", bed.bridge, "up")
         for i in range(n):
             m = BedHost(index=i, netns=f"{name}h{i}", address=str(addrs[i + 1]), veth=f"{name}v{i}",
-                        address6=str(net6[i + 2]),
-                        dir=os.path.join(bed_dir, f"h{i}"))
+                        address6=str(net6[i + 2]), dir=os.path.join(bed_dir, f"h{i}"),
+                        user=image.user if image else "root")
             bed.members.append(m)
-            os.makedirs(m.dir)
-            _run(IP, "netns", "add", m.netns)
-            _run(IP, "link", "add", m.veth, "type", "veth", "peer", "name", f"{name}p{i}")
-            _run(IP, "link", "set", f"{name}p{i}", "netns", m.netns)
-            _run(IP, "link", "set", m.veth, "master", bed.bridge)
-            _run(IP, "link", "set", m.veth, "up")
-            ns = (IP, "netns", "exec", m.netns, IP)
-            _run(*ns, "link", "set", f"{name}p{i}", "name", "eth0")
-            _run(*ns, "addr", "add", f"{m.address}/24", "dev", "eth0")
-            _run(*ns, "-6", "addr", "add", f"{m.address6}/64", "dev", "eth0", "nodad")
-            _run(*ns, "link", "set", "eth0", "up")
-            _run(*ns, "link", "set", "lo", "up")
-            hostkey = os.path.join(m.dir, "ssh_host_ed25519_key")
-            _run(SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", m.netns, "-f", hostkey)
-            m.host_key_line = " ".join(_read(hostkey + ".pub").split()[:2])
-            with open(os.path.join(m.dir, "sshd_config"), "w") as fh:
-                fh.write(SSHD_CONFIG.format(address=m.address, address6=m.address6, dir=m.dir, authorized_keys=authorized,
-                                            sftp=SFTP_SERVER, record=record, commands=COMMANDS_FILE))
+            _make_host(bed, m, record, ".ssh/authorized_keys" if image else authorized)
         with open(bed.known_hosts, "w") as fh:
             for m in bed.members:
                 fh.write(f"{m.address} {m.host_key_line}\n{m.address6} {m.host_key_line}\n")
@@ -459,51 +345,35 @@ def up(n: int, name: Optional[str] = None) -> Bed:
     return bed
 
 
+def _make_host(bed: Bed, m: BedHost, record: str, authorized_keys: str) -> None:
+    """Host m's namespace on the bed's bridge, its host key and sshd_config (sshd is not started)."""
+    name = bed.name
+    os.makedirs(m.dir)
+    _run(IP, "netns", "add", m.netns)
+    _run(IP, "link", "add", m.veth, "type", "veth", "peer", "name", f"{name}p{m.index}")
+    _run(IP, "link", "set", f"{name}p{m.index}", "netns", m.netns)
+    _run(IP, "link", "set", m.veth, "master", bed.bridge)
+    _run(IP, "link", "set", m.veth, "up")
+    ns = (IP, "netns", "exec", m.netns, IP)
+    _run(*ns, "link", "set", f"{name}p{m.index}", "name", "eth0")
+    _run(*ns, "addr", "add", f"{m.address}/24", "dev", "eth0")
+    _run(*ns, "-6", "addr", "add", f"{m.address6}/64", "dev", "eth0", "nodad")
+    _run(*ns, "link", "set", "eth0", "up")
+    _run(*ns, "link", "set", "lo", "up")
+    hostkey = os.path.join(m.dir, "ssh_host_ed25519_key")
+    _run(SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", m.netns, "-f", hostkey)
+    m.host_key_line = " ".join(_read(hostkey + ".pub").split()[:2])
+    with open(os.path.join(m.dir, "sshd_config"), "w") as fh:
+        fh.write(sshd_config(m.address, m.address6, m.dir, record, authorized_keys,
+                             permit_root="no" if bed.image else "prohibit-password"))
+    if bed.image:  # the login user's sessions append to the record (ForceCommand runs as that user)
+        os.chmod(m.dir, 0o711)
+        commands = os.path.join(m.dir, COMMANDS_FILE)
+        open(commands, "w").close()
+        shutil.chown(commands, bed.image.user, bed.image.user)
+
+
 def bed_fixture(n: int, scope: str = "module"):
-    """A pytest fixture yielding a bed of `n` hosts, made once per `scope` ("module" or "session") and shared
-    by its tests. Where no bed can be made the test is skipped with the reason, or fails where the run
-    requires the bed (mxlaunch.testing.require). Every test gets the bed clean (each sshd up, nothing else
-    running in the namespaces); what a test leaves running there is killed after it and reported as that
-    test's error. The bed is always torn down, even when a test fails."""
-    import pytest
-    from mxlaunch.testing.require import need_bed
-    beds = {}  # the module (or session) node -> its bed
-
-    def dirt(bed: Bed, settle: float) -> List[str]:
-        """What is not as a fresh bed has it, after waiting up to `settle` s (a session ends a moment after
-        its connection closes)."""
-        deadline = time.monotonic() + settle
-        while True:
-            found = [f"host {m.index}: sshd not running" for m in bed.members
-                     if not (m.sshd_pid and _pid_alive(m.sshd_pid))]
-            for i in range(len(bed.members)):
-                found += [f"host {i}: pid {p} {_read(f'/proc/{p}/cmdline').replace(chr(0), ' ').strip()!r}"
-                          for p in bed.job_pids(i)]
-            if not found or time.monotonic() >= deadline:
-                return found
-            time.sleep(0.05)
-
-    def take_down(holder) -> None:
-        problems = beds.pop(holder).down()
-        assert not problems, f"test bed teardown left: {problems}"
-
-    @pytest.fixture
-    def _bed(request):
-        need_bed()
-        holder = request.node.getparent(pytest.Session if scope == "session" else pytest.Module)
-        if holder not in beds:
-            beds[holder] = up(n)
-            holder.addfinalizer(lambda: take_down(holder))
-        bed = beds[holder]
-        found = dirt(bed, settle=5)  # even up(): its port probe leaves an `sshd: [accepted]` for a moment
-        assert not found, f"the test bed is not clean at the start of this test: {found}"
-        yield bed
-        found = dirt(bed, settle=5)
-        if found:
-            for i, m in enumerate(bed.members):
-                bed.kill_jobs(i)
-                if not (m.sshd_pid and _pid_alive(m.sshd_pid)):
-                    bed.start_sshd(i)
-            pytest.fail(f"this test left the bed unclean (now cleaned): {found}", pytrace=False)
-
-    return _bed
+    """A pytest fixture yielding a bed of `n` hosts (mxlaunch.testing.bedfixture)."""
+    from mxlaunch.testing.bedfixture import bed_fixture as make
+    return make(n, scope)

@@ -1,0 +1,69 @@
+"""`launch cluster put` and `exec` (issue 11, item 3), on real sshd hosts of the bed: SFTP copies that skip what
+is already there, and remote commands whose exit status comes back. (The whole commands, cluster resolution
+included, run in the cluster box: tests/test_box_cluster.py.)"""
+import os
+import time
+
+import pytest
+
+from mxlaunch.infra import files_cmd
+from mxlaunch.launcher.ssh import SSHOptions, connect
+from mxlaunch.testing import bed as testbed
+
+pytestmark = [pytest.mark.timeout(60)]
+
+
+def test_put_plans_a_folder_into_dest_under_its_own_name(tmp_path):
+    src = tmp_path / "digits"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.rec").write_bytes(b"12345")
+    (src / "sub" / "b.idx").write_bytes(b"1")
+    copies = files_cmd.plan_copies(str(src), "/efs/data/")
+    assert [(c.remote, c.size) for c in copies] == [("/efs/data/digits/a.rec", 5), ("/efs/data/digits/sub/b.idx", 1)]
+    assert [c.remote for c in files_cmd.plan_copies(str(src / "a.rec"), "/efs/data")] == ["/efs/data/a.rec"]
+
+
+def test_exec_quotes_an_argv_exactly_and_runs_one_word_as_a_command_line():
+    assert files_cmd.remote_command(("ls", "a b", "$HOME"), "/efs/v/bin") == \
+        "PATH=/efs/v/bin:\"$PATH\"; export PATH; ls 'a b' '$HOME'"
+    assert files_cmd.remote_command(("cd /efs && ls",), "/efs/v/bin").endswith("; cd /efs && ls")
+
+
+bed = testbed.bed_fixture(1)
+
+
+@pytest.fixture
+def conn(bed):
+    c = connect(bed.hosts[0], SSHOptions(key=bed.key, known_hosts=bed.known_hosts, use_agent=False))
+    yield c
+    c.close()
+
+
+@pytest.mark.bed
+@pytest.mark.usefixtures("no_agent")
+def test_put_twice_copies_nothing_the_second_time_and_a_changed_file_again(conn, tmp_path):
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "train.rec").write_bytes(os.urandom(300_000))
+    (src / "train.idx").write_bytes(b"0\t0\n")
+    dest = str(tmp_path / "efs")  # the host's view; the bed's hosts share this machine's files
+    copies = files_cmd.plan_copies(str(src), dest)
+    with conn.client.open_sftp() as sftp:
+        assert files_cmd.copy_files(sftp, copies) == (2, 300_004)
+        assert (tmp_path / "efs" / "data" / "train.rec").read_bytes() == (src / "train.rec").read_bytes()
+        assert int(os.stat(tmp_path / "efs" / "data" / "train.rec").st_mtime) == copies[0].mtime
+        assert files_cmd.copy_files(sftp, files_cmd.plan_copies(str(src), dest)) == (0, 0)
+        later = time.time() + 100
+        os.utime(src / "train.idx", (later, later))
+        assert files_cmd.copy_files(sftp, files_cmd.plan_copies(str(src), dest)) == (1, 4)
+    assert sorted(os.listdir(tmp_path / "efs" / "data")) == ["train.idx", "train.rec"]  # no .part left
+
+
+@pytest.mark.bed
+@pytest.mark.usefixtures("no_agent")
+def test_exec_returns_the_remote_exit_status_and_passes_the_output_on(conn):
+    out, err = [], []
+    status = files_cmd._stream(conn, files_cmd.remote_command(("sh", "-c", "echo hi; echo oops >&2; exit 7"),
+                                                              "/nonexistent"), out.append, err.append)
+    assert (status, out, err) == (7, ["hi"], ["oops"])
+    assert files_cmd._stream(conn, files_cmd.remote_command(("true",), "/x"), out.append, err.append) == 0
