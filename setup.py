@@ -16,6 +16,8 @@ GPU = ["mxnet-cu112==1.9.1", "numpy==1.23.5",
 TEST = [
     "pytest>=7",
     "pytest-timeout>=2.1",
+    # only to check the digits the trainer ships (trainer/digits.csv.gz) against load_digits(); these
+    # releases are the newest that install beside numpy 1.23.5
     "scikit-learn==1.3.2",
     "scipy>=1.11,<1.12",
     "moto[server,ec2,efs,ssm,sts]>=5",
@@ -49,12 +51,15 @@ setup(
     name="mxlaunch",
     version="0.1.0",
     description=__doc__,
-    python_requires=">=3.9",
+    # MXNet 1.9.1 needs numpy 1.23.5 (numpy >= 1.24 removed np.bool, and `import mxnet` fails), and numpy
+    # 1.23.5 has wheels for CPython 3.8-3.11 only: on 3.12+ pip would try to build it from source and fail.
+    python_requires=">=3.8,<3.12",
     # One import package, mxlaunch; the repository's fixed top-level folders are mapped into it, so that
     # nothing but `mxlaunch` lands in site-packages (no generic `launcher`/`trainer`/`infra` names).
     packages=list(PACKAGES),
     package_dir=PACKAGES,
-    package_data={"mxlaunch.templates": ["*.j2"]},
+    # digits.csv.gz: the handwritten digits of `trainer data digits` (trainer/datasets.py), no scikit-learn needed
+    package_data={"mxlaunch.templates": ["*.j2"], "mxlaunch.trainer": ["digits.csv.gz"]},
     install_requires=[
         # mxnet itself comes from the `cpu` or `gpu` extra: the two wheels must never share an environment.
         "numpy==1.23.5",

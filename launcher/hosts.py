@@ -21,6 +21,9 @@ from mxlaunch.errors import UsageError
 
 EXPECTED = "expected [user@]host[:port] [slots=N]"
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_DIGITS = re.compile(r"[0-9]{1,6}")  # ASCII only: str.isdigit() also takes '²', which int() refuses
+_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an interface name: it reaches ssh and the roles' environment
+DEFAULT_SSH_PORT = 22
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
 
 
@@ -65,6 +68,9 @@ def _fail(where: str, why: str, text: str) -> HostfileError:
 
 def _check_address(addr: str, where: str, text: str) -> str:
     if ":" in addr:
+        _, percent, zone = addr.partition("%")
+        if percent and not _ZONE.fullmatch(zone):
+            raise _fail(where, f"IPv6 zone id {zone!r} may hold only letters, digits, '_', '.' and '-'", text)
         try:
             return str(ipaddress.IPv6Address(addr))
         except ValueError:
@@ -80,7 +86,7 @@ def _check_address(addr: str, where: str, text: str) -> str:
 
 
 def _check_port(port: str, where: str, text: str) -> int:
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not _DIGITS.fullmatch(port) or not 1 <= int(port) <= 65535:
         raise _fail(where, f"port {port!r} is not a number in 1..65535", text)
     return int(port)
 
@@ -99,8 +105,8 @@ def parse_host(text: str, where: str = "--hosts") -> Host:
             raise _fail(where, f"unknown field {opt!r}", text)
         if seen_slots:
             raise _fail(where, "slots given twice", text)
-        if not value.isdigit():
-            raise _fail(where, f"slots must be a whole number >= 0, not {value!r}", text)
+        if not _DIGITS.fullmatch(value):
+            raise _fail(where, f"slots must be a whole number from 0 to 999999, not {value!r}", text)
         slots, seen_slots = int(value), True
 
     user: Optional[str] = None
@@ -187,9 +193,10 @@ def parse_hostfile_text(text: str, name: str = "hostfile") -> Tuple[Host, ...]:
 
 
 def _unique(parsed: Sequence[Tuple[str, Host]]) -> Tuple[Host, ...]:
+    """Each machine once: the same address and SSH port (no port is SSH's 22) twice is refused."""
     first_seen = {}
     for where, host in parsed:
-        key = (host.address.lower(), host.port)
+        key = (host.address.lower(), host.port or DEFAULT_SSH_PORT)
         if key in first_seen:
             raise HostfileError(f"{where}: host {host.target} is listed twice (first at {first_seen[key]}); "
                                 f"give it slots=N instead")

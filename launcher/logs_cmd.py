@@ -37,7 +37,9 @@ def _roles(run_dir: str) -> List[str]:
     folder = rundir.logs_dir(run_dir)
     if not os.path.isdir(folder):
         raise UsageError(f"{run_dir} is not a run directory (no logs/)")
-    return sorted((f[:-4] for f in os.listdir(folder) if f.endswith(".log")), key=_role_order)
+    # files only: a directory (or anything else) named *.log is not a role's log
+    return sorted((f[:-4] for f in os.listdir(folder)
+                   if f.endswith(".log") and os.path.isfile(os.path.join(folder, f))), key=_role_order)
 
 
 def _label(name: str) -> str:

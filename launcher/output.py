@@ -65,6 +65,7 @@ class RoleOutputSink:
         self._status = ""  # the live line now on screen ("" when none)
         self.logs: Dict[str, IO[bytes]] = {}
         self.times: Dict[str, IO[bytes]] = {}
+        self.open_lines: set = set()  # roles whose last piece ended without a newline (a long line, or \r progress)
         self.tails: Dict[str, Deque[str]] = {}
         self.prefixes: Dict[str, str] = {}
         self.run_dir = run_dir
@@ -89,11 +90,14 @@ class RoleOutputSink:
     def line(self, name: str, data: bytes) -> None:
         now = self.clock()
         log = self.logs[name]
-        log.write(data if data.endswith(b"\n") else data + b"\n")
+        log.write(data)  # byte for byte: a long line arrives in bounded pieces and is written as one line
         log.flush()  # `launch logs --follow` and a post-mortem read it while the job runs
-        times = self.times[name]
-        times.write(b"%.3f\n" % now)
-        times.flush()
+        continuing = name in self.open_lines  # the rest of a line whose start was already timed
+        (self.open_lines.discard if data.endswith(b"\n") else self.open_lines.add)(name)
+        if not continuing:
+            times = self.times[name]
+            times.write(b"%.3f\n" % now)  # one time per line of the log (launch logs --merge)
+            times.flush()
         text = data.decode("utf-8", "replace").rstrip("\r\n")
         self.tails[name].append(text)
         if self.verbose or not is_engine_chatter(text):
@@ -144,5 +148,7 @@ class RoleOutputSink:
 
     def close(self) -> None:
         self.end_progress()
+        for name in self.open_lines:  # a role's last line lacked its newline
+            self.logs[name].write(b"\n")
         for f in (*self.logs.values(), *self.times.values()):
             f.close()

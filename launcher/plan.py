@@ -23,8 +23,10 @@ RESERVED_KEYS = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM
                  "DMLC_NUM_WORKER", "DMLC_NODE_HOST", "PORT")
 RESERVED_PREFIX = "LAUNCH_"
 MARKER_KEY = "LAUNCH_JOB_ID"  # every process of a job carries it: how leftovers are found, never by name
-SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|(^|_)KEY($|_)|AUTH", re.IGNORECASE)
+SECRET_NAME = re.compile(r"SECRET|TOKEN|PASS|PWD|CREDENTIAL|PRIVATE|APIKEY|(^|_)KEY($|_)|AUTH", re.IGNORECASE)
 MASK = "***"
+# user:password@host in any value (a database or proxy URL): the password is masked, the rest kept
+URL_PASSWORD = re.compile(r"(?P<head>(?:[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*|[^\s/:@]+):)[^\s/]+(?=@[^\s@/]+)")
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -33,20 +35,33 @@ def parse_env_pair(text: str, option: str = "--env") -> Tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
         raise UsageError(f"{option} {text!r}: expected KEY=VALUE")
+    check_env_key(key, option)
+    return key, value
+
+
+def check_env_key(key: str, option: str = "--env") -> str:
+    """A name a role's environment may take. Errors show the name only: the value may be a secret."""
     if not ENV_KEY.match(key):
-        raise UsageError(f"{option} {text!r}: {key!r} is not a valid environment variable name")
+        raise UsageError(f"{option}: {key!r} is not a valid environment variable name "
+                         f"(letters, digits and '_', not starting with a digit)")
     if key in RESERVED_KEYS or key.startswith(RESERVED_PREFIX):
         raise UsageError(f"{option} {key}: set by the launcher for every role, it cannot be overridden")
-    return key, value
+    return key
 
 
 def is_secret(key: str) -> bool:
     return bool(SECRET_NAME.search(key))
 
 
+def mask_value(value: str) -> str:
+    """A value with the passwords of URLs in it masked (scheme://user:***@host)."""
+    return URL_PASSWORD.sub(lambda m: m.group("head") + MASK, value)
+
+
 def masked(env: Mapping[str, str]) -> Dict[str, str]:
-    """The environment as it may be written to a file or screen: secret-looking values masked."""
-    return {k: (MASK if is_secret(k) else v) for k, v in env.items()}
+    """The environment as it may be written to a file or screen: the values of secret-looking names masked,
+    and passwords in URLs in any other value."""
+    return {k: (MASK if is_secret(k) else mask_value(v)) for k, v in env.items()}
 
 
 @dataclass(frozen=True)

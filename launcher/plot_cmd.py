@@ -10,6 +10,17 @@ from mxlaunch.launcher import plotting, rundir
 from mxlaunch.errors import UsageError
 
 
+def _check_format(output: str) -> None:
+    """-o's extension names an image format matplotlib writes (png, pdf, svg, ...): its name is the format."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    extension = os.path.splitext(output)[1][1:].lower()
+    if extension not in formats:
+        raise UsageError(f"-o {output}: {'.' + extension if extension else 'no extension'} is not an image "
+                         f"format; end the name with one of {', '.join('.' + f for f in sorted(formats))}")
+
+
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -32,6 +43,7 @@ def plot(run_dirs, output, labels, title) -> None:
             raise UsageError(f"{path} holds no epochs yet")
         runs.append((labels[i] if i < len(labels) else plotting.run_label(run_dir), records))
     output = output or (rundir.plot_path(run_dirs[0]) if len(run_dirs) == 1 else "accuracy.png")
+    _check_format(output)
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise UsageError(f"-o {output}: directory {folder} does not exist")

@@ -14,6 +14,7 @@ from mxlaunch.launcher import rundir
 from mxlaunch.errors import UsageError
 
 Run = Tuple[str, List[dict]]  # (label, records)
+MAX_EPOCH = 10 ** 6  # beyond any real run; a bigger number is damage (and overflows the plot's floats)
 
 
 def read_metrics(path: str, strict: bool = True) -> List[dict]:
@@ -32,8 +33,8 @@ def read_metrics(path: str, strict: bool = True) -> List[dict]:
         try:
             record = json.loads(raw.decode("utf-8"))
             epoch = record["epoch"] if isinstance(record, dict) else None
-            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-                raise ValueError(f"epoch {epoch!r} is not a whole number from 0")
+            if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= MAX_EPOCH:
+                raise ValueError(f"epoch {epoch!r:.40} is not a whole number from 0 to {MAX_EPOCH}")
         except (ValueError, KeyError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             if strict:
                 raise UsageError(f"{path}:{number}: not an epoch record ({exc})") from exc

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
+import math
 import os
 import posixpath
 import re
@@ -62,22 +64,55 @@ def plot_path(run_dir: str) -> str:
 
 
 def refuse_used(run_dir: str) -> None:
-    """A run directory holds one job: a used one is refused (unless resuming it)."""
+    """A run directory holds one job: a used one, or any other non-empty directory, is refused (unless
+    resuming it), and nothing in it is touched."""
     run_dir = os.path.abspath(run_dir)
-    if os.path.exists(job_yaml(run_dir)):
+    if os.path.lexists(job_yaml(run_dir)):
         raise UsageError(f"run directory {run_dir} already holds a job (use a new --run-dir, or --resume it)")
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        raise UsageError(f"--run-dir {run_dir} is not empty and holds no job: give a new or empty directory "
+                         f"(its files are left as they are)")
+
+
+def refuse_links(run_dir: str) -> None:
+    """The launcher never writes through a symbolic link: one among the run directory's files (a resumed run's,
+    or one planted since) could point its writes anywhere."""
+    for folder in (run_dir, logs_dir(run_dir)):
+        if folder != run_dir and os.path.islink(folder):
+            raise UsageError(f"{folder} is a symbolic link: the launcher writes run files only into real "
+                             f"directories (remove the link)")
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        for name in names:
+            if os.path.islink(os.path.join(folder, name)):
+                raise UsageError(f"{os.path.join(folder, name)} is a symbolic link: the launcher never writes "
+                                 f"through one (remove it)")
 
 
 def prepare(run_dir: str, resume: bool = False) -> str:
-    """Create the run directory (absolute path returned). A used one is refused unless resuming."""
+    """Create the run directory (absolute path returned). A used or non-empty one is refused unless resuming;
+    one with symbolic links among its files always."""
     run_dir = os.path.abspath(run_dir)
     if not resume:
         refuse_used(run_dir)
+    refuse_links(run_dir)
     try:
         os.makedirs(logs_dir(run_dir), exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create run directory {run_dir}: {exc.strerror}") from exc
     return run_dir
+
+
+def open_new(path: str, mode: str = "w", errors: str = "strict"):
+    """Open a run-directory file for writing ("w", "wb", "a", "ab"), never through a symbolic link
+    (O_NOFOLLOW: a link there is an error, not a redirection of the launcher's writes)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"{path} is a symbolic link: the launcher never writes through one (remove it)") from exc
+        raise
+    return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "errors": errors}))
 
 
 def remote_run_dir(workdir: str, run_dir: str, job_id: str) -> str:
@@ -103,25 +138,76 @@ def render_plan(plan: JobPlan, workdir: str, target: Optional[JobTarget] = None)
 
 
 def write_plan_files(plan: JobPlan, workdir: str, target: Optional[JobTarget] = None) -> None:
-    with open(job_yaml(plan.run_dir), "w", encoding="utf-8") as f:
+    with open_new(job_yaml(plan.run_dir)) as f:
         f.write(render_plan(plan, workdir, target))
-    with open(os.path.join(plan.run_dir, "hosts"), "w", encoding="utf-8") as f:
+    with open_new(os.path.join(plan.run_dir, "hosts")) as f:
         f.write(render("hosts.j2", hosts=plan.hosts_used()))
 
 
 def load_job(run_dir: str) -> dict:
-    """The job.yaml of a run, as data (for --resume)."""
+    """The job.yaml of a run, as data (for --resume), checked: a damaged one is one error, never a guess
+    (a missing `mode:` must not make a local job an SSH one)."""
     path = job_yaml(run_dir)
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except FileNotFoundError as exc:
         raise UsageError(f"{run_dir} is not a run directory (no job.yaml)") from exc
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict) or not data.get("command"):
-        raise UsageError(f"{path} does not describe a job")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read {path}: {' '.join(str(exc).split())}") from exc
+    problem = _job_problem(data)
+    if problem:
+        raise UsageError(f"{path} is damaged ({problem}): it does not describe a job that can be resumed")
     return data
+
+
+def _job_problem(data) -> Optional[str]:
+    """What is wrong with job.yaml's data, or None."""
+    def text_or_none(value) -> bool:
+        return value is None or isinstance(value, str)
+
+    def count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    if not isinstance(data, dict):
+        return "not a mapping"
+    command = data.get("command")
+    if not (isinstance(command, list) and command and all(isinstance(a, (str, int, float)) for a in command)):
+        return "command: expected a list of arguments"
+    if data.get("mode") not in ("local", "hosts"):
+        return f"mode: expected local or hosts, got {data.get('mode')!r}"
+    for key in ("num_workers", "num_servers"):
+        if not count(data.get(key)):
+            return f"{key}: expected a whole number >= 1, got {data.get(key)!r}"
+    hosts = data.get("hosts")
+    if hosts is not None and not (isinstance(hosts, list) and all(isinstance(h, str) for h in hosts)):
+        return "hosts: expected a list of hostfile lines"
+    for key in ("env", "env_worker", "env_server"):
+        env = data.get(key)
+        if env is not None and not (isinstance(env, dict) and all(isinstance(k, str) for k in env)
+                                    and all(isinstance(v, (str, int, float)) for v in env.values())):
+            return f"{key}: expected a mapping of names to values"
+    timeout = data.get("timeout")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+                                    and math.isfinite(timeout) and timeout > 0):
+        return f"timeout: expected a positive number of seconds, got {timeout!r}"
+    for key in ("job_id", "workdir", "remote_run_dir"):
+        if not text_or_none(data.get(key)):
+            return f"{key}: expected text"
+    target = data.get("target")
+    if target is not None:
+        if not isinstance(target, dict):
+            return "target: expected a mapping"
+        if not all(text_or_none(target.get(k)) for k in ("python", "cluster", "workdir")):
+            return "target: python, cluster and workdir must be text"
+        ssh = target.get("ssh")
+        if ssh is not None and not (isinstance(ssh, dict)
+                                    and all(text_or_none(ssh.get(k)) for k in ("user", "key", "known_hosts", "config"))):
+            return "target.ssh: expected a mapping of SSH settings"
+        if not (target.get("gpus_per_host") is None or count(target.get("gpus_per_host"))
+                or target.get("gpus_per_host") == 0):
+            return "target.gpus_per_host: expected a whole number"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ resume
@@ -247,9 +333,10 @@ def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, tar
         for k, v in (data.get(key) or {}).items():
             if k in extra:
                 v = extra.pop(k)
-            elif v == MASK:
+            elif MASK in str(v):  # masked whole, or a URL's password
                 if k not in os.environ:
-                    raise UsageError(f"cannot resume {run_dir}: job.yaml masks {k}; pass it again with --env {k}=...")
+                    raise UsageError(f"cannot resume {run_dir}: job.yaml masks {k}; export it and pass "
+                                     f"--env {k} (or --env-file FILE)")
                 v = os.environ[k]
             pairs.append((str(k), str(v)))
         return tuple(pairs)

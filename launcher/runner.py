@@ -19,6 +19,14 @@ from mxlaunch.launcher.remote import roleguard
 from mxlaunch.launcher.plan import Role
 
 Events = queue.SimpleQueue  # put() is reentrant: safe from signal handlers and from pump threads
+# The most bytes of one RoleOutput. A role writing without newlines (progress bars redrawn with \r) is
+# forwarded in pieces of at most this size, never held whole: 100 MB of it costs the launcher no memory.
+PIECE = 64 * 1024
+CONTROL_START = roleguard.CONTROL_PREFIX.encode()
+# Flow control: while more events than this wait for the job loop (a slow console), a pump reads no more,
+# so the role's pipe fills and the role waits instead of the launcher's memory growing. Bounded: after
+# MAX_STALL seconds a piece goes on all the same (a loop that stopped reading must not hang a pump forever).
+MAX_QUEUED, MAX_STALL, STALL_POLL = 256, 10.0, 0.002
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ class RoleStarted:
 @dataclass(frozen=True)
 class RoleOutput:
     name: str
-    data: bytes  # one line, newline included (the last one may lack it)
+    data: bytes  # one line, newline included; a longer line comes in pieces of at most PIECE bytes without it
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,28 @@ class GuardSession:
                 + "\n").encode("utf-8")
 
 
+def pieces(stdout: BinaryIO, limit: int = PIECE):
+    """The stream's lines, each at most `limit` bytes: a longer one comes in pieces, cut after its last
+    carriage return when it has one (a progress bar's redraw stays whole), else at `limit`."""
+    carry = b""
+    while True:
+        raw = carry + stdout.readline(limit - len(carry))
+        carry = b""
+        if not raw:
+            return
+        if not raw.endswith(b"\n") and len(raw) >= limit:
+            cut = raw.rfind(b"\r") + 1
+            if 0 < cut < len(raw):
+                raw, carry = raw[:cut], raw[cut:]
+        yield raw
+
+
+def _wait_for_room(events: Events) -> None:
+    give_up = time.monotonic() + MAX_STALL
+    while events.qsize() > MAX_QUEUED and time.monotonic() < give_up:
+        time.sleep(STALL_POLL)  # flow control, not synchronisation: the queue has no blocking bound
+
+
 def pump_guard_output(session: GuardSession, stdout: BinaryIO, events: Events,
                       guard_status: Callable[[], Optional[int]]) -> None:
     """Read a guard's stdout to its end, emitting events; always ends with exactly one RoleEnded.
@@ -131,11 +161,15 @@ def pump_guard_output(session: GuardSession, stdout: BinaryIO, events: Events,
     """
     role = session.launch.role
     payload = None
-    for raw in iter(stdout.readline, b""):
-        text = raw.decode("utf-8", "replace")
-        control = roleguard.parse_control_line(text.rstrip("\n"), session.token)
+    at_line_start = True  # control lines only ever start a line (the guard puts a newline before them)
+    for raw in pieces(stdout):
+        control = None
+        if at_line_start and raw.startswith(CONTROL_START) and raw.endswith(b"\n"):
+            control = roleguard.parse_control_line(raw.decode("utf-8", "replace").rstrip("\n"), session.token)
+        at_line_start = raw.endswith(b"\n")
         if control is None:
             events.put(RoleOutput(role.name, raw))
+            _wait_for_room(events)
             continue
         event, data = control
         if event == "started":

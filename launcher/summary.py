@@ -125,7 +125,9 @@ def summary_data(outcome: JobOutcome, metrics: RunMetrics = RunMetrics()) -> dic
 def write_summary(outcome: JobOutcome, metrics: RunMetrics = RunMetrics()) -> str:
     path = rundir.summary_path(outcome.plan.run_dir)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    # backslashreplace: an argument that is not UTF-8 (kept as surrogates, passed to the roles byte for byte)
+    # is written as its JSON escape, \udcff, which reads back as the same string
+    with rundir.open_new(tmp, errors="backslashreplace") as f:
         json.dump(summary_data(outcome, metrics), f, indent=2, ensure_ascii=False)
         f.write("\n")
     os.replace(tmp, path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import posixpath
 from typing import TYPE_CHECKING, Optional, Sequence, Tuple
@@ -11,7 +12,7 @@ import click
 from mxlaunch.launcher import ports, rundir, workload
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.launcher.job import Job, JobOutcome, JobSettings
-from mxlaunch.launcher.plan import JobSpec, parse_env_pair, plan_job
+from mxlaunch.launcher.plan import JobSpec, check_env_key, parse_env_pair, plan_job
 from mxlaunch.launcher.target import JobTarget, hosts_target, local_target
 
 if TYPE_CHECKING:
@@ -25,8 +26,54 @@ class JobFailed(CommandError):
         self.exit_code = exit_code
 
 
+def _from_environment(key: str, option: str, where: str = "") -> Tuple[str, str]:
+    """`KEY` alone: its value from the launcher's own environment, so that a secret is never on a command line."""
+    check_env_key(key, where or option)
+    if key not in os.environ:
+        raise UsageError(f"{where or option} {key}: not set in this environment (export it first, or give "
+                         f"{key}=VALUE)")
+    return key, os.environ[key]
+
+
 def _env_pairs(values: Sequence[str], option: str) -> Tuple[Tuple[str, str], ...]:
-    return tuple(parse_env_pair(v, option) for v in values)
+    """--env KEY=VALUE, or --env KEY (the value of KEY here)."""
+    return tuple(parse_env_pair(v, option) if "=" in v else _from_environment(v, option) for v in values)
+
+
+def read_env_file(path: str) -> Tuple[Tuple[str, str], ...]:
+    """--env-file FILE: `KEY=VALUE` lines (the value as is, to the end of the line; `export ` allowed before
+    it), `KEY` alone (from this environment), blank lines and `#` comments. Errors name the line and the
+    key, never a value."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--env-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from exc
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        body = line.strip()
+        if not body or body.startswith("#"):
+            continue
+        if body.startswith("export "):
+            body = body[len("export "):].lstrip()
+        where = f"--env-file {path}:{number}:"
+        key, sep, value = body.partition("=")
+        if sep:
+            pairs.append((check_env_key(key.strip(), where), value))
+        else:
+            pairs.append(_from_environment(key, "--env-file", where))
+    return tuple(pairs)
+
+
+def _user_env(env: Sequence[str], env_files: Sequence[str]) -> Tuple[Tuple[str, str], ...]:
+    """Every role's environment from --env-file FILEs, then --env (a later value wins)."""
+    return sum((read_env_file(path) for path in env_files), ()) + _env_pairs(env, "--env")
+
+
+def _seconds(option: str, value: Optional[float]) -> Optional[float]:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{option} {value:g}: expected a positive number of seconds")
+    return value
 
 
 def _local_cpus() -> int:
@@ -108,9 +155,13 @@ def _make_runner(spec: JobSpec, target: JobTarget, plan):
 @click.option("-n", "--num-workers", type=int, help="Number of workers.")
 @click.option("-s", "--num-servers", type=int, help="Number of servers (default: as many as workers).")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Run directory (default runs/<UTC time>-<id>).")
-@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment for every role.")
-@click.option("--env-worker", multiple=True, metavar="KEY=VALUE", help="Environment for workers only.")
-@click.option("--env-server", multiple=True, metavar="KEY=VALUE", help="Environment for servers only.")
+@click.option("--env", "env", multiple=True, metavar="KEY[=VALUE]",
+              help="Environment for every role; KEY alone takes its value from this environment (keep secrets "
+                   "off the command line).")
+@click.option("--env-file", "env_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="KEY=VALUE lines (KEY alone: from this environment) for every role, before --env.")
+@click.option("--env-worker", multiple=True, metavar="KEY[=VALUE]", help="Environment for workers only.")
+@click.option("--env-server", multiple=True, metavar="KEY[=VALUE]", help="Environment for servers only.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Directory the roles run in (default: here).")
 @click.option("--python", metavar="PATH", help="Python on the hosts that runs each role's guard.")
 @click.option("--ssh-key", type=click.Path(dir_okay=False), help="SSH private key.")
@@ -129,7 +180,7 @@ def _make_runner(spec: JobSpec, target: JobTarget, plan):
 @click.option("-v", "--verbose", is_flag=True, help="Show every line of every role, ps-lite's and MXNet's engine "
               "lines too (the logs always have them).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_worker, env_server, workdir,
+def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_files, env_worker, env_server, workdir,
           python, ssh_key, ssh_user, known_hosts, accept_new_host_keys, timeout, grace, scheduler_port, dry_run,
           resume_dir, num_epochs, verbose, command) -> None:
     """Run COMMAND as every role of an MXNet parameter-server job (1 scheduler, S servers, N workers).
@@ -138,8 +189,7 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
     launch train --local -n 2 -s 1 -- trainer fit --network resnet ...
     launch train --resume runs/20260101-120000-ab12cd34 [--num-epochs 20]
     """
-    if grace <= 0:
-        raise UsageError(f"--grace must be positive, got {grace:g}")
+    grace, timeout = _seconds("--grace", grace), _seconds("--timeout", timeout)
     if num_epochs is not None and not resume_dir:
         raise UsageError("--num-epochs goes with --resume RUN_DIR (a new job takes its own after '--')")
     ssh = None if local else _ssh_options(ssh_key, ssh_user, known_hosts, accept_new_host_keys)
@@ -148,7 +198,7 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
             raise UsageError("--resume RUN_DIR takes the job from RUN_DIR/job.yaml: give no command, -n, -s, "
                              "--run-dir or --local/--hosts/--cluster with it")
         target = _resume_target(resume_dir, workdir, python, ssh)
-        spec, run_dir = rundir.resume_spec(resume_dir, extra_env=_env_pairs(env, "--env"), timeout=timeout,
+        spec, run_dir = rundir.resume_spec(resume_dir, extra_env=_user_env(env, env_files), timeout=timeout,
                                            target=target, num_epochs=num_epochs)
         job_id = rundir.load_job(run_dir).get("job_id") or rundir.new_job_id()
     else:
@@ -162,7 +212,8 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
                        num_workers=num_workers,
                        num_servers=num_servers if num_servers is not None else num_workers,
                        hosts=target.job_hosts(num_workers), local=target.local,
-                       env=target.env + _env_pairs(env, "--env"), env_worker=_env_pairs(env_worker, "--env-worker"),
+                       env=target.env + _user_env(env, env_files),
+                       env_worker=_env_pairs(env_worker, "--env-worker"),
                        env_server=_env_pairs(env_server, "--env-server"), workdir=target.workdir,
                        timeout=timeout).validate()
         job_id = rundir.new_job_id()
@@ -201,7 +252,7 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_wor
 
 def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, append_logs: bool,
                    target: Optional[JobTarget] = None, verbose: bool = False) -> JobOutcome:
-    from mxlaunch.launcher import plotting, runstate, summary
+    from mxlaunch.launcher import runstate, summary
     from mxlaunch.launcher.output import RoleOutputSink
 
     plan = make_plan(first_port)
@@ -216,7 +267,7 @@ def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, a
         sink.end_progress()
         if outcome.plan.port != plan.port:  # the job moved to other ports: the record says where it really ran
             rundir.write_plan_files(outcome.plan, cwd, target)
-        metrics = summary.collect_metrics(outcome.plan, cwd, sink.progress, plotting.plot_run_if_metrics(plan.run_dir))
+        metrics = summary.collect_metrics(outcome.plan, cwd, sink.progress, _plot_or_warn(sink, plan.run_dir))
         summary.write_summary(outcome, metrics)
         click.echo(summary.table(outcome, metrics), nl=False)  # its last line: status, accuracy, checkpoints, plot
         if outcome.first_failure is not None:
@@ -225,6 +276,25 @@ def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, a
     finally:
         sink.close()
     return outcome
+
+
+def _plot_or_warn(sink, run_dir: str) -> Optional[str]:
+    """accuracy.png from metrics.jsonl. The metrics are a report: a damaged file is a warning (its good lines
+    still count), never the failure of a job whose workers succeeded."""
+    from mxlaunch.launcher import plotting
+
+    path = rundir.metrics_path(run_dir)
+    if os.path.lexists(path):
+        try:
+            plotting.read_metrics(path)
+        except UsageError as exc:
+            sink.notice(f"warning: {exc.format_message()}; damaged lines left out of the summary and plot",
+                        error=True)
+    try:
+        return plotting.plot_run_if_metrics(run_dir)
+    except Exception as exc:  # noqa: BLE001 - whatever the plot hits, the job's status is its workers'
+        sink.notice(f"warning: no accuracy plot ({type(exc).__name__}: {' '.join(str(exc).split())})", error=True)
+        return None
 
 
 def _final_message(outcome: JobOutcome) -> str:

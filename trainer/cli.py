@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 
@@ -59,7 +60,8 @@ def _shared_options(command):
                      help="CPU contexts to split each batch over as --gpus does (default 1; not with --gpus)"),
         click.option("--kv-store", default=None,
                      help="local, device, dist_sync, dist_async, ... (default: dist_sync under `launch`, else local)"),
-        click.option("--num-epochs", "--num-epoch", "num_epochs", type=int, default=10, show_default=True),
+        click.option("--num-epochs", "--num-epoch", "num_epochs", type=click.IntRange(min=1), default=10,
+                     show_default=True),
         click.option("--lr", type=float, default=0.1, show_default=True),
         click.option("--lr-factor", type=float, default=0.1, show_default=True),
         click.option("--lr-step-epochs", default="", help="epochs at which lr *= lr-factor, e.g. 25,50,...,300"),
@@ -88,6 +90,26 @@ def _shared_options(command):
     return command
 
 
+# Real-valued options: NaN or infinity would train to NaN weights (or divide by zero) without a word.
+FINITE = {"lr": ("--lr", 0.0), "lr_factor": ("--lr-factor", 0.0), "mom": ("--mom", 0.0), "wd": ("--wd", 0.0)}
+
+
+def _check_numbers(kw) -> None:
+    for name, (option, least) in FINITE.items():
+        value = kw[name]
+        if not math.isfinite(value) or value < least:
+            raise UsageError(f"{option} {value!r}: expected a finite number >= {least:g}")
+
+
+def _check_dist_kv_store(kv_store) -> None:
+    """A dist_* kvstore needs the roles and DMLC_* variables of a parameter-server job: MXNet alone would
+    stop with a bare MXNetError (or wait for a scheduler that never comes)."""
+    if kv_store and kv_store.startswith("dist") and not os.environ.get(DIST_ROLE_VAR):
+        raise UsageError(f"--kv-store {kv_store} needs a parameter-server job: run this command under "
+                         f"`launch train`, e.g. launch train --local -n 2 -- trainer fit ... (which sets "
+                         f"{DIST_ROLE_VAR} and the other DMLC_* variables)")
+
+
 def _config(ctx: click.Context, **kw) -> FitConfig:
     from mxlaunch.trainer.schedule import parse_step_epochs
 
@@ -95,7 +117,12 @@ def _config(ctx: click.Context, **kw) -> FitConfig:
                          if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE)
     if kw["kv_store"] and kw["kv_store"] not in KV_STORES:
         raise UsageError(f"unknown --kv-store {kw['kv_store']!r}: choose one of {', '.join(KV_STORES)}")
+    _check_dist_kv_store(kw["kv_store"])
+    _check_numbers(kw)
     kw["image_shape"] = _int_tuple("--image-shape", kw["image_shape"], 3)
+    if min(kw["image_shape"]) < 1:
+        raise UsageError(f"--image-shape {','.join(map(str, kw['image_shape']))}: channels, height and width "
+                         f"must each be at least 1, e.g. 3,28,28")
     kw["gpus"] = _int_tuple("--gpus", kw["gpus"])
     if kw["gpus"] and kw["cpus"] is not None:
         raise UsageError("--gpus and --cpus exclude each other: split each batch over GPUs or over CPU contexts")
@@ -147,6 +174,7 @@ def _failure(exc: BaseException):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mxlaunch", prog_name="trainer", message="%(prog)s (mxlaunch) %(version)s")
 def cli() -> None:
     """Train ResNet/ResNeXt image classifiers on RecordIO data, alone or as a worker of `launch train`."""
 
@@ -185,19 +213,24 @@ def data_group() -> None:
 @click.option("--from", "tarball", default=None, type=click.Path(dir_okay=False),
               help="a local cifar-10-python.tar.gz instead of downloading it")
 @click.option("--url", default=None, help="where to download from (default: the official address)")
-@click.option("--md5", default=None, help="expected checksum of the download (default: the official one)")
-def cifar10_command(out, tarball, url, md5) -> None:
+@click.option("--md5", default=None, help="expected checksum of the tarball (default: the official one)")
+@click.option("--unverified", is_flag=True,
+              help="convert a --from tarball whose checksum is not the expected one (read as data only, "
+                   "never as code)")
+def cifar10_command(out, tarball, url, md5, unverified) -> None:
     """CIFAR-10 (python version) -> cifar10_train.rec/.idx (50,000) and cifar10_val.rec/.idx (10,000)."""
     setup_logging()
     from mxlaunch.trainer import datasets
 
-    datasets.convert_cifar10(out, tarball, url or datasets.CIFAR10_URL, md5 or datasets.CIFAR10_MD5)
+    datasets.convert_cifar10(out, tarball, url or datasets.CIFAR10_URL, md5 or datasets.CIFAR10_MD5,
+                             unverified=unverified)
 
 
 @data_group.command("digits")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory")
 def digits_command(out) -> None:
-    """scikit-learn's real handwritten digits -> digits_train.rec/.idx and digits_val.rec/.idx (3x32x32)."""
+    """1,797 real handwritten digits (UCI, as in scikit-learn; shipped with the trainer) ->
+    digits_train.rec/.idx and digits_val.rec/.idx (3x32x32)."""
     setup_logging()
     from mxlaunch.trainer import datasets
 

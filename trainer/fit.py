@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import tempfile
 import time
 from typing import List
 
@@ -127,6 +128,18 @@ def _check_data(cfg: FitConfig):
     return summary
 
 
+def check_prefix_writable(prefix: str) -> None:
+    """Checkpoints can be written at `prefix`: proven by writing a file there now, not after an epoch."""
+    directory = os.path.dirname(os.path.abspath(prefix))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".trainer-write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--model-prefix {prefix}: cannot write checkpoints in {directory} "
+                         f"({exc.strerror or exc})") from exc
+
+
 def _initial_model(cfg: FitConfig) -> checkpoints.Model:
     if cfg.pretrained_model:
         loaded = checkpoints.load_checkpoint(cfg.pretrained_model, cfg.load_epoch or 0, "--pretrained-model")
@@ -185,6 +198,8 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
     kv = mx.kv.create(kv_type) if kv_type.startswith("dist") else None
     rank, num_workers = (kv.rank, kv.num_workers) if kv is not None else (0, 1)
     on_rank(rank)
+    if cfg.model_prefix and rank == 0:  # only rank 0 writes checkpoints
+        check_prefix_writable(cfg.model_prefix)
     if cfg.seed is not None:
         mx.random.seed(cfg.seed + rank)
     begin_epoch = start.begin_epoch

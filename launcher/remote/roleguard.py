@@ -44,7 +44,8 @@ STOP_LINE = b"stop"
 GUARD_FAILED = 125
 # After the role ended, how long its output pipe may stay open (a descendant that escaped the group).
 DRAIN_SECONDS = 0.5
-READ_SIZE = 65536
+READ_SIZE = 65536  # the role's output is passed on in reads of at most this size, never gathered into lines
+LIFELINE_KEEP = 64  # bytes of an unfinished lifeline line kept
 
 
 def control_line(token, event, payload):
@@ -174,7 +175,7 @@ class Guard(object):
         lines = (pending + data).split(b"\n")
         if any(line.strip() == STOP_LINE for line in lines[:-1]):
             self.begin_stop("stop")
-        return lines[-1]
+        return lines[-1][-LIFELINE_KEEP:]  # bounded: only a short line can be "stop"
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self, stdin_rest):
