@@ -162,22 +162,26 @@ def pump_guard_output(session: GuardSession, stdout: BinaryIO, events: Events,
     role = session.launch.role
     payload = None
     at_line_start = True  # control lines only ever start a line (the guard puts a newline before them)
-    for raw in pieces(stdout):
-        control = None
-        if at_line_start and raw.startswith(CONTROL_START) and raw.endswith(b"\n"):
-            control = roleguard.parse_control_line(raw.decode("utf-8", "replace").rstrip("\n"), session.token)
-        at_line_start = raw.endswith(b"\n")
-        if control is None:
-            events.put(RoleOutput(role.name, raw))
-            _wait_for_room(events)
-            continue
-        event, data = control
-        if event == "started":
-            session.role_pid = int(data["pid"])
-            session.start = time.time()
-            events.put(RoleStarted(role.name, session.role_pid, session.start))
-        elif event == "exit":
-            payload = data
+    try:
+        for raw in pieces(stdout):
+            control = None
+            if at_line_start and raw.startswith(CONTROL_START) and raw.endswith(b"\n"):
+                control = roleguard.parse_control_line(raw.decode("utf-8", "replace").rstrip("\n"), session.token)
+            at_line_start = raw.endswith(b"\n")
+            if control is None:
+                events.put(RoleOutput(role.name, raw))
+                _wait_for_room(events)
+                continue
+            event, data = control
+            if event == "started":
+                session.role_pid = int(data["pid"])
+                session.start = time.time()
+                events.put(RoleStarted(role.name, session.role_pid, session.start))
+            elif event == "exit":
+                payload = data
+    except Exception as exc:  # a transport error mid-read: the role still gets its one RoleEnded, never a hang
+        payload = payload or {"code": None, "signal": None, "stopped": None,
+                              "error": f"its output could not be read ({type(exc).__name__}: {exc})"}
     end = time.time()
     if payload is None:
         status = guard_status()

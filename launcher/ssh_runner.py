@@ -117,6 +117,9 @@ class _LostConnection:
                                     + " (the role's guard there stops it)"))
         self.events.put(event)
 
+    def qsize(self) -> int:  # the pump's flow control asks how full the job's queue is
+        return self.events.qsize()
+
 
 class SSHRunner(Runner):
     """Starts roles over already-open connections: {Host: Connection} for every host of the plan."""
