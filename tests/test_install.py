@@ -70,6 +70,18 @@ def test_cpu_extra_alone_makes_the_digits(cpu_venv, tmp_path):
     assert version.returncode == 0 and version.stdout.startswith("trainer (mxlaunch) "), version
 
 
+def test_the_install_adds_one_import_name_mxlaunch(cpu_venv, tmp_path):
+    """After `pip install -e '.[cpu]'`, from outside the checkout: mxlaunch imports, and none of the generic names
+    the folders have in the repository (launcher, trainer, infra, templates) lands in the environment."""
+    code = ("import importlib.util as u, mxlaunch, mxlaunch.launcher.cli, mxlaunch.trainer.cli; "
+            "print([n for n in ('launcher', 'trainer', 'infra', 'templates') if u.find_spec(n)])")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([os.path.join(cpu_venv, "python"), "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
+
+
 def test_shipped_digits_are_scikit_learns():
     """trainer/digits.csv.gz is the file scikit-learn's load_digits() reads: same images, same labels."""
     sklearn_datasets = pytest.importorskip("sklearn.datasets")
