@@ -112,6 +112,17 @@ class RoleOutputSink:
         for epoch in self.progress.epochs_to_report(final=final):
             self.notice(self.progress.epoch_line(epoch, now))
 
+    def mark(self, text: str) -> None:
+        """A line of the launcher's own in every role's log (and on the console): where a restarted
+        attempt begins in logs that go on (launch train --max-restarts)."""
+        now, line = self.clock(), text.encode("utf-8", "replace") + b"\n"
+        for name, log in self.logs.items():
+            log.write(line)
+            log.flush()
+            self.times[name].write(b"%.3f\n" % now)
+            self.times[name].flush()
+        self.notice(text)
+
     def notice(self, text: str, error: bool = False) -> None:
         """A line of the launcher's own, on the console only."""
         self._echo(self._paint("[launch]", ERROR_COLOUR if error else NOTICE_COLOUR) + " " + text)

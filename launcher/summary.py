@@ -102,7 +102,8 @@ def collect_metrics(plan: JobPlan, cwd: str, progress: Progress, plot: Optional[
     return run_metrics(records, source, prefix, plot)
 
 
-def summary_data(outcome: JobOutcome, metrics: RunMetrics = RunMetrics()) -> dict:
+def summary_data(outcome: JobOutcome, metrics: RunMetrics = RunMetrics(), restarts: tuple = ()) -> dict:
+    """`restarts`: launcher/restarts.py's Restart of each restart so far (the outcome is the last attempt's)."""
     plan = outcome.plan
     failure = outcome.first_failure
     return {
@@ -118,20 +119,33 @@ def summary_data(outcome: JobOutcome, metrics: RunMetrics = RunMetrics()) -> dic
         "teardown_seconds": teardown_seconds(outcome),
         "notes": list(outcome.notes),
         "roles": [role_record(r, outcome.rank_of(r.name)) for r in outcome.results],
+        "restarts": [r.record(_iso) for r in restarts],
         **metrics.fields(),
     }
 
 
-def write_summary(outcome: JobOutcome, metrics: RunMetrics = RunMetrics()) -> str:
-    path = rundir.summary_path(outcome.plan.run_dir)
+def write_summary(outcome: JobOutcome, metrics: RunMetrics = RunMetrics(), restarts: tuple = ()) -> str:
+    return _write(outcome.plan.run_dir, summary_data(outcome, metrics, restarts))
+
+
+def _write(run_dir: str, data: dict) -> str:
+    path = rundir.summary_path(run_dir)
     tmp = path + ".tmp"
     # backslashreplace: an argument that is not UTF-8 (kept as surrogates, passed to the roles byte for byte)
     # is written as its JSON escape, \udcff, which reads back as the same string
     with rundir.open_new(tmp, errors="backslashreplace") as f:
-        json.dump(summary_data(outcome, metrics), f, indent=2, ensure_ascii=False)
+        json.dump(data, f, indent=2, ensure_ascii=False)
         f.write("\n")
     os.replace(tmp, path)
     return path
+
+
+def amend_summary(outcome: JobOutcome, restarts: tuple) -> str:
+    """A signal while waiting to restart: the last attempt's summary.json, with the launch's own end."""
+    with open(rundir.summary_path(outcome.plan.run_dir), encoding="utf-8") as f:
+        data = json.load(f)
+    data.update(status=outcome.status, reason=outcome.reason.value, restarts=[r.record(_iso) for r in restarts])
+    return _write(outcome.plan.run_dir, data)
 
 
 def _ended(r: RoleResult) -> str:
@@ -153,10 +167,13 @@ def verdict(outcome: JobOutcome) -> str:
     return f"{outcome.reason.value} after {seconds:.1f}s{tail}"
 
 
-def final_line(outcome: JobOutcome, metrics: RunMetrics) -> str:
-    """The last line of `launch train`: status, epochs, final and best validation accuracy, wall time,
-    checkpoints and plot."""
+def final_line(outcome: JobOutcome, metrics: RunMetrics, restarts: tuple = ()) -> str:
+    """The last line of `launch train`: status, restarts, epochs, final and best validation accuracy, wall
+    time, checkpoints and plot."""
     parts = [verdict(outcome)]
+    if restarts:
+        lost = sum(r.seconds_lost for r in restarts)
+        parts.append(f"after {len(restarts)} restart{'s' if len(restarts) != 1 else ''} ({lost:.1f}s lost)")
     if metrics.epochs:
         text = f"{metrics.epochs} epoch{'s' if metrics.epochs != 1 else ''} (last Epoch[{metrics.last_epoch}])"
         if metrics.final_validation is not None:
@@ -178,7 +195,7 @@ def describe(r: RoleResult, mxnet_rank: Optional[int] = None) -> str:
     return f"{RoleId(r.kind, r.index).label}{rank} on {r.host}{pid}: {r.how()}"
 
 
-def table(outcome: JobOutcome, metrics: Optional[RunMetrics] = None) -> str:
+def table(outcome: JobOutcome, metrics: Optional[RunMetrics] = None, restarts: tuple = ()) -> str:
     """One screen: a row per role (rank = the MXNet rank ps-lite gave it), then the final line."""
     rows = []
     for r in outcome.results:
@@ -186,7 +203,7 @@ def table(outcome: JobOutcome, metrics: Optional[RunMetrics] = None) -> str:
         rank = outcome.rank_of(r.name)
         rows.append({"name": r.name, "rank": "-" if rank is None else rank, "host": r.host, "pid": r.pid or "-",
                      "seconds": seconds, "ended": _ended(r)})
-    return render("job_summary.j2", rows=rows, verdict=final_line(outcome, metrics or RunMetrics()))
+    return render("job_summary.j2", rows=rows, verdict=final_line(outcome, metrics or RunMetrics(), restarts))
 
 
 def failure_lines(outcome: JobOutcome, tail: List[str]) -> List[str]:

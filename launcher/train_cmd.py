@@ -177,12 +177,17 @@ def _make_runner(spec: JobSpec, target: JobTarget, plan):
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="Run the job of RUN_DIR again, where it ran, from the newest checkpoint its workers wrote.")
 @click.option("--num-epochs", type=int, metavar="N", help="With --resume: train up to N epochs (more than before).")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="When a role fails or a host is lost, start the job again from its newest whole checkpoint "
+                   "(from scratch if it has none yet), in the same run directory, up to N times.")
+@click.option("--restart-delay", type=float, default=5.0, show_default=True, metavar="SECONDS",
+              help="Wait between a failed attempt and the next (Ctrl-C ends the wait and the launch).")
 @click.option("-v", "--verbose", is_flag=True, help="Show every line of every role, ps-lite's and MXNet's engine "
               "lines too (the logs always have them).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_files, env_worker, env_server, workdir,
           python, ssh_key, ssh_user, known_hosts, accept_new_host_keys, timeout, grace, scheduler_port, dry_run,
-          resume_dir, num_epochs, verbose, command) -> None:
+          resume_dir, num_epochs, max_restarts, restart_delay, verbose, command) -> None:
     """Run COMMAND as every role of an MXNet parameter-server job (1 scheduler, S servers, N workers).
 
     \b
@@ -190,6 +195,8 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
     launch train --resume runs/20260101-120000-ab12cd34 [--num-epochs 20]
     """
     grace, timeout = _seconds("--grace", grace), _seconds("--timeout", timeout)
+    if not (math.isfinite(restart_delay) and restart_delay >= 0):
+        raise UsageError(f"--restart-delay {restart_delay:g}: expected a number of seconds >= 0")
     if num_epochs is not None and not resume_dir:
         raise UsageError("--num-epochs goes with --resume RUN_DIR (a new job takes its own after '--')")
     ssh = None if local else _ssh_options(ssh_key, ssh_user, known_hosts, accept_new_host_keys)
@@ -244,14 +251,64 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
     except BaseException:
         runner.close()
         raise
-    outcome = run_and_report(make_plan, first_port, runner, cwd, grace, append_logs=bool(resume_dir), target=target,
-                             verbose=verbose)
+    if not max_restarts:
+        outcome = run_and_report(make_plan, first_port, runner, cwd, grace, append_logs=bool(resume_dir),
+                                 target=target, verbose=verbose)
+        if outcome.status != 0:
+            raise JobFailed(_final_message(outcome), outcome.status)
+        return
+
+    from mxlaunch.launcher import restarts as restart_loop
+
+    def attempt(number: int, epoch: Optional[int], done: tuple) -> JobOutcome:
+        if number == 1:
+            return run_and_report(make_plan, first_port, runner, cwd, grace, append_logs=bool(resume_dir),
+                                  target=target, verbose=verbose, restarts=done)
+        again = spec if epoch is None else dataclasses.replace(
+            spec, command=workload.with_load_epoch(spec.command, epoch))
+
+        def make_again(port: int):
+            return plan_job(again, job_id=job_id, run_dir=run_dir, port=port, local_cpus=cpus,
+                            remote_run_dir=remote_dir)
+
+        port = scheduler_port or ports.choose_port(span=1 + spec.num_servers + spec.num_workers)
+        return run_and_report(make_again, port, _make_runner(again, target, make_again(port)), cwd, grace,
+                              append_logs=True, target=target, verbose=verbose, restarts=done,
+                              marker=restart_loop.marker(done[-1], max_restarts))
+
+    def resume_point() -> "restart_loop.ResumePoint":
+        prefix = workload.model_prefix(spec.command)
+        if not prefix:  # no checkpoints: the workload starts again from scratch
+            return restart_loop.ResumePoint(None)
+        ran = dataclasses.replace(spec, workdir=cwd)  # where the roles ran (and wrote their checkpoints)
+        epoch, _ = rundir.newest_everywhere(target, ran, prefix)
+        return restart_loop.ResumePoint(epoch, rundir.checkpoint_time(target, ran, prefix, epoch))
+
+    result = restart_loop.run_with_restarts(attempt, resume_point, _failure_text,
+                                            restart_loop.RestartPolicy(max_restarts, restart_delay),
+                                            lambda text: click.echo(f"[launch] {text}", err=True))
+    outcome = result.outcome
+    if result.interrupted_waiting:
+        from mxlaunch.launcher import summary
+        summary.amend_summary(outcome, result.restarts)
+        raise JobFailed(f"{outcome.reason.value} while waiting to restart (nothing was running) after: "
+                        f"{_failure_text(outcome)} (run directory {outcome.plan.run_dir})", outcome.status)
     if outcome.status != 0:
-        raise JobFailed(_final_message(outcome), outcome.status)
+        spent = f" (after {len(result.restarts)} restart{'s' if len(result.restarts) != 1 else ''})"
+        raise JobFailed(_final_message(outcome) + (spent if result.restarts else ""), outcome.status)
+
+
+def _failure_text(outcome: JobOutcome) -> str:
+    """What ended an attempt, one line: the first failing role, else the reason."""
+    if outcome.first_failure is not None:
+        from mxlaunch.launcher.summary import describe
+        return describe(outcome.first_failure, outcome.rank_of(outcome.first_failure.name))
+    return outcome.reason.message(outcome.plan.spec.timeout)
 
 
 def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, append_logs: bool,
-                   target: Optional[JobTarget] = None, verbose: bool = False) -> JobOutcome:
+                   target: Optional[JobTarget] = None, verbose: bool = False, restarts: tuple = (),
+                   marker: Optional[str] = None) -> JobOutcome:
     from mxlaunch.launcher import runstate, summary
     from mxlaunch.launcher.output import RoleOutputSink
 
@@ -260,6 +317,8 @@ def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, a
     runstate.record_launcher(plan.run_dir)  # `launch logs --follow` / `launch runs` see if this process dies
     sink = RoleOutputSink(plan.run_dir, plan.roles, show_host=not plan.spec.local, append=append_logs,
                           verbose=verbose)
+    if marker:  # a restart: every log says where the new attempt begins
+        sink.mark(marker)
     sink.notice(f"run directory {plan.run_dir}")
     try:
         job = Job(make_plan, first_port, runner, sink, JobSettings(grace=grace), cwd=cwd)
@@ -268,8 +327,9 @@ def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, a
         if outcome.plan.port != plan.port:  # the job moved to other ports: the record says where it really ran
             rundir.write_plan_files(outcome.plan, cwd, target)
         metrics = summary.collect_metrics(outcome.plan, cwd, sink.progress, _plot_or_warn(sink, plan.run_dir))
-        summary.write_summary(outcome, metrics)
-        click.echo(summary.table(outcome, metrics), nl=False)  # its last line: status, accuracy, checkpoints, plot
+        summary.write_summary(outcome, metrics, restarts)
+        # its last line: status, restarts, accuracy, checkpoints, plot
+        click.echo(summary.table(outcome, metrics, restarts), nl=False)
         if outcome.first_failure is not None:
             for line in summary.failure_lines(outcome, sink.tail(outcome.first_failure.name)):
                 click.echo(line, err=True)

@@ -1,5 +1,6 @@
 """The job plan is pure data: roles, hosts, ports and every role's environment, without processes."""
 import os
+import struct
 import random
 import socket
 
@@ -11,6 +12,8 @@ from mxlaunch.launcher import ports, rundir
 from mxlaunch.errors import UsageError
 from mxlaunch.launcher.hosts import Host, parse_hosts
 from mxlaunch.launcher.plan import JobSpec, masked, parse_env_pair, plan_job
+
+EMPTY_PARAMS = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # a whole MXNet .params file holding no arrays
 
 
 def local_spec(**kw):
@@ -131,7 +134,7 @@ def test_resume_spec_loads_the_job_with_the_newest_checkpoint(tmp_path):
     ckpt = tmp_path / "ck"
     ckpt.mkdir()
     for n in (1, 2, 10):
-        (ckpt / f"m-{n:04d}.params").write_bytes(b"")
+        (ckpt / f"m-{n:04d}.params").write_bytes(EMPTY_PARAMS)
     (ckpt / "m-symbol.json").write_text("{}")
     spec = local_spec(command=("trainer", "fit", "--model-prefix", "ck/m", "--load-epoch", "1"),
                       env=(("A", "1"),))

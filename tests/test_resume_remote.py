@@ -2,6 +2,7 @@
 interpreter, workdir, SSH settings; a cluster by name), flags override it, the checkpoint is looked for where
 the workers wrote it (over SSH: the newest epoch every worker host has), and --num-epochs may raise the goal."""
 import os
+import struct
 
 import pytest
 import yaml
@@ -13,6 +14,8 @@ from mxlaunch.launcher.plan import JobSpec, plan_job
 from mxlaunch.launcher.ssh import SSHOptions
 from mxlaunch.launcher.target import ssh_target
 from mxlaunch.testing import bed as testbed
+
+EMPTY_PARAMS = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # a whole MXNet .params file holding no arrays
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -110,7 +113,7 @@ def test_remote_checkpoints_are_listed_over_sftp_on_each_host(bed, tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     for name in ("m-0001.params", "m-0012.params", "m-symbol.json", "m-0003.params.part", "other-0099.params"):
-        (ckpt / name).write_bytes(b"")
+        (ckpt / name).write_bytes(EMPTY_PARAMS if name.endswith(".params") else b"")
     target = ssh_target(bed.hosts, str(tmp_path), "/usr/bin/python3",
                         SSHOptions(key=bed.key, known_hosts=bed.known_hosts))
     found = rundir.remote_checkpoints(target, bed.hosts[1:], str(ckpt / "m"))

@@ -1,6 +1,7 @@
 """Where a job runs (launcher/target.py): --local, --hosts and --resume each resolve to one JobTarget
 (--cluster's: tests/test_cluster_train.py)."""
 import os
+import struct
 import sys
 
 import pytest
@@ -10,6 +11,8 @@ from mxlaunch.launcher.hosts import Host
 from mxlaunch.launcher.plan import JobSpec, plan_job
 from mxlaunch.launcher.ssh import SSHOptions
 from mxlaunch.launcher.target import hosts_target, local_target
+
+EMPTY_PARAMS = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # a whole MXNet .params file holding no arrays
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -32,7 +35,8 @@ def test_hosts_target_keeps_the_workdir_as_given_and_defaults_to_this_interprete
 
 
 def _ran(tmp_path, hosts, local):
-    (tmp_path / "m-0002.params").write_bytes(b"")
+    (tmp_path / "m-0002.params").write_bytes(EMPTY_PARAMS)
+    (tmp_path / "m-symbol.json").write_text("{}")
     spec = JobSpec(command=("trainer", "fit", "--model-prefix", "m"), num_workers=2, num_servers=1, hosts=hosts,
                    local=local, workdir=str(tmp_path))
     run_dir = rundir.prepare(str(tmp_path / "run"))

@@ -248,13 +248,13 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
             lr = module._optimizer.learning_rate
         record = {"epoch": epoch, "lr": lr, "train-accuracy": train_acc,
                   "samples/sec": epoch_updates * cfg.batch_size / seconds, "seconds": seconds}
-        done = epoch + 1
-        if cfg.model_prefix and rank == 0 and (done % cfg.save_period == 0 or done == cfg.num_epochs):
-            checkpoints.save_checkpoint(cfg.model_prefix, done, module)
-            if local_optimizer:
-                checkpoints.save_optimizer_states(checkpoints.states_path(cfg.model_prefix, done), module, len(ctx))
         if make_val is not None and rank == 0:
             val_acc = evaluate(module, make_val)
             log.info("Epoch[%d] Validation-accuracy=%f", epoch, val_acc)
             record["validation-accuracy"] = val_acc
+        # the epoch's record before its checkpoint: a resume from checkpoint N drops records >= N, so the
+        # record of every epoch a checkpoint covers is already in metrics.jsonl (none is ever missing)
         metrics.append(record)
+        done = epoch + 1
+        if cfg.model_prefix and rank == 0 and (done % cfg.save_period == 0 or done == cfg.num_epochs):
+            checkpoints.save_checkpoint(cfg.model_prefix, done, module, len(ctx) if local_optimizer else None)

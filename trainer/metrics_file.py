@@ -26,8 +26,27 @@ def read(path: str) -> List[dict]:
         return [json.loads(line) for line in stream if line.strip()]
 
 
+def _kept(path: str, begin_epoch: int) -> List[str]:
+    """The lines of epochs before `begin_epoch`; a damaged line (a writer killed mid-line) is dropped."""
+    if not os.path.isfile(path):
+        return []
+    kept = []
+    with open(path) as stream:
+        for line in stream:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            epoch = record.get("epoch", 0) if isinstance(record, dict) else None
+            if isinstance(epoch, int) and epoch < begin_epoch:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    return kept
+
+
 class MetricsFile:
-    """Appends epochs; on resume at epoch E the records of epochs >= E (from the lost run) are dropped.
+    """Appends epochs; on resume at epoch E the records of epochs >= E (from the lost run) are dropped, so a
+    job restarted from its checkpoint (launch train --max-restarts) keeps each epoch once: the re-run
+    epochs replace the lost ones.
 
     The metrics are a record of the training, not the training: a file that cannot be written is one
     warning, and training goes on (under dist_sync a dead rank 0 would take the whole job down)."""
@@ -37,9 +56,11 @@ class MetricsFile:
         if path:
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-                kept = [r for r in read(path) if r.get("epoch", 0) < begin_epoch]
-                with open(path, "w") as stream:
-                    stream.writelines(json.dumps(r) + "\n" for r in kept)
+                kept = _kept(path, begin_epoch)
+                tmp = f"{path}.tmp-{os.getpid()}"
+                with open(tmp, "w") as stream:  # renamed over it: a kill now keeps the old file whole
+                    stream.writelines(kept)
+                os.replace(tmp, path)
             except (OSError, ValueError) as exc:
                 self._give_up(exc)
 

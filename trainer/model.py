@@ -52,13 +52,40 @@ def load_checkpoint(prefix: str, epoch: int, what: str) -> Model:
     return Model(symbol, arg_params, aux_params, begin_epoch=epoch)
 
 
-def save_checkpoint(prefix: str, epoch: int, module) -> None:
+def _commit(tmp: str, path: str) -> None:
+    """Make a finished temporary file the real one: on disk first (a host that loses power keeps either the
+    old file or the whole new one), then renamed over it in one step."""
+    with open(tmp, "rb") as stream:
+        os.fsync(stream.fileno())
+    os.replace(tmp, path)
+
+
+def _tmp(path: str) -> str:
+    return f"{path}.tmp-{os.getpid()}"  # never PREFIX-NNNN.params: no search takes it for a checkpoint
+
+
+def save_checkpoint(prefix: str, epoch: int, module, states_devices: Optional[int] = None) -> None:
+    """MXNet's checkpoint (`mx.model.save_checkpoint`'s files, keys and format), never half-written: each file
+    is written under a temporary name and renamed, the params file last, so that PREFIX-NNNN.params existing
+    means its symbol (and optimizer states, with `states_devices`: single-process training) are in place."""
     import mxnet as mx
 
     directory = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(directory, exist_ok=True)
+    symbol_path = f"{prefix}-symbol.json"
+    module.symbol.save(_tmp(symbol_path))
+    _commit(_tmp(symbol_path), symbol_path)
+    if states_devices is not None:
+        states = states_path(prefix, epoch)
+        save_optimizer_states(_tmp(states), module, states_devices)
+        _commit(_tmp(states), states)
     arg_params, aux_params = module.get_params()
-    mx.model.save_checkpoint(prefix, epoch, module.symbol, arg_params, aux_params)
+    saved = {**{f"arg:{k}": v.as_in_context(mx.cpu()) for k, v in arg_params.items()},
+             **{f"aux:{k}": v.as_in_context(mx.cpu()) for k, v in aux_params.items()}}
+    params = params_path(prefix, epoch)
+    mx.nd.save(_tmp(params), saved)
+    _commit(_tmp(params), params)
+    log.info('Saved checkpoint to "%s"', params)
 
 
 def _param_names(module) -> List[str]:

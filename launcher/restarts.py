@@ -1,0 +1,135 @@
+"""`launch train --max-restarts N`: a job whose role failed (or whose host was lost) runs again, from the
+newest whole checkpoint, in the same run directory, up to N times.
+
+One attempt is one `Job` (launcher/job.py, unchanged): it tears everything down before it returns. Only a
+failure is restarted: what was decided from outside (Ctrl-C, SIGTERM, SIGHUP, --timeout) ends the launch,
+and so does a signal while waiting to restart. Where the next attempt resumes is asked of the caller
+(launcher/rundir.py's checkpoint search, the same one --resume uses): None means no checkpoint yet, and
+the job starts again from scratch (its own command as given).
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+from mxlaunch.launcher.job import SIGNAL_REASONS, JobOutcome, Reason
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    max_restarts: int = 0
+    delay: float = 0.0  # seconds between a failed attempt's end and the next start
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One restart, as summary.json lists it."""
+
+    attempt: int  # the attempt that failed (the first is 1)
+    reason: str  # what failed
+    failed_at: float  # wall clock: the failed attempt ended (every role gone)
+    restarted_at: float  # wall clock: the next attempt started
+    from_epoch: Optional[int]  # the checkpoint it resumed from; None: from scratch (no checkpoint yet)
+    kept_until: float  # wall clock: what the next attempt keeps was reached (its checkpoint written)
+
+    @property
+    def seconds_lost(self) -> float:
+        """Wall time the job gave up: the work past its resume point, redone, plus the teardown and the
+        delay waited (at most one checkpoint period more than the downtime)."""
+        return round(max(0.0, self.restarted_at - self.kept_until), 3)
+
+    def record(self, iso: Callable[[float], str]) -> dict:
+        return {"attempt": self.attempt, "reason": self.reason, "failed_at": iso(self.failed_at),
+                "restarted_at": iso(self.restarted_at), "from_epoch": self.from_epoch,
+                "downtime_seconds": round(self.restarted_at - self.failed_at, 3), "seconds_lost": self.seconds_lost}
+
+
+class RestartClock:
+    """Wall time and the one wait between attempts, which a signal ends. Tests pass a fake."""
+
+    def wall(self) -> float:
+        return time.time()
+
+    def wait(self, seconds: float) -> Optional[int]:
+        """Wait `seconds`; the number of a signal (SIGINT, SIGTERM, SIGHUP) that came first, else None."""
+        received: List[int] = []
+        woken = threading.Event()
+
+        def on_signal(signum, _frame):
+            received.append(signum)
+            woken.set()
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {s: signal.signal(s, on_signal) for s in SIGNAL_REASONS}
+        try:
+            woken.wait(max(0.0, seconds))  # a lock wait: a signal's handler runs at once and sets it
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return received[0] if received else None
+
+
+def restartable(outcome: JobOutcome) -> bool:
+    """A role failed or a host was lost; never what was decided from outside (a signal, --timeout)."""
+    return outcome.reason is Reason.FAILED
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    epoch: Optional[int]  # the newest whole checkpoint; None: none yet (from scratch)
+    saved_at: Optional[float] = None  # wall clock of its params file, where known (this machine's files)
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: JobOutcome  # the last attempt's (its reason: a signal during the wait, when one came)
+    restarts: Tuple[Restart, ...]
+    interrupted_waiting: bool = False  # a signal came while waiting to restart
+
+
+def run_with_restarts(attempt: Callable[[int, Optional[int], Tuple[Restart, ...]], JobOutcome],
+                      resume_point: Callable[[], ResumePoint], describe: Callable[[JobOutcome], str],
+                      policy: RestartPolicy, notice: Callable[[str], None],
+                      clock: RestartClock = RestartClock()) -> Result:
+    """Run attempt 1 (`attempt(1, None, ())`: the command as given), then, while it fails and restarts are
+    left, wait `policy.delay` and run `attempt(n, epoch, restarts so far)` from `resume_point()`'s epoch."""
+    restarts: List[Restart] = []
+    number, epoch = 1, None
+    while True:
+        started = clock.wall()
+        outcome = attempt(number, epoch, tuple(restarts))
+        if not restartable(outcome) or len(restarts) >= policy.max_restarts:
+            return Result(outcome, tuple(restarts))
+        reason = describe(outcome)
+        point = resume_point()
+        epoch = point.epoch
+        # kept: the checkpoint, when this attempt wrote it (its time known), else nothing of this attempt
+        kept_until = max(started, point.saved_at) if epoch is not None and point.saved_at else started
+        where = f"from checkpoint epoch {epoch}" if epoch is not None else "from scratch (no checkpoint yet)"
+        notice(f"restart {len(restarts) + 1} of {policy.max_restarts}"
+               f"{f' in {policy.delay:g}s' if policy.delay else ''}, {where}: {reason}")
+        signum = clock.wait(policy.delay) if policy.delay > 0 else None
+        if signum is not None:
+            stopped = SIGNAL_REASONS.get(signum, Reason.TERMINATED)
+            notice(f"{stopped.value} while waiting to restart; nothing is running")
+            return Result(_imposed(outcome, stopped), tuple(restarts), interrupted_waiting=True)
+        restarts.append(Restart(attempt=number, reason=reason, failed_at=outcome.ended, restarted_at=clock.wall(),
+                                from_epoch=epoch, kept_until=kept_until))
+        number += 1
+
+
+def marker(restart: Restart, max_restarts: int) -> str:
+    """The line every role's log gets where a restarted attempt begins."""
+    where = f"checkpoint epoch {restart.from_epoch}" if restart.from_epoch is not None else "scratch (no checkpoint)"
+    return (f"===== launch: restart {restart.attempt} of {max_restarts}, attempt {restart.attempt + 1}, "
+            f"from {where}, after: {restart.reason} =====")
+
+
+def _imposed(outcome: JobOutcome, reason: Reason) -> JobOutcome:
+    import dataclasses
+
+    return dataclasses.replace(outcome, reason=reason)
