@@ -14,15 +14,13 @@ import errno
 import math
 import os
 import posixpath
-import re
 import secrets
-from typing import Dict, Optional, Set
+from typing import Optional
 
 import yaml
 
 from mxlaunch.errors import UsageError
-from mxlaunch.launcher import paramsfile, workload
-from mxlaunch.launcher.hosts import Host, place
+from mxlaunch.launcher import checkpoints, workload
 from mxlaunch.launcher.plan import JobPlan, masked
 from mxlaunch.launcher.render import render
 from mxlaunch.launcher.target import JobTarget, ssh_target
@@ -212,72 +210,6 @@ def _job_problem(data) -> Optional[str]:
 
 # ------------------------------------------------------------------------------------------------ resume
 
-SYMBOL_SUFFIX = "-symbol.json"  # MXNet's PREFIX-symbol.json, written before any PREFIX-NNNN.params
-
-
-def checkpoint_epochs(names, prefix_name: str) -> Set[int]:
-    """The N of every PREFIX-NNNN.params among file names (MXNet's checkpoint naming); none without
-    PREFIX-symbol.json, which every checkpoint needs. Temporary files (`.params.tmp-<pid>`) never match."""
-    names = list(names)
-    if prefix_name + SYMBOL_SUFFIX not in names:
-        return set()
-    pattern = re.compile(re.escape(prefix_name) + r"-(\d+)\.params")
-    return {int(m.group(1)) for m in map(pattern.fullmatch, names) if m}
-
-
-def _whole(epochs: Set[int], is_whole) -> Set[int]:
-    """`epochs` less the newest ones whose params file is not whole (`is_whole(epoch)`), down to the newest
-    whole one: a writer killed mid-save, a full disk. Older ones are not read (the newest whole one wins)."""
-    kept = set(epochs)
-    for epoch in sorted(epochs, reverse=True):
-        if is_whole(epoch):
-            break
-        kept.discard(epoch)
-    return kept
-
-
-def newest_checkpoint(prefix: str) -> Optional[int]:
-    """The highest N of a whole PREFIX-NNNN.params on this machine (older ones when the newest is cut
-    short), or None."""
-    try:
-        names = os.listdir(os.path.dirname(prefix) or ".")
-    except OSError:
-        return None
-    epochs = _whole(checkpoint_epochs(names, os.path.basename(prefix)),
-                    lambda e: paramsfile.local_complete(f"{prefix}-{e:04d}.params"))
-    return max(epochs, default=None)
-
-
-def remote_checkpoints(target: JobTarget, hosts, prefix: str) -> Dict[Host, Set[int]]:
-    """The checkpoint epochs of `prefix` (a path on the hosts: relative ones are under the login directory,
-    as sftp and the roles' workdir see them) on each host, over SSH with the target's settings; each host's
-    newest params files are read over SFTP until a whole one is found (a cut-short one is left out)."""
-    from mxlaunch.launcher.ssh import SSHOptions, connect_all
-
-    def whole_over(sftp, epoch: int) -> bool:
-        try:
-            with sftp.open(f"{prefix}-{epoch:04d}.params", "rb") as stream:
-                return paramsfile.is_complete(stream, stream.stat().st_size)
-        except IOError:
-            return False
-
-    connections = connect_all(hosts, target.ssh or SSHOptions())
-    try:
-        connections.raise_if_failed()
-        found = {}
-        for host, conn in connections.succeeded.items():
-            with conn.client.open_sftp() as sftp:
-                try:
-                    names = sftp.listdir(posixpath.dirname(prefix) or ".")
-                except IOError:  # no such directory: no checkpoint there
-                    names = []
-                found[host] = _whole(checkpoint_epochs(names, posixpath.basename(prefix)),
-                                     lambda e: whole_over(sftp, e))
-        return found
-    finally:
-        connections.close()
-
-
 def _recorded_ssh(recorded: dict, given):
     """This launch's --ssh-* flags over the ones job.yaml recorded (None: no SSH settings recorded)."""
     from mxlaunch.launcher.ssh import SSHOptions
@@ -312,32 +244,9 @@ def resume_target(run_dir: str, python: Optional[str] = None, ssh=None, workdir:
                       gpus_per_host=int(recorded.get("gpus_per_host") or 0))
 
 
-def newest_everywhere(target: JobTarget, spec, prefix: str, remote=remote_checkpoints):
-    """(the newest whole checkpoint every worker can load or None, what each worker host has): on this
-    machine, or, for a remote job, the newest epoch present on every worker host (each worker loads it;
-    EFS makes them all see the same files). `--resume` and restarts (launcher/restarts.py) both ask here."""
-    where = posixpath.join(spec.workdir, prefix)
-    if target.local:
-        return newest_checkpoint(where), {}
-    workers = tuple(dict.fromkeys(place(spec.hosts, spec.num_workers, spec.num_servers).workers))
-    found = remote(target, workers, where)
-    common = set.intersection(*found.values()) if found else set()
-    return max(common, default=None), found
-
-
-def checkpoint_time(target: JobTarget, spec, prefix: str, epoch: Optional[int]) -> Optional[float]:
-    """When checkpoint `epoch` was written (its params file's time), for this machine's files; None for a
-    remote job's (read over SSH they would carry another clock) or no checkpoint."""
-    if epoch is None or not target.local:
-        return None
-    try:
-        return os.stat(f"{posixpath.join(spec.workdir, prefix)}-{epoch:04d}.params").st_mtime
-    except OSError:
-        return None
-
-
-def _newest_everywhere(run_dir: str, target: JobTarget, spec, prefix: str, remote=remote_checkpoints) -> int:
-    epoch, found = newest_everywhere(target, spec, prefix, remote)
+def _newest_everywhere(run_dir: str, target: JobTarget, spec, prefix: str,
+                       remote=checkpoints.remote_checkpoints) -> int:
+    epoch, found = checkpoints.newest_everywhere(target, spec, prefix, remote)
     if epoch is not None:
         return epoch
     if target.local:
@@ -361,7 +270,7 @@ def with_num_epochs(command, num_epochs: Optional[int]) -> tuple:
 
 
 def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, target: Optional[JobTarget] = None,
-                num_epochs: Optional[int] = None, remote_checkpoints=remote_checkpoints):
+                num_epochs: Optional[int] = None, remote_checkpoints=checkpoints.remote_checkpoints):
     """(JobSpec, run_dir) to run RUN_DIR's job again on `target` (default: its own, resume_target) with
     `--load-epoch <newest checkpoint every worker has>` (and `--num-epochs N` when given).
     `remote_checkpoints(target, hosts, prefix)`: how a remote job's checkpoints are listed (SSH)."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import click
 
-from mxlaunch.launcher import ports, rundir, workload
+from mxlaunch.launcher import checkpoints, ports, rundir, workload
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.launcher.job import Job, JobOutcome, JobSettings
 from mxlaunch.launcher.plan import JobSpec, check_env_key, parse_env_pair, plan_job
@@ -281,8 +281,8 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
         if not prefix:  # no checkpoints: the workload starts again from scratch
             return restart_loop.ResumePoint(None)
         ran = dataclasses.replace(spec, workdir=cwd)  # where the roles ran (and wrote their checkpoints)
-        epoch, _ = rundir.newest_everywhere(target, ran, prefix)
-        return restart_loop.ResumePoint(epoch, rundir.checkpoint_time(target, ran, prefix, epoch))
+        epoch, _ = checkpoints.newest_everywhere(target, ran, prefix)
+        return restart_loop.ResumePoint(epoch, checkpoints.checkpoint_time(target, ran, prefix, epoch))
 
     result = restart_loop.run_with_restarts(attempt, resume_point, _failure_text,
                                             restart_loop.RestartPolicy(max_restarts, restart_delay),

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from mxlaunch.launcher import paramsfile, rundir
+from mxlaunch.launcher import checkpoints, paramsfile, rundir
 from mxlaunch.launcher.plan import JobSpec, plan_job
 from mxlaunch.launcher.hosts import Host
-from mxlaunch.trainer import model as checkpoints
+from mxlaunch.trainer import model
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def module():
 def saved(tmp_path, module, epochs=(1, 2)):
     prefix = str(tmp_path / "ck" / "m")
     for epoch in epochs:
-        checkpoints.save_checkpoint(prefix, epoch, module, states_devices=1)
+        model.save_checkpoint(prefix, epoch, module, states_devices=1)
     return prefix
 
 
@@ -41,7 +41,7 @@ def test_save_writes_mxnet_checkpoints_and_leaves_no_temporary_file(tmp_path, mo
                                                   "m-0002.states", "m-symbol.json"]
     _, args, _ = mx.model.load_checkpoint(prefix, 2)  # MXNet's own loader reads it
     assert set(args) == {"fc_weight", "fc_bias"}
-    assert paramsfile.local_complete(checkpoints.params_path(prefix, 2))
+    assert paramsfile.local_complete(model.params_path(prefix, 2))
 
 
 def test_a_save_killed_before_its_rename_leaves_the_previous_files_whole(tmp_path, module, monkeypatch):
@@ -55,10 +55,10 @@ def test_a_save_killed_before_its_rename_leaves_the_previous_files_whole(tmp_pat
 
     monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        checkpoints.save_checkpoint(prefix, 2, module, states_devices=1)
+        model.save_checkpoint(prefix, 2, module, states_devices=1)
     monkeypatch.undo()
-    assert not os.path.exists(checkpoints.params_path(prefix, 2))  # no PREFIX-0002.params at all
-    assert rundir.newest_checkpoint(prefix) == 1
+    assert not os.path.exists(model.params_path(prefix, 2))  # no PREFIX-0002.params at all
+    assert checkpoints.newest_checkpoint(prefix) == 1
 
 
 def test_the_params_check_accepts_mxnet_files_and_refuses_every_truncation(tmp_path, module):
@@ -67,7 +67,7 @@ def test_the_params_check_accepts_mxnet_files_and_refuses_every_truncation(tmp_p
     prefix = saved(tmp_path, module, epochs=(1,))
     mx.nd.save(str(tmp_path / "mixed.params"), {"a": mx.nd.ones((2, 3)), "b": mx.nd.zeros((4,), dtype="float16"),
                                                "c": mx.nd.ones((3,), dtype="int64")})
-    for path in (checkpoints.params_path(prefix, 1), str(tmp_path / "mixed.params")):
+    for path in (model.params_path(prefix, 1), str(tmp_path / "mixed.params")):
         with open(path, "rb") as f:
             data = f.read()
         assert paramsfile.is_complete(io.BytesIO(data), len(data))
@@ -78,12 +78,12 @@ def test_the_params_check_accepts_mxnet_files_and_refuses_every_truncation(tmp_p
 
 def test_a_truncated_newest_checkpoint_is_skipped_for_the_previous_whole_one(tmp_path, module):
     prefix = saved(tmp_path, module, epochs=(1, 2, 3))
-    newest = checkpoints.params_path(prefix, 3)
+    newest = model.params_path(prefix, 3)
     with open(newest, "r+b") as f:
         f.truncate(os.path.getsize(newest) - 7)  # a writer that wrote in place and was killed
     with open(prefix + "-0004.params.tmp-123", "wb") as f:  # a killed writer's temporary file: never a checkpoint
         f.write(b"partial")
-    assert rundir.newest_checkpoint(prefix) == 2
+    assert checkpoints.newest_checkpoint(prefix) == 2
     # --resume picks it too, and the trainer loads it
     spec = JobSpec(command=("trainer", "fit", "--model-prefix", "ck/m"), num_workers=1, num_servers=1,
                    hosts=(Host.loopback(slots=1),), local=True)
@@ -92,13 +92,13 @@ def test_a_truncated_newest_checkpoint_is_skipped_for_the_previous_whole_one(tmp
     rundir.write_plan_files(plan_job(spec, "j", run_dir, 20001), workdir=str(tmp_path))
     resumed, _ = rundir.resume_spec(run_dir)
     assert resumed.command[-2:] == ("--load-epoch", "2")
-    assert checkpoints.load_checkpoint(prefix, 2, "--load-epoch").begin_epoch == 2
+    assert model.load_checkpoint(prefix, 2, "--load-epoch").begin_epoch == 2
 
 
 def test_no_symbol_file_means_no_checkpoint(tmp_path, module):
     prefix = saved(tmp_path, module, epochs=(1,))
     os.remove(prefix + "-symbol.json")
-    assert rundir.newest_checkpoint(prefix) is None
+    assert checkpoints.newest_checkpoint(prefix) is None
 
 
 def test_metrics_of_a_killed_writer_keep_every_whole_epoch_before_the_resume(tmp_path):

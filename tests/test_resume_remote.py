@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from mxlaunch.errors import UsageError
-from mxlaunch.launcher import rundir
+from mxlaunch.launcher import checkpoints, rundir
 from mxlaunch.launcher.hosts import Host
 from mxlaunch.launcher.plan import JobSpec, plan_job
 from mxlaunch.launcher.ssh import SSHOptions
@@ -116,6 +116,6 @@ def test_remote_checkpoints_are_listed_over_sftp_on_each_host(bed, tmp_path):
         (ckpt / name).write_bytes(EMPTY_PARAMS if name.endswith(".params") else b"")
     target = ssh_target(bed.hosts, str(tmp_path), "/usr/bin/python3",
                         SSHOptions(key=bed.key, known_hosts=bed.known_hosts))
-    found = rundir.remote_checkpoints(target, bed.hosts[1:], str(ckpt / "m"))
+    found = checkpoints.remote_checkpoints(target, bed.hosts[1:], str(ckpt / "m"))
     assert found == {bed.hosts[1]: {1, 12}, bed.hosts[2]: {1, 12}}
-    assert rundir.remote_checkpoints(target, bed.hosts[:1], str(tmp_path / "none" / "m")) == {bed.hosts[0]: set()}
+    assert checkpoints.remote_checkpoints(target, bed.hosts[:1], str(tmp_path / "none" / "m")) == {bed.hosts[0]: set()}
