@@ -72,7 +72,12 @@ def gpu_venv(tmp_path_factory):
                                                                "__pycache__"))
     venv = _cached_venv(source)
     python = os.path.join(venv, "bin", "python")
-    _pip(python, "--no-deps", "--force-reinstall", source, timeout=300)
+    # the wheel is built by this interpreter (its setuptools: no isolated build env to download), then installed
+    wheels = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheels), source], check=True, capture_output=True, timeout=300)
+    (wheel,) = glob.glob(str(wheels / "mxlaunch-*.whl"))
+    _pip(python, "--no-deps", "--force-reinstall", wheel, timeout=300)
     site = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))[0]
     return python, site, str(stub_dir)
 

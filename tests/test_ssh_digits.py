@@ -1,7 +1,10 @@
-"""Acceptance of issue 4: the real trainer, dist_sync across 3 bed hosts over SSH, on real handwritten digits.
+"""The real trainer, dist_sync across 3 bed hosts over SSH, on real handwritten digits: where every role runs,
+that worker-0 is MXNet's rank 0, that every role logs, and that the console names each worker's host.
 
-Scheduler and the server on the first host (slots=0), one worker on each of the two others; the data and
-the run directory sit on the file system every bed host shares (it stands in for EFS).
+Scheduler and the server on the first host (slots=0), one worker on each of the two others; the data sit on
+the file system every bed host shares (it stands in for EFS). Two epochs: the full schedule to >= 97% over
+SSH, as `ubuntu` on DLAMI-like hosts, is tests/test_box_cluster.py's (the same path and more; running both
+would cost the suite a minute).
 """
 import json
 import os
@@ -9,7 +12,7 @@ import sys
 
 import pytest
 
-from digits_recipe import EPOCHS, fit_args, read_metrics
+from digits_recipe import fit_args, read_metrics
 from mxlaunch.testing import bed as testbed
 from mxlaunch.testing.jobs import read_log, run_launch, ssh_args
 
@@ -17,19 +20,20 @@ pytestmark = [pytest.mark.bed, pytest.mark.slow, pytest.mark.usefixtures("no_age
 
 bed = testbed.bed_fixture(3)
 BATCH = 32  # the global batch: 2 x 16
+EPOCHS = 2
 
 
 @pytest.mark.timeout(290)
-def test_digits_dist_sync_across_three_hosts_reaches_97_percent(bed, digits_dir, tmp_path):
+def test_digits_dist_sync_across_three_hosts_ranks_logs_and_hosts(bed, digits_dir, tmp_path):
     run_dir = str(tmp_path / "digits")
     rc, out, err = run_launch(
         *ssh_args(bed, "--run-dir", run_dir, "--workdir", digits_dir, "--env", "OMP_NUM_THREADS=1"), "--",
-        sys.executable, "-m", "mxlaunch.trainer", *fit_args("", str(tmp_path / "ckpt" / "digits"), BATCH // 2),
+        sys.executable, "-m", "mxlaunch.trainer", *fit_args("", str(tmp_path / "ckpt" / "digits"), BATCH // 2, "--num-epochs", EPOCHS),
         timeout=270)
     assert rc == 0, err[-3000:]
     metrics = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     assert metrics[-1]["epoch"] == EPOCHS - 1
-    assert metrics[-1]["validation-accuracy"] >= 0.97, metrics[-1]
+    assert metrics[-1]["validation-accuracy"] >= 0.5, metrics[-1]  # learning: chance is 0.1
     a0, a1, a2 = (m.address for m in bed.members)
     with open(os.path.join(run_dir, "summary.json")) as f:
         hosts = {r["name"]: r["host"] for r in json.load(f)["roles"]}
