@@ -18,6 +18,7 @@ from mxlaunch.errors import UsageError
 from mxlaunch.exits import Exit
 
 FOLLOW_POLL = 0.2  # seconds between looks at the log files while following
+FOLLOW_UNKNOWN_LIMIT = 10.0  # a run with no launcher record (older, or never set up) is followed this long
 Line = Tuple[float, bytes]  # (receive time, the line without its newline)
 
 
@@ -136,14 +137,18 @@ def logs(run_dir: str, roles, tail: Optional[int], merge: bool, follow: bool) ->
         return
     signal.signal(signal.SIGINT, lambda s, f: sys.exit(Exit.INTERRUPTED))
     show(final=False, last=tail)
+    unknown_until = time.monotonic() + FOLLOW_UNKNOWN_LIMIT
     while True:
         now = runstate.state(run_dir)  # before reading: what was written until then is all read below
-        done = now in (runstate.ENDED, runstate.GONE)
+        done = now in (runstate.ENDED, runstate.GONE) or (now == runstate.UNKNOWN and time.monotonic() > unknown_until)
         show(final=done)
         if done:
             if now == runstate.GONE:
                 record = runstate.read_launcher(run_dir) or {}
                 click.echo(f"launch logs: the job's launcher (pid {record.get('pid')}) is gone without writing "
                            f"summary.json; its roles ended with it", err=True)
+            elif now == runstate.UNKNOWN:
+                click.echo(f"launch logs: {run_dir} has no record of a launcher (launcher.json) nor a summary.json "
+                           f"after {FOLLOW_UNKNOWN_LIMIT:g}s; stopped following", err=True)
             return
         time.sleep(FOLLOW_POLL)  # following a file: polling is the mechanism, not synchronisation

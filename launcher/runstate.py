@@ -33,7 +33,7 @@ def record_launcher(run_dir: str) -> None:
     data = {"pid": pid, "process_start": process_start(pid),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")}
     tmp = launcher_path(run_dir) + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with rundir.open_new(tmp, "w") as f:
         json.dump(data, f)
         f.write("\n")
     os.replace(tmp, launcher_path(run_dir))
@@ -49,14 +49,14 @@ def read_launcher(run_dir: str) -> Optional[dict]:
 
 
 def state(run_dir: str) -> str:
-    """ENDED (summary.json written), RUNNING (its launcher lives), GONE (it died without a summary),
+    """RUNNING (its launcher lives: also between the attempts of --max-restarts, when a summary.json of the
+    last attempt exists), ENDED (summary.json written, its launcher gone), GONE (it died without a summary),
     UNKNOWN (no record: a run from before launcher.json, or one still being set up)."""
+    record = read_launcher(run_dir)
+    if record is not None:
+        start = process_start(record["pid"])
+        if start is not None and record.get("process_start") in (None, start):
+            return RUNNING
     if os.path.exists(rundir.summary_path(run_dir)):
         return ENDED
-    record = read_launcher(run_dir)
-    if record is None:
-        return UNKNOWN
-    start = process_start(record["pid"])
-    if start is None or (record.get("process_start") is not None and start != record["process_start"]):
-        return ENDED if os.path.exists(rundir.summary_path(run_dir)) else GONE  # it may have just finished
-    return RUNNING
+    return UNKNOWN if record is None else GONE

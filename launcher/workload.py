@@ -105,7 +105,13 @@ def model_prefix(command: Command) -> Optional[str]:
 
 
 def with_load_epoch(command: Command, epoch: int) -> Tuple[str, ...]:
-    """The same command, resuming from checkpoint `epoch` (any --load-epoch it had is replaced)."""
+    """The same command, resuming from checkpoint `epoch` of its --model-prefix (any --load-epoch it had is
+    replaced). A `trainer fine-tune` resumes as `trainer fit`: its --load-epoch names the *pretrained* model's
+    epoch, and `fit --load-epoch` on a fine-tuned checkpoint keeps the trained classifier and the schedule."""
+    command = tuple(command)
+    if is_trainer(command) and "fine-tune" in command[:4]:
+        at = command.index("fine-tune")
+        command = without_option(command[:at] + ("fit",) + command[at + 1:], "--pretrained-model")
     return without_option(command, "--load-epoch") + ("--load-epoch", str(epoch))
 
 

@@ -63,6 +63,16 @@ def test_resume_reads_the_model_prefix_and_replaces_the_load_epoch():
     assert workload.with_load_epoch(["trainer", "fit"], 0) == ("trainer", "fit", "--load-epoch", "0")
 
 
+def test_a_fine_tune_resumes_as_fit_from_its_own_checkpoint():
+    """fine-tune's --load-epoch is the pretrained model's epoch: resuming must not load PRETRAINED-<epoch>."""
+    cmd = [sys.executable, "-m", "mxlaunch.trainer", "fine-tune", "--pretrained-model", "/efs/r101", "--load-epoch",
+           "0", "--num-classes", "10", "--model-prefix", "/efs/ckpt/c"]
+    assert workload.with_load_epoch(cmd, 25) == (sys.executable, "-m", "mxlaunch.trainer", "fit", "--num-classes",
+                                                 "10", "--model-prefix", "/efs/ckpt/c", "--load-epoch", "25")
+    plain = ["python", "tune.py", "fine-tune", "--load-epoch", "3"]  # not the trainer: only --load-epoch changes
+    assert workload.with_load_epoch(plain, 4) == ("python", "tune.py", "fine-tune", "--load-epoch", "4")
+
+
 def test_a_local_program_is_found_beside_this_interpreter_when_not_on_path(tmp_path, monkeypatch):
     bindir = tmp_path / "venv" / "bin"
     bindir.mkdir(parents=True)
