@@ -165,8 +165,7 @@ def put(name, src, dest, region, profile, verbose) -> None:
     first = target.hosts[0]
     conn = _connect(target, [first])[first]
     try:
-        with conn.client.open_sftp() as sftp:
-            sftp.get_channel().settimeout(SFTP_TIMEOUT)
+        with conn.sftp(SFTP_TIMEOUT) as sftp:
             echo = (lambda line: click.echo(line, err=True)) if verbose else (lambda line: None)
             copied, sent = copy_files(sftp, copies, echo, show_progress=sys.stderr.isatty())
     finally:
@@ -197,7 +196,9 @@ def _stream(conn: "Connection", command: str, out, err) -> int:
         for line in _lines(stdout):
             out(line)
         errors.join(timeout=10)
-        return channel.recv_exit_status()
+        status = channel.recv_exit_status()
+        # -1: sshd reported a signal, not a status; 255 would read as "could not reach the host" (Exit.SSH)
+        return Exit.FAILED if status < 0 else status
     except BaseException:
         if pid.isdigit():
             conn.run(["kill", "-TERM", "--", f"-{pid}"], timeout=5)

@@ -228,7 +228,6 @@ class Remote:
     def install(self, hosts: Sequence[tuple], wheel: Path, efs: bool, options: Install = Install()) -> None:
         """The venv with mxlaunch[extra]: made once on instance 0 when it lives on EFS (else on each),
         then proven usable on every instance."""
-        first = hosts[0][0]
         files = [wheel] + ([f for f in wheelhouse_files(options.wheelhouse) if f.name != wheel.name]
                            if options.wheelhouse else [])
         script = render("cluster_install.sh.j2", venv=VENV, wheel=f"{WHEELS}/{wheel.name}", wheels=WHEELS, efs=efs,

@@ -67,7 +67,7 @@ def remote_checkpoints(target: JobTarget, hosts, prefix: str) -> Dict[Host, Set[
         connections.raise_if_failed()
         found = {}
         for host, conn in connections.succeeded.items():
-            with conn.client.open_sftp() as sftp:
+            with conn.sftp() as sftp:
                 try:
                     names = sftp.listdir(posixpath.dirname(prefix) or ".")
                 except IOError:  # no such directory: no checkpoint there

@@ -80,8 +80,9 @@ class RoleOutputSink:
         colour = SCHEDULER_COLOUR if role.id == SCHEDULER_ID else colour
         self.prefixes[role.name] = self._paint(f"[{label}]", colour) + " "
         path = rundir.log_path(self.run_dir, role.name)
-        self.logs[role.name] = open(path, "ab" if self.append else "wb")
-        self.times[role.name] = open(times_path(path), "ab" if self.append else "wb")
+        mode = "ab" if self.append else "wb"  # never through a symbolic link planted in logs/
+        self.logs[role.name] = rundir.open_new(path, mode)
+        self.times[role.name] = rundir.open_new(times_path(path), mode)
         self.tails[role.name] = collections.deque(maxlen=TAIL_LINES)
 
     def _paint(self, text: str, colour: str) -> str:

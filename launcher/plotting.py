@@ -43,7 +43,7 @@ def read_metrics(path: str, strict: bool = True) -> List[dict]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def _number(value) -> Optional[float]:
+def finite_number(value) -> Optional[float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
@@ -53,7 +53,7 @@ def lr_changes(records: List[dict]) -> List[Tuple[int, float]]:
     """(epoch, new lr) for each epoch whose learning rate differs from the epoch before it."""
     changes, previous = [], None
     for r in records:
-        lr = _number(r.get("lr"))
+        lr = finite_number(r.get("lr"))
         if lr is not None and previous is not None and not math.isclose(lr, previous, rel_tol=1e-9):
             changes.append((r["epoch"], lr))
         if lr is not None:
@@ -86,9 +86,9 @@ def figure(runs: Sequence[Run], title: Optional[str] = None):
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, records) in enumerate(runs):
         colour = colours[i % len(colours)]
-        has_validation = any(_number(r.get("validation-accuracy")) is not None for r in records)
+        has_validation = any(finite_number(r.get("validation-accuracy")) is not None for r in records)
         for key, style in (("train-accuracy", "--"), ("validation-accuracy", "-")):
-            points = [(r["epoch"], _number(r.get(key))) for r in records if _number(r.get(key)) is not None]
+            points = [(r["epoch"], finite_number(r.get(key))) for r in records if finite_number(r.get(key)) is not None]
             if points:
                 ax.plot(*zip(*points), style, color=colour, marker="o", markersize=3,
                         label=label if key == "validation-accuracy" or not has_validation else None)
@@ -117,12 +117,12 @@ def table(runs: Sequence[Run]) -> str:
 
     rows = [("run", "epochs", "final train", "final validation", "best validation", "best epoch", "final lr")]
     for label, records in runs:
-        validated = [r for r in records if _number(r.get("validation-accuracy")) is not None]
+        validated = [r for r in records if finite_number(r.get("validation-accuracy")) is not None]
         best = max(validated, key=lambda r: r["validation-accuracy"]) if validated else None
         last = records[-1]
-        lr = _number(last.get("lr"))
-        rows.append((label, str(len(records)), fmt(_number(last.get("train-accuracy"))),
-                     fmt(_number(last.get("validation-accuracy"))),
+        lr = finite_number(last.get("lr"))
+        rows.append((label, str(len(records)), fmt(finite_number(last.get("train-accuracy"))),
+                     fmt(finite_number(last.get("validation-accuracy"))),
                      fmt(best["validation-accuracy"] if best else None), str(best["epoch"]) if best else "-",
                      "-" if lr is None else f"{lr:g}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

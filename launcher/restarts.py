@@ -4,7 +4,7 @@ newest whole checkpoint, in the same run directory, up to N times.
 One attempt is one `Job` (launcher/job.py, unchanged): it tears everything down before it returns. Only a
 failure is restarted: what was decided from outside (Ctrl-C, SIGTERM, SIGHUP, --timeout) ends the launch,
 and so does a signal while waiting to restart. Where the next attempt resumes is asked of the caller
-(launcher/rundir.py's checkpoint search, the same one --resume uses): None means no checkpoint yet, and
+(launcher/checkpoints.py, the same search --resume uses): None means no checkpoint yet, and
 the job starts again from scratch (its own command as given).
 """
 from __future__ import annotations

@@ -193,6 +193,13 @@ class Connection:
             self._extra.append(extra)
         return extra.get_transport().open_session(timeout=timeout)
 
+    def sftp(self, timeout: float = 60.0) -> paramiko.SFTPClient:
+        """An SFTP session on this connection; every request on it is bounded by `timeout` seconds (a host
+        that stops answering raises instead of hanging the caller)."""
+        sftp = self.client.open_sftp()
+        sftp.get_channel().settimeout(timeout)
+        return sftp
+
     def run(self, argv: Union[str, Sequence[str]], timeout: float = 30.0,
             stdin: Optional[bytes] = None) -> Tuple[int, str, str]:
         """Run a command to its end (bounded): (exit status, stdout, stderr). -1 when it timed out, and then

@@ -16,6 +16,7 @@ per-host table on stderr and a PreflightError (nothing started anywhere).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -27,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import paramiko
 
+from mxlaunch.launcher import rundir
 from mxlaunch.launcher.remote import roleguard
 from mxlaunch.errors import UsageError
 from mxlaunch.launcher.hosts import Host, place
@@ -227,9 +229,7 @@ MKDIR_TIMEOUT = 15.0
 
 
 def _sftp(conn: Connection):
-    sftp = conn.client.open_sftp()
-    sftp.get_channel().settimeout(FETCH_TIMEOUT)
-    return sftp
+    return conn.sftp(FETCH_TIMEOUT)
 
 
 def _remote_mtime(conn: Connection, path: str) -> Optional[float]:
@@ -254,13 +254,15 @@ def fetch_run_files(worker_conns: List[Connection], local_dir: str, remote_dir: 
         if not found:
             continue
         conn = max(found, key=lambda item: item[0])[1]
+        part = local + ".part"
         try:
-            with _sftp(conn) as sftp:
-                sftp.get(remote, local + ".part")
-            os.replace(local + ".part", local)
+            with _sftp(conn) as sftp, rundir.open_new(part, "wb") as f:  # never through a planted link
+                sftp.getfo(remote, f)
+            os.replace(part, local)
             fetched.append(local)
-        except Exception:
-            pass  # the run still has every log; the plot is what goes missing
+        except Exception:  # the run still has every log; the plot is what goes missing
+            with contextlib.suppress(OSError):
+                os.remove(part)
     return fetched
 
 

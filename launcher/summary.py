@@ -67,9 +67,7 @@ class RunMetrics:
 def run_metrics(records: List[dict], source: Optional[str], checkpoint_prefix: Optional[str] = None,
                 plot: Optional[str] = None) -> RunMetrics:
     """From per-epoch records (metrics.jsonl's keys: epoch, train-accuracy, validation-accuracy), in order."""
-    def number(value) -> Optional[float]:
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
+    from mxlaunch.launcher.plotting import finite_number as number  # NaN/inf would be invalid JSON
     validated = [(r["epoch"], number(r.get("validation-accuracy"))) for r in records]
     validated = [(e, v) for e, v in validated if v is not None]
     best = max(validated, key=lambda ev: ev[1]) if validated else (None, None)

@@ -284,9 +284,13 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
         epoch, _ = checkpoints.newest_everywhere(target, ran, prefix)
         return restart_loop.ResumePoint(epoch, checkpoints.checkpoint_time(target, ran, prefix, epoch))
 
-    result = restart_loop.run_with_restarts(attempt, resume_point, _failure_text,
-                                            restart_loop.RestartPolicy(max_restarts, restart_delay),
-                                            lambda text: click.echo(f"[launch] {text}", err=True))
+    try:
+        result = restart_loop.run_with_restarts(attempt, resume_point, _failure_text,
+                                                restart_loop.RestartPolicy(max_restarts, restart_delay),
+                                                lambda text: click.echo(f"[launch] {text}", err=True))
+    except CommandError as exc:  # a restart that cannot begin (a host still unreachable, its preflight refused)
+        raise JobFailed(f"could not restart the job: {exc.format_message()} (run directory {run_dir}; "
+                        f"`launch train --resume {run_dir}` once the hosts are back)", exc.exit_code) from exc
     outcome = result.outcome
     if result.interrupted_waiting:
         from mxlaunch.launcher import summary
@@ -313,10 +317,14 @@ def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, a
     from mxlaunch.launcher.output import RoleOutputSink
 
     plan = make_plan(first_port)
-    rundir.write_plan_files(plan, cwd, target)
-    runstate.record_launcher(plan.run_dir)  # `launch logs --follow` / `launch runs` see if this process dies
-    sink = RoleOutputSink(plan.run_dir, plan.roles, show_host=not plan.spec.local, append=append_logs,
-                          verbose=verbose)
+    try:  # until the Job owns the runner (it closes it), a failure here must close it: connections, threads
+        rundir.write_plan_files(plan, cwd, target)
+        runstate.record_launcher(plan.run_dir)  # `launch logs --follow` / `launch runs` see if this process dies
+        sink = RoleOutputSink(plan.run_dir, plan.roles, show_host=not plan.spec.local, append=append_logs,
+                              verbose=verbose)
+    except BaseException:
+        runner.close()
+        raise
     if marker:  # a restart: every log says where the new attempt begins
         sink.mark(marker)
     sink.notice(f"run directory {plan.run_dir}")

@@ -4,7 +4,6 @@ real install (a wheelhouse made here with `pip download`, --extra cpu, one venv 
 
 The hosts see neither the checkout nor this run's tmp directories: every path a role uses is on /efs or
 under its own run directory there, and what the launcher keeps comes back over SSH."""
-import json
 import os
 import pwd
 import subprocess

@@ -1,9 +1,7 @@
 """Remote run directories (issue 11, item 4): under --hosts/--cluster roles write under WORKDIR/runs/<id> on
 their own hosts, never under the launcher's local run directory; the launcher fetches metrics.jsonl back."""
-import json
 import logging
 import os
-import sys
 
 import pytest
 import yaml

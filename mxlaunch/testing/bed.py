@@ -32,8 +32,7 @@ from typing import List, Optional, Tuple
 from mxlaunch.launcher.hosts import Host
 from mxlaunch.testing import users
 from mxlaunch.testing.image import Image, inside_argv
-from mxlaunch.testing.sshd import (COMMANDS_FILE, RECORD_COMMAND, SFTP_SERVER, SSH_KEYGEN, SSHD,  # noqa: F401
-                                   SSHD_CONFIG)  # re-exported: they were defined here
+from mxlaunch.testing.sshd import COMMANDS_FILE, SSH_KEYGEN, SSHD
 from mxlaunch.testing.sshd import config as sshd_config
 from mxlaunch.testing.sshd import record_command
 from mxlaunch.testing.system import IP, BedError, wait_for  # noqa: F401 (re-exported: tests use them from here)
