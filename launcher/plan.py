@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
 from mxlaunch.errors import UsageError
+from mxlaunch.launcher import workload
 from mxlaunch.launcher.hosts import Host, place
 from mxlaunch.launcher.roles import RoleId
 
@@ -145,13 +146,20 @@ class JobPlan:
         return tuple(seen)
 
 
-def _thread_defaults(kind: str, workers_on_host: int, local_cpus: Optional[int]) -> Dict[str, str]:
+def cpu_contexts(command) -> int:
+    """How many CPU contexts a trainer worker drives (`trainer fit --cpus N`: N engine pools), else 1."""
+    value = workload.option_value(command, "--cpus") if workload.is_trainer(command) else None
+    return int(value) if value and value.isdigit() and int(value) > 0 else 1
+
+
+def _thread_defaults(kind: str, workers_on_host: int, local_cpus: Optional[int], contexts: int = 1) -> Dict[str, str]:
     # Scheduler and servers mostly wait on the network; several MXNet processes on one machine
-    # oversubscribe its cores unless each is told how many OpenMP threads it may use.
+    # oversubscribe its cores unless each is told how many OpenMP threads it may use (a worker with
+    # `--cpus N` runs N pools of them).
     if kind != "worker":
         return {"OMP_NUM_THREADS": "1"}
     if local_cpus:  # only known for the launching machine
-        return {"OMP_NUM_THREADS": str(max(1, local_cpus // max(1, workers_on_host)))}
+        return {"OMP_NUM_THREADS": str(max(1, local_cpus // (max(1, workers_on_host) * contexts)))}
     return {}
 
 
@@ -160,7 +168,7 @@ def role_env(kind: str, host: Host, scheduler: Host, port: int, spec: JobSpec, j
              node_port: Optional[int] = None) -> Env:
     """A role's environment: thread defaults < --env < --env-worker/--env-server < the launcher's own.
     `run_dir` is LAUNCH_RUN_DIR: a path on the role's own host (never the launcher's, in SSH mode)."""
-    env: Dict[str, str] = _thread_defaults(kind, workers_on_host, local_cpus)
+    env: Dict[str, str] = _thread_defaults(kind, workers_on_host, local_cpus, cpu_contexts(spec.command))
     # PS_VERBOSE=1 adds a few start/stop lines per role, and they are how the launcher knows what
     # ps-lite does not otherwise tell: the scheduler's "Bind to role=scheduler ... port=P" (the port is
     # ours before any worker connects to it) and each node's "W[id] is connected" (its MXNet rank).

@@ -38,6 +38,11 @@ def test_local_plan_has_every_role_with_the_dmlc_environment():
     assert plan.role("server-0").env_dict()["OMP_NUM_THREADS"] == "1"
     assert plan.role("worker-1").env_dict()["OMP_NUM_THREADS"] == "2"
     assert plan_job(local_spec(), "j1", "/runs/r", 23456, 4) == plan  # pure: same inputs, same plan
+    # a worker with `--cpus 2` runs two engine pools: its share is halved again
+    devices = plan_job(local_spec(command=("trainer", "fit", "--cpus", "2")), "j1", "/runs/r", 23456, 8)
+    assert devices.role("worker-1").env_dict()["OMP_NUM_THREADS"] == "2"  # 8 cores / (2 workers x 2 contexts)
+    assert plan_job(local_spec(command=("python", "x.py", "--cpus", "2")), "j1", "/r", 23456, 8).role(
+        "worker-1").env_dict()["OMP_NUM_THREADS"] == "4"  # not the trainer: its --cpus means nothing to us
 
 
 def test_user_environment_layers_and_role_specific_values():

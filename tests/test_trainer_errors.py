@@ -53,6 +53,7 @@ BAD_OPTIONS = [
     (["--network", "resnext", "--num-layers", "30"], ["no 30-layer form", "9n+2", "50, 101, 152"]),
     (["--kv-store", "dist_nope"], ["unknown --kv-store"]),
     (["--gpus", "0"], ["no GPU support", "mxlaunch[gpu]"]),
+    (["--gpus", "0,0"], ["--gpus 0,0", "each GPU once"]),
     (["--load-epoch", "3"], ["--load-epoch needs --model-prefix"]),
     (["--bogus-option", "1"], ["No such option", "--bogus-option"]),
     (["--batch-size", "0"], ["--batch-size"]),

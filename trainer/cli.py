@@ -124,6 +124,9 @@ def _config(ctx: click.Context, **kw) -> FitConfig:
         raise UsageError(f"--image-shape {','.join(map(str, kw['image_shape']))}: channels, height and width "
                          f"must each be at least 1, e.g. 3,28,28")
     kw["gpus"] = _int_tuple("--gpus", kw["gpus"])
+    if len(set(kw["gpus"])) != len(kw["gpus"]) or any(g < 0 for g in kw["gpus"]):
+        raise UsageError(f"--gpus {','.join(map(str, kw['gpus']))}: name each GPU once, numbered from 0 "
+                         f"(e.g. 0,1,2,3)")
     if kw["gpus"] and kw["cpus"] is not None:
         raise UsageError("--gpus and --cpus exclude each other: split each batch over GPUs or over CPU contexts")
     kw["cpus"] = kw["cpus"] or 1
