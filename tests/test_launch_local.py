@@ -15,9 +15,8 @@ import time
 import pytest
 import yaml
 
-from mxlaunch.launcher.plan import MASK
 from mxlaunch.testing.jobs import (LONG_JOB, PUSHPULL, QUIET_ENV, TEARDOWN_LIMIT, TORTURE_ARGS, end_launch, finish,
-                                   job_id_of, job_processes, launch_argv, launched, read_log, role_pid, run_launch,
+                                   job_id_of, job_processes, launch_argv, launched, masked_plan, read_log, role_pid, run_launch,
                                    seconds_until_gone, start_launch, summary, wait_for)
 from mxlaunch.testing.scan import SecretScan, secret_with_marker
 
@@ -289,12 +288,7 @@ def test_arguments_and_env_reach_the_worker_byte_for_byte(tmp_path):
         assert got["argv"] == ["--rounds", "40", "--round-seconds", "0.05", "--dump", dump, "--", *TORTURE_ARGS]
         assert got["env"] == {"TORTURE_PLAIN": env_value, "TORTURE_SECRET_TOKEN": secret,
                               "TORTURE_WORKER": "only, workers"}
-    with open(os.path.join(run_dir, "job.yaml"), encoding="utf-8") as f:
-        plan_text = f.read()
-    assert marker not in plan_text
-    plan = yaml.safe_load(plan_text)
-    assert plan["env"]["TORTURE_SECRET_TOKEN"] == MASK and plan["env"]["TORTURE_PLAIN"] == env_value
-    assert {r["env"]["TORTURE_SECRET_TOKEN"] for r in plan["roles"]} == {MASK}
+    plan = masked_plan(run_dir, marker, env_value)
     assert plan["command"][-len(TORTURE_ARGS):] == TORTURE_ARGS
 
 

@@ -11,12 +11,10 @@ import signal
 import time
 
 import pytest
-import yaml
 
-from mxlaunch.launcher.plan import MASK
 from mxlaunch.launcher.ssh import SSHOptions, connect_all
 from mxlaunch.testing import bed as testbed
-from mxlaunch.testing.jobs import (LONG_JOB, PUSHPULL, PY, QUIET_ENV, TEARDOWN_LIMIT, TORTURE_ARGS, finish, job_id_of,
+from mxlaunch.testing.jobs import (LONG_JOB, PUSHPULL, PY, QUIET_ENV, TEARDOWN_LIMIT, TORTURE_ARGS, finish, job_id_of, masked_plan,
                                    job_processes, launched, read_log, role_pid, run_launch, seconds_until_gone,
                                    ssh_args, summary)
 from mxlaunch.testing.scan import SecretScan, secret_with_marker
@@ -119,12 +117,7 @@ def test_arguments_and_env_arrive_exactly_and_env_is_on_no_command_line_then_sig
     commands = commands_since(bed, recorded)
     assert len([c for c in commands if c.startswith(PY)]) >= len(ROLES)  # each role's session was recorded
     assert not [c for c in commands if marker in c]
-    with open(os.path.join(run_dir, "job.yaml"), encoding="utf-8") as f:
-        plan_text = f.read()
-    assert marker not in plan_text
-    plan = yaml.safe_load(plan_text)
-    assert plan["env"]["TORTURE_SECRET_TOKEN"] == MASK and plan["env"]["TORTURE_PLAIN"] == env_value
-    assert {r["env"]["TORTURE_SECRET_TOKEN"] for r in plan["roles"]} == {MASK}
+    masked_plan(run_dir, marker, env_value)
 
 
 @pytest.mark.timeout(60)

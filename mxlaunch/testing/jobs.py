@@ -141,3 +141,19 @@ def read_log(run_dir, role):
             return f.read()
     except FileNotFoundError:
         return ""
+
+
+def masked_plan(run_dir, marker, plain_value):
+    """job.yaml of a torture job, checked: the secret (TORTURE_SECRET_TOKEN, holding `marker`) is masked at the
+    top and in every role, in no encoding anywhere in the file, and the plain value is kept as given."""
+    import yaml
+
+    from mxlaunch.launcher.plan import MASK
+
+    with open(os.path.join(run_dir, "job.yaml"), encoding="utf-8") as f:
+        text = f.read()
+    assert marker not in text
+    plan = yaml.safe_load(text)
+    assert plan["env"]["TORTURE_SECRET_TOKEN"] == MASK and plan["env"]["TORTURE_PLAIN"] == plain_value
+    assert {r["env"]["TORTURE_SECRET_TOKEN"] for r in plan["roles"]} == {MASK}
+    return plan
