@@ -13,7 +13,7 @@ from mxlaunch.errors import CommandError, UsageError
 
 from mxlaunch.infra import preflight, state, teardown, wait
 from mxlaunch.infra.aws import NOT_YET_CODES, Aws, AwsError, CapacityUnavailable
-from mxlaunch.infra.record import ClusterRecord, Instance, creation_token, find_instances, tag_spec, tags
+from mxlaunch.infra.record import ClusterRecord, Instance, creation_token, discover, find_instances, tag_spec, tags
 from mxlaunch.infra.signals import Signalled
 from mxlaunch.infra.spec import DEADLINE_TAG, ClusterSpec, cluster_deadline, creation_tags, deadline_text
 from mxlaunch.infra.userdata import render_user_data
@@ -108,6 +108,10 @@ class Up:
         """What this run created. A RunInstances whose answer never arrived (a signal, a lost connection) may
         still have started instances: the tag finds them."""
         created = self.ledger.as_record(self.spec.name, self.aws.region)
+        if self.fresh and not self.aws.dry_run:
+            # a new cluster: everything tagged with its name is this run's — also what a signal caught between
+            # a create call (which sets the tags itself) and the ledger
+            return _union(created, discover(self.aws, self.spec.name))
         if self.ledger.launching and not self.aws.dry_run:
             known = self.before | {i.id for i in created.instances}
             unknown = [i for i in find_instances(self.aws, self.spec.name) if i.id not in known]
@@ -422,3 +426,18 @@ def wait_running(aws: Aws, name: str, ids, echo, timeout: float = RUNNING_TIMEOU
                       timeout=timeout, interval=INTERVAL, what=f"{len(ids)} instance(s) of {name} to run",
                       progress=show)
     return tuple(found)
+
+
+def _union(mine: ClusterRecord, found: ClusterRecord) -> ClusterRecord:
+    """What the ledger holds and what the tags show (a resource just created may not be listed yet)."""
+    def merged(a: tuple, b: tuple, key) -> tuple:
+        seen = {key(x) for x in a}
+        return a + tuple(x for x in b if key(x) not in seen)
+
+    scalars = {f: getattr(mine, f) or getattr(found, f) for f in
+               ("security_group", "efs_security_group", "key_name", "placement_group", "file_system", "vpc_id")}
+    return dataclasses.replace(mine, **scalars,
+                               instances=merged(mine.instances, found.instances, lambda i: i.id),
+                               mount_targets=merged(mine.mount_targets, found.mount_targets, lambda m: m[0]),
+                               volumes=merged(mine.volumes, found.volumes, lambda v: v))
+

@@ -437,3 +437,21 @@ def test_an_html_page_from_the_endpoint_is_an_aws_error_line(moto_aws, hooks, no
     assert last.startswith("launch: error: ec2.DescribeVpcs: ") and "from the AWS endpoint" in last, last
     assert "internal error" not in r.err and "Unknown" not in last
     assert nothing_tagged("html")
+
+
+def test_a_signal_between_a_create_and_its_record_still_rolls_it_back(moto_aws, hooks):
+    """The EFS security group exists (its create call returned, tags and all) but the interrupt lands before
+    `up` recorded it: the rollback of a new cluster goes by the tags, so nothing is left."""
+    class InterruptAfterCreate:
+        def install(self, client):
+            if client.meta.service_model.service_name == "ec2":
+                client.meta.events.register("after-call.ec2.CreateSecurityGroup", self.boom)
+
+        @staticmethod
+        def boom(parsed, **_):
+            raise KeyboardInterrupt  # after AWS created it, before the caller saw the answer
+
+    hooks.append(InterruptAfterCreate())
+    r = launch(*up_args("mid", 1))
+    assert r.code == Exit.INTERRUPTED and "removing what this run created" in r.err
+    assert nothing_tagged("mid")
