@@ -18,6 +18,9 @@ at the next session start (conftest: bed.sweep_stale, procs.sweep_orphans).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
 
 import pytest
 
@@ -51,3 +54,57 @@ def box(request, tmp_path_factory):
         problems = b.down()
         assert not problems, f"the box's teardown left: {problems}"
         assert not os.path.exists(b.bed.dir)
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory):
+    """mxlaunch's wheel and everything mxlaunch[cpu] needs, for the hosts' python3 (they reach no registry)."""
+    house = tmp_path_factory.mktemp("wheelhouse")
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(house), boxes.REPO],
+                   check=True, timeout=300, capture_output=True)
+    (wheel,) = house.glob("mxlaunch-*.whl")
+    version = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(pip + ["download", "-q", "-d", str(house), "--only-binary", ":all:", "--python-version", version,
+                          f"{wheel}[cpu]"], check=True, timeout=600, capture_output=True)
+    return str(house)
+
+
+HEALING_CAPACITY = 5  # 3 instances, and spare hosts for the instances that replace a terminated or noticed one
+HEALING_COUNT = 3
+
+
+@dataclass(frozen=True)
+class HealingCluster:
+    """An installed cluster of HEALING_COUNT box instances shared by the self-healing tests (issue 13): `box`
+    (its spare host is handed out by RunInstances to whoever makes the cluster whole), `name`, `data` (the
+    digits on /efs, as the hosts see it)."""
+
+    box: boxes.Box
+    name: str
+    data: str
+
+
+@pytest.fixture(scope="session")
+def healing_cluster(tmp_path_factory, wheelhouse, digits_dir):
+    """One box for the whole session (hosts are handed out once: a module box each would cost an install
+    each), with a cluster installed by `up --wait ssh --extra cpu --wheelhouse` and the digits put on /efs.
+    Tests may terminate instances (the spare host replaces one) but leave the cluster running; at the end
+    `down` must succeed and the box must come down clean."""
+    need_bed()
+    b = boxes.up(HEALING_CAPACITY, hide=launcher_dirs(tmp_path_factory), dir=str(tmp_path_factory.mktemp("hbox")))
+    name = "heal"
+    try:
+        code, _, err = b.launch("cluster", "up", name, *box_up_args(b, HEALING_COUNT, "g5.12xlarge", "--wait", "ssh",
+                                                                    "--extra", "cpu", "--wheelhouse", wheelhouse),
+                                timeout=600)
+        assert code == 0, err[-3000:]
+        code, _, err = b.launch("cluster", "put", name, digits_dir, timeout=120)
+        assert code == 0, err[-3000:]
+        yield HealingCluster(box=b, name=name, data=f"/efs/data/{os.path.basename(digits_dir)}")
+        code, _, err = b.launch("cluster", "down", name, "--yes", timeout=120)
+        assert code == 0, err[-3000:]
+    finally:
+        problems = b.down()
+        assert not problems, f"the box's teardown left: {problems}"

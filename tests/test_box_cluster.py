@@ -24,21 +24,6 @@ CKPT = "/efs/ckpt"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory):
-    """mxlaunch's wheel and everything mxlaunch[cpu] needs, for the hosts' python3 (they reach no registry)."""
-    house = tmp_path_factory.mktemp("wheelhouse")
-    pip = [sys.executable, "-m", "pip"]
-    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(house), REPO], check=True,
-                   timeout=300, capture_output=True)
-    (wheel,) = house.glob("mxlaunch-*.whl")
-    version = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run(pip + ["download", "-q", "-d", str(house), "--only-binary", ":all:", "--python-version", version,
-                          f"{wheel}[cpu]"], check=True, timeout=600, capture_output=True)
-    return str(house)
-
-
 def test_up_put_exec_train_resume_down(box, wheelhouse, digits_dir, tmp_path):
     # up --wait ssh: one install on instance 0, from the wheelhouse alone; every instance verified
     code, out, err = box.launch("cluster", "up", NAME, *box_up_args(box, 3, "g5.12xlarge", "--wait", "ssh",
