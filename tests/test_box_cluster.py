@@ -6,8 +6,6 @@ The hosts see neither the checkout nor this run's tmp directories: every path a 
 under its own run directory there, and what the launcher keeps comes back over SSH."""
 import os
 import pwd
-import subprocess
-import sys
 
 import pytest
 
