@@ -186,7 +186,7 @@ def remote_command(words: Tuple[str, ...], venv_bin: str) -> str:
 def _stream(conn: "Connection", command: str, out, err) -> int:
     """Run `command` on the connection's host, passing its output on line by line; its exit status (the
     remote process group is killed if we are interrupted: without a pty, closing the channel would not)."""
-    channel = conn.open_channel(["sh", "-c", 'echo "$$"; exec sh -c "$1"', "sh", command])
+    channel = conn.open_with_pid(command)
     channel.shutdown_write()
     stdout, stderr = channel.makefile("rb"), channel.makefile_stderr("rb")
     pid = stdout.readline().strip().decode(errors="replace")
@@ -200,8 +200,7 @@ def _stream(conn: "Connection", command: str, out, err) -> int:
         # -1: sshd reported a signal, not a status; 255 would read as "could not reach the host" (Exit.SSH)
         return Exit.FAILED if status < 0 else status
     except BaseException:
-        if pid.isdigit():
-            conn.run(["kill", "-TERM", "--", f"-{pid}"], timeout=5)
+        conn.kill_group(pid, "TERM")
         raise
     finally:
         channel.close()

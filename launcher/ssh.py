@@ -200,14 +200,34 @@ class Connection:
         sftp.get_channel().settimeout(timeout)
         return sftp
 
+    def open_with_pid(self, argv: Union[str, Sequence[str]], timeout: Optional[float] = None) -> paramiko.Channel:
+        """`open_channel`, the remote command's pid first on its stdout (one line): without a pty, closing
+        the channel does not end a remote command, so whoever may have to end it (`kill_group`) reads it first.
+        A string is a command line for the remote shell; a list, an argv that arrives exactly."""
+        # the wrapper prints its pid, then becomes the command (sshd made it a session, and group, leader)
+        wrapped = (["sh", "-c", 'echo "$$"; exec sh -c "$1"', "sh", argv] if isinstance(argv, str)
+                   else ["sh", "-c", 'echo "$$"; exec "$@"', "sh", *[str(a) for a in argv]])
+        return self.open_channel(wrapped, timeout=timeout)
+
+    def kill_group(self, pid_line: Union[bytes, str], signal_name: str = "KILL") -> None:
+        """Send a signal to the process group of a command started by `open_with_pid` (and to the process
+        itself, should it lead none), bounded; a host gone away leaves nothing to signal from here."""
+        pid = (pid_line.decode(errors="replace") if isinstance(pid_line, bytes) else pid_line).strip()
+        if not pid.isdigit():
+            return
+        try:
+            channel = self.open_channel(["kill", f"-{signal_name}", "--", f"-{pid}", pid], timeout=5.0)
+            channel.shutdown_write()
+            channel.status_event.wait(5.0)
+            channel.close()
+        except Exception:
+            pass
+
     def run(self, argv: Union[str, Sequence[str]], timeout: float = 30.0,
             stdin: Optional[bytes] = None) -> Tuple[int, str, str]:
         """Run a command to its end (bounded): (exit status, stdout, stderr). -1 when it timed out, and then
         the command is killed: without a pty, closing the channel does not end it on the host."""
-        # the wrapper prints its pid, then becomes the command (sshd made it a session, and group, leader)
-        wrapped = (["sh", "-c", 'echo "$$"; exec sh -c "$1"', "sh", argv] if isinstance(argv, str)
-                   else ["sh", "-c", 'echo "$$"; exec "$@"', "sh", *[str(a) for a in argv]])
-        channel = self.open_channel(wrapped, timeout=timeout)
+        channel = self.open_with_pid(argv, timeout=timeout)
         deadline = time.monotonic() + timeout
         out, err = bytearray(), bytearray()
 
@@ -225,26 +245,13 @@ class Connection:
                 elif channel.exit_status_ready() and (channel.eof_received or channel.closed):
                     break
                 elif time.monotonic() >= deadline:
-                    self._kill_remote(out.partition(b"\n")[0])
+                    self.kill_group(out.partition(b"\n")[0])
                     return (-1, *text())
                 else:
                     select.select([channel], [], [], 0.05)
             return (channel.recv_exit_status(), *text())
         finally:
             channel.close()
-
-    def _kill_remote(self, pid_line: bytes) -> None:
-        """SIGKILL a timed-out command's process group (and the process itself, should it lead none)."""
-        pid = pid_line.strip().decode(errors="replace")
-        if not pid.isdigit():
-            return
-        try:
-            channel = self.open_channel(["kill", "-KILL", "--", f"-{pid}", pid], timeout=5.0)
-            channel.shutdown_write()
-            channel.status_event.wait(5.0)
-            channel.close()
-        except Exception:  # the host went away: nothing left to kill from here
-            pass
 
     def watch(self, interval: float = 2.0, timeout: float = 8.0) -> None:
         """Ask the server for a reply every `interval` s; when none comes within `timeout` s (a silent
