@@ -17,7 +17,7 @@ import pytest
 from mxlaunch.testing import procs
 from mxlaunch.testing.require import bed_unavailable, need_bed
 
-pytest_plugins = ["aws_fixtures", "fixtures_ssh", "fixtures_box"]
+pytest_plugins = ["aws_fixtures", "fixtures_moto", "fixtures_ssh", "fixtures_box"]
 
 
 def pytest_sessionstart(session):

@@ -13,13 +13,8 @@ from mxlaunch.exits import Exit
 from mxlaunch.testing.aws import HttpStub
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
-MOTO_AMI = "ami-dca37ea5"  # one of moto's own images (DescribeImages knows it): `up` now reads the image first
 CREATES = ("CreateKeyPair", "CreateSecurityGroup", "CreatePlacementGroup", "CreateFileSystem", "CreateMountTarget",
            "RunInstances")
-
-
-def args(name, count=1, *extra):
-    return [MOTO_AMI if a == AMI else a for a in up_args(name, count, *extra)]
 
 
 def hook_name(client, kind, op):
@@ -115,7 +110,7 @@ def ticking(monkeypatch):
 def test_ipv6_ssh_cidr_is_refused_with_one_line_before_any_call(moto_aws, hooks):
     calls = Calls()
     hooks.append(calls)
-    a = args("six", 1)
+    a = up_args("six", 1)
     a[a.index(CIDR)] = "2001:db8::/32"
     r = launch(*a)
     assert r.code == Exit.USAGE
@@ -142,7 +137,7 @@ def deleting_pg(name, times=2):
 
 
 def test_down_waits_until_the_file_system_and_placement_group_are_gone_then_up_again_works(moto_aws, hooks):
-    assert launch(*args("again", 2)).code == 0
+    assert launch(*up_args("again", 2)).code == 0
     fs, pg = deleting_fs(), deleting_pg("launch-again")
     hooks[:0] = [fs, pg]  # before moto's placement-group stand-in
     r = launch("cluster", "down", "again", "--yes")
@@ -151,12 +146,12 @@ def test_down_waits_until_the_file_system_and_placement_group_are_gone_then_up_a
     assert "waiting for EFS fs-" in r.err and "to be deleted (deleting)" in r.err
     assert "waiting for placement group launch-again to be deleted (deleting)" in r.err
     assert nothing_tagged("again") and not moto_aws.groups
-    assert launch(*args("again", 2)).code == 0  # the creation token and the group name are free again
+    assert launch(*up_args("again", 2)).code == 0  # the creation token and the group name are free again
     assert launch("cluster", "down", "again", "--yes").code == 0
 
 
 def test_down_waiting_for_a_file_system_is_bounded(moto_aws, hooks, ticking):
-    assert launch(*args("stuck", 1, "--no-placement-group")).code == 0
+    assert launch(*up_args("stuck", 1, "--no-placement-group")).code == 0
     hooks.append(deleting_fs(forever=True))
     r = launch("cluster", "down", "stuck", "--yes")
     assert r.code == Exit.WAIT_TIMEOUT
@@ -176,7 +171,7 @@ def test_second_ctrl_c_during_rollback_says_what_is_left_and_how_to_remove_it(mo
         def boom(self, **_):
             raise KeyboardInterrupt
     hooks.extend([Interrupt("RunInstances", "ec2"), Interrupt("DeleteFileSystem", "efs")])
-    r = launch(*args("twice", 2))
+    r = launch(*up_args("twice", 2))
     assert r.code == Exit.INTERRUPTED
     (line,) = [x for x in r.err.splitlines() if x.startswith("rollback interrupted")]
     assert "left: EFS file system fs-" in line and "placement group launch-twice" in line
@@ -192,7 +187,7 @@ def test_second_ctrl_c_during_rollback_says_what_is_left_and_how_to_remove_it(mo
 def test_a_type_offered_nowhere_in_the_region_is_refused_before_anything_is_created(moto_aws, hooks):
     calls = Calls()
     hooks.append(calls)
-    a = args("nowhere", 1, "--region", "eu-west-1")
+    a = up_args("nowhere", 1, "--region", "eu-west-1")
     a[a.index("g5.12xlarge")] = "g6.xlarge"  # moto: offered in no zone of eu-west-1
     r = launch(*a)
     assert r.code == Exit.USAGE
@@ -203,7 +198,7 @@ def test_a_type_offered_nowhere_in_the_region_is_refused_before_anything_is_crea
 
 
 def test_instances_go_only_to_zones_that_offer_the_type(moto_aws, hooks):
-    a = args("p4", 1, "--region", "eu-west-1")
+    a = up_args("p4", 1, "--region", "eu-west-1")
     a[a.index("g5.12xlarge")] = "p4d.24xlarge"  # moto: offered in eu-west-1c only
     r = launch(*a)
     assert r.code == 0, r.err
@@ -227,7 +222,7 @@ def test_a_vcpu_quota_too_small_is_refused_before_anything_is_created(moto_aws, 
     answer = Answer("service-quotas", "GetServiceQuota", [quota(code, name, 0.0)],
                     match=lambda p: p.get("QuotaCode") == code)
     hooks.extend([calls, answer])
-    r = launch(*args("q0", 2, *(["--spot"] if spot else [])))
+    r = launch(*up_args("q0", 2, *(["--spot"] if spot else [])))
     assert r.code == Exit.AWS_QUOTA and answer.answered == 1
     last = r.err.strip().splitlines()[-1]
     assert f"2 x g5.12xlarge need 96 vCPUs but your quota '{name}' ({code}) in us-east-1 is 0" in last
@@ -238,9 +233,9 @@ def test_a_vcpu_quota_too_small_is_refused_before_anything_is_created(moto_aws, 
 
 def test_a_quota_that_fits_and_an_unreadable_quota_let_up_go_on(moto_aws, hooks):
     hooks.append(Answer("service-quotas", "GetServiceQuota", [quota("L-DB2E81BA", "x", 96.0)]))
-    assert launch(*args("q96", 2)).code == 0
+    assert launch(*up_args("q96", 2)).code == 0
     hooks.append(FailCalls("GetServiceQuota", times=1, code="AccessDeniedException", service="service-quotas"))
-    r = launch(*args("qdenied", 1))
+    r = launch(*up_args("qdenied", 1))
     assert r.code == 0 and "cannot read the quota 'Running On-Demand G and VT instances'" in r.err
     for name in ("q96", "qdenied"):
         assert launch("cluster", "down", name, "--yes").code == 0
@@ -265,7 +260,7 @@ def test_the_mount_target_is_created_and_available_before_any_instance_starts(mo
     creating = Answer("efs", "DescribeMountTargets", [mount_target("creating")] * 2,
                       match=lambda p: "MountTargetId" in p)
     hooks.extend([calls, creating, CreatingMountTargets()])
-    r = launch(*args("mt", 2))
+    r = launch(*up_args("mt", 2))
     assert r.code == 0, r.err
     ops = calls.ops()
     create, run = ops.index("CreateMountTarget"), ops.index("RunInstances")
@@ -279,7 +274,7 @@ def test_a_mount_target_that_fails_stops_up_before_any_instance_starts(moto_aws,
     calls = Calls()
     hooks.extend([calls, CreatingMountTargets(), Answer("efs", "DescribeMountTargets", [mount_target("error")],
                                                         match=lambda p: "MountTargetId" in p)])
-    r = launch(*args("mterr", 2))
+    r = launch(*up_args("mterr", 2))
     assert r.code == Exit.FAILED and "EFS mount target" in r.err.strip().splitlines()[-1]
     assert "RunInstances" not in calls.ops()
     assert nothing_tagged("mterr") and not moto_aws.groups
@@ -297,7 +292,7 @@ def test_a_capacity_error_http_500_is_sent_once_then_the_next_zone(moto_aws, hoo
         "Subnets"], key=lambda s: s["AvailabilityZone"])[0]["SubnetId"]
     refuse = HttpAnswer("ec2", "RunInstances", 500, CAPACITY_XML, match=lambda body: zone_a in body)
     hooks.append(refuse)
-    r = launch(*args("cap500", 2))
+    r = launch(*up_args("cap500", 2))
     assert r.code == 0, r.err
     assert len(refuse.sends) == 1  # botocore's standard mode would have sent it 6 times
     assert "no capacity for 2 x g5.12xlarge in us-east-1a (InsufficientInstanceCapacity); trying the next zone" in r.err
@@ -318,7 +313,7 @@ def test_not_yet_visible_after_a_create_is_retried(moto_aws, hooks, op, code, se
     fail = FailCalls(op, times=2, code=code, service=service)
     hooks.append(fail)
     name = f"ec{len(op) % 7}{len(code) % 9}"
-    r = launch(*args(name, 2))
+    r = launch(*up_args(name, 2))
     assert r.code == 0, r.err
     assert len(fail.refused) == 2
     assert launch("cluster", "down", name, "--yes").code == 0
@@ -331,7 +326,7 @@ def test_not_yet_visible_after_a_create_is_retried(moto_aws, hooks, op, code, se
 ])
 def test_rollback_retries_not_yet_visible_instead_of_leaving_it_behind(moto_aws, hooks, op, code, service):
     hooks.extend([FailCalls("RunInstances", times=99), FailCalls(op, times=2, code=code, service=service)])
-    r = launch(*args("rbnf", 2))
+    r = launch(*up_args("rbnf", 2))
     assert r.code == Exit.AWS_CAPACITY
     assert nothing_tagged("rbnf") and not moto_aws.groups
 
@@ -339,7 +334,7 @@ def test_rollback_retries_not_yet_visible_instead_of_leaving_it_behind(moto_aws,
 def test_not_yet_visible_is_retried_only_so_long(moto_aws, hooks, ticking):
     fail = FailCalls("AuthorizeSecurityGroupIngress", times=10 ** 6, code="InvalidGroup.NotFound")
     hooks.append(fail)
-    r = launch(*args("never", 1))
+    r = launch(*up_args("never", 1))
     assert r.code == Exit.AWS_ERROR and "InvalidGroup.NotFound" in r.err.strip().splitlines()[-1]
     assert 2 <= len(fail.refused) <= 5
     hooks.remove(fail)
@@ -350,12 +345,12 @@ def test_not_yet_visible_is_retried_only_so_long(moto_aws, hooks, ticking):
 def test_public_address_and_root_volume_deletion_are_asked_for_explicitly(moto_aws, hooks):
     calls = Calls()
     hooks.append(calls)
-    assert launch(*args("nic", 2)).code == 0
+    assert launch(*up_args("nic", 2)).code == 0
     (run,) = calls.params("RunInstances")
     (nic,) = run["NetworkInterfaces"]
     assert nic["AssociatePublicIpAddress"] is True and nic["DeviceIndex"] == 0 and len(nic["Groups"]) == 1
     assert "SubnetId" not in run and "SecurityGroupIds" not in run
-    image = plain_client("ec2").describe_images(ImageIds=[MOTO_AMI])["Images"][0]
+    image = plain_client("ec2").describe_images(ImageIds=[AMI])["Images"][0]
     (root,) = run["BlockDeviceMappings"]
     assert root["DeviceName"] == image["RootDeviceName"] and root["Ebs"]["DeleteOnTermination"] is True
     assert all(i.get("PublicIpAddress") for i in tagged_everything("nic")["instances"])
@@ -371,7 +366,7 @@ def test_an_image_that_does_not_exist_is_refused_before_anything_is_created(moto
 
 
 def test_down_removes_volumes_tagged_for_the_cluster(moto_aws):
-    assert launch(*args("vol", 1)).code == 0
+    assert launch(*up_args("vol", 1)).code == 0
     ec2 = plain_client("ec2")
     left = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8, TagSpecifications=[
         {"ResourceType": "volume", "Tags": [{"Key": "launch:cluster", "Value": "vol"}]}])["VolumeId"]
@@ -394,10 +389,10 @@ def deadlines(name):
 
 
 def test_growing_without_max_hours_keeps_the_clusters_deadline(moto_aws):
-    assert launch(*args("grow", 1, "--max-hours", "2")).code == 0
+    assert launch(*up_args("grow", 1, "--max-hours", "2")).code == 0
     (first,) = deadlines("grow")
     assert first
-    r = launch(*args("grow", 2))
+    r = launch(*up_args("grow", 2))
     assert r.code == 0, r.err
     assert deadlines("grow") == [first]  # the new instance carries the same deadline
     ec2 = plain_client("ec2")
@@ -410,11 +405,11 @@ def test_growing_without_max_hours_keeps_the_clusters_deadline(moto_aws):
 
 
 def test_growing_a_cluster_whose_deadline_passed_asks_for_max_hours(moto_aws):
-    assert launch(*args("late", 1, "--max-hours", "1")).code == 0
+    assert launch(*up_args("late", 1, "--max-hours", "1")).code == 0
     ec2 = plain_client("ec2")
     (i,) = tagged_everything("late")["instances"]
     ec2.create_tags(Resources=[i["InstanceId"]], Tags=[{"Key": "launch:deadline", "Value": "2020-01-01T00:00:00Z"}])
-    r = launch(*args("late", 2))
+    r = launch(*up_args("late", 2))
     assert r.code == Exit.USAGE
     assert r.err.strip().splitlines()[-1] == ("launch: error: cluster late's --max-hours deadline 2020-01-01T00:00:00Z "
                                               "has passed: pass --max-hours H for the new instances")
@@ -431,7 +426,7 @@ HTML = (b'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>503 Service 
 @pytest.mark.parametrize("status", [503, 200])
 def test_an_html_page_from_the_endpoint_is_an_aws_error_line(moto_aws, hooks, no_backoff, status):
     hooks.append(HttpAnswer("ec2", "DescribeVpcs", status, HTML, content_type="text/html"))
-    r = launch(*args("html", 1))
+    r = launch(*up_args("html", 1))
     assert r.code == Exit.AWS_ERROR, r.err
     last = r.err.strip().splitlines()[-1]
     assert last.startswith("launch: error: ec2.DescribeVpcs: ") and "from the AWS endpoint" in last, last

@@ -1,6 +1,6 @@
 """`launch cluster` in its own process against a moto SERVER on 127.0.0.1 (issue 10's acceptance): SIGTERM and
 SIGHUP during `up` roll back like Ctrl-C; `down --region OTHER` keeps the key of a cluster that runs elsewhere.
-The moto server and the placement-group shim are those of test_cluster_server.py."""
+The moto server and the placement-group shim: tests/fixtures_moto.py."""
 from __future__ import annotations
 
 import signal
@@ -9,10 +9,9 @@ import sys
 
 import pytest
 
-from aws_fixtures import CIDR, tagged_everything
+from aws_fixtures import AMI, CIDR, tagged_everything
 from mxlaunch.testing.streams import Output
-from test_cluster_semantics import MOTO_AMI
-from test_cluster_server import SHIM, cli, env, moto_server  # noqa: F401 - fixtures
+from fixtures_moto import SHIM, cli
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(120)]
 # The child stops in RunInstances, after AWS answered and before `up` records the instances (the worst moment:
@@ -34,7 +33,7 @@ mxlaunch.infra.aws.Aws.client = client
 
 def up_args(name):
     return ["cluster", "up", name, "--instance-type", "g6.xlarge", "--count", 2, "--ssh-cidr", CIDR, "--ami",
-            MOTO_AMI, "--no-placement-group", "--wait", "running", "--yes"]
+            AMI, "--no-placement-group", "--wait", "running", "--yes"]
 
 
 @pytest.mark.parametrize("signum, status, after", [
