@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 import sys
 from typing import Optional
@@ -12,7 +11,7 @@ import click
 from mxlaunch import cuda
 from mxlaunch.errors import CommandError, UsageError
 
-from mxlaunch.infra import catalog, owner, preflight, provision, signals, state, teardown
+from mxlaunch.infra import catalog, deadlines, owner, preflight, provision, signals, state, teardown
 from mxlaunch.infra import spec as specs
 from mxlaunch.infra.aws import Aws
 from mxlaunch.infra.record import discover, find_instances, list_clusters
@@ -50,7 +49,7 @@ force_option = click.option("--force", is_flag=True,
 
 @click.group()
 def cluster() -> None:
-    """EC2 GPU clusters with shared EFS: up, down, status, list, hostfile, ssh, put, exec, types, policy."""
+    """EC2 GPU clusters with shared EFS: up, down, repair, status, list, hostfile, ssh, put, exec, types, policy."""
 
 
 @cluster.command()
@@ -136,6 +135,7 @@ def _finish(aws: Aws, spec, record, install=None):
         record = dataclasses.replace(record, instances=tuple(found.get(i.id, i) for i in record.instances))
         live = [i for i in record.instances if i.live]
     key = state.key_path(spec.name) if not spec.key_name else None
+    state.write_meta(spec.name, ami=spec.ami)  # --ami: what a repair boots when no instance is left to copy
     write_local_files(spec.name, live, spec.ssh_user, key)
     if spec.wait == "ssh" and live:
         from mxlaunch.infra import remote  # SSH and the wheel build only for --wait ssh
@@ -143,7 +143,10 @@ def _finish(aws: Aws, spec, record, install=None):
         remote.wait_ssh_and_install(hosts, state.ssh_config_path(spec.name), spec.efs, info,
                                     gpus_per_host=spec.itype.gpus, options=install)  # ends checking every instance
         if install is not None:
-            state.write_meta(spec.name, extra=install.extra)  # a cpu install: `train --cluster` adds no --gpus
+            # a cpu install: `train --cluster` adds no --gpus; the wheelhouse (a path here): a repair of a
+            # cluster without EFS installs its new instances from it
+            state.write_meta(spec.name, extra=install.extra,
+                             wheelhouse=str(install.wheelhouse) if install.wheelhouse else None)
     return record
 
 
@@ -192,6 +195,23 @@ def down(name, region, profile, dry_run, yes, force) -> None:
 
 
 @cluster.command()
+@click.argument("name")
+@region_option
+@profile_option
+@force_option
+def repair(name, region, profile, force) -> None:
+    """Make NAME whole: terminate instances that do not answer SSH, launch replacements up to the count `up`
+    recorded (same zone, image, tags), wait for them and check them as `up --wait ssh` does.
+
+    What `launch train --cluster NAME --max-restarts N` does before each restart. Nothing to do: no AWS change."""
+    specs.validate_name(name)
+    from mxlaunch.infra.repair import make_whole
+    done = make_whole(name, info, force=force, aws=_aws(region, profile, name))  # also rewrites the files below
+    click.echo(f"cluster {name}: {len(done.terminated)} instance(s) terminated, {len(done.launched)} launched")
+    click.echo(f"hostfile:   {state.hostfile_path(name)}")
+
+
+@cluster.command()
 @click.argument("name", required=False)
 @region_option
 @profile_option
@@ -221,7 +241,7 @@ def status(name, region, profile) -> None:
     recorded = owner.recorded(aws, name)
     if recorded:
         click.echo(f"owner: {recorded.arn} (mxlaunch id {recorded.local_id})")
-    for line in deadline_lines(aws, record, meta):
+    for line in deadlines.status_lines(aws, record, meta):
         click.echo(line)
     if wanted and live > wanted:
         click.echo(f"warning: {live} live instances, {wanted} asked: likely a leak")
@@ -341,38 +361,6 @@ def policy() -> None:
     Attach it to the user or role that runs them (README, "IAM policy"). Reads no AWS: no credentials."""
     from mxlaunch.infra import policy as policies
     click.echo(policies.document_json())
-
-
-def deadline_lines(aws: Aws, record, meta: dict) -> list:
-    """`status` on --max-hours: each deadline the live instances carry (their launch:deadline tag, which their
-    own timer enforces); with none left alive, whether a deadline ended them and what still bills."""
-    now = dt.datetime.now(dt.timezone.utc)
-    lines = []
-    live = record.live
-    deadlines = sorted({specs.instance_deadline(i) for i in live} - {None})
-    for when in deadlines:
-        n = sum(1 for i in live if specs.instance_deadline(i) == when)
-        left = when - now
-        due = f"in {_duration(left)}" if left.total_seconds() > 0 else "passed: shutting down"
-        lines.append(f"deadline: {n} instance(s) terminate themselves at {specs.deadline_text(when)} ({due}); "
-                     f"EFS and the rest stay until `launch cluster down {record.name}`")
-    unarmed = sum(1 for i in live if specs.instance_deadline(i) is None)
-    if deadlines and unarmed:
-        lines.append(f"no deadline: {unarmed} instance(s) run until `launch cluster down {record.name}`")
-    if live or record.empty:
-        return lines
-    gone = find_instances(aws, record.name, states=("shutting-down", "terminated"))
-    ended = specs.cluster_deadline(gone) or specs.parse_deadline(meta.get("deadline"))
-    why = (f"the --max-hours deadline {specs.deadline_text(ended)} passed and they terminated themselves"
-           if ended and ended <= now else "none are running")
-    bills = f"EFS {record.file_system} still bills (storage)" if record.file_system else "nothing left bills"
-    lines.append(f"no instances: {why}; {bills} until `launch cluster down {record.name}` removes it all")
-    return lines
-
-
-def _duration(delta: dt.timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
 
 
 from mxlaunch.infra.files_cmd import exec_, put  # noqa: E402  (put and exec live in their own module)

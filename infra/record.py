@@ -43,6 +43,7 @@ class Instance:
     spot: bool
     launch_index: int = 0
     tags: tuple = ()
+    image_id: Optional[str] = None  # a replacement (infra/repair.py) boots the image its peers run
 
     @classmethod
     def from_api(cls, d: dict) -> "Instance":
@@ -51,7 +52,7 @@ class Instance:
                    subnet_id=d.get("SubnetId"), private_ip=d.get("PrivateIpAddress"),
                    public_ip=d.get("PublicIpAddress"), launch_time=d.get("LaunchTime"),
                    spot=d.get("InstanceLifecycle") == "spot", launch_index=d.get("AmiLaunchIndex", 0),
-                   tags=tuple((t["Key"], t["Value"]) for t in d.get("Tags", [])))
+                   tags=tuple((t["Key"], t["Value"]) for t in d.get("Tags", [])), image_id=d.get("ImageId"))
 
     @property
     def live(self) -> bool:

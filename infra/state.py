@@ -4,6 +4,9 @@ AWS tags remain the source of truth; these files are derived from them and rewri
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -123,6 +126,41 @@ def write_ssh_config(name: str, entries, user: str, key: Optional[Path]) -> Path
                            key=_ssh_config_path_value(key) if key else None,
                            known_hosts=_ssh_config_path_value(known_hosts_path(name))))
     return path
+
+
+def keep_host_keys(name: str, addresses) -> int:
+    """The cluster's known_hosts keeps the keys of `addresses` only (its instances now): AWS gives a terminated
+    instance's address to a later one, whose new key `StrictHostKeyChecking accept-new` would refuse as a
+    changed key. Comments and @-marker lines stay. Returns how many lines were dropped."""
+    path = known_hosts_path(name)
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return 0
+    keep = {a for a in addresses if a}
+    kept = [line for line in lines if _known_host_kept(line, keep)]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))
+    return len(lines) - len(kept)
+
+
+def _known_host_kept(line: str, keep: set) -> bool:
+    fields = line.split()
+    if not fields or fields[0].startswith(("#", "@")):
+        return True
+    for pattern in fields[0].split(","):
+        if pattern.startswith("|1|"):  # HashKnownHosts: HMAC-SHA1 of the name, keyed by the salt
+            salt, _, digest = pattern[3:].partition("|")
+            try:
+                salt_bytes, wanted = base64.b64decode(salt), base64.b64decode(digest)
+            except ValueError:
+                return True  # not ours to judge
+            if any(hmac.compare_digest(hmac.new(salt_bytes, a.encode(), hashlib.sha1).digest(), wanted)
+                   for a in keep):
+                return True
+        elif (pattern[1:].partition("]")[0] if pattern.startswith("[") else pattern) in keep:
+            return True
+    return False
 
 
 def remove_dir(name: str) -> bool:

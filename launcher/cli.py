@@ -12,7 +12,7 @@ from mxlaunch.errors import run_cli
 # docstring (tests/test_layers.py keeps them equal).
 SUBCOMMANDS = {
     "cluster": ("mxlaunch.infra.cli", "cluster",
-                "EC2 GPU clusters with shared EFS: up, down, status, list, hostfile, ssh, put, exec, types, policy."),
+                "EC2 GPU clusters with shared EFS: up, down, repair, status, list, hostfile, ssh, put, exec, types, policy."),
     "logs": ("mxlaunch.launcher.logs_cmd", "logs",
              "Print the logs of a run, each line prefixed with its role (--merge: interleaved by time)."),
     "plot": ("mxlaunch.launcher.plot_cmd", "plot",
@@ -21,6 +21,9 @@ SUBCOMMANDS = {
     "runs": ("mxlaunch.launcher.runs_cmd", "runs",
              "List runs, newest first: id, start, mode, hosts, workers, status, epochs, final validation "
              "accuracy, duration."),
+    "stop": ("mxlaunch.launcher.stop_cmd", "stop",
+             "Stop a run's launcher (SIGTERM): it stops every role and writes summary.json; wait until it has "
+             "ended."),
     "train": ("mxlaunch.launcher.train_cmd", "train",
               "Run COMMAND as every role of an MXNet parameter-server job (1 scheduler, S servers, N workers)."),
 }

@@ -1,0 +1,210 @@
+"""A cluster made whole (infra/repair.py, `launch cluster repair`) against moto in-process. SSH is faked at its
+two seams (the reachability probe and the runner of `ssh`): moto's addresses are made up, never contacted."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import subprocess
+
+import pytest
+
+from mxlaunch.exits import Exit
+from mxlaunch.infra import repair, state
+from aws_fixtures import FailCalls, launch, plain_client, tagged_everything, up_args
+
+pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
+VERIFY = "import mxnet, mxlaunch.launcher, mxlaunch.trainer"
+WRITES = ("Create", "Delete", "Run", "Terminate", "Authorize", "Revoke", "Put", "Modify")
+
+
+class FakeSsh:
+    """The runner of `ssh -F <cluster ssh_config> ALIAS CMD`: every command answers 0 and is recorded by alias;
+    anything else (scp, pip, a shell) fails the test. `interrupt`: a KeyboardInterrupt on the verify command."""
+
+    def __init__(self, interrupt: bool = False):
+        self.commands, self.interrupt = [], interrupt
+
+    def __call__(self, argv, **_):
+        assert argv[:2] == ["ssh", "-F"], argv
+        alias, command = argv[3], " ".join(argv[4:])
+        self.commands.append((alias, command))
+        if self.interrupt and VERIFY in command:
+            raise KeyboardInterrupt
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+class Calls:
+    """Every AWS call the boundary's clients make: (operation, params)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def install(self, client) -> None:
+        client.meta.events.register("provide-client-params", self._record)
+
+    def _record(self, event_name, params, **_):
+        self.calls.append((event_name.rsplit(".", 1)[1], dict(params)))
+
+    def writes(self) -> list:
+        return [op for op, _ in self.calls if op.startswith(WRITES)]
+
+    def params(self, op: str) -> list:
+        return [p for o, p in self.calls if o == op]
+
+
+@pytest.fixture
+def calls(hooks):
+    found = Calls()
+    hooks.append(found)
+    return found
+
+
+def running(name: str) -> list:
+    return [i for i in tagged_everything(name)["instances"] if i["State"]["Name"] == "running"]
+
+
+def cluster(name: str, installed: bool = True) -> list:
+    """A 3-instance cluster as `up --wait ssh --extra cpu` leaves it (the install's record), its instances."""
+    result = launch(*up_args(name, 3))
+    assert result.code == 0, result.err
+    if installed:
+        state.write_meta(name, extra="cpu")
+    return sorted(running(name), key=lambda i: i["AmiLaunchIndex"])
+
+
+def tags(instance: dict) -> dict:
+    return {t["Key"]: t["Value"] for t in instance["Tags"]}
+
+
+def nobody_unreachable(instances):
+    return []
+
+
+def test_a_terminated_instance_is_replaced_to_the_recorded_count(moto_aws, calls):
+    before = cluster("r1")
+    plain_client("ec2").terminate_instances(InstanceIds=[before[1]["InstanceId"]])
+    calls.calls.clear()
+    lines, ssh = [], FakeSsh()
+    done = repair.make_whole("r1", lines.append, probe=nobody_unreachable, run=ssh)
+    after = running("r1")
+    assert len(after) == 3 and done.terminated == ()
+    (new,) = [i for i in after if i["InstanceId"] not in {b["InstanceId"] for b in before}]
+    assert done.launched == (new["InstanceId"],)
+    assert calls.writes() == ["RunInstances"]  # nothing else is created, no rule changed, nothing terminated
+    (run,) = calls.params("RunInstances")
+    assert (run["MinCount"], run["MaxCount"], run["InstanceType"]) == (1, 1, "g5.12xlarge")
+    assert run["Placement"] == {"GroupName": "launch-r1"}
+    assert run["NetworkInterfaces"][0]["SubnetId"] == before[0]["SubnetId"] == new["SubnetId"]
+    assert new["ImageId"] == before[0]["ImageId"] and new["KeyName"] == before[0]["KeyName"]
+    assert tags(new) == tags(before[0])  # cluster, role, Name, owner: tagged like the others
+    assert {g["GroupId"] for g in new["SecurityGroups"]} == {g["GroupId"] for g in before[0]["SecurityGroups"]}
+    # waited and checked as `up --wait ssh` does, on the new instance only; no second install into the EFS venv
+    new_alias = next(alias for alias, command in ssh.commands if VERIFY in command)
+    assert {alias for alias, _ in ssh.commands} == {new_alias}
+    assert [c for a, c in ssh.commands] == ["true", "test -f /var/lib/mxlaunch/ready", f"/efs/mxlaunch/venv/bin/python "
+                                            f"-c '{VERIFY}'"]
+    listed = [line.split()[0] for line in state.hostfile_path("r1").read_text().splitlines() if line[:1] != "#"]
+    assert sorted(listed) == sorted(f"ubuntu@{i['PrivateIpAddress']}" for i in after)  # moto may reuse an address
+    assert lines[0] == "repairing cluster r1: 2 of 3 instance(s) running and reachable"
+    assert lines[-1] == f"cluster r1 is whole again: 3 of 3 instance(s), new: {new['InstanceId']} " \
+                        f"({new['PrivateIpAddress']})"
+
+
+def test_an_unreachable_running_instance_is_terminated_and_replaced(moto_aws, calls):
+    before = cluster("r2")
+    lost = before[2]["InstanceId"]
+    asked = []
+
+    def probe(instances):
+        asked.extend(i.id for i in instances)
+        return [i for i in instances if i.id == lost]
+    calls.calls.clear()
+    lines = []
+    done = repair.make_whole("r2", lines.append, probe=probe, run=FakeSsh())
+    assert sorted(asked) == sorted(i["InstanceId"] for i in before)
+    assert done.terminated == (lost,) and len(done.launched) == 1
+    assert calls.params("TerminateInstances") == [{"InstanceIds": [lost]}]
+    assert calls.writes() == ["TerminateInstances", "RunInstances"]
+    ids = {i["InstanceId"] for i in running("r2")}
+    assert len(ids) == 3 and lost not in ids and done.launched[0] in ids
+    assert f"no SSH answer: {lost} ({before[2]['PrivateIpAddress']})" in lines[0]
+
+
+def test_a_doomed_address_is_terminated_and_replaced(moto_aws, calls):
+    before = cluster("r3")
+    doomed = before[0]
+    calls.calls.clear()
+    lines = []
+    done = repair.make_whole("r3", lines.append, [doomed["PrivateIpAddress"]], probe=nobody_unreachable,
+                             run=FakeSsh())
+    assert done.terminated == (doomed["InstanceId"],) and len(done.launched) == 1
+    assert calls.params("TerminateInstances") == [{"InstanceIds": [doomed["InstanceId"]]}]
+    assert doomed["InstanceId"] not in {i["InstanceId"] for i in running("r3")} and len(running("r3")) == 3
+    assert "spot interruption notice" in lines[0]
+
+
+def test_a_whole_cluster_makes_no_write_call(moto_aws, calls):
+    cluster("r4")
+    calls.calls.clear()
+    lines, ssh = [], FakeSsh()
+    done = repair.make_whole("r4", lines.append, probe=nobody_unreachable, run=ssh)
+    assert done.terminated == done.launched == ()
+    assert calls.calls and calls.writes() == []
+    assert lines == ["cluster r4 is whole: 3 of 3 instance(s) running and answering SSH"]
+    assert ssh.commands == []
+
+
+def test_interrupted_while_checking_removes_only_what_the_repair_launched(moto_aws, calls):
+    before = cluster("r5")
+    plain_client("ec2").terminate_instances(InstanceIds=[before[0]["InstanceId"]])
+    calls.calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        repair.make_whole("r5", lambda line: None, probe=nobody_unreachable, run=FakeSsh(interrupt=True))
+    (run,) = calls.params("RunInstances")
+    assert calls.writes() == ["RunInstances", "TerminateInstances"]
+    (terminated,) = calls.params("TerminateInstances")
+    survivors = {i["InstanceId"] for i in before[1:]}
+    assert {i["InstanceId"] for i in running("r5")} == survivors  # the peers untouched, the new one gone
+    assert not survivors & set(terminated["InstanceIds"])
+    held = tagged_everything("r5")
+    assert len(held["security_groups"]) == 2 and len(held["file_systems"]) == 1 and len(held["key_pairs"]) == 1
+
+
+def test_cli_repair_whole_and_capacity_failure(moto_aws, calls, hooks, monkeypatch):
+    before = cluster("r6")
+    monkeypatch.setattr(repair, "ssh_probe", lambda name, run: nobody_unreachable)
+    monkeypatch.setattr(repair, "SSH_RUN", FakeSsh())
+    result = launch("cluster", "repair", "r6")
+    assert result.code == Exit.OK, result.err
+    assert "cluster r6 is whole: 3 of 3" in result.err and "0 instance(s) terminated, 0 launched" in result.out
+    plain_client("ec2").terminate_instances(InstanceIds=[before[2]["InstanceId"]])
+    hooks.append(FailCalls("RunInstances", times=5))
+    calls.calls.clear()
+    result = launch("cluster", "repair", "r6")
+    assert result.code == Exit.AWS_CAPACITY, result.err
+    error = [line for line in result.err.splitlines() if "error:" in line]
+    assert error == ["launch: error: cannot replace 1 instance(s) of cluster r6: no capacity for g5.12xlarge in its "
+                     "zone (InsufficientInstanceCapacity); it runs 2 of 3: `launch cluster repair r6` later"]
+    assert calls.writes() == ["RunInstances"]  # refused: nothing made, nothing to undo
+    assert len(running("r6")) == 2 and len(tagged_everything("r6")["mount_targets"]) == 1
+
+
+def test_cli_repair_of_a_cluster_never_made_here(moto_aws):
+    result = launch("cluster", "repair", "nosuch")
+    assert result.code == Exit.FAILED
+    assert "no record of its `up` here" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_known_hosts_keeps_the_live_instances_keys_only(aws_env):
+    salt = b"0123456789abcdef0123"
+    hashed = "|1|{}|{}".format(base64.b64encode(salt).decode(),
+                               base64.b64encode(hmac.new(salt, b"10.0.0.9", hashlib.sha1).digest()).decode())
+    path = state.known_hosts_path("k1")
+    path.parent.mkdir(parents=True)
+    path.write_text(f"# comment\n10.0.0.1 ssh-ed25519 AAAA1\n10.0.0.2 ssh-ed25519 AAAA2\n"
+                    f"[10.0.0.3]:2222 ssh-ed25519 AAAA3\n{hashed} ssh-ed25519 AAAA9\n")
+    assert state.keep_host_keys("k1", ["10.0.0.1", "10.0.0.3"]) == 2
+    assert path.read_text() == "# comment\n10.0.0.1 ssh-ed25519 AAAA1\n[10.0.0.3]:2222 ssh-ed25519 AAAA3\n"
+    path.write_text(f"{hashed} ssh-ed25519 AAAA9\n")
+    assert state.keep_host_keys("k1", ["10.0.0.9"]) == 0
