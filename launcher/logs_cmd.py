@@ -1,6 +1,11 @@
 """`launch logs RUN_DIR [--role worker-1] [--tail N] [--merge] [--follow]`: a run's role logs, prefixed like
 the live console; `--merge` interleaves the roles by the time the launcher received each line (from
-`logs/<role>.log.times`, launcher/output.py)."""
+`logs/<role>.log.times`, launcher/output.py).
+
+A detached run (launch train --detach) also has its launcher's console (`--role launcher`), which is all it
+has until its launcher has passed the preflight and made the run directory: `--follow` waits for the roles'
+logs as long as that launcher lives. `launch logs --cluster NAME RUN` is this command on the cluster's
+instance 0, where the run's files are."""
 from __future__ import annotations
 
 import os
@@ -14,7 +19,7 @@ import click
 from mxlaunch.launcher import rundir, runstate
 from mxlaunch.launcher.output import times_path
 from mxlaunch.launcher.roles import RoleId
-from mxlaunch.errors import UsageError
+from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
 
 FOLLOW_POLL = 0.2  # seconds between looks at the log files while following
@@ -32,6 +37,26 @@ def _role_id(name: str) -> Optional[RoleId]:
 def _role_order(name: str):
     role = _role_id(name)
     return (0, role) if role is not None else (1, name)
+
+
+LAUNCHER = "launcher"  # --role launcher: a detached launcher's console (runstate.detached_paths)
+
+
+def _console(run_dir: str) -> Optional[str]:
+    path = runstate.detached_paths(run_dir)[0]
+    return path if os.path.isfile(path) else None
+
+
+def _wait_for_logs(run_dir: str) -> None:
+    """A detached launcher that is still starting (preflight) has no logs/ yet: wait while it lives. One
+    that ended before making them: its console is the story, then one line."""
+    while not os.path.isdir(rundir.logs_dir(run_dir)) and runstate.state(run_dir) == runstate.RUNNING:
+        time.sleep(FOLLOW_POLL)  # waiting on another process's files: polling is the mechanism
+    console = _console(run_dir)
+    if not os.path.isdir(rundir.logs_dir(run_dir)) and console:
+        _emit("", [line for _, line in LogReader(console).read(final=True)])
+        raise CommandError(f"the launcher of {run_dir} ended before it started the job (its console, above: "
+                           f"{console})")
 
 
 def _roles(run_dir: str) -> List[str]:
@@ -108,15 +133,29 @@ def _emit(prefix: str, lines: List[bytes]) -> None:
 @click.option("--merge", "-m", is_flag=True, help="One view of every role, in the order the launcher received the lines.")
 @click.option("--follow", "-f", is_flag=True,
               help="Keep printing new lines until the job ends (or Ctrl-C), even if its launcher was killed.")
-def logs(run_dir: str, roles, tail: Optional[int], merge: bool, follow: bool) -> None:
+@click.option("--cluster", metavar="NAME", help="RUN_DIR is a run of cluster NAME (its id, as `launch runs --cluster "
+              "NAME` lists it): its logs on instance 0, streamed.")
+def logs(run_dir: str, roles, tail: Optional[int], merge: bool, follow: bool, cluster: Optional[str] = None):
     """Print the logs of a run, each line prefixed with its role (--merge: interleaved by time)."""
-    available = _roles(run_dir)
+    if cluster:  # the run's files are on the cluster's EFS: this same command, on instance 0
+        from mxlaunch.infra import detach
+
+        args = ["logs", detach.run_dir_of(run_dir), *[a for name in roles for a in ("--role", name)],
+                *(["--tail", str(tail)] if tail is not None else []), *(["--merge"] if merge else []),
+                *(["--follow"] if follow else [])]
+        return detach.on_instance0(cluster, args, click.echo, lambda line: click.echo(line, err=True))
+    if follow and LAUNCHER not in roles:
+        _wait_for_logs(run_dir)
+    console = _console(run_dir)
+    available = _roles(run_dir) if os.path.isdir(rundir.logs_dir(run_dir)) or not console else []
     for name in roles:
-        if name not in available:
-            raise UsageError(f"no role {name!r} in {run_dir} (roles: {', '.join(available) or 'none'})")
-    chosen = list(dict.fromkeys(roles)) or available
+        if name not in available and not (name == LAUNCHER and console):
+            raise UsageError(f"no role {name!r} in {run_dir} (roles: {', '.join(available) or 'none'}"
+                             f"{', launcher' if console else ''})")
+    # nothing else yet: a detached launcher still in its preflight (or ended in it), whose console is all there is
+    chosen = list(dict.fromkeys(roles)) or available or [LAUNCHER]
     prefix = {name: ("" if len(chosen) == 1 else _label(name)) for name in chosen}
-    readers = {name: LogReader(rundir.log_path(run_dir, name)) for name in chosen}
+    readers = {name: LogReader(console if name == LAUNCHER else rundir.log_path(run_dir, name)) for name in chosen}
 
     def show(final: bool, last: Optional[int] = None) -> None:
         batches: Dict[str, List[Line]] = {}

@@ -79,12 +79,29 @@ def run_row(run_dir: str) -> Optional[RunRow]:
                   duration=_seconds(seconds))
 
 
+def detached_rows(folder: str) -> List[RunRow]:
+    """Detached launchers (launch train --detach) whose run directory holds no job yet: still starting (the
+    preflight), or ended before the job began (their console, .detached/<run>.log, says why)."""
+    records = os.path.join(folder, runstate.DETACHED_DIR)
+    rows = []
+    for name in sorted(os.listdir(records)) if os.path.isdir(records) else ():
+        run_dir = os.path.join(folder, name[:-len(".json")])
+        record = runstate.read_launcher(run_dir) if name.endswith(".json") else None
+        if record is None or os.path.exists(rundir.job_yaml(run_dir)):
+            continue
+        alive = runstate.is_alive(record)
+        rows.append(RunRow(id=os.path.basename(run_dir), started=_time(record.get("started")), mode="hosts", hosts="-",
+                           workers="-", status="starting" if alive else "did not start (see its console)",
+                           epochs="-", validation="-", duration="-"))
+    return rows
+
+
 def list_runs(folder: str) -> List[RunRow]:
     """Every run under `folder`, newest first."""
     if not os.path.isdir(folder):
         raise UsageError(f"--dir {folder}: no such directory (runs go to ./runs unless --run-dir says otherwise)")
     rows = [run_row(os.path.join(folder, name)) for name in os.listdir(folder)
-            if os.path.isdir(os.path.join(folder, name))]
+            if os.path.isdir(os.path.join(folder, name))] + detached_rows(folder)
     epoch = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
     return sorted((r for r in rows if r), key=lambda r: (r.started or epoch, r.id), reverse=True)
 
@@ -100,8 +117,15 @@ def render(rows: List[RunRow]) -> str:
 @click.command()
 @click.option("--dir", "folder", default=rundir.DEFAULT_PARENT, show_default=True, type=click.Path(file_okay=False),
               help="Folder that holds the run directories.")
-def runs(folder: str) -> None:
+@click.option("--cluster", metavar="NAME", help="The runs of cluster NAME (detached ones: launch train --detach), "
+              "listed on its instance 0.")
+def runs(folder: str, cluster: Optional[str] = None) -> int:
     """List runs, newest first: id, start, mode, hosts, workers, status, epochs, final validation accuracy, duration."""
+    if cluster:  # their directories are on EFS and their launchers on instance 0: this same command, there
+        from mxlaunch.infra import detach
+
+        return detach.on_instance0(cluster, ["runs", "--dir", detach.RUNS], click.echo,
+                                   lambda line: click.echo(line, err=True))
     rows = list_runs(folder)
     if not rows:
         click.echo(f"no runs in {folder}", err=True)

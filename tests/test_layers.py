@@ -16,7 +16,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ("mxlaunch", "mxlaunch.exits", "mxlaunch.errors")  # the shared base: imports nothing of ours above it
-CLI_LAYER = ("mxlaunch.launcher.cli", "mxlaunch.launcher.train_cmd")  # where `launch` may meet infra
+# where `launch` may meet infra: the commands that take --cluster NAME (train; and runs, logs, stop, which reach a
+# detached run on the cluster's instance 0 through mxlaunch.infra.detach), each only in its --cluster branch
+CLI_LAYER = ("mxlaunch.launcher.cli", "mxlaunch.launcher.train_cmd", "mxlaunch.launcher.runs_cmd",
+             "mxlaunch.launcher.logs_cmd", "mxlaunch.launcher.stop_cmd")
 HEAVY = ("boto3", "botocore", "paramiko", "matplotlib", "mxnet")
 
 pytestmark = pytest.mark.timeout(60)
@@ -146,7 +149,8 @@ print(json.dumps(sorted(sys.modules)))
 
 @pytest.mark.parametrize("package,args", [
     ("launcher", ["--help"]), ("launcher", ["train", "--help"]), ("launcher", ["logs", "--help"]),
-    ("launcher", ["plot", "--help"]), ("trainer", ["--help"]), ("trainer", ["fit", "--help"]),
+    ("launcher", ["plot", "--help"]), ("launcher", ["stop", "--help"]), ("launcher", ["runs", "--help"]),
+    ("trainer", ["--help"]), ("trainer", ["fit", "--help"]),
     ("trainer", ["data", "cifar10", "--help"]),
 ])
 def test_help_loads_no_heavy_library(package, args):
