@@ -36,7 +36,6 @@ from mxlaunch.infra.spec import WORKDIR
 
 if TYPE_CHECKING:
     from mxlaunch.launcher.plan import JobSpec
-    from mxlaunch.launcher.ssh import Connection
 
 RUNS = posixpath.join(WORKDIR, rundir.DEFAULT_PARENT)  # every detached run's directory is here, on EFS
 STARTER = "mxlaunch.launcher.remote.detach"
@@ -202,11 +201,11 @@ def instance0(name: str, region: Optional[str] = None):
 def on_instance0(name: str, args: Sequence[str], out: Callable[[str], None], err: Callable[[str], None]) -> int:
     """`launch ARGS...` on instance 0 of cluster `name` with the cluster's venv, its output passed on line by
     line as it comes; its exit status (Ctrl-C here ends it there too)."""
-    from mxlaunch.infra.files_cmd import _stream
+    from mxlaunch.infra.files_cmd import stream_command
 
     target, conn = instance0(name)
     try:
-        return _stream(conn, shlex.join([target.python, "-m", "mxlaunch.launcher", *args]), out, err)
+        return stream_command(conn, shlex.join([target.python, "-m", "mxlaunch.launcher", *args]), out, err)
     finally:
         conn.close()
 

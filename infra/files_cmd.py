@@ -183,7 +183,7 @@ def remote_command(words: Tuple[str, ...], venv_bin: str) -> str:
     return f"PATH={shlex.quote(venv_bin)}:\"$PATH\"; export PATH; {line}"
 
 
-def _stream(conn: "Connection", command: str, out, err) -> int:
+def stream_command(conn: "Connection", command: str, out, err) -> int:
     """Run `command` on the connection's host, passing its output on line by line; its exit status (the
     remote process group is killed if we are interrupted: without a pty, closing the channel would not)."""
     channel = conn.open_with_pid(command)
@@ -248,7 +248,7 @@ def exec_(ctx, name, index, all_, region, profile) -> int:
     try:
         if not all_:
             conn = connections[hosts[0]]
-            return _stream(conn, command, click.echo, lambda line: click.echo(line, err=True))
+            return stream_command(conn, command, click.echo, lambda line: click.echo(line, err=True))
         return _exec_all(name, chosen, hosts, connections, command)
     finally:
         for conn in connections.values():
@@ -267,7 +267,7 @@ def _exec_all(name, chosen, hosts, connections, command) -> int:
 
     def one(i: int) -> int:
         prefix = f"[{name}-{i}]"
-        return _stream(connections[hosts[chosen.index(i)]], command, say(prefix, False), say(prefix, True))
+        return stream_command(connections[hosts[chosen.index(i)]], command, say(prefix, False), say(prefix, True))
 
     def result(i: int):
         try:
