@@ -12,6 +12,11 @@ worker whose rank is not its index, restarts the whole start on another block of
 is stopped, then all start again, so no worker ever keeps talking to a stranger on the scheduler's port
 and worker-i is always rank i. The job succeeds when every worker exits 0; servers and the scheduler
 then end by themselves (ps-lite's finalize) and are stopped if they linger.
+
+Spot interruptions (launch train --watch-spot): the first guard on each host polls its instance's notice.
+On the first notice of an attempt, worker-0 (MXNet rank 0) is asked to save a checkpoint where it is
+(SIGUSR1 through its guard: it finishes the batch in flight, saves, exits 75); when it has ended (or after
+`spot_wait` seconds) the job is torn down with Reason.SPOT, which a restart continues from that checkpoint.
 """
 from __future__ import annotations
 
@@ -28,9 +33,9 @@ from mxlaunch.exits import Exit
 from mxlaunch.launcher import ports
 from mxlaunch.launcher.output import RoleOutputSink
 from mxlaunch.launcher.plan import JobPlan, Role
-from mxlaunch.launcher.roles import SCHEDULER_ID, WORKER
+from mxlaunch.launcher.roles import SCHEDULER_ID, WORKER, RoleId
 from mxlaunch.launcher.runner import (Events, RoleEnded, RoleHandle, RoleLaunch, RoleOutput, RoleResult,
-                             RoleStarted, Runner)
+                             RoleStarted, Runner, SpotNotice)
 
 # ps-lite (PS_VERBOSE=1): each node's bind (port=-1 after a failed one, just before it aborts) ...
 NODE_BOUND = re.compile(rb"Bind to role=(\w+), (?:id=\d+, )?ip=[^,]*, port=(-?\d+)")
@@ -38,6 +43,9 @@ NODE_BOUND = re.compile(rb"Bind to role=(\w+), (?:id=\d+, )?ip=[^,]*, port=(-?\d
 NODE_CONNECTED = re.compile(rb"\b([WS])\[(\d+)\] is connected to others")
 TICK = 0.05  # longest time an event-free loop waits before looking at its deadlines
 DRAIN_BATCH = 500  # a chatty role must not keep the loop from its deadlines
+RANK0 = RoleId(WORKER, 0).name  # worker-0 is MXNet rank 0 (plan.rank_order): the one that saves checkpoints
+SPOT_POLL = 5.0  # seconds between a host's looks at its spot notice
+SPOT_WAIT = 90.0  # after a notice, how long rank 0 may take to save and end (AWS acts 2 minutes after it)
 
 
 class Reason(enum.Enum):
@@ -49,6 +57,7 @@ class Reason(enum.Enum):
     INTERRUPTED = ("interrupted", Exit.INTERRUPTED, "interrupted; every role was stopped")
     TERMINATED = ("terminated", Exit.TERMINATED, "terminated; every role was stopped")
     HUNG_UP = ("hung up", Exit.HUNG_UP, "hung up; every role was stopped")
+    SPOT = ("spot interruption", Exit.FAILED, "spot interruption on {hosts}")
 
     def __new__(cls, text: str, exit_status: Exit, message: str):
         member = object.__new__(cls)
@@ -60,10 +69,10 @@ class Reason(enum.Enum):
     @property
     def imposed(self) -> bool:
         """Decided from outside (--timeout, a signal), whatever the workers did."""
-        return self not in (Reason.OK, Reason.FAILED)
+        return self not in (Reason.OK, Reason.FAILED, Reason.SPOT)
 
-    def message(self, timeout: Optional[float] = None) -> str:
-        return self._message.format(timeout=timeout)
+    def message(self, timeout: Optional[float] = None, hosts: Tuple[str, ...] = ()) -> str:
+        return self._message.format(timeout=timeout, hosts=", ".join(hosts))
 
 
 SIGNAL_REASONS = {signal.SIGINT: Reason.INTERRUPTED, signal.SIGTERM: Reason.TERMINATED,
@@ -96,6 +105,8 @@ class JobSettings:
     port_tries: int = 5  # starts of the whole job (a failed or moved bind restarts it on other ports)
     kill_wait: float = 0.5  # after the grace, before guards that did not report are killed
     abandon_wait: float = 1.5  # after that, roles that still did not report are given up on
+    spot_poll: float = SPOT_POLL  # seconds between looks at a host's spot notice (jobs that watch)
+    spot_wait: float = SPOT_WAIT  # after a notice, how long rank 0 may take to save its checkpoint and end
 
 
 @dataclass(frozen=True)
@@ -109,10 +120,15 @@ class JobOutcome:
     teardown_started: Optional[float] = None  # wall clock; None when nothing had to be stopped
     notes: Tuple[str, ...] = ()
     ranks: Tuple[Tuple[str, int], ...] = ()  # role name -> MXNet (ps-lite) rank, where ps-lite said
+    spot_hosts: Tuple[str, ...] = ()  # addresses of hosts that had a spot interruption notice (first first)
 
     @property
     def status(self) -> Exit:
         return self.reason.exit_status
+
+    def message(self) -> str:
+        """Why the job ended, for people: the reason's message with this job's details."""
+        return self.reason.message(self.plan.spec.timeout, self.spot_hosts)
 
     def rank_of(self, name: str) -> Optional[int]:
         return dict(self.ranks).get(name)
@@ -136,6 +152,8 @@ class _State:
     finishing_at: Optional[float] = None
     ports_tried: List[int] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    spot_hosts: List[str] = field(default_factory=list)
+    spot_deadline: Optional[float] = None  # rank 0 was asked to checkpoint: the job ends by then
 
 
 class Job:
@@ -168,7 +186,9 @@ class Job:
 
     # ------------------------------------------------------------------------------------------ steps
     def _launch(self, role: Role) -> RoleLaunch:
-        return RoleLaunch(role=role, argv=self.state.plan.spec.command, cwd=self.cwd, grace=self.settings.grace)
+        watches = role.name in self.state.plan.spot_watchers()
+        return RoleLaunch(role=role, argv=self.state.plan.spec.command, cwd=self.cwd, grace=self.settings.grace,
+                          spot_poll=self.settings.spot_poll if watches else None)
 
     def _start(self, role: Role) -> None:
         self.state.live[role.name] = role
@@ -255,6 +275,13 @@ class Job:
             return
         if st.restart_port is not None:  # an end this restart asked for: not a result of the job
             return
+        if st.spot_deadline is not None and not (result.name == RANK0 and result.ok):
+            # rank 0 ended after saving (exit 75: not a failure of its own), or a peer it needs is gone
+            st.results[result.name] = result
+            if result.name != RANK0:
+                st.notes.append(f"{result.name} ended ({result.how()}) while rank 0 was saving its checkpoint")
+            self._begin_teardown(Reason.SPOT)
+            return
         if (result.name == SCHEDULER_ID.name and not result.ok and SCHEDULER_ID.name not in st.bound
                 and ports.bind_failed(self.sink.tail(SCHEDULER_ID.name))
                 and self._restart(f"scheduler could not bind port {st.plan.port}", st.plan.port)):
@@ -278,8 +305,32 @@ class Job:
             st.pids[event.name] = (event.pid, event.time)
         elif isinstance(event, RoleEnded):
             self._ended(event.result)
+        elif isinstance(event, SpotNotice):
+            self._spot_notice(event)
         elif isinstance(event, SignalReceived):
             self._begin_teardown(SIGNAL_REASONS.get(event.signum, Reason.TERMINATED))
+
+    def _spot_notice(self, notice: SpotNotice) -> None:
+        """A host is going away: rank 0 saves where it is (once per attempt), then the job ends (Reason.SPOT)."""
+        st = self.state
+        host = st.plan.role(notice.name).host.address
+        if host in st.spot_hosts:
+            return
+        st.spot_hosts.append(host)
+        if st.stopping:
+            return
+        first = len(st.spot_hosts) == 1
+        text = f"spot interruption notice for {host} (action {notice.action} at {notice.time})" + (
+            ": asking rank 0 to checkpoint" if first else "")
+        st.notes.append(text)
+        self.sink.mark(text)
+        if not first or st.finishing_at is not None:  # every worker already finished: nothing to save
+            return
+        if RANK0 in st.live and st.restart_port is None:
+            st.handles[RANK0].checkpoint()
+            st.spot_deadline = self.clock.monotonic() + self.settings.spot_wait
+        else:  # rank 0 is not running (gone, or the start is being retried): nothing to save
+            self._begin_teardown(Reason.SPOT)
 
     # ------------------------------------------------------------------------------------------ loop
     def _run(self) -> JobOutcome:
@@ -296,6 +347,10 @@ class Job:
                     self._begin_teardown(Reason.TIMEOUT)
                 elif st.finishing_at is not None and now >= st.finishing_at:
                     self._begin_teardown(Reason.OK)
+                elif st.spot_deadline is not None and now >= st.spot_deadline:
+                    st.notes.append(f"rank 0 did not end within {self.settings.spot_wait:g}s of the checkpoint "
+                                    f"request; every role was stopped")
+                    self._begin_teardown(Reason.SPOT)
             if not st.live and st.restart_port is not None:  # every role of the failed start is gone
                 st.plan, st.restart_port, st.kill_at, st.abandon_at = self.make_plan(st.restart_port), None, None, None
                 self._start_all()
@@ -330,7 +385,7 @@ class Job:
     def _outcome(self, started: float) -> JobOutcome:
         st = self.state
         workers = [st.results.get(r.name) for r in st.plan.workers]
-        if st.stopping is not None and st.stopping.imposed:
+        if st.stopping is not None and (st.stopping.imposed or st.stopping is Reason.SPOT):
             reason = st.stopping
         elif st.first_failure is None and all(w is not None and w.ok for w in workers):
             reason = Reason.OK
@@ -341,4 +396,4 @@ class Job:
         return JobOutcome(reason=reason, plan=st.plan, results=results,
                           first_failure=st.first_failure, started=started, ended=self.clock.wall(),
                           teardown_started=st.teardown_started, notes=tuple(st.notes),
-                          ranks=tuple(sorted(st.ranks.items())))
+                          ranks=tuple(sorted(st.ranks.items())), spot_hosts=tuple(st.spot_hosts))

@@ -42,6 +42,9 @@ class LocalRoleHandle(RoleHandle):
     def stop(self) -> None:
         self._send(roleguard.STOP_LINE + b"\n")
 
+    def checkpoint(self) -> None:
+        self._send(roleguard.CHECKPOINT_LINE + b"\n")
+
     def kill(self) -> None:
         self._send(None)
         for pid in (self.session.role_pid, self.proc.pid):

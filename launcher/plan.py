@@ -79,6 +79,7 @@ class JobSpec:
     env_server: Env = ()
     workdir: Optional[str] = None  # where roles run; None = the launcher's cwd (local mode)
     timeout: Optional[float] = None
+    watch_spot: bool = False  # each host's spot interruption notice is watched (launch train --watch-spot)
 
     def validate(self) -> "JobSpec":
         if not self.command:
@@ -137,6 +138,16 @@ class JobPlan:
 
     def role(self, name: str) -> Role:
         return next(r for r in self.roles if r.name == name)
+
+    def spot_watchers(self) -> Tuple[str, ...]:
+        """The roles whose guards watch for spot notices: the first planned on each host (one poller per
+        host), none unless the job watches."""
+        if not self.spec.watch_spot:
+            return ()
+        firsts: Dict[Host, str] = {}
+        for role in self.roles:
+            firsts.setdefault(role.host, role.name)
+        return tuple(firsts.values())
 
     def hosts_used(self) -> Tuple[Host, ...]:
         seen = []

@@ -34,6 +34,13 @@ class Restart:
     restarted_at: float  # wall clock: the next attempt started
     from_epoch: Optional[int]  # the checkpoint it resumed from; None: from scratch (no checkpoint yet)
     kept_until: float  # wall clock: what the next attempt keeps was reached (its checkpoint written)
+    from_batch: int = 0  # > 0: a mid-epoch checkpoint, this many batches into epoch `from_epoch`
+
+    @property
+    def where(self) -> str:
+        if self.from_epoch is None:
+            return "scratch (no checkpoint)"
+        return f"checkpoint epoch {self.from_epoch}" + (f" batch {self.from_batch}" if self.from_batch else "")
 
     @property
     def seconds_lost(self) -> float:
@@ -44,6 +51,7 @@ class Restart:
     def record(self, iso: Callable[[float], str]) -> dict:
         return {"attempt": self.attempt, "reason": self.reason, "failed_at": iso(self.failed_at),
                 "restarted_at": iso(self.restarted_at), "from_epoch": self.from_epoch,
+                "from_batch": self.from_batch,
                 "downtime_seconds": round(self.restarted_at - self.failed_at, 3), "seconds_lost": self.seconds_lost}
 
 
@@ -74,14 +82,16 @@ class RestartClock:
 
 
 def restartable(outcome: JobOutcome) -> bool:
-    """A role failed or a host was lost; never what was decided from outside (a signal, --timeout)."""
-    return outcome.reason is Reason.FAILED
+    """A role failed, a host was lost or is going away (a spot notice); never what was decided from outside
+    (a signal, --timeout)."""
+    return outcome.reason in (Reason.FAILED, Reason.SPOT)
 
 
 @dataclass(frozen=True)
 class ResumePoint:
     epoch: Optional[int]  # the newest whole checkpoint; None: none yet (from scratch)
     saved_at: Optional[float] = None  # wall clock of its params file, where known (this machine's files)
+    batch: int = 0  # > 0: a mid-epoch checkpoint (this many batches of `epoch` done)
 
 
 @dataclass(frozen=True)
@@ -92,11 +102,13 @@ class Result:
 
 
 def run_with_restarts(attempt: Callable[[int, Optional[int], Tuple[Restart, ...]], JobOutcome],
-                      resume_point: Callable[[], ResumePoint], describe: Callable[[JobOutcome], str],
+                      resume_point: Callable[[JobOutcome], ResumePoint], describe: Callable[[JobOutcome], str],
                       policy: RestartPolicy, notice: Callable[[str], None],
                       clock: RestartClock = RestartClock()) -> Result:
     """Run attempt 1 (`attempt(1, None, ())`: the command as given), then, while it fails and restarts are
-    left, wait `policy.delay` and run `attempt(n, epoch, restarts so far)` from `resume_point()`'s epoch."""
+    left, wait `policy.delay` and run `attempt(n, epoch, restarts so far)` from `resume_point(failed outcome)`'s
+    epoch (a mid-epoch point's batch is the last restart's `from_batch`). `resume_point` is where the caller
+    readies the next attempt first (a cluster made whole: its checkpoints are read through the hosts there are)."""
     restarts: List[Restart] = []
     number, epoch = 1, None
     while True:
@@ -105,11 +117,12 @@ def run_with_restarts(attempt: Callable[[int, Optional[int], Tuple[Restart, ...]
         if not restartable(outcome) or len(restarts) >= policy.max_restarts:
             return Result(outcome, tuple(restarts))
         reason = describe(outcome)
-        point = resume_point()
-        epoch = point.epoch
+        point = resume_point(outcome)
+        epoch, batch = point.epoch, point.batch if point.epoch is not None else 0
         # kept: the checkpoint, when this attempt wrote it (its time known), else nothing of this attempt
         kept_until = max(started, point.saved_at) if epoch is not None and point.saved_at else started
-        where = f"from checkpoint epoch {epoch}" if epoch is not None else "from scratch (no checkpoint yet)"
+        where = (f"from checkpoint epoch {epoch}" + (f" batch {batch}" if batch else "") if epoch is not None
+                 else "from scratch (no checkpoint yet)")
         notice(f"restart {len(restarts) + 1} of {policy.max_restarts}"
                f"{f' in {policy.delay:g}s' if policy.delay else ''}, {where}: {reason}")
         signum = clock.wait(policy.delay) if policy.delay > 0 else None
@@ -118,15 +131,14 @@ def run_with_restarts(attempt: Callable[[int, Optional[int], Tuple[Restart, ...]
             notice(f"{stopped.value} while waiting to restart; nothing is running")
             return Result(_imposed(outcome, stopped), tuple(restarts), interrupted_waiting=True)
         restarts.append(Restart(attempt=number, reason=reason, failed_at=outcome.ended, restarted_at=clock.wall(),
-                                from_epoch=epoch, kept_until=kept_until))
+                                from_epoch=epoch, kept_until=kept_until, from_batch=batch))
         number += 1
 
 
 def marker(restart: Restart, max_restarts: int) -> str:
     """The line every role's log gets where a restarted attempt begins."""
-    where = f"checkpoint epoch {restart.from_epoch}" if restart.from_epoch is not None else "scratch (no checkpoint)"
     return (f"===== launch: restart {restart.attempt} of {max_restarts}, attempt {restart.attempt + 1}, "
-            f"from {where}, after: {restart.reason} =====")
+            f"from {restart.where}, after: {restart.reason} =====")
 
 
 def _imposed(outcome: JobOutcome, reason: Reason) -> JobOutcome:

@@ -245,17 +245,21 @@ def resume_target(run_dir: str, python: Optional[str] = None, ssh=None, workdir:
 
 
 def _newest_everywhere(run_dir: str, target: JobTarget, spec, prefix: str,
-                       remote=checkpoints.remote_checkpoints) -> int:
-    epoch, found = checkpoints.newest_everywhere(target, spec, prefix, remote)
-    if epoch is not None:
-        return epoch
+                       remote=checkpoints.remote_points) -> "checkpoints.Checkpoint":
+    point, found = checkpoints.newest_everywhere(target, spec, prefix, remote)
+    if point is not None:
+        return point
     if target.local:
         raise UsageError(f"cannot resume {run_dir}: no whole checkpoint {prefix}-NNNN.params (with "
                          f"{prefix}-symbol.json) in {spec.workdir}")
     where = posixpath.join(spec.workdir, prefix)
-    seen = "; ".join(f"{h.target}: {', '.join(map(str, sorted(e))) or 'none'}" for h, e in found.items())
+    seen = "; ".join(f"{h.target}: {', '.join(_short(c) for c in sorted(e)) or 'none'}" for h, e in found.items())
     raise UsageError(f"cannot resume {run_dir}: no checkpoint {where}-NNNN.params that every worker host has "
                      f"(epochs per host: {seen}); the workers must all see it, e.g. on EFS")
+
+
+def _short(point: "checkpoints.Checkpoint") -> str:
+    return f"{point.epoch}" + (f"/{point.batch}" if point.batch else "")
 
 
 def with_num_epochs(command, num_epochs: Optional[int]) -> tuple:
@@ -270,10 +274,12 @@ def with_num_epochs(command, num_epochs: Optional[int]) -> tuple:
 
 
 def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, target: Optional[JobTarget] = None,
-                num_epochs: Optional[int] = None, remote_checkpoints=checkpoints.remote_checkpoints):
+                num_epochs: Optional[int] = None, remote_checkpoints=checkpoints.remote_points,
+                watch_spot: Optional[bool] = None):
     """(JobSpec, run_dir) to run RUN_DIR's job again on `target` (default: its own, resume_target) with
-    `--load-epoch <newest checkpoint every worker has>` (and `--num-epochs N` when given).
-    `remote_checkpoints(target, hosts, prefix)`: how a remote job's checkpoints are listed (SSH)."""
+    `--load-epoch <newest checkpoint every worker has>` (`--load-batch B` too for a mid-epoch one; and
+    `--num-epochs N` when given). `remote_checkpoints(target, hosts, prefix)`: how a remote job's checkpoints
+    are listed (SSH). `watch_spot`: None keeps job.yaml's (a job.yaml without it: on for a cluster's job)."""
     from mxlaunch.launcher.plan import MASK, JobSpec
 
     data = load_job(run_dir)
@@ -304,10 +310,19 @@ def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, tar
     spec = JobSpec(command=with_num_epochs(command, num_epochs), num_workers=num_workers,
                    num_servers=int(data["num_servers"]), hosts=target.job_hosts(num_workers), local=target.local,
                    env=env, env_worker=env_worker, env_server=env_server, workdir=workdir,
-                   timeout=timeout if timeout is not None else data.get("timeout")).validate()
-    epoch = _newest_everywhere(run_dir, target, spec, prefix, remote_checkpoints)
-    spec = dataclasses.replace(spec, command=workload.with_load_epoch(spec.command, epoch))
+                   timeout=timeout if timeout is not None else data.get("timeout"),
+                   watch_spot=recorded_watch_spot(data) if watch_spot is None else watch_spot).validate()
+    point = _newest_everywhere(run_dir, target, spec, prefix, remote_checkpoints)
+    spec = dataclasses.replace(spec, command=workload.with_load_epoch(spec.command, point.epoch, point.batch))
     return spec, os.path.abspath(run_dir)
+
+
+def recorded_watch_spot(data: dict) -> bool:
+    """job.yaml's `watch_spot`; where it is not recorded, the default of where the job ran (on for --cluster)."""
+    recorded = data.get("watch_spot")
+    if isinstance(recorded, bool):
+        return recorded
+    return bool((data.get("target") or {}).get("cluster"))
 
 
 def resume_remote_run_dir(run_dir: str, workdir: str, job_id: str) -> str:

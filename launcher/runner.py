@@ -3,7 +3,7 @@
 A `Runner` starts each role under a roleguard (launcher/remote/roleguard.py) — a local process, or one at
 the end of an SSH channel — and returns a `RoleHandle`. Everything a role does comes back as events
 on one queue, in order: `RoleStarted`, `RoleOutput` (one line), then exactly one `RoleEnded` carrying
-its `RoleResult`. `pump_guard_output` turns a guard's stdout into those events and is shared by every
+its `RoleResult`; a guard that watches its host for spot interruptions may put one `SpotNotice` between. `pump_guard_output` turns a guard's stdout into those events and is shared by every
 runner; a runner only has to supply the guard's stdout, its stdin (the lifeline) and its exit status.
 """
 from __future__ import annotations
@@ -37,6 +37,7 @@ class RoleLaunch:
     argv: Tuple[str, ...]
     cwd: Optional[str]
     grace: float = 1.0  # seconds between SIGTERM and SIGKILL when the role is stopped
+    spot_poll: Optional[float] = None  # its guard polls the host's spot notice this often (None: it does not)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,15 @@ class RoleEnded:
     result: RoleResult
 
 
+@dataclass(frozen=True)
+class SpotNotice:
+    """The role's host has a spot interruption notice (its guard read it from the metadata service)."""
+
+    name: str  # the role whose guard watched
+    action: str  # terminate | stop | hibernate
+    time: str  # when AWS will act (its ISO text, UTC)
+
+
 class RoleHandle(abc.ABC):
     """A started role. Both methods return at once; the outcome arrives as `RoleEnded`."""
 
@@ -99,6 +109,10 @@ class RoleHandle(abc.ABC):
     @abc.abstractmethod
     def kill(self) -> None:
         """Last resort when the guard does not answer: cut the lifeline / kill what can be reached."""
+
+    def checkpoint(self) -> None:
+        """Ask the guard to send SIGUSR1 to the role (rank 0: save a checkpoint now, then exit 75)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot ask for a checkpoint")
 
 
 class Runner(abc.ABC):
@@ -125,9 +139,11 @@ class GuardSession:
     def config_line(self) -> bytes:
         """The guard's first stdin line (roleguard protocol): env travels here, never on a command line."""
         import json
-        return (json.dumps({"argv": list(self.launch.argv), "env": self.launch.role.env_dict(),
-                            "cwd": self.launch.cwd, "grace": self.launch.grace, "token": self.token})
-                + "\n").encode("utf-8")
+        config = {"argv": list(self.launch.argv), "env": self.launch.role.env_dict(), "cwd": self.launch.cwd,
+                  "grace": self.launch.grace, "token": self.token}
+        if self.launch.spot_poll is not None:
+            config["spot"] = {"interval": self.launch.spot_poll}
+        return (json.dumps(config) + "\n").encode("utf-8")
 
 
 def pieces(stdout: BinaryIO, limit: int = PIECE):
@@ -179,6 +195,8 @@ def pump_guard_output(session: GuardSession, stdout: BinaryIO, events: Events,
                 events.put(RoleStarted(role.name, session.role_pid, session.start))
             elif event == "exit":
                 payload = data
+            elif event == "spot" and isinstance(data, dict):
+                events.put(SpotNotice(role.name, str(data.get("action")), str(data.get("time"))))
     except Exception as exc:  # a transport error mid-read: the role still gets its one RoleEnded, never a hang
         payload = payload or {"code": None, "signal": None, "stopped": None,
                               "error": f"its output could not be read ({type(exc).__name__}: {exc})"}

@@ -83,6 +83,10 @@ class SSHRoleHandle(RoleHandle):
             self._stop_requested = True
             self._send(roleguard.STOP_LINE + b"\n")
 
+    def checkpoint(self) -> None:
+        with self._lock:  # before the channel is open the role has not started: nothing to save yet
+            self._send(roleguard.CHECKPOINT_LINE + b"\n")
+
     def kill(self) -> None:
         """Cut the lifeline (sshd closes the guard's stdin), and SIGKILL the role's group directly."""
         with self._lock:

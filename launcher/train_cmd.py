@@ -11,7 +11,8 @@ import click
 
 from mxlaunch.launcher import checkpoints, ports, rundir, workload
 from mxlaunch.errors import CommandError, UsageError
-from mxlaunch.launcher.job import Job, JobOutcome, JobSettings
+from mxlaunch.launcher.attempt import failure_text, final_message, run_and_report
+from mxlaunch.launcher.job import JobOutcome
 from mxlaunch.launcher.plan import JobSpec, check_env_key, parse_env_pair, plan_job
 from mxlaunch.launcher.target import JobTarget, hosts_target, local_target
 
@@ -182,12 +183,21 @@ def _make_runner(spec: JobSpec, target: JobTarget, plan):
                    "(from scratch if it has none yet), in the same run directory, up to N times.")
 @click.option("--restart-delay", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="Wait between a failed attempt and the next (Ctrl-C ends the wait and the launch).")
+@click.option("--watch-spot/--no-watch-spot", default=None,
+              help="Watch each host's spot interruption notice (EC2 metadata service, IMDSv2); on a notice rank 0 "
+                   "saves a checkpoint where it is and the job stops (restarted from it with --max-restarts). "
+                   "Default: on for --cluster, off for --local and --hosts; --resume keeps the job's.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every line of every role, ps-lite's and MXNet's engine "
               "lines too (the logs always have them).")
+@click.option("--detach", is_flag=True,
+              help="With --cluster: run the launcher itself on instance 0 (in the cluster's venv, its own session) "
+                   "and return with the run id; the run directory is on EFS (see launch runs/logs/stop --cluster).")
+@click.option("--detached-from", hidden=True, metavar="NAME")  # set by --detach on the launcher it starts
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_files, env_worker, env_server, workdir,
           python, ssh_key, ssh_user, known_hosts, accept_new_host_keys, timeout, grace, scheduler_port, dry_run,
-          resume_dir, num_epochs, max_restarts, restart_delay, verbose, command) -> None:
+          resume_dir, num_epochs, max_restarts, restart_delay, watch_spot, verbose, command, detach=False,
+          detached_from=None) -> None:
     """Run COMMAND as every role of an MXNet parameter-server job (1 scheduler, S servers, N workers).
 
     \b
@@ -195,6 +205,10 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
     launch train --resume runs/20260101-120000-ab12cd34 [--num-epochs 20]
     """
     grace, timeout = _seconds("--grace", grace), _seconds("--timeout", timeout)
+    if detached_from:  # this is the launcher that `--detach` started on instance 0
+        return _as_detached(detached_from)
+    if detach:
+        _check_detach(cluster, dry_run, resume_dir, run_dir)
     if not (math.isfinite(restart_delay) and restart_delay >= 0):
         raise UsageError(f"--restart-delay {restart_delay:g}: expected a number of seconds >= 0")
     if num_epochs is not None and not resume_dir:
@@ -206,7 +220,7 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
                              "--run-dir or --local/--hosts/--cluster with it")
         target = _resume_target(resume_dir, workdir, python, ssh)
         spec, run_dir = rundir.resume_spec(resume_dir, extra_env=_user_env(env, env_files), timeout=timeout,
-                                           target=target, num_epochs=num_epochs)
+                                           target=target, num_epochs=num_epochs, watch_spot=watch_spot)
         job_id = rundir.load_job(run_dir).get("job_id") or rundir.new_job_id()
     else:
         target = _target(local, hosts, cluster, workdir, python, ssh)
@@ -222,9 +236,17 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
                        env=target.env + _user_env(env, env_files),
                        env_worker=_env_pairs(env_worker, "--env-worker"),
                        env_server=_env_pairs(env_server, "--env-server"), workdir=target.workdir,
-                       timeout=timeout).validate()
+                       timeout=timeout, watch_spot=bool(cluster) if watch_spot is None else watch_spot).validate()
         job_id = rundir.new_job_id()
         run_dir = run_dir or rundir.default_run_dir(job_id)
+    if detach:  # the launcher itself goes to instance 0, with the job as resolved here (mxlaunch/infra/detach.py)
+        from mxlaunch.infra import detach as detached
+        passed = ["--grace", repr(grace), "--max-restarts", str(max_restarts), "--restart-delay", repr(restart_delay),
+                  *(["--scheduler-port", str(scheduler_port)] if scheduler_port else []), *(["-v"] if verbose else [])]
+        started = detached.start(cluster, target, spec, passed, detached.new_run_id())
+        click.echo(started.run)  # alone on stdout: RUN=$(launch train ... --detach)
+        click.echo(detached.started_text(started), err=True, nl=False)
+        return
     cwd = spec.workdir or os.getcwd()
     run_dir = os.path.abspath(run_dir)
     remote_dir = None  # SSH mode: the roles' own run directory, on their hosts
@@ -251,21 +273,33 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
     except BaseException:
         runner.close()
         raise
+    from mxlaunch.launcher import restarts as restart_loop
+
+    def resume_point() -> "restart_loop.ResumePoint":
+        """The newest whole checkpoint (mid-epoch ones too) every worker can load, as --resume finds it."""
+        prefix = workload.model_prefix(spec.command)
+        if not prefix:  # no checkpoints: the workload starts again from scratch
+            return restart_loop.ResumePoint(None)
+        ran = dataclasses.replace(spec, workdir=cwd)  # where the roles ran (and wrote their checkpoints)
+        point, _ = checkpoints.newest_everywhere(target, ran, prefix)
+        if point is None:
+            return restart_loop.ResumePoint(None)
+        return restart_loop.ResumePoint(point.epoch, checkpoints.checkpoint_time(target, ran, prefix, point),
+                                        point.batch)
+
     if not max_restarts:
         outcome = run_and_report(make_plan, first_port, runner, cwd, grace, append_logs=bool(resume_dir),
                                  target=target, verbose=verbose)
         if outcome.status != 0:
-            raise JobFailed(_final_message(outcome), outcome.status)
+            raise JobFailed(final_message(outcome, resume_point), outcome.status)
         return
-
-    from mxlaunch.launcher import restarts as restart_loop
 
     def attempt(number: int, epoch: Optional[int], done: tuple) -> JobOutcome:
         if number == 1:
             return run_and_report(make_plan, first_port, runner, cwd, grace, append_logs=bool(resume_dir),
                                   target=target, verbose=verbose, restarts=done)
         again = spec if epoch is None else dataclasses.replace(
-            spec, command=workload.with_load_epoch(spec.command, epoch))
+            spec, command=workload.with_load_epoch(spec.command, epoch, done[-1].from_batch))
 
         def make_again(port: int):
             return plan_job(again, job_id=job_id, run_dir=run_dir, port=port, local_cpus=cpus,
@@ -276,16 +310,15 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
                               append_logs=True, target=target, verbose=verbose, restarts=done,
                               marker=restart_loop.marker(done[-1], max_restarts))
 
-    def resume_point() -> "restart_loop.ResumePoint":
-        prefix = workload.model_prefix(spec.command)
-        if not prefix:  # no checkpoints: the workload starts again from scratch
-            return restart_loop.ResumePoint(None)
-        ran = dataclasses.replace(spec, workdir=cwd)  # where the roles ran (and wrote their checkpoints)
-        epoch, _ = checkpoints.newest_everywhere(target, ran, prefix)
-        return restart_loop.ResumePoint(epoch, checkpoints.checkpoint_time(target, ran, prefix, epoch))
+    def restart_point(failed: JobOutcome) -> "restart_loop.ResumePoint":
+        nonlocal target, spec
+        if target.cluster:  # the cluster made whole first: its checkpoints are then read through hosts that answer,
+            # and the next attempt's roles are planned on its hosts as they are now
+            target, spec = _cluster_made_whole(target, spec, ssh, failed.spot_hosts)
+        return resume_point()
 
     try:
-        result = restart_loop.run_with_restarts(attempt, resume_point, _failure_text,
+        result = restart_loop.run_with_restarts(attempt, restart_point, failure_text,
                                                 restart_loop.RestartPolicy(max_restarts, restart_delay),
                                                 lambda text: click.echo(f"[launch] {text}", err=True))
     except CommandError as exc:  # a restart that cannot begin (a host still unreachable, its preflight refused)
@@ -296,79 +329,48 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
         from mxlaunch.launcher import summary
         summary.amend_summary(outcome, result.restarts)
         raise JobFailed(f"{outcome.reason.value} while waiting to restart (nothing was running) after: "
-                        f"{_failure_text(outcome)} (run directory {outcome.plan.run_dir})", outcome.status)
+                        f"{failure_text(outcome)} (run directory {outcome.plan.run_dir})", outcome.status)
     if outcome.status != 0:
         spent = f" (after {len(result.restarts)} restart{'s' if len(result.restarts) != 1 else ''})"
-        raise JobFailed(_final_message(outcome) + (spent if result.restarts else ""), outcome.status)
+        raise JobFailed(final_message(outcome, resume_point) + (spent if result.restarts else ""), outcome.status)
 
 
-def _failure_text(outcome: JobOutcome) -> str:
-    """What ended an attempt, one line: the first failing role, else the reason."""
-    if outcome.first_failure is not None:
-        from mxlaunch.launcher.summary import describe
-        return describe(outcome.first_failure, outcome.rank_of(outcome.first_failure.name))
-    return outcome.reason.message(outcome.plan.spec.timeout)
+def _check_detach(cluster: Optional[str], dry_run: bool, resume_dir: Optional[str], run_dir: Optional[str]) -> None:
+    if not cluster:
+        raise UsageError("--detach runs the launcher on a cluster's instance 0: give --cluster NAME")
+    if dry_run:
+        raise UsageError("--dry-run shows the plan without --detach (a detached launcher runs the same plan)")
+    if resume_dir:
+        raise UsageError("--detach starts a new job; a detached run resumes on instance 0: "
+                         "launch cluster exec NAME -- launch train --resume RUN_DIR")
+    if run_dir:
+        raise UsageError("--run-dir: a detached run's directory is WORKDIR/runs/<run id> on the cluster's EFS")
 
 
-def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, append_logs: bool,
-                   target: Optional[JobTarget] = None, verbose: bool = False, restarts: tuple = (),
-                   marker: Optional[str] = None) -> JobOutcome:
-    from mxlaunch.launcher import runstate, summary
-    from mxlaunch.launcher.output import RoleOutputSink
-
-    plan = make_plan(first_port)
-    try:  # until the Job owns the runner (it closes it), a failure here must close it: connections, threads
-        rundir.write_plan_files(plan, cwd, target)
-        runstate.record_launcher(plan.run_dir)  # `launch logs --follow` / `launch runs` see if this process dies
-        sink = RoleOutputSink(plan.run_dir, plan.roles, show_host=not plan.spec.local, append=append_logs,
-                              verbose=verbose)
-    except BaseException:
-        runner.close()
+def _as_detached(cluster: str) -> None:
+    """This very command (less --detached-from), as the launcher of a detached job: a restart that cannot
+    begin also says what only a machine with the cluster's state can do (the instances hold no AWS
+    credentials, so this launcher cannot replace one)."""
+    params = click.get_current_context().params
+    try:
+        train.callback(**{**params, "detached_from": None})
+    except JobFailed as exc:
+        if exc.message.startswith("could not restart"):
+            exc.message += (f"; this launcher, detached on cluster {cluster}, cannot replace an instance: from a "
+                            f"machine with the cluster's state run `launch cluster repair {cluster}`, then "
+                            f"`launch train --resume` the job")
         raise
-    if marker:  # a restart: every log says where the new attempt begins
-        sink.mark(marker)
-    sink.notice(f"run directory {plan.run_dir}")
-    try:
-        job = Job(make_plan, first_port, runner, sink, JobSettings(grace=grace), cwd=cwd)
-        outcome = job.run()
-        sink.end_progress()
-        if outcome.plan.port != plan.port:  # the job moved to other ports: the record says where it really ran
-            rundir.write_plan_files(outcome.plan, cwd, target)
-        metrics = summary.collect_metrics(outcome.plan, cwd, sink.progress, _plot_or_warn(sink, plan.run_dir))
-        summary.write_summary(outcome, metrics, restarts)
-        # its last line: status, restarts, accuracy, checkpoints, plot
-        click.echo(summary.table(outcome, metrics, restarts), nl=False)
-        if outcome.first_failure is not None:
-            for line in summary.failure_lines(outcome, sink.tail(outcome.first_failure.name)):
-                click.echo(line, err=True)
-    finally:
-        sink.close()
-    return outcome
 
 
-def _plot_or_warn(sink, run_dir: str) -> Optional[str]:
-    """accuracy.png from metrics.jsonl. The metrics are a report: a damaged file is a warning (its good lines
-    still count), never the failure of a job whose workers succeeded."""
-    from mxlaunch.launcher import plotting
+def _cluster_made_whole(target: JobTarget, spec: JobSpec, ssh: "SSHOptions",
+                        doomed: Sequence[str] = ()) -> Tuple[JobTarget, JobSpec]:
+    """Before a restart under --cluster: terminated or unreachable instances, and `doomed` ones (private
+    addresses with a spot interruption notice), replaced and checked as `up` does (infra/repair.py); then the
+    job's hosts taken from the cluster as it is now."""
+    from mxlaunch.infra.repair import make_whole
+    from mxlaunch.infra.targets import cluster_target
 
-    path = rundir.metrics_path(run_dir)
-    if os.path.lexists(path):
-        try:
-            plotting.read_metrics(path)
-        except UsageError as exc:
-            sink.notice(f"warning: {exc.format_message()}; damaged lines left out of the summary and plot",
-                        error=True)
-    try:
-        return plotting.plot_run_if_metrics(run_dir)
-    except Exception as exc:  # noqa: BLE001 - whatever the plot hits, the job's status is its workers'
-        sink.notice(f"warning: no accuracy plot ({type(exc).__name__}: {' '.join(str(exc).split())})", error=True)
-        return None
-
-
-def _final_message(outcome: JobOutcome) -> str:
-    where = f"(run directory {outcome.plan.run_dir})"
-    if outcome.first_failure is not None:
-        from mxlaunch.launcher.summary import describe
-        failure = outcome.first_failure
-        return f"{describe(failure, outcome.rank_of(failure.name))}; every other role was stopped {where}"
-    return f"{outcome.reason.message(outcome.plan.spec.timeout)} {where}"
+    make_whole(target.cluster, lambda text: click.echo(f"[launch] {text}", err=True), doomed)
+    found = cluster_target(target.cluster).job_target(target.workdir, target.python, ssh)
+    found = dataclasses.replace(found, cluster=target.cluster)
+    return found, dataclasses.replace(spec, hosts=found.job_hosts(spec.num_workers)).validate()

@@ -4,7 +4,7 @@
     script_files(cmd)        the program and a `python script.py`'s script (looked for on every host)
     with_gpus(cmd, n)        a trainer command on a cluster gets --gpus 0,...,n-1 unless it names its own
     model_prefix(cmd)        where --resume looks for checkpoints
-    with_load_epoch(cmd, n)  the same command resuming from epoch n
+    with_load_epoch(cmd, n, b)  the same command resuming from epoch n (after b batches of it: --load-batch)
     resolve_program(cmd)     `trainer`, `python` ... found beside this launcher's interpreter (--local)
 
 An option's value is the next word (`--opt value`) or what follows '=' (`--opt=value`); when the option is
@@ -104,15 +104,18 @@ def model_prefix(command: Command) -> Optional[str]:
     return option_value(command, "--model-prefix")
 
 
-def with_load_epoch(command: Command, epoch: int) -> Tuple[str, ...]:
-    """The same command, resuming from checkpoint `epoch` of its --model-prefix (any --load-epoch it had is
-    replaced). A `trainer fine-tune` resumes as `trainer fit`: its --load-epoch names the *pretrained* model's
-    epoch, and `fit --load-epoch` on a fine-tuned checkpoint keeps the trained classifier and the schedule."""
+def with_load_epoch(command: Command, epoch: int, batch: int = 0) -> Tuple[str, ...]:
+    """The same command, resuming from checkpoint `epoch` of its --model-prefix, or from its mid-epoch
+    checkpoint after `batch` (> 0) batches of epoch `epoch` (`--load-batch`: the trainer's PREFIX-EEEE-BBBBBB);
+    any --load-epoch/--load-batch it had is replaced. A `trainer fine-tune` resumes as `trainer fit`: its
+    --load-epoch names the *pretrained* model's epoch, and `fit --load-epoch` on a fine-tuned checkpoint keeps
+    the trained classifier and the schedule."""
     command = tuple(command)
     if is_trainer(command) and "fine-tune" in command[:4]:
         at = command.index("fine-tune")
         command = without_option(command[:at] + ("fit",) + command[at + 1:], "--pretrained-model")
-    return without_option(command, "--load-epoch") + ("--load-epoch", str(epoch))
+    command = without_option(without_option(command, "--load-epoch"), "--load-batch") + ("--load-epoch", str(epoch))
+    return command + (("--load-batch", str(batch)) if batch else ())
 
 
 def resolve_program(command: Command) -> Tuple[str, ...]:

@@ -28,6 +28,10 @@ from mxlaunch.testing import box as boxes
 from mxlaunch.testing.require import need_bed
 
 CIDR = "203.0.113.7/32"  # the --ssh-cidr of every box cluster (a documentation range: never contacted)
+# `launch train --cluster` watches each host's spot notices (IMDSv2 at 169.254.169.254, never contacted by a
+# test): box jobs point the watchers at a closed port of each host's own loopback (connection refused = no
+# notice), so the watcher still runs everywhere
+NO_IMDS = ("--env", "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9")
 
 
 def box_up_args(box, count: int, instance_type: str = "g5.12xlarge", *extra) -> list:

@@ -10,7 +10,7 @@ import pwd
 import pytest
 
 from digits_recipe import fit_args, read_metrics
-from fixtures_box import box_up_args
+from fixtures_box import NO_IMDS, box_up_args
 from mxlaunch.testing import bed as testbed
 
 pytestmark = [pytest.mark.bed, pytest.mark.aws, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -47,7 +47,7 @@ def test_up_put_exec_train_resume_down(box, wheelhouse, digits_dir, tmp_path):
     # train on the cluster: as ubuntu, nothing of the launcher's paths on the hosts, ranks 0..2
     run_dir = str(tmp_path / "run")  # the hosts cannot see it
     train = fit_args(data, f"{CKPT}/digits", 16)  # --extra cpu: no --gpus is added (the CPU build)
-    code, out, err = box.launch("train", "--cluster", NAME, "-n", 3, "-s", 3, "--run-dir", run_dir,
+    code, out, err = box.launch("train", "--cluster", NAME, "-n", 3, "-s", 3, "--run-dir", run_dir, *NO_IMDS,
                                 "--env", "OMP_NUM_THREADS=1", "--", "trainer", *train, timeout=400)
     assert code == 0, err[-3000:]
     metrics = read_metrics(os.path.join(run_dir, "metrics.jsonl"))

@@ -56,7 +56,8 @@ def script(clock, *reasons, points=()):
         calls.append((number, epoch, len(done)))
         return outcome(reasons[number - 1], clock)
 
-    def resume_point():
+    def resume_point(failed):
+        assert failed.reason is Reason.FAILED  # the outcome it readies the next attempt after
         return points.pop(0) if points else ResumePoint(None)
 
     return attempt, resume_point, calls

@@ -12,18 +12,28 @@ stdin, first line: one JSON object
      "env": {"KEY": "VALUE", ...},   # merged over the guard's own environment; never on a command line
      "cwd": "/dir",                  # optional, default: the guard's cwd
      "grace": 1.0,                   # optional: seconds between SIGTERM and SIGKILL of the role's group
-     "token": "abc123"}              # optional: tags the guard's control lines (default "roleguard")
+     "token": "abc123",              # optional: tags the guard's control lines (default "roleguard")
+     "spot": {"interval": 5.0}}      # optional: watch this host's spot interruption notice (below)
 stdin, afterwards: the lifeline. EOF (launcher died, even by SIGKILL; SSH channel dropped) or a line
     "stop" -> SIGTERM to the role's process group, SIGKILL after `grace`, then exit.
     SIGTERM, SIGHUP or SIGINT to the guard do the same.
+    A line "checkpoint" -> SIGUSR1 to the role's pid only (not its group: helper processes would die of
+    USR1's default action); the trainer's rank 0 then saves a checkpoint and exits 75.
 stdout: the role's stdout and stderr, merged, as they come. Interleaved with them, always at the
     start of a line, the guard's control lines (the role does not know the token, so it cannot forge them):
         @@roleguard <token> started {"pid": 1234}
+        @@roleguard <token> spot {"action": "terminate", "time": "2026-01-01T12:00:00Z"}
         @@roleguard <token> exit {"code": 0, "signal": null, "stopped": null, "error": null}
     `code` is the role's exit status or null; `signal` the number of the signal that ended it or null;
     `stopped` is why the guard stopped it ("lifeline", "stop", "signal") or null when the role ended
     by itself; `error` a message when the role could not be started (then code is 127 or 126).
     The `exit` line is the guard's last output; nothing of the role follows it.
+    `spot` (only with "spot" in the config, at most once): the instance metadata service (IMDSv2) gave
+    this host a spot interruption notice, as AWS wrote it. A thread polls it every `interval` seconds
+    (PUT /latest/api/token, then GET /latest/meta-data/spot/instance-action with the token: 404 = no
+    notice) at AWS_EC2_METADATA_SERVICE_ENDPOINT of the role's environment (default
+    http://169.254.169.254, no proxy); AWS_EC2_METADATA_DISABLED=true turns it off. Errors and an
+    unreachable service mean no notice: it polls on quietly until the role ends.
 exit status: the role's exit code, or 128 + signal number; 125 when the guard itself failed
     (bad first line), with one line on stderr.
 
@@ -37,7 +47,10 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 
 CONTROL_PREFIX = "@@roleguard"
 STOP_LINE = b"stop"
@@ -46,6 +59,11 @@ GUARD_FAILED = 125
 DRAIN_SECONDS = 0.5
 READ_SIZE = 65536  # the role's output is passed on in reads of at most this size, never gathered into lines
 LIFELINE_KEEP = 64  # bytes of an unfinished lifeline line kept
+CHECKPOINT_LINE = b"checkpoint"
+IMDS_DEFAULT = "http://169.254.169.254"
+IMDS_TIMEOUT = 1.0  # seconds per request: the service answers at once or not at all
+IMDS_TOKEN_TTL = 21600  # seconds a session token lives (the most IMDSv2 allows)
+SPOT_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 
 
 def control_line(token, event, payload):
@@ -93,6 +111,54 @@ def bootstrap_payload():
     return str(len(source)).encode() + b"\n" + source
 
 
+def imds_endpoint(env):
+    """Where this host's instance metadata service is (botocore's settings), or None when it is turned off."""
+    if env.get("AWS_EC2_METADATA_DISABLED", "").strip().lower() == "true":
+        return None
+    return (env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or IMDS_DEFAULT).rstrip("/")
+
+
+class SpotWatcher(threading.Thread):
+    """Polls IMDSv2 for a spot interruption notice; hands the first one to `on_notice` and ends."""
+
+    def __init__(self, endpoint, interval, on_notice):
+        threading.Thread.__init__(self, name="spot-watcher", daemon=True)
+        self.endpoint, self.interval, self.on_notice = endpoint, max(0.05, float(interval)), on_notice
+        self.done = threading.Event()
+        self.token, self.token_until = None, 0.0
+        # never through a proxy: the metadata service is on the instance's own link
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def request(self, method, path, headers):
+        req = urllib.request.Request(self.endpoint + path, method=method, headers=headers)
+        with self.opener.open(req, timeout=IMDS_TIMEOUT) as answer:
+            return answer.read(65536)
+
+    def poll(self):
+        """The notice ({"action": ..., "time": ...}) or None: no notice, or no answer worth trusting."""
+        try:
+            if self.token is None or time.monotonic() >= self.token_until:
+                self.token = self.request("PUT", "/latest/api/token",
+                                          {"X-aws-ec2-metadata-token-ttl-seconds": str(IMDS_TOKEN_TTL)}).decode()
+                self.token_until = time.monotonic() + IMDS_TOKEN_TTL / 2
+            notice = json.loads(self.request("GET", SPOT_ACTION_PATH, {"X-aws-ec2-metadata-token": self.token}))
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # the token expired or was refused: ask for another next time
+                self.token = None
+            return None
+        except (OSError, ValueError):  # no service (not on EC2), timeouts, a garbled answer: keep polling
+            return None
+        return notice if isinstance(notice, dict) and notice.get("action") else None
+
+    def run(self):
+        while not self.done.is_set():
+            notice = self.poll()
+            if notice is not None:
+                self.on_notice({"action": str(notice.get("action")), "time": str(notice.get("time"))})
+                return
+            self.done.wait(self.interval)
+
+
 class Guard(object):
     def __init__(self, config):
         self.argv = [str(a) for a in config["argv"]]
@@ -109,6 +175,10 @@ class Guard(object):
         self.out_open = True  # our stdout still reaches someone
         self.at_line_start = True
         self.signalled = []
+        spot = config.get("spot")
+        self.spot_interval = float(spot.get("interval", 5.0)) if isinstance(spot, dict) else None
+        self.spot_notices = []  # from the watcher thread; written out by the main loop (one writer)
+        self.wake_w = None
 
     # -- output -----------------------------------------------------------------------------
     def write(self, data):
@@ -172,10 +242,36 @@ class Guard(object):
 
     def read_lifeline(self, data, pending):
         """Handle lifeline bytes; returns the incomplete last line."""
-        lines = (pending + data).split(b"\n")
-        if any(line.strip() == STOP_LINE for line in lines[:-1]):
-            self.begin_stop("stop")
-        return lines[-1][-LIFELINE_KEEP:]  # bounded: only a short line can be "stop"
+        lines = [line.strip() for line in (pending + data).split(b"\n")]
+        for line in lines[:-1]:
+            if line == STOP_LINE:
+                self.begin_stop("stop")
+            elif line == CHECKPOINT_LINE:
+                self.ask_checkpoint()
+        return lines[-1][-LIFELINE_KEEP:]  # bounded: only a short line can be a command
+
+    def ask_checkpoint(self):
+        """SIGUSR1 to the role's own pid: its rank 0 saves where it is and exits 75."""
+        if self.stopped is None and self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGUSR1)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def on_spot_notice(self, notice):  # the watcher's thread
+        self.spot_notices.append(notice)
+        try:
+            os.write(self.wake_w, b"s")
+        except OSError:
+            pass
+
+    def start_spot_watcher(self):
+        endpoint = imds_endpoint(self.env)
+        if self.spot_interval is None or endpoint is None:
+            return None
+        watcher = SpotWatcher(endpoint, self.spot_interval, self.on_spot_notice)
+        watcher.start()
+        return watcher
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self, stdin_rest):
@@ -193,6 +289,8 @@ class Guard(object):
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
+        self.wake_w = wake_w
+        watcher = self.start_spot_watcher()
         signal.signal(signal.SIGCHLD, lambda s, f: None)  # a handler, so the wakeup fd sees SIGCHLD
         stdin_buf, stdin_open = b"", True
         stdin_buf = self.read_lifeline(stdin_rest, stdin_buf)
@@ -201,6 +299,8 @@ class Guard(object):
             if self.signalled:
                 del self.signalled[:]
                 self.begin_stop("signal")
+            while self.spot_notices:
+                self.control("spot", self.spot_notices.pop(0))
             now = time.monotonic()
             if ended_at is None and self.proc.poll() is not None:
                 ended_at = now
@@ -242,6 +342,8 @@ class Guard(object):
                     self.begin_stop("lifeline")
                 else:
                     stdin_buf = self.read_lifeline(data, stdin_buf)
+        if watcher is not None:
+            watcher.done.set()
         if self.group_alive():
             self.signal_group(signal.SIGKILL)
         returncode = self.proc.wait()
