@@ -11,6 +11,7 @@ import click
 from mxlaunch.errors import UsageError, run_cli
 from mxlaunch.exits import Exit
 from mxlaunch.trainer.config import DIST_ROLE_VAR, FitConfig
+from mxlaunch.trainer.stop import STOPPED_FOR_CHECKPOINT, StoppedForCheckpoint, StopRequest
 
 KV_STORES = ("local", "device", "nccl", "dist_sync", "dist_async", "dist_sync_device", "dist_async_device",
              "dist_device_sync")
@@ -130,6 +131,9 @@ def _config(ctx: click.Context, **kw) -> FitConfig:
     if kw["gpus"] and kw["cpus"] is not None:
         raise UsageError("--gpus and --cpus exclude each other: split each batch over GPUs or over CPU contexts")
     kw["cpus"] = kw["cpus"] or 1
+    if kw.get("load_batch") is not None and kw.get("load_epoch") is None:
+        raise UsageError(f"--load-batch {kw['load_batch']} needs --load-epoch: the epoch that checkpoint is inside "
+                         f"(PREFIX-EEEE-BBBBBB.params is --load-epoch E --load-batch B)")
     kw["lr_step_epochs"] = parse_step_epochs(kw["lr_step_epochs"])
     kw["random_crop"], kw["random_mirror"] = bool(kw["random_crop"]), bool(kw["random_mirror"])
     kw["network"] = kw["network"].lower()
@@ -144,6 +148,10 @@ def _config(ctx: click.Context, **kw) -> FitConfig:
     return cfg
 
 
+# SIGUSR1 = "checkpoint now and stop" (trainer/stop.py); installed first thing in main(), before importing mxnet
+STOP_REQUEST = StopRequest()
+
+
 def _train(cfg: FitConfig) -> None:
     """Run training; under dist_* a failure exits at once (MXNet's finalize barrier would block a clean exit)."""
     rank_filter = setup_logging()
@@ -155,7 +163,12 @@ def _train(cfg: FitConfig) -> None:
     from mxlaunch.trainer import fit
 
     try:
-        fit.run(cfg, on_rank=set_rank)
+        fit.run(cfg, on_rank=set_rank, stop=STOP_REQUEST)
+    except StoppedForCheckpoint:  # rank 0 stopped on request (its line is logged): not a failure
+        sys.stderr.flush()
+        if distributed:  # the other workers are still in the job: the finalize barrier would never return
+            os._exit(STOPPED_FOR_CHECKPOINT)
+        sys.exit(STOPPED_FOR_CHECKPOINT)
     except BaseException as exc:
         if not distributed:
             raise
@@ -186,9 +199,13 @@ def cli() -> None:
 @_shared_options
 @click.option("--load-epoch", type=click.IntRange(min=0), default=None,
               help="resume from PREFIX-%04d.params of --model-prefix")
+@click.option("--load-batch", type=click.IntRange(min=1), default=None,
+              help="with --load-epoch E: resume inside epoch E from PREFIX-EEEE-BBBBBB.params (written on SIGUSR1)")
 @click.pass_context
 def fit_command(ctx, **kw) -> None:
-    """Train from scratch, or resume with --load-epoch."""
+    """Train from scratch, or resume with --load-epoch (and --load-batch).
+
+    SIGUSR1 asks rank 0 to checkpoint after the batch in flight and exit 75 (see --load-batch)."""
     _train(_config(ctx, **kw))
 
 
@@ -241,6 +258,7 @@ def digits_command(out) -> None:
 
 
 def main(args=None) -> None:
+    STOP_REQUEST.install()  # every role: SIGUSR1's default action would kill a process that is not rank 0
     if os.environ.get(DIST_ROLE_VAR) in ("server", "scheduler"):
         # The same command serves every role of a job: importing mxnet runs a server or scheduler and
         # exits. Logging first, so that a server reports the learning-rate changes it makes.

@@ -37,12 +37,18 @@ class FitConfig:
     disp_batches: int = 20
     model_prefix: Optional[str] = None
     load_epoch: Optional[int] = None
+    load_batch: Optional[int] = None  # with load_epoch E: the checkpoint taken inside epoch E after this many batches
     save_period: int = 1
     seed: Optional[int] = None
     # fine-tuning
     pretrained_model: Optional[str] = None
     # options the user typed (not defaults), for warnings about options an optimizer ignores
     explicit: frozenset = field(default_factory=frozenset)
+
+    @property
+    def resumes(self) -> bool:
+        """`fit` continues from a checkpoint of its own --model-prefix (--load-epoch 0 alone starts afresh)."""
+        return bool(self.load_epoch or self.load_batch)
 
     @property
     def num_devices(self) -> int:

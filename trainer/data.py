@@ -1,9 +1,16 @@
 """Training and validation batches from `.rec` files through MXNet's `ImageRecordIter`.
 
-Two defects of MXNet's example scripts are fixed here:
+Three defects of MXNet's example scripts are fixed here:
 - Under `dist_sync` every worker must run the same number of batches per epoch, or the job hangs at
   the epoch end (MXNet issue 9611). `FixedBatches` runs exactly `updates_per_epoch` batches per epoch
   on every worker, whatever the size of its shard.
+- An epoch's batches are a pure function of (seed, rank, epoch), whatever epoch the process began with, so
+  that a run resumed inside an epoch (`--load-batch B`) skips exactly the B batches the interrupted run
+  trained. One iterator reset between epochs cannot give that: its `seed` seeds one shuffle generator that
+  every reset draws on again, so epoch E's order depends on how many epochs the process ran before it.
+  Each epoch gets a fresh iterator with a seed of its own; its `seed_aug` makes the augmentation (crops,
+  mirrors) independent of `--data-nthreads` too (MXNet otherwise draws from one generator per decoding
+  thread, and records go to whichever thread is free). `shuffle_chunk_seed` only matters without an `.idx`.
 - Validation counts every real sample exactly once: the padding of the last batch is cut off, and
   the iterator is made anew for every pass (with `round_batch`, a reset iterator starts after the
   samples it borrowed to fill the previous last batch, so a reused one skips them).
@@ -11,8 +18,9 @@ Two defects of MXNet's example scripts are fixed here:
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 from mxlaunch.trainer.records import DataError, index_path
 
@@ -83,12 +91,17 @@ def _record_iter(path: str, image_shape, batch_size: int, **options):
         round_batch=True, **options))
 
 
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The seed of one rank's iterator for one epoch (a non-negative int32, as MXNet's parameter takes)."""
+    return zlib.crc32(f"{seed}/{rank}/{epoch}".encode()) & 0x7FFFFFFF
+
+
 def train_iter(path: str, image_shape, batch_size: int, shard: Shard, augmentation: Augmentation,
                threads: int = 4, seed: int = 0, shuffle: bool = True):
     return _record_iter(
         path, image_shape, batch_size,
         num_parts=shard.count, part_index=shard.index,
-        shuffle=shuffle, seed=seed, shuffle_chunk_seed=seed,
+        shuffle=shuffle, seed=seed, shuffle_chunk_seed=seed, seed_aug=seed,
         pad=augmentation.pad_size, fill_value=0,
         rand_crop=augmentation.random_crop, rand_mirror=augmentation.random_mirror,
         preprocess_threads=threads,
@@ -101,27 +114,37 @@ def val_iter(path: str, image_shape, batch_size: int, threads: int = 4):
 
 
 class FixedBatches:
-    """Exactly `batches_per_epoch` batches per epoch from `source`, restarting it when it runs dry.
+    """Exactly `batches_per_epoch` batches per epoch, each epoch read from its own iterator `make(epoch)`.
 
     A shard with fewer batches than the epoch needs wraps around to its start (as MXNet's own
-    `round_batch` does for the last batch); one with more leaves its tail for the next epoch.
+    `round_batch` does for the last batch); one with more leaves its tail unread in that epoch (the next
+    epoch's shuffle draws anew). The iterator of `first_epoch` is made at once: it gives the data shapes.
     """
 
-    def __init__(self, source, batches_per_epoch: int):
-        self.source = source
+    def __init__(self, make: Callable[[int], object], batches_per_epoch: int, first_epoch: int = 0):
+        self._make, self._next = make, (first_epoch, make(first_epoch))
         self.batches_per_epoch = batches_per_epoch
+        source = self._next[1]
         self.provide_data = source.provide_data
         self.provide_label = source.provide_label
         self.batch_size = source.batch_size
 
-    def epoch(self) -> Iterator:
-        for _ in range(self.batches_per_epoch):
+    def _source(self, epoch: int):
+        made_for, source = self._next
+        self._next = (None, None)  # one pass per iterator: an epoch read twice starts again from make()
+        return source if made_for == epoch else self._make(epoch)
+
+    def epoch(self, epoch: int = 0, skip: int = 0) -> Iterator:
+        """The batches of `epoch` after its first `skip` (those are read, not returned: resuming inside it)."""
+        source = self._source(epoch)
+        for number in range(self.batches_per_epoch):
             try:
-                batch = self.source.next()
+                batch = source.next()
             except StopIteration:
-                self.source.reset()
-                batch = self.source.next()
-            yield batch
+                source.reset()
+                batch = source.next()
+            if number >= skip:
+                yield batch
 
 
 def real_batches(make_iter) -> Iterator[Tuple[object, int]]:

@@ -11,15 +11,17 @@ import logging
 import os
 import tempfile
 import time
-from typing import List
+from typing import List, Optional
 
 from mxlaunch.errors import UsageError
 from mxlaunch.trainer import model as checkpoints
 from mxlaunch.trainer import networks, records
 from mxlaunch.trainer.config import FitConfig
-from mxlaunch.trainer.data import Augmentation, FixedBatches, Shard, real_batches, threads_for, train_iter, val_iter
+from mxlaunch.trainer.data import (Augmentation, FixedBatches, Shard, epoch_seed, real_batches, threads_for,
+                                   train_iter, val_iter)
 from mxlaunch.trainer.metrics_file import MetricsFile, default_path
 from mxlaunch.trainer.schedule import IGNORES_LR, lr_at_epoch, make_scheduler, updates_per_epoch
+from mxlaunch.trainer.stop import StoppedForCheckpoint, StopRequest
 
 log = logging.getLogger("trainer")
 
@@ -144,10 +146,11 @@ def _initial_model(cfg: FitConfig) -> checkpoints.Model:
     if cfg.pretrained_model:
         loaded = checkpoints.load_checkpoint(cfg.pretrained_model, cfg.load_epoch or 0, "--pretrained-model")
         return checkpoints.for_fine_tuning(loaded, cfg.num_classes)
-    if cfg.load_epoch:
+    if cfg.resumes:
         if not cfg.model_prefix:
             raise UsageError("--load-epoch needs --model-prefix (where the checkpoints are)")
-        loaded = checkpoints.load_checkpoint(cfg.model_prefix, cfg.load_epoch, "--load-epoch")
+        loaded = checkpoints.load_checkpoint(cfg.model_prefix, cfg.load_epoch,
+                                             "--load-batch" if cfg.load_batch else "--load-epoch", cfg.load_batch)
         classes = checkpoints.classifier_size(loaded.symbol)
         if classes != cfg.num_classes:
             raise UsageError(f"the checkpoint classifies {classes} classes, not --num-classes {cfg.num_classes}: "
@@ -158,35 +161,86 @@ def _initial_model(cfg: FitConfig) -> checkpoints.Model:
     return checkpoints.Model(symbol)
 
 
-def _train_epoch(module, train: FixedBatches, epoch: int, disp_batches: int):
-    """One epoch of forward, backward and update; returns (training accuracy, seconds)."""
+def _train_epoch(module, train: FixedBatches, epoch: int, disp_batches: int, skip: int = 0,
+                 at_boundary=lambda batch: None):
+    """One epoch of forward, backward and update after its first `skip` batches (a resume inside the epoch);
+    `at_boundary(b)` runs after every batch b but the last. Returns (training accuracy, batches, seconds)."""
     import mxnet as mx
 
     tic = window_tic = time.time()
     window = _Accuracy()
     epoch_correct = epoch_count = 0
-    for nbatch, batch in enumerate(train.epoch(), start=1):
+    for nbatch, batch in enumerate(train.epoch(epoch, skip), start=skip + 1):
         module.forward_backward(batch)
         module.update()
         window.update(module, batch)
         if disp_batches and nbatch % disp_batches == 0:
             correct, count = window.take()
             epoch_correct, epoch_count = epoch_correct + correct, epoch_count + count
-            log.info("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec\taccuracy=%f",
-                     epoch, nbatch - disp_batches, nbatch, count / (time.time() - window_tic), correct / count)
+            log.info("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec\taccuracy=%f", epoch,
+                     max(nbatch - disp_batches, skip), nbatch, count / (time.time() - window_tic), correct / count)
             window_tic = time.time()
+        if nbatch < train.batches_per_epoch:
+            at_boundary(nbatch)
     # MKL-DNN's BatchNorm writes its moving statistics outside the engine's dependency tracking: with
     # several engine threads a checkpoint taken now could miss the last batches' statistics.
     mx.nd.waitall()
     correct, count = window.take()
-    return (epoch_correct + correct) / (epoch_count + count), time.time() - tic
+    batches = train.batches_per_epoch - skip
+    return (epoch_correct + correct) / (epoch_count + count), batches, time.time() - tic
 
 
-def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
-    """Train: alone, or as one worker of a dist_* job (then the kvstore connects after the input checks)."""
+class _OnRequest:
+    """Serves a stop request (trainer/stop.py) at a batch boundary or an epoch's end: rank 0 checkpoints (when it
+    has a prefix) and stops; other ranks say the request is rank 0's and go on."""
+
+    def __init__(self, request: StopRequest, rank: int, save):
+        self.request, self.rank, self.save = request, rank, save  # save(epoch, batch=None) -> path; None: no prefix
+
+    def _taken_by_rank_0(self, epoch: int, batch: int) -> bool:
+        if not self.request.take():
+            return False
+        if self.rank != 0:
+            log.info("Epoch[%d] Batch [%d] stop requested: that is for rank 0 (it checkpoints); going on", epoch, batch)
+        return self.rank == 0
+
+    def inside_epoch(self, epoch: int, batch: int) -> None:
+        if self._taken_by_rank_0(epoch, batch):
+            import mxnet as mx
+
+            mx.nd.waitall()  # as before an epoch's checkpoint: every update (and BatchNorm statistic) is in
+            self._stop(epoch, batch, self.save(epoch, batch) if self.save else None)
+
+    def at_epoch_end(self, epoch: int, batches: int, saved, complete: bool) -> None:
+        """After epoch `epoch`'s record and its due checkpoint (`saved`: its path, or None when the save period
+        skipped it, then it is written now). When training is complete there is nothing to stop: it ends as
+        usual (status 0)."""
+        if not self._taken_by_rank_0(epoch, batches):
+            return
+        path = saved or (self.save(epoch + 1) if self.save else None)
+        if complete:
+            log.info("Epoch[%d] Batch [%d] stop requested: training is complete%s", epoch, batches,
+                     f" ({path} written)" if path else "")
+            return
+        self._stop(epoch, batches, path)
+
+    @staticmethod
+    def _stop(epoch: int, batch: int, path) -> None:
+        if path:
+            log.info("Epoch[%d] Batch [%d] checkpoint %s written on request; stopping", epoch, batch, path)
+        else:
+            log.info("Epoch[%d] Batch [%d] stop requested: no --model-prefix, so no checkpoint; stopping", epoch, batch)
+        raise StoppedForCheckpoint()
+
+
+def run(cfg: FitConfig, on_rank=lambda rank: None, stop: Optional[StopRequest] = None) -> None:
+    """Train: alone, or as one worker of a dist_* job (then the kvstore connects after the input checks).
+
+    `stop` is set by SIGUSR1 (trainer/stop.py): served at the next batch boundary, where rank 0 checkpoints and
+    raises StoppedForCheckpoint."""
     # cheapest checks first: a typo costs the user a second, not an MXNet start
     summary = _check_data(cfg)
-    if not (cfg.pretrained_model or cfg.load_epoch):
+    if not (cfg.pretrained_model or cfg.resumes):
         networks.check(cfg.network, cfg.num_layers, cfg.image_shape)
     optimizer_class(cfg.optimizer)
     ctx = contexts(cfg.gpus, cfg.cpus)
@@ -202,22 +256,26 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
         check_prefix_writable(cfg.model_prefix)
     if cfg.seed is not None:
         mx.random.seed(cfg.seed + rank)
-    begin_epoch = start.begin_epoch
+    begin_epoch, begin_batch = start.begin_epoch, start.begin_batch
+    num_examples = cfg.num_examples or summary.count
+    epoch_updates = updates_per_epoch(num_examples, num_workers, cfg.batch_size)
+    if begin_batch >= epoch_updates:
+        raise UsageError(f"--load-batch {begin_batch}: an epoch of this job has {epoch_updates} updates, so a "
+                         f"checkpoint inside one is after batch 1..{epoch_updates - 1} (--num-examples, "
+                         f"--batch-size and the number of workers must be those of the run that wrote it)")
     if begin_epoch >= cfg.num_epochs:
         log.info("nothing to do: the checkpoint has %d epochs and --num-epochs is %d", begin_epoch, cfg.num_epochs)
         return
 
-    num_examples = cfg.num_examples or summary.count
-    epoch_updates = updates_per_epoch(num_examples, num_workers, cfg.batch_size)
     threads = threads_for(cfg.data_nthreads)
-    source = train_iter(cfg.data_train, cfg.image_shape, cfg.batch_size, Shard(rank, num_workers),
-                        Augmentation(cfg.pad_size, cfg.random_crop, cfg.random_mirror), threads,
-                        seed=(cfg.seed or 0) + rank)
-    train = FixedBatches(source, epoch_updates)
+    shard, augmentation = Shard(rank, num_workers), Augmentation(cfg.pad_size, cfg.random_crop, cfg.random_mirror)
+    train = FixedBatches(lambda epoch: train_iter(cfg.data_train, cfg.image_shape, cfg.batch_size, shard, augmentation,
+                                                  threads, seed=epoch_seed(cfg.seed or 0, rank, epoch)),
+                         epoch_updates, first_epoch=begin_epoch)
     make_val = (lambda: val_iter(cfg.data_val, cfg.image_shape, cfg.batch_size, threads)) if cfg.data_val else None
-    log.info("rank %d of %d: %d examples, %d updates (global batches of %d x %d) per epoch, epochs %d..%d",
+    log.info("rank %d of %d: %d examples, %d updates (global batches of %d x %d) per epoch, epochs %d..%d%s",
              rank, num_workers, num_examples, epoch_updates, num_workers, cfg.batch_size, begin_epoch,
-             cfg.num_epochs - 1)
+             cfg.num_epochs - 1, f" (epoch {begin_epoch} from batch {begin_batch})" if begin_batch else "")
 
     module = mx.mod.Module(start.symbol, context=ctx)
     module.bind(data_shapes=train.provide_data, label_shapes=train.provide_label)
@@ -225,13 +283,20 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
                        arg_params=start.arg_params, aux_params=start.aux_params,
                        allow_missing=start.arg_params is not None)
     module.init_optimizer(kvstore=kv if kv is not None else kv_type, optimizer=cfg.optimizer.lower(),
-                          optimizer_params=optimizer_params(cfg, begin_epoch * epoch_updates, epoch_updates))
+                          optimizer_params=optimizer_params(cfg, begin_epoch * epoch_updates + begin_batch,
+                                                            epoch_updates))
     log.info("kvstore %s; batches of %d split over %s (%s samples)", kv_type, cfg.batch_size,
              ", ".join(map(str, ctx)), "+".join(map(str, device_shares(module))))
     local_optimizer = kv is None  # under dist_* the optimizer and its state live on the servers
-    states = checkpoints.states_path(cfg.model_prefix, begin_epoch) if cfg.model_prefix else None
-    if local_optimizer and begin_epoch and states and os.path.isfile(states):
+    states = checkpoints.states_path(cfg.model_prefix, begin_epoch, begin_batch) if cfg.model_prefix else None
+    if local_optimizer and (begin_epoch or begin_batch) and states and os.path.isfile(states):
         checkpoints.load_optimizer_states(states, module, len(ctx))
+
+    def save(epoch: int, batch: Optional[int] = None) -> str:
+        return checkpoints.save_checkpoint(cfg.model_prefix, epoch, module, len(ctx) if local_optimizer else None,
+                                           batch)
+
+    on_request = _OnRequest(stop or StopRequest(), rank, save if cfg.model_prefix else None)
 
     metrics = MetricsFile(default_path(cfg.model_prefix) if rank == 0 else None, begin_epoch)
     uses_lr = cfg.optimizer.lower() not in IGNORES_LR
@@ -241,13 +306,15 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
         if uses_lr and lr != previous_lr:
             log.info("Epoch[%d] Learning rate=%g", epoch, lr)
         previous_lr = lr
-        train_acc, seconds = _train_epoch(module, train, epoch, cfg.disp_batches)
+        skip = begin_batch if epoch == begin_epoch else 0
+        train_acc, batches, seconds = _train_epoch(module, train, epoch, cfg.disp_batches, skip,
+                                                   lambda batch: on_request.inside_epoch(epoch, batch))
         log.info("Epoch[%d] Train-accuracy=%f", epoch, train_acc)
         log.info("Epoch[%d] Time cost=%.3f", epoch, seconds)
         if local_optimizer and uses_lr:  # the optimizer runs here: record the rate it actually used
             lr = module._optimizer.learning_rate
         record = {"epoch": epoch, "lr": lr, "train-accuracy": train_acc,
-                  "samples/sec": epoch_updates * cfg.batch_size / seconds, "seconds": seconds}
+                  "samples/sec": batches * cfg.batch_size / seconds, "seconds": seconds}
         if make_val is not None and rank == 0:
             val_acc = evaluate(module, make_val)
             log.info("Epoch[%d] Validation-accuracy=%f", epoch, val_acc)
@@ -256,5 +323,7 @@ def run(cfg: FitConfig, on_rank=lambda rank: None) -> None:
         # record of every epoch a checkpoint covers is already in metrics.jsonl (none is ever missing)
         metrics.append(record)
         done = epoch + 1
+        saved = None
         if cfg.model_prefix and rank == 0 and (done % cfg.save_period == 0 or done == cfg.num_epochs):
-            checkpoints.save_checkpoint(cfg.model_prefix, done, module, len(ctx) if local_optimizer else None)
+            saved = save(done)
+        on_request.at_epoch_end(epoch, epoch_updates, saved, complete=done == cfg.num_epochs)

@@ -3,7 +3,9 @@
 `PREFIX-symbol.json` + `PREFIX-%04d.params` (loadable by `mx.model.load_checkpoint`); the number is
 the count of epochs completed, so `--load-epoch N` continues at epoch N. In single-process training
 the optimizer state is saved beside them as `PREFIX-%04d.states` so that momentum survives a resume,
-also on another number of devices.
+also on another number of devices. A checkpoint taken on request inside an epoch (trainer/stop.py) is
+`PREFIX-EEEE-BBBBBB.params` (+ `.states`): epoch E in progress with B of its batches done, resumed by
+`--load-epoch E --load-batch B`; same format, and no search for `PREFIX-NNNN.params` takes it for one.
 """
 from __future__ import annotations
 
@@ -28,28 +30,46 @@ class Model:
     arg_params: Optional[Dict] = None
     aux_params: Optional[Dict] = None
     begin_epoch: int = 0
+    begin_batch: int = 0  # batches of begin_epoch already trained (a checkpoint taken inside the epoch)
 
 
-def params_path(prefix: str, epoch: int) -> str:
-    return "%s-%04d.params" % (prefix, epoch)
+def _tag(epoch: int, batch: Optional[int]) -> str:
+    return "%04d" % epoch if not batch else "%04d-%06d" % (epoch, batch)
 
 
-def states_path(prefix: str, epoch: int) -> str:
-    return "%s-%04d.states" % (prefix, epoch)
+def params_path(prefix: str, epoch: int, batch: Optional[int] = None) -> str:
+    return f"{prefix}-{_tag(epoch, batch)}.params"
 
 
-def load_checkpoint(prefix: str, epoch: int, what: str) -> Model:
+def states_path(prefix: str, epoch: int, batch: Optional[int] = None) -> str:
+    return f"{prefix}-{_tag(epoch, batch)}.states"
+
+
+def _load_params(path: str):
+    """(arg_params, aux_params) of a params file, as `mx.model.load_checkpoint` splits them."""
     import mxnet as mx
 
-    for path in (f"{prefix}-symbol.json", params_path(prefix, epoch)):
+    arg_params, aux_params = {}, {}
+    for key, value in mx.nd.load(path).items():
+        kind, _, name = key.partition(":")
+        {"arg": arg_params, "aux": aux_params}.get(kind, {})[name] = value
+    return arg_params, aux_params
+
+
+def load_checkpoint(prefix: str, epoch: int, what: str, batch: Optional[int] = None) -> Model:
+    import mxnet as mx
+
+    params = params_path(prefix, epoch, batch)
+    for path in (f"{prefix}-symbol.json", params):
         if not os.path.isfile(path):
             raise DataError(f"{what}: no checkpoint file {path}")
     try:
-        symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, epoch)
+        symbol = mx.sym.load(f"{prefix}-symbol.json")
+        arg_params, aux_params = _load_params(params)
     except mx.base.MXNetError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{what}: cannot load checkpoint {prefix} epoch {epoch}: {first}") from exc
-    return Model(symbol, arg_params, aux_params, begin_epoch=epoch)
+        raise DataError(f"{what}: cannot load checkpoint {params}: {first}") from exc
+    return Model(symbol, arg_params, aux_params, begin_epoch=epoch, begin_batch=batch or 0)
 
 
 def _commit(tmp: str, path: str) -> None:
@@ -64,10 +84,13 @@ def _tmp(path: str) -> str:
     return f"{path}.tmp-{os.getpid()}"  # never PREFIX-NNNN.params: no search takes it for a checkpoint
 
 
-def save_checkpoint(prefix: str, epoch: int, module, states_devices: Optional[int] = None) -> None:
+def save_checkpoint(prefix: str, epoch: int, module, states_devices: Optional[int] = None,
+                    batch: Optional[int] = None) -> str:
     """MXNet's checkpoint (`mx.model.save_checkpoint`'s files, keys and format), never half-written: each file
     is written under a temporary name and renamed, the params file last, so that PREFIX-NNNN.params existing
-    means its symbol (and optimizer states, with `states_devices`: single-process training) are in place."""
+    means its symbol (and optimizer states, with `states_devices`: single-process training) are in place.
+    With `batch`: the checkpoint of epoch `epoch` after `batch` of its batches, PREFIX-EEEE-BBBBBB.params.
+    Returns the params file's path."""
     import mxnet as mx
 
     directory = os.path.dirname(os.path.abspath(prefix))
@@ -76,16 +99,17 @@ def save_checkpoint(prefix: str, epoch: int, module, states_devices: Optional[in
     module.symbol.save(_tmp(symbol_path))
     _commit(_tmp(symbol_path), symbol_path)
     if states_devices is not None:
-        states = states_path(prefix, epoch)
+        states = states_path(prefix, epoch, batch)
         save_optimizer_states(_tmp(states), module, states_devices)
         _commit(_tmp(states), states)
     arg_params, aux_params = module.get_params()
     saved = {**{f"arg:{k}": v.as_in_context(mx.cpu()) for k, v in arg_params.items()},
              **{f"aux:{k}": v.as_in_context(mx.cpu()) for k, v in aux_params.items()}}
-    params = params_path(prefix, epoch)
+    params = params_path(prefix, epoch, batch)
     mx.nd.save(_tmp(params), saved)
     _commit(_tmp(params), params)
     log.info('Saved checkpoint to "%s"', params)
+    return params
 
 
 def _param_names(module) -> List[str]:
