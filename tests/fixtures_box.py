@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from mxlaunch.testing import bed
 from mxlaunch.testing import box as boxes
 from mxlaunch.testing.require import need_bed
 
@@ -81,34 +82,55 @@ HEALING_COUNT = 3
 
 @dataclass(frozen=True)
 class HealingCluster:
-    """An installed cluster of HEALING_COUNT box instances shared by the self-healing tests (issue 13): `box`
-    (its spare host is handed out by RunInstances to whoever makes the cluster whole), `name`, `data` (the
-    digits on /efs, as the hosts see it)."""
+    """The session's installed cluster of HEALING_COUNT box instances (issue 11's whole path, issue 13's
+    self-healing): `box` (its spare hosts are handed out by RunInstances to whoever makes the cluster whole),
+    `name`, `data` (the digits on /efs, as the hosts see it), and what its `up` and first `put` said."""
 
     box: boxes.Box
     name: str
     data: str
+    up_err: str
+    put_out: str
+
+
+def _no_instance_running(box: boxes.Box, name: str) -> list:
+    found = box.client("ec2").describe_instances(Filters=[{"Name": "tag:launch:cluster", "Values": [name]},
+                                                          {"Name": "instance-state-name", "Values": ["running"]}])
+    return [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
 
 
 @pytest.fixture(scope="session")
 def healing_cluster(tmp_path_factory, wheelhouse, digits_dir):
-    """One box for the whole session (hosts are handed out once: a module box each would cost an install
-    each), with a cluster installed by `up --wait ssh --extra cpu --wheelhouse` and the digits put on /efs.
-    Tests may terminate instances (the spare host replaces one) but leave the cluster running; at the end
-    `down` must succeed and the box must come down clean."""
+    """One box for the session (hosts are handed out once; a box and an install per module would cost a minute
+    each), with a cluster installed as a user does: `up --wait ssh --extra cpu --wheelhouse` (the hosts reach
+    no registry), the digits put on /efs. Tests may terminate instances (a spare host replaces each) but leave
+    the cluster running. At the end `down` must succeed and leave no running instance and no process on any
+    host but sshd; then the box must come down clean."""
     need_bed()
     b = boxes.up(HEALING_CAPACITY, hide=launcher_dirs(tmp_path_factory), dir=str(tmp_path_factory.mktemp("hbox")))
     name = "heal"
     try:
-        code, _, err = b.launch("cluster", "up", name, *box_up_args(b, HEALING_COUNT, "g5.12xlarge", "--wait", "ssh",
-                                                                    "--extra", "cpu", "--wheelhouse", wheelhouse),
-                                timeout=600)
+        code, _, up_err = b.launch("cluster", "up", name, *box_up_args(
+            b, HEALING_COUNT, "g5.12xlarge", "--wait", "ssh", "--extra", "cpu", "--wheelhouse", wheelhouse),
+            timeout=600)
+        assert code == 0, up_err[-3000:]
+        code, put_out, err = b.launch("cluster", "put", name, digits_dir, timeout=120)  # to /efs/data/
         assert code == 0, err[-3000:]
-        code, _, err = b.launch("cluster", "put", name, digits_dir, timeout=120)
-        assert code == 0, err[-3000:]
-        yield HealingCluster(box=b, name=name, data=f"/efs/data/{os.path.basename(digits_dir)}")
+        yield HealingCluster(box=b, name=name, data=f"/efs/data/{os.path.basename(digits_dir)}", up_err=up_err,
+                             put_out=put_out)
         code, _, err = b.launch("cluster", "down", name, "--yes", timeout=120)
         assert code == 0, err[-3000:]
+        assert not _no_instance_running(b, name)
+        bed.wait_for(lambda: not any(p for m in b.bed.members for p in b.bed.job_pids(m.index)
+                                     if "sshd" not in _cmdline(p)), 10, what="no process but sshd on any host")
     finally:
         problems = b.down()
         assert not problems, f"the box's teardown left: {problems}"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read()
+    except OSError:
+        return "sshd"  # gone meanwhile

@@ -2,9 +2,11 @@
 and that host's roles killed) -> the restart first makes the cluster whole with a new box host (a spare one,
 handed out by RunInstances), re-plans the roles on the hosts as they are now, and the job finishes >= 97%.
 
+Also issue 11's run path on a cluster (logs, plot, checkpoints as ubuntu, then --resume with more epochs).
 Uses the session's installed cluster (tests/fixtures_box.py `healing_cluster`) and leaves it running."""
 import json
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -94,3 +96,20 @@ def test_a_terminated_instance_is_replaced_and_the_job_finishes(healing_cluster,
         assert sorted(json.loads(line)["epoch"] for line in f) == list(range(EPOCHS))  # each epoch once
     metrics = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     assert metrics[-1]["validation-accuracy"] >= 0.97, metrics[-1]
+
+    # issue 11's run path, on the way: every role's log and the plot kept locally, checkpoints on EFS written
+    # as ubuntu (never root), the cluster and the roles' run directory on EFS recorded for --resume
+    assert open(os.path.join(run_dir, "accuracy.png"), "rb").read(4) == b"\x89PNG"
+    roles = ["scheduler"] + [f"server-{i}" for i in range(3)] + [f"worker-{i}" for i in range(3)]
+    assert all(os.path.getsize(os.path.join(run_dir, "logs", f"{r}.log")) > 0 for r in roles)
+    params = os.path.join(box.bed.shared, "ckpt", "replace", "digits-0010.params")
+    assert os.stat(params).st_uid == pwd.getpwnam("ubuntu").pw_uid
+    assert job["target"]["cluster"] == name and job["remote_run_dir"].startswith("/efs/mxlaunch/work/runs/run-")
+
+    # --resume with more epochs: from the newest checkpoint the workers wrote on /efs, on the cluster as it is
+    code, out, err = box.launch("train", "--resume", run_dir, "--num-epochs", EPOCHS + 2, timeout=300)
+    assert code == 0, err[-3000:]
+    assert [m["epoch"] for m in read_metrics(os.path.join(run_dir, "metrics.jsonl"))] == list(range(EPOCHS + 2))
+    assert os.path.exists(os.path.join(box.bed.shared, "ckpt", "replace", f"digits-{EPOCHS + 2:04d}.params"))
+    with open(os.path.join(run_dir, "job.yaml")) as f:
+        assert f'"--load-epoch", "{EPOCHS}"' in f.read()
