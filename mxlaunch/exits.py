@@ -18,6 +18,7 @@ class Exit(enum.IntEnum):
     AWS_CREDENTIALS = 8  # AWS: no credentials, or they are invalid or expired
     AWS_ERROR = 9  # AWS refused a call for another reason
     INTERNAL = 70  # a bug of ours (EX_SOFTWARE): one line, MXLAUNCH_DEBUG=1 shows the traceback
+    STOPPED_FOR_CHECKPOINT = 75  # trainer: stopped on SIGUSR1 after writing its checkpoint (EX_TEMPFAIL): resume it
     TIMEOUT = 124  # the job ran past --timeout (as timeout(1))
     HUNG_UP = 129  # SIGHUP: 128 + 1
     INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2

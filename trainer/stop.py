@@ -1,6 +1,5 @@
 """SIGUSR1 asks a trainer to "checkpoint now and stop": how a launcher saves the work of a host about to go away
-(a spot interruption notice). Standard library only, so that the launcher can read the exit status from here
-without importing MXNet.
+(a spot interruption notice). No MXNet here: the handler is installed before MXNet is imported.
 
 Protocol (every rank installs the handler; it only sets a flag, read by the training loop at batch boundaries):
 - rank 0 with --model-prefix finishes the batch in flight, writes `PREFIX-EEEE-BBBBBB.params` (E = the epoch in
@@ -14,7 +13,9 @@ from __future__ import annotations
 
 import signal
 
-STOPPED_FOR_CHECKPOINT = 75  # sysexits' EX_TEMPFAIL: stopped on request, resume from the checkpoint it wrote
+from mxlaunch.exits import Exit
+
+STOPPED_FOR_CHECKPOINT = Exit.STOPPED_FOR_CHECKPOINT  # 75, sysexits' EX_TEMPFAIL: resume from the checkpoint it wrote
 REQUEST_SIGNAL = signal.SIGUSR1
 
 
