@@ -268,7 +268,13 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
     if not resume_dir:
         rundir.refuse_used(run_dir)
     runner = _make_runner(spec, target, make_plan(first_port))
+    prefix = workload.model_prefix(spec.command)
     try:  # only now: a preflight that refuses the job leaves no empty run directory behind
+        # a new job's restarts never resume from the checkpoints its prefix held before it (another run's);
+        # a resumed job's restarts continue from whatever is there
+        older = (checkpoints.older_checkpoints(target, dataclasses.replace(spec, workdir=cwd), prefix,
+                                               workload.load_point(spec.command))
+                 if prefix and max_restarts and not resume_dir else None)
         rundir.prepare(run_dir, resume=bool(resume_dir))
     except BaseException:
         runner.close()
@@ -276,12 +282,15 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
     from mxlaunch.launcher import restarts as restart_loop
 
     def resume_point() -> "restart_loop.ResumePoint":
-        """The newest whole checkpoint (mid-epoch ones too) every worker can load, as --resume finds it."""
-        prefix = workload.model_prefix(spec.command)
+        """The newest whole checkpoint (mid-epoch ones too) of this job every worker can load, as --resume
+        finds it, less those older than the job (unless its command loads that very one)."""
         if not prefix:  # no checkpoints: the workload starts again from scratch
             return restart_loop.ResumePoint(None)
         ran = dataclasses.replace(spec, workdir=cwd)  # where the roles ran (and wrote their checkpoints)
-        point, _ = checkpoints.newest_everywhere(target, ran, prefix)
+        point, ignored = checkpoints.newest_of_job(target, ran, prefix, older)
+        if ignored:
+            click.echo(f"[launch] ignoring {ignored} checkpoint{'s' if ignored != 1 else ''} of {prefix} older "
+                       f"than this job", err=True)
         if point is None:
             return restart_loop.ResumePoint(None)
         return restart_loop.ResumePoint(point.epoch, checkpoints.checkpoint_time(target, ran, prefix, point),

@@ -5,6 +5,7 @@
     with_gpus(cmd, n)        a trainer command on a cluster gets --gpus 0,...,n-1 unless it names its own
     model_prefix(cmd)        where --resume looks for checkpoints
     with_load_epoch(cmd, n, b)  the same command resuming from epoch n (after b batches of it: --load-batch)
+    load_point(cmd)          the (epoch, batch) of its own --model-prefix the command itself loads, if any
     resolve_program(cmd)     `trainer`, `python` ... found beside this launcher's interpreter (--local)
 
 An option's value is the next word (`--opt value`) or what follows '=' (`--opt=value`); when the option is
@@ -116,6 +117,16 @@ def with_load_epoch(command: Command, epoch: int, batch: int = 0) -> Tuple[str, 
         command = without_option(command[:at] + ("fit",) + command[at + 1:], "--pretrained-model")
     command = without_option(without_option(command, "--load-epoch"), "--load-batch") + ("--load-epoch", str(epoch))
     return command + (("--load-batch", str(batch)) if batch else ())
+
+
+def load_point(command: Command) -> Optional[Tuple[int, int]]:
+    """(E, B) of `--load-epoch E [--load-batch B]` (B 0 without it): the checkpoint of its own --model-prefix
+    the command loads; None when it loads none, or a *pretrained* model's (--pretrained-model: a fine-tune's
+    --load-epoch names that model's epoch), or the values are not numbers (the program refuses those)."""
+    epoch, batch = option_value(command, "--load-epoch"), option_value(command, "--load-batch") or "0"
+    if epoch is None or has_option(command, "--pretrained-model") or not (epoch.isdecimal() and batch.isdecimal()):
+        return None
+    return int(epoch), int(batch)
 
 
 def resolve_program(command: Command) -> Tuple[str, ...]:
