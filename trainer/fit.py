@@ -315,14 +315,19 @@ def run(cfg: FitConfig, on_rank=lambda rank: None, stop: Optional[StopRequest] =
             lr = module._optimizer.learning_rate
         record = {"epoch": epoch, "lr": lr, "train-accuracy": train_acc,
                   "samples/sec": batches * cfg.batch_size / seconds, "seconds": seconds}
-        if make_val is not None and rank == 0:
+        done = epoch + 1
+        # a stop already asked for: the checkpoint first (the launcher waits a bounded time, and validating a
+        # large set could outlast it); the epoch's record then has no validation accuracy
+        stopping = rank == 0 and on_request.request.pending and done < cfg.num_epochs
+        if make_val is not None and rank == 0 and not stopping:
             val_acc = evaluate(module, make_val)
             log.info("Epoch[%d] Validation-accuracy=%f", epoch, val_acc)
             record["validation-accuracy"] = val_acc
+        elif make_val is not None and stopping:
+            log.info("Epoch[%d] validation skipped: a stop was requested, the checkpoint comes first", epoch)
         # the epoch's record before its checkpoint: a resume from checkpoint N drops records >= N, so the
         # record of every epoch a checkpoint covers is already in metrics.jsonl (none is ever missing)
         metrics.append(record)
-        done = epoch + 1
         saved = None
         if cfg.model_prefix and rank == 0 and (done % cfg.save_period == 0 or done == cfg.num_epochs):
             saved = save(done)
