@@ -4,8 +4,9 @@ every host's watcher there (the other hosts find nothing on their 127.0.0.1: no 
 --max-restarts 1`: rank 0 checkpoints mid-epoch on the notice, the job restarts from that batch and finishes
 >= 97%, and the work redone is at most what the README promises (none of rank 0's batches before the notice).
 
-Uses the session's installed cluster (tests/fixtures_box.py `healing_cluster`) and leaves it running. The notice
-is served once: until the lead wires the cluster repair into the restart, the restart reuses the same hosts."""
+Uses the session's installed cluster (tests/fixtures_box.py `healing_cluster`) and leaves it running. As the real
+metadata service does until the instance is gone, the stub keeps serving the notice: the restart must first
+replace the noticed instance (a spare box host), or the next attempt would be noticed again."""
 import os
 import re
 import subprocess
@@ -43,7 +44,7 @@ def test_a_spot_notice_on_one_instance_checkpoints_rank_0_mid_epoch_and_the_job_
     with open(imds.__file__) as f:
         source = f.read()
     stub = subprocess.Popen(inside_argv(host.sshd_pid) + ["/usr/bin/python3", "-c", source, str(IMDS_PORT),
-                                                          f"/efs/{notice_file}", f"/efs/{served_file}", "--once"],
+                                                          f"/efs/{notice_file}", f"/efs/{served_file}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     proc = None
     try:
@@ -69,7 +70,12 @@ def test_a_spot_notice_on_one_instance_checkpoints_rank_0_mid_epoch_and_the_job_
     err = (tmp_path / "err").read_text()
     assert code == 0, err[-4000:]
     with open(os.path.join(bed.shared, served_file)) as f:
-        assert len(f.read().splitlines()) == 1  # served once
+        assert len(f.read().splitlines()) == 1  # one watcher read it, once; the next attempt ran without that host
+    assert "spot interruption notice: " in err and f"({noticed})" in err.split("spot interruption notice: ")[1]
+    new_host = [e["address"] for e in box.booted()][-1]
+    with open(os.path.join(run_dir, "job.yaml")) as f:
+        job = f.read()
+    assert noticed not in job and new_host in job  # the attempt that finished ran on the replacement
     (restart,) = summary(run_dir)["restarts"]
     assert restart["reason"] == f"spot interruption on {noticed}"
     epoch, batch = restart["from_epoch"], restart["from_batch"]
