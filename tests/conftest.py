@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -52,6 +53,12 @@ def run_trainer(*args, timeout=180, env=None, cwd=None) -> subprocess.CompletedP
                           timeout=timeout, env=env or trainer_env(), cwd=cwd)
 
 
+def run_trainers(*arg_lists, timeout=180, env=None) -> list:
+    """Independent `trainer` runs side by side (two cores: most of a short run is one thread importing MXNet)."""
+    with ThreadPoolExecutor(len(arg_lists)) as pool:
+        return list(pool.map(lambda args: run_trainer(*args, timeout=timeout, env=env), arg_lists))
+
+
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> str:
     """The real handwritten digits as digits_train.rec/.idx and digits_val.rec/.idx, made by `trainer data digits`."""
@@ -59,3 +66,42 @@ def digits_dir(tmp_path_factory) -> str:
     result = run_trainer("data", "digits", "--out", out, timeout=120)
     assert result.returncode == 0, result.stderr
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def digits_training(digits_dir, tmp_path_factory):
+    """The digits recipe (tests/digits_recipe.py, batch 32), trained once per session in the background.
+    One OpenMP thread: it usually runs beside a test's own job (test_launch_local_trainer's) on two cores."""
+    from digits_recipe import RecipeRun
+
+    run = RecipeRun(digits_dir, tmp_path_factory.mktemp("digits-model"), trainer_env(OMP_NUM_THREADS="1"))
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits_training):
+    """The finished recipe run (digits_recipe.TrainedDigits), shared read-only: copy its files before changing them."""
+    return digits_training.result()
+
+
+@pytest.fixture(scope="session")
+def digits_job(digits_dir, tmp_path_factory) -> dict:
+    """The recipe as a `launch train --local -n 2 -s 1` job, each worker's 16 samples split over 2 CPU contexts
+    (global batch 2 x 16 = the plain run's 32): the dist_sync job of test_launch_local_trainer (which redoes its
+    last epoch with --resume: the files stay whole) and the multi-device workers of test_trainer_devices.
+    {"run_dir", "out" (the launcher's console), "ckpt" (the workers' --model-prefix)}."""
+    from digits_recipe import RecipeRun, fit_args
+    from mxlaunch.testing.jobs import end_launch, finish, start_launch
+
+    base = tmp_path_factory.mktemp("digits-job")
+    run_dir, ckpt = str(base / "run"), str(base / "ckpt" / "digits")
+    one_thread = ["--env", "OMP_NUM_THREADS=1", "--env", "MXNET_CPU_WORKER_NTHREADS=1"]  # 2 contexts x 1 thread
+    job = start_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, *one_thread, "--",
+                       "trainer", *fit_args(digits_dir, ckpt, RecipeRun.BATCH // 2, "--cpus", 2))
+    try:
+        rc, out, err = finish(job, timeout=270)
+    finally:
+        end_launch(job, run_dir)
+    assert rc == 0, err[-3000:]
+    return {"run_dir": run_dir, "out": out, "ckpt": ckpt}

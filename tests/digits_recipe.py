@@ -1,9 +1,14 @@
 """The job the end-to-end tests train: ResNet-8 on the real handwritten digits, 10 epochs, the learning rate
-stepped down tenfold at epochs 6 and 9 (as `make demo`). One home, so every test trains the same recipe."""
+stepped down tenfold at epochs 6 and 9 (as `make demo`). One home, so every test trains the same recipe.
+Tests that only read a trained model share one run of it (conftest's `digits_model`) instead of training their own."""
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
 
 EPOCHS, STEPS = 10, (6, 9)
 BASE_LR, FACTOR = 0.1, 0.1
@@ -29,3 +34,52 @@ def read_metrics(path) -> list:
             record = json.loads(line)
             by_epoch[record["epoch"]] = record
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+@dataclass(frozen=True)
+class TrainedDigits:
+    """A finished run of the recipe (batch 32, one context): checkpoints PREFIX-0001..0010 (with .states),
+    metrics.jsonl beside them, and the trainer's log (stderr and stdout)."""
+    prefix: str
+    log: str
+    metrics: list
+
+    @property
+    def directory(self) -> str:
+        return os.path.dirname(self.prefix)
+
+
+class RecipeRun:
+    """The recipe trained once in the background: started by the first test that asks, awaited by the tests
+    that read it (`result`), so that a test can run its own job beside it. Its files are shared: copy, never
+    change them."""
+
+    BATCH = 32
+
+    def __init__(self, data_dir, out_dir, env):
+        self.prefix = os.path.join(str(out_dir), "digits-resnet8")
+        self._log_path = os.path.join(str(out_dir), "trainer.log")
+        with open(self._log_path, "wb") as log:  # a file, not a pipe: nobody reads it while the run goes on
+            self._proc = subprocess.Popen([sys.executable, "-m", "mxlaunch.trainer",
+                                           *fit_args(data_dir, self.prefix, self.BATCH)],
+                                          stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self._result = None
+
+    def result(self, timeout=300) -> TrainedDigits:
+        if self._result is None:
+            try:
+                rc = self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.stop()
+                raise AssertionError(f"the digits recipe did not finish within {timeout}s") from None
+            with open(self._log_path) as f:
+                log = f.read()
+            assert rc == 0, log[-3000:]
+            self._result = TrainedDigits(self.prefix, log, read_metrics(os.path.join(os.path.dirname(self.prefix),
+                                                                                     "metrics.jsonl")))
+        return self._result
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(timeout=10)

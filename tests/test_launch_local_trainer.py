@@ -1,24 +1,23 @@
 """The real trainer under `launch train --local`: a dist_sync job on real handwritten digits.
 
 One 2-worker + 1-server job and one plain 1-worker run with the same global batch (2 x 16 = 32) are
-shared by the tests of this module; they run side by side to keep the suite short.
+shared by the tests of this module; they run side by side to keep the suite short. Both are the session's
+(conftest.digits_job, conftest.digits_training): the trainer tests read them too. The job's workers split
+their 16 samples over 2 CPU contexts (test_trainer_devices' multi-device workers): same SGD, same updates.
 """
 import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import trainer_env
-from digits_recipe import EPOCHS, STEPS, TRAIN_EXAMPLES, fit_args, read_metrics as metrics
-from mxlaunch.testing.jobs import end_launch, finish, job_processes, read_log, run_launch, start_launch
+from digits_recipe import EPOCHS, STEPS, TRAIN_EXAMPLES, RecipeRun, fit_args, read_metrics as metrics
+from mxlaunch.testing.jobs import job_processes, read_log, run_launch
 
-BATCH = 32  # the global batch: 2 x 16 in the job, 32 in the plain run
+BATCH = RecipeRun.BATCH  # the global batch: 2 x 16 in the job, 32 in the plain run
 pytestmark = pytest.mark.slow
 
 
@@ -29,31 +28,11 @@ def lr_changes(log_text):
 
 
 @pytest.fixture(scope="module")
-def runs(digits_dir, tmp_path_factory):
-    base = tmp_path_factory.mktemp("launch-digits")
-    one_dir = base / "one-worker"
-    one_dir.mkdir()
-    run_dir = str(base / "two-workers")
-    one = subprocess.Popen([sys.executable, "-m", "mxlaunch.trainer", *fit_args(digits_dir, str(one_dir / "d"), BATCH)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=trainer_env(OMP_NUM_THREADS="1"),
-                           start_new_session=True)
-    try:
-        job = start_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, "--env", "OMP_NUM_THREADS=1",
-                           "--", sys.executable, "-m", "mxlaunch.trainer",
-                           *fit_args(digits_dir, str(base / "ckpt" / "digits"), BATCH // 2))
-        try:
-            rc, out, err = finish(job, timeout=240)
-        finally:
-            end_launch(job, run_dir)
-        one_out, _ = one.communicate(timeout=240)
-    finally:  # a failed or timed-out start leaves neither run behind
-        if one.poll() is None:
-            os.killpg(one.pid, signal.SIGKILL)
-            one.wait(timeout=10)
-    assert rc == 0, err[-3000:]
-    assert one.returncode == 0, one_out.decode()[-3000:]
-    return {"run_dir": run_dir, "out": out, "one_dir": str(one_dir), "one_log": one_out.decode(),
-            "ckpt": str(base / "ckpt" / "digits")}
+def runs(digits_training, digits_job):
+    """The session's 2-worker job (conftest.digits_job), run beside the session's plain run of the recipe
+    (conftest.digits_training: started first, in the background), the one-worker run it is compared with."""
+    one = digits_training.result(timeout=240)
+    return {**digits_job, "one_dir": one.directory, "one_log": one.log}
 
 
 @pytest.mark.timeout(300)

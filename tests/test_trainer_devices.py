@@ -18,7 +18,7 @@ import pytest
 
 from conftest import run_trainer, trainer_env
 from digits_recipe import EPOCHS, STEPS, fit_args, read_metrics
-from mxlaunch.testing.jobs import end_launch, finish, read_log, start_launch
+from mxlaunch.testing.jobs import read_log
 from mxlaunch.trainer.config import FitConfig
 from test_trainer_errors import assert_one_line_error, train_args
 
@@ -129,31 +129,24 @@ def test_optimizer_state_survives_a_change_of_device_count(tmp_path, saved_on, r
 # --- digits on two CPU contexts: alone and as the workers of a dist_sync job ---------------------------
 
 @pytest.fixture(scope="module")
-def runs(digits_dir, tmp_path_factory):
-    """One 10-epoch run on 2 CPU contexts and one `launch train --local -n 2 -s 1` job whose workers have
-    2 CPU contexts each, side by side (the job's roles mostly wait on each other)."""
-    base = tmp_path_factory.mktemp("devices")
-    alone_prefix, job_prefix, run_dir = str(base / "alone" / "d"), str(base / "job" / "d"), str(base / "run")
+def runs(digits_dir, tmp_path_factory, request):
+    """One 10-epoch run on 2 CPU contexts, and the session's `launch train --local -n 2 -s 1` job whose workers
+    have 2 CPU contexts each (conftest.digits_job), side by side when the job is not made yet (its roles
+    mostly wait on each other)."""
+    alone_prefix = str(tmp_path_factory.mktemp("devices") / "alone" / "d")
     alone = subprocess.Popen([sys.executable, "-m", "mxlaunch.trainer",
                               *fit_args(digits_dir, alone_prefix, BATCH, "--cpus", 2)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=trainer_env(**ONE_THREAD),
                              start_new_session=True)
     try:
-        env = [word for name, value in ONE_THREAD.items() for word in ("--env", f"{name}={value}")]
-        job = start_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, *env, "--",
-                           "trainer", *fit_args(digits_dir, job_prefix, BATCH // 2, "--cpus", 2))
-        try:
-            rc, _, err = finish(job, timeout=270)
-        finally:
-            end_launch(job, run_dir)
+        job = request.getfixturevalue("digits_job")
         alone_log = alone.communicate(timeout=270)[0].decode()
-    finally:  # a failed or timed-out start leaves neither run behind
+    finally:  # a failed or timed-out start leaves no run behind
         if alone.poll() is None:
             os.killpg(alone.pid, signal.SIGKILL)
             alone.wait(timeout=10)
-    assert rc == 0, err[-3000:]
     assert alone.returncode == 0, alone_log[-3000:]
-    return {"alone": alone_prefix, "alone_log": alone_log, "job": job_prefix, "run_dir": run_dir}
+    return {"alone": alone_prefix, "alone_log": alone_log, "job": job["ckpt"], "run_dir": job["run_dir"]}
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import run_trainer
+from digits_recipe import EPOCHS
 
 
 def data_args(digits_dir):
@@ -28,13 +29,13 @@ def last_validation(directory):
         return [json.loads(line) for line in stream][-1]["validation-accuracy"]
 
 
+PRETRAINED_EPOCH = EPOCHS  # the pretrained model: the shared recipe run's last checkpoint
+
+
 @pytest.fixture(scope="module")
-def pretrained(digits_dir, tmp_path_factory):
-    prefix = str(tmp_path_factory.mktemp("pretrained") / "digits")
-    result = run_trainer("fit", "--network", "resnet", "--num-layers", 8, "--num-epochs", 2, "--model-prefix", prefix,
-                         *data_args(digits_dir))
-    assert result.returncode == 0, result.stderr[-2000:]
-    return prefix
+def pretrained(digits_model):
+    """A ResNet-8 trained on the digits: the shared recipe run's checkpoints (read, never written)."""
+    return digits_model.prefix
 
 
 @pytest.mark.timeout(240)
@@ -42,8 +43,9 @@ def test_fine_tune_to_more_classes_then_resume_keeps_the_trained_head(pretrained
     import mxnet as mx
 
     tuned = str(tmp_path / "tuned")
-    result = run_trainer("fine-tune", "--pretrained-model", pretrained, "--load-epoch", 2, "--num-classes", 12,
-                         "--num-epochs", 1, "--lr", 0.05, "--model-prefix", tuned, *data_args(digits_dir))
+    result = run_trainer("fine-tune", "--pretrained-model", pretrained, "--load-epoch", PRETRAINED_EPOCH,
+                         "--num-classes", 12, "--num-epochs", 1, "--lr", 0.05, "--model-prefix", tuned,
+                         *data_args(digits_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "replaced classifier fc1 (10 classes) with fc_finetune (12 classes)" in result.stderr
     symbol, arg_params, _ = mx.model.load_checkpoint(tuned, 1)
@@ -53,8 +55,10 @@ def test_fine_tune_to_more_classes_then_resume_keeps_the_trained_head(pretrained
     trained_head = head(tuned, 1)
 
     # Resume with no learning rate and no momentum: a kept head stays as trained; a replaced one would not.
+    # (64 examples an epoch: with no learning rate the number of updates cannot change the head)
+    no_lr = ["--lr", 0, "--mom", 0, "--wd", 0, "--num-examples", 64]
     result = run_trainer("fine-tune", "--pretrained-model", tuned, "--load-epoch", 1, "--num-classes", 12,
-                         "--num-epochs", 2, "--lr", 0, "--mom", 0, "--wd", 0, "--model-prefix", tuned, *data_args(digits_dir))
+                         "--num-epochs", 2, *no_lr, "--model-prefix", tuned, *data_args(digits_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming at epoch 1 with its trained classifier" in result.stderr
     for before, after in zip(trained_head, head(tuned, 2)):
@@ -63,7 +67,7 @@ def test_fine_tune_to_more_classes_then_resume_keeps_the_trained_head(pretrained
         assert [json.loads(line)["epoch"] for line in stream] == [0, 1]
 
     # `trainer fit --load-epoch` on the fine-tuned checkpoints resumes it too, head included
-    result = run_trainer("fit", "--num-classes", 12, "--load-epoch", 2, "--num-epochs", 3, "--lr", 0, "--mom", 0, "--wd", 0,
+    result = run_trainer("fit", "--num-classes", 12, "--load-epoch", 2, "--num-epochs", 3, *no_lr,
                          "--model-prefix", tuned, *data_args(digits_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     for before, after in zip(trained_head, head(tuned, 3)):
@@ -76,7 +80,7 @@ def test_the_articles_command_runs_as_written_paths_aside(pretrained, digits_dir
     import mxnet as mx
 
     # the article starts from an epoch-0000 checkpoint
-    symbol, arg_params, aux_params = mx.model.load_checkpoint(pretrained, 2)
+    symbol, arg_params, aux_params = mx.model.load_checkpoint(pretrained, PRETRAINED_EPOCH)
     mx.model.save_checkpoint(str(tmp_path / "pre"), 0, symbol, arg_params, aux_params)
     article = ["fine-tune", "--pretrained-model", tmp_path / "pre", "--load-epoch", "0000", "--gpus", "0,1,2,3",
                "--batch-size", 128, "--data-train", os.path.join(digits_dir, "digits_train.rec"),

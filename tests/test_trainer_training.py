@@ -9,9 +9,9 @@ import shutil
 import pytest
 
 from conftest import run_trainer
-from digits_recipe import BASE_LR, EPOCHS, FACTOR, STEPS, TRAIN_EXAMPLES, fit_args, read_metrics
+from digits_recipe import BASE_LR, EPOCHS, FACTOR, STEPS, TRAIN_EXAMPLES, RecipeRun, fit_args, read_metrics
 
-BATCH = 32
+BATCH = RecipeRun.BATCH  # 32: the shared run's batch, and the resumed run's
 pytestmark = pytest.mark.slow
 
 
@@ -21,25 +21,21 @@ def expected_lr(epoch: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def full_run(digits_dir, tmp_path_factory):
-    """One uninterrupted 10-epoch run, shared by the tests of this module."""
-    out = tmp_path_factory.mktemp("full")
-    prefix = str(out / "digits-resnet8")
-    result = run_trainer(*fit_args(digits_dir, prefix, BATCH), timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return prefix, result, read_metrics(out / "metrics.jsonl")
+def full_run(digits_model):
+    """One uninterrupted 10-epoch run of the recipe: the session's (conftest.digits_model), shared read-only."""
+    return digits_model.prefix, digits_model.log, digits_model.metrics
 
 
 @pytest.mark.timeout(300)
 def test_resnet8_with_step_schedule_reaches_97_percent_on_digits(full_run):
-    _, result, metrics = full_run
+    _, log, metrics = full_run
     assert [m["epoch"] for m in metrics] == list(range(EPOCHS))
     assert metrics[-1]["validation-accuracy"] >= 0.97, metrics[-1]
     # MXNet's own log formats, so that existing parsers keep working
-    assert re.search(r"Epoch\[0\] Batch \[0-20\]\tSpeed: [\d.]+ samples/sec\taccuracy=[\d.]+", result.stderr)
-    assert re.search(r"Epoch\[9\] Train-accuracy=[\d.]+", result.stderr)
-    assert re.search(r"Epoch\[9\] Time cost=[\d.]+", result.stderr)
-    assert re.search(r"Epoch\[9\] Validation-accuracy=[\d.]+", result.stderr)
+    assert re.search(r"Epoch\[0\] Batch \[0-20\]\tSpeed: [\d.]+ samples/sec\taccuracy=[\d.]+", log)
+    assert re.search(r"Epoch\[9\] Train-accuracy=[\d.]+", log)
+    assert re.search(r"Epoch\[9\] Time cost=[\d.]+", log)
+    assert re.search(r"Epoch\[9\] Validation-accuracy=[\d.]+", log)
 
 
 def test_checkpoints_are_mxnet_format(full_run):
@@ -54,18 +50,18 @@ def test_checkpoints_are_mxnet_format(full_run):
 
 
 def test_recorded_lr_follows_the_multistep_formula(full_run):
-    _, result, metrics = full_run
+    _, log, metrics = full_run
     for record in metrics:
         assert record["lr"] == pytest.approx(expected_lr(record["epoch"]), rel=1e-6), record
     # the rate in effect is logged when it changes, and only then
-    changes = re.findall(r"Epoch\[(\d+)\] Learning rate=([\d.e-]+)", result.stderr)
+    changes = re.findall(r"Epoch\[(\d+)\] Learning rate=([\d.e-]+)", log)
     assert [int(epoch) for epoch, _ in changes] == [0, *STEPS]
 
 
 @pytest.mark.timeout(240)
 def test_resume_between_two_steps_continues_the_schedule_exactly(full_run, digits_dir, tmp_path):
     prefix, _, uninterrupted = full_run
-    resume_at = 7  # after the step at 6, before the step at 9
+    resume_at = 8  # after the step at 6, before the step at 9 (two epochs: 8 at 0.01, 9 at 0.001)
     copy = str(tmp_path / "digits-resnet8")
     for suffix in ("-symbol.json", "-%04d.params" % resume_at, "-%04d.states" % resume_at):
         shutil.copy(prefix + suffix, copy + suffix)
