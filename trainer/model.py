@@ -56,13 +56,19 @@ def _load_params(path: str):
     return arg_params, aux_params
 
 
-def load_checkpoint(prefix: str, epoch: int, what: str, batch: Optional[int] = None) -> Model:
-    import mxnet as mx
-
+def check_checkpoint_files(prefix: str, epoch: int, what: str, batch: Optional[int] = None) -> str:
+    """The params file of a checkpoint whose files exist (no MXNet needed: a typo is refused at once)."""
     params = params_path(prefix, epoch, batch)
     for path in (f"{prefix}-symbol.json", params):
         if not os.path.isfile(path):
             raise DataError(f"{what}: no checkpoint file {path}")
+    return params
+
+
+def load_checkpoint(prefix: str, epoch: int, what: str, batch: Optional[int] = None) -> Model:
+    import mxnet as mx
+
+    params = check_checkpoint_files(prefix, epoch, what, batch)
     try:
         symbol = mx.sym.load(f"{prefix}-symbol.json")
         arg_params, aux_params = _load_params(params)
