@@ -14,13 +14,15 @@ and worker-i is always rank i. The job succeeds when every worker exits 0; serve
 then end by themselves (ps-lite's finalize) and are stopped if they linger.
 
 Spot interruptions (launch train --watch-spot): the first guard on each host polls its instance's notice.
-On the first notice of an attempt, worker-0 (MXNet rank 0) is asked to save a checkpoint where it is
-(SIGUSR1 through its guard: it finishes the batch in flight, saves, exits 75); when it has ended (or after
-`spot_wait` seconds) the job is torn down with Reason.SPOT, which a restart continues from that checkpoint.
+On the first notice of an attempt rank 0 is asked to save a checkpoint where it is, when it can (launcher/spot.py);
+when it has ended (or after `spot_wait` seconds) the job is torn down with Reason.SPOT, which a restart continues
+from that checkpoint. Only a role ending non-zero in that wait ends it early: rank 0 ending 0 finished training.
+
+A signal wins over a teardown already under way for a failure or a notice: the outcome is the signal's, so the
+launch ends instead of restarting (what the user asked for).
 """
 from __future__ import annotations
 
-import enum
 import queue
 import re
 import signal
@@ -29,13 +31,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from mxlaunch.exits import Exit
-from mxlaunch.launcher import ports
+from mxlaunch.launcher import ports, workload
+from mxlaunch.launcher.outcome import SIGNAL_REASONS, JobOutcome, Reason
 from mxlaunch.launcher.output import RoleOutputSink
 from mxlaunch.launcher.plan import JobPlan, Role
-from mxlaunch.launcher.roles import SCHEDULER_ID, WORKER, RoleId
+from mxlaunch.launcher.roles import SCHEDULER_ID, WORKER
 from mxlaunch.launcher.runner import (Events, RoleEnded, RoleHandle, RoleLaunch, RoleOutput, RoleResult,
                              RoleStarted, Runner, SpotNotice)
+from mxlaunch.launcher.spot import SPOT_POLL, SPOT_WAIT, FirstNotice, SpotState, Step, first_notice, rank0_of
 
 # ps-lite (PS_VERBOSE=1): each node's bind (port=-1 after a failed one, just before it aborts) ...
 NODE_BOUND = re.compile(rb"Bind to role=(\w+), (?:id=\d+, )?ip=[^,]*, port=(-?\d+)")
@@ -43,40 +46,6 @@ NODE_BOUND = re.compile(rb"Bind to role=(\w+), (?:id=\d+, )?ip=[^,]*, port=(-?\d
 NODE_CONNECTED = re.compile(rb"\b([WS])\[(\d+)\] is connected to others")
 TICK = 0.05  # longest time an event-free loop waits before looking at its deadlines
 DRAIN_BATCH = 500  # a chatty role must not keep the loop from its deadlines
-RANK0 = RoleId(WORKER, 0).name  # worker-0 is MXNet rank 0 (plan.rank_order): the one that saves checkpoints
-SPOT_POLL = 5.0  # seconds between a host's looks at its spot notice
-SPOT_WAIT = 90.0  # after a notice, how long rank 0 may take to save and end (AWS acts 2 minutes after it)
-
-
-class Reason(enum.Enum):
-    """Why a job ended: its value is summary.json's `reason`; it carries the exit status and the final message."""
-
-    OK = ("ok", Exit.OK, "every worker exited 0")
-    FAILED = ("failed", Exit.FAILED, "not every worker exited 0")
-    TIMEOUT = ("timeout", Exit.TIMEOUT, "the job exceeded --timeout {timeout:g}s; every role was stopped")
-    INTERRUPTED = ("interrupted", Exit.INTERRUPTED, "interrupted; every role was stopped")
-    TERMINATED = ("terminated", Exit.TERMINATED, "terminated; every role was stopped")
-    HUNG_UP = ("hung up", Exit.HUNG_UP, "hung up; every role was stopped")
-    SPOT = ("spot interruption", Exit.FAILED, "spot interruption on {hosts}")
-
-    def __new__(cls, text: str, exit_status: Exit, message: str):
-        member = object.__new__(cls)
-        member._value_ = text
-        member.exit_status = exit_status
-        member._message = message
-        return member
-
-    @property
-    def imposed(self) -> bool:
-        """Decided from outside (--timeout, a signal), whatever the workers did."""
-        return self not in (Reason.OK, Reason.FAILED, Reason.SPOT)
-
-    def message(self, timeout: Optional[float] = None, hosts: Tuple[str, ...] = ()) -> str:
-        return self._message.format(timeout=timeout, hosts=", ".join(hosts))
-
-
-SIGNAL_REASONS = {signal.SIGINT: Reason.INTERRUPTED, signal.SIGTERM: Reason.TERMINATED,
-                  signal.SIGHUP: Reason.HUNG_UP}
 
 
 class Clock:
@@ -106,32 +75,8 @@ class JobSettings:
     kill_wait: float = 0.5  # after the grace, before guards that did not report are killed
     abandon_wait: float = 1.5  # after that, roles that still did not report are given up on
     spot_poll: float = SPOT_POLL  # seconds between looks at a host's spot notice (jobs that watch)
-    spot_wait: float = SPOT_WAIT  # after a notice, how long rank 0 may take to save its checkpoint and end
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    reason: Reason
-    plan: JobPlan  # the plan that ran (its ports are the ones its roles bound)
-    results: Tuple[RoleResult, ...]
-    first_failure: Optional[RoleResult]
-    started: float
-    ended: float
-    teardown_started: Optional[float] = None  # wall clock; None when nothing had to be stopped
-    notes: Tuple[str, ...] = ()
-    ranks: Tuple[Tuple[str, int], ...] = ()  # role name -> MXNet (ps-lite) rank, where ps-lite said
-    spot_hosts: Tuple[str, ...] = ()  # addresses of hosts that had a spot interruption notice (first first)
-
-    @property
-    def status(self) -> Exit:
-        return self.reason.exit_status
-
-    def message(self) -> str:
-        """Why the job ended, for people: the reason's message with this job's details."""
-        return self.reason.message(self.plan.spec.timeout, self.spot_hosts)
-
-    def rank_of(self, name: str) -> Optional[int]:
-        return dict(self.ranks).get(name)
+    spot_wait: float = SPOT_WAIT  # after a notice, how long rank 0 may take to save its checkpoint and end (or
+    # the other workers to finish, when rank 0 already had)
 
 
 @dataclass
@@ -152,8 +97,7 @@ class _State:
     finishing_at: Optional[float] = None
     ports_tried: List[int] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
-    spot_hosts: List[str] = field(default_factory=list)
-    spot_deadline: Optional[float] = None  # rank 0 was asked to checkpoint: the job ends by then
+    spot: SpotState = field(default_factory=SpotState)
 
 
 class Job:
@@ -204,6 +148,7 @@ class Job:
     def _start_all(self) -> None:
         st = self.state
         st.ranks.clear()
+        st.spot.trained.clear()
         st.bound.clear()
         st.results.clear()
         for role in st.plan.roles:
@@ -220,6 +165,9 @@ class Job:
     def _begin_teardown(self, reason: Reason) -> None:
         st = self.state
         if st.stopping:
+            if reason.imposed and st.stopping in (Reason.FAILED, Reason.SPOT):  # a signal overrules: no restart
+                st.notes.append(f"{reason.value} while every role was being stopped ({st.stopping.value})")
+                st.stopping = reason
             return
         st.stopping = reason
         st.restart_port = None
@@ -275,10 +223,10 @@ class Job:
             return
         if st.restart_port is not None:  # an end this restart asked for: not a result of the job
             return
-        if st.spot_deadline is not None and not (result.name == RANK0 and result.ok):
+        if st.spot.deadline is not None and not result.ok:
             # rank 0 ended after saving (exit 75: not a failure of its own), or a peer it needs is gone
             st.results[result.name] = result
-            if result.name != RANK0:
+            if st.spot.asked and result.name != st.spot.asked:
                 st.notes.append(f"{result.name} ended ({result.how()}) while rank 0 was saving its checkpoint")
             self._begin_teardown(Reason.SPOT)
             return
@@ -299,6 +247,7 @@ class Job:
         st = self.state
         if isinstance(event, RoleOutput):
             self.sink.line(event.name, event.data)
+            st.spot.saw(event.name, event.data)
             if not st.stopping and (b"Bind to role=" in event.data or b"is connected to others" in event.data):
                 self._check_node(event.name, event.data)
         elif isinstance(event, RoleStarted):
@@ -311,26 +260,37 @@ class Job:
             self._begin_teardown(SIGNAL_REASONS.get(event.signum, Reason.TERMINATED))
 
     def _spot_notice(self, notice: SpotNotice) -> None:
-        """A host is going away: rank 0 saves where it is (once per attempt), then the job ends (Reason.SPOT)."""
+        """A host is going away: the attempt's first notice does what launcher/spot.py says; later ones are notes."""
         st = self.state
         host = st.plan.role(notice.name).host.address
-        if host in st.spot_hosts:
+        if host in st.spot.hosts:
             return
-        st.spot_hosts.append(host)
+        st.spot.hosts.append(host)
         if st.stopping:
             return
-        first = len(st.spot_hosts) == 1
-        text = f"spot interruption notice for {host} (action {notice.action} at {notice.time})" + (
-            ": asking rank 0 to checkpoint" if first else "")
+        text = f"spot interruption notice for {host} (action {notice.action} at {notice.time})"
+        first = self._first_notice() if len(st.spot.hosts) == 1 else None
+        if first is not None and first.step is Step.ASK and not st.handles[first.rank0].checkpoint():
+            first = FirstNotice(Step.STOP, f"the checkpoint request could not be sent to rank 0 ({first.rank0}); "
+                                           f"stopping every role")
+        text += f": {first.why}" if first else ""
         st.notes.append(text)
         self.sink.mark(text)
-        if not first or st.finishing_at is not None:  # every worker already finished: nothing to save
+        if first is None or first.step is Step.FINISHING:
             return
-        if RANK0 in st.live and st.restart_port is None:
-            st.handles[RANK0].checkpoint()
-            st.spot_deadline = self.clock.monotonic() + self.settings.spot_wait
-        else:  # rank 0 is not running (gone, or the start is being retried): nothing to save
+        if first.step is Step.STOP:
             self._begin_teardown(Reason.SPOT)
+            return
+        st.spot.asked = first.rank0
+        st.spot.deadline = self.clock.monotonic() + self.settings.spot_wait
+
+    def _first_notice(self) -> FirstNotice:
+        st = self.state
+        rank0 = rank0_of(st.ranks, [w.name for w in st.plan.workers])
+        ended = st.results.get(rank0) if rank0 else None
+        return first_notice(trainer=workload.is_trainer(st.plan.spec.command), rank0=rank0,
+                            finished=st.finishing_at is not None, rank0_ok=ended is not None and ended.ok,
+                            running=rank0 in st.live and st.restart_port is None, trained=rank0 in st.spot.trained)
 
     # ------------------------------------------------------------------------------------------ loop
     def _run(self) -> JobOutcome:
@@ -347,9 +307,8 @@ class Job:
                     self._begin_teardown(Reason.TIMEOUT)
                 elif st.finishing_at is not None and now >= st.finishing_at:
                     self._begin_teardown(Reason.OK)
-                elif st.spot_deadline is not None and now >= st.spot_deadline:
-                    st.notes.append(f"rank 0 did not end within {self.settings.spot_wait:g}s of the checkpoint "
-                                    f"request; every role was stopped")
+                elif st.spot.deadline is not None and st.finishing_at is None and now >= st.spot.deadline:
+                    st.notes.append(st.spot.overdue(self.settings.spot_wait))
                     self._begin_teardown(Reason.SPOT)
             if not st.live and st.restart_port is not None:  # every role of the failed start is gone
                 st.plan, st.restart_port, st.kill_at, st.abandon_at = self.make_plan(st.restart_port), None, None, None
@@ -396,4 +355,4 @@ class Job:
         return JobOutcome(reason=reason, plan=st.plan, results=results,
                           first_failure=st.first_failure, started=started, ended=self.clock.wall(),
                           teardown_started=st.teardown_started, notes=tuple(st.notes),
-                          ranks=tuple(sorted(st.ranks.items())), spot_hosts=tuple(st.spot_hosts))
+                          ranks=tuple(sorted(st.ranks.items())), spot_hosts=tuple(st.spot.hosts))

@@ -28,7 +28,8 @@ class LocalRoleHandle(RoleHandle):
         self.proc = proc
         self._lock = threading.Lock()
 
-    def _send(self, data: Optional[bytes]) -> None:
+    def _send(self, data: Optional[bytes]) -> bool:
+        """Write to the guard's stdin (None: close it); whether it was written."""
         with self._lock:
             try:
                 if data is None:
@@ -36,14 +37,16 @@ class LocalRoleHandle(RoleHandle):
                 elif not self.proc.stdin.closed:
                     self.proc.stdin.write(data)
                     self.proc.stdin.flush()
+                    return True
             except (BrokenPipeError, ValueError, OSError):
                 pass  # the guard is gone already: its RoleEnded is on the way
+        return False
 
     def stop(self) -> None:
         self._send(roleguard.STOP_LINE + b"\n")
 
-    def checkpoint(self) -> None:
-        self._send(roleguard.CHECKPOINT_LINE + b"\n")
+    def checkpoint(self) -> bool:
+        return self._send(roleguard.CHECKPOINT_LINE + b"\n")
 
     def kill(self) -> None:
         self._send(None)

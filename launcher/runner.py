@@ -110,9 +110,10 @@ class RoleHandle(abc.ABC):
     def kill(self) -> None:
         """Last resort when the guard does not answer: cut the lifeline / kill what can be reached."""
 
-    def checkpoint(self) -> None:
-        """Ask the guard to send SIGUSR1 to the role (rank 0: save a checkpoint now, then exit 75)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot ask for a checkpoint")
+    def checkpoint(self) -> bool:
+        """Ask the guard to send SIGUSR1 to the role (rank 0: save a checkpoint now, then exit 75); whether the
+        request was sent (False: nothing will come of it, so the job must not wait for it)."""
+        return False
 
 
 class Runner(abc.ABC):

@@ -61,12 +61,14 @@ class SSHRoleHandle(RoleHandle):
         self._stop_requested = False
         self._killed = False
 
-    def _send(self, data: bytes) -> None:  # with the lock held
+    def _send(self, data: bytes) -> bool:  # with the lock held; whether it was sent
         try:
             if self.channel is not None and not self.channel.closed:
                 self.channel.sendall(data)
+                return True
         except Exception:  # channel or transport gone (socket/EOF/SSH errors): RoleEnded is on the way
             pass
+        return False
 
     def attach(self, channel, first_bytes: bytes) -> None:
         with self._lock:
@@ -83,9 +85,9 @@ class SSHRoleHandle(RoleHandle):
             self._stop_requested = True
             self._send(roleguard.STOP_LINE + b"\n")
 
-    def checkpoint(self) -> None:
-        with self._lock:  # before the channel is open the role has not started: nothing to save yet
-            self._send(roleguard.CHECKPOINT_LINE + b"\n")
+    def checkpoint(self) -> bool:
+        with self._lock:  # never kept for later as a stop is: not sent now, the job stops at once instead
+            return self._send(roleguard.CHECKPOINT_LINE + b"\n")
 
     def kill(self) -> None:
         """Cut the lifeline (sshd closes the guard's stdin), and SIGKILL the role's group directly."""

@@ -22,7 +22,6 @@ from typing import Iterator, Optional, Sequence, Tuple
 Command = Sequence[str]
 DATA_OPTION_PREFIX = "--data-"  # option values that name input files (MXNet's --data-train/--data-val)
 NOT_DATA_FILES = ("--data-nthreads",)  # a --data-* option whose value is a count, not a file
-TRAINER_NAMES = ("trainer", "mxlaunch.trainer")  # `trainer`, `.venv/bin/trainer`, `python -m mxlaunch.trainer`
 
 
 def _occurrences(command: Command, wanted) -> Iterator[Tuple[int, int, str, Optional[str]]]:
@@ -82,8 +81,13 @@ def script_files(command: Command) -> Tuple[str, ...]:
 
 
 def is_trainer(command: Command) -> bool:
-    """`trainer ...`, `.venv/bin/trainer ...` or `python -m mxlaunch.trainer ...`."""
-    return any(os.path.basename(word) in TRAINER_NAMES for word in command[:3])
+    """`trainer ...`, `.venv/bin/trainer ...`, `python -m mxlaunch.trainer ...` or `python .../trainer ...`: the
+    program itself, never a word it is given (`run.sh trainer` is not the trainer, and would die of a SIGUSR1)."""
+    words = [os.path.basename(word) for word in command[:3]]
+    if words[:1] == ["trainer"]:
+        return True
+    return bool(words) and words[0].startswith("python") and (words[1:2] == ["trainer"]
+                                                               or words[1:3] == ["-m", "mxlaunch.trainer"])
 
 
 def gpus_arg(gpus_per_host: int) -> str:

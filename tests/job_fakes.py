@@ -63,7 +63,9 @@ class FakeRole(RoleHandle):
         self.started_at = self.clock.monotonic()
         self.port = int(launch.role.env_dict()["DMLC_PS_ROOT_PORT"])
         self.ignores_stop = self.ignores_kill = False
-        self.stop_calls, self.kill_calls = [], []
+        self.stop_calls, self.kill_calls, self.checkpoint_calls = [], [], []
+        self.sends_checkpoint = True  # False: its channel is gone, checkpoint() says the request was not sent
+        self.on_checkpoint = lambda: self.end(after=3.0, code=75)  # rank 0 saves for 3 s, then exits 75
         self.ended = False
         self.clock.later(0.0, lambda: self.events.put(RoleStarted(self.name, pid, self.clock.wall())))
 
@@ -90,6 +92,12 @@ class FakeRole(RoleHandle):
         if not self.ignores_stop:
             self.end(after=0.2, sig=signal.SIGTERM, stopped="stop")
 
+    def checkpoint(self):
+        self.checkpoint_calls.append(self.clock.monotonic())
+        if self.sends_checkpoint and self.on_checkpoint:
+            self.on_checkpoint()
+        return self.sends_checkpoint
+
     def kill(self):
         self.kill_calls.append(self.clock.monotonic())
         if not self.ignores_kill:
@@ -106,6 +114,13 @@ def node_bind_line(kind, port):
 
 def connected_line(rank):
     return f"[12:00:01] src/van.cc:257: W[{9 + 2 * rank}] is connected to others"
+
+
+TRAINED_LINE = "2026-11-27 12:00:05 Node[0] Epoch[0] Batch [0-20]\tSpeed: 373.87 samples/sec\taccuracy=0.35"
+
+
+def trains(after=1.0):  # a worker whose log shows a trained batch `after` s in; it runs until stopped
+    return lambda role: role.say(TRAINED_LINE, after=after)
 
 
 def binds(role):  # a healthy scheduler: binds its port and runs until stopped

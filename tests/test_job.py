@@ -14,6 +14,7 @@ from job_fakes import (FIRST_PORT, SECOND_PORT, SETTINGS, bind_line, binds, conn
                        node_bind_line, run, runs_until_stopped)
 from mxlaunch.launcher.job import TICK, JobSettings, Reason, SignalReceived
 from mxlaunch.launcher.attempt import final_message
+from mxlaunch.launcher.restarts import restartable
 
 # ------------------------------------------------------------------------------------------ start order
 
@@ -186,6 +187,21 @@ def test_a_signal_stops_every_role_with_its_status(tmp_path, signum, status, rea
     assert all(r.stopped == "stop" for r in outcome.results) and len(outcome.results) == 4
     assert outcome.first_failure is None and summary.summary_data(outcome)["reason"] == reason
     assert final_message(outcome) == f"{reason}; every role was stopped (run directory {tmp_path})"
+
+
+@pytest.mark.parametrize("signum, reason", [(signal.SIGINT, Reason.INTERRUPTED), (signal.SIGTERM, Reason.TERMINATED),
+                                            (signal.SIGHUP, Reason.HUNG_UP)])
+def test_a_signal_during_a_failures_teardown_wins_so_nothing_restarts(tmp_path, signum, reason):
+    def lingers(role):
+        role.ignores_stop = True
+    job, runner, clock = make_job(tmp_path, script={"server-0": lingers, "worker-0": exits(3, after=1.0),
+                                                    "worker-1": runs_until_stopped})
+    clock.later(1.5, lambda: job.events.put(SignalReceived(signum)))  # server-0 is still being stopped
+    outcome = run(job)
+    assert outcome.reason is reason and outcome.status == reason.exit_status and not restartable(outcome)
+    assert outcome.first_failure.name == "worker-0"  # what failed first is still said
+    assert f"{reason.value} while every role was being stopped (failed)" in outcome.notes
+    assert runner.role("server-0").stop_calls == [pytest.approx(101.0)]  # the teardown goes on as it was
 
 
 def test_timeout_stops_every_role_with_124(tmp_path):
