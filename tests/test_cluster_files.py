@@ -63,7 +63,7 @@ def test_put_twice_copies_nothing_the_second_time_and_a_changed_file_again(conn,
 @pytest.mark.usefixtures("no_agent")
 def test_exec_returns_the_remote_exit_status_and_passes_the_output_on(conn):
     out, err = [], []
-    status = files_cmd._stream(conn, files_cmd.remote_command(("sh", "-c", "echo hi; echo oops >&2; exit 7"),
+    status = files_cmd.stream_command(conn, files_cmd.remote_command(("sh", "-c", "echo hi; echo oops >&2; exit 7"),
                                                               "/nonexistent"), out.append, err.append)
     assert (status, out, err) == (7, ["hi"], ["oops"])
-    assert files_cmd._stream(conn, files_cmd.remote_command(("true",), "/x"), out.append, err.append) == 0
+    assert files_cmd.stream_command(conn, files_cmd.remote_command(("true",), "/x"), out.append, err.append) == 0
