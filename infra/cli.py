@@ -10,6 +10,7 @@ import click
 
 from mxlaunch import cuda
 from mxlaunch.errors import CommandError, UsageError
+from mxlaunch.exits import Exit
 
 from mxlaunch.infra import catalog, deadlines, owner, preflight, provision, signals, state, teardown
 from mxlaunch.infra import spec as specs
@@ -199,16 +200,25 @@ def down(name, region, profile, dry_run, yes, force) -> None:
 @region_option
 @profile_option
 @force_option
-def repair(name, region, profile, force) -> None:
+@click.option("--replace-unreachable", is_flag=True,
+              help="Also replace instances that do not answer SSH when none or more than half answer (refused by "
+                   "default: the silence may be this machine's network).")
+def repair(name, region, profile, force, replace_unreachable) -> None:
     """Make NAME whole: terminate instances that do not answer SSH, launch replacements up to the count `up`
     recorded (same zone, image, tags), wait for them and check them as `up --wait ssh` does.
 
     What `launch train --cluster NAME --max-restarts N` does before each restart. Nothing to do: no AWS change."""
     specs.validate_name(name)
     from mxlaunch.infra.repair import make_whole
-    done = make_whole(name, info, force=force, aws=_aws(region, profile, name))  # also rewrites the files below
+    done = make_whole(name, info, force=force, replace_unreachable=replace_unreachable,
+                      aws=_aws(region, profile, name))  # also rewrites the files below
     click.echo(f"cluster {name}: {len(done.terminated)} instance(s) terminated, {len(done.launched)} launched")
     click.echo(f"hostfile:   {state.hostfile_path(name)}")
+    if done.left:  # not whole: say so in the status too
+        silent = CommandError(f"cluster {name}: {len(done.left)} instance(s) still do not answer SSH: "
+                              f"`launch cluster repair {name} --replace-unreachable` replaces them")
+        silent.exit_code = Exit.SSH
+        raise silent
 
 
 @cluster.command()

@@ -10,26 +10,34 @@ instance type's role environment, workdir, the venv's python), in the cluster's 
 (launcher/remote/detach.py). Its run directory is RUNS/<run> on EFS (RUNS = the cluster's WORKDIR/runs): any
 machine with the cluster's state reads it through instance 0.
 
-What instance 0 needs to reach the other instances goes there by SFTP, 0600 in a 0700 folder of its home
-(~/.mxlaunch/detach/NAME/): the cluster's SSH key, and a known_hosts of every instance's PRIVATE address
-holding the host keys this machine has just verified. Never on a command line, never in user data. The roles'
-environment goes on the starter's stdin (launcher/remote/detach.py: a pipe to the launcher, no file).
+What instance 0 needs to reach the other instances goes there by SFTP, into a 0700 folder of its home for
+this run alone (KEYS/NAME/RUN, KEYS = ~/.mxlaunch/detach): the cluster's own SSH key (never a personal one:
+--ssh-key naming another key is refused, as is a passphrase-protected key: nobody is there to type it) and a
+known_hosts of every instance's PRIVATE address holding the host keys this machine has just verified. Never on a
+command line, never in user data. The roles' environment goes on the starter's stdin (launcher/remote/detach.py:
+a pipe to the launcher, no file). The detached launcher removes its folder when it ends, however it ends
+(launcher/train_cmd.py _as_detached), except by SIGKILL: then `launch stop` removes it after its own SIGKILL,
+and otherwise the next start on the cluster does (a resume of that run overwrites it first).
 
 Restarts of a detached job (--max-restarts) run on the same instances: the instances hold no AWS credentials
-(by design), so a detached launcher cannot replace an instance; a restart that cannot begin ends the launcher
-with a line naming `launch cluster repair NAME` and `launch train --resume` (launcher/train_cmd.py).
+(by design), so a detached launcher cannot replace an instance. A restart that cannot begin ends the launcher
+with a line naming what does: `launch cluster repair NAME`, then `launch train --cluster NAME --detach --resume
+RUN` (resume(): the run's job on the cluster's instances as they are now, a new known_hosts with them).
 """
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 import shlex
+import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.launcher import rundir
+from mxlaunch.launcher.remote.detach import KEY_NAME, KEYS
 from mxlaunch.launcher.target import JobTarget
 
 from mxlaunch.infra.spec import WORKDIR
@@ -65,7 +73,7 @@ def run_dir_of(run: str) -> str:
 
 
 def _env_file_text(pairs) -> str:
-    """The roles' environment as --env-file lines (launcher/train_cmd.py read_env_file reads each value to the
+    """The roles' environment as --env-file lines (launcher/env_options.py read_env_file reads each value to the
     end of its line, the line stripped): a value that cannot survive that is refused, naming only its key."""
     for key, value in pairs:
         if "\n" in value or "\r" in value or value != value.rstrip():
@@ -117,7 +125,9 @@ def known_hosts_text(connections) -> str:
 
 
 def _put_private(sftp, folder: str, name: str, text: str) -> str:
-    """`text` into folder/name, 0600 from its first byte, whole or not at all (temporary name, then rename)."""
+    """`text` into folder/name, whole or not at all (temporary name, then rename). The SFTP server creates the
+    file with its own umask, so it is made 0600 before a byte is written; meanwhile nobody else can open it:
+    the folder is 0700 (_private_folder)."""
     path = posixpath.join(folder, name)
     with sftp.open(path + ".tmp", "w") as f:
         f.chmod(0o600)
@@ -126,46 +136,106 @@ def _put_private(sftp, folder: str, name: str, text: str) -> str:
     return path
 
 
-def _private_folder(sftp, name: str) -> str:
-    """~/.mxlaunch/detach/NAME on the instance (made 0700)."""
+def _private_folder(sftp, name: str, run: str) -> str:
+    """KEYS/NAME/RUN in the instance's home, each folder made 0700 (and checked: a folder others can enter
+    is refused, never written into)."""
     folder = sftp.normalize(".")
-    for part in (".mxlaunch", "detach", name):
+    for part in (*KEYS.split("/"), name, run):
         folder = posixpath.join(folder, part)
         try:
             sftp.mkdir(folder, 0o700)
         except IOError:
             pass  # already there
-    sftp.chmod(folder, 0o700)
+        sftp.chmod(folder, 0o700)
+        if not stat.S_ISDIR(sftp.lstat(folder).st_mode) or sftp.lstat(folder).st_mode & 0o077:
+            raise CommandError(f"{folder} on instance 0 is not a private folder (0700): not writing a key there")
     return folder
+
+
+def _remove_private(sftp, folder: str) -> None:
+    """A run's key folder removed (the launcher was not started: nobody else removes it)."""
+    for name in sftp.listdir(folder):
+        sftp.remove(posixpath.join(folder, name))
+    sftp.rmdir(folder)
+
+
+def cluster_key(name: str, target: JobTarget) -> str:
+    """The key a detached launcher gets: the cluster's own (in its state), readable without a passphrase."""
+    import paramiko
+
+    from mxlaunch.infra import state
+
+    own = state.key_path(name)
+    if not own.is_file():
+        raise UsageError(f"cluster {name} uses a key pair of your own (no key in its state): --detach copies only "
+                         f"a cluster's own key to instance 0, never a personal one")
+    if target.ssh.key and os.path.realpath(os.path.expanduser(target.ssh.key)) != os.path.realpath(own):
+        raise UsageError(f"--ssh-key {target.ssh.key}: --detach copies only cluster {name}'s own key ({own}) to "
+                         f"instance 0, never a personal one: leave --ssh-key out")
+    try:
+        paramiko.PKey.from_path(own)
+    except (paramiko.PasswordRequiredException, TypeError) as exc:  # TypeError: a PEM key's, from cryptography
+        raise UsageError(f"{own} is passphrase-protected: a detached launcher has nobody to type it") from exc
+    except (paramiko.SSHException, OSError, ValueError) as exc:
+        raise UsageError(f"{own}: not a private key that can be used ({exc})") from exc
+    return str(own)
 
 
 def start(name: str, target: JobTarget, spec: "JobSpec", passed: Sequence[str], run: str) -> DetachedRun:
     """Start the job's launcher on instance 0 of cluster `name` (target: its resolved --cluster target; spec: the
     job as `launch train --cluster` resolved it; passed: the other `launch train` options, as given)."""
-    from mxlaunch.launcher.ssh import connect_all
-
-    if not target.ssh or not target.ssh.key:
-        raise UsageError(f"cluster {name} uses a key pair of your own (no key in its state): a detached launcher "
-                         f"needs a key it can hold on instance 0; pass --ssh-key FILE to give it one")
     env_file = _env_file_text(spec.env)
     environ, env_options = _environ(spec)
     run_dir = run_dir_of(run)
-    connections = connect_all(spec.hosts, target.ssh)  # every host key verified here, for instance 0's known_hosts
+    return _start(name, target, spec.hosts, run, lambda key, known: launcher_options(
+        target, spec, run_dir, key, known, [*env_options, *passed, "--detached-from", name]),
+        {"env_file": env_file, "environ": environ, "command": list(spec.command), "cwd": spec.workdir})
+
+
+def resume(name: str, target: JobTarget, run: str, passed: Sequence[str], env=()) -> DetachedRun:
+    """`launch train --cluster NAME --detach --resume RUN`: a launcher on instance 0 resumes RUNS/RUN (a
+    detached run: a --hosts job) on the cluster's instances as they are now (target: the cluster resolved now,
+    e.g. after `launch cluster repair`), with as many worker slots as the run had (launcher/rundir.py).
+    passed: `launch train` options for the resumed job (--num-epochs, --max-restarts, ...); env: --env pairs
+    (a value job.yaml masks must be given again), through the starter's pipe."""
+    run_dir = run_dir_of(run)
+
+    def options(key: str, known: str) -> List[str]:
+        return ["--resume", run_dir, "--hosts", ",".join(h.target for h in target.hosts), "--python", target.python,
+                "--ssh-key", key, "--known-hosts", known, "--ssh-user", target.ssh.user, *passed,
+                "--detached-from", name]
+
+    return _start(name, target, target.hosts, run, options,
+                  {"env_file": _env_file_text(env), "environ": {}, "command": [], "cwd": target.workdir,
+                   "resume": True})
+
+
+def _start(name: str, target: JobTarget, hosts, run: str, options: Callable[[str, str], List[str]],
+           config: dict) -> DetachedRun:
+    """Key and known_hosts to instance 0 (hosts[0]), then the starter there with `config` and the launcher's
+    options(key path, known_hosts path)."""
+    from mxlaunch.launcher.ssh import connect_all
+
+    key_file = cluster_key(name, target)
+    run_dir = run_dir_of(run)
+    connections = connect_all(hosts, target.ssh)  # every host key verified here, for instance 0's known_hosts
     try:
         connections.raise_if_failed()
-        first = connections[spec.hosts[0]]
-        with open(target.ssh.key, encoding="utf-8") as f:
+        first = connections[hosts[0]]
+        with open(key_file, encoding="utf-8") as f:
             key_text = f.read()
         with first.sftp(SFTP_TIMEOUT) as sftp:
-            folder = _private_folder(sftp, name)
-            key = _put_private(sftp, folder, "id_key", key_text)
+            folder = _private_folder(sftp, name, run)
+            key = _put_private(sftp, folder, KEY_NAME, key_text)
             known = _put_private(sftp, folder, "known_hosts", known_hosts_text(connections.succeeded))
-        config = {"run_dir": run_dir, "cwd": spec.workdir, "env_file": env_file, "environ": environ,
-                  "options": launcher_options(target, spec, run_dir, key, known, [*env_options, *passed,
-                                                                                  "--detached-from", name]),
-                  "command": list(spec.command), "extra": {"cluster": name}}
+            keys = posixpath.dirname(folder)
+        config = {**config, "run_dir": run_dir, "options": options(key, known), "extra": {"cluster": name},
+                  "keys": keys}
         code, out, err = first.run([target.python, "-m", STARTER], timeout=START_TIMEOUT,
                                    stdin=json.dumps(config).encode())
+        if code != 0:  # no launcher holds the key: it goes now
+            with first.sftp(SFTP_TIMEOUT) as sftp:
+                _remove_private(sftp, folder)
     except OSError as exc:
         raise CommandError(f"cannot prepare instance 0 of cluster {name}: {exc.strerror or exc}") from exc
     finally:

@@ -1,13 +1,19 @@
 """A cluster made whole again: what a restart under `launch train --cluster` does first (issue 13, item 3), and
 `launch cluster repair NAME` by hand.
 
-    make_whole(name, echo, doomed=()) -> Repair
+    make_whole(name, echo, doomed=(), replace_unreachable=False) -> Repair
+    restart_hosts(name, addresses, doomed, echo) -> None (same hosts: no AWS call) | ClusterTarget (repaired)
 
 1. The cluster as `up` would read it: its tags (record.discover) and what they do not hold from the local
    cluster.json `up` wrote (count, type, spot, user, key, EFS, install extra and wheelhouse).
-2. Running instances that do not answer SSH (a bounded probe, injectable: tests never connect to moto's
+2. An instance AWS reports not running is lost without a probe (it is not counted, so it is replaced).
+   Running instances that do not answer SSH (a bounded probe, injectable: tests never connect to moto's
    addresses) and the `doomed` ones (private addresses with a spot interruption notice: gone within two
    minutes anyway) are terminated — found by the cluster's tag, so only its own — and waited for (bounded).
+   Silence is read with care, since it may be this machine's fault (its address no longer in the SSH rule,
+   a VPN): when no running instance answers, nothing is terminated (the repair is refused), and at most half
+   of the running instances are terminated for silence in one repair (the rest stay, named); a spot notice is
+   no silence. `replace_unreachable` (the CLI's --replace-unreachable) lifts both limits.
 3. The missing instances come from the code `up` runs (provision.Up with the recorded spec: the same zone,
    placement group, EFS mount, image as their peers, owner and deadline tags), then are waited for as
    `up --wait ssh` does (running, SSH, the user data's ready file). The venv on EFS exists already, so a new
@@ -32,12 +38,13 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from mxlaunch.errors import CommandError
+from mxlaunch.exits import Exit
 
 from mxlaunch.infra import owner, provision, remote, signals, state, wait
-from mxlaunch.infra.aws import Aws, CapacityUnavailable
+from mxlaunch.infra.aws import Aws, AwsError, CapacityUnavailable, NoCredentials
 from mxlaunch.infra.record import ClusterRecord, Instance, discover, find_instances
 from mxlaunch.infra.spec import DEFAULT_SSH_USER, ClusterSpec, validate_name
-from mxlaunch.infra.targets import write_local_files
+from mxlaunch.infra.targets import ClusterTarget, cluster_target, write_local_files
 
 PROBE_ATTEMPTS = 3  # an instance is unreachable when `ssh true` fails this many times in a row ...
 PROBE_TIMEOUT = 30.0  # ... each bounded (the ssh config's ConnectTimeout is 10 s)
@@ -50,40 +57,57 @@ Echo = Callable[[str], None]
 Probe = Callable[[Sequence[Instance]], Sequence[Instance]]  # running instances -> those that do not answer
 
 
+class Unreachable(CommandError):
+    """No running instance answers SSH from here: most likely this machine's reach, not the cluster."""
+
+    exit_code = Exit.SSH
+
+
 @dataclass(frozen=True)
 class Repair:
-    """What one repair did: instance ids terminated and launched; `count` the cluster's recorded size."""
+    """What one repair did: instance ids terminated and launched; `count` the cluster's recorded size;
+    `left`: instances that do not answer SSH but were left running (the at-most-half rule)."""
 
     name: str
     count: int
     terminated: tuple = ()
     launched: tuple = ()
+    left: tuple = ()
 
 
-def ssh_probe(name: str, run: remote.Runner) -> Probe:
-    """The unreachable ones of `instances`: `ssh -F <cluster ssh_config> ADDRESS true` fails PROBE_ATTEMPTS
-    times (all instances at once, each try bounded)."""
-    config = str(state.ssh_config_path(name))
+def unreachable(name: str, addresses: Sequence[str], run: Optional[remote.Runner] = None) -> list:
+    """Those of `addresses` (the cluster's) where `ssh -F <cluster ssh_config> ADDRESS true` fails PROBE_ATTEMPTS
+    times (all at once, each try bounded). Reads no AWS: the ssh config is the one `up` or a repair wrote."""
+    config, run = str(state.ssh_config_path(name)), run or SSH_RUN
 
-    def answers(instance: Instance) -> bool:
-        argv = ["ssh", "-F", config, instance.private_ip or instance.public_ip, "true"]
+    def answers(address: str) -> bool:
         try:
-            return run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT,
-                       stdin=subprocess.DEVNULL).returncode == 0
+            return run(["ssh", "-F", config, address, "true"], capture_output=True, text=True,
+                       timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL).returncode == 0
         except subprocess.TimeoutExpired:
             return False
 
-    def unreachable(instances: Sequence[Instance]) -> Sequence[Instance]:
-        left = list(instances)
-        for attempt in range(PROBE_ATTEMPTS):
-            if not left:
-                break
-            if attempt:
-                wait.SLEEP(INTERVAL)
-            with ThreadPoolExecutor(max_workers=min(len(left), 16)) as pool:
-                left = [i for i, ok in zip(left, pool.map(answers, left)) if not ok]
-        return left
-    return unreachable
+    left = list(addresses)
+    for attempt in range(PROBE_ATTEMPTS):
+        if not left:
+            break
+        if attempt:
+            wait.SLEEP(INTERVAL)
+        with ThreadPoolExecutor(max_workers=min(len(left), 16)) as pool:
+            left = [a for a, ok in zip(left, pool.map(answers, left)) if not ok]
+    return left
+
+
+def ssh_probe(name: str, run: remote.Runner, known: Optional[dict] = None) -> Probe:
+    """The unreachable ones of `instances` (see `unreachable`); `known`: address -> answered, of a probe just
+    made (a restart's, of the job's hosts): those are not asked again."""
+    known = known or {}
+
+    def probe(instances: Sequence[Instance]) -> Sequence[Instance]:
+        address = {i.id: i.private_ip or i.public_ip for i in instances}
+        silent = set(unreachable(name, [address[i.id] for i in instances if address[i.id] not in known], run))
+        return [i for i in instances if not known.get(address[i.id], address[i.id] not in silent)]
+    return probe
 
 
 def _label(instances: Sequence[Instance]) -> str:
@@ -114,10 +138,12 @@ def _spec(name: str, meta: dict, record: ClusterRecord, who: Optional[owner.Owne
 
 
 def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool = False,
-               aws: Optional[Aws] = None, probe: Optional[Probe] = None,
+               replace_unreachable: bool = False, aws: Optional[Aws] = None, probe: Optional[Probe] = None,
                run: Optional[remote.Runner] = None) -> Repair:
     """Cluster `name` back to its recorded count (see the module docstring). `doomed`: private addresses of
-    instances that got a spot interruption notice. `probe` and `run` are the SSH seams (tests fake them)."""
+    instances that got a spot interruption notice. `force`: the owner check's (someone else's cluster);
+    `replace_unreachable`: terminate every instance that does not answer SSH, even all of them. `probe` and
+    `run` are the SSH seams (tests fake them)."""
     validate_name(name)
     run = run or SSH_RUN
     meta = state.read_meta(name)
@@ -130,13 +156,23 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
     running = [i for i in live if i.state == "running"]
     noticed = [i for i in running if i.private_ip in set(doomed)]
     write_local_files(name, live, spec.ssh_user, key)  # the ssh config the probe goes through
-    lost = list((probe or ssh_probe(name, run))([i for i in running if i not in noticed]))
+    asked = [i for i in running if i not in noticed]
+    lost = list((probe or ssh_probe(name, run))(asked))
+    if asked and len(lost) == len(asked) and not replace_unreachable:
+        raise Unreachable(
+            f"cluster {name}: none of its {len(asked)} running instance(s) answers SSH from this machine "
+            f"({_label(lost)}): most likely this machine cannot reach them (its address outside the SSH rule "
+            f"{', '.join(record.ssh_cidrs) or '-'} of --ssh-cidr, a VPN or firewall blocking port 22), so nothing "
+            f"was terminated; try `launch cluster ssh {name} 0`; if they really are down: "
+            f"`launch cluster repair {name} --replace-unreachable`")
+    allowed = len(lost) if replace_unreachable else len(running) // 2  # silence may be ours: at most half
+    lost, left = lost[:allowed], lost[allowed:]
     going = noticed + lost
     if not going and len(running) >= spec.count:
         echo(f"cluster {name} is whole: {len(running)} of {spec.count} instance(s) running and answering SSH")
         return Repair(name, spec.count)
-    echo(f"repairing cluster {name}: {len(running) - len(going)} of {spec.count} instance(s) running and reachable"
-         + (f"; no SSH answer: {_label(lost)}" if lost else "")
+    echo(f"repairing cluster {name}: {len(running) - len(going) - len(left)} of {spec.count} instance(s) running "
+         f"and reachable" + (f"; no SSH answer: {_label(lost)}" if lost else "")
          + (f"; spot interruption notice: {_label(noticed)}" if noticed else ""))
     with signals.raised():  # SIGTERM and SIGHUP: what this repair launched is removed, as on Ctrl-C
         if going:
@@ -152,9 +188,42 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
                 f"{spec.instance_type}{' (spot)' if spec.spot else ''} in its zone ({exc.code}); it runs "
                 f"{len(record.live)} of {spec.count}: `launch cluster repair {name}` later", exc.code) from exc
     launched = tuple(i.id for i in up.ledger.instances)
-    echo(f"cluster {name} is whole again: {len(record.live)} of {spec.count} instance(s)"
-         + (f", new: {_label([i for i in record.live if i.id in launched])}" if launched else ""))
-    return Repair(name, spec.count, terminated=tuple(i.id for i in going), launched=launched)
+    new = f", new: {_label([i for i in record.live if i.id in launched])}" if launched else ""
+    if left:
+        echo(f"cluster {name}: {len(record.live)} of {spec.count} instance(s){new}; left running though they do "
+             f"not answer SSH (at most half are replaced at once: the silence may be this machine's): "
+             f"{_label(left)}; `launch cluster repair {name} --replace-unreachable` replaces them too")
+    else:
+        echo(f"cluster {name} is whole again: {len(record.live)} of {spec.count} instance(s){new}")
+    return Repair(name, spec.count, terminated=tuple(i.id for i in going), launched=launched,
+                  left=tuple(i.id for i in left))
+
+
+def restart_hosts(name: str, addresses: Sequence[str], doomed: Sequence[str], echo: Echo) -> Optional[ClusterTarget]:
+    """Before a restart of a job on cluster `name` (`addresses`: its hosts; `doomed`: those with a spot notice).
+    The hosts are probed first (`unreachable`: no AWS call): every one answers and none is doomed -> None, the
+    restart runs on the same hosts, so a role's crash hours into a run never needs AWS (its credentials may have
+    expired). Else the cluster is made whole (the probe's answers not asked again) and returned as it is now."""
+    silent = unreachable(name, addresses)
+    if not silent and not doomed:
+        echo(f"all {len(addresses)} host(s) of the job answer SSH: restarting on the same hosts")
+        return None
+    why = "; ".join(part for part in (silent and f"no SSH answer from {', '.join(silent)}",
+                                      doomed and f"spot interruption notice for {', '.join(doomed)}") if part)
+    echo(f"{why}: making cluster {name} whole")
+    try:
+        done = make_whole(name, echo, doomed, probe=ssh_probe(name, SSH_RUN, {a: a not in silent for a in addresses}))
+        found = cluster_target(name)
+    except AwsError as exc:
+        refresh = (": refresh them (`aws sso login`, or the AWS profile's keys)" if isinstance(exc, NoCredentials)
+                   else "")
+        raise type(exc)(f"{why}, and AWS refused to repair cluster {name}: {exc.format_message()}{refresh}",
+                        exc.code) from exc
+    if done.left:
+        raise Unreachable(f"cluster {name}: {len(done.left)} instance(s) still do not answer SSH "
+                          f"({' '.join(done.left)}): `launch cluster repair {name} --replace-unreachable` "
+                          f"replaces them")
+    return found
 
 
 def _terminate(aws: Aws, name: str, instances: Sequence[Instance], echo: Echo) -> None:

@@ -9,6 +9,7 @@ import click
 
 from mxlaunch.errors import UsageError
 from mxlaunch.launcher import rundir
+from mxlaunch.launcher.checkpoints import Checkpoint
 from mxlaunch.launcher.job import Job, JobOutcome, JobSettings, Reason
 from mxlaunch.launcher.target import JobTarget
 
@@ -81,8 +82,8 @@ def final_message(outcome: JobOutcome, resume_point=None) -> str:
     if outcome.reason is Reason.SPOT and resume_point is not None:  # the checkpoint rank 0 saved, and what next
         try:
             point = resume_point()
-            saved = "no checkpoint was written" if point.epoch is None else f"newest checkpoint: epoch {point.epoch}" + (
-                f" batch {point.batch}" if point.batch else "")
+            saved = ("no checkpoint was written" if point.epoch is None
+                     else f"newest checkpoint: {Checkpoint(point.epoch, point.batch)}")
         except Exception as exc:  # noqa: BLE001 - a host already gone: the message still says what to do
             saved = f"its checkpoints could not be listed ({' '.join(str(exc).split())})"
         return f"{outcome.message()}; {saved}; continue with `launch train --resume {outcome.plan.run_dir}`"

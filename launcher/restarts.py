@@ -3,9 +3,11 @@ newest whole checkpoint, in the same run directory, up to N times.
 
 One attempt is one `Job` (launcher/job.py, unchanged): it tears everything down before it returns. Only a
 failure is restarted: what was decided from outside (Ctrl-C, SIGTERM, SIGHUP, --timeout) ends the launch,
-and so does a signal while waiting to restart. Where the next attempt resumes is asked of the caller
-(launcher/checkpoints.py, the same search --resume uses): None means no checkpoint yet, and
-the job starts again from scratch (its own command as given).
+and so does a signal while waiting to restart. A spot interruption is restarted only by a launcher that can
+replace the noticed host (`--cluster`): elsewhere the host is going away, and restarting on it only burns
+restarts. After a failure: the delay is waited first (a brief outage gets time to heal), then the caller
+readies the next attempt (a cluster made whole, then the resume point: launcher/checkpoints.py, the same search
+--resume uses; None means no checkpoint yet, and the job starts again from scratch, its own command as given).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from mxlaunch.launcher.job import SIGNAL_REASONS, JobOutcome, Reason
 @dataclass(frozen=True)
 class RestartPolicy:
     max_restarts: int = 0
-    delay: float = 0.0  # seconds between a failed attempt's end and the next start
+    delay: float = 0.0  # seconds between a failed attempt's end and readying the next one
+    replaces_hosts: bool = False  # a noticed (spot) host can be replaced (--cluster): SPOT is restarted
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Result:
     outcome: JobOutcome  # the last attempt's (its reason: a signal during the wait, when one came)
     restarts: Tuple[Restart, ...]
     interrupted_waiting: bool = False  # a signal came while waiting to restart
+    spot_not_restarted: bool = False  # a spot interruption this launcher cannot replace the host of
 
 
 def run_with_restarts(attempt: Callable[[int, Optional[int], Tuple[Restart, ...]], JobOutcome],
@@ -106,9 +110,10 @@ def run_with_restarts(attempt: Callable[[int, Optional[int], Tuple[Restart, ...]
                       policy: RestartPolicy, notice: Callable[[str], None],
                       clock: RestartClock = RestartClock()) -> Result:
     """Run attempt 1 (`attempt(1, None, ())`: the command as given), then, while it fails and restarts are
-    left, wait `policy.delay` and run `attempt(n, epoch, restarts so far)` from `resume_point(failed outcome)`'s
-    epoch (a mid-epoch point's batch is the last restart's `from_batch`). `resume_point` is where the caller
-    readies the next attempt first (a cluster made whole: its checkpoints are read through the hosts there are)."""
+    left: wait `policy.delay`, ready the next attempt with `resume_point(failed outcome)` (where the caller makes
+    a cluster whole first: its checkpoints are then read through the hosts there are) and run
+    `attempt(n, epoch, restarts so far)` from that epoch (a mid-epoch point's batch is the last restart's
+    `from_batch`)."""
     restarts: List[Restart] = []
     number, epoch = 1, None
     while True:
@@ -116,20 +121,22 @@ def run_with_restarts(attempt: Callable[[int, Optional[int], Tuple[Restart, ...]
         outcome = attempt(number, epoch, tuple(restarts))
         if not restartable(outcome) or len(restarts) >= policy.max_restarts:
             return Result(outcome, tuple(restarts))
+        if outcome.reason is Reason.SPOT and not policy.replaces_hosts:
+            return Result(outcome, tuple(restarts), spot_not_restarted=True)
         reason = describe(outcome)
+        notice(f"restarting{f' in {policy.delay:g}s' if policy.delay else ''} after: {reason}")
+        signum = clock.wait(policy.delay) if policy.delay > 0 else None
+        if signum is not None:
+            stopped = SIGNAL_REASONS.get(signum, Reason.TERMINATED)
+            notice(f"{stopped.value} while waiting to restart; nothing is running")
+            return Result(_imposed(outcome, stopped), tuple(restarts), interrupted_waiting=True)
         point = resume_point(outcome)
         epoch, batch = point.epoch, point.batch if point.epoch is not None else 0
         # kept: the checkpoint, when this attempt wrote it (its time known), else nothing of this attempt
         kept_until = max(started, point.saved_at) if epoch is not None and point.saved_at else started
         where = (f"from checkpoint epoch {epoch}" + (f" batch {batch}" if batch else "") if epoch is not None
                  else "from scratch (no checkpoint yet)")
-        notice(f"restart {len(restarts) + 1} of {policy.max_restarts}"
-               f"{f' in {policy.delay:g}s' if policy.delay else ''}, {where}: {reason}")
-        signum = clock.wait(policy.delay) if policy.delay > 0 else None
-        if signum is not None:
-            stopped = SIGNAL_REASONS.get(signum, Reason.TERMINATED)
-            notice(f"{stopped.value} while waiting to restart; nothing is running")
-            return Result(_imposed(outcome, stopped), tuple(restarts), interrupted_waiting=True)
+        notice(f"restart {len(restarts) + 1} of {policy.max_restarts}, {where}: {reason}")
         restarts.append(Restart(attempt=number, reason=reason, failed_at=outcome.ended, restarted_at=clock.wall(),
                                 from_epoch=epoch, kept_until=kept_until, from_batch=batch))
         number += 1

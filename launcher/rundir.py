@@ -228,20 +228,43 @@ def recorded_target(run_dir: str) -> dict:
     return load_job(run_dir).get("target") or {}
 
 
-def resume_target(run_dir: str, python: Optional[str] = None, ssh=None, workdir: Optional[str] = None) -> JobTarget:
+def resume_target(run_dir: str, python: Optional[str] = None, ssh=None, workdir: Optional[str] = None,
+                  hosts: Optional[str] = None) -> JobTarget:
     """Where RUN_DIR's job ran, from its job.yaml: on this machine, or over SSH on its hosts with its
     interpreter, workdir and SSH settings, each overridden by this launch's --python, --workdir, --ssh-*.
-    (A cluster's job re-resolves the cluster: launch train does that, the CLI being where infra is met.)"""
+    (A cluster's job re-resolves the cluster: launch train does that, the CLI being where infra is met.)
+    `hosts` (--hosts FILE|h1,h2): a --hosts job on other hosts (_moved_hosts)."""
     from mxlaunch.launcher.hosts import parse_hostfile_text
 
     data = load_job(run_dir)
     recorded = data.get("target") or {}
-    hosts = parse_hostfile_text("\n".join(data.get("hosts") or ["127.0.0.1"]), name=job_yaml(run_dir))
+    hosts = parse_hostfile_text("\n".join(data.get("hosts") or ["127.0.0.1"]), name=job_yaml(run_dir)) \
+        if hosts is None else _moved_hosts(run_dir, data, hosts)
     workdir = workdir or data.get("workdir") or os.getcwd()
     if data.get("mode") == "local":
         return JobTarget(hosts=hosts, local=True, workdir=workdir)
     return ssh_target(hosts, workdir, python or recorded.get("python"), _recorded_ssh(recorded.get("ssh"), ssh),
                       gpus_per_host=int(recorded.get("gpus_per_host") or 0))
+
+
+def _moved_hosts(run_dir: str, data: dict, text: str) -> tuple:
+    """--resume RUN_DIR --hosts FILE|h1,h2: the job of a --hosts run on other hosts (a detached run's after
+    `launch cluster repair`: its instances' addresses changed). Only a --hosts job (a local one has no hosts, a
+    cluster's resolves its cluster again), and with as many worker slots as it had: the job's shape (workers,
+    servers, ranks per host) is job.yaml's, only where it runs moves."""
+    from mxlaunch.launcher.hosts import parse_hostfile_text, parse_hosts
+
+    if data.get("mode") != "hosts" or (data.get("target") or {}).get("cluster"):
+        ran = "on this machine (--local)" if data.get("mode") != "hosts" else \
+            f"on cluster {data['target']['cluster']}, which --resume resolves again by itself"
+        raise UsageError(f"--resume {run_dir} --hosts: its job ran {ran}; --hosts moves only a --hosts job")
+    hosts = parse_hosts(text)
+    recorded = parse_hostfile_text("\n".join(data.get("hosts") or []), name=job_yaml(run_dir))
+    had, has = sum(h.slots for h in recorded), sum(h.slots for h in hosts)
+    if has != had:
+        raise UsageError(f"--resume {run_dir} --hosts: its job ran on {had} worker slot{'s' if had != 1 else ''}, "
+                         f"these hosts offer {has}: give hosts with as many (slots=N in a hostfile)")
+    return hosts
 
 
 def _newest_everywhere(run_dir: str, target: JobTarget, spec, prefix: str,
@@ -259,7 +282,7 @@ def _newest_everywhere(run_dir: str, target: JobTarget, spec, prefix: str,
 
 
 def _short(point: "checkpoints.Checkpoint") -> str:
-    return f"{point.epoch}" + (f"/{point.batch}" if point.batch else "")
+    return str(point)  # Checkpoint's own wording ("epoch E batch B"): one way to say a position
 
 
 def with_num_epochs(command, num_epochs: Optional[int]) -> tuple:

@@ -1,6 +1,8 @@
 """Whether a run's launcher still runs: RUN_DIR/launcher.json records its pid and its process start time
-(so a reused pid is not taken for it). `launch logs --follow`, `launch runs` and `launch stop` read it; a
-launcher killed by SIGKILL leaves no summary.json, and this is how its end is still seen.
+(so a reused pid is not taken for it), and the machine it runs on: boot_id and hostname (a run directory on EFS
+is seen from every instance, and a pid means something on one machine, in one boot, only). `launch logs
+--follow`, `launch runs` and `launch stop` read it; a launcher killed by SIGKILL leaves no summary.json, and
+this is how its end is still seen. A record without a process start time matches no process (fail closed).
 
 A detached launcher (`launch train --cluster NAME --detach`) is recorded before its run directory exists
 (the directory must be empty when the launcher takes it): RUNS/.detached/<run>.json holds the same record,
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import socket
 from typing import Optional, Tuple
 
 from mxlaunch.launcher import rundir
@@ -17,6 +20,8 @@ from mxlaunch.launcher import rundir
 LAUNCHER_FILE = "launcher.json"
 DETACHED_DIR = ".detached"  # beside the run directories; a hidden name: `launch runs` lists no such folder
 RUNNING, ENDED, GONE, UNKNOWN = "running", "ended", "launcher gone", "unknown"
+ELSEWHERE = "runs elsewhere"  # its launcher runs on another machine (elsewhere() says which): not ours to judge
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 def launcher_path(run_dir: str) -> str:
@@ -36,6 +41,26 @@ def process_start(pid: int) -> Optional[int]:
         return None
 
 
+def machine() -> dict:
+    """This machine in this boot, as a launcher record holds it."""
+    try:
+        with open(BOOT_ID, encoding="ascii") as f:
+            boot_id = f.read().strip()
+    except OSError:
+        boot_id = None
+    return {"boot_id": boot_id, "hostname": socket.gethostname()}
+
+
+def elsewhere(record: dict) -> Optional[str]:
+    """The host a record's launcher runs on when that is not this machine (None: it is this one, or the record
+    predates boot ids and is judged by pid and start time alone). The same hostname in another boot is this
+    machine rebooted: not elsewhere (its launcher is surely gone, which is_alive tells)."""
+    if "boot_id" not in record and "hostname" not in record:
+        return None
+    here = machine()
+    return None if record.get("hostname") == here["hostname"] else str(record.get("hostname") or "an unknown host")
+
+
 def detached_paths(run_dir: str) -> Tuple[str, str]:
     """(console log, start record) of a detached run: RUNS/.detached/<run>.log and RUNS/.detached/<run>.json."""
     parent, name = os.path.split(os.path.normpath(os.path.abspath(run_dir)))
@@ -44,7 +69,7 @@ def detached_paths(run_dir: str) -> Tuple[str, str]:
 
 
 def _write_record(path: str, pid: int, extra: dict) -> None:
-    data = {"pid": pid, "process_start": process_start(pid),
+    data = {"pid": pid, "process_start": process_start(pid), **machine(),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"), **extra}
     tmp = path + ".tmp"
     with rundir.open_new(tmp, "w") as f:
@@ -72,23 +97,38 @@ def _read_record(path: str) -> Optional[dict]:
 
 
 def read_launcher(run_dir: str) -> Optional[dict]:
-    """The launcher's record of the run: its launcher.json, else a detached launcher's start record."""
-    return _read_record(launcher_path(run_dir)) or _read_record(detached_paths(run_dir)[1])
+    """The launcher's record of the run: the newer of its launcher.json and a detached launcher's start record
+    (a detached resume is recorded anew before its launcher rewrites launcher.json)."""
+    records = [r for r in (_read_record(launcher_path(run_dir)), _read_record(detached_paths(run_dir)[1])) if r]
+    return max(records, key=lambda r: str(r.get("started") or ""), default=None)
 
 
 def is_alive(record: dict) -> bool:
-    """The recorded process still runs (the same one: its start time matches, where recorded)."""
+    """The recorded process runs on this machine, in this boot, and is the same one (its start time matches):
+    a record lacking the start time, or from another machine or boot, matches nothing here."""
+    boot_id = machine()["boot_id"]
+    if elsewhere(record) or record.get("boot_id", boot_id) != boot_id:
+        return False
     start = process_start(record["pid"])
-    return start is not None and record.get("process_start") in (None, start)
+    return start is not None and record.get("process_start") == start
+
+
+def detached_cluster(run_dir: str) -> Optional[str]:
+    """The cluster a detached run was started on (its start record's), None for any other run."""
+    cluster = (_read_record(detached_paths(run_dir)[1]) or {}).get("cluster")
+    return cluster if isinstance(cluster, str) else None
 
 
 def state(run_dir: str) -> str:
     """RUNNING (its launcher lives: also between the attempts of --max-restarts, when a summary.json of the
     last attempt exists), ENDED (summary.json written, its launcher gone), GONE (it died without a summary),
-    UNKNOWN (no record: a run from before launcher.json, or one still being set up)."""
+    ELSEWHERE (no summary, and its launcher runs on another machine: whether it lives is seen there), UNKNOWN
+    (no record: a run from before launcher.json, or one still being set up)."""
     record = read_launcher(run_dir)
     if record is not None and is_alive(record):
         return RUNNING
     if os.path.exists(rundir.summary_path(run_dir)):
         return ENDED
+    if record is not None and elsewhere(record):
+        return ELSEWHERE
     return UNKNOWN if record is None else GONE

@@ -3,8 +3,14 @@ NAME RUN` (a detached run, stopped by the same command on instance 0): SIGTERM t
 its record (launcher/runstate.py: pid and process start time, so a reused pid is never signalled). The launcher
 stops every role as on Ctrl-C and writes summary.json (reason "terminated", 143); this waits for it, bounded.
 
-Exit 0 when the run is stopped, or had already ended; 2 when RUN_DIR is not a run; 1 when its launcher did not
-end within --timeout (it is then killed: its roles end through their lifeline, and no summary.json is written).
+A run directory on EFS is seen from every instance, but a pid means something on one machine in one boot: a
+record from another host is refused (exit 10, naming where to stop it: `launch stop --cluster NAME RUN` for a
+detached run), one from an earlier boot of this host is a launcher that is gone.
+
+Exit 0 when the run is stopped, or had already ended; 2 when RUN_DIR is not a run; 10 when its launcher runs on
+another machine; 1 when its launcher did not end within --timeout (it is then killed: its roles end through
+their lifeline, and no summary.json is written; a detached launcher's key folder is removed here then, as the
+launcher cannot do it after SIGKILL).
 """
 from __future__ import annotations
 
@@ -19,9 +25,26 @@ from typing import Optional
 import click
 
 from mxlaunch.errors import CommandError, UsageError
+from mxlaunch.exits import Exit
 from mxlaunch.launcher import rundir, runstate
 
 KILL_WAIT = 5.0  # after SIGKILL: the kernel's part, never long
+
+
+class RunsElsewhere(CommandError):
+    exit_code = Exit.ELSEWHERE
+
+
+def _refuse_elsewhere(run_dir: str, record: dict) -> None:
+    """A launcher recorded on another host is not this machine's to signal: say where it runs."""
+    host = runstate.elsewhere(record)
+    if host is None:
+        return
+    cluster = runstate.detached_cluster(run_dir)
+    where = (f"launch stop --cluster {cluster} {os.path.basename(run_dir)}" if cluster
+             else f"launch stop {run_dir} on {host}")
+    raise RunsElsewhere(f"run {run_dir}: its launcher (pid {record['pid']}) runs on {host}, not on this machine: "
+                        f"{where}")
 
 
 def _wait_gone(pidfd: Optional[int], record: dict, timeout: float) -> bool:
@@ -74,6 +97,7 @@ def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
         raise UsageError(f"{run_dir} is not a run (no job.yaml and no launcher record)")
     if record is None:
         raise CommandError(f"run {run_dir} has no launcher record (launcher.json): cannot tell which process to stop")
+    _refuse_elsewhere(run_dir, record)  # (a summary.json proves nothing: it is also written between restarts)
     try:
         pidfd = _open(record)
     except ProcessLookupError:
@@ -96,6 +120,7 @@ def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
             with contextlib.suppress(ProcessLookupError):
                 _signal(pidfd, record, signal.SIGKILL)
             _wait_gone(pidfd, record, KILL_WAIT)
+            _remove_detached_keys(run_dir, record)
             raise CommandError(f"run {run_dir}: its launcher (pid {record['pid']}) did not end within {timeout:g}s "
                                f"of SIGTERM and was killed (SIGKILL): its roles end through their lifeline; no "
                                f"summary.json")
@@ -104,6 +129,16 @@ def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
             os.close(pidfd)
     echo(f"stopped run {run_dir}: its launcher (pid {record['pid']}) stopped every role and ended in "
          f"{time.monotonic() - started:.1f}s; {_ended_text(run_dir)}")
+
+
+def _remove_detached_keys(run_dir: str, record: dict) -> None:
+    """After SIGKILL of a detached launcher: its key folder (~/.mxlaunch/detach/NAME/RUN), which it can no
+    longer remove itself."""
+    from mxlaunch.launcher.remote.detach import KEYS, remove_keys
+
+    cluster = runstate.detached_cluster(run_dir)
+    if cluster:
+        remove_keys(os.path.join(os.path.expanduser("~"), KEYS, cluster, os.path.basename(run_dir)))
 
 
 @click.command()

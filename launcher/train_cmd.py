@@ -13,7 +13,8 @@ from mxlaunch.launcher import checkpoints, ports, rundir, workload
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.launcher.attempt import failure_text, final_message, run_and_report
 from mxlaunch.launcher.job import JobOutcome
-from mxlaunch.launcher.plan import JobSpec, check_env_key, parse_env_pair, plan_job
+from mxlaunch.launcher.env_options import env_pairs, user_env
+from mxlaunch.launcher.plan import JobSpec, plan_job
 from mxlaunch.launcher.target import JobTarget, hosts_target, local_target
 
 if TYPE_CHECKING:
@@ -25,50 +26,6 @@ class JobFailed(CommandError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def _from_environment(key: str, option: str, where: str = "") -> Tuple[str, str]:
-    """`KEY` alone: its value from the launcher's own environment, so that a secret is never on a command line."""
-    check_env_key(key, where or option)
-    if key not in os.environ:
-        raise UsageError(f"{where or option} {key}: not set in this environment (export it first, or give "
-                         f"{key}=VALUE)")
-    return key, os.environ[key]
-
-
-def _env_pairs(values: Sequence[str], option: str) -> Tuple[Tuple[str, str], ...]:
-    """--env KEY=VALUE, or --env KEY (the value of KEY here)."""
-    return tuple(parse_env_pair(v, option) if "=" in v else _from_environment(v, option) for v in values)
-
-
-def read_env_file(path: str) -> Tuple[Tuple[str, str], ...]:
-    """--env-file FILE: `KEY=VALUE` lines (the value as is, to the end of the line; `export ` allowed before
-    it), `KEY` alone (from this environment), blank lines and `#` comments. Errors name the line and the
-    key, never a value."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--env-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from exc
-    pairs = []
-    for number, line in enumerate(lines, 1):
-        body = line.strip()
-        if not body or body.startswith("#"):
-            continue
-        if body.startswith("export "):
-            body = body[len("export "):].lstrip()
-        where = f"--env-file {path}:{number}:"
-        key, sep, value = body.partition("=")
-        if sep:
-            pairs.append((check_env_key(key.strip(), where), value))
-        else:
-            pairs.append(_from_environment(key, "--env-file", where))
-    return tuple(pairs)
-
-
-def _user_env(env: Sequence[str], env_files: Sequence[str]) -> Tuple[Tuple[str, str], ...]:
-    """Every role's environment from --env-file FILEs, then --env (a later value wins)."""
-    return sum((read_env_file(path) for path in env_files), ()) + _env_pairs(env, "--env")
 
 
 def _seconds(option: str, value: Optional[float]) -> Optional[float]:
@@ -208,18 +165,34 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
     if detached_from:  # this is the launcher that `--detach` started on instance 0
         return _as_detached(detached_from)
     if detach:
-        _check_detach(cluster, dry_run, resume_dir, run_dir)
+        _check_detach(cluster, dry_run, run_dir)
     if not (math.isfinite(restart_delay) and restart_delay >= 0):
         raise UsageError(f"--restart-delay {restart_delay:g}: expected a number of seconds >= 0")
     if num_epochs is not None and not resume_dir:
         raise UsageError("--num-epochs goes with --resume RUN_DIR (a new job takes its own after '--')")
     ssh = None if local else _ssh_options(ssh_key, ssh_user, known_hosts, accept_new_host_keys)
     if resume_dir:
-        if command or num_workers is not None or num_servers is not None or local or hosts or cluster or run_dir:
+        if (command or num_workers is not None or num_servers is not None or local or run_dir
+                or (cluster and (hosts or not detach))):
             raise UsageError("--resume RUN_DIR takes the job from RUN_DIR/job.yaml: give no command, -n, -s, "
-                             "--run-dir or --local/--hosts/--cluster with it")
-        target = _resume_target(resume_dir, workdir, python, ssh)
-        spec, run_dir = rundir.resume_spec(resume_dir, extra_env=_user_env(env, env_files), timeout=timeout,
+                             "--run-dir, --local or --cluster with it (--hosts FILE: a --hosts job on other hosts; "
+                             "--cluster NAME --detach --resume RUN: a detached run on the cluster as it is now)")
+        if detach:  # the run's job.yaml is on the cluster's EFS: instance 0 reads it (mxlaunch/infra/detach.py)
+            from mxlaunch.infra import detach as detached
+            resumed = [*(["--num-epochs", str(num_epochs)] if num_epochs is not None else []),
+                       *(["--timeout", repr(timeout)] if timeout is not None else []),
+                       *([] if watch_spot is None else ["--watch-spot" if watch_spot else "--no-watch-spot"]),
+                       *(["--workdir", workdir] if workdir else [])]
+            target = _target(False, None, cluster, None, python, ssh)
+            started = detached.resume(cluster, target, resume_dir, [*resumed, *_detach_passed(
+                grace, max_restarts, restart_delay, scheduler_port, verbose)], user_env(env, env_files))
+            click.echo(started.run)
+            click.echo(detached.started_text(started), err=True, nl=False)
+            return
+        # --hosts: a --hosts job on other hosts (e.g. a detached run's, its instances replaced)
+        target = (rundir.resume_target(resume_dir, python, ssh, workdir, hosts=hosts) if hosts
+                  else _resume_target(resume_dir, workdir, python, ssh))
+        spec, run_dir = rundir.resume_spec(resume_dir, extra_env=user_env(env, env_files), timeout=timeout,
                                            target=target, num_epochs=num_epochs, watch_spot=watch_spot)
         job_id = rundir.load_job(run_dir).get("job_id") or rundir.new_job_id()
     else:
@@ -233,16 +206,15 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
                        num_workers=num_workers,
                        num_servers=num_servers if num_servers is not None else num_workers,
                        hosts=target.job_hosts(num_workers), local=target.local,
-                       env=target.env + _user_env(env, env_files),
-                       env_worker=_env_pairs(env_worker, "--env-worker"),
-                       env_server=_env_pairs(env_server, "--env-server"), workdir=target.workdir,
+                       env=target.env + user_env(env, env_files),
+                       env_worker=env_pairs(env_worker, "--env-worker"),
+                       env_server=env_pairs(env_server, "--env-server"), workdir=target.workdir,
                        timeout=timeout, watch_spot=bool(cluster) if watch_spot is None else watch_spot).validate()
         job_id = rundir.new_job_id()
         run_dir = run_dir or rundir.default_run_dir(job_id)
     if detach:  # the launcher itself goes to instance 0, with the job as resolved here (mxlaunch/infra/detach.py)
         from mxlaunch.infra import detach as detached
-        passed = ["--grace", repr(grace), "--max-restarts", str(max_restarts), "--restart-delay", repr(restart_delay),
-                  *(["--scheduler-port", str(scheduler_port)] if scheduler_port else []), *(["-v"] if verbose else [])]
+        passed = _detach_passed(grace, max_restarts, restart_delay, scheduler_port, verbose)
         started = detached.start(cluster, target, spec, passed, detached.new_run_id())
         click.echo(started.run)  # alone on stdout: RUN=$(launch train ... --detach)
         click.echo(detached.started_text(started), err=True, nl=False)
@@ -326,14 +298,21 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
             target, spec = _cluster_made_whole(target, spec, ssh, failed.spot_hosts)
         return resume_point()
 
-    try:
+    try:  # a noticed (spot) host is restarted on only where it can be replaced: --cluster
         result = restart_loop.run_with_restarts(attempt, restart_point, failure_text,
-                                                restart_loop.RestartPolicy(max_restarts, restart_delay),
+                                                restart_loop.RestartPolicy(max_restarts, restart_delay,
+                                                                           replaces_hosts=bool(target.cluster)),
                                                 lambda text: click.echo(f"[launch] {text}", err=True))
     except CommandError as exc:  # a restart that cannot begin (a host still unreachable, its preflight refused)
+        from mxlaunch.exits import Exit
+        then = "the AWS credentials are refreshed" if exc.exit_code == Exit.AWS_CREDENTIALS else "the hosts are back"
         raise JobFailed(f"could not restart the job: {exc.format_message()} (run directory {run_dir}; "
-                        f"`launch train --resume {run_dir}` once the hosts are back)", exc.exit_code) from exc
+                        f"`launch train --resume {run_dir}` once {then})", exc.exit_code) from exc
     outcome = result.outcome
+    if result.spot_not_restarted:  # "could not restart": a detached launcher adds how to repair its cluster
+        raise JobFailed(f"could not restart the job: {final_message(outcome, resume_point)} once the noticed "
+                        f"instance is replaced (`launch cluster repair NAME` if the hosts are a cluster's): "
+                        f"restarted on the same hosts it would only be interrupted again", outcome.status)
     if result.interrupted_waiting:
         from mxlaunch.launcher import summary
         summary.amend_summary(outcome, result.restarts)
@@ -344,42 +323,58 @@ def train(local, hosts, cluster, num_workers, num_servers, run_dir, env, env_fil
         raise JobFailed(final_message(outcome, resume_point) + (spent if result.restarts else ""), outcome.status)
 
 
-def _check_detach(cluster: Optional[str], dry_run: bool, resume_dir: Optional[str], run_dir: Optional[str]) -> None:
+def _check_detach(cluster: Optional[str], dry_run: bool, run_dir: Optional[str]) -> None:
     if not cluster:
         raise UsageError("--detach runs the launcher on a cluster's instance 0: give --cluster NAME")
     if dry_run:
         raise UsageError("--dry-run shows the plan without --detach (a detached launcher runs the same plan)")
-    if resume_dir:
-        raise UsageError("--detach starts a new job; a detached run resumes on instance 0: "
-                         "launch cluster exec NAME -- launch train --resume RUN_DIR")
     if run_dir:
         raise UsageError("--run-dir: a detached run's directory is WORKDIR/runs/<run id> on the cluster's EFS")
+    # --resume RUN: RUN is a run id (launch runs --cluster NAME), checked by mxlaunch/infra/detach.py
+
+
+def _detach_passed(grace: float, max_restarts: int, restart_delay: float, scheduler_port: Optional[int],
+                   verbose: bool) -> list:
+    """The options a detached launcher takes as they were given here."""
+    return ["--grace", repr(grace), "--max-restarts", str(max_restarts), "--restart-delay", repr(restart_delay),
+            *(["--scheduler-port", str(scheduler_port)] if scheduler_port else []), *(["-v"] if verbose else [])]
 
 
 def _as_detached(cluster: str) -> None:
     """This very command (less --detached-from), as the launcher of a detached job: a restart that cannot
     begin also says what only a machine with the cluster's state can do (the instances hold no AWS
-    credentials, so this launcher cannot replace one)."""
+    credentials, so this launcher cannot replace one). However it ends (SIGKILL aside), the key that was
+    copied for it is removed (its folder, ~/.mxlaunch/detach/NAME/RUN: mxlaunch/infra/detach.py)."""
+    from mxlaunch.launcher.remote.detach import KEYS, remove_keys
+
     params = click.get_current_context().params
+    run = os.path.basename(os.path.normpath(params.get("resume_dir") or params.get("run_dir") or "RUN"))
     try:
         train.callback(**{**params, "detached_from": None})
     except JobFailed as exc:
         if exc.message.startswith("could not restart"):
             exc.message += (f"; this launcher, detached on cluster {cluster}, cannot replace an instance: from a "
                             f"machine with the cluster's state run `launch cluster repair {cluster}`, then "
-                            f"`launch train --resume` the job")
+                            f"`launch train --cluster {cluster} --detach --resume {run}`")
         raise
+    finally:
+        key = params.get("ssh_key")
+        folder = os.path.dirname(os.path.abspath(key)) if key else ""
+        # only the folder made for this run: never a key the launcher was not given by --detach
+        if folder == os.path.join(os.path.expanduser("~"), KEYS, cluster, run):
+            remove_keys(folder)
 
 
 def _cluster_made_whole(target: JobTarget, spec: JobSpec, ssh: "SSHOptions",
                         doomed: Sequence[str] = ()) -> Tuple[JobTarget, JobSpec]:
-    """Before a restart under --cluster: terminated or unreachable instances, and `doomed` ones (private
-    addresses with a spot interruption notice), replaced and checked as `up` does (infra/repair.py); then the
-    job's hosts taken from the cluster as it is now."""
-    from mxlaunch.infra.repair import make_whole
-    from mxlaunch.infra.targets import cluster_target
+    """Before a restart under --cluster (infra/repair.py restart_hosts): the same hosts when every one answers
+    SSH and none had a spot notice (`doomed`: their private addresses), with no AWS call; else the cluster made
+    whole, and the job's hosts taken from it as it is now."""
+    from mxlaunch.infra.repair import restart_hosts
 
-    make_whole(target.cluster, lambda text: click.echo(f"[launch] {text}", err=True), doomed)
-    found = cluster_target(target.cluster).job_target(target.workdir, target.python, ssh)
-    found = dataclasses.replace(found, cluster=target.cluster)
+    cluster = restart_hosts(target.cluster, [h.address for h in spec.hosts], doomed,
+                            lambda text: click.echo(f"[launch] {text}", err=True))
+    if cluster is None:
+        return target, spec
+    found = dataclasses.replace(cluster.job_target(target.workdir, target.python, ssh), cluster=target.cluster)
     return found, dataclasses.replace(spec, hosts=found.job_hosts(spec.num_workers)).validate()

@@ -17,6 +17,7 @@ class Exit(enum.IntEnum):
     WAIT_TIMEOUT = 7  # a bounded wait on AWS (instances, deletions) ran out
     AWS_CREDENTIALS = 8  # AWS: no credentials, or they are invalid or expired
     AWS_ERROR = 9  # AWS refused a call for another reason
+    ELSEWHERE = 10  # launch stop: the run's launcher runs on another machine (the line says where to stop it)
     INTERNAL = 70  # a bug of ours (EX_SOFTWARE): one line, MXLAUNCH_DEBUG=1 shows the traceback
     STOPPED_FOR_CHECKPOINT = 75  # trainer: stopped on SIGUSR1 after writing its checkpoint (EX_TEMPFAIL): resume it
     TIMEOUT = 124  # the job ran past --timeout (as timeout(1))

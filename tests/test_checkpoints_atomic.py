@@ -1,12 +1,14 @@
 """Checkpoints are never half-written (the trainer writes each file under a temporary name and renames it,
 params last), and resume picks the newest whole one: a params file cut short is skipped for the previous
-whole checkpoint, by --resume and by restarts alike (launcher/rundir.py, launcher/paramsfile.py)."""
+whole checkpoint, by --resume and by restarts alike (launcher/rundir.py, launcher/remote/checkpoint_scan.py)."""
 import io
 import os
 
 import pytest
 
-from mxlaunch.launcher import checkpoints, paramsfile, rundir
+from mxlaunch.launcher import checkpoints, rundir
+from mxlaunch.launcher.checkpoints import Checkpoint
+from mxlaunch.launcher.remote import checkpoint_scan as paramsfile
 from mxlaunch.launcher.plan import JobSpec, plan_job
 from mxlaunch.launcher.hosts import Host
 from mxlaunch.trainer import model
@@ -58,7 +60,7 @@ def test_a_save_killed_before_its_rename_leaves_the_previous_files_whole(tmp_pat
         model.save_checkpoint(prefix, 2, module, states_devices=1)
     monkeypatch.undo()
     assert not os.path.exists(model.params_path(prefix, 2))  # no PREFIX-0002.params at all
-    assert checkpoints.newest_checkpoint(prefix) == 1
+    assert checkpoints.newest_local(prefix) == Checkpoint(1)
 
 
 def test_the_params_check_accepts_mxnet_files_and_refuses_every_truncation(tmp_path, module):
@@ -83,7 +85,7 @@ def test_a_truncated_newest_checkpoint_is_skipped_for_the_previous_whole_one(tmp
         f.truncate(os.path.getsize(newest) - 7)  # a writer that wrote in place and was killed
     with open(prefix + "-0004.params.tmp-123", "wb") as f:  # a killed writer's temporary file: never a checkpoint
         f.write(b"partial")
-    assert checkpoints.newest_checkpoint(prefix) == 2
+    assert checkpoints.newest_local(prefix) == Checkpoint(2)
     # --resume picks it too, and the trainer loads it
     spec = JobSpec(command=("trainer", "fit", "--model-prefix", "ck/m"), num_workers=1, num_servers=1,
                    hosts=(Host.loopback(slots=1),), local=True)
@@ -98,7 +100,7 @@ def test_a_truncated_newest_checkpoint_is_skipped_for_the_previous_whole_one(tmp
 def test_no_symbol_file_means_no_checkpoint(tmp_path, module):
     prefix = saved(tmp_path, module, epochs=(1,))
     os.remove(prefix + "-symbol.json")
-    assert checkpoints.newest_checkpoint(prefix) is None
+    assert checkpoints.newest_local(prefix) is None
 
 
 def test_metrics_of_a_killed_writer_keep_every_whole_epoch_before_the_resume(tmp_path):

@@ -208,3 +208,120 @@ def test_known_hosts_keeps_the_live_instances_keys_only(aws_env):
     assert path.read_text() == "# comment\n10.0.0.1 ssh-ed25519 AAAA1\n[10.0.0.3]:2222 ssh-ed25519 AAAA3\n"
     path.write_text(f"{hashed} ssh-ed25519 AAAA9\n")
     assert state.keep_host_keys("k1", ["10.0.0.9"]) == 0
+
+
+# ------------------------------------------------------------------ silence read with care (the SSH probe may be ours)
+def test_when_no_instance_answers_nothing_is_terminated_and_one_line_names_the_likely_cause(moto_aws, calls,
+                                                                                        monkeypatch):
+    before = cluster("s1")
+    monkeypatch.setattr(repair, "ssh_probe", lambda name, run: lambda instances: list(instances))
+    monkeypatch.setattr(repair, "SSH_RUN", FakeSsh())  # never a real ssh to moto's addresses, whatever happens
+    calls.calls.clear()
+    result = launch("cluster", "repair", "s1")
+    assert result.code == Exit.SSH, result.err
+    assert calls.writes() == [] and len(running("s1")) == 3
+    (line,) = result.err.strip().splitlines()
+    assert "none of its 3 running instance(s) answers SSH from this machine" in line
+    assert "SSH rule" in line and "--ssh-cidr" in line and "VPN" in line and "nothing was terminated" in line
+    assert "launch cluster repair s1 --replace-unreachable" in line
+    assert all(i["InstanceId"] in line for i in before)
+
+
+def test_at_most_half_are_terminated_for_silence_and_the_rest_are_named(moto_aws, calls):
+    before = cluster("s2")
+    silent = [i["InstanceId"] for i in before[1:]]
+    calls.calls.clear()
+    lines = []
+    done = repair.make_whole("s2", lines.append, probe=lambda instances: [i for i in instances if i.id in silent],
+                             run=FakeSsh())
+    assert done.terminated == (silent[0],) and done.left == (silent[1],) and len(done.launched) == 1
+    assert calls.params("TerminateInstances") == [{"InstanceIds": [silent[0]]}]
+    assert silent[1] in {i["InstanceId"] for i in running("s2")} and len(running("s2")) == 3
+    assert "left running though they do not answer SSH" in lines[-1] and silent[1] in lines[-1]
+    assert "launch cluster repair s2 --replace-unreachable" in lines[-1]
+
+
+def test_replace_unreachable_lifts_both_limits(moto_aws, calls):
+    before = cluster("s3")
+    calls.calls.clear()
+    done = repair.make_whole("s3", lambda line: None, probe=lambda instances: list(instances), run=FakeSsh(),
+                             replace_unreachable=True)
+    assert sorted(done.terminated) == sorted(i["InstanceId"] for i in before) and len(done.launched) == 3
+
+
+def test_an_instance_aws_reports_terminated_is_replaced_without_probing_it(moto_aws, calls):
+    before = cluster("s4")
+    gone = before[0]["InstanceId"]
+    plain_client("ec2").terminate_instances(InstanceIds=[gone])
+    asked = []
+    done = repair.make_whole("s4", lambda line: None, probe=lambda instances: asked.extend(instances) or [],
+                             run=FakeSsh())
+    assert sorted(i.id for i in asked) == sorted(i["InstanceId"] for i in before[1:])
+    assert len(done.launched) == 1 and done.terminated == ()
+
+
+# ------------------------------------------------------------------ before a restart of `launch train --cluster`
+class ProbeSsh(FakeSsh):
+    """FakeSsh whose `ssh ... ADDRESS true` fails for the `silent` addresses (no answer)."""
+
+    def __init__(self, silent=()):
+        super().__init__()
+        self.silent = set(silent)
+
+    def __call__(self, argv, **kwargs):
+        super().__call__(argv, **kwargs)
+        return subprocess.CompletedProcess(argv, 255 if argv[3] in self.silent else 0, "", "")
+
+
+def job_addresses(instances) -> list:
+    return [i["PrivateIpAddress"] for i in instances]
+
+
+@pytest.fixture
+def no_sleep(monkeypatch):
+    from mxlaunch.infra import wait
+    monkeypatch.setattr(wait, "SLEEP", lambda seconds: None)  # the probe's pause between tries
+
+
+def test_a_restart_where_every_host_answers_makes_no_aws_call(moto_aws, calls, monkeypatch):
+    before = cluster("t1")
+    ssh = ProbeSsh()
+    monkeypatch.setattr(repair, "SSH_RUN", ssh)
+    calls.calls.clear()
+    lines = []
+    assert repair.restart_hosts("t1", job_addresses(before), (), lines.append) is None
+    assert calls.calls == []  # not even a read: expired credentials cannot end the run here
+    assert sorted(ssh.commands) == sorted((a, "true") for a in job_addresses(before))
+    assert lines == ["all 3 host(s) of the job answer SSH: restarting on the same hosts"]
+
+
+def test_a_restart_after_a_lost_host_replaces_it_probing_each_host_once(moto_aws, calls, monkeypatch, no_sleep):
+    before = cluster("t2")
+    lost = before[1]
+    ssh = ProbeSsh(silent=[lost["PrivateIpAddress"]])
+    monkeypatch.setattr(repair, "SSH_RUN", ssh)
+    lines = []
+    found = repair.restart_hosts("t2", job_addresses(before), (), lines.append)
+    assert calls.params("TerminateInstances") == [{"InstanceIds": [lost["InstanceId"]]}]
+    after = running("t2")
+    assert lost["InstanceId"] not in {i["InstanceId"] for i in after} and len(after) == 3
+    assert sorted(h.address for h in found.hosts) == sorted(job_addresses(after))  # moto may reuse an address
+    probes = [a for a, command in ssh.commands if command == "true" and a in job_addresses(before)]
+    assert sorted(probes) == sorted(job_addresses(before) + [lost["PrivateIpAddress"]] * (repair.PROBE_ATTEMPTS - 1))
+    assert lines[0] == f"no SSH answer from {lost['PrivateIpAddress']}: making cluster t2 whole"
+
+
+def test_a_lost_host_with_expired_credentials_says_to_refresh_them_and_touches_nothing(moto_aws, calls, hooks,
+                                                                                       monkeypatch, no_sleep):
+    before = cluster("t3")
+    lost = before[2]["PrivateIpAddress"]
+    monkeypatch.setattr(repair, "SSH_RUN", ProbeSsh(silent=[lost]))
+    hooks.append(FailCalls("GetCallerIdentity", times=5, code="ExpiredToken", service="sts"))
+    calls.calls.clear()
+    with pytest.raises(repair.NoCredentials) as caught:
+        repair.restart_hosts("t3", job_addresses(before), (), lambda line: None)
+    assert caught.value.exit_code == Exit.AWS_CREDENTIALS and calls.writes() == []
+    message = caught.value.format_message()
+    assert message.startswith(f"no SSH answer from {lost}, and AWS refused to repair cluster t3: AWS rejected the "
+                              f"credentials (sts.GetCallerIdentity: ExpiredToken")
+    assert message.endswith("refresh them (`aws sso login`, or the AWS profile's keys)")

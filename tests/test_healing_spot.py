@@ -88,7 +88,7 @@ def test_a_spot_notice_on_one_instance_checkpoints_rank_0_mid_epoch_and_the_job_
     assert before and (epoch, batch) >= before[-1], (restart, before[-1])
     # and nothing of it is redone: the restarted rank 0 goes on from that batch
     after = batches(rank0[rank0.index("===== launch: restart 1 of 1"):])
-    assert after and after[0][0] == epoch and after[0][1] > batch, (restart, after[0])
+    assert after and after[0] > (epoch, batch), (restart, after[0])  # progress lines come every 20 batches
     metrics = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     assert [m["epoch"] for m in metrics] == list(range(EPOCHS))
     assert metrics[-1]["validation-accuracy"] >= 0.97, metrics[-1]

@@ -1,17 +1,15 @@
 """A spot notice in `Job` (scripted fake runner and fake clock of tests/job_fakes.py: no process, no sleep):
 who watches, who is asked and when (rank 0 of a trainer job that has started training), the bounded wait, a
 finished job left to finish, a signal during the teardown, the reason and the noticed hosts; then the restart
-loop's resume point with a mid-epoch checkpoint, and the checkpoint search's order."""
+loop's resume point with a mid-epoch checkpoint (the checkpoint search: tests/test_checkpoint_scan.py)."""
 import dataclasses
 import signal
-import struct
 import subprocess
 
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.launcher import checkpoints, restarts, summary, workload
-from mxlaunch.launcher.checkpoints import Checkpoint
+from mxlaunch.launcher import restarts, summary, workload
 from mxlaunch.launcher.hosts import Host
 from mxlaunch.launcher.job import TICK, Reason, SignalReceived
 from mxlaunch.launcher.local_runner import LocalRoleHandle
@@ -224,33 +222,6 @@ def test_a_handle_says_whether_the_checkpoint_request_was_sent():
 
 
 # ------------------------------------------------------------------------------------------ resume point
-
-def test_checkpoints_order_by_epoch_then_batch_and_mid_epoch_ones_are_found(tmp_path):
-    names = ["m-symbol.json", "m-0003.params", "m-0003-000012.params", "m-0003-000007.params", "m-0004.params.tmp-9",
-             "m-0003-000000.params", "m-0002-000040.params", "other-0009.params", "m-0003-000012.states"]
-    found = checkpoints.checkpoints_in(names, "m")
-    assert sorted(found) == [Checkpoint(2, 40), Checkpoint(3), Checkpoint(3, 7), Checkpoint(3, 12)]
-    assert Checkpoint(3, 12) < Checkpoint(4) and str(Checkpoint(3, 12)) == "epoch 3 batch 12"
-    assert Checkpoint(3, 12).params("/c/m") == "/c/m-0003-000012.params"
-    assert checkpoints.checkpoint_epochs(names, "m") == {3}
-    # on disk: a cut-short newest one is skipped for the previous whole one
-    whole = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # a whole MXNet .params file holding no arrays
-    for name in ("m-symbol.json", "m-0003.params", "m-0003-000007.params"):
-        (tmp_path / name).write_bytes(whole)
-    (tmp_path / "m-0003-000012.params").write_bytes(whole[:-3])
-    assert checkpoints.newest_local(str(tmp_path / "m")) == Checkpoint(3, 7)
-    spec = JobSpec(command=("t",), num_workers=1, num_servers=1, hosts=(Host.loopback(),), workdir=str(tmp_path))
-    target = type("T", (), {"local": True})()
-    assert checkpoints.newest_everywhere(target, spec, "m") == (Checkpoint(3, 7), {})
-
-
-def test_a_remote_job_resumes_from_the_newest_point_every_worker_host_has():
-    hosts = (Host("10.0.0.1", slots=1), Host("10.0.0.2", slots=1))
-    spec = JobSpec(command=("t",), num_workers=2, num_servers=1, hosts=hosts, local=False, workdir="/efs/w")
-    target = type("T", (), {"local": False})()
-    listing = {hosts[0]: {2, Checkpoint(2, 30)}, hosts[1]: {Checkpoint(2), Checkpoint(2, 30), 3}}
-    assert checkpoints.newest_everywhere(target, spec, "ck/m", lambda t, h, p: listing)[0] == Checkpoint(2, 30)
-
 
 def test_the_restart_command_and_record_carry_the_batch():
     cmd = ("trainer", "fit", "--load-epoch", "1", "--load-batch", "9", "--model-prefix", "m")

@@ -83,7 +83,8 @@ def test_a_failure_restarts_from_the_newest_checkpoint_and_records_the_time_lost
     assert restart.seconds_lost == pytest.approx(15.0 + 5.0)  # work past the checkpoint + the delay
     record = restart.record(str)
     assert record["downtime_seconds"] == pytest.approx(5.0) and record["from_epoch"] == 5
-    assert "restart 1 of 2 in 5s, from checkpoint epoch 5" in notices[0]
+    assert notices[0] == "restarting in 5s after: " + restart.reason
+    assert notices[1] == "restart 1 of 2, from checkpoint epoch 5: " + restart.reason
     marker = restarts.marker(restart, 2)
     assert "restart 1 of 2" in marker and "checkpoint epoch 5" in marker and "SIGKILL" in marker
 
@@ -94,7 +95,8 @@ def test_no_checkpoint_yet_restarts_from_scratch_and_the_whole_attempt_is_lost()
     result, notices = run(clock, attempt, point, delay=0)
     assert calls == [(1, None, 0), (2, None, 1)] and clock.waits == []  # no delay: no wait at all
     assert result.restarts[0].seconds_lost == pytest.approx(60.0)
-    assert "from scratch (no checkpoint yet)" in notices[0]
+    assert notices[0].startswith("restarting after: worker 1")
+    assert "restart 1 of 2, from scratch (no checkpoint yet)" in notices[1]
 
 
 def test_a_checkpoint_older_than_the_attempt_keeps_nothing_of_it():
@@ -128,6 +130,63 @@ def test_a_signal_while_waiting_ends_the_launch_with_its_status():
     assert result.outcome.reason is Reason.INTERRUPTED and result.outcome.status == Exit.INTERRUPTED
     assert result.outcome.first_failure is not None  # what it was waiting to restart after
     assert "interrupted while waiting to restart" in notices[-1]
+
+
+def test_the_delay_is_waited_before_the_next_attempt_is_readied():
+    """A brief outage gets the delay to heal before the repair probes the hosts; a signal in the wait readies
+    nothing (no repair, no AWS call)."""
+    clock = FakeClock()
+    events = []
+    attempt, point, _ = script(clock, Reason.FAILED, Reason.OK, points=[ResumePoint(2, None)])
+
+    def readied(failed):
+        events.append(("readied", clock.now))
+        return point(failed)
+
+    def waits(seconds):
+        events.append(("waited", clock.now))
+        return FakeClock.wait(clock, seconds)
+    clock.wait = waits
+    failed_at = clock.now + 60
+    result, notices = run(clock, attempt, readied, delay=30)
+    assert events == [("waited", failed_at), ("readied", failed_at + 30)]
+    assert notices[0].startswith("restarting in 30s after:") and notices[1].startswith("restart 1 of 2, from")
+    assert result.restarts[0].restarted_at - result.restarts[0].failed_at == pytest.approx(30.0)
+    events.clear()
+    clock.signals = [signal.SIGTERM]
+    attempt, point, _ = script(clock, Reason.FAILED)
+    result, _ = run(clock, attempt, readied, delay=30)
+    assert result.interrupted_waiting and events == [("waited", clock.now - 30)]
+
+
+@pytest.mark.parametrize("replaces", [False, True])
+def test_a_spot_interruption_restarts_only_where_the_host_can_be_replaced(replaces):
+    clock = FakeClock()
+    calls, readied = [], []
+
+    def attempt(number, epoch, done):
+        calls.append(number)
+        return outcome(Reason.SPOT if number == 1 else Reason.OK, clock)
+
+    def point(failed):
+        readied.append(failed.reason)
+        return ResumePoint(3, None, 40)
+    notices = []
+    result = run_with_restarts(attempt, point, lambda o: o.message(),
+                               RestartPolicy(2, 5.0, replaces_hosts=replaces), notices.append, clock)
+    if replaces:  # --cluster: the noticed host is replaced before the restart
+        assert calls == [1, 2] and readied == [Reason.SPOT] and not result.spot_not_restarted
+        assert result.restarts[0].from_batch == 40
+    else:  # --hosts, --local, a detached launcher: the job ends at once, no restart spent, nothing waited
+        assert calls == [1] and readied == [] and clock.waits == [] and notices == []
+        assert result.spot_not_restarted and result.outcome.reason is Reason.SPOT and result.restarts == ()
+
+
+def test_a_failed_role_still_restarts_where_nothing_can_be_replaced():
+    clock = FakeClock()
+    attempt, point, calls = script(clock, Reason.FAILED, Reason.OK)
+    result, _ = run(clock, attempt, point)  # RestartPolicy's default: replaces no host
+    assert [c[0] for c in calls] == [1, 2] and not result.spot_not_restarted
 
 
 def test_the_real_wait_ends_at_a_signal():
@@ -247,7 +306,7 @@ def test_ctrl_c_while_waiting_to_restart_exits_130_with_nothing_left(tmp_path):
                         "--fail-rank", "1", "--fail-round", "2")
     try:
         lines = _stderr_lines(proc)
-        wait_for(lambda: any("restart 1 of 2 in 120s" in line for line in lines), 120, interval=0.05,
+        wait_for(lambda: any("restarting in 120s after: worker 1" in line for line in lines), 120, interval=0.05,
                  what="the launcher to wait to restart")
         t0 = time.monotonic()
         os.kill(proc.pid, signal.SIGINT)

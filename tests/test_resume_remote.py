@@ -48,20 +48,25 @@ def test_the_recorded_target_comes_back_and_flags_override_it(tmp_path):
         "/opt/p", "/scratch", "/mine", True, "/k/kh")
 
 
+def epochs(*numbers):
+    return {checkpoints.Checkpoint(n) for n in numbers}
+
+
 def test_checkpoints_are_looked_for_on_the_worker_hosts_newest_that_every_worker_has(tmp_path):
     run_dir = _ran(tmp_path)
     asked = []
 
     def remote(target, hosts, prefix):
         asked.append((hosts, prefix))
-        return {HOSTS[1]: {1, 2, 3}, HOSTS[2]: {1, 2}}  # host 2 lags (no shared file system)
+        return {HOSTS[1]: epochs(1, 2, 3), HOSTS[2]: epochs(1, 2)}  # host 2 lags (no shared file system)
     spec, _ = rundir.resume_spec(run_dir, target=rundir.resume_target(run_dir), num_epochs=12,
                                  remote_checkpoints=remote)
     assert asked == [((HOSTS[1], HOSTS[2]), "/efs/work/ckpt/m")]  # the workers' hosts; the prefix in the workdir
     assert spec.command == ("trainer", "fit", "--model-prefix", "ckpt/m", "--num-epochs", "12", "--load-epoch", "2")
-    with pytest.raises(UsageError, match=r"every worker host has .*10\.0\.0\.2: 1, 2, 3; .*10\.0\.0\.3: none.*EFS"):
-        rundir.resume_spec(run_dir, target=rundir.resume_target(run_dir),
-                           remote_checkpoints=lambda t, h, p: {HOSTS[1]: {1, 2, 3}, HOSTS[2]: set()})
+    with pytest.raises(UsageError, match=r"every worker host has .*10\.0\.0\.2: epoch 1, epoch 2, epoch 3 batch 7; "
+                                         r".*10\.0\.0\.3: none.*EFS"):
+        rundir.resume_spec(run_dir, target=rundir.resume_target(run_dir), remote_checkpoints=lambda t, h, p: {
+            HOSTS[1]: epochs(1, 2) | {checkpoints.Checkpoint(3, 7)}, HOSTS[2]: set()})
 
 
 def test_num_epochs_replaces_either_spelling_and_must_be_positive():
@@ -108,7 +113,7 @@ bed = testbed.bed_fixture(3)
 
 @pytest.mark.bed
 @pytest.mark.usefixtures("no_agent")
-def test_remote_checkpoints_are_listed_over_sftp_on_each_host(bed, tmp_path):
+def test_remote_checkpoints_are_listed_on_each_host(bed, tmp_path):
     """The hosts' view (here the bed's shared file system stands in for EFS): PREFIX-NNNN.params only."""
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -116,6 +121,6 @@ def test_remote_checkpoints_are_listed_over_sftp_on_each_host(bed, tmp_path):
         (ckpt / name).write_bytes(EMPTY_PARAMS if name.endswith(".params") else b"")
     target = ssh_target(bed.hosts, str(tmp_path), "/usr/bin/python3",
                         SSHOptions(key=bed.key, known_hosts=bed.known_hosts))
-    found = checkpoints.remote_checkpoints(target, bed.hosts[1:], str(ckpt / "m"))
-    assert found == {bed.hosts[1]: {1, 12}, bed.hosts[2]: {1, 12}}
-    assert checkpoints.remote_checkpoints(target, bed.hosts[:1], str(tmp_path / "none" / "m")) == {bed.hosts[0]: set()}
+    found = checkpoints.remote_points(target, bed.hosts[1:], str(ckpt / "m"))
+    assert found == {bed.hosts[1]: epochs(1, 12), bed.hosts[2]: epochs(1, 12)}
+    assert checkpoints.remote_points(target, bed.hosts[:1], str(tmp_path / "none" / "m")) == {bed.hosts[0]: set()}

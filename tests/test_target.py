@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from mxlaunch.launcher import rundir
+from mxlaunch.launcher.checkpoints import Checkpoint
 from mxlaunch.launcher.hosts import Host
 from mxlaunch.launcher.plan import JobSpec, plan_job
 from mxlaunch.launcher.ssh import SSHOptions
@@ -50,7 +51,7 @@ def test_resume_target_is_the_recorded_one_with_this_launchs_ssh_settings(tmp_pa
     t = rundir.resume_target(run_dir, "/opt/p", ssh)
     assert not t.local and t.hosts == (Host("h1"), Host("h2", user="u", port=2200))
     assert (t.python, t.ssh, t.workdir) == ("/opt/p", ssh, str(tmp_path))
-    spec, _ = rundir.resume_spec(run_dir, target=t, remote_checkpoints=lambda target, hosts, prefix: {h: {2} for h in hosts})
+    spec, _ = rundir.resume_spec(run_dir, target=t, remote_checkpoints=lambda target, hosts, prefix: {h: {Checkpoint(2)} for h in hosts})
     assert spec.hosts == t.hosts and not spec.local and spec.workdir == str(tmp_path)
     assert spec.command == ("trainer", "fit", "--model-prefix", "m", "--load-epoch", "2")
 
@@ -59,4 +60,4 @@ def test_resume_target_of_a_local_job_is_local(tmp_path):
     run_dir = _ran(tmp_path, (Host.loopback(slots=2),), local=True)
     t = rundir.resume_target(run_dir, "/ignored", None)
     assert t.local and t.workdir == str(tmp_path) and t.job_hosts(2) == (Host.loopback(slots=2),)
-    assert os.path.isabs(rundir.resume_spec(run_dir, target=t, remote_checkpoints=lambda target, hosts, prefix: {h: {2} for h in hosts})[1])
+    assert os.path.isabs(rundir.resume_spec(run_dir, target=t, remote_checkpoints=lambda target, hosts, prefix: {h: {Checkpoint(2)} for h in hosts})[1])

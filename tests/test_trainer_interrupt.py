@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import run_trainer, trainer_env
-from mxlaunch.launcher import paramsfile
+from mxlaunch.launcher.remote import checkpoint_scan
 from mxlaunch.testing.streams import Output
 from mxlaunch.trainer.stop import STOPPED_FOR_CHECKPOINT
 
@@ -106,7 +106,7 @@ def test_sigusr1_checkpoints_mid_epoch_and_the_resume_ends_bit_identical(digits_
     assert epoch == 1 and 1 <= batch < UPDATES, log[-3000:]
     assert path == "%s-%04d-%06d.params" % (cut / "m", epoch, batch)
     # complete: the whole params file, its optimizer states and the symbol, no temporary left
-    assert paramsfile.local_complete(path)
+    assert checkpoint_scan.local_complete(path)
     assert set(load_params(path)) == set(load_params(whole / "m-0002.params"))
     with open("%s-%04d-%06d.states" % (cut / "m", epoch, batch), "rb") as stream:
         assert pickle.load(stream)
@@ -162,7 +162,7 @@ def test_a_request_after_an_epochs_last_batch_finishes_that_epoch_and_checkpoint
     done = int(epoch) + 1
     assert int(batch) == 1 and done < 3 and path == "%s-%04d.params" % (prefix, done)
     assert f"Epoch[{epoch}] validation skipped: a stop was requested" in log and "Validation-accuracy" not in log
-    assert paramsfile.local_complete(path)
+    assert checkpoint_scan.local_complete(path)
     assert [m["epoch"] for m in metric_lines(tmp_path / "metrics.jsonl")] == list(range(done))
 
 
@@ -177,7 +177,7 @@ def test_a_request_when_training_completes_ends_it_as_usual(digits_dir, tmp_path
         process.wait()
     assert process.returncode == 0, log[-3000:]
     assert "Epoch[0] Batch [1] stop requested: training is complete (%s-0001.params written)" % (tmp_path / "m") in log
-    assert paramsfile.local_complete("%s-0001.params" % (tmp_path / "m"))
+    assert checkpoint_scan.local_complete("%s-0001.params" % (tmp_path / "m"))
 
 
 def test_bad_load_batch_is_one_line_and_status_2(digits_dir, tmp_path):

@@ -6,6 +6,7 @@ as the role guard's bootstrap does) and talks to it over stdin/stdout; each file
   host_check    one host's preflight checks: interpreter, mxnet, workdir, files, addresses, the scheduler's port,
                 and on GPU jobs its GPUs (nvidia-smi) and one real operation on each GPU asked for
   port_listener holds the scheduler's address:port open while the other hosts probe it
+  checkpoint_scan a --model-prefix's checkpoints and the newest whole one, read where the files are
 """
 import os
 

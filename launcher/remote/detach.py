@@ -4,8 +4,15 @@ Standard library only, and nothing heavy imported: the laptop waits for it.
 
 stdin: one JSON object
     {"run_dir": RUNS/<run>, "options": [...], "command": [...], "env_file": "KEY=VALUE\\n...",
-     "environ": {KEY: VALUE}, "cwd": DIR, "extra": {...}}
+     "environ": {KEY: VALUE}, "cwd": DIR, "extra": {...}, "resume": false, "keys": KEYS/<cluster>}
 stdout: one JSON line {"pid": P, "console": PATH}.
+
+"resume": the run exists (`launch train --cluster NAME --detach --resume RUN`): its console is appended to
+and its start record written anew. "keys": the folder of the cluster's per-run key folders (KEYS/<cluster>/<run>
+holds the SSH key and known_hosts a detached launcher uses; the launcher removes its own when it ends,
+launcher/train_cmd.py). One left by a launcher that could not remove it (SIGKILL, a crash before it began) is
+removed here, at the next start on this cluster: its key is older than its run's start record and that
+run's launcher is gone.
 
 The launcher is `python -m mxlaunch.launcher train OPTIONS [--env-file /dev/fd/N] -- COMMAND` with this
 interpreter: in its own session (setsid: no terminal, nothing reaches it when the SSH session ends), stdin
@@ -20,19 +27,58 @@ from the first moment (the launcher writes RUN/launcher.json with the same pid l
 import datetime
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 
 DETACHED_DIR = ".detached"  # mxlaunch.launcher.runstate.DETACHED_DIR
+KEYS = ".mxlaunch/detach"  # in instance 0's home: KEYS/<cluster>/<run>/ holds a detached launcher's key
+KEY_NAME = "id_key"  # and known_hosts (mxlaunch/infra/detach.py puts them there)
 
 
 def process_start(pid):
-    """As mxlaunch.launcher.runstate.process_start: /proc/PID/stat field 22, None if the process is gone."""
+    """As mxlaunch.launcher.runstate.process_start: /proc/PID/stat field 22, None if the process is gone (a
+    zombie too)."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return None if fields[0] in (b"Z", b"X") else int(fields[19])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def machine():
+    """As mxlaunch.launcher.runstate.machine: boot_id and hostname."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip()
+    except OSError:
+        boot_id = None
+    return {"boot_id": boot_id, "hostname": socket.gethostname()}
+
+
+def remove_keys(folder):
+    """A run's key folder (its key and known_hosts) removed; a missing one is fine."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweep_keys(keys, runs):
+    """Remove the key folders of runs whose launcher is gone: the key is no newer than the run's start record
+    (a resume being prepared has put a newer one) and that record's process is not running."""
+    for run in os.listdir(keys) if os.path.isdir(keys) else ():
+        key, record = os.path.join(keys, run, KEY_NAME), os.path.join(runs, DETACHED_DIR, run + ".json")
+        try:
+            if os.stat(key).st_mtime > os.stat(record).st_mtime:
+                continue
+            with open(record) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue  # being started (no record yet), or not ours to judge
+        start = process_start(data["pid"]) if isinstance(data.get("pid"), int) else None
+        if not (data.get("boot_id") == machine()["boot_id"] and start is not None
+                and start == data.get("process_start")):
+            remove_keys(os.path.join(keys, run))
 
 
 def paths(run_dir):
@@ -42,7 +88,7 @@ def paths(run_dir):
 
 
 def write_record(path, pid, extra):
-    data = dict(extra, pid=pid, process_start=process_start(pid),
+    data = dict(extra, pid=pid, process_start=process_start(pid), **machine(),
                 started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"))
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -55,9 +101,16 @@ def start(config):
     run_dir = config["run_dir"]
     folder, console, record = paths(run_dir)
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    if os.path.lexists(run_dir) or os.path.lexists(record):
+    resume = bool(config.get("resume"))
+    if resume and not os.path.isfile(os.path.join(run_dir, "job.yaml")):
+        raise SystemExit("launch: error: %s is not a run (no job.yaml): nothing to resume" % run_dir)
+    if not resume and (os.path.lexists(run_dir) or os.path.lexists(record)):
         raise SystemExit("launch: error: run %s already exists" % run_dir)
-    out = os.open(console, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    if config.get("keys"):
+        sweep_keys(config["keys"], os.path.dirname(folder))
+    # a resume appends to the run's console; a new run's is new (never through a planted link either way)
+    out = os.open(console, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                  | (os.O_APPEND if resume else os.O_EXCL), 0o600)
     argv = [sys.executable, "-m", "mxlaunch.launcher", "train"] + [str(a) for a in config["options"]]
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # its console file shows each line as it is printed
     env.update({str(k): str(v) for k, v in (config.get("environ") or {}).items()})
