@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
+from mxlaunch.launcher.checkpoints import Checkpoint
 from mxlaunch.launcher.job import SIGNAL_REASONS, JobOutcome, Reason
 
 
@@ -43,7 +44,7 @@ class Restart:
     def where(self) -> str:
         if self.from_epoch is None:
             return "scratch (no checkpoint)"
-        return f"checkpoint epoch {self.from_epoch}" + (f" batch {self.from_batch}" if self.from_batch else "")
+        return f"checkpoint {Checkpoint(self.from_epoch, self.from_batch)}"
 
     @property
     def seconds_lost(self) -> float:
@@ -134,7 +135,7 @@ def run_with_restarts(attempt: Callable[[int, Optional[int], Tuple[Restart, ...]
         epoch, batch = point.epoch, point.batch if point.epoch is not None else 0
         # kept: the checkpoint, when this attempt wrote it (its time known), else nothing of this attempt
         kept_until = max(started, point.saved_at) if epoch is not None and point.saved_at else started
-        where = (f"from checkpoint epoch {epoch}" + (f" batch {batch}" if batch else "") if epoch is not None
+        where = (f"from checkpoint {Checkpoint(epoch, batch)}" if epoch is not None
                  else "from scratch (no checkpoint yet)")
         notice(f"restart {len(restarts) + 1} of {policy.max_restarts}, {where}: {reason}")
         restarts.append(Restart(attempt=number, reason=reason, failed_at=outcome.ended, restarted_at=clock.wall(),
