@@ -85,23 +85,62 @@ def digits_model(digits_training):
     return digits_training.result()
 
 
+class _BackgroundJob:
+    """A `launch train` started now and awaited later (its console to files: nobody reads a pipe meanwhile)."""
+
+    def __init__(self, args, out_dir):
+        from mxlaunch.testing.jobs import launch_argv
+
+        self.out_path, self.err_path = os.path.join(out_dir, "out"), os.path.join(out_dir, "err")
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(launch_argv(*args), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                         env=dict(os.environ, NO_COLOR="1"), start_new_session=True)
+
+    def finish(self, timeout):
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = None
+        with open(self.out_path, errors="replace") as out, open(self.err_path, errors="replace") as err:
+            return rc, out.read(), err.read()
+
+
 @pytest.fixture(scope="session")
-def digits_job(digits_dir, tmp_path_factory) -> dict:
+def digits_job_started(digits_dir, tmp_path_factory):
     """The recipe as a `launch train --local -n 2 -s 1` job, each worker's 16 samples split over 2 CPU contexts
-    (global batch 2 x 16 = the plain run's 32): the dist_sync job of test_launch_local_trainer (which redoes its
-    last epoch with --resume: the files stay whole) and the multi-device workers of test_trainer_devices.
-    {"run_dir", "out" (the launcher's console), "ckpt" (the workers' --model-prefix)}."""
+    (global batch 2 x 16 = the plain run's 32), started in the background (see _start_shared_training)."""
     from digits_recipe import RecipeRun, fit_args
-    from mxlaunch.testing.jobs import end_launch, finish, start_launch
+    from mxlaunch.testing.jobs import end_launch
 
     base = tmp_path_factory.mktemp("digits-job")
     run_dir, ckpt = str(base / "run"), str(base / "ckpt" / "digits")
     one_thread = ["--env", "OMP_NUM_THREADS=1", "--env", "MXNET_CPU_WORKER_NTHREADS=1"]  # 2 contexts x 1 thread
-    job = start_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, *one_thread, "--",
-                       "trainer", *fit_args(digits_dir, ckpt, RecipeRun.BATCH // 2, "--cpus", 2))
+    job = _BackgroundJob(["train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, *one_thread, "--",
+                          "trainer", *fit_args(digits_dir, ckpt, RecipeRun.BATCH // 2, "--cpus", 2)], str(base))
     try:
-        rc, out, err = finish(job, timeout=270)
+        yield job, run_dir, ckpt
     finally:
-        end_launch(job, run_dir)
-    assert rc == 0, err[-3000:]
+        end_launch(job.proc, run_dir)
+
+
+@pytest.fixture(scope="session")
+def digits_job(digits_job_started) -> dict:
+    """The finished digits_job_started: the dist_sync job of test_launch_local_trainer (which redoes its last
+    epoch with --resume: the files stay whole) and the multi-device workers of test_trainer_devices.
+    {"run_dir", "out" (the launcher's console), "ckpt" (the workers' --model-prefix)}."""
+    job, run_dir, ckpt = digits_job_started
+    rc, out, err = job.finish(timeout=400)
+    assert rc == 0, f"exit status {rc}\n{err[-3000:]}"
     return {"run_dir": run_dir, "out": out, "ckpt": ckpt}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_shared_training(request):
+    """The session's shared digits runs start with the session, when any collected test will read them: they
+    train while the first tests mostly wait (SSH, the box's boots and installs), instead of in front of the
+    tests that need them."""
+    wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    if wanted & {"digits_training", "digits_model"}:
+        request.getfixturevalue("digits_training")
+    if wanted & {"digits_job", "digits_job_started"}:
+        request.getfixturevalue("digits_job_started")
