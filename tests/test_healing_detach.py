@@ -2,8 +2,8 @@
 here, around the command's own process) with the run id, the launcher runs on instance 0; `launch runs --cluster`
 lists the run, `launch logs --cluster RUN --follow` streams its workers' lines from instance 0, `launch stop
 --cluster RUN` ends it (exit 0), the follow then ends by itself, and no role or launcher is left on any host.
-Then `launch train --cluster NAME --detach --resume RUN --num-epochs 1` (within 5 s too) runs it, detached
-again, to its end: summary.json and metrics.jsonl in its run directory on EFS, nothing left on any host.
+Then `launch train --cluster NAME --detach --resume RUN --num-epochs 2` (within 5 s too) runs it, detached
+again, from its epoch-1 checkpoint to its end: summary.json and metrics.jsonl in its run directory on EFS, nothing left on any host.
 
 Uses the session's installed cluster (tests/fixtures_box.py `healing_cluster`) and leaves it running."""
 import json
@@ -83,7 +83,7 @@ def test_detach_follow_stop_then_a_detached_resume_to_its_end(healing_cluster):
         # streamed from instance 0: the worker's own lines (1 worker: its lines carry no prefix)
         out = Output(follow.stdout)
         seen = []
-        while not any("Epoch[0] Batch" in line for line in seen):
+        while not any("Epoch[1] Batch" in line for line in seen):  # epoch 0's checkpoint is written by then
             seen.append(out.readline(timeout=120).decode(errors="replace"))
 
         code, said, err = box.launch("stop", "--cluster", name, run, timeout=90)
@@ -102,17 +102,18 @@ def test_detach_follow_stop_then_a_detached_resume_to_its_end(healing_cluster):
             follow.kill()
         follow.wait(10)
 
-    # the stopped run resumed, detached, to its end (1 epoch): its job.yaml (on EFS) names --hosts; the launcher
-    # on instance 0 takes the cluster's hosts as they are now (the healing tests replace instances) and the
-    # run's newest checkpoint; summary.json and metrics.jsonl end up in its run directory on EFS
+    # the stopped run resumed, detached, to its end (2 epochs: its second): its job.yaml (on EFS) names --hosts;
+    # the launcher on instance 0 takes the cluster's hosts as they are now (the healing tests replace instances)
+    # and the run's newest checkpoint (epoch 1); summary.json and metrics.jsonl end up in its run directory on EFS
     started = time.monotonic()
-    code, out, err = box.launch("train", "--cluster", name, "--detach", "--resume", run, "--num-epochs", 1, timeout=60)
+    code, out, err = box.launch("train", "--cluster", name, "--detach", "--resume", run, "--num-epochs", 2, timeout=60)
     assert code == 0 and out.strip() == run, err
     assert time.monotonic() - started < DETACH_LIMIT, f"the detached resume took {time.monotonic() - started:.1f}s"
     code, _, err = box.launch("logs", "--cluster", name, run, "--follow", "--role", "worker-0", timeout=240)
     assert code == 0, err  # ends when the run does
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
-    assert (summary["reason"], summary["status"]) == ("ok", 0), summary
-    assert [m["epoch"] for m in read_metrics(os.path.join(run_dir, "metrics.jsonl"))] == [0]
+    console = on_efs(box, f"{RUNS}/.detached/{run}.log")
+    assert (summary["reason"], summary["status"]) == ("ok", 0), (summary, open(console).read()[-3000:])
+    assert [m["epoch"] for m in read_metrics(os.path.join(run_dir, "metrics.jsonl"))] == [0, 1]
     assert status_of(box, name, run) == "ok"
     wait_for(lambda: not left_on_hosts(box), 10, what=f"no process on any host (left: {left_on_hosts(box)})")
