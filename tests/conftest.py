@@ -80,6 +80,18 @@ def digits_training(digits_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def digits_two_contexts(digits_dir, tmp_path_factory):
+    """The recipe on 2 CPU contexts alone (batch 32 split 16+16; one thread each), trained once per session in
+    the background: test_trainer_devices' single-process multi-device run."""
+    from digits_recipe import RecipeRun
+
+    run = RecipeRun(digits_dir, tmp_path_factory.mktemp("digits-2ctx"),
+                    trainer_env(OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1"), "--cpus", 2)
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="session")
 def digits_model(digits_training):
     """The finished recipe run (digits_recipe.TrainedDigits), shared read-only: copy its files before changing them."""
     return digits_training.result()
@@ -144,3 +156,5 @@ def _start_shared_training(request):
         request.getfixturevalue("digits_training")
     if wanted & {"digits_job", "digits_job_started"}:
         request.getfixturevalue("digits_job_started")
+    if "digits_two_contexts" in wanted:
+        request.getfixturevalue("digits_two_contexts")

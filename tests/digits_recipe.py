@@ -56,12 +56,13 @@ class RecipeRun:
 
     BATCH = 32
 
-    def __init__(self, data_dir, out_dir, env):
+    def __init__(self, data_dir, out_dir, env, *extra):
+        """`extra`: more trainer options (e.g. `--cpus 2`: the same recipe on two CPU contexts)."""
         self.prefix = os.path.join(str(out_dir), "digits-resnet8")
         self._log_path = os.path.join(str(out_dir), "trainer.log")
         with open(self._log_path, "wb") as log:  # a file, not a pipe: nobody reads it while the run goes on
             self._proc = subprocess.Popen([sys.executable, "-m", "mxlaunch.trainer",
-                                           *fit_args(data_dir, self.prefix, self.BATCH)],
+                                           *fit_args(data_dir, self.prefix, self.BATCH, *extra)],
                                           stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self._result = None
 

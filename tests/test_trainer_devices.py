@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -129,24 +126,12 @@ def test_optimizer_state_survives_a_change_of_device_count(tmp_path, saved_on, r
 # --- digits on two CPU contexts: alone and as the workers of a dist_sync job ---------------------------
 
 @pytest.fixture(scope="module")
-def runs(digits_dir, tmp_path_factory, request):
-    """One 10-epoch run on 2 CPU contexts, and the session's `launch train --local -n 2 -s 1` job whose workers
-    have 2 CPU contexts each (conftest.digits_job), side by side when the job is not made yet (its roles
-    mostly wait on each other)."""
-    alone_prefix = str(tmp_path_factory.mktemp("devices") / "alone" / "d")
-    alone = subprocess.Popen([sys.executable, "-m", "mxlaunch.trainer",
-                              *fit_args(digits_dir, alone_prefix, BATCH, "--cpus", 2)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=trainer_env(**ONE_THREAD),
-                             start_new_session=True)
-    try:
-        job = request.getfixturevalue("digits_job")
-        alone_log = alone.communicate(timeout=270)[0].decode()
-    finally:  # a failed or timed-out start leaves no run behind
-        if alone.poll() is None:
-            os.killpg(alone.pid, signal.SIGKILL)
-            alone.wait(timeout=10)
-    assert alone.returncode == 0, alone_log[-3000:]
-    return {"alone": alone_prefix, "alone_log": alone_log, "job": job["ckpt"], "run_dir": job["run_dir"]}
+def runs(digits_two_contexts, digits_job):
+    """The session's 10-epoch run on 2 CPU contexts alone (conftest.digits_two_contexts), and its
+    `launch train --local -n 2 -s 1` job whose workers have 2 CPU contexts each (conftest.digits_job): both
+    started with the session, in the background."""
+    alone = digits_two_contexts.result(timeout=270)
+    return {"alone": alone.prefix, "alone_log": alone.log, "job": digits_job["ckpt"], "run_dir": digits_job["run_dir"]}
 
 
 @pytest.mark.slow
