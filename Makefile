@@ -41,8 +41,9 @@ demo: venv
 		--image-shape 3,28,28 --pad-size 0 --random-mirror 0 --batch-size 16 --num-epochs 10 \
 		--lr 0.1 --lr-factor 0.1 --lr-step-epochs 6,9 --model-prefix $(DEMO_DIR)/digits-resnet8
 
+# two workers: most tests wait on processes, SSH or the box, and two cores sat half idle in one
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 bench: venv
 	$(PY) bench/trainer_throughput.py

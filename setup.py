@@ -16,6 +16,7 @@ GPU = ["mxnet-cu112==1.9.1", "numpy==1.23.5",
 TEST = [
     "pytest>=7",
     "pytest-timeout>=2.1",
+    "pytest-xdist>=3.5",  # `make test` runs the suite in 2 workers (tests/conftest.py groups what must share one)
     # only to check the digits the trainer ships (trainer/digits.csv.gz) against load_digits(); these
     # releases are the newest that install beside numpy 1.23.5
     "scikit-learn==1.3.2",

@@ -33,6 +33,23 @@ def pytest_sessionstart(session):
         reporter.write_line(f"swept what killed test runs left: {', '.join(swept)}", yellow=True)
 
 
+# Under `pytest -n N` (pytest-xdist, --dist loadgroup) the tests that share one session resource run in one
+# worker: the box (its `ubuntu` user and /efs are the machine's), the shared digits runs (trained once), the
+# venvs cached on disk. Other tests go wherever a worker is free (a module's bed is then made in each worker).
+XDIST_GROUPS = {"box": ("test_box", "test_healing_"),
+                "digits": ("test_trainer_training", "test_trainer_data", "test_trainer_finetune",
+                           "test_launch_local_trainer", "test_trainer_devices"),
+                "cached-venvs": ("test_gpu_env", "test_install")}  # they reinstall into venvs kept on disk
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__ if getattr(item, "module", None) else ""
+        group = next((g for g, prefixes in XDIST_GROUPS.items() if module.startswith(prefixes)), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     if item.get_closest_marker("bed"):
@@ -151,6 +168,8 @@ def _start_shared_training(request):
     """The session's shared digits runs start with the session, when any collected test will read them: they
     train while the first tests mostly wait (SSH, the box's boots and installs), instead of in front of the
     tests that need them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker collects every test but runs its share: start lazily
+        return
     wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
     if wanted & {"digits_training", "digits_model"}:
         request.getfixturevalue("digits_training")

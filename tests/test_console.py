@@ -85,7 +85,8 @@ def test_without_a_terminal_one_plain_line_per_epoch_from_rank_0(tmp_path):
     assert "\r" not in stream.getvalue()
 
 
-def test_on_a_terminal_one_live_line_redrawn_under_the_output(tmp_path):
+def test_on_a_terminal_one_live_line_redrawn_under_the_output(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the live line is cut to the terminal's width: a wide one here
     sink, stream = make_sink(tmp_path, live=True)
     for line in RANK0_LINES:
         sink.line("worker-0", line.encode() + b"\n")

@@ -13,7 +13,6 @@ mxlaunch itself is reinstalled from this checkout's wheel every run, so what is 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import re
 import shutil
@@ -21,6 +20,8 @@ import subprocess
 import sys
 
 import pytest
+
+from mxlaunch.testing.pins import pins_key
 
 from conftest import trainer_env
 
@@ -46,8 +47,7 @@ def _pip(python: str, *args: str, timeout: float) -> None:
 
 def _cached_venv(source: str) -> str:
     """A venv holding the gpu extra's third-party wheels, made once per set of pins and kept."""
-    with open(os.path.join(REPO, "setup.py"), "rb") as f:
-        pins = hashlib.sha256(f.read() + sys.version.encode()).hexdigest()[:12]
+    pins = pins_key("gpu")
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     venv = os.path.join(cache, "mxlaunch-tests", f"gpu-venv-{pins}")
     done = os.path.join(venv, ".complete")

@@ -7,13 +7,14 @@ this checkout, so what is tested is always this code. The first run installs MXN
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 
 import pytest
+
+from mxlaunch.testing.pins import pins_key
 
 from conftest import trainer_env
 
@@ -37,8 +38,7 @@ def _copy_of_checkout(folder) -> str:
 @pytest.fixture(scope="module")
 def cpu_venv(tmp_path_factory) -> str:
     """bin/ of a venv where `pip install -e '<checkout>[cpu]'` ran (the pinned wheels cached across runs)."""
-    with open(os.path.join(REPO, "setup.py"), "rb") as f:
-        pins = hashlib.sha256(f.read() + sys.version.encode()).hexdigest()[:12]
+    pins = pins_key("cpu")
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     venv = os.path.join(cache, "mxlaunch-tests", f"cpu-venv-{pins}")
     python = os.path.join(venv, "bin", "python")
