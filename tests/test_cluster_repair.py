@@ -34,6 +34,12 @@ class FakeSsh:
         return subprocess.CompletedProcess(argv, 0, "", "")
 
 
+@pytest.fixture(autouse=True)
+def no_real_ssh(monkeypatch):
+    """Whatever a test overrides, no path of the repair can run the real ssh toward moto's made-up addresses."""
+    monkeypatch.setattr(repair, "SSH_RUN", FakeSsh())
+
+
 class Calls:
     """Every AWS call the boundary's clients make: (operation, params)."""
 

@@ -1,6 +1,7 @@
 """Spot interruptions on this machine: a stub metadata service (IMDSv2) on 127.0.0.1 in this test's thread,
 reached by the job's guards through AWS_EC2_METADATA_SERVICE_ENDPOINT. Without --max-restarts the launch ends
-naming the interruption and --resume; --local watches only when asked. The whole path with restarts — the real
+naming the interruption and --resume; where the launcher cannot replace the host (--local, --hosts, detached)
+restarts left are not spent on it; --local watches only when asked. The whole path with restarts — the real
 trainer saving where it is, the noticed instance replaced, the job resumed from that batch — runs on the cluster
 in a box (tests/test_healing_spot.py); the exact mid-epoch resume is tests/test_trainer_interrupt.py's."""
 import pytest
@@ -35,3 +36,25 @@ def test_local_jobs_do_not_watch_unless_asked(tmp_path):
                                 PY, PUSHPULL, "--rounds", "5", timeout=60)
     assert rc == 0, err[-3000:]
     assert stub.requests == []
+
+
+@pytest.mark.timeout(120)
+def test_a_notice_is_not_restarted_where_the_host_cannot_be_replaced(tmp_path):
+    """With restarts left the job still ends at once, naming the interruption, the repair and --resume, and
+    spends no restart (restarting on a host AWS keeps noticing would only burn them)."""
+    run_dir = str(tmp_path / "run")
+    with ImdsStub(once=False) as stub:
+        stub.notice()
+        rc, _, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, "--watch-spot",
+                                "--max-restarts", "2", "--restart-delay", "0", *QUIET_ENV,
+                                "--env", f"AWS_EC2_METADATA_SERVICE_ENDPOINT={stub.endpoint}", "--",
+                                PY, PUSHPULL, "--rounds", "100000", "--round-seconds", "0.05", timeout=100)
+    assert rc == Exit.FAILED, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert "could not restart the job: spot interruption on 127.0.0.1" in last
+    assert f"launch train --resume {run_dir}` once the noticed instance is replaced" in last
+    assert "launch cluster repair NAME" in last
+    assert "restarting" not in err and "restart 1 of 2" not in err
+    data = summary(run_dir)
+    assert data["reason"] == "spot interruption" and data["restarts"] == []
+    assert not job_processes(data["job_id"])
