@@ -16,7 +16,7 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional, Set, Tuple
 
 
@@ -102,12 +102,20 @@ class SecretScan:
         """The roles of `job_id` whose own environment was seen carrying the marker (proof the scan saw them)."""
         return {s.role for s in self.sightings if s.where == "environ" and s.job_id == job_id}
 
+    def _attributed(self) -> Set[Sighting]:
+        """The sightings, each carrying the role its process was seen with in any pass: a process that exits
+        between the reads of its cmdline and its environ shows the cmdline with an empty environ once."""
+        known = {(s.pid, s.cmdline): (s.job_id, s.role) for s in self.sightings if s.role is not None}
+        return {replace(s, job_id=known[(s.pid, s.cmdline)][0], role=known[(s.pid, s.cmdline)][1])
+                if s.role is None and (s.pid, s.cmdline) in known else s
+                for s in self.sightings}
+
     def leaks(self, job_id: str, launcher_pid: int) -> List[Sighting]:
         """Every sighting but the two legitimate ones: the launcher's command line (the user typed the value
         there; a child it forks shows that same command line until it execs) and a role's own environment
         (where the guard puts what it read from its stdin)."""
         typed = {s.cmdline for s in self.sightings if s.where == "cmdline" and s.pid == launcher_pid}
-        return sorted((s for s in self.sightings
+        return sorted((s for s in self._attributed()
                        if not (s.where == "cmdline" and s.cmdline in typed)
                        and not (s.where == "environ" and s.job_id == job_id)),
                       key=lambda s: (s.pid, s.where))
