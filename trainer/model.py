@@ -5,7 +5,8 @@ the count of epochs completed, so `--load-epoch N` continues at epoch N. In sing
 the optimizer state is saved beside them as `PREFIX-%04d.states` so that momentum survives a resume,
 also on another number of devices. A checkpoint taken on request inside an epoch (trainer/stop.py) is
 `PREFIX-EEEE-BBBBBB.params` (+ `.states`): epoch E in progress with B of its batches done, resumed by
-`--load-epoch E --load-batch B`; same format, and no search for `PREFIX-NNNN.params` takes it for one.
+`--load-epoch E --load-batch B`; same format, and no search for `PREFIX-NNNN.params` takes it for one. Once a
+whole checkpoint past it is written (`PREFIX-NNNN`, N > E), it is removed.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -116,6 +118,33 @@ def save_checkpoint(prefix: str, epoch: int, module, states_devices: Optional[in
     _commit(_tmp(params), params)
     log.info('Saved checkpoint to "%s"', params)
     return params
+
+
+def prune_mid_epoch(prefix: str, epochs_done: int) -> List[str]:
+    """Remove the mid-epoch checkpoints (`PREFIX-EEEE-BBBBBB`) that checkpoint `epochs_done` supersedes (E <
+    epochs_done): each is as large as a whole checkpoint, and a run interrupted many times would pile them up.
+    The params file goes first, so a search never finds a checkpoint whose states are missing. Returns them."""
+    directory, base = os.path.split(os.path.abspath(prefix))
+    pattern = re.compile(re.escape(base) + r"-(\d{4})-(\d{6})\.params$")
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        match = pattern.match(name)
+        if not match or int(match.group(1)) >= epochs_done:
+            continue
+        epoch, batch = int(match.group(1)), int(match.group(2))
+        for path in (params_path(prefix, epoch, batch), states_path(prefix, epoch, batch)):
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                continue
+        removed.append(os.path.join(directory, name))
+        log.info('Removed mid-epoch checkpoint "%s" (checkpoint %04d supersedes it)',
+                 os.path.join(directory, name), epochs_done)
+    return removed
 
 
 def _param_names(module) -> List[str]:
