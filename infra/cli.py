@@ -12,7 +12,7 @@ from mxlaunch import cuda
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
 
-from mxlaunch.infra import catalog, deadlines, owner, preflight, provision, signals, state, teardown
+from mxlaunch.infra import catalog, deadlines, owner, preflight, provision, run_instances, signals, state, teardown
 from mxlaunch.infra import spec as specs
 from mxlaunch.infra.aws import Aws
 from mxlaunch.infra.record import discover, find_instances, list_clusters
@@ -60,6 +60,10 @@ def cluster() -> None:
 @region_option
 @profile_option
 @click.option("--spot", is_flag=True, help="Spot instances (one-time; terminated on interruption).")
+@click.option("--on-demand-fallback/--no-on-demand-fallback", default=None,
+              help="With --spot: when spot capacity is gone, launch on-demand instead (once, same zone; they bill "
+                   "at the on-demand price). Recorded: repair and restarts use it. Default: the cluster's setting, "
+                   "else off.")
 @click.option("--efs/--no-efs", default=True, show_default=True, help="Encrypted EFS shared at /efs.")
 @click.option("--placement-group/--no-placement-group", default=True, show_default=True,
               help="Cluster placement group where the type supports it.")
@@ -78,11 +82,12 @@ def cluster() -> None:
               help="--wait ssh installs from these wheels only (uploaded to EFS), not from PyPI.")
 @force_option
 def up(name, instance_type, count, region, profile, spot, efs, placement_group, ami, ssh_cidr, key_name, ssh_user,
-       max_hours, wait_mode, dry_run, yes, keep_on_failure, force, extra=None, wheelhouse=None) -> None:
+       max_hours, wait_mode, dry_run, yes, keep_on_failure, force, extra=None, wheelhouse=None,
+       on_demand_fallback=None) -> None:
     """Create (or complete) cluster NAME: COUNT instances of TYPE, tagged launch:cluster=NAME."""
     spec = specs.build(name, instance_type, count, ssh_cidr, spot=spot, efs=efs, placement_group=placement_group,
                        ami=ami, key_name=key_name, max_hours=max_hours, ssh_user=ssh_user, wait=wait_mode,
-                       keep_on_failure=keep_on_failure)
+                       keep_on_failure=keep_on_failure, on_demand_fallback=on_demand_fallback)
     preflight.require_ipv4(spec)
     aws = _aws(region, profile, dry_run=dry_run)
     me, foreign = owner.check(aws, name, "change", force, info)  # before anything is read or created
@@ -94,6 +99,9 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
         raise UsageError(f"cluster {name} already exists in {meta_region} (state {state.cluster_dir(name)}): "
                          f"use another name, or `launch cluster down {name}` first")
     record = discover(aws, name)
+    if on_demand_fallback is None:  # not said: an existing cluster keeps its setting (as --max-hours does)
+        recorded = not record.empty and state.read_meta(name).get("on_demand_fallback")
+        spec = dataclasses.replace(spec, on_demand_fallback=bool(recorded))
     todo = provision.plan(spec, record)
     itype = spec.itype
     info(f"cluster {name} in {aws.region}: {spec.count} x {spec.instance_type} ({itype.gpus} x {itype.gpu_model} "
@@ -132,7 +140,7 @@ def _finish(aws: Aws, spec, record, install=None):
     live = [i for i in record.instances if i.live]
     if spec.wait in ("running", "ssh") and live:
         info(f"waiting for {len(live)} instance(s) to run")
-        found = {i.id: i for i in provision.wait_running(aws, spec.name, [i.id for i in live], info)}
+        found = {i.id: i for i in run_instances.wait_running(aws, spec.name, [i.id for i in live], info)}
         record = dataclasses.replace(record, instances=tuple(found.get(i.id, i) for i in record.instances))
         live = [i for i in record.instances if i.live]
     key = state.key_path(spec.name) if not spec.key_name else None

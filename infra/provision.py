@@ -6,27 +6,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import uuid
 from typing import Callable, List, Optional
 
 from mxlaunch.errors import CommandError, UsageError
 
-from mxlaunch.infra import preflight, state, teardown, wait
-from mxlaunch.infra.aws import NOT_YET_CODES, Aws, AwsError, CapacityUnavailable
+from mxlaunch.infra import preflight, run_instances, state, teardown, wait
+from mxlaunch.infra.aws import NOT_YET_CODES, Aws, AwsError
 from mxlaunch.infra.record import ClusterRecord, Instance, creation_token, discover, find_instances, tag_spec, tags
 from mxlaunch.infra.signals import Signalled
-from mxlaunch.infra.spec import DEADLINE_TAG, ClusterSpec, cluster_deadline, creation_tags, deadline_text
-from mxlaunch.infra.userdata import render_user_data
+from mxlaunch.infra.spec import ClusterSpec, cluster_deadline, creation_tags, deadline_text
 
-RUNNING_TIMEOUT = 900.0
 EFS_TIMEOUT = 300.0
 SETTLE_TIMEOUT = teardown.SETTLE_TIMEOUT
 SETTLE_INTERVAL = teardown.SETTLE_INTERVAL
 INTERVAL = 5.0
 NFS_PORT = 2049
-# RunInstances makes one attempt (aws.ONCE_CONFIG); these are retried with the same ClientToken, bounded.
-LAUNCH_RETRY_CODES = NOT_YET_CODES | {None, "RequestLimitExceeded", "InternalError", "Unavailable",
-                                      "ServiceUnavailable", "HTTP500", "HTTP502", "HTTP503", "HTTP504"}
 CLOCK: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)  # noqa: E731
 
 
@@ -69,8 +63,10 @@ def plan(spec: ClusterSpec, record: ClusterRecord) -> List[str]:
     missing = spec.count - len(record.live)
     if missing > 0:
         market = "spot" if spec.spot else "on-demand"
+        fallback = "; on-demand instead if spot capacity is gone (--on-demand-fallback)" if (
+            spec.spot and spec.on_demand_fallback) else ""
         todo.append(f"{missing} x {spec.instance_type} {market} instance(s), {spec.itype.gpus} x "
-                    f"{spec.itype.gpu_model} each")
+                    f"{spec.itype.gpu_model} each{fallback}")
     elif spec.efs and record.file_system and not record.mount_targets and record.live:
         todo.append("EFS mount target")
     return todo
@@ -189,6 +185,8 @@ class Up:
                         efs=fs, spot=spec.spot, count=spec.count)
             if spec.max_hours is not None or self.fresh:  # growing without --max-hours keeps the setting
                 meta["max_hours"] = spec.max_hours
+            if spec.on_demand_fallback is not None or self.fresh:  # read by repair and restarts: infra/repair.py
+                meta["on_demand_fallback"] = bool(spec.on_demand_fallback)
             state.write_meta(spec.name, **meta)
         return dataclasses.replace(record, instances=instances, security_group=sg, efs_security_group=efs_sg,
                                    key_name=record.key_name or self.ledger.key_name, placement_group=pg,
@@ -309,9 +307,9 @@ class Up:
         return fs
 
     def instances(self, record, image, key_name, sg, pg, fs, efs_sg, efs_dns, subnets, deadline) -> tuple:
-        """All missing instances in one RunInstances per zone tried: the zone's mount target first (created and
-        `available` before any GPU bills), then the instances; a capacity error moves to the next zone at once."""
-        aws, spec = self.aws, self.spec
+        """The cluster's instances, the missing ones launched (run_instances.launch: one RunInstances per zone tried,
+        the zone's mount target first)."""
+        spec = self.spec
         live = record.live
         missing = spec.count - len(live)
         if missing < 0:
@@ -321,55 +319,11 @@ class Up:
             return record.instances
         if live:  # the placement group and the mount target pin the zone
             subnets = [s for s in subnets if s["SubnetId"] == live[0].subnet_id] or subnets
-        params = dict(ImageId=image.id, InstanceType=spec.instance_type, MinCount=missing, MaxCount=missing,
-                      KeyName=key_name, UserData=render_user_data(spec, efs_dns, deadline),
-                      BlockDeviceMappings=image.block_devices(),
-                      MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled",
-                                       "HttpPutResponseHopLimit": 2},
-                      TagSpecifications=tag_spec("instance", spec.name, "node", {
-                          **creation_tags(spec, "instance"), **({DEADLINE_TAG: deadline_text(deadline)}
-                                                                if deadline else {})}) +
-                      tag_spec("volume", spec.name, "node"))
-        if pg:
-            params["Placement"] = {"GroupName": pg}
-        if deadline is not None:
-            params["InstanceInitiatedShutdownBehavior"] = "terminate"
-        if spec.spot:
-            params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
-                "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
-        tried = []
-        for subnet in subnets or [{"SubnetId": None, "AvailabilityZone": "?"}]:
-            az, subnet_id = subnet["AvailabilityZone"], subnet["SubnetId"]
-            fresh_mount = fs and subnet_id and self.mount_target(fs, efs_sg, subnet_id)
-            # A public address whatever the subnet's MapPublicIpOnLaunch says (some organisations turn it off).
-            nic = {"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [sg], "AssociatePublicIpAddress": True,
-                   "DeleteOnTermination": True}
-            token = uuid.uuid4().hex  # the same on every retry: AWS starts the instances once
-            self.ledger.launching = True
-            try:
-                resp = wait.retry_codes(
-                    lambda: aws.call("ec2", "run_instances", once=True, ClientToken=token, NetworkInterfaces=[nic],
-                                     **params),
-                    LAUNCH_RETRY_CODES, timeout=SETTLE_TIMEOUT, interval=SETTLE_INTERVAL,
-                    what=f"RunInstances in {az}")
-            except CapacityUnavailable as exc:
-                self.ledger.launching = False
-                tried.append(az)
-                last = len(tried) == len(subnets)
-                self.echo(f"no capacity for {missing} x {spec.instance_type} in {az} ({exc.code})"
-                          f"{'' if last else '; trying the next zone'}")
-                if fresh_mount and not last:
-                    self.drop_mount_target(subnet_id)
-                continue
-            new = [Instance.from_api(d) for d in resp["Instances"]]
-            self.ledger.instances.extend(new)
-            self.ledger.launching = False
-            self.echo(f"launched {len(new)} x {spec.instance_type} in {az}: {' '.join(i.id for i in new)}")
-            return tuple(record.instances) + tuple(new)
-        raise CapacityUnavailable(
-            f"no capacity for {missing} x {spec.instance_type}{' (spot)' if spec.spot else ''} in any zone of "
-            f"{aws.region} (tried {', '.join(tried)}); try later, another --region, fewer instances"
-            f" or another --instance-type", "InsufficientInstanceCapacity")
+        params = run_instances.parameters(spec, image, key_name, pg, efs_dns, deadline, missing)
+        new = run_instances.launch(self.aws, spec, self.ledger, self.echo, subnets, params, [sg],
+                                   mount=lambda subnet: bool(fs) and self.mount_target(fs, efs_sg, subnet),
+                                   unmount=self.drop_mount_target)
+        return tuple(record.instances) + new
 
     def mount_target(self, fs: str, efs_sg: str, subnet: str) -> bool:
         """The file system's mount target in `subnet`, created and waited `available` unless it exists;
@@ -402,30 +356,6 @@ class Up:
         teardown.delete_mount_target(self.aws, mt, fresh=True)  # not waited: the file system's delete waits
         self.mounts = [(m, s) for m, s in self.mounts if m != mt]
         self.ledger.mount_targets = [(m, s) for m, s in self.ledger.mount_targets if m != mt]
-
-
-def wait_running(aws: Aws, name: str, ids, echo, timeout: float = RUNNING_TIMEOUT) -> tuple:
-    """Poll until every instance in `ids` runs (bounded); a progress line whenever the count changes."""
-    ids = set(ids)
-    seen = [None]
-
-    def fetch():
-        return [i for i in find_instances(aws, name, states=("pending", "running", "stopping", "stopped",
-                                                               "shutting-down", "terminated")) if i.id in ids]
-
-    def show(found):
-        running = sum(1 for i in found if i.state == "running")
-        if running != seen[0]:
-            echo(f"  running: {running}/{len(ids)}")
-            seen[0] = running
-        dead = [i for i in found if i.state in ("shutting-down", "terminated", "stopped", "stopping")]
-        if dead:
-            raise CommandError(f"instance(s) stopped while starting: "
-                               f"{', '.join(f'{i.id} ({i.state})' for i in dead)} (spot reclaimed or boot failure)")
-    found = wait.poll(fetch, lambda f: len(f) == len(ids) and all(i.state == "running" for i in f),
-                      timeout=timeout, interval=INTERVAL, what=f"{len(ids)} instance(s) of {name} to run",
-                      progress=show)
-    return tuple(found)
 
 
 def _union(mine: ClusterRecord, found: ClusterRecord) -> ClusterRecord:

@@ -40,7 +40,7 @@ from typing import Callable, Optional, Sequence
 from mxlaunch.errors import CommandError
 from mxlaunch.exits import Exit
 
-from mxlaunch.infra import owner, provision, remote, signals, state, wait
+from mxlaunch.infra import owner, provision, remote, run_instances, signals, state, wait
 from mxlaunch.infra.aws import Aws, AwsError, CapacityUnavailable, NoCredentials
 from mxlaunch.infra.record import ClusterRecord, Instance, discover, find_instances
 from mxlaunch.infra.spec import DEFAULT_SSH_USER, ClusterSpec, validate_name
@@ -134,7 +134,8 @@ def _spec(name: str, meta: dict, record: ClusterRecord, who: Optional[owner.Owne
                        ssh_cidr=record.ssh_cidrs[0], spot=bool(meta.get("spot")), efs=bool(meta.get("efs")),
                        placement_group=bool(record.placement_group), ami=images[0] if images else meta.get("ami"),
                        key_name=None if meta.get("key_file") else meta.get("key_name"),
-                       ssh_user=meta.get("ssh_user", DEFAULT_SSH_USER), wait="ssh", owner=who, foreign=True)
+                       ssh_user=meta.get("ssh_user", DEFAULT_SSH_USER), wait="ssh", owner=who, foreign=True,
+                       on_demand_fallback=bool(meta.get("on_demand_fallback")))
 
 
 def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool = False,
@@ -183,9 +184,11 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
         try:
             record = up.run(record)
         except CapacityUnavailable as exc:
+            market = (" (neither spot nor on-demand, --on-demand-fallback)" if spec.spot and spec.on_demand_fallback
+                      else " (spot)" if spec.spot else "")
             raise CapacityUnavailable(
                 f"cannot replace {spec.count - len(record.live)} instance(s) of cluster {name}: no capacity for "
-                f"{spec.instance_type}{' (spot)' if spec.spot else ''} in its zone ({exc.code}); it runs "
+                f"{spec.instance_type}{market} in its zone ({exc.code}); it runs "
                 f"{len(record.live)} of {spec.count}: `launch cluster repair {name}` later", exc.code) from exc
     launched = tuple(i.id for i in up.ledger.instances)
     new = f", new: {_label([i for i in record.live if i.id in launched])}" if launched else ""
@@ -244,7 +247,7 @@ def _finish(aws: Aws, spec: ClusterSpec, meta: dict, record: ClusterRecord, kept
     if not fresh:
         return record
     echo(f"waiting for {len(fresh)} new instance(s) to run")
-    found = {i.id: i for i in provision.wait_running(aws, spec.name, fresh, echo)}
+    found = {i.id: i for i in run_instances.wait_running(aws, spec.name, fresh, echo)}
     record = dataclasses.replace(record, instances=tuple(found.get(i.id, i) for i in record.instances))
     live = record.live
     write_local_files(spec.name, live, spec.ssh_user, key)

@@ -54,6 +54,9 @@ class ClusterSpec:
     keep_on_failure: bool = False
     owner: Optional["Owner"] = None  # who runs this `up` (recorded on what it creates)
     foreign: bool = False  # --force on a cluster another owner recorded: add to it, never take their SSH rule away
+    # --spot only: a spot launch refused for capacity is retried once as on-demand (infra/run_instances.py);
+    # None: not said (`up` keeps what the cluster recorded, a new cluster has it off)
+    on_demand_fallback: Optional[bool] = None
 
     @property
     def itype(self) -> catalog.InstanceType:
@@ -158,6 +161,9 @@ def build(name: str, instance_type: str, count: int, ssh_cidr: Optional[str], **
     max_hours = options.get("max_hours")
     if max_hours is not None and not (0 < max_hours <= 24 * 365):
         raise UsageError(f"--max-hours must be a positive number of hours (got {max_hours})")
+    if options.get("on_demand_fallback") and not options.get("spot"):
+        raise UsageError("--on-demand-fallback needs --spot: it launches on-demand instances when spot capacity "
+                         "is gone (without --spot they are on-demand already)")
     if options.get("wait", "ssh") not in WAIT_MODES:
         raise UsageError(f"--wait must be one of {', '.join(WAIT_MODES)}")
     return ClusterSpec(name=name, instance_type=instance_type.strip().lower(), count=count, ssh_cidr=cidr,
