@@ -68,11 +68,13 @@ def cluster() -> None:
 @click.option("--placement-group/--no-placement-group", default=True, show_default=True,
               help="Cluster placement group where the type supports it.")
 @click.option("--ami", help="AMI id (default: the AWS Deep Learning AMI from its public SSM parameter).")
-@click.option("--ssh-cidr", help="Address range allowed to SSH in, e.g. 203.0.113.7/32.")
+@click.option("--ssh-cidr", help="Required: the address range allowed to SSH in, e.g. 203.0.113.7/32 (yours).")
 @click.option("--key-name", help="An existing EC2 key pair to use instead of creating launch-NAME.")
 @click.option("--ssh-user", default=specs.DEFAULT_SSH_USER, show_default=True, help="Login user of the AMI.")
 @click.option("--max-hours", type=float, help="Instances shut themselves down (terminate) after H hours.")
-@click.option("--wait", "wait_mode", type=click.Choice(specs.WAIT_MODES), default="ssh", show_default=True)
+@click.option("--wait", "wait_mode", type=click.Choice(specs.WAIT_MODES), default="ssh", show_default=True,
+              help="ssh: wait for SSH, install and check the venv on EFS; running: until the instances run; "
+                   "none: return once launched.")
 @click.option("--dry-run", is_flag=True, help="Print every AWS call it would make; create nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--keep-on-failure", is_flag=True, help="On failure keep what was created (for debugging).")
@@ -209,13 +211,15 @@ def down(name, region, profile, dry_run, yes, force) -> None:
 @profile_option
 @force_option
 @click.option("--replace-unreachable", is_flag=True,
-              help="Also replace instances that do not answer SSH when none or more than half answer (refused by "
-                   "default: the silence may be this machine's network).")
+              help="Replace silent instances even when none answers SSH or more than half are silent (refused "
+                   "by default: the silence may be this machine's network).")
 def repair(name, region, profile, force, replace_unreachable) -> None:
-    """Make NAME whole: terminate instances that do not answer SSH, launch replacements up to the count `up`
-    recorded (same zone, image, tags), wait for them and check them as `up --wait ssh` does.
+    """Make NAME whole: replace the instances AWS reports gone and those that do not answer SSH (terminated
+    first), up to the count `up` recorded (same zone, image, tags; on-demand when spot capacity is gone and the
+    cluster has --on-demand-fallback); wait for them and check them as `up --wait ssh` does.
 
-    What `launch train --cluster NAME --max-restarts N` does before each restart. Nothing to do: no AWS change."""
+    `launch train --cluster NAME --max-restarts N` does this before each restart (and also replaces an instance
+    that had a spot interruption notice). Nothing to do: no AWS change."""
     specs.validate_name(name)
     from mxlaunch.infra.repair import make_whole
     done = make_whole(name, info, force=force, replace_unreachable=replace_unreachable,
@@ -244,10 +248,10 @@ def status(name, region, profile) -> None:
         raise CommandError(f"no cluster {name} in {aws.region}")
     click.echo(f"cluster {name} ({aws.region})")
     click.echo(f"{'#':>3}  {'INSTANCE':<20} {'STATE':<14} {'TYPE':<14} {'GPUS':<22} {'ZONE':<12} "
-               f"{'PRIVATE':<15} PUBLIC")
-    for n, i in enumerate(record.instances):
+               f"{'PRIVATE':<15} {'PUBLIC':<15}  MARKET")
+    for n, i in enumerate(record.instances):  # MARKET: AWS's own InstanceLifecycle (an on-demand fallback shows)
         click.echo(f"{n:>3}  {i.id:<20} {i.state:<14} {i.instance_type:<14} {describe(i):<22} {i.az:<12} "
-                   f"{i.private_ip or '-':<15} {i.public_ip or '-'}{'  spot' if i.spot else ''}")
+                   f"{i.private_ip or '-':<15} {i.public_ip or '-':<15}  {'spot' if i.spot else 'on-demand'}")
     per_hour, so_far = cost(record.instances)
     click.echo(f"cost: ~{_money(per_hour)}/h now, ~{_money(so_far)} so far ({catalog.ESTIMATE})")
     click.echo(f"security groups: {record.security_group or '-'} (cluster), {record.efs_security_group or '-'} (EFS); "
