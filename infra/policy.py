@@ -6,9 +6,11 @@ nor implied by a call (IMPLIED, and what botocore's models document for the oper
 What is narrowed and how:
 - Deleting and changing only touches what `up` tagged (`aws:ResourceTag/launch:cluster`): instances, security
   groups, key pairs, placement groups, volumes, EFS file systems and their mount targets.
-- Tags only at creation (`ec2:CreateAction`); the Deep Learning AMI's public SSM parameter only;
-  service-linked roles only for Spot and EFS, only when the account has none yet.
+- Tags only at creation (`ec2:CreateAction`, `elasticfilesystem:CreateAction`): a tag cannot be added to an
+  existing resource, so nothing can be made to look like a cluster's and then be deleted. The Deep Learning
+  AMI's public SSM parameter only; service-linked roles only for Spot and EFS, only when the account has none yet.
 - Reads (Describe*, quotas, caller identity) are account-wide: EC2 Describe* has no resource-level permissions.
+- Changes granted beyond what `up` tagged are in UNTAGGED_CHANGES, each with its reason (the README names them).
 """
 from __future__ import annotations
 
@@ -51,9 +53,13 @@ GRANTS = (
           ("arn:aws:ssm:*::parameter/aws/service/deeplearning/*",)),
     Grant("CreateClusterResources", (
         "ec2:CreateKeyPair", "ec2:CreateSecurityGroup", "ec2:CreatePlacementGroup", "ec2:RunInstances",
-        "elasticfilesystem:CreateFileSystem", "elasticfilesystem:TagResource")),
+        "elasticfilesystem:CreateFileSystem")),
     Grant("TagOnlyAtCreation", ("ec2:CreateTags",), condition={"StringEquals": {"ec2:CreateAction": [
         "CreateKeyPair", "CreatePlacementGroup", "CreateSecurityGroup", "RunInstances"]}}),
+    # CreateFileSystem's Tags are authorized as TagResource: unconditioned, it would tag any file system
+    Grant("TagFileSystemOnlyAtCreation", ("elasticfilesystem:TagResource",),
+          ("arn:aws:elasticfilesystem:*:*:file-system/*",),
+          {"StringEquals": {"elasticfilesystem:CreateAction": "CreateFileSystem"}}),
     Grant("ChangeAndRemoveOnlyClusterResources", (
         "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress",
         "ec2:DeleteSecurityGroup", "ec2:TerminateInstances", "ec2:DeleteKeyPair", "ec2:DeletePlacementGroup",
@@ -67,7 +73,6 @@ GRANTS = (
     Grant("ClusterFileSystem", (
         "elasticfilesystem:CreateMountTarget", "elasticfilesystem:DeleteMountTarget",
         "elasticfilesystem:DeleteFileSystem"), ("arn:aws:elasticfilesystem:*:*:file-system/*",), TAGGED),
-    # EFS makes and removes a mount target's network interface with the caller's permissions
     Grant("MountTargetNetworkInterfaces", ("ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface")),
     Grant("ServiceLinkedRolesOnFirstUse", ("iam:CreateServiceLinkedRole",), condition={"StringEquals": {
         "iam:AWSServiceName": ["elasticfilesystem.amazonaws.com", "spot.amazonaws.com"]}}),
@@ -81,6 +86,16 @@ IMPLIED = {
     "ec2:CreateNetworkInterface": "CreateMountTarget (botocore's model documents it)",
     "ec2:DescribeNetworkInterfaces": "CreateMountTarget (botocore's model documents it)",
     "ec2:DeleteNetworkInterface": "DeleteMountTarget (botocore's model documents it)",
+}
+
+
+# Statements that change or delete what `up` did not tag, and why (the README's "Least privilege" names them):
+UNTAGGED_CHANGES = {
+    "SecurityGroupRules": "a rule is a resource of its own, never tagged; its group must be the cluster's "
+                          "(ChangeAndRemoveOnlyClusterResources)",
+    "MountTargetNetworkInterfaces": "EFS makes and removes a mount target's network interface, and requires the "
+                                    "caller of CreateMountTarget / DeleteMountTarget to hold these two on it; AWS "
+                                    "documents no condition or resource that check can be narrowed by",
 }
 
 
