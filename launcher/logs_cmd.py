@@ -126,14 +126,15 @@ def _emit(prefix: str, lines: List[bytes]) -> None:
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--role", "roles", multiple=True, metavar="NAME", help="scheduler, server-0, worker-1, ... (repeatable)")
+@click.argument("run_dir", metavar="RUN_DIR|RUN", type=click.Path(file_okay=False))
+@click.option("--role", "roles", multiple=True, metavar="NAME",
+              help="scheduler, server-0, worker-1, ...; launcher: a detached run's console (repeatable).")
 @click.option("--tail", "-n", "tail", type=click.IntRange(min=0), metavar="N",
               help="Only the last N lines of each role's log.")
 @click.option("--merge", "-m", is_flag=True, help="One view of every role, in the order the launcher received the lines.")
 @click.option("--follow", "-f", is_flag=True,
               help="Keep printing new lines until the job ends (or Ctrl-C), even if its launcher was killed.")
-@click.option("--cluster", metavar="NAME", help="RUN_DIR is a run of cluster NAME (its id, as `launch runs --cluster "
+@click.option("--cluster", metavar="NAME", help="RUN is a run of cluster NAME (its id, as `launch runs --cluster "
               "NAME` lists it): its logs on instance 0, streamed.")
 def logs(run_dir: str, roles, tail: Optional[int], merge: bool, follow: bool, cluster: Optional[str] = None):
     """Print the logs of a run, each line prefixed with its role (--merge: interleaved by time)."""

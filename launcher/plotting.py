@@ -67,11 +67,17 @@ def default_title(labels: Sequence[str]) -> str:
 
 
 def plot_runs(runs: Sequence[Run], out: str, title: Optional[str] = None) -> str:
+    """Write the figure to `out`; a file that cannot be written there (no permission, a read-only or special
+    file system, a full disk) is one error naming it."""
     import matplotlib.pyplot as plt
 
     fig = figure(runs, title)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=100)
+    except OSError as exc:
+        raise UsageError(f"cannot write the plot {out}: {exc.strerror or exc}") from exc
+    finally:
+        plt.close(fig)
     return out
 
 

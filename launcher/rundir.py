@@ -296,13 +296,24 @@ def with_num_epochs(command, num_epochs: Optional[int]) -> tuple:
         "--num-epochs", str(num_epochs))
 
 
+def _refuse_nothing_to_train(run_dir: str, point: "checkpoints.Checkpoint", num_epochs: Optional[int]) -> None:
+    """--num-epochs N at or below the newest checkpoint's epoch E (E epochs done; a mid-epoch one is in epoch E)
+    would start every role to train nothing: refused before any starts. Remote runs know E here too: the
+    checkpoint search already ran on the worker hosts."""
+    if num_epochs is not None and num_epochs <= point.epoch:
+        raise UsageError(f"--num-epochs {num_epochs}: the newest checkpoint of {run_dir} is {point} ({point.epoch} "
+                         f"epoch{'s' if point.epoch != 1 else ''} done), so nothing is left to train; give "
+                         f"--num-epochs above {point.epoch}")
+
+
 def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, target: Optional[JobTarget] = None,
                 num_epochs: Optional[int] = None, remote_checkpoints=checkpoints.remote_points,
                 watch_spot: Optional[bool] = None):
     """(JobSpec, run_dir) to run RUN_DIR's job again on `target` (default: its own, resume_target) with
     `--load-epoch <newest checkpoint every worker has>` (`--load-batch B` too for a mid-epoch one; and
-    `--num-epochs N` when given). `remote_checkpoints(target, hosts, prefix)`: how a remote job's checkpoints
-    are listed (SSH). `watch_spot`: None keeps job.yaml's (a job.yaml without it: on for a cluster's job)."""
+    `--num-epochs N` when given: more than that checkpoint's epoch). `remote_checkpoints(target, hosts,
+    prefix)`: how a remote job's checkpoints are listed (SSH). `watch_spot`: None keeps job.yaml's (a job.yaml
+    without it: on for a cluster's job)."""
     from mxlaunch.launcher.plan import MASK, JobSpec
 
     data = load_job(run_dir)
@@ -336,6 +347,7 @@ def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, tar
                    timeout=timeout if timeout is not None else data.get("timeout"),
                    watch_spot=recorded_watch_spot(data) if watch_spot is None else watch_spot).validate()
     point = _newest_everywhere(run_dir, target, spec, prefix, remote_checkpoints)
+    _refuse_nothing_to_train(run_dir, point, num_epochs)
     spec = dataclasses.replace(spec, command=workload.with_load_epoch(spec.command, point.epoch, point.batch))
     return spec, os.path.abspath(run_dir)
 

@@ -69,7 +69,8 @@ def run_row(run_dir: str) -> Optional[RunRow]:
         status = {runstate.RUNNING: "running", runstate.GONE: "launcher died"}.get(state, "unknown")
         seconds = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() if state == runstate.RUNNING else None
     roles = job.get("roles") if isinstance(job.get("roles"), list) else []
-    hosts = {r.get("host") for r in roles if isinstance(r, dict)} or set(job.get("hosts") or [])
+    listed = job.get("hosts") if isinstance(job.get("hosts"), list) else []  # a damaged job.yaml: any shape
+    hosts = {str(r.get("host")) for r in roles if isinstance(r, dict)} or {str(h) for h in listed}
     validation = summary.get("final_validation_accuracy")
     epochs = summary.get("epochs")
     return RunRow(id=os.path.basename(os.path.normpath(run_dir)), started=started, mode=str(job.get("mode", "-")),

@@ -93,7 +93,9 @@ def _read_record(path: str) -> Optional[dict]:
             data = json.load(f)
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
+    pid = data.get("pid") if isinstance(data, dict) else None
+    # a damaged record must never name pid 0 or -1 (kill(-1) signals every process) or True (an int in Python)
+    return data if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 
 
 def read_launcher(run_dir: str) -> Optional[dict]:

@@ -7,10 +7,10 @@ A run directory on EFS is seen from every instance, but a pid means something on
 record from another host is refused (exit 10, naming where to stop it: `launch stop --cluster NAME RUN` for a
 detached run), one from an earlier boot of this host is a launcher that is gone.
 
-Exit 0 when the run is stopped, or had already ended; 2 when RUN_DIR is not a run; 10 when its launcher runs on
-another machine; 1 when its launcher did not end within --timeout (it is then killed: its roles end through
-their lifeline, and no summary.json is written; a detached launcher's key folder is removed here then, as the
-launcher cannot do it after SIGKILL).
+Exit 0 when the run is stopped, or had already ended; 2 when RUN_DIR is not a run (or its launcher record
+names no process id); 10 when its launcher runs on another machine; 1 when its launcher did not end within
+--timeout (it is then killed: its roles end through their lifeline, and no summary.json is written; a detached
+launcher's key folder is removed here then, as the launcher cannot do it after SIGKILL).
 """
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ def _open(record: dict) -> Optional[int]:
     except ProcessLookupError:
         raise
     except (AttributeError, OSError):
+        if not runstate.is_alive(record):  # kill() is then all there is: never for a pid that is not that process
+            raise ProcessLookupError(record["pid"]) from None
         return None
     if not runstate.is_alive(record):  # checked after opening: the fd is then surely that process's
         os.close(fd)
@@ -85,8 +87,12 @@ def _ended_text(run_dir: str) -> str:
     try:
         with open(rundir.summary_path(run_dir), encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return "no summary.json (it had not started the job's roles, or died without one)"
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        data = None
+    if not isinstance(data, dict):  # cut short, or JSON that is not a summary
+        return "its summary.json is unreadable"
     return f"summary: {data.get('reason', '?')} (exit {data.get('status', '?')})"
 
 
@@ -97,6 +103,9 @@ def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
         raise UsageError(f"{run_dir} is not a run (no job.yaml and no launcher record)")
     if record is None:
         raise CommandError(f"run {run_dir} has no launcher record (launcher.json): cannot tell which process to stop")
+    if isinstance(record["pid"], bool) or record["pid"] < 1:  # kill(0 or -1) would signal a group, or everything
+        raise UsageError(f"run {run_dir}: its launcher record holds pid {record['pid']!r}, not a process id "
+                         f"(a damaged launcher.json)")
     _refuse_elsewhere(run_dir, record)  # (a summary.json proves nothing: it is also written between restarts)
     try:
         pidfd = _open(record)

@@ -120,10 +120,14 @@ def _make_runner(spec: JobSpec, target: JobTarget, plan):
               help="KEY=VALUE lines (KEY alone: from this environment) for every role, before --env.")
 @click.option("--env-worker", multiple=True, metavar="KEY[=VALUE]", help="Environment for workers only.")
 @click.option("--env-server", multiple=True, metavar="KEY[=VALUE]", help="Environment for servers only.")
-@click.option("--workdir", type=click.Path(file_okay=False), help="Directory the roles run in (default: here).")
-@click.option("--python", metavar="PATH", help="Python on the hosts that runs each role's guard.")
+@click.option("--workdir", type=click.Path(file_okay=False),
+              help="Directory the roles run in (default: --local: here; --hosts: this directory's path, on the "
+                   "hosts; --cluster: the cluster's EFS workdir; --resume: the job's).")
+@click.option("--python", metavar="PATH", help="Python on the hosts that runs each role's guard (default: --hosts: "
+              "this launcher's interpreter path; --cluster: the cluster's venv on EFS; --resume: the job's).")
 @click.option("--ssh-key", type=click.Path(dir_okay=False), help="SSH private key.")
-@click.option("--ssh-user", help="SSH user (default: the hostfile's, else yours).")
+@click.option("--ssh-user", help="SSH user (default: the hostfile's, else yours; --cluster: the cluster's login "
+              "user).")
 @click.option("--known-hosts", type=click.Path(dir_okay=False), help="known_hosts file to verify hosts with.")
 @click.option("--accept-new-host-keys", is_flag=True, help="Trust and record hosts seen for the first time.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Stop the whole job after this long.")
@@ -133,8 +137,11 @@ def _make_runner(spec: JobSpec, target: JobTarget, plan):
               help="Try this scheduler port first (default: a random free one); another is tried if it is taken.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (job.yaml) and exit.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), metavar="RUN_DIR",
-              help="Run the job of RUN_DIR again, where it ran, from the newest checkpoint its workers wrote.")
-@click.option("--num-epochs", type=int, metavar="N", help="With --resume: train up to N epochs (more than before).")
+              help="Run the job of RUN_DIR again, where it ran, from the newest checkpoint its workers wrote. "
+                   "--resume RUN_DIR --hosts FILE: a --hosts job on other hosts (as many worker slots); "
+                   "--cluster NAME --detach --resume RUN: a detached run, on the cluster as it is now.")
+@click.option("--num-epochs", type=int, metavar="N",
+              help="With --resume: train up to N epochs (more than the newest checkpoint's epoch).")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="When a role fails or a host is lost, start the job again from its newest whole checkpoint "
                    "(from scratch if it has none yet), in the same run directory, up to N times.")

@@ -69,3 +69,10 @@ def test_a_damaged_metrics_line_is_named_or_skipped(tmp_path, line):
     with pytest.raises(Exception, match=r"metrics.jsonl:2: not an epoch record"):
         plotting.read_metrics(str(path))
     assert plotting.read_metrics(str(path), strict=False) == [A[0]]
+
+
+def test_a_plot_that_cannot_be_written_is_one_line_naming_the_file(tmp_path):
+    """-o in a folder that exists but takes no such file (procfs: not even root writes there): exit 2, not 70."""
+    result = CliRunner().invoke(plot, [write_run(tmp_path, "a", A), "-o", "/proc/accuracy.png"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "cannot write the plot /proc/accuracy.png" in result.stderr and result.stderr.count("\n") == 1

@@ -89,3 +89,37 @@ def test_logs_follow_ends_when_the_launcher_died_without_a_summary(tmp_path):
     result = CliRunner().invoke(logs, [str(run_dir), "--follow"])
     assert result.exit_code == 0 and result.stdout == "last words\n"
     assert "is gone without writing summary.json" in result.stderr
+
+
+def test_a_summary_or_launcher_record_that_is_no_object_or_cut_short_is_taken_as_missing(tmp_path):
+    """`launch runs` and `launch logs --follow` read both files: JSON of another shape, or a file cut short, is
+    no record (never exit 70). A damaged summary.json of an ended run still ends the follow."""
+    for i, (name, text) in enumerate([("summary.json", "[]"), ("summary.json", '{"reason": "ok"'),
+                                      ("launcher.json", "[]"), ("launcher.json", '{"pid": 1')]):
+        run_dir = make_run(tmp_path / str(i), "r", "2026-01-01T10:00:00+00:00", reason="ok", launcher_pid=dead_pid())
+        write_log(run_dir, "worker-0", [("last words", 1.0)])
+        (run_dir / name).write_text(text)
+        listed = CliRunner().invoke(runs, ["--dir", str(tmp_path / str(i))])
+        assert listed.exit_code == 0 and listed.output.splitlines()[1].split()[0] == "r", (name, text, listed.output)
+        followed = CliRunner().invoke(logs, [str(run_dir), "--follow"])
+        assert followed.exit_code == 0 and followed.stdout == "last words\n", (name, text, followed.output)
+
+
+def test_a_job_yaml_of_another_shape_is_listed_never_exit_70(tmp_path):
+    """Hosts as a list or a number, a role's host as a list: `launch runs` still lists the run."""
+    for i, text in enumerate(["job_id: r\nmode: hosts\nroles:\n  - name: worker-0\n    host: [a, b]\n",
+                              "job_id: r\nmode: hosts\nhosts: 3\n", "job_id: r\nmode: hosts\nhosts: [[a], [b]]\n"]):
+        run_dir = make_run(tmp_path / str(i), "r", "2026-01-01T10:00:00+00:00", reason="ok")
+        (run_dir / "job.yaml").write_text(text)
+        listed = CliRunner().invoke(runs, ["--dir", str(tmp_path / str(i))])
+        assert listed.exit_code == 0, (text, listed.output)
+        row = listed.output.splitlines()[1].split()
+        assert row[0] == "r" and row[3] == "hosts", (text, listed.output)
+
+
+def test_a_launcher_record_naming_no_real_pid_is_no_record(tmp_path):
+    """pid 0, -1 (kill(-1) reaches every process) or true: the record is damaged, never acted on."""
+    for pid in (0, -1, True):
+        run_dir = make_run(tmp_path / str(pid), "r", "2026-01-01T10:00:00+00:00")
+        (run_dir / "launcher.json").write_text(json.dumps({"pid": pid, "started": "2026-01-01T10:00:00+00:00"}))
+        assert runstate.read_launcher(str(run_dir)) is None, pid

@@ -12,7 +12,7 @@ import sys
 import click
 import pytest
 
-from mxlaunch.launcher import runstate, train_cmd
+from mxlaunch.launcher import runstate, stop_cmd, train_cmd
 from mxlaunch.launcher.hosts import Host
 from mxlaunch.launcher.plan import JobSpec
 from mxlaunch.launcher.remote import detach as starter
@@ -106,6 +106,42 @@ def test_a_launcher_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path):
     finally:
         stubborn.kill()
         stubborn.wait(10)
+
+
+def _ended_run(tmp_path, summary_text=None, pid=None):
+    """A run directory made by hand whose launcher is gone (a pid that ended), or that records `pid`."""
+    if pid is None:
+        pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                 text=True, check=True).stdout)
+    (tmp_path / "job.yaml").write_text("job_id: x\n")
+    if summary_text is not None:
+        (tmp_path / "summary.json").write_text(summary_text)
+    with open(runstate.launcher_path(str(tmp_path)), "w") as f:
+        json.dump({"pid": pid, "process_start": 1}, f)
+    return tmp_path
+
+
+@pytest.mark.parametrize("text", ["[]", "null", '{"reason": "ok"'])  # JSON that is no summary; one cut short
+def test_an_unreadable_summary_of_an_ended_run_is_said_so(tmp_path, text):
+    code, out, err = stop(_ended_run(tmp_path, text))
+    assert code == 0 and "had already ended (its summary.json is unreadable)" in out, (code, out, err)
+
+
+@pytest.mark.parametrize("pid", [0, True])
+def test_a_record_whose_pid_is_no_process_id_signals_nothing(tmp_path, pid):
+    """kill(0) signals the caller's process group (kill(-1): every process): a damaged launcher.json holding no
+    process id is refused. Its own session: without the refusal, pid 0 would end only that `launch stop`."""
+    proc = subprocess.run(launch_argv("stop", str(_ended_run(tmp_path, pid=pid))), capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL, start_new_session=True)
+    assert proc.returncode == 2 and f"pid {pid!r}, not a process id" in proc.stderr, (proc.returncode, proc.stderr)
+
+
+@pytest.mark.parametrize("pid", [-1, 0])
+def test_without_a_pidfd_only_the_recorded_live_process_is_signalled(pid):
+    """pidfd_open refuses these pids (as an old kernel refuses every pid): kill() is then all there is, so the
+    record must name a process that lives and is the recorded one, else it is gone."""
+    with pytest.raises(ProcessLookupError):
+        stop_cmd._open({"pid": pid, "process_start": 1})
 
 
 # ------------------------------------------------------------------- the starter, on this machine
