@@ -101,11 +101,9 @@ def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
     record = runstate.read_launcher(run_dir)  # launcher.json, else a detached launcher's start record
     if record is None and not os.path.exists(rundir.job_yaml(run_dir)):
         raise UsageError(f"{run_dir} is not a run (no job.yaml and no launcher record)")
-    if record is None:
-        raise CommandError(f"run {run_dir} has no launcher record (launcher.json): cannot tell which process to stop")
-    if isinstance(record["pid"], bool) or record["pid"] < 1:  # kill(0 or -1) would signal a group, or everything
-        raise UsageError(f"run {run_dir}: its launcher record holds pid {record['pid']!r}, not a process id "
-                         f"(a damaged launcher.json)")
+    if record is None:  # (runstate never returns a record whose pid is no process id: kill(0 or -1) is a group)
+        raise CommandError(f"run {run_dir} has no readable launcher record (launcher.json missing or damaged): "
+                           f"cannot tell which process to stop")
     _refuse_elsewhere(run_dir, record)  # (a summary.json proves nothing: it is also written between restarts)
     try:
         pidfd = _open(record)
