@@ -57,12 +57,48 @@ BAD_OPTIONS = [
     (["--load-epoch", "3"], ["--load-epoch needs --model-prefix"]),
     (["--bogus-option", "1"], ["No such option", "--bogus-option"]),
     (["--batch-size", "0"], ["--batch-size"]),
+    # counts below 1: MXNet failed inside simple_bind (exit 70), or 0 silently became the default
+    (["--network", "resnext", "--num-layers", "11", "--num-group", "-3"], ["--num-group", "-3", "x>=1"]),
+    (["--network", "resnext", "--num-layers", "11", "--num-group", "0"], ["--num-group", "0", "x>=1"]),
+    (["--network", "resnext", "--num-layers", "11", "--bottleneck-width", "0"], ["--bottleneck-width", "x>=1"]),
+    (["--num-layers", "-4"], ["--num-layers", "x>=1"]),
 ]
 
 
 @pytest.mark.parametrize("options, fragments", BAD_OPTIONS, ids=[" ".join(o) for o, _ in BAD_OPTIONS])
 def test_bad_option(digits_dir, options, fragments):
     assert_one_line_error(run_trainer(*train_args(digits_dir, *options)), *fragments)
+
+
+def test_fine_tune_refuses_a_group_count_below_one(digits_dir, tmp_path):
+    """Checked before the pretrained model is even looked for (it does not exist here)."""
+    result = run_trainer("fine-tune", "--pretrained-model", tmp_path / "none", "--load-epoch", 0,
+                         *train_args(digits_dir)[1:], "--num-group", -3)
+    assert_one_line_error(result, "--num-group", "x>=1")
+
+
+def option_help(command: str, option: str) -> str:
+    from mxlaunch.trainer.cli import cli
+
+    return next(p.help or "" for p in cli.commands[command].params if option in p.opts)
+
+
+@pytest.mark.parametrize("command", ["fit", "fine-tune"])
+def test_help_names_every_kv_store_and_what_seed_and_threads_do(command):
+    from mxlaunch.trainer.cli import KV_STORES
+
+    kv_help = option_help(command, "--kv-store")
+    assert all(kv in kv_help for kv in KV_STORES), kv_help
+    assert "device with several --gpus or --cpus" in kv_help  # the default alone on several devices
+    seed_help = option_help(command, "--seed")
+    assert all(word in seed_help for word in ("data order", "rank", "epoch", "weights", "without it")), seed_help
+    assert "threads" in option_help(command, "--data-nthreads")
+
+
+def test_fine_tune_help_says_the_network_is_the_pretrained_models():
+    from mxlaunch.trainer.cli import cli
+
+    assert "The network is the pretrained model's" in cli.commands["fine-tune"].help
 
 
 def test_missing_rec(digits_dir, tmp_path):

@@ -51,16 +51,20 @@ def _int_tuple(option: str, text: str, length=None):
 def _shared_options(command):
     """The options of MXNet's common/fit.py and common/data.py, under the same names."""
     options = [
-        click.option("--network", default="resnet", show_default=True, help="resnet or resnext"),
-        click.option("--num-layers", type=int, default=20, show_default=True,
+        click.option("--network", default="resnet", show_default=True,
+                     help="resnet or resnext (a run from a checkpoint trains the checkpoint's network)"),
+        click.option("--num-layers", type=click.IntRange(min=1), default=20, show_default=True,
                      help="depth: resnet 6n+2 (CIFAR form) or 18/34/50/101/152/200; resnext 9n+2 or 50/101/152"),
-        click.option("--num-group", type=int, default=None, help="ResNeXt cardinality (groups)"),
-        click.option("--bottleneck-width", type=int, default=None, help="ResNeXt channels per group"),
+        click.option("--num-group", type=click.IntRange(min=1), default=None,
+                     help="ResNeXt cardinality (groups; default 8 in the CIFAR form, 32 in the ImageNet form)"),
+        click.option("--bottleneck-width", type=click.IntRange(min=1), default=None,
+                     help="ResNeXt channels per group (default 64 in the CIFAR form, 4 in the ImageNet form)"),
         click.option("--gpus", default="", help="GPUs to use, e.g. 0,1,2,3 (empty: CPU)"),
         click.option("--cpus", type=click.IntRange(min=1), default=None,
                      help="CPU contexts to split each batch over as --gpus does (default 1; not with --gpus)"),
         click.option("--kv-store", default=None,
-                     help="local, device, dist_sync, dist_async, ... (default: dist_sync under `launch`, else local)"),
+                     help=f"{', '.join(KV_STORES)} (default: dist_sync under `launch train`; alone, device "
+                          f"with several --gpus or --cpus, else local)"),
         click.option("--num-epochs", "--num-epoch", "num_epochs", type=click.IntRange(min=1), default=10,
                      show_default=True),
         click.option("--lr", type=float, default=0.1, show_default=True),
@@ -71,7 +75,8 @@ def _shared_options(command):
         click.option("--wd", type=float, default=0.0001, show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
                      help="per worker, split over its devices (--gpus or --cpus)"),
-        click.option("--disp-batches", type=click.IntRange(min=0), default=20, show_default=True),
+        click.option("--disp-batches", type=click.IntRange(min=0), default=20, show_default=True,
+                     help="log speed and accuracy every this many batches (0: only per epoch)"),
         click.option("--model-prefix", default=None, help="checkpoint prefix: PREFIX-symbol.json, PREFIX-%04d.params"),
         click.option("--save-period", type=click.IntRange(min=1), default=1, show_default=True),
         click.option("--data-train", required=True, help="training .rec"),
@@ -83,8 +88,14 @@ def _shared_options(command):
         click.option("--pad-size", type=click.IntRange(min=0), default=4, show_default=True),
         click.option("--random-crop", type=click.IntRange(0, 1), default=1, show_default=True),
         click.option("--random-mirror", type=click.IntRange(0, 1), default=1, show_default=True),
-        click.option("--data-nthreads", type=click.IntRange(min=1), default=None),
-        click.option("--seed", type=int, default=None),
+        click.option("--data-nthreads", type=click.IntRange(min=1), default=None,
+                     help="threads decoding and augmenting images, per data iterator (default: the CPU count, "
+                          "at most 4)"),
+        click.option("--seed", type=int, default=None,
+                     help="seeds each epoch's data order and augmentation (a function of seed, rank and epoch) "
+                          "and MXNet's random generator (seed + rank: the initial weights); without it the data "
+                          "order is seed 0's and the generator keeps MXNet's fixed default, so every run starts "
+                          "from the same weights and data order"),
     ]
     for option in reversed(options):
         command = option(command)
@@ -139,9 +150,10 @@ def _config(ctx: click.Context, **kw) -> FitConfig:
     kw["network"] = kw["network"].lower()
     from mxlaunch.trainer import networks
 
-    if kw["network"] not in networks.NETWORKS:
-        raise UsageError(f"unknown --network {kw['network']!r}: choose one of {', '.join(networks.NETWORKS)}")
     cfg = FitConfig(explicit=explicit, **kw)
+    # from a checkpoint, the network is the checkpoint's (MXNet's fine-tune.py took any --network): a line says so
+    if cfg.network not in networks.NETWORKS and not (cfg.pretrained_model or cfg.resumes):
+        raise UsageError(f"unknown --network {cfg.network!r}: choose one of {', '.join(networks.NETWORKS)}")
     if cfg.batch_size < cfg.num_devices:
         raise UsageError(f"--batch-size {cfg.batch_size} cannot be split over {cfg.num_devices} devices "
                          f"(each needs at least one sample)")
@@ -198,7 +210,7 @@ def cli() -> None:
 @cli.command("fit")
 @_shared_options
 @click.option("--load-epoch", type=click.IntRange(min=0), default=None,
-              help="resume from PREFIX-%04d.params of --model-prefix")
+              help="resume from PREFIX-%04d.params of --model-prefix (with the checkpoint's network)")
 @click.option("--load-batch", type=click.IntRange(min=1), default=None,
               help="with --load-epoch E: resume inside epoch E from PREFIX-EEEE-BBBBBB.params (written on SIGUSR1)")
 @click.pass_context
@@ -216,6 +228,9 @@ def fit_command(ctx, **kw) -> None:
 @click.pass_context
 def fine_tune_command(ctx, **kw) -> None:
     """Replace the classifier of a pretrained model with one of --num-classes and train.
+
+    The network is the pretrained model's: --network, --num-layers, --num-group and --bottleneck-width are not
+    used (a line says so when they describe another network).
 
     Fine-tuning a model that this command already fine-tuned for the same --num-classes resumes it,
     keeping its trained classifier.

@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from mxlaunch.errors import UsageError
 from mxlaunch.trainer import model as checkpoints
-from mxlaunch.trainer import networks, records
+from mxlaunch.trainer import architecture, networks, records
 from mxlaunch.trainer.config import FitConfig
 from mxlaunch.trainer.data import (Augmentation, FixedBatches, Shard, epoch_seed, real_batches, threads_for,
                                    train_iter, val_iter)
@@ -153,6 +153,14 @@ def _check_start_files(cfg: FitConfig) -> None:
                                            "--load-batch" if cfg.load_batch else "--load-epoch", cfg.load_batch)
 
 
+def _unused_architecture(cfg: FitConfig, start: checkpoints.Model) -> Optional[str]:
+    """What to say of --network/--num-layers/--num-group/--bottleneck-width that this run does not use."""
+    if start.arg_params is None:  # from scratch: the options build the network
+        return architecture.resnet_ignores(cfg)
+    prefix = cfg.pretrained_model or cfg.model_prefix
+    return architecture.checkpoint_ignores(cfg, start.symbol, f"{prefix}-symbol.json")
+
+
 def _initial_model(cfg: FitConfig) -> checkpoints.Model:
     if cfg.pretrained_model:
         loaded = checkpoints.load_checkpoint(cfg.pretrained_model, cfg.load_epoch or 0, "--pretrained-model")
@@ -264,6 +272,9 @@ def run(cfg: FitConfig, on_rank=lambda rank: None, stop: Optional[StopRequest] =
     kv = mx.kv.create(kv_type) if kv_type.startswith("dist") else None
     rank, num_workers = (kv.rank, kv.num_workers) if kv is not None else (0, 1)
     on_rank(rank)
+    unused = _unused_architecture(cfg, start) if rank == 0 else None
+    if unused:
+        log.warning(unused)
     if cfg.model_prefix and rank == 0:  # only rank 0 writes checkpoints
         check_prefix_writable(cfg.model_prefix)
     if cfg.seed is not None:

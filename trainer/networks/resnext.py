@@ -36,8 +36,8 @@ def get_symbol(num_classes: int, num_layers: int, image_shape, num_group=None, b
         form, units = "imagenet", RESNEXT.imagenet_units[num_layers][0]
         body = imagenet_stem(data, 64)
         outputs = (256, 512, 1024, 2048)
-    groups = num_group or DEFAULTS[form]["num_group"]
-    width = bottleneck_width or DEFAULTS[form]["bottleneck_width"]
+    groups = DEFAULTS[form]["num_group"] if num_group is None else num_group
+    width = DEFAULTS[form]["bottleneck_width"] if bottleneck_width is None else bottleneck_width
     for stage, (count, out_filter) in enumerate(zip(units, outputs)):
         inner = groups * width * 2 ** stage
         for unit in range(count):
