@@ -296,14 +296,21 @@ def with_num_epochs(command, num_epochs: Optional[int]) -> tuple:
         "--num-epochs", str(num_epochs))
 
 
-def _refuse_nothing_to_train(run_dir: str, point: "checkpoints.Checkpoint", num_epochs: Optional[int]) -> None:
+def _refuse_nothing_to_train(run_dir: str, point: "checkpoints.Checkpoint", num_epochs: Optional[int],
+                             command) -> None:
     """--num-epochs N at or below the newest checkpoint's epoch E (E epochs done; a mid-epoch one is in epoch E)
-    would start every role to train nothing: refused before any starts. Remote runs know E here too: the
+    would start every role to train nothing: refused before any starts. Without --num-epochs, a trainer command
+    whose own --num-epochs is done (a finished run) is refused the same way. Remote runs know E here too: the
     checkpoint search already ran on the worker hosts."""
+    done = f"{point.epoch} epoch{'s' if point.epoch != 1 else ''} done"
     if num_epochs is not None and num_epochs <= point.epoch:
-        raise UsageError(f"--num-epochs {num_epochs}: the newest checkpoint of {run_dir} is {point} ({point.epoch} "
-                         f"epoch{'s' if point.epoch != 1 else ''} done), so nothing is left to train; give "
-                         f"--num-epochs above {point.epoch}")
+        raise UsageError(f"--num-epochs {num_epochs}: the newest checkpoint of {run_dir} is {point} ({done}), so "
+                         f"nothing is left to train; give --num-epochs above {point.epoch}")
+    if num_epochs is None and workload.is_trainer(command):
+        own = workload.option_value(command, "--num-epochs") or workload.option_value(command, "--num-epoch")
+        if own and own.isdigit() and int(own) <= point.epoch:
+            raise UsageError(f"{run_dir} has trained its {own} epochs (newest checkpoint {point}, {done}): nothing "
+                             f"to resume; to train more, add --num-epochs N with N above {point.epoch}")
 
 
 def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, target: Optional[JobTarget] = None,
@@ -347,7 +354,7 @@ def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, tar
                    timeout=timeout if timeout is not None else data.get("timeout"),
                    watch_spot=recorded_watch_spot(data) if watch_spot is None else watch_spot).validate()
     point = _newest_everywhere(run_dir, target, spec, prefix, remote_checkpoints)
-    _refuse_nothing_to_train(run_dir, point, num_epochs)
+    _refuse_nothing_to_train(run_dir, point, num_epochs, command)
     spec = dataclasses.replace(spec, command=workload.with_load_epoch(spec.command, point.epoch, point.batch))
     return spec, os.path.abspath(run_dir)
 

@@ -80,3 +80,22 @@ def test_launch_train_refuses_before_any_role_starts(tmp_path):
     assert proc.returncode == Exit.USAGE, (proc.stdout, proc.stderr)
     assert proc.stderr.count("\n") == 1 and "is epoch 2 (2 epochs done)" in proc.stderr, proc.stderr
     assert os.listdir(rundir.logs_dir(run_dir)) == [] and not os.path.exists(rundir.summary_path(run_dir))
+
+
+@pytest.mark.parametrize("option", ["--num-epochs", "--num-epoch"])
+def test_resuming_a_finished_trainer_run_without_num_epochs_is_refused(tmp_path, option):
+    """Its own --num-epochs (or MXNet's alias) is done: nothing to resume. One epoch short: resumed."""
+    run_dir = local_run(tmp_path, command=("trainer", "fit", option, "2", "--model-prefix", "ck/m"))
+    with pytest.raises(UsageError, match=r"has trained its 2 epochs \(newest checkpoint epoch 2, 2 epochs done\): "
+                                         r"nothing to resume; to train more, add --num-epochs N with N above 2"):
+        rundir.resume_spec(run_dir)
+    short = tmp_path / "short"
+    short.mkdir()
+    spec, _ = rundir.resume_spec(local_run(short, command=("trainer", "fit", option, "3", "--model-prefix", "ck/m")))
+    assert spec.command[-2:] == ("--load-epoch", "2")
+
+
+def test_another_workloads_num_epochs_is_not_second_guessed(tmp_path):
+    run_dir = local_run(tmp_path, command=("python", "train.py", "--num-epochs", "2", "--model-prefix", "ck/m"))
+    spec, _ = rundir.resume_spec(run_dir)
+    assert spec.command[-2:] == ("--load-epoch", "2")
