@@ -307,8 +307,8 @@ def _refuse_nothing_to_train(run_dir: str, point: "checkpoints.Checkpoint", num_
         raise UsageError(f"--num-epochs {num_epochs}: the newest checkpoint of {run_dir} is {point} ({done}), so "
                          f"nothing is left to train; give --num-epochs above {point.epoch}")
     if num_epochs is None and workload.is_trainer(command):
-        own = workload.option_value(command, "--num-epochs") or workload.option_value(command, "--num-epoch")
-        if own and own.isdigit() and int(own) <= point.epoch:
+        own = workload.option_value(command, "--num-epochs", "--num-epoch")  # the last given, as click reads it
+        if own and own.isdecimal() and int(own) <= point.epoch:
             raise UsageError(f"{run_dir} has trained its {own} epochs (newest checkpoint {point}, {done}): nothing "
                              f"to resume; to train more, add --num-epochs N with N above {point.epoch}")
 

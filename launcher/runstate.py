@@ -22,6 +22,7 @@ DETACHED_DIR = ".detached"  # beside the run directories; a hidden name: `launch
 RUNNING, ENDED, GONE, UNKNOWN = "running", "ended", "launcher gone", "unknown"
 ELSEWHERE = "runs elsewhere"  # its launcher runs on another machine (elsewhere() says which): not ours to judge
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
+PID_MAX_LIMIT = 4194304  # the kernel's pid_max ceiling (2^22)
 
 
 def launcher_path(run_dir: str) -> str:
@@ -94,8 +95,9 @@ def _read_record(path: str) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     pid = data.get("pid") if isinstance(data, dict) else None
-    # a damaged record must never name pid 0 or -1 (kill(-1) signals every process) or True (an int in Python)
-    return data if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+    # a damaged record must never name pid 0 or -1 (kill(-1) signals every process), True (an int in Python) or
+    # one past Linux's limit (os.kill raises OverflowError, not OSError)
+    return data if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid <= PID_MAX_LIMIT else None
 
 
 def read_launcher(run_dir: str) -> Optional[dict]:

@@ -47,9 +47,10 @@ def has_option(command: Command, name: str) -> bool:
     return any(_occurrences(command, lambda n: n == name))
 
 
-def option_value(command: Command, name: str) -> Optional[str]:
-    """The value the program sees for `name` (the last one given), or None."""
-    values = [value for _, _, _, value in _occurrences(command, lambda n: n == name)]
+def option_value(command: Command, name: str, *aliases: str) -> Optional[str]:
+    """The value the program sees for `name` or any of its `aliases` (the last one given), or None."""
+    names = (name, *aliases)
+    values = [value for _, _, _, value in _occurrences(command, lambda n: n in names)]
     return values[-1] if values else None
 
 

@@ -99,3 +99,11 @@ def test_another_workloads_num_epochs_is_not_second_guessed(tmp_path):
     run_dir = local_run(tmp_path, command=("python", "train.py", "--num-epochs", "2", "--model-prefix", "ck/m"))
     spec, _ = rundir.resume_spec(run_dir)
     assert spec.command[-2:] == ("--load-epoch", "2")
+
+
+def test_the_last_of_num_epochs_and_its_alias_is_the_one_checked(tmp_path):
+    """click takes the last given of --num-epochs/--num-epoch: 5 here, so checkpoint 2 is resumed."""
+    run_dir = local_run(tmp_path, command=("trainer", "fit", "--num-epochs", "2", "--num-epoch", "5",
+                                           "--model-prefix", "ck/m"))
+    spec, _ = rundir.resume_spec(run_dir)
+    assert spec.command[-2:] == ("--load-epoch", "2")

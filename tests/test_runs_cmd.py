@@ -118,8 +118,9 @@ def test_a_job_yaml_of_another_shape_is_listed_never_exit_70(tmp_path):
 
 
 def test_a_launcher_record_naming_no_real_pid_is_no_record(tmp_path):
-    """pid 0, -1 (kill(-1) reaches every process) or true: the record is damaged, never acted on."""
-    for pid in (0, -1, True):
+    """pid 0, -1 (kill(-1) reaches every process), true or past the kernel's limit (OverflowError in os.kill):
+    the record is damaged, never acted on."""
+    for pid in (0, -1, True, 2 ** 31):
         run_dir = make_run(tmp_path / str(pid), "r", "2026-01-01T10:00:00+00:00")
         (run_dir / "launcher.json").write_text(json.dumps({"pid": pid, "started": "2026-01-01T10:00:00+00:00"}))
         assert runstate.read_launcher(str(run_dir)) is None, pid

@@ -127,7 +127,7 @@ def test_an_unreadable_summary_of_an_ended_run_is_said_so(tmp_path, text):
     assert code == 0 and "had already ended (its summary.json is unreadable)" in out, (code, out, err)
 
 
-@pytest.mark.parametrize("pid", [0, True])  # never -1 here: a regression would signal every process
+@pytest.mark.parametrize("pid", [0, True, 2 ** 31])  # never -1 here: a regression would signal every process
 def test_a_record_whose_pid_is_no_process_id_signals_nothing(tmp_path, pid):
     """kill(0) signals the caller's process group (kill(-1): every process): a damaged launcher.json holding no
     process id is refused. Its own session: without the refusal, pid 0 would end only that `launch stop`."""

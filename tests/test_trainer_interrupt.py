@@ -130,7 +130,7 @@ def test_sigusr1_checkpoints_mid_epoch_and_the_resume_ends_bit_identical(digits_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # the whole checkpoints written after it supersede the mid-epoch one: it is removed (params and states)
     assert not list(cut.glob("m-0001-*")), sorted(p.name for p in cut.iterdir())
-    assert f'Removed mid-epoch checkpoint "{path}" (checkpoint 0002 supersedes it)' in resumed.stderr
+    assert f"Removed 2 superseded mid-epoch checkpoint file(s): {path}, {path[:-len('params')]}states" in resumed.stderr
     # the schedule continues exactly: the first update after the resume is number 1 * UPDATES + batch + 1
     assert f"Update[{UPDATES + batch + 1}]: Change learning rate to 1.00000e-02" in resumed.stderr
     assert re.findall(r"Epoch\[1\] Learning rate=\S+", resumed.stderr) == \

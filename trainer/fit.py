@@ -318,8 +318,7 @@ def run(cfg: FitConfig, on_rank=lambda rank: None, stop: Optional[StopRequest] =
     def save(epoch: int, batch: Optional[int] = None) -> str:
         path = checkpoints.save_checkpoint(cfg.model_prefix, epoch, module, len(ctx) if local_optimizer else None,
                                            batch)
-        if batch is None:  # a whole epoch's checkpoint: the mid-epoch ones before it are dead weight
-            checkpoints.prune_mid_epoch(cfg.model_prefix, epoch)
+        checkpoints.prune_mid_epoch(cfg.model_prefix, epoch, batch or 0)  # the older mid-epoch ones: dead weight
         return path
 
     on_request = _OnRequest(stop or StopRequest(), rank, save if cfg.model_prefix else None)

@@ -6,7 +6,7 @@ the optimizer state is saved beside them as `PREFIX-%04d.states` so that momentu
 also on another number of devices. A checkpoint taken on request inside an epoch (trainer/stop.py) is
 `PREFIX-EEEE-BBBBBB.params` (+ `.states`): epoch E in progress with B of its batches done, resumed by
 `--load-epoch E --load-batch B`; same format, and no search for `PREFIX-NNNN.params` takes it for one. Once a
-whole checkpoint past it is written (`PREFIX-NNNN`, N > E), it is removed.
+newer checkpoint is written (whole or mid-epoch), it is removed.
 """
 from __future__ import annotations
 
@@ -120,30 +120,34 @@ def save_checkpoint(prefix: str, epoch: int, module, states_devices: Optional[in
     return params
 
 
-def prune_mid_epoch(prefix: str, epochs_done: int) -> List[str]:
-    """Remove the mid-epoch checkpoints (`PREFIX-EEEE-BBBBBB`) that checkpoint `epochs_done` supersedes (E <
-    epochs_done): each is as large as a whole checkpoint, and a run interrupted many times would pile them up.
-    The params file goes first, so a search never finds a checkpoint whose states are missing. Returns them."""
+def prune_mid_epoch(prefix: str, epoch: int, batch: int = 0) -> List[str]:
+    """Remove the mid-epoch checkpoints (`PREFIX-EEEE-BBBBBB` .params and .states) older than the checkpoint just
+    written at (epoch, batch) (batch 0: a whole one): each is as large as a whole checkpoint, and a run
+    interrupted many times would pile them up; restarts and --resume always take the newest. A .states left
+    without its .params (a writer killed between the two) goes too. Housekeeping only: a file that cannot be
+    removed is a warning, never the end of the run. Returns the removed paths."""
     directory, base = os.path.split(os.path.abspath(prefix))
-    pattern = re.compile(re.escape(base) + r"-(\d{4})-(\d{6})\.params$")
-    removed = []
+    pattern = re.compile(re.escape(base) + r"-(\d{4})-(\d{6})\.(params|states)$")
     try:
-        names = os.listdir(directory)
+        names = sorted(os.listdir(directory))
     except OSError:
-        return removed
-    for name in sorted(names):
+        return []
+    removed = []
+    for name in names:
         match = pattern.match(name)
-        if not match or int(match.group(1)) >= epochs_done:
+        if not match or (int(match.group(1)), int(match.group(2))) >= (epoch, batch):
             continue
-        epoch, batch = int(match.group(1)), int(match.group(2))
-        for path in (params_path(prefix, epoch, batch), states_path(prefix, epoch, batch)):
-            try:
-                os.remove(path)
-            except FileNotFoundError:
-                continue
-        removed.append(os.path.join(directory, name))
-        log.info('Removed mid-epoch checkpoint "%s" (checkpoint %04d supersedes it)',
-                 os.path.join(directory, name), epochs_done)
+        path = os.path.join(directory, name)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning('could not remove the superseded checkpoint file "%s": %s', path, exc.strerror or exc)
+            continue
+        removed.append(path)
+    if removed:
+        log.info("Removed %d superseded mid-epoch checkpoint file(s): %s", len(removed), ", ".join(removed))
     return removed
 
 
