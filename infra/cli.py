@@ -61,9 +61,9 @@ def cluster() -> None:
 @profile_option
 @click.option("--spot", is_flag=True, help="Spot instances (one-time; terminated on interruption).")
 @click.option("--on-demand-fallback/--no-on-demand-fallback", default=None,
-              help="With --spot: when spot capacity is gone, launch on-demand instead (once, same zone; they bill "
-                   "at the on-demand price). Recorded: repair and restarts use it. Default: the cluster's setting, "
-                   "else off.")
+              help="With --spot: when spot capacity is gone in every zone, launch on-demand instead, zone by zone "
+                   "(a cluster's live instances keep it in their zone); they bill at the on-demand price. Recorded: "
+                   "repair and restarts use it. Default: the cluster's setting, else off.")
 @click.option("--efs/--no-efs", default=True, show_default=True, help="Encrypted EFS shared at /efs.")
 @click.option("--placement-group/--no-placement-group", default=True, show_default=True,
               help="Cluster placement group where the type supports it.")
@@ -251,7 +251,7 @@ def status(name, region, profile) -> None:
                f"{'PRIVATE':<15} {'PUBLIC':<15}  MARKET")
     for n, i in enumerate(record.instances):  # MARKET: AWS's own InstanceLifecycle (an on-demand fallback shows)
         click.echo(f"{n:>3}  {i.id:<20} {i.state:<14} {i.instance_type:<14} {describe(i):<22} {i.az:<12} "
-                   f"{i.private_ip or '-':<15} {i.public_ip or '-':<15}  {'spot' if i.spot else 'on-demand'}")
+                   f"{i.private_ip or '-':<15} {i.public_ip or '-':<15}  {i.lifecycle}")
     per_hour, so_far = cost(record.instances)
     click.echo(f"cost: ~{_money(per_hour)}/h now, ~{_money(so_far)} so far ({catalog.ESTIMATE})")
     click.echo(f"security groups: {record.security_group or '-'} (cluster), {record.efs_security_group or '-'} (EFS); "

@@ -40,7 +40,7 @@ class Instance:
     private_ip: Optional[str]
     public_ip: Optional[str]
     launch_time: Optional[dt.datetime]
-    spot: bool
+    lifecycle: str  # AWS's InstanceLifecycle: spot, scheduled, capacity-block; "on-demand" where AWS omits it
     launch_index: int = 0
     tags: tuple = ()
     image_id: Optional[str] = None  # a replacement (infra/repair.py) boots the image its peers run
@@ -51,8 +51,12 @@ class Instance:
                    instance_type=d.get("InstanceType", "?"), az=d.get("Placement", {}).get("AvailabilityZone", ""),
                    subnet_id=d.get("SubnetId"), private_ip=d.get("PrivateIpAddress"),
                    public_ip=d.get("PublicIpAddress"), launch_time=d.get("LaunchTime"),
-                   spot=d.get("InstanceLifecycle") == "spot", launch_index=d.get("AmiLaunchIndex", 0),
+                   lifecycle=d.get("InstanceLifecycle") or "on-demand", launch_index=d.get("AmiLaunchIndex", 0),
                    tags=tuple((t["Key"], t["Value"]) for t in d.get("Tags", [])), image_id=d.get("ImageId"))
+
+    @property
+    def spot(self) -> bool:
+        return self.lifecycle == "spot"
 
     @property
     def live(self) -> bool:

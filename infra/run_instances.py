@@ -1,12 +1,14 @@
 """`up`'s instance step: every missing instance in one RunInstances per zone tried (the zone's EFS mount target
-first, created and `available` before any GPU bills; a capacity error moves on to the next zone at once), and
-the bounded wait until they run. provision.Up decides when this step runs; this module how it launches.
+first, created and `available` before any GPU bills, and dropped again when no instance came there; a capacity
+error moves on to the next zone at once), and the bounded wait until they run. provision.Up decides when this step
+runs, and which zones it may use (one, when live instances pin it: repair and growth); this module how it launches.
 
---spot --on-demand-fallback: when spot capacity is gone in every zone tried, the same launch (zone, subnet,
-placement group, image, tags, deadline, user data) is sent once more as on-demand, in the last zone tried, whose
-mount target is ready. Only capacity errors (aws.CAPACITY_CODES, SpotMaxPriceTooLow among them: with no max
-price set, on-demand costs no more than spot then) fall back; a quota (MaxSpotInstanceCountExceeded is one) never
-does: more capacity bought at another price is not the answer to a limit the user set or can raise."""
+--spot --on-demand-fallback: when spot capacity is gone in every zone tried, the same launch (subnet, placement
+group, image, tags, deadline, user data) is sent as on-demand zone by zone, the last zone tried first (its mount
+target is ready), then the others in their order. Only capacity errors (aws.CAPACITY_CODES, SpotMaxPriceTooLow
+among them: with no max price set, on-demand costs no more than spot then) fall back; a quota
+(MaxSpotInstanceCountExceeded is one) never does: more capacity bought at another price is not the answer to a
+limit the user set or can raise."""
 from __future__ import annotations
 
 import datetime as dt
@@ -60,44 +62,34 @@ def launch(aws: Aws, spec: ClusterSpec, ledger: "Ledger", echo: Callable[[str], 
     RunInstances is under way; `mount(subnet)`: the zone's mount target, True when it was just created;
     `unmount(subnet)` drops it again when no instance came there."""
     count = params["MinCount"]
-    tried, code = [], None
-    for subnet in subnets or [NO_SUBNET]:
-        az, subnet_id = subnet["AvailabilityZone"], subnet["SubnetId"]
-        fresh_mount = subnet_id and mount(subnet_id)
-        try:
-            new = _run(aws, ledger, params, subnet_id, groups, az)
-        except CapacityUnavailable as exc:
-            tried.append(az)
-            code = exc.code
-            last = len(tried) == len(subnets)
-            echo(f"no capacity for {count} x {spec.instance_type} in {az} ({exc.code})"
-                 f"{'' if last else '; trying the next zone'}")
-            if fresh_mount and not last:
-                unmount(subnet_id)
-            continue
-        echo(f"launched {len(new)} x {spec.instance_type} in {az}: {' '.join(i.id for i in new)}")
-        return new
-    if spec.spot and spec.on_demand_fallback and tried:
-        return _on_demand(aws, spec, ledger, echo, subnet, params, groups, f"{', '.join(tried)} ({code})")
-    raise CapacityUnavailable(
-        f"no capacity for {count} x {spec.instance_type}{' (spot)' if spec.spot else ''} in any zone of "
-        f"{aws.region} (tried {', '.join(tried)}); try later, another --region, fewer instances"
-        f" or another --instance-type", "InsufficientInstanceCapacity")
+    zones = _Zones(aws, ledger, echo, list(subnets) or [NO_SUBNET], groups, mount, unmount,
+                   f"{count} x {spec.instance_type}")
+    fallback = spec.spot and spec.on_demand_fallback
+    try:
+        new, az = zones.first(params, zones.subnets, "")
+    except _Gone as gone:
+        if not fallback:
+            raise CapacityUnavailable(
+                f"no capacity for {count} x {spec.instance_type}{' (spot)' if spec.spot else ''} in any zone of "
+                f"{aws.region} (tried {', '.join(gone.tried)}); try later, another --region, fewer instances"
+                f" or another --instance-type", "InsufficientInstanceCapacity") from gone
+        return _on_demand(spec, echo, zones, params, f"{', '.join(gone.tried)} ({gone.code})")
+    echo(f"launched {len(new)} x {spec.instance_type} in {az}: {' '.join(i.id for i in new)}")
+    return new
 
 
-def _on_demand(aws: Aws, spec: ClusterSpec, ledger: "Ledger", echo: Callable[[str], None], subnet: dict, params: dict,
-               groups: list, spot_gone: str) -> tuple:
-    """The spot launch that found no capacity (`spot_gone`: where, and AWS's code), sent once as on-demand in
-    `subnet` (the last zone tried)."""
-    az, count = subnet["AvailabilityZone"], params["MinCount"]
+def _on_demand(spec: ClusterSpec, echo: Callable[[str], None], zones: "_Zones", params: dict, spot_gone: str) -> tuple:
+    """The spot launch that found no capacity (`spot_gone`: where, and AWS's code), sent as on-demand zone by
+    zone: the last zone tried first (its mount target is ready), then the others in their order."""
+    *others, last = zones.subnets
     on_demand = {k: v for k, v in params.items() if k != "InstanceMarketOptions"}
     try:
-        new = _run(aws, ledger, on_demand, subnet["SubnetId"], groups, az)
-    except CapacityUnavailable as exc:
+        new, az = zones.first(on_demand, [last, *others], "on-demand ")
+    except _Gone as gone:
         raise CapacityUnavailable(
-            f"no capacity for {count} x {spec.instance_type}: spot gone in {spot_gone}, on-demand too in {az} "
-            f"({exc.code}, --on-demand-fallback); try later, another --region, fewer instances or another "
-            f"--instance-type", exc.code) from exc
+            f"no capacity for {zones.what}: spot gone in {spot_gone}, on-demand too in {', '.join(gone.tried)} "
+            f"({gone.code}, --on-demand-fallback); try later, another --region, fewer instances or another "
+            f"--instance-type", gone.code) from gone
     except QuotaExceeded as exc:
         raise QuotaExceeded(f"spot capacity gone in {spot_gone}, and the on-demand fallback hit a quota: "
                             f"{exc.format_message()}", exc.code) from exc
@@ -105,6 +97,47 @@ def _on_demand(aws: Aws, spec: ClusterSpec, ledger: "Ledger", echo: Callable[[st
          f"{' '.join(i.id for i in new)}; they bill at the on-demand price, "
          f"{catalog.price_text(spec.itype, len(new))}")
     return new
+
+
+class _Gone(Exception):
+    """No capacity in any zone tried: `tried` (zones, in order) and the last capacity code."""
+
+    def __init__(self, tried: list, code: Optional[str]):
+        super().__init__(code)
+        self.tried, self.code = tried, code
+
+
+class _Zones:
+    """The zones one launch may use, and the mount targets it created there (so that a zone given up on loses the
+    one it got, whichever market's try created it)."""
+
+    def __init__(self, aws: Aws, ledger: "Ledger", echo: Callable[[str], None], subnets: list, groups: list,
+                 mount: Callable[[str], bool], unmount: Callable[[str], None], what: str):
+        self.aws, self.ledger, self.echo, self.subnets, self.groups = aws, ledger, echo, subnets, groups
+        self.mount, self.unmount, self.what = mount, unmount, what
+        self.created: set = set()  # subnets whose mount target this launch created
+
+    def first(self, params: dict, subnets: list, market: str) -> tuple:
+        """(instances, zone) from the first of `subnets` with capacity, else _Gone. A zone without loses the mount
+        target this launch made there, but the last one tried: the on-demand fallback starts there, and when
+        nothing follows, the caller's rollback removes it with the file system."""
+        tried, code = [], None
+        for n, subnet in enumerate(subnets):
+            az, subnet_id = subnet["AvailabilityZone"], subnet["SubnetId"]
+            if subnet_id and self.mount(subnet_id):
+                self.created.add(subnet_id)
+            try:
+                return _run(self.aws, self.ledger, params, subnet_id, self.groups, az), az
+            except CapacityUnavailable as exc:
+                tried.append(az)
+                code = exc.code
+            last = n == len(subnets) - 1
+            self.echo(f"no {market}capacity for {self.what} in {az} ({code})"
+                      f"{'' if last else '; trying the next zone'}")
+            if subnet_id in self.created and not last:
+                self.unmount(subnet_id)
+                self.created.discard(subnet_id)
+        raise _Gone(tried, code)
 
 
 def _run(aws: Aws, ledger: "Ledger", params: dict, subnet_id: Optional[str], groups: list, az: str) -> tuple:

@@ -1,5 +1,6 @@
 """`up --spot --on-demand-fallback` (infra/run_instances.py): a spot launch refused for capacity in every zone tried
-is sent once more as on-demand, same zone and everything else; the setting is recorded for `repair` and restarts.
+is sent again as on-demand, everything else the same, zone by zone (the last zone tried first) unless live
+instances pin the zone (then there only); the setting is recorded for `repair` and restarts.
 moto in-process; AWS's refusals are answered by a botocore hook with the real error codes (moto never runs out of
 capacity). SSH is faked at the repair's seams: moto's addresses are made up, never contacted."""
 from __future__ import annotations
@@ -19,7 +20,8 @@ SPOT_FULL = "InsufficientInstanceCapacity"
 
 class RunInstances:
     """Records every RunInstances' params; refuses those of a market in `refuse` ("spot", "on-demand") with its
-    error code, as AWS does (HTTP 400, before moto starts anything)."""
+    error code, as AWS does (HTTP 400, before moto starts anything); a list of codes refuses that many calls, one
+    code each, and lets the next ones through."""
 
     def __init__(self, refuse=None):
         self.refuse = {"spot": SPOT_FULL} if refuse is None else refuse
@@ -38,6 +40,8 @@ class RunInstances:
         params = context["run_params"]
         self.sent.append(params)
         code = self.refuse.get("spot" if "InstanceMarketOptions" in params else "on-demand")
+        if isinstance(code, list):
+            code = code.pop(0) if code else None
         if code is None:
             return None
         self.refused.append(params)
@@ -113,14 +117,40 @@ def test_the_flag_without_spot_is_refused_before_any_aws_call(moto_aws, aws_says
     assert run.sent == [] and nothing_tagged("nospot")
 
 
+def subnets_of(sent: list) -> list:
+    return [p["NetworkInterfaces"][0]["SubnetId"] for p in sent]
+
+
+def test_a_new_cluster_whose_first_on_demand_zone_is_full_too_lands_in_the_next_one(moto_aws, aws_says):
+    run = aws_says(refuse={"spot": SPOT_FULL, "on-demand": [SPOT_FULL]})  # on-demand: the first zone tried only
+    r = launch(*up_args("next", 2, "--spot", "--on-demand-fallback"))
+    assert r.code == 0, r.err
+    spot = subnets_of(run.sent[:-2])
+    assert run.markets() == ["spot"] * len(spot) + ["on-demand"] * 2 and len(spot) > 1
+    # on-demand: the last spot zone first (its mount target is ready), then the first
+    assert subnets_of(run.sent[-2:]) == [spot[-1], spot[0]]
+    held = tagged_everything("next")
+    assert {i["SubnetId"] for i in held["instances"]} == {spot[0]} and len(held["instances"]) == 2
+    assert [m["SubnetId"] for m in held["mount_targets"]] == [spot[0]]  # the full zone's mount target dropped
+    zone_of = {n["SubnetId"]: n["AvailabilityZone"] for n in plain_client("ec2").describe_subnets()["Subnets"]}
+    (line,) = [x for x in r.err.splitlines() if "on-demand instance(s) launched instead" in x]
+    assert f"launched instead in {zone_of[spot[0]]}: " in line, line
+    assert f"no on-demand capacity for 2 x g5.12xlarge in {zone_of[spot[-1]]} ({SPOT_FULL}); trying the next zone" \
+        in r.err
+
+
 def test_on_demand_capacity_gone_too_is_exit_6_naming_both_and_nothing_is_left(moto_aws, aws_says):
     run = aws_says(refuse={"spot": SPOT_FULL, "on-demand": SPOT_FULL})
     r = launch(*up_args("both", 2, "--spot", "--on-demand-fallback"))
     assert r.code == Exit.AWS_CAPACITY, r.err
-    assert run.markets()[-1] == "on-demand" and run.markets().count("on-demand") == 1  # once, not per zone
+    spot = [p for p in run.sent if "InstanceMarketOptions" in p]
+    on_demand = run.sent[len(spot):]  # every zone as on-demand too, the last spot zone first
+    assert run.markets() == ["spot"] * len(spot) + ["on-demand"] * len(spot) and len(spot) > 1
+    assert subnets_of(on_demand) == subnets_of(spot[-1:] + spot[:-1])
+    zone_of = {n["SubnetId"]: n["AvailabilityZone"] for n in plain_client("ec2").describe_subnets()["Subnets"]}
     last = r.err.strip().splitlines()[-1]
-    assert "spot gone in us-east-1a, " in last and f"({SPOT_FULL}), on-demand too in " in last, last
-    assert f"({SPOT_FULL}, --on-demand-fallback)" in last, last
+    assert f"spot gone in {', '.join(zone_of[s] for s in subnets_of(spot))} ({SPOT_FULL}), on-demand too in " \
+           f"{', '.join(zone_of[s] for s in subnets_of(on_demand))} ({SPOT_FULL}, --on-demand-fallback)" in last, last
     assert nothing_tagged("both") and not moto_aws.groups
 
 
@@ -169,6 +199,33 @@ def test_up_without_the_flag_keeps_the_recorded_setting_and_status_tells_spot_fr
     assert launch(*up_args("keep", 2, "--spot", "--no-on-demand-fallback")).code == 0  # whole: nothing launched
     assert state.read_meta("keep")["on_demand_fallback"] is False
 
+
+
+class Lifecycles:
+    """Answers DescribeInstances with AWS's InstanceLifecycle of `ids` (moto knows only spot and none)."""
+
+    def __init__(self, ids: dict):
+        self.ids = ids
+
+    def install(self, client) -> None:
+        if client.meta.service_model.service_name == "ec2":
+            client.meta.events.register("after-call.ec2.DescribeInstances", self._rewrite)
+
+    def _rewrite(self, parsed, **_):
+        for instance in (i for r in parsed.get("Reservations", []) for i in r["Instances"]):
+            if instance["InstanceId"] in self.ids:
+                instance["InstanceLifecycle"] = self.ids[instance["InstanceId"]]
+
+
+def test_status_shows_each_instances_market_as_aws_names_it(moto_aws, hooks):
+    assert launch(*up_args("mkt", 3)).code == 0
+    ids = [i["InstanceId"] for i in sorted(tagged_everything("mkt")["instances"], key=lambda i: i["AmiLaunchIndex"])]
+    hooks.append(Lifecycles({ids[0]: "capacity-block", ids[1]: "scheduled"}))
+    status = launch("cluster", "status", "mkt")
+    assert status.code == 0, status.err
+    rows = {line.split()[1]: line.split()[-1] for line in status.out.splitlines()
+            if line.split()[:1] and line.split()[0].isdigit()}
+    assert rows == {ids[0]: "capacity-block", ids[1]: "scheduled", ids[2]: "on-demand"}  # AWS omits on-demand
 
 # ------------------------------------------------------------------ repair (and so the restarts of --max-restarts)
 class FakeSsh:
