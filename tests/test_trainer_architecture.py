@@ -12,19 +12,20 @@ from conftest import run_trainer, run_trainers
 SHAPE = (3, 28, 28)
 
 
-def config(**given):
+def config(image_shape=SHAPE, **given):
     """A FitConfig as the command line makes it: `given` typed by the user, the rest defaults."""
     from mxlaunch.trainer.config import FitConfig
 
     explicit = frozenset("--" + name.replace("_", "-") for name in given)
-    return FitConfig(data_train="x.rec", image_shape=SHAPE, explicit=explicit, **given)
+    return FitConfig(data_train="x.rec", image_shape=image_shape, explicit=explicit, **given)
 
 
-def checkpoint_symbol(network, depth, fine_tuned=False, **options):
-    """The symbol a checkpoint of this network has (`fine_tuned`: with the classifier fine-tune puts on it)."""
+def checkpoint_symbol(network, depth, fine_tuned=False, shape=SHAPE, **options):
+    """The symbol a checkpoint of this network has, trained on images of `shape` (`fine_tuned`: with the
+    classifier fine-tune puts on it)."""
     from mxlaunch.trainer import model, networks
 
-    symbol = networks.get_symbol(network, depth, 10, SHAPE, **options)
+    symbol = networks.get_symbol(network, depth, 10, shape, **options)
     if fine_tuned:
         symbol = model.replace_classifier(model.Model(symbol, {}, {}), 12).symbol
     return symbol
@@ -57,6 +58,41 @@ def test_options_that_describe_another_network_are_named_as_not_used(given, desc
     line = checkpoint_ignores(config(**given), symbol, "m-symbol.json")
     assert line is not None and line.startswith(" ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items()))
     assert f"not used: the network is the one in m-symbol.json; the options describe {described}" in line
+
+
+@pytest.mark.parametrize("fine_tuned", [False, True])
+@pytest.mark.parametrize("depth, trained_on, run_on", [
+    (50, (3, 224, 224), SHAPE),  # an ImageNet resnet-50 fine-tuned on 28 px, where 50 = 6n+2 builds the CIFAR form
+    (50, SHAPE, SHAPE),  # the CIFAR form those options build at 28 px
+    (20, (3, 32, 32), (3, 64, 64)),  # a CIFAR-form resnet-20 fine-tuned on larger images, where 20 has no form
+])
+def test_options_naming_a_form_of_the_checkpoints_depth_other_than_this_image_size_builds_say_nothing(
+        depth, trained_on, run_on, fine_tuned):
+    from mxlaunch.trainer.architecture import checkpoint_ignores
+
+    symbol = checkpoint_symbol("resnet", depth, fine_tuned, shape=trained_on)
+    assert checkpoint_ignores(config(run_on, network="resnet", num_layers=depth), symbol, "m-symbol.json") is None
+
+
+def test_another_depth_than_an_imagenet_checkpoints_is_still_named():
+    from mxlaunch.trainer.architecture import checkpoint_ignores
+
+    symbol = checkpoint_symbol("resnet", 50, shape=(3, 224, 224))
+    line = checkpoint_ignores(config(network="resnet", num_layers=152), symbol, "m-symbol.json")
+    assert line == ("--network resnet --num-layers 152 not used: the network is the one in m-symbol.json; "
+                    "the options describe another one, resnet-152")
+
+
+def test_a_checkpoint_without_flatten0_says_nothing_for_options_that_build_a_network():
+    import mxnet as mx
+
+    from mxlaunch.trainer.architecture import checkpoint_ignores
+
+    foreign = mx.sym.SoftmaxOutput(mx.sym.FullyConnected(mx.sym.Variable("data"), num_hidden=10, name="fc"),
+                                   name="softmax")  # no flatten0: nothing to compare the options' network with
+    assert checkpoint_ignores(config(network="resnext", num_layers=11), foreign, "m-symbol.json") is None
+    line = checkpoint_ignores(config(network="vgg"), foreign, "m-symbol.json")  # builds nothing: still certain
+    assert line is not None and "the options describe none (unknown --network 'vgg'" in line
 
 
 def test_groups_given_to_a_resnet_are_named_as_not_used():

@@ -42,23 +42,42 @@ def _features(symbol) -> Optional[list]:
     return [(node["op"], node.get("attrs", {}), [entry[:2] for entry in node["inputs"]]) for node in nodes]
 
 
+def _built(cfg: FitConfig) -> list:
+    """Every network the options build: at this run's image size and in each form their depth has, whatever the
+    size (resnet-50 is also 6n+2: 32 px images build its CIFAR form, yet a checkpoint of its ImageNet form,
+    fine-tuned on them, is the network the options name). Raises the UsageError of this size when none builds."""
+    from mxlaunch.trainer import networks
+    from mxlaunch.trainer.networks.forms import CIFAR_MAX_SIDE
+
+    channels = cfg.image_shape[0]
+    built, errors = [], []
+    # the global pooling before flatten0 makes the graph the same at every size of one form
+    for shape in (tuple(cfg.image_shape), (channels, CIFAR_MAX_SIDE, CIFAR_MAX_SIDE), (channels, 224, 224)):
+        try:
+            built.append(networks.get_symbol(cfg.network, cfg.num_layers, cfg.num_classes, shape,
+                                             num_group=cfg.num_group, bottleneck_width=cfg.bottleneck_width))
+        except UsageError as exc:  # e.g. a depth this network lacks (at this size)
+            errors.append(exc)
+    if not built:
+        raise errors[0]
+    return built
+
+
 def checkpoint_ignores(cfg: FitConfig, symbol, symbol_file: str) -> Optional[str]:
     """The line for architecture options typed for a run that starts from a checkpoint (`symbol`, read from
-    `symbol_file`) when they build another network than the checkpoint's; None when they build the same
-    features (a resumed command carrying its original options), or none were typed."""
+    `symbol_file`) when they build another network than the checkpoint's; None when one of the networks they
+    build has the same features (a resumed command carrying its original options), when the checkpoint has no
+    `flatten0_output` to compare (it cannot tell), or when none were typed."""
     given = _given(cfg, OPTIONS)
     if not given:
         return None
-    from mxlaunch.trainer import networks
-
     try:
-        built = networks.get_symbol(cfg.network, cfg.num_layers, cfg.num_classes, cfg.image_shape,
-                                    num_group=cfg.num_group, bottleneck_width=cfg.bottleneck_width)
-    except UsageError as exc:  # e.g. a depth this network lacks
+        built = _built(cfg)
+    except UsageError as exc:  # they build nothing: true whatever the checkpoint is
         described = f"none ({exc.format_message()})"
     else:
         features = _features(symbol)
-        if features is not None and features == _features(built):
+        if features is None or any(features == _features(b) for b in built):
             return None
         described = f"another one, {cfg.network}-{cfg.num_layers}"
     return f"{given} not used: the network is the one in {symbol_file}; the options describe {described}"
