@@ -17,6 +17,8 @@ import pytest
 
 from mxlaunch.testing import procs
 from mxlaunch.testing.require import bed_unavailable, need_bed
+# pytest-xdist's hook: under `-n N --dist loadgroup` what shares a session resource runs in one worker
+from mxlaunch.testing.xdist_groups import pytest_xdist_make_scheduler  # noqa: F401
 
 pytest_plugins = ["aws_fixtures", "fixtures_moto", "fixtures_ssh", "fixtures_box"]
 
@@ -31,23 +33,6 @@ def pytest_sessionstart(session):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if swept and reporter:
         reporter.write_line(f"swept what killed test runs left: {', '.join(swept)}", yellow=True)
-
-
-# Under `pytest -n N` (pytest-xdist, --dist loadgroup) the tests that share one session resource run in one
-# worker: the box (its `ubuntu` user and /efs are the machine's), the shared digits runs (trained once), the
-# venvs cached on disk. Other tests go wherever a worker is free (a module's bed is then made in each worker).
-XDIST_GROUPS = {"box": ("test_box", "test_healing_"),
-                "digits": ("test_trainer_training", "test_trainer_data", "test_trainer_finetune",
-                           "test_launch_local_trainer", "test_trainer_devices"),
-                "cached-venvs": ("test_gpu_env", "test_install")}  # they reinstall into venvs kept on disk
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__ if getattr(item, "module", None) else ""
-        group = next((g for g, prefixes in XDIST_GROUPS.items() if module.startswith(prefixes)), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -1,0 +1,52 @@
+"""`make test`'s two workers keep each group of mxlaunch/testing/xdist_groups.py in one worker: a scratch
+project with the same hook, run under `pytest -n 2 --dist loadgroup`, records which worker ran each test."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mxlaunch.testing.xdist_groups import group_of
+
+TESTS = "\n".join(f"def test_{i}(): record()" for i in range(6))
+RECORD = '''import json, os
+def record():
+    with open(os.environ["RECORD"], "a") as f:
+        f.write(json.dumps([os.environ["PYTEST_CURRENT_TEST"].split(" ")[0], os.environ["PYTEST_XDIST_WORKER"]]) + "\\n")
+'''
+
+
+def test_group_of_names_each_shared_resource_by_module():
+    assert group_of("tests/test_box_cluster.py::test_up[1]") == group_of("tests/test_healing_spot.py::t") == "box"
+    assert group_of("tests/test_trainer_devices.py::t") == group_of("tests/test_launch_local_trainer.py::t") == "digits"
+    assert group_of("tests/test_install.py::t") == "cached-venvs"
+    assert group_of("tests/test_launch_local.py::t") is None and group_of("tests/test_trainer_errors.py::t") is None
+
+
+@pytest.mark.timeout(120)
+def test_a_group_runs_in_one_worker_and_the_rest_spread(tmp_path):
+    project = tmp_path / "project"
+    (project / "tests").mkdir(parents=True)
+    (project / "pytest.ini").write_text("[pytest]\ntestpaths = tests\n")
+    (project / "tests" / "conftest.py").write_text(
+        "from mxlaunch.testing.xdist_groups import pytest_xdist_make_scheduler  # noqa: F401\n")
+    (project / "tests" / "recorder.py").write_text(RECORD)
+    for module in ("test_box_a", "test_healing_b", "test_plain_c", "test_plain_d"):
+        (project / "tests" / f"{module}.py").write_text(f"from recorder import record\n{TESTS}\n")
+    record = tmp_path / "record.jsonl"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                             "--dist", "loadgroup"], cwd=project, capture_output=True, text=True, timeout=100,
+                            env={**_env(), "RECORD": str(record)})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    ran = [json.loads(line) for line in record.read_text().splitlines()]
+    assert len(ran) == 24
+    box_workers = {worker for test, worker in ran if group_of(test) == "box"}
+    assert len(box_workers) == 1, ran  # 12 box tests, one worker
+    assert {worker for _, worker in ran} == {"gw0", "gw1"}, ran  # the others use the second worker
+
+
+def _env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "RECORD"))}
