@@ -55,10 +55,6 @@ class Instance:
                    tags=tuple((t["Key"], t["Value"]) for t in d.get("Tags", [])), image_id=d.get("ImageId"))
 
     @property
-    def spot(self) -> bool:
-        return self.lifecycle == "spot"
-
-    @property
     def live(self) -> bool:
         return self.state in LIVE_STATES
 

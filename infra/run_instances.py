@@ -5,7 +5,9 @@ runs, and which zones it may use (one, when live instances pin it: repair and gr
 
 --spot --on-demand-fallback: when spot capacity is gone in every zone tried, the same launch (subnet, placement
 group, image, tags, deadline, user data) is sent as on-demand zone by zone, the last zone tried first (its mount
-target is ready), then the others in their order. Only capacity errors (aws.CAPACITY_CODES, SpotMaxPriceTooLow
+target is ready), then the others in their order. With the fallback on, the spot pass keeps the mount targets it
+made until the end (AWS deletes one asynchronously: the same zone's created again minutes later would meet the
+one being deleted); only the zone that launched keeps one. Only capacity errors (aws.CAPACITY_CODES, SpotMaxPriceTooLow
 among them: with no max price set, on-demand costs no more than spot then) fall back; a quota
 (MaxSpotInstanceCountExceeded is one) never does: more capacity bought at another price is not the answer to a
 limit the user set or can raise."""
@@ -66,7 +68,9 @@ def launch(aws: Aws, spec: ClusterSpec, ledger: "Ledger", echo: Callable[[str], 
                    f"{count} x {spec.instance_type}")
     fallback = spec.spot and spec.on_demand_fallback
     try:
-        new, az = zones.first(params, zones.subnets, "")
+        # with a fallback to come, a zone given up on keeps its mount target for now: AWS deletes one
+        # asynchronously, and creating it again minutes later in the same zone would meet the one being deleted
+        new, az = zones.first(params, zones.subnets, "", keep_mounts=fallback)
     except _Gone as gone:
         if not fallback:
             raise CapacityUnavailable(
@@ -74,6 +78,7 @@ def launch(aws: Aws, spec: ClusterSpec, ledger: "Ledger", echo: Callable[[str], 
                 f"{aws.region} (tried {', '.join(gone.tried)}); try later, another --region, fewer instances"
                 f" or another --instance-type", "InsufficientInstanceCapacity") from gone
         return _on_demand(spec, echo, zones, params, f"{', '.join(gone.tried)} ({gone.code})")
+    zones.drop_unused()  # (kept for a fallback that was not needed)
     echo(f"launched {len(new)} x {spec.instance_type} in {az}: {' '.join(i.id for i in new)}")
     return new
 
@@ -85,6 +90,7 @@ def _on_demand(spec: ClusterSpec, echo: Callable[[str], None], zones: "_Zones", 
     on_demand = {k: v for k, v in params.items() if k != "InstanceMarketOptions"}
     try:
         new, az = zones.first(on_demand, [last, *others], "on-demand ")
+        zones.drop_unused()
     except _Gone as gone:
         raise CapacityUnavailable(
             f"no capacity for {zones.what}: spot gone in {spot_gone}, on-demand too in {', '.join(gone.tried)} "
@@ -116,28 +122,38 @@ class _Zones:
         self.aws, self.ledger, self.echo, self.subnets, self.groups = aws, ledger, echo, subnets, groups
         self.mount, self.unmount, self.what = mount, unmount, what
         self.created: set = set()  # subnets whose mount target this launch created
+        self.launched_in: Optional[str] = None  # the subnet whose RunInstances succeeded
 
-    def first(self, params: dict, subnets: list, market: str) -> tuple:
+    def first(self, params: dict, subnets: list, market: str, keep_mounts: bool = False) -> tuple:
         """(instances, zone) from the first of `subnets` with capacity, else _Gone. A zone without loses the mount
-        target this launch made there, but the last one tried: the on-demand fallback starts there, and when
-        nothing follows, the caller's rollback removes it with the file system."""
+        target this launch made there (unless `keep_mounts`: another pass follows), but the last one tried: the
+        on-demand fallback starts there, and when nothing follows, the caller's rollback removes it with the
+        file system."""
         tried, code = [], None
         for n, subnet in enumerate(subnets):
             az, subnet_id = subnet["AvailabilityZone"], subnet["SubnetId"]
             if subnet_id and self.mount(subnet_id):
                 self.created.add(subnet_id)
             try:
-                return _run(self.aws, self.ledger, params, subnet_id, self.groups, az), az
+                new = _run(self.aws, self.ledger, params, subnet_id, self.groups, az)
+                self.launched_in = subnet_id
+                return new, az
             except CapacityUnavailable as exc:
                 tried.append(az)
                 code = exc.code
             last = n == len(subnets) - 1
             self.echo(f"no {market}capacity for {self.what} in {az} ({code})"
                       f"{'' if last else '; trying the next zone'}")
-            if subnet_id in self.created and not last:
+            if subnet_id in self.created and not last and not keep_mounts:
                 self.unmount(subnet_id)
                 self.created.discard(subnet_id)
         raise _Gone(tried, code)
+
+    def drop_unused(self) -> None:
+        """After the fallback launched: the mount targets this launch made in the zones it did not use go."""
+        for subnet_id in sorted(self.created - {self.launched_in}):
+            self.unmount(subnet_id)
+            self.created.discard(subnet_id)
 
 
 def _run(aws: Aws, ledger: "Ledger", params: dict, subnet_id: Optional[str], groups: list, az: str) -> tuple:

@@ -52,6 +52,28 @@ class RunInstances:
         return ["spot" if "InstanceMarketOptions" in p else "on-demand" for p in self.sent]
 
 
+class MountTargets:
+    """Records the subnet of every CreateMountTarget and DeleteMountTarget's id (moto deletes at once; AWS does it
+    asynchronously, so a zone's mount target created again minutes after its delete would meet the one going)."""
+
+    def __init__(self):
+        self.created, self.deleted = [], []
+
+    def install(self, client) -> None:
+        if client.meta.service_model.service_name == "efs":
+            client.meta.events.register("before-parameter-build.efs.CreateMountTarget",
+                                        lambda params, **_: self.created.append(params["SubnetId"]))
+            client.meta.events.register("before-parameter-build.efs.DeleteMountTarget",
+                                        lambda params, **_: self.deleted.append(params["MountTargetId"]))
+
+
+@pytest.fixture
+def mount_targets(hooks) -> MountTargets:
+    recorder = MountTargets()
+    hooks.append(recorder)
+    return recorder
+
+
 @pytest.fixture
 def aws_says(hooks):
     def install(**kwargs) -> RunInstances:
@@ -137,6 +159,33 @@ def test_a_new_cluster_whose_first_on_demand_zone_is_full_too_lands_in_the_next_
     assert f"launched instead in {zone_of[spot[0]]}: " in line, line
     assert f"no on-demand capacity for 2 x g5.12xlarge in {zone_of[spot[-1]]} ({SPOT_FULL}); trying the next zone" \
         in r.err
+
+
+@pytest.mark.parametrize("refuse_on_demand", [[], [SPOT_FULL], [SPOT_FULL, SPOT_FULL]])
+def test_no_zones_mount_target_is_created_twice_and_only_the_used_one_stays(moto_aws, aws_says, mount_targets,
+                                                                           refuse_on_demand):
+    """Spot refused everywhere, on-demand refused in 0, 1 or 2 zones: the spot pass keeps the mount targets it
+    made (the fallback comes back to those zones), and only the zone that launched keeps one in the end."""
+    run = aws_says(refuse={"spot": SPOT_FULL, "on-demand": list(refuse_on_demand)})
+    name = f"once{len(refuse_on_demand)}"
+    r = launch(*up_args(name, 2, "--spot", "--on-demand-fallback"))
+    assert r.code == 0, r.err
+    assert len(mount_targets.created) == len(set(mount_targets.created)) > 1, mount_targets.created
+    launched_in = subnets_of(run.sent[-1:])
+    held = tagged_everything(name)
+    assert {i["SubnetId"] for i in held["instances"]} == set(launched_in)
+    assert [m["SubnetId"] for m in held["mount_targets"]] == launched_in
+    assert len(mount_targets.deleted) == len(mount_targets.created) - 1
+
+
+def test_a_spot_launch_in_a_later_zone_keeps_no_mount_target_in_the_full_ones(moto_aws, aws_says, mount_targets):
+    """The fallback is on but not needed: the zones spot skipped lose the mount targets kept for it."""
+    aws_says(refuse={"spot": [SPOT_FULL]})  # the first zone only
+    r = launch(*up_args("later", 2, "--spot", "--on-demand-fallback"))
+    assert r.code == 0, r.err
+    held = tagged_everything("later")
+    assert [m["SubnetId"] for m in held["mount_targets"]] == mount_targets.created[1:]
+    assert {i["SubnetId"] for i in held["instances"]} == set(mount_targets.created[1:])
 
 
 def test_on_demand_capacity_gone_too_is_exit_6_naming_both_and_nothing_is_left(moto_aws, aws_says):
