@@ -132,18 +132,20 @@ def prune_mid_epoch(prefix: str, epoch: int, batch: int = 0) -> List[str]:
         names = sorted(os.listdir(directory))
     except OSError:
         return []
-    removed = []
-    for name in names:
+    removed, kept = [], set()
+    for name in names:  # sorted: a point's .params comes before its .states
         match = pattern.match(name)
-        if not match or (int(match.group(1)), int(match.group(2))) >= (epoch, batch):
+        point = (int(match.group(1)), int(match.group(2))) if match else None
+        if point is None or point >= (epoch, batch) or point in kept:
             continue
         path = os.path.join(directory, name)
         try:
             os.remove(path)
         except FileNotFoundError:
             continue
-        except OSError as exc:
+        except OSError as exc:  # its .states stays too: never a .params whose states are gone
             log.warning('could not remove the superseded checkpoint file "%s": %s', path, exc.strerror or exc)
+            kept.add(point)
             continue
         removed.append(path)
     if removed:
