@@ -107,3 +107,9 @@ def test_the_last_of_num_epochs_and_its_alias_is_the_one_checked(tmp_path):
                                            "--model-prefix", "ck/m"))
     spec, _ = rundir.resume_spec(run_dir)
     assert spec.command[-2:] == ("--load-epoch", "2")
+
+
+def test_a_signed_num_epochs_is_read_as_click_reads_it(tmp_path):
+    run_dir = local_run(tmp_path, command=("trainer", "fit", "--num-epochs", "+2", "--model-prefix", "ck/m"))
+    with pytest.raises(UsageError, match=r"has trained its 2 epochs"):
+        rundir.resume_spec(run_dir)

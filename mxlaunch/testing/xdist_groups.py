@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import pytest
+
 GROUPS = {"box": ("test_box", "test_healing_"),
           "digits": ("test_trainer_training", "test_trainer_data", "test_trainer_finetune",
                      "test_launch_local_trainer", "test_trainer_devices"),
@@ -22,6 +24,7 @@ def group_of(nodeid: str) -> Optional[str]:
     return next((group for group, prefixes in GROUPS.items() if module.startswith(prefixes)), None)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest without pytest-xdist (-p no:xdist) knows no such hook
 def pytest_xdist_make_scheduler(config, log):
     """--dist loadgroup: one work unit per group (and per other test); any other --dist: xdist's own."""
     if config.getvalue("dist") != "loadgroup":
