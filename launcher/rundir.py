@@ -296,28 +296,20 @@ def with_num_epochs(command, num_epochs: Optional[int]) -> tuple:
         "--num-epochs", str(num_epochs))
 
 
-def _int_or_none(text: Optional[str]) -> Optional[int]:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
 def _refuse_nothing_to_train(run_dir: str, point: "checkpoints.Checkpoint", num_epochs: Optional[int],
                              command) -> None:
     """--num-epochs N at or below the newest checkpoint's epoch E (E epochs done; a mid-epoch one is in epoch E)
     would start every role to train nothing: refused before any starts. Without --num-epochs, a trainer command
-    whose own --num-epochs is done (a finished run) is refused the same way. Remote runs know E here too: the
+    whose own --num-epochs (or the trainer's default) is done, a finished run, is refused the same way. Remote runs know E here too: the
     checkpoint search already ran on the worker hosts."""
     done = f"{point.epoch} epoch{'s' if point.epoch != 1 else ''} done"
     if num_epochs is not None and num_epochs <= point.epoch:
         raise UsageError(f"--num-epochs {num_epochs}: the newest checkpoint of {run_dir} is {point} ({done}), so "
                          f"nothing is left to train; give --num-epochs above {point.epoch}")
-    if num_epochs is None and workload.is_trainer(command):
-        own = _int_or_none(workload.option_value(command, "--num-epochs", "--num-epoch"))  # the last, as click
-        if own is not None and own <= point.epoch:
-            raise UsageError(f"{run_dir} has trained its {own} epochs (newest checkpoint {point}, {done}): nothing "
-                             f"to resume; to train more, add --num-epochs N with N above {point.epoch}")
+    own = workload.num_epochs(command) if num_epochs is None else None
+    if own is not None and own <= point.epoch:
+        raise UsageError(f"{run_dir} has trained its {own} epochs (newest checkpoint {point}, {done}): nothing "
+                         f"to resume; to train more, add --num-epochs N with N above {point.epoch}")
 
 
 def resume_spec(run_dir: str, extra_env=(), timeout: Optional[float] = None, target: Optional[JobTarget] = None,

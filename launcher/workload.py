@@ -6,6 +6,7 @@
     model_prefix(cmd)        where --resume looks for checkpoints
     with_load_epoch(cmd, n, b)  the same command resuming from epoch n (after b batches of it: --load-batch)
     load_point(cmd)          the (epoch, batch) of its own --model-prefix the command itself loads, if any
+    num_epochs(cmd)          the epochs a trainer command trains (its --num-epochs/--num-epoch, else the default)
     resolve_program(cmd)     `trainer`, `python` ... found beside this launcher's interpreter (--local)
 
 An option's value is the next word (`--opt value`) or what follows '=' (`--opt=value`); when the option is
@@ -20,6 +21,7 @@ import sys
 from typing import Iterator, Optional, Sequence, Tuple
 
 Command = Sequence[str]
+TRAINER_NUM_EPOCHS = 10  # `trainer fit`'s --num-epochs default (trainer/cli.py; tests/test_workload.py checks)
 DATA_OPTION_PREFIX = "--data-"  # option values that name input files (MXNet's --data-train/--data-val)
 NOT_DATA_FILES = ("--data-nthreads",)  # a --data-* option whose value is a count, not a file
 
@@ -132,6 +134,20 @@ def load_point(command: Command) -> Optional[Tuple[int, int]]:
     if epoch is None or has_option(command, "--pretrained-model") or not (epoch.isdecimal() and batch.isdecimal()):
         return None
     return int(epoch), int(batch)
+
+
+def num_epochs(command: Command) -> Optional[int]:
+    """The epochs a `trainer` command trains: the last --num-epochs/--num-epoch given (as click reads it), else
+    the trainer's default; None for another workload, or a value that is no number."""
+    if not is_trainer(command):
+        return None
+    text = option_value(command, "--num-epochs", "--num-epoch")
+    if text is None:
+        return TRAINER_NUM_EPOCHS
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def resolve_program(command: Command) -> Tuple[str, ...]:

@@ -113,3 +113,9 @@ def test_a_signed_num_epochs_is_read_as_click_reads_it(tmp_path):
     run_dir = local_run(tmp_path, command=("trainer", "fit", "--num-epochs", "+2", "--model-prefix", "ck/m"))
     with pytest.raises(UsageError, match=r"has trained its 2 epochs"):
         rundir.resume_spec(run_dir)
+
+
+def test_a_finished_trainer_run_of_the_default_epochs_is_refused_too(tmp_path):
+    run_dir = local_run(tmp_path, command=("trainer", "fit", "--model-prefix", "ck/m"), epochs=(9, 10))
+    with pytest.raises(UsageError, match=r"has trained its 10 epochs \(newest checkpoint epoch 10"):
+        rundir.resume_spec(run_dir)

@@ -138,7 +138,7 @@ def test_bind_failure_is_recognised_in_the_scheduler_log():
 def test_resume_spec_loads_the_job_with_the_newest_checkpoint(tmp_path):
     ckpt = tmp_path / "ck"
     ckpt.mkdir()
-    for n in (1, 2, 10):
+    for n in (1, 2, 9):  # (10, the trainer's default --num-epochs, would be a finished run: nothing to resume)
         (ckpt / f"m-{n:04d}.params").write_bytes(EMPTY_PARAMS)
     (ckpt / "m-symbol.json").write_text("{}")
     spec = local_spec(command=("trainer", "fit", "--model-prefix", "ck/m", "--load-epoch", "1"),
@@ -147,7 +147,7 @@ def test_resume_spec_loads_the_job_with_the_newest_checkpoint(tmp_path):
     rundir.prepare(run_dir)
     rundir.write_plan_files(plan_job(spec, "j", run_dir, 20001), workdir=str(tmp_path))
     resumed, where = rundir.resume_spec(run_dir)
-    assert resumed.command == ("trainer", "fit", "--model-prefix", "ck/m", "--load-epoch", "10")
+    assert resumed.command == ("trainer", "fit", "--model-prefix", "ck/m", "--load-epoch", "9")
     assert resumed.env == (("A", "1"),) and resumed.num_workers == 2 and resumed.local
     assert where == os.path.abspath(run_dir)
     with pytest.raises(UsageError, match="already holds a job"):

@@ -86,3 +86,15 @@ def test_a_local_program_is_found_beside_this_interpreter_when_not_on_path(tmp_p
     assert workload.resolve_program(("./mytool",)) == ("./mytool",)  # a path is the user's own
     monkeypatch.setenv("PATH", str(bindir) + os.pathsep + os.environ["PATH"])
     assert workload.resolve_program(("mytool",)) == ("mytool",)  # on PATH: as given
+
+
+def test_a_trainer_commands_epochs_are_its_last_num_epochs_else_the_trainers_own_default():
+    from mxlaunch.trainer.cli import fit_command  # a test may look at both layers; the launcher may not
+
+    default = next(p.default for p in fit_command.params if p.name == "num_epochs")
+    assert workload.TRAINER_NUM_EPOCHS == default
+    assert workload.num_epochs(["trainer", "fit", "--lr", "0.1"]) == default
+    assert workload.num_epochs(["trainer", "fit", "--num-epochs", "3", "--num-epoch=7"]) == 7
+    assert workload.num_epochs(["trainer", "fine-tune", "--num-epoch", "+4"]) == 4
+    assert workload.num_epochs(["trainer", "fit", "--num-epochs", "x"]) is None
+    assert workload.num_epochs(["python", "train.py", "--num-epochs", "3"]) is None  # not second-guessed
