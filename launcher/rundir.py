@@ -300,8 +300,8 @@ def _refuse_nothing_to_train(run_dir: str, point: "checkpoints.Checkpoint", num_
                              command) -> None:
     """--num-epochs N at or below the newest checkpoint's epoch E (E epochs done; a mid-epoch one is in epoch E)
     would start every role to train nothing: refused before any starts. Without --num-epochs, a trainer command
-    whose own --num-epochs (or the trainer's default) is done, a finished run, is refused the same way. Remote runs know E here too: the
-    checkpoint search already ran on the worker hosts."""
+    whose own --num-epochs (or the trainer's default) is done, a finished run, is refused the same way. Remote
+    runs know E here too: the checkpoint search already ran on the worker hosts."""
     done = f"{point.epoch} epoch{'s' if point.epoch != 1 else ''} done"
     if num_epochs is not None and num_epochs <= point.epoch:
         raise UsageError(f"--num-epochs {num_epochs}: the newest checkpoint of {run_dir} is {point} ({done}), so "

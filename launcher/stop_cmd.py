@@ -7,10 +7,11 @@ A run directory on EFS is seen from every instance, but a pid means something on
 record from another host is refused (exit 10, naming where to stop it: `launch stop --cluster NAME RUN` for a
 detached run), one from an earlier boot of this host is a launcher that is gone.
 
-Exit 0 when the run is stopped, or had already ended; 2 when RUN_DIR is not a run (or its launcher record
-names no process id); 10 when its launcher runs on another machine; 1 when its launcher did not end within
---timeout (it is then killed: its roles end through their lifeline, and no summary.json is written; a detached
-launcher's key folder is removed here then, as the launcher cannot do it after SIGKILL).
+Exit 0 when the run is stopped, or had already ended; 2 when RUN_DIR is not a run; 1 when its launcher record is
+missing or damaged (runstate never yields one naming no process id); 10 when its launcher runs on another
+machine; 1 when its launcher did not end within --timeout (it is then killed: its roles end through their
+lifeline, and no summary.json is written; a detached launcher's key folder is removed here then, as the
+launcher cannot do it after SIGKILL).
 """
 from __future__ import annotations
 
