@@ -25,13 +25,17 @@ TEST = [
 ]
 
 PACKAGES = {
-    "mxlaunch": "mxlaunch",  # the package root and the shared base (exit statuses, one-line errors)
-    "mxlaunch.launcher": "launcher",
-    "mxlaunch.launcher.remote": "launcher/remote",  # programs sent to the hosts: standard library only
+    "mxlaunch": "mxlaunch",  # the base: exit statuses, one-line errors, CUDA facts, the GPU library loader
+    "mxlaunch.templates": "templates",  # the text of every rendered file, and render()
     "mxlaunch.trainer": "trainer",
     "mxlaunch.trainer.networks": "trainer/networks",
     "mxlaunch.infra": "infra",
-    "mxlaunch.templates": "templates",
+    "mxlaunch.infra.transport": "infra/transport",  # hosts, the SSH connection, role runners
+    "mxlaunch.infra.transport.remote": "infra/transport/remote",  # programs sent to the hosts: standard library only
+    "mxlaunch.infra.cloud": "infra/cloud",  # EC2 + EFS: a spec in, a cluster out
+    "mxlaunch.launcher": "launcher",
+    "mxlaunch.launcher.jobs": "launcher/jobs",  # plan, run, watch, restart and record a job
+    "mxlaunch.launcher.cli": "launcher/cli",  # every click command: launch ..., launch cluster ...
 }
 
 

@@ -2,7 +2,7 @@
 instances against a moto server on 127.0.0.1 (HTTP, via AWS_ENDPOINT_URL).
 
 Progress goes to stderr, the table to stdout. Calls are counted with a botocore `before-parameter-build` event hook on every client the AWS boundary creates. moto has
-no placement-group API: those calls are answered locally (mxlaunch/testing/aws.py) but still
+no placement-group API: those calls are answered locally (testkit/aws.py) but still
 counted, so the counts are what real AWS would receive (less botocore retries, none here).
 
     .venv/bin/python bench/cluster_moto.py [--sizes 1,8,64]
@@ -40,14 +40,14 @@ def main() -> None:
                       AWS_EC2_METADATA_DISABLED="true", MXLAUNCH_HOME=os.path.join(tmp, "home"))
 
     import click
-    import mxlaunch.infra.aws
-    from mxlaunch.testing.aws import FakePlacementGroups
-    from mxlaunch.infra.cli import cluster
+    import mxlaunch.infra.cloud.aws
+    from testkit.aws import FakePlacementGroups
+    from mxlaunch.launcher.cli.cluster import cluster
     from mxlaunch.errors import run_cli
 
     counts: collections.Counter = collections.Counter()
     pgs = FakePlacementGroups()
-    original = mxlaunch.infra.aws.Aws.client
+    original = mxlaunch.infra.cloud.aws.Aws.client
 
     def client(self, service):
         fresh = service not in self._clients
@@ -56,7 +56,7 @@ def main() -> None:
             c.meta.events.register("before-parameter-build", lambda event_name, **_: counts.update([event_name[23:]]))
             pgs.install(c)
         return c
-    mxlaunch.infra.aws.Aws.client = client
+    mxlaunch.infra.cloud.aws.Aws.client = client
     root = click.Group("launch", commands={"cluster": cluster})
 
     def launch(*argv):

@@ -1,4 +1,4 @@
-"""Benchmark of `launch train --local` with a trivial dist_sync push/pull job (mxlaunch/testing/pushpull.py).
+"""Benchmark of `launch train --local` with a trivial dist_sync push/pull job (testkit/pushpull.py).
 
 For n = 1, 2, 4 workers (1 server, OMP_NUM_THREADS=1), median of --repeat runs:
   started    invoking the launcher -> every role's process is running (found by the job's marker in /proc)
@@ -22,7 +22,7 @@ import tempfile
 import time
 
 
-from mxlaunch.testing.jobs import PUSHPULL, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for
+from testkit.jobs import PUSHPULL, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for
 
 
 def one_run(workers, rounds, kill_worker, workdir, pythonpath=None):

@@ -50,10 +50,10 @@ def start(argv):
 def fan_out(bed, options, n):
     import queue
 
-    from mxlaunch.launcher.plan import JobSpec, plan_job
-    from mxlaunch.launcher.runner import RoleEnded, RoleLaunch, RoleStarted
-    from mxlaunch.launcher.ssh import connect_all
-    from mxlaunch.launcher.ssh_runner import SSHRunner
+    from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+    from mxlaunch.infra.transport.runner import RoleEnded, RoleLaunch, RoleStarted
+    from mxlaunch.infra.transport.ssh import connect_all
+    from mxlaunch.infra.transport.ssh_runner import SSHRunner
 
     spec = JobSpec(command=("/bin/sleep", "60"), num_workers=n, num_servers=1, hosts=tuple(bed.hosts), local=False)
     plan = plan_job(spec, "fanout", "/tmp/none", 23458)
@@ -81,12 +81,12 @@ def fan_out(bed, options, n):
 
 
 def measure(n: int) -> dict:
-    from mxlaunch.testing import bed as testbed
-    from mxlaunch.testing.jobs import PUSHPULL, job_id_of, job_processes, read_log
-    from mxlaunch.launcher import preflight
-    from mxlaunch.launcher.hosts import place
-    from mxlaunch.launcher.plan import JobSpec, plan_job
-    from mxlaunch.launcher.ssh import SSHOptions, connect_all
+    from testkit import bed as testbed
+    from testkit.jobs import PUSHPULL, job_id_of, job_processes, read_log
+    from mxlaunch.launcher.jobs import preflight
+    from mxlaunch.infra.transport.hosts import place
+    from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+    from mxlaunch.infra.transport.ssh import SSHOptions, connect_all
 
     bed = testbed.up(n)
     row = {"hosts": n}
@@ -147,7 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,2,4,8")
     args = parser.parse_args()
-    from mxlaunch.testing import bed as testbed
+    from testkit import bed as testbed
     reason = testbed.why_unavailable()
     if reason:
         sys.exit(f"bench/launch_ssh.py: {reason}")

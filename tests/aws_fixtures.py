@@ -14,7 +14,7 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from mxlaunch.testing.aws import FakePlacementGroups, HttpStub
+from testkit.aws import FakePlacementGroups, HttpStub
 
 REGION = "us-east-1"
 AMI = "ami-dca37ea5"  # one of moto's own images: `up` reads the image (DescribeImages) first
@@ -36,8 +36,8 @@ def aws_env(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("MXLAUNCH_HOME", str(tmp_path / "mxlaunch-home"))
-    import mxlaunch.infra.wait
-    monkeypatch.setattr(mxlaunch.infra.wait, "SLEEP", lambda seconds: None)  # waits are instant, still bounded
+    import mxlaunch.infra.cloud.wait
+    monkeypatch.setattr(mxlaunch.infra.cloud.wait, "SLEEP", lambda seconds: None)  # waits are instant, still bounded
     return tmp_path
 
 
@@ -71,10 +71,10 @@ class FailCalls:
 
 @pytest.fixture
 def hooks(monkeypatch):
-    """Hooks installed on every client the AWS boundary creates (`mxlaunch.infra.aws.Aws.client`)."""
-    import mxlaunch.infra.aws
+    """Hooks installed on every client the AWS boundary creates (`mxlaunch.infra.cloud.aws.Aws.client`)."""
+    import mxlaunch.infra.cloud.aws
     installed = []
-    original = mxlaunch.infra.aws.Aws.client
+    original = mxlaunch.infra.cloud.aws.Aws.client
 
     def client(self, service):
         fresh = service not in self._clients
@@ -83,7 +83,7 @@ def hooks(monkeypatch):
             for hook in installed:
                 hook.install(c)
         return c
-    monkeypatch.setattr(mxlaunch.infra.aws.Aws, "client", client)
+    monkeypatch.setattr(mxlaunch.infra.cloud.aws.Aws, "client", client)
     return installed
 
 

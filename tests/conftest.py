@@ -1,7 +1,7 @@
 """Shared fixtures, the markers' meaning, and the session's hygiene.
 
 At session start: what killed runs left is swept (stale beds, then every process whose owner mark names a
-test run that is gone), and this session marks every process it will start (mxlaunch.testing.procs).
+test run that is gone), and this session marks every process it will start (testkit.procs).
 Markers (setup.cfg): `bed` tests need the SSH test bed: skipped with the reason where it cannot be made,
 failed where the run requires it (.ci/run: MXLAUNCH_REQUIRE_BED=1); `slow` tests train MXNet for minutes;
 `aws` tests drive `launch cluster` against moto or botocore's Stubber. Subsets: `pytest -m "not slow"`.
@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mxlaunch.testing import procs
-from mxlaunch.testing.require import bed_unavailable, need_bed
+from testkit import procs
+from testkit.require import bed_unavailable, need_bed
 # pytest-xdist's hook: under `-n N --dist loadgroup` what shares a session resource runs in one worker
-from mxlaunch.testing.xdist_groups import pytest_xdist_make_scheduler  # noqa: F401
+from testkit.xdist_groups import pytest_xdist_make_scheduler  # noqa: F401
 
 pytest_plugins = ["aws_fixtures", "fixtures_moto", "fixtures_ssh", "fixtures_box"]
 
@@ -26,7 +26,7 @@ pytest_plugins = ["aws_fixtures", "fixtures_moto", "fixtures_ssh", "fixtures_box
 def pytest_sessionstart(session):
     swept = []
     if bed_unavailable() is None:
-        from mxlaunch.testing import bed
+        from testkit import bed
         swept += [f"bed {name}" for name in bed.sweep_stale()]
     swept += [f"pid {pid}" for pid in procs.sweep_orphans()]
     procs.mark_session()
@@ -103,7 +103,7 @@ class _BackgroundJob:
     """A `launch train` started now and awaited later (its console to files: nobody reads a pipe meanwhile)."""
 
     def __init__(self, args, out_dir):
-        from mxlaunch.testing.jobs import launch_argv
+        from testkit.jobs import launch_argv
 
         self.out_path, self.err_path = os.path.join(out_dir, "out"), os.path.join(out_dir, "err")
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
@@ -124,7 +124,7 @@ def digits_job_started(digits_dir, tmp_path_factory):
     """The recipe as a `launch train --local -n 2 -s 1` job, each worker's 16 samples split over 2 CPU contexts
     (global batch 2 x 16 = the plain run's 32), started in the background (see _start_shared_training)."""
     from digits_recipe import RecipeRun, fit_args
-    from mxlaunch.testing.jobs import end_launch
+    from testkit.jobs import end_launch
 
     base = tmp_path_factory.mktemp("digits-job")
     run_dir, ckpt = str(base / "run"), str(base / "ckpt" / "digits")

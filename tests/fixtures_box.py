@@ -3,13 +3,13 @@
     pytestmark = [pytest.mark.bed, pytest.mark.aws]
     BOX_CAPACITY = 2                  # hosts in this module's box (default 3); each is handed out once
 
-    def test_x(box):                  # mxlaunch.testing.box.Box, one per module
+    def test_x(box):                  # testkit.box.Box, one per module
         code, out, err = box.launch("cluster", "up", "x1", *box_up_args(box, 2))
         box.ssh("x1", 0, "whoami")    # -> ubuntu
         box.bed.inside(1, "ls", "/efs", user="ubuntu")
 
 What the box is, what its hosts look like and which parts of an instance's boot it does not run: the docstring
-of mxlaunch/testing/box.py. The hosts cannot see the checkout, this test run's tmp directories (pytest's
+of testkit/box.py. The hosts cannot see the checkout, this test run's tmp directories (pytest's
 base temp and its siblings) or the box's MXLAUNCH_HOME; they see /efs (`box.bed.shared` here). Teardown stops
 the moto server and takes the bed down (namespaces, processes, the `ubuntu` user and the /efs mount point if
 the box made them); it fails the module's last test if anything is left. A killed run's leftovers are swept
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from mxlaunch.testing import bed
-from mxlaunch.testing import box as boxes
-from mxlaunch.testing.require import need_bed
+from testkit import bed
+from testkit import box as boxes
+from testkit.require import need_bed
 
 CIDR = "203.0.113.7/32"  # the --ssh-cidr of every box cluster (a documentation range: never contacted)
 # `launch train --cluster` watches each host's spot notices (IMDSv2 at 169.254.169.254, never contacted by a

@@ -5,7 +5,7 @@ AWS_ENDPOINT_URL (boto3's own configuration), not in-process mocks. A plugin of 
         code, out, err = cli(env, "cluster", "up", ...)
 
 The one shim: moto 5 implements no placement-group API, so the child process answers those three calls
-locally (mxlaunch/testing/aws.py); a cluster may also run with --no-placement-group. Every other call goes over
+locally (testkit/aws.py); a cluster may also run with --no-placement-group. Every other call goes over
 HTTP to the server.
 """
 from __future__ import annotations
@@ -17,21 +17,21 @@ import sys
 import pytest
 
 from aws_fixtures import REGION
-from mxlaunch.testing.procs import OWNER_KEY
+from testkit.procs import OWNER_KEY
 
 SHIM = """
 import sys
-import mxlaunch.infra.aws, mxlaunch.infra.wait
-from mxlaunch.testing.aws import FakePlacementGroups
+import mxlaunch.infra.cloud.aws, mxlaunch.infra.cloud.wait
+from testkit.aws import FakePlacementGroups
 from mxlaunch.launcher.cli import main
-pgs, original = FakePlacementGroups(), mxlaunch.infra.aws.Aws.client
+pgs, original = FakePlacementGroups(), mxlaunch.infra.cloud.aws.Aws.client
 def client(self, service):
     c = original(self, service)
     pgs.install(c) if service == "ec2" and not getattr(c, "_pg", False) else None
     c._pg = True
     return c
-mxlaunch.infra.aws.Aws.client = client
-mxlaunch.infra.wait.SLEEP = lambda seconds: None
+mxlaunch.infra.cloud.aws.Aws.client = client
+mxlaunch.infra.cloud.wait.SLEEP = lambda seconds: None
 main(sys.argv[1:])  # the real `launch` entry point
 """
 

@@ -11,11 +11,11 @@ import itertools
 import queue
 import signal
 
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.job import Clock, Job, JobSettings
-from mxlaunch.launcher.output import RoleOutputSink
-from mxlaunch.launcher.plan import JobSpec, plan_job
-from mxlaunch.launcher.runner import RoleEnded, RoleHandle, RoleOutput, RoleResult, RoleStarted, Runner
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.launcher.jobs.job import Clock, Job, JobSettings
+from mxlaunch.launcher.jobs.output import RoleOutputSink
+from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+from mxlaunch.infra.transport.runner import RoleEnded, RoleHandle, RoleOutput, RoleResult, RoleStarted, Runner
 
 FIRST_PORT, SECOND_PORT = 23456, 23457
 SETTINGS = JobSettings(grace=1.0, finish_grace=10.0, port_tries=3, kill_wait=0.5, abandon_wait=1.5)

@@ -1,4 +1,4 @@
-"""The cluster in a box itself (mxlaunch/testing/box.py): `launch cluster up` against its moto server gets
+"""The cluster in a box itself (testkit/box.py): `launch cluster up` against its moto server gets
 real hosts of this run, in launch order, that look like DLAMI instances from the inside; `down` leaves nothing."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from botocore.exceptions import ClientError
 
 from aws_fixtures import tagged_everything
 from fixtures_box import box_up_args
-from mxlaunch.testing import bed as beds
-from mxlaunch.testing import box as boxes
-from mxlaunch.testing import users
-from mxlaunch.testing.image import READY_DIR
-from mxlaunch.testing.system import pid_alive
+from testkit import bed as beds
+from testkit import box as boxes
+from testkit import users
+from testkit.image import READY_DIR
+from testkit.system import pid_alive
 
 pytestmark = [pytest.mark.bed, pytest.mark.aws, pytest.mark.timeout(120)]
 BOX_CAPACITY = 2

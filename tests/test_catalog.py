@@ -11,8 +11,7 @@ from aws_fixtures import AMI, CIDR, launch, nothing_tagged, tagged_everything
 from mxlaunch import cuda
 from mxlaunch.errors import UsageError
 from mxlaunch.exits import Exit
-from mxlaunch.infra import catalog, spec as specs
-
+from mxlaunch.infra.cloud import catalog, spec as specs
 pytestmark = pytest.mark.timeout(60)
 
 WHEEL = cuda.MXNET_CU112
@@ -122,14 +121,14 @@ def test_every_type_the_wheel_runs_builds_a_spec():
 # --- the CLI -----------------------------------------------------------------------------------------------------
 
 def _aws_calls(monkeypatch) -> list:
-    import mxlaunch.infra.aws
+    import mxlaunch.infra.cloud.aws
     calls = []
-    original = mxlaunch.infra.aws.Aws.call
+    original = mxlaunch.infra.cloud.aws.Aws.call
 
     def call(self, service, op, **params):
         calls.append(f"{service}.{op}")
         return original(self, service, op, **params)
-    monkeypatch.setattr(mxlaunch.infra.aws.Aws, "call", call)
+    monkeypatch.setattr(mxlaunch.infra.cloud.aws.Aws, "call", call)
     return calls
 
 

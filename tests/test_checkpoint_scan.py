@@ -1,4 +1,4 @@
-"""The checkpoint search (launcher/checkpoints.py) and its program on the hosts (launcher/remote/checkpoint_scan.py):
+"""The checkpoint search (launcher/jobs/checkpoints.py) and its program on the hosts (infra/transport/remote/checkpoint_scan.py):
 which files are checkpoints and in what order, the newest whole one on this machine, the newest every worker
 host has; the program run exactly as shipped (`python -S -c SOURCE`: request in, reply out); and on the bed,
 one exec per host that reads the files there: no SFTP at all."""
@@ -11,15 +11,15 @@ import sys
 import pytest
 
 from mxlaunch.errors import CommandError
-from mxlaunch.launcher import checkpoints, ssh
-from mxlaunch.launcher.checkpoints import Checkpoint
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.plan import JobSpec
-from mxlaunch.launcher.remote import checkpoint_scan, source
-from mxlaunch.launcher.ssh import SSHOptions
-from mxlaunch.launcher.target import ssh_target
-from mxlaunch.testing import bed as testbed
-
+from mxlaunch.launcher.jobs import checkpoints
+from mxlaunch.infra.transport import ssh
+from mxlaunch.launcher.jobs.checkpoints import Checkpoint
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.launcher.jobs.plan import JobSpec
+from mxlaunch.infra.transport.remote import checkpoint_scan, source
+from mxlaunch.infra.transport.ssh import SSHOptions
+from mxlaunch.infra.transport.target import ssh_target
+from testkit import bed as testbed
 pytestmark = pytest.mark.timeout(60)
 
 WHOLE = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # a whole MXNet .params file holding no arrays

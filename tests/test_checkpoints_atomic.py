@@ -1,16 +1,16 @@
 """Checkpoints are never half-written (the trainer writes each file under a temporary name and renames it,
 params last), and resume picks the newest whole one: a params file cut short is skipped for the previous
-whole checkpoint, by --resume and by restarts alike (launcher/rundir.py, launcher/remote/checkpoint_scan.py)."""
+whole checkpoint, by --resume and by restarts alike (launcher/jobs/rundir.py, infra/transport/remote/checkpoint_scan.py)."""
 import io
 import os
 
 import pytest
 
-from mxlaunch.launcher import checkpoints, rundir
-from mxlaunch.launcher.checkpoints import Checkpoint
-from mxlaunch.launcher.remote import checkpoint_scan as paramsfile
-from mxlaunch.launcher.plan import JobSpec, plan_job
-from mxlaunch.launcher.hosts import Host
+from mxlaunch.launcher.jobs import checkpoints, rundir
+from mxlaunch.launcher.jobs.checkpoints import Checkpoint
+from mxlaunch.infra.transport.remote import checkpoint_scan as paramsfile
+from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.trainer import model
 
 

@@ -1,4 +1,4 @@
-"""`up --spot --on-demand-fallback` (infra/run_instances.py): a spot launch refused for capacity in every zone tried
+"""`up --spot --on-demand-fallback` (infra/cloud/run_instances.py): a spot launch refused for capacity in every zone tried
 is sent again as on-demand, everything else the same, zone by zone (the last zone tried first) unless live
 instances pin the zone (then there only); the setting is recorded for `repair` and restarts.
 moto in-process; AWS's refusals are answered by a botocore hook with the real error codes (moto never runs out of
@@ -11,8 +11,8 @@ import pytest
 
 from aws_fixtures import launch, nothing_tagged, plain_client, tagged_everything, up_args
 from mxlaunch.exits import Exit
-from mxlaunch.infra import repair, state
-from mxlaunch.testing.aws import HttpStub
+from mxlaunch.infra.cloud import repair, local_state as state
+from testkit.aws import HttpStub
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 SPOT_FULL = "InsufficientInstanceCapacity"

@@ -6,10 +6,9 @@ import time
 
 import pytest
 
-from mxlaunch.infra import files_cmd
-from mxlaunch.launcher.ssh import SSHOptions, connect
-from mxlaunch.testing import bed as testbed
-
+from mxlaunch.launcher.cli import cluster_files as files_cmd
+from mxlaunch.infra.transport.ssh import SSHOptions, connect
+from testkit import bed as testbed
 pytestmark = [pytest.mark.timeout(60)]
 
 
@@ -63,7 +62,7 @@ def test_put_twice_copies_nothing_the_second_time_and_a_changed_file_again(conn,
 @pytest.mark.usefixtures("no_agent")
 def test_exec_returns_the_remote_exit_status_and_passes_the_output_on(conn):
     out, err = [], []
-    status = files_cmd.stream_command(conn, files_cmd.remote_command(("sh", "-c", "echo hi; echo oops >&2; exit 7"),
+    status = conn.stream(files_cmd.remote_command(("sh", "-c", "echo hi; echo oops >&2; exit 7"),
                                                               "/nonexistent"), out.append, err.append)
     assert (status, out, err) == (7, ["hi"], ["oops"])
-    assert files_cmd.stream_command(conn, files_cmd.remote_command(("true",), "/x"), out.append, err.append) == 0
+    assert conn.stream(files_cmd.remote_command(("true",), "/x"), out.append, err.append) == 0

@@ -10,9 +10,9 @@ import pytest
 from aws_fixtures import CIDR, launch
 from mxlaunch.errors import UsageError
 from mxlaunch.exits import Exit
-from mxlaunch.infra import catalog, state
-from mxlaunch.infra import spec as specs
-from mxlaunch.infra.targets import cluster_target
+from mxlaunch.infra.cloud import catalog, local_state as state
+from mxlaunch.infra.cloud import spec as specs
+from mxlaunch.infra.cloud.cluster_target import cluster_target
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "c1\n", "C1", "-c", "", "x" * 32, "c1 ", ".."])

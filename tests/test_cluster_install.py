@@ -11,8 +11,8 @@ import pytest
 
 from aws_fixtures import launch, up_args
 from mxlaunch.errors import UsageError
-from mxlaunch.infra import remote, state, wait
-from mxlaunch.launcher.render import render
+from mxlaunch.infra.cloud import install as remote, local_state as state, wait
+from mxlaunch.templates import render
 
 pytestmark = pytest.mark.timeout(120)
 HOSTS = [("c-0", "198.51.100.1"), ("c-1", "198.51.100.2"), ("c-2", "198.51.100.3")]

@@ -245,12 +245,12 @@ def test_status_list_hostfile_ssh(moto_aws, aws_env, monkeypatch, tmp_path):
 
 def test_cluster_target_for_launch_train(moto_aws, aws_env):
     assert launch(*up_args("tg", 2)).code == 0
-    from mxlaunch.infra.targets import cluster_target
+    from mxlaunch.infra.cloud.cluster_target import cluster_target
     t = cluster_target("tg")
     held = tagged_everything("tg")
     assert sorted(h.address for h in t.hosts) == sorted(i["PrivateIpAddress"] for i in held["instances"])
     assert {h.slots for h in t.hosts} == {1} and {h.user for h in t.hosts} == {"ubuntu"}
-    assert t.gpus_per_host == 4 and t.gpus_arg == "0,1,2,3"
+    assert t.gpus_per_host == 4
     assert t.workdir.startswith("/efs/") and t.python == "/efs/mxlaunch/venv/bin/python"
     assert t.ssh_key == home(aws_env) / "tg" / "id_key" and t.ssh_config.exists() and t.region == REGION
 

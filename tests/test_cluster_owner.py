@@ -9,7 +9,7 @@ import pytest
 
 from aws_fixtures import AMI, TAG, launch, plain_client, tagged_everything, up_args
 from mxlaunch.exits import Exit
-from mxlaunch.testing.aws import HttpStub
+from testkit.aws import HttpStub
 
 pytestmark = pytest.mark.aws
 KNOWN_AMI = "ami-12c6146b"  # an image moto's DescribeImages knows (`up` checks the image exists)

@@ -15,9 +15,9 @@ import botocore.session
 import pytest
 
 from aws_fixtures import AMI, launch, plain_client, tagged_everything, up_args
-from mxlaunch.infra import policy, repair
-from mxlaunch.infra.spec import TAG
-from mxlaunch.testing.aws import HttpStub
+from mxlaunch.infra.cloud import policy, repair
+from mxlaunch.infra.cloud.spec import TAG
+from testkit.aws import HttpStub
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(180)]
 KNOWN_AMI = "ami-12c6146b"  # an image moto's DescribeImages knows (`up` checks the image exists)
@@ -132,7 +132,7 @@ def test_every_action_a_full_run_makes_is_in_the_policy_and_nothing_more(moto_aw
     assert {"ec2:RunInstances", "ec2:TerminateInstances", "sts:GetCallerIdentity"} <= set(needed)  # it did record
     assert {"ec2:TerminateInstances", "ec2:RunInstances"} <= {a for a, by in needed.items() if "repair" in by}
     missing = {a: sorted(needed[a]) for a in sorted(set(needed) - granted)}
-    assert not missing, f"missing from infra/policy.py (action: steps that need it): {missing}"
+    assert not missing, f"missing from infra/cloud/policy.py (action: steps that need it): {missing}"
     unexplained = granted - set(needed) - set(policy.IMPLIED)
     assert not unexplained, f"granted but never called: {sorted(unexplained)}"
 

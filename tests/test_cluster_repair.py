@@ -1,4 +1,4 @@
-"""A cluster made whole (infra/repair.py, `launch cluster repair`) against moto in-process. SSH is faked at its
+"""A cluster made whole (infra/cloud/repair.py, `launch cluster repair`) against moto in-process. SSH is faked at its
 two seams (the reachability probe and the runner of `ssh`): moto's addresses are made up, never contacted."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.infra import repair, state
+from mxlaunch.infra.cloud import repair, local_state as state
 from aws_fixtures import FailCalls, launch, plain_client, tagged_everything, up_args
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
@@ -285,7 +285,7 @@ def job_addresses(instances) -> list:
 
 @pytest.fixture
 def no_sleep(monkeypatch):
-    from mxlaunch.infra import wait
+    from mxlaunch.infra.cloud import wait
     monkeypatch.setattr(wait, "SLEEP", lambda seconds: None)  # the probe's pause between tries
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from aws_fixtures import AMI, CIDR, FailCalls, launch, nothing_tagged, plain_client, tagged_everything, up_args
 from mxlaunch.exits import Exit
-from mxlaunch.testing.aws import HttpStub
+from testkit.aws import HttpStub
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 CREATES = ("CreateKeyPair", "CreateSecurityGroup", "CreatePlacementGroup", "CreateFileSystem", "CreateMountTarget",
@@ -101,9 +101,9 @@ def no_backoff(monkeypatch):
 @pytest.fixture
 def ticking(monkeypatch):
     """Every read of the waits' clock is 20 s later: a bounded wait ends after a few polls."""
-    import mxlaunch.infra.wait
+    import mxlaunch.infra.cloud.wait
     ticks = iter(range(0, 10 ** 7, 20))
-    monkeypatch.setattr(mxlaunch.infra.wait, "CLOCK", lambda: next(ticks))
+    monkeypatch.setattr(mxlaunch.infra.cloud.wait, "CLOCK", lambda: next(ticks))
 
 
 # -- 1. IPv6 --ssh-cidr ---------------------------------------------------------------------------------------
@@ -399,7 +399,7 @@ def test_growing_without_max_hours_keeps_the_clusters_deadline(moto_aws):
     for i in tagged_everything("grow")["instances"]:
         assert ec2.describe_instance_attribute(InstanceId=i["InstanceId"], Attribute="instanceInitiatedShutdownBehavior")[
             "InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
-    from mxlaunch.infra import state
+    from mxlaunch.infra.cloud import local_state as state
     assert state.read_meta("grow")["max_hours"] == 2  # the saved setting is not overwritten
     assert launch("cluster", "down", "grow", "--yes").code == 0
 

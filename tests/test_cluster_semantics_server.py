@@ -10,15 +10,15 @@ import sys
 import pytest
 
 from aws_fixtures import AMI, CIDR, tagged_everything
-from mxlaunch.testing.streams import Output
+from testkit.streams import Output
 from fixtures_moto import SHIM, cli
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(120)]
 # The child stops in RunInstances, after AWS answered and before `up` records the instances (the worst moment:
 # only the tag finds them), and waits there (bounded) for the signal the test sends.
 PAUSE = """
-import select, sys, mxlaunch.infra.aws
-_client = mxlaunch.infra.aws.Aws.client
+import select, sys, mxlaunch.infra.cloud.aws
+_client = mxlaunch.infra.cloud.aws.Aws.client
 def client(self, service):
     c = _client(self, service)
     if service == "ec2:once" and not getattr(c, "_paused", False):
@@ -27,7 +27,7 @@ def client(self, service):
                                lambda **_: (print("paused in RunInstances", file=sys.stderr, flush=True),
                                             select.select([sys.stdin], [], [], 30)))
     return c
-mxlaunch.infra.aws.Aws.client = client
+mxlaunch.infra.cloud.aws.Aws.client = client
 """
 
 

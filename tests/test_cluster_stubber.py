@@ -10,11 +10,11 @@ from botocore.stub import ANY, Stubber
 
 from aws_fixtures import AMI, CIDR, REGION, FailCalls, launch, nothing_tagged, tagged_everything, up_args
 from mxlaunch.exits import Exit
-from mxlaunch.infra import spec as specs
-from mxlaunch.infra import state
-from mxlaunch.infra.aws import Aws, CapacityUnavailable
-from mxlaunch.infra.provision import Up
-from mxlaunch.infra.record import ClusterRecord
+from mxlaunch.infra.cloud import spec as specs
+from mxlaunch.infra.cloud import local_state as state
+from mxlaunch.infra.cloud.aws import Aws, CapacityUnavailable
+from mxlaunch.infra.cloud.provision import Up
+from mxlaunch.infra.cloud.record import ClusterRecord
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 
@@ -223,9 +223,9 @@ def test_down_retries_dependency_violation_then_succeeds(moto_aws, aws_env, hook
 
 def test_down_dependency_violation_retry_is_bounded(moto_aws, aws_env, hooks, monkeypatch):
     assert launch(*up_args("dvb", 1)).code == 0
-    import mxlaunch.infra.wait
+    import mxlaunch.infra.cloud.wait
     ticks = iter(range(0, 10 ** 6, 60))
-    monkeypatch.setattr(mxlaunch.infra.wait, "CLOCK", lambda: next(ticks))  # each poll: a minute passes
+    monkeypatch.setattr(mxlaunch.infra.cloud.wait, "CLOCK", lambda: next(ticks))  # each poll: a minute passes
     failing = FailCalls("DeleteSecurityGroup", times=10 ** 6, code="DependencyViolation")
     hooks.append(failing)
     r = launch("cluster", "down", "dvb", "--yes")

@@ -46,9 +46,9 @@ def test_a_flag_given_beats_the_clusters_value(moto_aws):
 
 
 def test_cluster_job_target_keeps_the_users_ssh_settings_and_always_its_ssh_config(tmp_path):
-    from mxlaunch.infra.targets import ClusterTarget
-    from mxlaunch.launcher.hosts import Host
-    from mxlaunch.launcher.ssh import SSHOptions
+    from mxlaunch.infra.cloud.cluster_target import ClusterTarget
+    from mxlaunch.infra.transport.hosts import Host
+    from mxlaunch.infra.transport.ssh import SSHOptions
 
     cluster = ClusterTarget(name="c", region="us-east-1", hosts=(Host("10.0.0.5", user="ubuntu"),), gpus_per_host=8,
                             workdir="/efs/w", python="/efs/v/bin/python", ssh_key=tmp_path / "id_key",

@@ -11,8 +11,8 @@ import pytest
 from aws_fixtures import CIDR, launch, nothing_tagged, up_args
 from mxlaunch.exits import Exit
 from mxlaunch.errors import UsageError
-from mxlaunch.infra import aws as awsmod, catalog, remote, spec as specs, wait
-from mxlaunch.infra.aws import Aws
+from mxlaunch.infra.cloud import aws as awsmod, catalog, install as remote, spec as specs, wait
+from mxlaunch.infra.cloud.aws import Aws
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 

@@ -15,9 +15,9 @@ import pytest
 
 from aws_fixtures import AMI, CIDR, TAG, launch, plain_client, up_args
 from mxlaunch.errors import UsageError
-from mxlaunch.infra import spec as specs
-from mxlaunch.infra.userdata import render_user_data
-from mxlaunch.launcher.render import render
+from mxlaunch.infra.cloud import spec as specs
+from mxlaunch.infra.cloud.userdata import render_user_data
+from mxlaunch.templates import render
 
 DEADLINE = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 EPOCH = int(DEADLINE.timestamp())
@@ -159,7 +159,7 @@ def test_apt_wait_is_bounded(tmp_path):
 
 @pytest.mark.aws
 def test_status_shows_the_deadline_the_instances_carry_and_what_bills_after_it(moto_aws, aws_env, monkeypatch):
-    import mxlaunch.infra.provision as provision
+    import mxlaunch.infra.cloud.provision as provision
     start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=3)
     monkeypatch.setattr(provision, "CLOCK", lambda: start)  # `up` ran 3 hours ago with --max-hours 2
     args = up_args("dl", 2, "--max-hours", "2")

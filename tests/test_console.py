@@ -4,11 +4,11 @@ import io
 
 import pytest
 
-from mxlaunch.launcher import summary
-from mxlaunch.launcher.hosts import Host, parse_hosts
-from mxlaunch.launcher.output import RoleOutputSink, is_engine_chatter, times_path
-from mxlaunch.launcher.plan import JobSpec, node_ports, plan_job, rank_order
-from mxlaunch.launcher.progress import Progress
+from mxlaunch.launcher.jobs import summary
+from mxlaunch.infra.transport.hosts import Host, parse_hosts
+from mxlaunch.launcher.jobs.output import RoleOutputSink, is_engine_chatter, times_path
+from mxlaunch.launcher.jobs.plan import JobSpec, node_ports, plan_job, rank_order
+from mxlaunch.launcher.jobs.progress import Progress
 
 PS_LITE = [
     "[03:34:15] ../3rdparty/ps-lite/src/van.cc:310: Bind to role=scheduler, id=1, ip=127.0.0.1, port=26957, is_recovery=0",
@@ -146,6 +146,6 @@ def test_workers_are_numbered_in_ps_lites_rank_order_with_ports_ascending():
 
 def test_a_user_port_is_refused():
     from mxlaunch.errors import UsageError
-    from mxlaunch.launcher.plan import parse_env_pair
+    from mxlaunch.launcher.jobs.plan import parse_env_pair
     with pytest.raises(UsageError, match="set by the launcher"):
         parse_env_pair("PORT=1234")

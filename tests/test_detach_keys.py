@@ -16,11 +16,12 @@ import paramiko
 import pytest
 
 from mxlaunch.errors import UsageError
-from mxlaunch.launcher import rundir, runstate, train_cmd
-from mxlaunch.launcher.remote import detach as starter
-from mxlaunch.launcher.ssh import SSHOptions
-from mxlaunch.launcher.target import JobTarget
-from mxlaunch.testing.jobs import launch_argv
+from mxlaunch.launcher.jobs import rundir, launcher_record as runstate
+from mxlaunch.launcher.cli import train as train_cmd
+from mxlaunch.infra.transport.remote import detach_starter as starter
+from mxlaunch.infra.transport.ssh import SSHOptions
+from mxlaunch.infra.transport.target import JobTarget
+from testkit.jobs import launch_argv
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,8 +102,7 @@ def test_a_resumed_detached_runs_new_start_record_wins_over_its_old_launcher_jso
 @pytest.fixture
 def cluster_state(tmp_path, monkeypatch):
     """MXLAUNCH_HOME with cluster c1's own key, unencrypted (as `up` saves it)."""
-    from mxlaunch.infra import state
-
+    from mxlaunch.infra.cloud import local_state as state
     monkeypatch.setenv("MXLAUNCH_HOME", str(tmp_path / "home"))
     path = state.key_path("c1")
     path.parent.mkdir(parents=True)
@@ -115,8 +115,7 @@ def _target(key=None):
 
 
 def test_only_the_clusters_own_key_without_a_passphrase_goes_to_instance0(cluster_state, tmp_path):
-    from mxlaunch.infra import detach
-
+    from mxlaunch.launcher.jobs import detached as detach
     assert detach.cluster_key("c1", _target(str(cluster_state))) == str(cluster_state)
     personal = tmp_path / "id_personal"
     paramiko.ECDSAKey.generate().write_private_key_file(str(personal))
@@ -174,8 +173,7 @@ class LocalSFTP:
 
 
 def test_the_key_is_0600_before_its_first_byte_in_a_0700_folder_of_its_run(tmp_path):
-    from mxlaunch.infra import detach
-
+    from mxlaunch.launcher.jobs import detached as detach
     sftp = LocalSFTP(tmp_path)
     folder = detach._private_folder(sftp, "c1", "r1")
     assert folder == str(tmp_path / ".mxlaunch" / "detach" / "c1" / "r1")
@@ -235,7 +233,7 @@ def test_the_starter_resumes_a_run_appending_to_its_console(tmp_path):
     config = {"run_dir": str(run_dir), "options": ["--no-such-option"], "command": [], "resume": True}
 
     def start():
-        return subprocess.run([sys.executable, "-m", "mxlaunch.launcher.remote.detach"], input=json.dumps(config),
+        return subprocess.run([sys.executable, "-m", "mxlaunch.infra.transport.remote.detach_starter"], input=json.dumps(config),
                               capture_output=True, text=True, timeout=30)
 
     refused = start()
@@ -284,8 +282,8 @@ def test_resume_moves_only_a_hosts_job(tmp_path, target, mode, why):
 
 
 def test_a_detached_resume_starts_the_runs_launcher_on_the_hosts_as_they_are(monkeypatch, cluster_state):
-    from mxlaunch.infra import detach
-    from mxlaunch.launcher.hosts import parse_hosts
+    from mxlaunch.launcher.jobs import detached as detach
+    from mxlaunch.infra.transport.hosts import parse_hosts
 
     seen = {}
     monkeypatch.setattr(detach, "_start", lambda name, target, hosts, run, options, config: seen.update(

@@ -21,7 +21,7 @@ import sys
 
 import pytest
 
-from mxlaunch.testing.pins import pins_key
+from testkit.pins import pins_key
 
 from conftest import trainer_env
 

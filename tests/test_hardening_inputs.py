@@ -11,9 +11,10 @@ import pytest
 
 from conftest import run_trainer
 from mxlaunch.exits import Exit
-from mxlaunch.launcher import rundir
-from mxlaunch.launcher.hosts import HostfileError, parse_hosts
-from mxlaunch.launcher.plan import masked
+from mxlaunch.launcher.jobs import rundir
+from mxlaunch.infra.transport.hosts import HostfileError, parse_hosts
+from mxlaunch.launcher.jobs.plan import masked
+from mxlaunch.files import open_new
 
 SECRET = "s3cr3t-v4lue-9f2"
 
@@ -162,7 +163,7 @@ def test_files_are_never_written_through_a_symlink(tmp_path):
     (run_dir / "logs").mkdir(parents=True)
     os.symlink(target, run_dir / "summary.json")
     with pytest.raises(Exception, match="symbolic link"):
-        with rundir.open_new(str(run_dir / "summary.json")) as f:
+        with open_new(str(run_dir / "summary.json")) as f:
             f.write("x")
     with pytest.raises(Exception, match="symbolic link"):
         rundir.prepare(str(run_dir), resume=True)

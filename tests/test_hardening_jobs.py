@@ -14,7 +14,7 @@ import time
 
 from conftest import run_trainer
 from mxlaunch.exits import Exit
-from mxlaunch.testing.jobs import end_launch, launch_argv, run_launch
+from testkit.jobs import end_launch, launch_argv, run_launch
 
 # A role program: only the worker does something (the scheduler and server of a job exit 0 at once).
 ROLE = "import os, sys\nif os.environ.get('DMLC_ROLE') != 'worker': sys.exit(0)\n"

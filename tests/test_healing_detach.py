@@ -16,11 +16,11 @@ import pytest
 
 from digits_recipe import fit_args, read_metrics
 from fixtures_box import NO_IMDS
-from mxlaunch.testing.jobs import wait_for
-from mxlaunch.testing.streams import Output
+from testkit.jobs import wait_for
+from testkit.streams import Output
 
 pytestmark = [pytest.mark.bed, pytest.mark.aws, pytest.mark.slow, pytest.mark.timeout(600)]
-RUNS = "/efs/mxlaunch/work/runs"  # mxlaunch.infra.detach.RUNS, as the hosts see it
+RUNS = "/efs/mxlaunch/work/runs"  # mxlaunch.launcher.jobs.detached.RUNS, as the hosts see it
 DETACH_LIMIT = 5.0  # the promise: the command returns within 5 s
 
 

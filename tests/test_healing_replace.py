@@ -17,8 +17,8 @@ import yaml
 
 from digits_recipe import EPOCHS, fit_args, read_metrics
 from fixtures_box import NO_IMDS
-from mxlaunch.testing import procs
-from mxlaunch.testing.jobs import end_launch, summary, wait_for
+from testkit import procs
+from testkit.jobs import end_launch, summary, wait_for
 
 pytestmark = [pytest.mark.bed, pytest.mark.aws, pytest.mark.slow, pytest.mark.timeout(900)]
 EPOCH = re.compile(r"Epoch\[(\d+)\]")

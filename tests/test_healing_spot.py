@@ -16,10 +16,10 @@ import uuid
 import pytest
 
 from digits_recipe import fit_args, read_metrics
-from mxlaunch.testing import imds
-from mxlaunch.testing.image import inside_argv
-from mxlaunch.testing.jobs import end_launch, read_log, summary, wait_for
-from mxlaunch.testing.streams import Output
+from testkit import imds
+from testkit.image import inside_argv
+from testkit.jobs import end_launch, read_log, summary, wait_for
+from testkit.streams import Output
 
 pytestmark = [pytest.mark.bed, pytest.mark.aws, pytest.mark.slow, pytest.mark.timeout(900)]
 IMDS_PORT = 18169  # on the noticed host's own loopback (a namespace of its own: nothing else listens there)

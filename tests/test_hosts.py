@@ -2,8 +2,8 @@
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.launcher.hosts import Host, HostfileError, parse_host, parse_hostfile_text, parse_hosts, place
-from mxlaunch.launcher.render import render
+from mxlaunch.infra.transport.hosts import Host, HostfileError, parse_host, parse_hostfile_text, parse_hosts, place
+from mxlaunch.templates import render
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -99,7 +99,7 @@ def test_cli_shows_one_line_and_exit_2(tmp_path):
     import sys
     path = write(tmp_path, "ok\nhost:abc\n")
     code = ("from mxlaunch.errors import run_cli; import click\n"
-            "from mxlaunch.launcher.hosts import parse_hosts\n"
+            "from mxlaunch.infra.transport.hosts import parse_hosts\n"
             "@click.command()\n@click.argument('spec')\ndef c(spec): parse_hosts(spec)\n"
             "run_cli(c, 'launch', [%r])" % path)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)

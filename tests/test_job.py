@@ -9,12 +9,12 @@ import signal
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.launcher import summary
+from mxlaunch.launcher.jobs import summary
 from job_fakes import (FIRST_PORT, SECOND_PORT, SETTINGS, bind_line, binds, connected_line, exits, make_job, names,
                        node_bind_line, run, runs_until_stopped)
-from mxlaunch.launcher.job import TICK, JobSettings, Reason, SignalReceived
-from mxlaunch.launcher.attempt import final_message
-from mxlaunch.launcher.restarts import restartable
+from mxlaunch.launcher.jobs.job import TICK, JobSettings, Reason, SignalReceived
+from mxlaunch.launcher.jobs.attempt import final_message
+from mxlaunch.launcher.jobs.restarts import restartable
 
 # ------------------------------------------------------------------------------------------ start order
 

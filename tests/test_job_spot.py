@@ -9,14 +9,14 @@ import subprocess
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.launcher import restarts, summary, workload
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.job import TICK, Reason, SignalReceived
-from mxlaunch.launcher.local_runner import LocalRoleHandle
-from mxlaunch.launcher.plan import JobSpec, plan_job
-from mxlaunch.launcher.runner import SpotNotice
-from mxlaunch.launcher.spot import SPOT_WAIT
-from mxlaunch.launcher.ssh_runner import SSHRoleHandle
+from mxlaunch.launcher.jobs import restarts, summary, workload
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.launcher.jobs.job import TICK, Reason, SignalReceived
+from mxlaunch.infra.transport.local_runner import LocalRoleHandle
+from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+from mxlaunch.infra.transport.runner import SpotNotice
+from mxlaunch.launcher.jobs.spot import SPOT_WAIT
+from mxlaunch.infra.transport.ssh_runner import SSHRoleHandle
 from job_fakes import SETTINGS, binds, connected_line, make_job, run, runs_until_stopped, trains
 
 SPOT_SETTINGS = dataclasses.replace(SETTINGS, spot_poll=0.5, spot_wait=SPOT_WAIT)
@@ -237,7 +237,7 @@ def test_the_restart_command_and_record_carry_the_batch():
 def test_training_under_way_is_read_from_the_trainers_own_lines():
     """Rank 0 may be asked once its `rank R of N:` line is out (its kvstore is up; the SIGUSR1 handler was
     installed first thing), or a batch or epoch line; not before (e.g. `Learning rate=` comes earlier)."""
-    from mxlaunch.launcher.spot import TRAINED
+    from mxlaunch.launcher.jobs.spot import TRAINED
     ready = [b"2026-11-27 12:00:01,5 Node[0] rank 0 of 2: 1438 examples, 45 updates (global batches of 2 x 16) "
              b"per epoch, epochs 0..9", b"Node[0] Epoch[3] Batch [20-40]\tSpeed: 1.0 samples/sec",
              b"Node[0] Epoch[3] Train-accuracy=0.9"]

@@ -12,12 +12,12 @@ import pytest
 
 from mxlaunch.errors import UsageError
 from mxlaunch.exits import Exit
-from mxlaunch.launcher import checkpoints, rundir
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.plan import JobSpec, plan_job
-from mxlaunch.launcher.ssh import SSHOptions
-from mxlaunch.launcher.target import ssh_target
-from mxlaunch.testing.jobs import launch_argv
+from mxlaunch.launcher.jobs import checkpoints, rundir
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+from mxlaunch.infra.transport.ssh import SSHOptions
+from mxlaunch.infra.transport.target import ssh_target
+from testkit.jobs import launch_argv
 
 EMPTY_PARAMS = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # a whole MXNet .params file holding no arrays
 HOSTS = (Host("10.0.0.1", user="ubuntu", slots=1), Host("10.0.0.2", user="ubuntu", slots=1))

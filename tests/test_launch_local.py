@@ -16,10 +16,10 @@ import time
 import pytest
 import yaml
 
-from mxlaunch.testing.jobs import (LONG_JOB, PUSHPULL, QUIET_ENV, TEARDOWN_LIMIT, TORTURE_ARGS, end_launch, finish,
+from testkit.jobs import (LONG_JOB, PUSHPULL, QUIET_ENV, TEARDOWN_LIMIT, TORTURE_ARGS, end_launch, finish,
                                    job_id_of, job_processes, launch_argv, launched, masked_plan, read_log, role_pid, run_launch,
                                    seconds_until_gone, start_launch, summary, wait_for)
-from mxlaunch.testing.scan import SecretScan, secret_with_marker
+from testkit.scan import SecretScan, secret_with_marker
 
 ROLES = {"scheduler", "server-0", "worker-0", "worker-1"}
 AGREE = 0.5  # how far the launcher's own teardown figure may be from the one measured from outside

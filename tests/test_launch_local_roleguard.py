@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from mxlaunch.testing import procs
-from mxlaunch.testing.procs import alive
-from mxlaunch.testing.jobs import wait_for
-from mxlaunch.testing.streams import Output
-from mxlaunch.launcher.remote import roleguard
-
+from testkit import procs
+from testkit.procs import alive
+from testkit.jobs import wait_for
+from testkit.streams import Output
+from mxlaunch.infra.transport.remote import roleguard
 GUARD = os.path.abspath(roleguard.__file__)
 TOKEN = "t0k3n"
 MARK = "ROLEGUARD_TEST"  # in every guard's environment, so its role's too: what the test leaves, teardown finds

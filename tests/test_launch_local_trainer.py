@@ -15,7 +15,7 @@ import time
 import pytest
 
 from digits_recipe import EPOCHS, STEPS, TRAIN_EXAMPLES, RecipeRun, fit_args, read_metrics as metrics
-from mxlaunch.testing.jobs import job_processes, read_log, run_launch
+from testkit.jobs import job_processes, read_log, run_launch
 
 BATCH = RecipeRun.BATCH  # the global batch: 2 x 16 in the job, 32 in the plain run
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def test_two_workers_reach_97_percent_within_1_5_points_of_one_worker(runs):
 
 @pytest.mark.timeout(300)
 def test_console_is_quiet_worker_0_is_rank_0_and_the_end_reports_the_accuracy(runs, tmp_path):
-    from mxlaunch.launcher.output import is_engine_chatter
+    from mxlaunch.launcher.jobs.output import is_engine_chatter
     run_dir, out = runs["run_dir"], runs["out"]
     shown = [line.split("] ", 1)[1] for line in out.splitlines() if line.startswith("[")]
     assert not [line for line in shown if is_engine_chatter(line)]  # no ps-lite line on the console ...

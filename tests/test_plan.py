@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from mxlaunch.exits import Exit
-from mxlaunch.launcher import ports, rundir
+from mxlaunch.launcher.jobs import ports, rundir
 from mxlaunch.errors import UsageError
-from mxlaunch.launcher.hosts import Host, parse_hosts
-from mxlaunch.launcher.plan import JobSpec, masked, parse_env_pair, plan_job
+from mxlaunch.infra.transport.hosts import Host, parse_hosts
+from mxlaunch.launcher.jobs.plan import JobSpec, masked, parse_env_pair, plan_job
 
 EMPTY_PARAMS = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # a whole MXNet .params file holding no arrays
 

@@ -5,8 +5,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from mxlaunch.launcher import plotting
-from mxlaunch.launcher.plot_cmd import plot
+from mxlaunch.launcher.jobs import plotting
+from mxlaunch.launcher.cli.plot import plot
 
 A = [{"epoch": e, "lr": lr, "train-accuracy": t, "validation-accuracy": v}
      for e, lr, t, v in ((0, 0.1, 0.5, 0.6), (1, 0.1, 0.8, 0.9), (2, 0.01, 0.9, 0.95), (3, 0.01, 0.92, 0.94))]

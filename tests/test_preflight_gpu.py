@@ -11,14 +11,15 @@ import sys
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.infra import remote
-from mxlaunch.launcher import gpu_check, preflight
-from mxlaunch.launcher.hosts import Host, place
-from mxlaunch.launcher.remote import host_check
-from mxlaunch.launcher.plan import JobSpec
-from mxlaunch.launcher.ssh import Connection, HostResults, SSHOptions, connect_all
-from mxlaunch.testing import bed as testbed
-from mxlaunch.testing.jobs import PY, run_launch, ssh_args
+from mxlaunch.infra.cloud import install as remote
+from mxlaunch.infra.transport import gpu_check
+from mxlaunch.launcher.jobs import preflight
+from mxlaunch.infra.transport.hosts import Host, place
+from mxlaunch.infra.transport.remote import host_check
+from mxlaunch.launcher.jobs.plan import JobSpec
+from mxlaunch.infra.transport.ssh import Connection, HostResults, SSHOptions, connect_all
+from testkit import bed as testbed
+from testkit.jobs import PY, run_launch, ssh_args
 
 pytest_plugins = ["fixtures_ssh"]
 pytestmark = pytest.mark.timeout(120)

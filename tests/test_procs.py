@@ -10,9 +10,9 @@ import textwrap
 
 import pytest
 
-from mxlaunch.testing import procs
-from mxlaunch.testing.jobs import job_id_of, job_processes, wait_for
-from mxlaunch.testing.streams import Output
+from testkit import procs
+from testkit.jobs import job_id_of, job_processes, wait_for
+from testkit.streams import Output
 
 pytestmark = pytest.mark.timeout(60)
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -71,7 +71,7 @@ def test_a_run_killed_during_a_long_job_leaves_nothing_for_the_next_run(tmp_path
     long_job = tmp_path / "test_long_job.py"
     long_job.write_text(textwrap.dedent(f"""
         import time
-        from mxlaunch.testing.jobs import start_launch
+        from testkit.jobs import start_launch
         def test_long_job():
             launcher = start_launch("train", "--local", "-n", "1", "-s", "1", "--run-dir", {str(run_dir)!r}, "--",
                                     "sleep", "300")

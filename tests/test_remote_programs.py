@@ -1,4 +1,4 @@
-"""The programs the launcher sends to the hosts (launcher/remote/), run here exactly as shipped: their source
+"""The programs the launcher sends to the hosts (infra/transport/remote/), run here exactly as shipped: their source
 as `python -S -c SOURCE` (-S: no site-packages, a bare Python with nothing of ours), request in, reply out.
 The role guard has its own file (test_launch_local_roleguard.py)."""
 import errno
@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from mxlaunch.launcher.remote import host_check, port_listener, source
-
+from mxlaunch.infra.transport.remote import host_check, port_listener, source
 pytestmark = pytest.mark.timeout(60)
 
 TEST_NET = "203.0.113.77"  # TEST-NET-3: never an address of this machine, never routed

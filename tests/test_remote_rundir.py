@@ -6,10 +6,10 @@ import os
 import pytest
 import yaml
 
-from mxlaunch.launcher import rundir
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.plan import JobSpec, plan_job
-from mxlaunch.launcher.target import ssh_target
+from mxlaunch.launcher.jobs import rundir
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+from mxlaunch.infra.transport.target import ssh_target
 from mxlaunch.trainer.metrics_file import MetricsFile, read
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,7 +43,7 @@ def test_remote_roles_get_their_hosts_run_directory_never_the_launchers():
 
 
 def test_job_yaml_records_the_remote_run_directory_and_where_the_job_ran(tmp_path):
-    from mxlaunch.launcher.ssh import SSHOptions
+    from mxlaunch.infra.transport.ssh import SSHOptions
 
     run_dir = rundir.prepare(str(tmp_path / "run"))
     target = ssh_target(HOSTS, "/efs/work", "/efs/venv/bin/python",
@@ -71,7 +71,7 @@ def test_metrics_that_cannot_be_written_are_a_warning_not_a_dead_rank_0(tmp_path
 
 
 def test_a_bare_trainer_or_python_on_remote_hosts_is_the_one_beside_the_jobs_interpreter():
-    from mxlaunch.launcher.train_cmd import _on_hosts
+    from mxlaunch.launcher.cli.train import _on_hosts
 
     target = ssh_target(HOSTS, "/efs/work", "/efs/venv/bin/python", None)
     assert _on_hosts(("trainer", "fit"), target) == ("/efs/venv/bin/trainer", "fit")

@@ -10,12 +10,12 @@ import time
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.launcher import restarts, summary
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.job import JobOutcome, Reason
-from mxlaunch.launcher.plan import JobSpec, plan_job
-from mxlaunch.launcher.restarts import RestartPolicy, ResumePoint, run_with_restarts
-from mxlaunch.launcher.runner import RoleResult
+from mxlaunch.launcher.jobs import restarts, summary
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.launcher.jobs.job import JobOutcome, Reason
+from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+from mxlaunch.launcher.jobs.restarts import RestartPolicy, ResumePoint, run_with_restarts
+from mxlaunch.infra.transport.runner import RoleResult
 
 SPEC = JobSpec(command=("python", "train.py"), num_workers=2, num_servers=1, hosts=(Host.loopback(slots=2),))
 
@@ -231,7 +231,7 @@ def _stderr_lines(proc):
 @pytest.mark.timeout(400)
 def test_a_killed_worker_costs_one_restart_and_the_job_still_reaches_97_percent(digits_dir, tmp_path):
     from digits_recipe import BASE_LR, EPOCHS, FACTOR, STEPS, TRAIN_EXAMPLES, fit_args
-    from mxlaunch.testing.jobs import end_launch, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for
+    from testkit.jobs import end_launch, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for
 
     run_dir, prefix, batch = str(tmp_path / "run"), str(tmp_path / "ckpt" / "digits"), 16
     proc = start_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, "--max-restarts", "2",
@@ -278,7 +278,7 @@ def test_a_killed_worker_costs_one_restart_and_the_job_still_reaches_97_percent(
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_third_failure_with_two_restarts_ends_the_launch_naming_it(tmp_path):
-    from mxlaunch.testing.jobs import PUSHPULL, PY, QUIET_ENV, job_processes, run_launch
+    from testkit.jobs import PUSHPULL, PY, QUIET_ENV, job_processes, run_launch
 
     run_dir = str(tmp_path / "run")
     rc, out, err = run_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, *QUIET_ENV,
@@ -297,7 +297,7 @@ def test_a_third_failure_with_two_restarts_ends_the_launch_naming_it(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_ctrl_c_while_waiting_to_restart_exits_130_with_nothing_left(tmp_path):
-    from mxlaunch.testing.jobs import (PUSHPULL, PY, QUIET_ENV, end_launch, job_id_of, job_processes,
+    from testkit.jobs import (PUSHPULL, PY, QUIET_ENV, end_launch, job_id_of, job_processes,
                                        start_launch, wait_for)
 
     run_dir = str(tmp_path / "run")

@@ -8,14 +8,13 @@ import struct
 import pytest
 import yaml
 
-from mxlaunch.launcher import checkpoints, workload
-from mxlaunch.launcher.checkpoints import Checkpoint, Older
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.plan import JobSpec
-from mxlaunch.launcher.ssh import SSHOptions
-from mxlaunch.launcher.target import ssh_target
-from mxlaunch.testing import bed as testbed
-
+from mxlaunch.launcher.jobs import checkpoints, workload
+from mxlaunch.launcher.jobs.checkpoints import Checkpoint, Older
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.launcher.jobs.plan import JobSpec
+from mxlaunch.infra.transport.ssh import SSHOptions
+from mxlaunch.infra.transport.target import ssh_target
+from testkit import bed as testbed
 WHOLE = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # a whole MXNet .params file holding no arrays
 OLD, NEW = (1000, 8), (2000, 8)  # (mtime, size) of a params file before the job started, and rewritten since
 A, B, C = (Host(f"10.0.0.{i}", slots=1) for i in (1, 2, 3))
@@ -142,7 +141,7 @@ sys.exit(3)
 
 @pytest.mark.timeout(90)
 def test_a_restart_resumes_from_this_jobs_checkpoint_not_an_older_runs_newer_one(tmp_path):
-    from mxlaunch.testing.jobs import PY, job_processes, run_launch, summary
+    from testkit.jobs import PY, job_processes, run_launch, summary
 
     ckpt, run_dir = tmp_path / "ckpt", str(tmp_path / "run")
     ckpt.mkdir()

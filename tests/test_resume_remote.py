@@ -8,13 +8,12 @@ import pytest
 import yaml
 
 from mxlaunch.errors import UsageError
-from mxlaunch.launcher import checkpoints, rundir
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.plan import JobSpec, plan_job
-from mxlaunch.launcher.ssh import SSHOptions
-from mxlaunch.launcher.target import ssh_target
-from mxlaunch.testing import bed as testbed
-
+from mxlaunch.launcher.jobs import checkpoints, rundir
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+from mxlaunch.infra.transport.ssh import SSHOptions
+from mxlaunch.infra.transport.target import ssh_target
+from testkit import bed as testbed
 EMPTY_PARAMS = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # a whole MXNet .params file holding no arrays
 
 pytestmark = pytest.mark.timeout(60)
@@ -84,9 +83,8 @@ def test_the_remote_run_directory_is_reused_on_resume_unless_the_workdir_moves(t
 
 
 def test_a_cluster_job_resumes_on_the_cluster_resolved_again(tmp_path, monkeypatch):
-    from mxlaunch.infra import targets
-    from mxlaunch.launcher import train_cmd
-
+    from mxlaunch.infra.cloud import cluster_target as targets
+    from mxlaunch.launcher.cli import train as train_cmd
     run_dir = _ran(tmp_path, cluster="c1")
     moved = (Host("10.9.0.7", user="ubuntu"),)  # the cluster's instances now have other addresses
     resolved = []
@@ -101,7 +99,7 @@ def test_a_cluster_job_resumes_on_the_cluster_resolved_again(tmp_path, monkeypat
 
 
 def test_the_launch_train_resume_flags(tmp_path):
-    from mxlaunch.testing.jobs import run_launch
+    from testkit.jobs import run_launch
 
     rc, _, err = run_launch("train", "--num-epochs", "3", "--local", "-n", "1", "--", "true", timeout=30)
     assert rc == 2 and "--num-epochs goes with --resume" in err

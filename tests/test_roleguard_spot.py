@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from mxlaunch.launcher.remote import roleguard
-from mxlaunch.testing import procs
-from mxlaunch.testing.imds import SPOT_PATH, TOKEN_PATH, ImdsStub
-from mxlaunch.testing.jobs import wait_for
-from mxlaunch.testing.streams import Output
+from mxlaunch.infra.transport.remote import roleguard
+from testkit import procs
+from testkit.imds import SPOT_PATH, TOKEN_PATH, ImdsStub
+from testkit.jobs import wait_for
+from testkit.streams import Output
 
 GUARD = os.path.abspath(roleguard.__file__)
 TOKEN = "sp0t"

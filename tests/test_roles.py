@@ -1,10 +1,10 @@
 """Role names are made and read in one place (`RoleId`): names, labels, parsing and order agree everywhere."""
 import pytest
 
-from mxlaunch.launcher import logs_cmd
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.plan import JobSpec, plan_job
-from mxlaunch.launcher.roles import SCHEDULER_ID, RoleId
+from mxlaunch.launcher.cli import logs as logs_cmd
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+from mxlaunch.infra.transport.roles import SCHEDULER_ID, RoleId
 
 
 def test_names_labels_and_parse_round_trip():

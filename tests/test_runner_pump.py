@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.plan import Role
-from mxlaunch.launcher.runner import Events, GuardSession, RoleEnded, RoleLaunch, RoleOutput, pump_guard_output
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.infra.transport.roles import Role
+from mxlaunch.infra.transport.runner import Events, GuardSession, RoleEnded, RoleLaunch, RoleOutput, pump_guard_output
 
 
 class BreaksAfterOneLine(io.RawIOBase):

@@ -7,9 +7,9 @@ import sys
 
 from click.testing import CliRunner
 
-from mxlaunch.launcher import runstate
-from mxlaunch.launcher.logs_cmd import logs
-from mxlaunch.launcher.runs_cmd import runs
+from mxlaunch.launcher.jobs import launcher_record as runstate
+from mxlaunch.launcher.cli.logs import logs
+from mxlaunch.launcher.cli.runs import runs
 
 
 def make_run(parent, name, start=None, reason=None, epochs=0, validation=None, seconds=None, launcher_pid=None,

@@ -1,4 +1,4 @@
-"""Whether a run's launcher still runs (launcher/runstate.py), as `launch logs --follow` and `launch runs` see it."""
+"""Whether a run's launcher still runs (launcher/jobs/launcher_record.py), as `launch logs --follow` and `launch runs` see it."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ import sys
 
 from click.testing import CliRunner
 
-from mxlaunch.launcher import logs_cmd, runstate
+from mxlaunch.launcher.cli import logs as logs_cmd
 
-
+from mxlaunch.launcher.jobs import launcher_record as runstate
 def _record(run_dir, pid):
     with open(runstate.launcher_path(str(run_dir)), "w") as f:
         json.dump({"pid": pid, "process_start": runstate.process_start(pid)}, f)

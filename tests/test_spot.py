@@ -7,8 +7,8 @@ in a box (tests/test_healing_spot.py); the exact mid-epoch resume is tests/test_
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.testing.imds import ImdsStub
-from mxlaunch.testing.jobs import PUSHPULL, PY, QUIET_ENV, job_processes, run_launch, summary
+from testkit.imds import ImdsStub
+from testkit.jobs import PUSHPULL, PY, QUIET_ENV, job_processes, run_launch, summary
 
 
 @pytest.mark.timeout(120)

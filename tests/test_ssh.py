@@ -1,14 +1,14 @@
-"""mxlaunch.launcher.ssh against real sshd hosts of the bed: keys, agent, ssh config, host-key checking, failures."""
+"""mxlaunch.infra.transport.ssh against real sshd hosts of the bed: keys, agent, ssh config, host-key checking, failures."""
 import os
 import subprocess
 import time
 
 import pytest
 
-from mxlaunch.testing import bed as testbed
-from mxlaunch.launcher.hosts import Host
+from testkit import bed as testbed
+from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.exits import Exit
-from mxlaunch.launcher.ssh import SSHConnectError, SSHOptions, connect_all, resolve
+from mxlaunch.infra.transport.ssh import SSHConnectError, SSHOptions, connect_all, resolve
 
 pytestmark = [pytest.mark.bed, pytest.mark.timeout(60), pytest.mark.usefixtures("no_agent")]
 
@@ -183,7 +183,7 @@ def test_ssh_agent_keys_are_used(bed, tmp_path, monkeypatch):
 
 
 def test_ipv6_hosts_in_brackets_with_a_port_and_bare(bed):
-    from mxlaunch.launcher.hosts import parse_hosts
+    from mxlaunch.infra.transport.hosts import parse_hosts
     m0, m1 = bed.members[0], bed.members[1]
     hosts = parse_hosts(f"root@[{m0.address6}]:22,root@{m1.address6}")
     assert hosts == (Host(m0.address6, user="root", port=22), Host(m1.address6, user="root"))

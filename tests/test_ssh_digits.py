@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from digits_recipe import fit_args, read_metrics
-from mxlaunch.testing import bed as testbed
-from mxlaunch.testing.jobs import read_log, run_launch, ssh_args
+from testkit import bed as testbed
+from testkit.jobs import read_log, run_launch, ssh_args
 
 pytestmark = [pytest.mark.bed, pytest.mark.slow, pytest.mark.usefixtures("no_agent")]
 

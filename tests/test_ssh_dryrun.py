@@ -7,8 +7,7 @@ import sys
 import pytest
 import yaml
 
-from mxlaunch.launcher.remote import roleguard
-
+from mxlaunch.infra.transport.remote import roleguard
 pytestmark = pytest.mark.timeout(60)
 
 

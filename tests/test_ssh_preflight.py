@@ -6,12 +6,12 @@ import time
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.launcher import preflight
-from mxlaunch.launcher.hosts import place
-from mxlaunch.launcher.plan import JobSpec, plan_job
-from mxlaunch.launcher.ssh import SSHOptions, connect_all
-from mxlaunch.testing import bed as testbed
-from mxlaunch.testing.jobs import PY, run_launch, ssh_args
+from mxlaunch.launcher.jobs import preflight
+from mxlaunch.infra.transport.hosts import place
+from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+from mxlaunch.infra.transport.ssh import SSHOptions, connect_all
+from testkit import bed as testbed
+from testkit.jobs import PY, run_launch, ssh_args
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.bed, pytest.mark.usefixtures("no_agent")]
 

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from mxlaunch.testing import bed as testbed
-from mxlaunch.testing.jobs import run_launch, ssh_args
+from testkit import bed as testbed
+from testkit.jobs import run_launch, ssh_args
 
 pytestmark = [pytest.mark.bed, pytest.mark.timeout(90), pytest.mark.usefixtures("no_agent")]
 

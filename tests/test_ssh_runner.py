@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from mxlaunch.launcher.ssh import SSHOptions, connect_all
-from mxlaunch.testing import bed as testbed
-from mxlaunch.testing.jobs import (LONG_JOB, PUSHPULL, PY, QUIET_ENV, TEARDOWN_LIMIT, TORTURE_ARGS, finish, job_id_of, masked_plan,
+from mxlaunch.infra.transport.ssh import SSHOptions, connect_all
+from testkit import bed as testbed
+from testkit.jobs import (LONG_JOB, PUSHPULL, PY, QUIET_ENV, TEARDOWN_LIMIT, TORTURE_ARGS, finish, job_id_of, masked_plan,
                                    job_processes, launched, read_log, role_pid, run_launch, seconds_until_gone,
                                    ssh_args, summary)
-from mxlaunch.testing.scan import SecretScan, secret_with_marker
+from testkit.scan import SecretScan, secret_with_marker
 
 pytestmark = [pytest.mark.bed, pytest.mark.usefixtures("no_agent")]
 
@@ -188,7 +188,7 @@ def test_silent_partition_of_a_host_is_detected_and_the_job_stopped(bed, tmp_pat
     """No FIN, no RST: the launcher's ping gets no answer within 8 s, it stops every other host and exits
     naming the lost host. The cut-off host cannot be told anything: its roles go once the network heals
     (the launcher's FIN or RST then reaches its sshd, whose closing pipes stop the guard)."""
-    from mxlaunch.launcher.ssh_runner import PING_INTERVAL, PING_TIMEOUT
+    from mxlaunch.infra.transport.ssh_runner import PING_INTERVAL, PING_TIMEOUT
     run_dir = str(tmp_path / "partition")
     try:
         with launched(*ssh_args(bed, "--run-dir", run_dir, *QUIET_ENV), "--", *LONG_JOB, run_dir=run_dir) as proc:

@@ -3,9 +3,9 @@ import paramiko
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.launcher import preflight
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.ssh import SSHOptions, resolve
+from mxlaunch.launcher.jobs import preflight
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.infra.transport.ssh import SSHOptions, resolve
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -49,7 +49,7 @@ def test_table_has_one_row_per_host_and_one_line_per_extra_problem():
 def test_parallel_gives_every_item_its_result_error_or_timeout_without_waiting_for_stragglers():
     import threading
     import time
-    from mxlaunch.launcher.ssh import parallel
+    from mxlaunch.infra.transport.ssh import parallel
     release = threading.Event()
     started = time.monotonic()
 

@@ -1,6 +1,6 @@
-"""`launch stop RUN_DIR` (launcher/stop_cmd.py) on real local launchers, and the pieces of `launch train --detach`
-that run without a cluster: the starter (launcher/remote/detach.py) starting a real launcher in its own session
-with its environment through a pipe, and what mxlaunch/infra/detach.py hands it."""
+"""`launch stop RUN_DIR` (launcher/cli/stop.py) on real local launchers, and the pieces of `launch train --detach`
+that run without a cluster: the starter (infra/transport/remote/detach_starter.py) starting a real launcher in its own session
+with its environment through a pipe, and what launcher/jobs/detached.py hands it."""
 from __future__ import annotations
 
 import json
@@ -12,14 +12,16 @@ import sys
 import click
 import pytest
 
-from mxlaunch.launcher import runstate, stop_cmd, train_cmd
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.plan import JobSpec
-from mxlaunch.launcher.remote import detach as starter
-from mxlaunch.launcher.ssh import SSHOptions
-from mxlaunch.launcher.target import JobTarget
-from mxlaunch.testing import procs
-from mxlaunch.testing.jobs import (end_launch, finish, job_id_of, job_processes, launch_argv, start_launch, summary,
+from mxlaunch.launcher.jobs import launcher_record as runstate
+
+from mxlaunch.launcher.cli import stop as stop_cmd, train as train_cmd
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.launcher.jobs.plan import JobSpec
+from mxlaunch.infra.transport.remote import detach_starter as starter
+from mxlaunch.infra.transport.ssh import SSHOptions
+from mxlaunch.infra.transport.target import JobTarget
+from testkit import procs
+from testkit.jobs import (end_launch, finish, job_id_of, job_processes, launch_argv, start_launch, summary,
                                    wait_for)
 
 pytestmark = pytest.mark.timeout(120)
@@ -158,7 +160,7 @@ def test_the_starter_detaches_a_real_launcher_that_stop_ends(tmp_path):
               "environ": {"DETACH_WORKER": "w1"}, "extra": {"cluster": "here"},
               "options": ["--local", "-n", "1", "-s", "1", "--run-dir", run_dir, "--env-worker", "DETACH_WORKER"],
               "command": SLEEPER}
-    started = subprocess.run([sys.executable, "-m", "mxlaunch.launcher.remote.detach"], input=json.dumps(config),
+    started = subprocess.run([sys.executable, "-m", "mxlaunch.infra.transport.remote.detach_starter"], input=json.dumps(config),
                              capture_output=True, text=True, timeout=30)
     assert started.returncode == 0, started.stderr
     pid = json.loads(started.stdout)["pid"]
@@ -192,15 +194,14 @@ def test_the_starter_detaches_a_real_launcher_that_stop_ends(tmp_path):
 def test_the_starter_refuses_a_run_that_exists(tmp_path):
     (tmp_path / "runs" / "r1").mkdir(parents=True)
     config = {"run_dir": str(tmp_path / "runs" / "r1"), "options": [], "command": ["true"]}
-    started = subprocess.run([sys.executable, "-m", "mxlaunch.launcher.remote.detach"], input=json.dumps(config),
+    started = subprocess.run([sys.executable, "-m", "mxlaunch.infra.transport.remote.detach_starter"], input=json.dumps(config),
                              capture_output=True, text=True, timeout=30)
     assert started.returncode != 0 and "already exists" in started.stderr
 
 
 def test_logs_shows_a_detached_launchers_console_until_it_has_role_logs(tmp_path):
     from click.testing import CliRunner
-    from mxlaunch.launcher import logs_cmd
-
+    from mxlaunch.launcher.cli import logs as logs_cmd
     run_dir = str(tmp_path / "r1")
     console, record = runstate.detached_paths(run_dir)
     os.makedirs(os.path.dirname(console))
@@ -216,8 +217,7 @@ def test_logs_shows_a_detached_launchers_console_until_it_has_role_logs(tmp_path
 
 
 def test_runs_lists_a_detached_launcher_that_has_no_run_directory_yet(tmp_path):
-    from mxlaunch.launcher import runs_cmd
-
+    from mxlaunch.launcher.cli import runs as runs_cmd
     run_dir = str(tmp_path / "20260101-000000-abcd0123")
     os.makedirs(os.path.dirname(runstate.detached_paths(run_dir)[1]), exist_ok=True)
     runstate.record_detached(run_dir, os.getpid())
@@ -234,8 +234,7 @@ def _spec(**kw):
 
 
 def test_the_detached_launchers_options_hold_the_resolved_job_and_no_secret():
-    from mxlaunch.infra import detach
-
+    from mxlaunch.launcher.jobs import detached as detach
     target = JobTarget(hosts=_spec().hosts, python="/efs/mxlaunch/venv/bin/python", workdir="/efs/mxlaunch/work",
                        ssh=SSHOptions(key="/k", user="ubuntu"))
     spec = _spec(env=(("MXNET_USE_FUSION", "0"), ("TOKEN", "s3cr3t")), env_worker=(("W", "s3cr3t-w"),),
@@ -257,8 +256,7 @@ def test_the_detached_launchers_options_hold_the_resolved_job_and_no_secret():
 ])
 def test_what_a_detached_launcher_cannot_carry_is_refused_by_its_key(spec, why):
     from mxlaunch.errors import UsageError
-    from mxlaunch.infra import detach
-
+    from mxlaunch.launcher.jobs import detached as detach
     with pytest.raises(UsageError, match=why):
         s = _spec(**spec)
         detach._env_file_text(s.env)
@@ -268,8 +266,7 @@ def test_what_a_detached_launcher_cannot_carry_is_refused_by_its_key(spec, why):
 @pytest.mark.parametrize("run", ["", "../x", "a/b", ".detached", "-x"])
 def test_a_run_id_is_a_plain_name(run):
     from mxlaunch.errors import UsageError
-    from mxlaunch.infra import detach
-
+    from mxlaunch.launcher.jobs import detached as detach
     with pytest.raises(UsageError, match="expected a run id"):
         detach.run_dir_of(run)
 

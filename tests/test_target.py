@@ -1,4 +1,4 @@
-"""Where a job runs (launcher/target.py): --local, --hosts and --resume each resolve to one JobTarget
+"""Where a job runs (infra/transport/target.py): --local, --hosts and --resume each resolve to one JobTarget
 (--cluster's: tests/test_cluster_train.py)."""
 import os
 import struct
@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from mxlaunch.launcher import rundir
-from mxlaunch.launcher.checkpoints import Checkpoint
-from mxlaunch.launcher.hosts import Host
-from mxlaunch.launcher.plan import JobSpec, plan_job
-from mxlaunch.launcher.ssh import SSHOptions
-from mxlaunch.launcher.target import hosts_target, local_target
+from mxlaunch.launcher.jobs import rundir
+from mxlaunch.launcher.jobs.checkpoints import Checkpoint
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
+from mxlaunch.infra.transport.ssh import SSHOptions
+from mxlaunch.infra.transport.target import hosts_target, local_target
 
 EMPTY_PARAMS = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # a whole MXNet .params file holding no arrays
 

@@ -6,8 +6,7 @@ import textwrap
 
 import pytest
 
-from mxlaunch.testing import bed as testbed
-
+from testkit import bed as testbed
 pytestmark = [pytest.mark.bed, pytest.mark.timeout(60)]
 
 bed = testbed.bed_fixture(3)
@@ -87,7 +86,7 @@ def test_teardown_happens_even_when_the_test_fails(tmp_path):
     """A failing test that used the fixture: pytest reports the failure and the bed is still gone."""
     inner = tmp_path / "test_inner.py"
     inner.write_text(textwrap.dedent("""
-        from mxlaunch.testing import bed as testbed
+        from testkit import bed as testbed
         bed = testbed.bed_fixture(1)
         def test_fails(bed):
             open(%r, "w").write(bed.name)
@@ -107,7 +106,7 @@ def test_each_test_gets_the_bed_clean_and_one_that_leaves_a_process_errors(tmp_p
     inner = tmp_path / "test_inner.py"
     inner.write_text(textwrap.dedent("""
         import subprocess
-        from mxlaunch.testing import bed as testbed
+        from testkit import bed as testbed
         bed = testbed.bed_fixture(1)
         def test_leaves_a_process(bed):
             open(%r, "w").write(bed.name)
@@ -125,7 +124,7 @@ def test_each_test_gets_the_bed_clean_and_one_that_leaves_a_process_errors(tmp_p
 
 
 def test_a_bed_whose_owner_was_killed_is_swept_by_the_next_run(tmp_path):
-    code = ("import os, signal; from mxlaunch.testing import bed as testbed; b = testbed.up(2); "
+    code = ("import os, signal; from testkit import bed as testbed; b = testbed.up(2); "
             "print(b.name, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.returncode == -9

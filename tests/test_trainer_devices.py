@@ -15,7 +15,7 @@ import pytest
 
 from conftest import run_trainer, trainer_env
 from digits_recipe import EPOCHS, STEPS, fit_args, read_metrics
-from mxlaunch.testing.jobs import read_log
+from testkit.jobs import read_log
 from mxlaunch.trainer.config import FitConfig
 from test_trainer_errors import assert_one_line_error, train_args
 

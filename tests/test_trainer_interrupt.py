@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import run_trainer, trainer_env
-from mxlaunch.launcher.remote import checkpoint_scan
-from mxlaunch.testing.streams import Output
+from mxlaunch.infra.transport.remote import checkpoint_scan
+from testkit.streams import Output
 from mxlaunch.trainer.stop import STOPPED_FOR_CHECKPOINT
 
 BATCH, EXAMPLES = 32, 320  # 10 updates per epoch: the digits shard (45 batches) is longer than an epoch

@@ -1,12 +1,11 @@
-"""The workload's command line (launcher/workload.py): what the preflight, --cluster and --resume read from
+"""The workload's command line (launcher/jobs/workload.py): what the preflight, --cluster and --resume read from
 it or add to it, all with one option rule (`--opt value` or `--opt=value`, the last one counts)."""
 import os
 import sys
 
 import pytest
 
-from mxlaunch.launcher import workload
-
+from mxlaunch.launcher.jobs import workload
 pytestmark = pytest.mark.timeout(30)
 
 

@@ -1,4 +1,4 @@
-"""`make test`'s two workers keep each group of mxlaunch/testing/xdist_groups.py in one worker: a scratch
+"""`make test`'s two workers keep each group of testkit/xdist_groups.py in one worker: a scratch
 project with the same hook, run under `pytest -n 2 --dist loadgroup`, records which worker ran each test."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mxlaunch.testing.xdist_groups import group_of
+from testkit.xdist_groups import group_of
 
 TESTS = "\n".join(f"def test_{i}(): record()" for i in range(6))
 RECORD = '''import json, os
@@ -32,7 +32,7 @@ def test_a_group_runs_in_one_worker_and_the_rest_spread(tmp_path):
     (project / "tests").mkdir(parents=True)
     (project / "pytest.ini").write_text("[pytest]\ntestpaths = tests\n")
     (project / "tests" / "conftest.py").write_text(
-        "from mxlaunch.testing.xdist_groups import pytest_xdist_make_scheduler  # noqa: F401\n")
+        "from testkit.xdist_groups import pytest_xdist_make_scheduler  # noqa: F401\n")
     (project / "tests" / "recorder.py").write_text(RECORD)
     for module in ("test_box_a", "test_healing_b", "test_plain_c", "test_plain_d"):
         (project / "tests" / f"{module}.py").write_text(f"from recorder import record\n{TESTS}\n")

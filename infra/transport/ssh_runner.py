@@ -1,0 +1,266 @@
+"""SSHRunner: every role is a roleguard at the end of an SSH channel (the Runner seam of runner.py).
+
+One connection per host (infra/transport/ssh.py), shared by all roles on that host: each role is one channel.
+The remote command is the job's interpreter running the guard shipped over the channel's stdin
+(`roleguard.bootstrap_argv`), so nothing of mxlaunch has to be installed on the hosts. The guard's
+config line, with the role's environment, follows on stdin: the environment never appears on a command
+line, here or there. The channel's stdin then stays open as the guard's lifeline: when the launcher
+dies (even SIGKILL) or its connection is closed or reset, sshd closes the guard's stdin and the guard
+kills the role's whole process group (TERM, then KILL after the grace). A silent network partition
+(no FIN, no RST) is noticed by the launcher within PING_TIMEOUT s (`Connection.watch`: the job then
+stops every other host); the partitioned host's sshd notices by its own ClientAliveInterval/CountMax.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import os
+import posixpath
+import secrets
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import paramiko
+
+from mxlaunch.infra.transport.remote import roleguard
+from mxlaunch.errors import UsageError
+from mxlaunch.files import open_new
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.infra.transport.runner import (Events, GuardSession, RoleEnded, RoleHandle, RoleLaunch, RoleResult, Runner,
+                             pump_guard_output)
+from mxlaunch.infra.transport.ssh import Connection, describe_error
+
+GUARD_EXIT_WAIT = 2.0
+PING_INTERVAL, PING_TIMEOUT = 2.0, 8.0  # a host that answers nothing for PING_TIMEOUT s is lost
+
+
+def is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+        return True
+    except ValueError:
+        return False
+
+
+class SSHRoleHandle(RoleHandle):
+    """A role whose channel is being opened (or is open). stop/kill before the channel exists are kept
+    and applied the moment it does."""
+
+    def __init__(self, session: GuardSession, conn: Connection):
+        self.session = session
+        self.conn = conn
+        self.channel = None
+        self._lock = threading.Lock()
+        self._stop_requested = False
+        self._killed = False
+
+    def _send(self, data: bytes) -> bool:  # with the lock held; whether it was sent
+        try:
+            if self.channel is not None and not self.channel.closed:
+                self.channel.sendall(data)
+                return True
+        except Exception:  # channel or transport gone (socket/EOF/SSH errors): RoleEnded is on the way
+            pass
+        return False
+
+    def attach(self, channel, first_bytes: bytes) -> None:
+        with self._lock:
+            self.channel = channel
+            if self._killed:
+                channel.close()
+                return
+            self._send(first_bytes)
+            if self._stop_requested:
+                self._send(roleguard.STOP_LINE + b"\n")
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_requested = True
+            self._send(roleguard.STOP_LINE + b"\n")
+
+    def checkpoint(self) -> bool:
+        with self._lock:  # never kept for later as a stop is: not sent now, the job stops at once instead
+            return self._send(roleguard.CHECKPOINT_LINE + b"\n")
+
+    def kill(self) -> None:
+        """Cut the lifeline (sshd closes the guard's stdin), and SIGKILL the role's group directly."""
+        with self._lock:
+            self._killed = True
+            try:
+                if self.channel is not None:
+                    self.channel.close()
+            except Exception:
+                pass
+        pid = self.session.role_pid
+        if pid and self.conn.alive:
+            def _kill():
+                try:
+                    self.conn.run(["kill", "-KILL", "--", f"-{pid}"], timeout=5)
+                except Exception:
+                    pass
+            threading.Thread(target=_kill, name=f"kill-{self.session.launch.role.name}", daemon=True).start()
+
+
+class _LostConnection:
+    """Between a guard's pump and the job's queue: a role whose guard vanished because the SSH connection
+    died is reported as exactly that (the guard on the host has stopped the role)."""
+
+    def __init__(self, events: Events, conn: Connection):
+        self.events = events
+        self.conn = conn
+
+    def put(self, event) -> None:
+        if isinstance(event, RoleEnded) and event.result.error and "without a report" in event.result.error \
+                and not self.conn.alive:
+            event = RoleEnded(dataclasses.replace(
+                event.result, error=f"lost the SSH connection to {self.conn.host.target}"
+                                    + (f" ({self.conn.lost})" if self.conn.lost else "")
+                                    + " (the role's guard there stops it)"))
+        self.events.put(event)
+
+    def qsize(self) -> int:  # the pump's flow control asks how full the job's queue is
+        return self.events.qsize()
+
+
+class SSHRunner(Runner):
+    """Starts roles over already-open connections: {Host: Connection} for every host of the plan."""
+
+    def __init__(self, connections: Dict[Host, Connection], python: str,
+                 before_first_start: Optional[Callable[[RoleLaunch], None]] = None,
+                 run_dirs: Optional[Tuple[str, str]] = None):
+        """`run_dirs`: (the launcher's run directory, the roles' one on their hosts): on close, what roles
+        wrote there is fetched back (without it, from their LAUNCH_RUN_DIR into that same path here)."""
+        if not python or not os.path.isabs(python):
+            raise UsageError(f"--python must be an absolute path on the hosts in SSH mode, got {python!r}")
+        self.connections = dict(connections)
+        self.python = python
+        self._before_first_start = before_first_start
+        self._started_any = False
+        self._run_dirs = run_dirs
+        self._worker_hosts: List[Connection] = []
+        for conn in self.connections.values():
+            conn.watch(PING_INTERVAL, PING_TIMEOUT)
+
+    def _connection(self, host: Host) -> Connection:
+        try:
+            return self.connections[host]
+        except KeyError:
+            raise RuntimeError(f"no SSH connection to {host.target}") from None
+
+    def _ip_of(self, address: str) -> str:
+        """The address a role should use for a host named in the plan (an IP: ps-lite needs one)."""
+        if is_ip(address):
+            return address
+        for host, conn in self.connections.items():
+            if host.address == address:
+                return conn.ip
+        return address
+
+    def _resolved(self, launch: RoleLaunch) -> RoleLaunch:
+        env = launch.role.env_dict()
+        changed = False
+        for key in ("DMLC_NODE_HOST", "DMLC_PS_ROOT_URI"):
+            if key in env and not is_ip(env[key]):
+                env[key] = self._ip_of(env[key])
+                changed = True
+        if not changed:
+            return launch
+        return dataclasses.replace(launch, role=dataclasses.replace(launch.role, env=tuple(env.items())))
+
+    def start(self, launch: RoleLaunch, events: Events) -> SSHRoleHandle:
+        if not self._started_any:
+            self._started_any = True
+            if self._before_first_start:
+                self._before_first_start(launch)
+        conn = self._connection(launch.role.host)
+        launch = self._resolved(launch)
+        env = launch.role.env_dict()
+        if self._run_dirs is None and env.get("LAUNCH_RUN_DIR"):
+            self._run_dirs = (env["LAUNCH_RUN_DIR"], env["LAUNCH_RUN_DIR"])
+        if launch.role.kind == "worker" and conn not in self._worker_hosts:
+            self._worker_hosts.append(conn)
+        session = GuardSession(launch=launch, token=secrets.token_hex(8))
+        handle = SSHRoleHandle(session, conn)
+        # Opening a channel is a network round trip: done on the role's own thread, so that starting many
+        # roles on many hosts is one round trip, not one per role, and a slow host holds up no other.
+        threading.Thread(target=self._run_role, args=(handle, events),
+                         name=f"guard-{launch.role.name}@{launch.role.host.address}", daemon=True).start()
+        return handle
+
+    def _run_role(self, handle: SSHRoleHandle, events: Events) -> None:
+        session, conn = handle.session, handle.conn
+        role = session.launch.role
+        try:
+            channel = conn.open_channel(roleguard.bootstrap_argv(self.python))
+        except Exception as exc:
+            if isinstance(exc, paramiko.ChannelException):
+                why = (f"sshd on {conn.host.target} refused another session ({exc}); sshd allows MaxSessions "
+                       f"(default 10) roles per connection: raise it in sshd_config or place fewer roles there")
+            else:
+                why = f"could not open an SSH channel to {conn.host.target}: {describe_error(exc)}"
+            now = time.time()
+            events.put(RoleEnded(RoleResult(name=role.name, kind=role.kind, index=role.index, host=role.host.address,
+                                            pid=None, start=now, end=now, exit_code=None, signal=None, error=why)))
+            return
+        channel.set_combine_stderr(True)  # the guard's own errors (bad interpreter, ...) reach the log
+        stdout = channel.makefile("rb")
+        handle.attach(channel, roleguard.bootstrap_payload() + session.config_line())
+
+        def guard_status() -> Optional[int]:
+            if channel.status_event.wait(GUARD_EXIT_WAIT):
+                return channel.exit_status
+            return None
+
+        pump_guard_output(session, stdout, _LostConnection(events, conn), guard_status)
+
+    def close(self) -> None:
+        try:
+            if self._run_dirs:
+                fetch_run_files(self._worker_hosts, *self._run_dirs)
+        finally:
+            for conn in self.connections.values():
+                conn.close()
+
+
+RUN_FILES = ("metrics.jsonl",)  # what roles write into $LAUNCH_RUN_DIR (worker 0's per-epoch metrics)
+FETCH_TIMEOUT = 10.0
+
+
+def _sftp(conn: Connection):
+    return conn.sftp(FETCH_TIMEOUT)
+
+
+def _remote_mtime(conn: Connection, path: str) -> Optional[float]:
+    try:
+        with _sftp(conn) as sftp:
+            return sftp.stat(path).st_mtime or 0.0
+    except Exception:  # absent, or the host is gone: nothing to fetch from it
+        return None
+
+
+def fetch_run_files(worker_conns: List[Connection], local_dir: str, remote_dir: str) -> List[str]:
+    """Bring the files roles wrote into their run directory (`remote_dir`, on their hosts) into the
+    launcher's (`local_dir`): the newest copy on a worker host wins and replaces the local one (a resumed
+    job's metrics.jsonl holds every epoch). Returns the local paths fetched."""
+    fetched: List[str] = []
+    for name in RUN_FILES:
+        local, remote = os.path.join(local_dir, name), posixpath.join(remote_dir, name)
+        if os.path.abspath(local_dir) == remote_dir and os.path.exists(local):
+            continue  # the hosts share this very directory with the launcher: already here
+        found = [(mtime, conn) for conn in worker_conns if conn.alive
+                 for mtime in [_remote_mtime(conn, remote)] if mtime is not None]
+        if not found:
+            continue
+        conn = max(found, key=lambda item: item[0])[1]
+        part = local + ".part"
+        try:
+            with _sftp(conn) as sftp, open_new(part, "wb") as f:  # never through a planted link
+                sftp.getfo(remote, f)
+            os.replace(part, local)
+            fetched.append(local)
+        except Exception:  # the run still has every log; the plot is what goes missing
+            with contextlib.suppress(OSError):
+                os.remove(part)
+    return fetched

@@ -1,0 +1,164 @@
+"""`launch stop RUN_DIR` (a launcher started elsewhere: another terminal, or detached) and `launch stop --cluster
+NAME RUN` (a detached run, stopped by the same command on instance 0): SIGTERM to the run's launcher, found by
+its record (launcher/jobs/launcher_record.py: pid and process start time, so a reused pid is never signalled). The launcher
+stops every role as on Ctrl-C and writes summary.json (reason "terminated", 143); this waits for it, bounded.
+
+A run directory on EFS is seen from every instance, but a pid means something on one machine in one boot: a
+record from another host is refused (exit 10, naming where to stop it: `launch stop --cluster NAME RUN` for a
+detached run), one from an earlier boot of this host is a launcher that is gone.
+
+Exit 0 when the run is stopped, or had already ended; 2 when RUN_DIR is not a run; 1 when its launcher record is
+missing or damaged (runstate never yields one naming no process id); 10 when its launcher runs on another
+machine; 1 when its launcher did not end within --timeout (it is then killed: its roles end through their
+lifeline, and no summary.json is written; a detached launcher's key folder is removed here then, as the
+launcher cannot do it after SIGKILL).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import time
+from typing import Optional
+
+import click
+
+from mxlaunch.errors import CommandError, UsageError
+from mxlaunch.exits import Exit
+from mxlaunch.launcher.jobs import rundir, launcher_record as runstate
+KILL_WAIT = 5.0  # after SIGKILL: the kernel's part, never long
+
+
+class RunsElsewhere(CommandError):
+    exit_code = Exit.ELSEWHERE
+
+
+def _refuse_elsewhere(run_dir: str, record: dict) -> None:
+    """A launcher recorded on another host is not this machine's to signal: say where it runs."""
+    host = runstate.elsewhere(record)
+    if host is None:
+        return
+    cluster = runstate.detached_cluster(run_dir)
+    where = (f"launch stop --cluster {cluster} {os.path.basename(run_dir)}" if cluster
+             else f"launch stop {run_dir} on {host}")
+    raise RunsElsewhere(f"run {run_dir}: its launcher (pid {record['pid']}) runs on {host}, not on this machine: "
+                        f"{where}")
+
+
+def _wait_gone(pidfd: Optional[int], record: dict, timeout: float) -> bool:
+    """Whether the recorded process ended within `timeout` s: a pidfd turns readable when it does (no
+    polling); without one (an old kernel), /proc is looked at every 50 ms."""
+    if pidfd is not None:
+        return bool(select.select([pidfd], [], [], max(0.0, timeout))[0])
+    deadline = time.monotonic() + timeout
+    while runstate.is_alive(record):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)  # a process that is not our child: polling /proc is the mechanism
+    return True
+
+
+def _open(record: dict) -> Optional[int]:
+    """A pidfd of the recorded launcher (None where pidfds are unavailable); ProcessLookupError if it is gone."""
+    try:
+        fd = os.pidfd_open(record["pid"])
+    except ProcessLookupError:
+        raise
+    except (AttributeError, OSError):
+        if not runstate.is_alive(record):  # kill() is then all there is: never for a pid that is not that process
+            raise ProcessLookupError(record["pid"]) from None
+        return None
+    if not runstate.is_alive(record):  # checked after opening: the fd is then surely that process's
+        os.close(fd)
+        raise ProcessLookupError(record["pid"])
+    return fd
+
+
+def _signal(pidfd: Optional[int], record: dict, signum: int) -> None:
+    if pidfd is not None:
+        signal.pidfd_send_signal(pidfd, signum)
+    else:
+        os.kill(record["pid"], signum)
+
+
+def _ended_text(run_dir: str) -> str:
+    try:
+        with open(rundir.summary_path(run_dir), encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return "no summary.json (it had not started the job's roles, or died without one)"
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        data = None
+    if not isinstance(data, dict):  # cut short, or JSON that is not a summary
+        return "its summary.json is unreadable"
+    return f"summary: {data.get('reason', '?')} (exit {data.get('status', '?')})"
+
+
+def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
+    run_dir = os.path.abspath(run_dir)
+    record = runstate.read_launcher(run_dir)  # launcher.json, else a detached launcher's start record
+    if record is None and not os.path.exists(rundir.job_yaml(run_dir)):
+        raise UsageError(f"{run_dir} is not a run (no job.yaml and no launcher record)")
+    if record is None:  # (runstate never returns a record whose pid is no process id: kill(0 or -1) is a group)
+        raise CommandError(f"run {run_dir} has no readable launcher record (launcher.json missing or damaged): "
+                           f"cannot tell which process to stop")
+    _refuse_elsewhere(run_dir, record)  # (a summary.json proves nothing: it is also written between restarts)
+    try:
+        pidfd = _open(record)
+    except ProcessLookupError:
+        if runstate.state(run_dir) == runstate.ENDED:
+            echo(f"run {run_dir} had already ended ({_ended_text(run_dir)}): nothing to stop")
+        else:
+            echo(f"run {run_dir}: its launcher (pid {record['pid']}) is already gone, without a summary.json "
+                 f"(its roles ended with it): nothing to stop")
+        return
+    started = time.monotonic()
+    try:
+        try:
+            _signal(pidfd, record, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # it ended between the look and the signal
+        except PermissionError as exc:
+            raise CommandError(f"run {run_dir}: not allowed to signal its launcher (pid {record['pid']}, another "
+                               f"user's?)") from exc
+        if not _wait_gone(pidfd, record, timeout):
+            with contextlib.suppress(ProcessLookupError):
+                _signal(pidfd, record, signal.SIGKILL)
+            _wait_gone(pidfd, record, KILL_WAIT)
+            _remove_detached_keys(run_dir, record)
+            raise CommandError(f"run {run_dir}: its launcher (pid {record['pid']}) did not end within {timeout:g}s "
+                               f"of SIGTERM and was killed (SIGKILL): its roles end through their lifeline; no "
+                               f"summary.json")
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    echo(f"stopped run {run_dir}: its launcher (pid {record['pid']}) stopped every role and ended in "
+         f"{time.monotonic() - started:.1f}s; {_ended_text(run_dir)}")
+
+
+def _remove_detached_keys(run_dir: str, record: dict) -> None:
+    """After SIGKILL of a detached launcher: its key folder (~/.mxlaunch/detach/NAME/RUN), which it can no
+    longer remove itself."""
+    from mxlaunch.infra.transport.remote.detach_starter import KEYS, remove_keys
+
+    cluster = runstate.detached_cluster(run_dir)
+    if cluster:
+        remove_keys(os.path.join(os.path.expanduser("~"), KEYS, cluster, os.path.basename(run_dir)))
+
+
+@click.command()
+@click.argument("run", metavar="RUN_DIR|RUN")
+@click.option("--cluster", metavar="NAME", help="RUN is a run of cluster NAME (its id, as `launch runs --cluster "
+              "NAME` lists it): stopped on instance 0, where its launcher runs.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              metavar="SECONDS", help="How long the launcher may take to stop every role (then it is killed).")
+def stop(run: str, cluster: Optional[str], timeout: float) -> int:
+    """Stop a run's launcher (SIGTERM): it stops every role and writes summary.json; wait until it has ended."""
+    if cluster:  # the launcher runs on instance 0: this same command, there (launcher/jobs/detached.py)
+        from mxlaunch.launcher.jobs import detached as detach
+        return detach.on_instance0(cluster, ["stop", detach.run_dir_of(run), "--timeout", repr(timeout)],
+                                   click.echo, lambda line: click.echo(line, err=True))
+    stop_run(run, timeout)
+    return 0
