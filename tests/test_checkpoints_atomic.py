@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from mxlaunch.launcher.jobs import resume
 from mxlaunch.launcher.jobs import checkpoints, rundir
 from mxlaunch.launcher.jobs.checkpoints import Checkpoint
 from mxlaunch.infra.transport.remote import checkpoint_scan as paramsfile
@@ -92,7 +93,7 @@ def test_a_truncated_newest_checkpoint_is_skipped_for_the_previous_whole_one(tmp
     run_dir = str(tmp_path / "run")
     rundir.prepare(run_dir)
     rundir.write_plan_files(plan_job(spec, "j", run_dir, 20001), workdir=str(tmp_path))
-    resumed, _ = rundir.resume_spec(run_dir)
+    resumed, _ = resume.resume_spec(run_dir)
     assert resumed.command[-2:] == ("--load-epoch", "2")
     assert model.load_checkpoint(prefix, 2, "--load-epoch").begin_epoch == 2
 

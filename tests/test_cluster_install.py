@@ -115,7 +115,7 @@ def test_up_takes_extra_and_wheelhouse_and_records_the_extra(moto_aws, aws_env, 
     args = [a if a != "running" else "ssh" for a in up_args("inst", 2)]
     r = launch(*args, "--extra", "cpu", "--wheelhouse", str(wheelhouse))
     assert r.code == 0, r.err
-    assert seen == [remote.Install("cpu", wheelhouse.resolve())] and state.read_meta("inst")["extra"] == "cpu"
+    assert seen == [remote.Install("cpu", wheelhouse.resolve())] and state.read_meta("inst").extra == "cpu"
     r = launch(*[a if a != "inst" else "inst2" for a in args], "--wheelhouse", str(wheelhouse / "README"))
     assert r.code == 2 and "--wheelhouse" in r.err and "README" in r.err  # a file, not a directory of wheels
 

@@ -400,7 +400,7 @@ def test_growing_without_max_hours_keeps_the_clusters_deadline(moto_aws):
         assert ec2.describe_instance_attribute(InstanceId=i["InstanceId"], Attribute="instanceInitiatedShutdownBehavior")[
             "InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
     from mxlaunch.infra.cloud import local_state as state
-    assert state.read_meta("grow")["max_hours"] == 2  # the saved setting is not overwritten
+    assert state.read_meta("grow").max_hours == 2  # the saved setting is not overwritten
     assert launch("cluster", "down", "grow", "--yes").code == 0
 
 

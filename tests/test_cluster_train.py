@@ -46,23 +46,25 @@ def test_a_flag_given_beats_the_clusters_value(moto_aws):
 
 
 def test_cluster_job_target_keeps_the_users_ssh_settings_and_always_its_ssh_config(tmp_path):
-    from mxlaunch.infra.cloud.cluster_target import ClusterTarget
+    from mxlaunch.infra.cloud.cluster_target import with_settings
     from mxlaunch.infra.transport.hosts import Host
     from mxlaunch.infra.transport.ssh import SSHOptions
+    from mxlaunch.infra.transport.target import JobTarget
 
-    cluster = ClusterTarget(name="c", region="us-east-1", hosts=(Host("10.0.0.5", user="ubuntu"),), gpus_per_host=8,
-                            workdir="/efs/w", python="/efs/v/bin/python", ssh_key=tmp_path / "id_key",
-                            ssh_user="ubuntu", ssh_config=tmp_path / "ssh_config", known_hosts=tmp_path / "kh")
-    t = cluster.job_target(None, None, SSHOptions(accept_new=True))
-    assert (t.hosts, t.local, t.python, t.workdir, t.gpus_per_host) == (cluster.hosts, False, "/efs/v/bin/python",
-                                                                         "/efs/w", 8)
+    own = SSHOptions(key=str(tmp_path / "id_key"), user="ubuntu", known_hosts=str(tmp_path / "kh"),
+                     config_path=str(tmp_path / "ssh_config"))
+    cluster = JobTarget(hosts=(Host("10.0.0.5", user="ubuntu"),), python="/efs/v/bin/python", workdir="/efs/w",
+                        ssh=own, gpus_per_host=8, cluster="c")
+    t = with_settings(cluster, None, None, SSHOptions(accept_new=True))
+    assert (t.hosts, t.local, t.python, t.workdir, t.gpus_per_host, t.cluster) == (
+        cluster.hosts, False, "/efs/v/bin/python", "/efs/w", 8, "c")
     assert t.ssh == SSHOptions(key=str(tmp_path / "id_key"), user="ubuntu", known_hosts=str(tmp_path / "kh"),
                                accept_new=True, config_path=str(tmp_path / "ssh_config"))
-    mine = cluster.job_target("/w", "/p/python", SSHOptions(key="/k", user="me", known_hosts="/kh"))
+    mine = with_settings(cluster, "/w", "/p/python", SSHOptions(key="/k", user="me", known_hosts="/kh"))
     assert (mine.workdir, mine.python) == ("/w", "/p/python")
     assert (mine.ssh.key, mine.ssh.user, mine.ssh.known_hosts, mine.ssh.accept_new, mine.ssh.config_path) == (
         "/k", "me", "/kh", False, str(tmp_path / "ssh_config"))
-    no_key = dataclasses.replace(cluster, ssh_key=None).job_target(None, None, SSHOptions())
+    no_key = with_settings(dataclasses.replace(cluster, ssh=dataclasses.replace(own, key=None)), None, None, None)
     assert no_key.ssh.key is None  # the user's own --key-name: ssh finds it through the agent
 
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import run_trainer
+from mxlaunch.launcher.jobs import where
 from mxlaunch.exits import Exit
 from mxlaunch.launcher.jobs import rundir
 from mxlaunch.infra.transport.hosts import HostfileError, parse_hosts
@@ -153,7 +154,7 @@ def test_a_job_yaml_that_is_not_utf8_or_yaml_is_one_error(tmp_path):
 def test_a_missing_mode_does_not_switch_a_job_to_ssh(tmp_path):
     _job_yaml(tmp_path, mode="<absent>")
     with pytest.raises(Exception, match="mode"):
-        rundir.resume_target(str(tmp_path))
+        where.recorded_target(str(tmp_path))
 
 
 def test_files_are_never_written_through_a_symlink(tmp_path):

@@ -7,6 +7,7 @@ import socket
 import pytest
 import yaml
 
+from mxlaunch.launcher.jobs import resume
 from mxlaunch.exits import Exit
 from mxlaunch.launcher.jobs import ports, rundir
 from mxlaunch.errors import UsageError
@@ -146,7 +147,7 @@ def test_resume_spec_loads_the_job_with_the_newest_checkpoint(tmp_path):
     run_dir = str(tmp_path / "run")
     rundir.prepare(run_dir)
     rundir.write_plan_files(plan_job(spec, "j", run_dir, 20001), workdir=str(tmp_path))
-    resumed, where = rundir.resume_spec(run_dir)
+    resumed, where = resume.resume_spec(run_dir)
     assert resumed.command == ("trainer", "fit", "--model-prefix", "ck/m", "--load-epoch", "9")
     assert resumed.env == (("A", "1"),) and resumed.num_workers == 2 and resumed.local
     assert where == os.path.abspath(run_dir)

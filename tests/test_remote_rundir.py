@@ -71,7 +71,7 @@ def test_metrics_that_cannot_be_written_are_a_warning_not_a_dead_rank_0(tmp_path
 
 
 def test_a_bare_trainer_or_python_on_remote_hosts_is_the_one_beside_the_jobs_interpreter():
-    from mxlaunch.launcher.cli.train import _on_hosts
+    from mxlaunch.launcher.jobs.where import on_hosts as _on_hosts
 
     target = ssh_target(HOSTS, "/efs/work", "/efs/venv/bin/python", None)
     assert _on_hosts(("trainer", "fit"), target) == ("/efs/venv/bin/trainer", "fit")

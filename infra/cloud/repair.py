@@ -2,7 +2,7 @@
 `launch cluster repair NAME` by hand.
 
     make_whole(name, echo, doomed=(), replace_unreachable=False) -> Repair
-    restart_hosts(name, addresses, doomed, echo) -> None (same hosts: no AWS call) | ClusterTarget (repaired)
+    restart_hosts(name, addresses, doomed, echo) -> None (same hosts: no AWS call) | JobTarget (repaired)
 
 1. The cluster as `up` would read it: its tags (record.discover) and what they do not hold from the local
    cluster.json `up` wrote (count, type, spot, user, key, EFS, install extra and wheelhouse).
@@ -44,7 +44,9 @@ from mxlaunch.infra.cloud import owner, provision, install as remote, run_instan
 from mxlaunch.infra.cloud.aws import Aws, AwsError, CapacityUnavailable, NoCredentials
 from mxlaunch.infra.cloud.record import ClusterRecord, Instance, discover, find_instances
 from mxlaunch.infra.cloud.spec import DEFAULT_SSH_USER, ClusterSpec, Owner, validate_name
-from mxlaunch.infra.cloud.cluster_target import ClusterTarget, cluster_target, write_local_files
+from mxlaunch.infra.cloud.cluster_target import cluster_target, write_local_files
+from mxlaunch.infra.cloud.local_state import ClusterMeta
+from mxlaunch.infra.transport.target import JobTarget
 
 PROBE_ATTEMPTS = 3  # an instance is unreachable when `ssh true` fails this many times in a row ...
 PROBE_TIMEOUT = 30.0  # ... each bounded (the ssh config's ConnectTimeout is 10 s)
@@ -114,28 +116,28 @@ def _label(instances: Sequence[Instance]) -> str:
     return ", ".join(f"{i.id} ({i.private_ip or '-'})" for i in instances)
 
 
-def _spec(name: str, meta: dict, record: ClusterRecord, who: Optional[Owner]) -> ClusterSpec:
+def _spec(name: str, meta: ClusterMeta, record: ClusterRecord, who: Optional[Owner]) -> ClusterSpec:
     """The spec `up` ran with, as far as a repair needs it. The SSH rule and the shared resources are taken as
     they are (`foreign`: never revoke a rule); new instances boot the image their peers run."""
-    if not meta.get("count") or not meta.get("instance_type"):
+    if not meta.count or not meta.instance_type:
         raise CommandError(f"cluster {name}: no record of its `up` here ({state.cluster_dir(name)}/cluster.json): "
                            f"repair it where `launch cluster up {name}` ran")
     missing = [what for what, there in (("its security group", record.security_group),
                                         ("its SSH rule", record.ssh_cidrs),
-                                        ("its EFS file system", record.file_system or not meta.get("efs")),
-                                        ("its EFS security group", record.efs_security_group or not meta.get("efs")),
-                                        ("its key pair", record.key_name or not meta.get("key_file")))
+                                        ("its EFS file system", record.file_system or not meta.efs),
+                                        ("its EFS security group", record.efs_security_group or not meta.efs),
+                                        ("its key pair", record.key_name or not meta.key_file))
                if not there]
     if missing:
         raise CommandError(f"cluster {name} lacks {', '.join(missing)}: a repair only replaces instances; "
                            f"`launch cluster up {name} ...` completes it")
     images = [i.image_id for i in record.live if i.image_id]
-    return ClusterSpec(name=name, instance_type=meta["instance_type"], count=int(meta["count"]),
-                       ssh_cidr=record.ssh_cidrs[0], spot=bool(meta.get("spot")), efs=bool(meta.get("efs")),
-                       placement_group=bool(record.placement_group), ami=images[0] if images else meta.get("ami"),
-                       key_name=None if meta.get("key_file") else meta.get("key_name"),
-                       ssh_user=meta.get("ssh_user", DEFAULT_SSH_USER), wait="ssh", owner=who, foreign=True,
-                       on_demand_fallback=bool(meta.get("on_demand_fallback")))
+    return ClusterSpec(name=name, instance_type=meta.instance_type, count=meta.count,
+                       ssh_cidr=record.ssh_cidrs[0], spot=bool(meta.spot), efs=bool(meta.efs),
+                       placement_group=bool(record.placement_group), ami=images[0] if images else meta.ami,
+                       key_name=None if meta.key_file else meta.key_name,
+                       ssh_user=meta.ssh_user or DEFAULT_SSH_USER, wait="ssh", owner=who, foreign=True,
+                       on_demand_fallback=bool(meta.on_demand_fallback))
 
 
 def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool = False,
@@ -148,11 +150,11 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
     validate_name(name)
     run = run or SSH_RUN
     meta = state.read_meta(name)
-    aws = aws or Aws(region=meta.get("region"))
+    aws = aws or Aws(region=meta.region)
     me, _ = owner.check(aws, name, "repair", force, echo)
     record = discover(aws, name)
     spec = _spec(name, meta, record, owner.recorded(aws, name) or me)
-    key = Path(meta["key_file"]) if meta.get("key_file") else None
+    key = Path(meta.key_file) if meta.key_file else None
     live = record.live
     running = [i for i in live if i.state == "running"]
     noticed = [i for i in running if i.private_ip in set(doomed)]
@@ -202,7 +204,7 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
                   left=tuple(i.id for i in left))
 
 
-def restart_hosts(name: str, addresses: Sequence[str], doomed: Sequence[str], echo: Echo) -> Optional[ClusterTarget]:
+def restart_hosts(name: str, addresses: Sequence[str], doomed: Sequence[str], echo: Echo) -> Optional[JobTarget]:
     """Before a restart of a job on cluster `name` (`addresses`: its hosts; `doomed`: those with a spot notice).
     The hosts are probed first (`unreachable`: no AWS call): every one answers and none is doomed -> None, the
     restart runs on the same hosts, so a role's crash hours into a run never needs AWS (its credentials may have
@@ -239,7 +241,7 @@ def _terminate(aws: Aws, name: str, instances: Sequence[Instance], echo: Echo) -
     echo(f"  shutting down: {' '.join(ids)}")
 
 
-def _finish(aws: Aws, spec: ClusterSpec, meta: dict, record: ClusterRecord, kept: set, key: Optional[Path],
+def _finish(aws: Aws, spec: ClusterSpec, meta: ClusterMeta, record: ClusterRecord, kept: set, key: Optional[Path],
             echo: Echo, run: remote.Runner) -> ClusterRecord:
     """The new instances (and any still pending) waited for and checked as `up --wait ssh` does; a failure here
     rolls them back (provision.Up)."""
@@ -258,14 +260,14 @@ def _finish(aws: Aws, spec: ClusterSpec, meta: dict, record: ClusterRecord, kept
     echo("waiting for SSH")
     checker.wait_for(hosts, ["true"], "SSH answering", remote.SSH_TIMEOUT)
     checker.wait_for(hosts, ["test", "-f", "/var/lib/mxlaunch/ready"], "user data finished", remote.READY_TIMEOUT)
-    extra = meta.get("extra")
+    extra = meta.extra
     if extra is None:
         echo("  `up` installed nothing (--wait running/none): nothing to check")
         return record
     if spec.efs:  # one venv on EFS, already installed: the new instances only prove they can use it
         checker.verify(hosts)
     else:
-        options = remote.install_options(extra, meta.get("wheelhouse"), spec.itype.gpus)
+        options = remote.install_options(extra, meta.wheelhouse, spec.itype.gpus)
         with tempfile.TemporaryDirectory(prefix="mxlaunch-wheel-") as tmp:
             checker.install(hosts, remote.mxlaunch_wheel(options.wheelhouse, Path(tmp), run=run), False, options)
     if extra == "gpu" and spec.itype.gpus > 0:

@@ -47,8 +47,8 @@ def _cluster(name: str, region: Optional[str], profile: Optional[str]):
     from mxlaunch.infra.transport.ssh import SSHOptions
 
     validate_name(name)
-    aws = Aws(region=region or state.read_meta(name).get("region"), profile=profile)
-    return cluster_target(name, aws=aws).job_target(None, None, SSHOptions(accept_new=True))
+    aws = Aws(region=region or state.read_meta(name).region, profile=profile)
+    return cluster_target(name, aws=aws, ssh=SSHOptions(accept_new=True))
 
 
 def _connect(target, hosts) -> dict:

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 import click
 
-from mxlaunch.launcher.jobs import rundir, launcher_record as runstate
+from mxlaunch.launcher.jobs import detached, instance0, rundir, launcher_record as runstate
 from mxlaunch.launcher.jobs.output import times_path
 from mxlaunch.infra.transport.roles import RoleId
 from mxlaunch.errors import CommandError, UsageError
@@ -139,11 +139,8 @@ def _emit(prefix: str, lines: List[bytes]) -> None:
 def logs(run_dir: str, roles, tail: Optional[int], merge: bool, follow: bool, cluster: Optional[str] = None):
     """Print the logs of a run, each line prefixed with its role (--merge: interleaved by time)."""
     if cluster:  # the run's files are on the cluster's EFS: this same command, on instance 0
-        from mxlaunch.launcher.jobs import detached as detach
-        args = ["logs", detach.run_dir_of(run_dir), *[a for name in roles for a in ("--role", name)],
-                *(["--tail", str(tail)] if tail is not None else []), *(["--merge"] if merge else []),
-                *(["--follow"] if follow else [])]
-        return detach.on_instance0(cluster, args, click.echo, lambda line: click.echo(line, err=True))
+        return instance0.launch(cluster, ["logs", detached.run_dir_of(run_dir)],
+                                dict(role=list(roles), tail=tail, merge=merge, follow=follow))
     if follow and LAUNCHER not in roles:
         _wait_for_logs(run_dir)
     console = _console(run_dir)
@@ -183,8 +180,8 @@ def logs(run_dir: str, roles, tail: Optional[int], merge: bool, follow: bool, cl
         show(final=done)
         if done:
             if now == runstate.GONE:
-                record = runstate.read_launcher(run_dir) or {}
-                click.echo(f"launch logs: the job's launcher (pid {record.get('pid')}) is gone without writing "
+                record = runstate.read_launcher(run_dir)
+                click.echo(f"launch logs: the job's launcher (pid {record.pid if record else None}) is gone without writing "
                            f"summary.json; its roles ended with it", err=True)
             elif now == runstate.UNKNOWN:
                 click.echo(f"launch logs: {run_dir} has no record of a launcher (launcher.json) nor a summary.json "

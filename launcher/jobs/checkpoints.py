@@ -2,7 +2,7 @@
 PREFIX-NNNN.params and the trainer's mid-epoch PREFIX-EEEE-BBBBBB.params, each with PREFIX-symbol.json, and only
 whole params files count, so a writer killed mid-save never becomes the point a job resumes from), on this
 machine or, for a remote job, on each worker host: checkpoint_scan runs there, one SSH exec per host, all hosts
-at once, and reads the files where they are. `--resume` (rundir.resume_spec) and restarts
+at once, and reads the files where they are. `--resume` (resume.resume_spec) and restarts
 (launcher/jobs/restarts.py) both ask here.
 
 A new job's --model-prefix may already hold another run's checkpoints (the same command re-run with other
