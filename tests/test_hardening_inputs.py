@@ -133,15 +133,32 @@ def _job_yaml(tmp_path, **changes):
     (tmp_path / "job.yaml").write_text(json.dumps(data), encoding="utf-8")
 
 
-@pytest.mark.parametrize("changes", [
-    {"mode": "<absent>"}, {"mode": "ssh"}, {"num_workers": "two"}, {"num_workers": 0}, {"num_servers": "<absent>"},
-    {"command": "trainer fit"}, {"command": []}, {"hosts": "h1"}, {"env": ["A=1"]}, {"timeout": -1},
-    {"target": "x"}, {"target": {"ssh": "root"}}, {"target": {"gpus_per_host": "all"}},
+@pytest.mark.parametrize("changes, said", [
+    ({"mode": "<absent>"}, "mode: missing (expected local or hosts)"),
+    ({"mode": "ssh"}, "mode: expected local or hosts, got 'ssh'"),
+    ({"num_workers": "two"}, "num_workers: expected a whole number >= 1, got 'two'"),
+    ({"num_workers": 0}, "num_workers: expected a whole number >= 1, got 0"),
+    ({"num_workers": True}, "num_workers: expected a whole number >= 1, got True"),
+    ({"num_servers": "<absent>"}, "num_servers: missing (expected a whole number >= 1)"),
+    ({"command": "trainer fit"}, "command: expected a list of arguments"),
+    ({"command": []}, "command: expected a list of arguments"),
+    ({"hosts": "h1"}, "hosts: expected a list of hostfile lines"),
+    ({"env": ["A=1"]}, "env: expected a mapping of names to values"),
+    ({"env": {"API_TOKEN": [SECRET]}}, "env: expected a mapping of names to values"),
+    ({"timeout": -1}, "timeout: expected a positive number of seconds, got -1"),
+    ({"target": "x"}, "target: expected a mapping"),
+    ({"target": {"ssh": "root"}}, "target.ssh: expected a mapping of SSH settings"),
+    ({"target": {"ssh": {"user": 7}}}, "target.ssh.user: expected text, got 7"),
+    ({"target": {"gpus_per_host": "all"}}, "target.gpus_per_host: expected a whole number >= 0, got 'all'"),
+    ({"roles": [{"name": "scheduler"}, {"name": "worker-0", "host": 5}]}, "roles[1].host: expected text, got 5"),
 ])
-def test_a_damaged_job_yaml_is_refused_on_resume_never_guessed(tmp_path, changes):
+def test_a_damaged_job_yaml_is_refused_on_resume_never_guessed(tmp_path, changes, said):
+    """One line naming the file and the field (a value is repeated only where it is one word, never an
+    environment's)."""
     _job_yaml(tmp_path, **changes)
     line = one_line_error(*launch("train", "--resume", str(tmp_path), "--dry-run"))
-    assert "damaged" in line
+    assert f"{tmp_path / 'job.yaml'} is damaged ({said}): it does not describe a job that can be resumed" in line
+    assert SECRET not in line
 
 
 def test_a_job_yaml_that_is_not_utf8_or_yaml_is_one_error(tmp_path):
