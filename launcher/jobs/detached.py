@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Tuple
 
 from mxlaunch.errors import CommandError, UsageError
+from mxlaunch.infra.cloud import local_state as state
 from mxlaunch.infra.cloud.spec import WORKDIR
 from mxlaunch.infra.transport.remote.detach_starter import KEY_NAME, KEYS, remove_keys
 from mxlaunch.infra.transport.target import JobTarget
@@ -177,9 +178,8 @@ def _remove_private(sftp, folder: str) -> None:
 
 def cluster_key(name: str, target: JobTarget) -> str:
     """The key a detached launcher gets: the cluster's own (in its state), readable without a passphrase."""
-    import paramiko
+    import paramiko  # heavy
 
-    from mxlaunch.infra.cloud import local_state as state
     own = state.key_path(name)
     if not own.is_file():
         raise UsageError(f"cluster {name} uses a key pair of your own (no key in its state): --detach copies only "
@@ -223,7 +223,7 @@ def _start(name: str, target: JobTarget, hosts, run: str, options: Callable[[str
            config: dict) -> DetachedRun:
     """Key and known_hosts to instance 0 (hosts[0]), then the starter there with `config` and the launcher's
     options(key path, known_hosts path)."""
-    from mxlaunch.infra.transport.ssh import connect_all
+    from mxlaunch.infra.transport.ssh import connect_all  # heavy
 
     key_file = cluster_key(name, target)
     run_dir = run_dir_of(run)

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+import click
+
 from mxlaunch.errors import CommandError
 from mxlaunch.exits import Exit
 from mxlaunch.infra.transport import gpu_check
@@ -129,7 +131,6 @@ class Report:
         if not self.failed:
             return
         if echo is None:
-            import click
             echo = click.echo
         echo("preflight failed; nothing was started:\n" + self.table(), err=True, nl=False)
         first = self.failed[0]
