@@ -1,6 +1,6 @@
 """Records as data: a frozen dataclass is the one definition of the shape of a file mxlaunch writes and reads
-back (job.yaml, launcher.json, cluster.json). Its fields' types, and a `spec` where a type alone does not say
-enough, decide what is valid; the same definition writes the file and checks it when it is read.
+back (job.yaml, launcher.json, cluster.json). Its fields' types, and `expect(...)` where a type alone does not
+say enough, decide what is valid; the same definition writes the file and checks it when it is read.
 
     load(cls, data) -> cls        data parsed by json.load or yaml.safe_load; RecordError names the field
     valid_fields(cls, data)       {field: value} of the fields that are valid (a reader that shows what it can)
@@ -32,7 +32,7 @@ class RecordError(ValueError):
         self.field, self.problem = field, problem
 
 
-def spec(expected: Optional[str] = None, check: Optional[Callable[[Any], bool]] = None,
+def expect(expected: Optional[str] = None, check: Optional[Callable[[Any], bool]] = None,
          default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING) -> Any:
     """A field with what an error says is expected (`expected`) and a constraint on a value of the right type
     (`check`)."""

@@ -21,7 +21,7 @@ from mxlaunch.infra.transport.target import ssh_target
 from mxlaunch.launcher.jobs import job_record, launcher_record as runstate
 from mxlaunch.launcher.jobs.job_record import JobRecord, SSHRecord
 from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
-from mxlaunch.records import RecordError, Word, dump, load, spec, valid_fields
+from mxlaunch.records import RecordError, Word, dump, expect, load, valid_fields
 
 pytestmark = pytest.mark.timeout(60)
 SECRET = "s3cr3t-v4lue-9f2"
@@ -30,14 +30,14 @@ SECRET = "s3cr3t-v4lue-9f2"
 @dataclass(frozen=True)
 class Inner:
     name: str
-    size: Optional[int] = spec("a whole number >= 0", lambda n: n >= 0, default=None)
+    size: Optional[int] = expect("a whole number >= 0", lambda n: n >= 0, default=None)
 
 
 @dataclass(frozen=True)
 class Outer:
-    count: int = spec("a whole number >= 1", lambda n: n >= 1)
+    count: int = expect("a whole number >= 1", lambda n: n >= 1)
     words: Tuple[Word, ...] = ()
-    env: Dict[str, Word] = spec("a mapping of names to values", default_factory=dict)
+    env: Dict[str, Word] = expect("a mapping of names to values", default_factory=dict)
     inner: Optional[Inner] = None
     items: Tuple[Inner, ...] = ()
     ratio: Optional[float] = None

@@ -17,7 +17,7 @@ from typing import Optional
 
 from mxlaunch.errors import CommandError
 from mxlaunch.infra.transport.hosts import Host
-from mxlaunch.records import dump, load, spec
+from mxlaunch.records import dump, expect, load
 from mxlaunch.templates import render
 
 from mxlaunch.infra.cloud.spec import NAME_RE, validate_name, validate_ssh_user
@@ -90,8 +90,8 @@ class ClusterMeta:
 
     region: Optional[str] = None
     instance_type: Optional[str] = None
-    count: Optional[int] = spec("a whole number >= 1", lambda n: n >= 1, default=None)
-    gpus_per_host: Optional[int] = spec("a whole number >= 0", lambda n: n >= 0, default=None)
+    count: Optional[int] = expect("a whole number >= 1", lambda n: n >= 1, default=None)
+    gpus_per_host: Optional[int] = expect("a whole number >= 0", lambda n: n >= 0, default=None)
     spot: Optional[bool] = None
     on_demand_fallback: Optional[bool] = None  # read by repair and restarts
     ssh_user: Optional[str] = None
@@ -99,7 +99,7 @@ class ClusterMeta:
     key_name: Optional[str] = None
     efs: Optional[str] = None  # the file system's id
     ami: Optional[str] = None  # --ami: what a repair boots when no instance is left to copy
-    max_hours: Optional[float] = spec("a positive number of hours", lambda h: h > 0, default=None)
+    max_hours: Optional[float] = expect("a positive number of hours", lambda h: h > 0, default=None)
     deadline: Optional[str] = None  # an absolute --max-hours deadline (ISO 8601), where one was recorded
     extra: Optional[str] = None  # the install's extra (cpu: `train --cluster` adds no --gpus)
     wheelhouse: Optional[str] = None  # a path on this machine: a repair without EFS installs from it

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Literal, Optional, Tuple
 
 import yaml
 
 from mxlaunch.errors import UsageError
 from mxlaunch.infra.transport.target import JobTarget
 from mxlaunch.launcher.jobs.plan import JobPlan, masked
-from mxlaunch.records import RecordError, Word, dump, load, spec
+from mxlaunch.records import RecordError, Word, dump, expect, load
 
 HEADER = ("# mxlaunch job plan, written by `launch train` (values of secret-looking variables are masked).\n"
           "# `launch train --resume` reads it back: it is the record of what ran, and where.\n")
@@ -45,8 +45,8 @@ class TargetRecord:
 
     cluster: Optional[str] = None  # --cluster NAME: resolved again on --resume (its addresses may change)
     python: Optional[str] = None
-    gpus_per_host: Optional[int] = spec("a whole number >= 0", lambda n: n >= 0, default=None)
-    ssh: Optional[SSHRecord] = spec("a mapping of SSH settings", default=None)
+    gpus_per_host: Optional[int] = expect("a whole number >= 0", lambda n: n >= 0, default=None)
+    ssh: Optional[SSHRecord] = expect("a mapping of SSH settings", default=None)
 
     @classmethod
     def of(cls, target: JobTarget) -> "TargetRecord":
@@ -68,27 +68,27 @@ class RoleRecord:
     kind: Optional[str] = None
     index: Optional[int] = None
     host: Optional[str] = None
-    env: Dict[str, Word] = spec(ENV, default_factory=dict)
+    env: Dict[str, Word] = expect(ENV, default_factory=dict)
 
 
 @dataclass(frozen=True)
 class JobRecord:
-    mode: str = spec("local or hosts", lambda m: m in ("local", "hosts"))
-    command: Tuple[Word, ...] = spec("a list of arguments", lambda c: len(c) > 0)
-    num_workers: int = spec("a whole number >= 1", _count)
-    num_servers: int = spec("a whole number >= 1", _count)
+    mode: Literal["local", "hosts"]
+    command: Tuple[Word, ...] = expect("a list of arguments", lambda c: len(c) > 0)
+    num_workers: int = expect("a whole number >= 1", _count)
+    num_servers: int = expect("a whole number >= 1", _count)
     job_id: Optional[str] = None
     run_dir: Optional[str] = None  # the launcher's, on its machine
     remote_run_dir: Optional[str] = None  # SSH mode: the roles' (LAUNCH_RUN_DIR); metrics.jsonl is fetched from it
     workdir: Optional[str] = None
-    timeout: Optional[float] = spec("a positive number of seconds", lambda t: t > 0, default=None)
+    timeout: Optional[float] = expect("a positive number of seconds", lambda t: t > 0, default=None)
     watch_spot: Optional[bool] = None  # None: a job.yaml from before it was recorded
-    hosts: Optional[Tuple[str, ...]] = spec("a list of hostfile lines", default=None)
-    target: Optional[TargetRecord] = spec("a mapping", default=None)
+    hosts: Optional[Tuple[str, ...]] = expect("a list of hostfile lines", default=None)
+    target: Optional[TargetRecord] = expect("a mapping", default=None)
     scheduler: Optional[SchedulerRecord] = None
-    env: Dict[str, Word] = spec(ENV, default_factory=dict)
-    env_worker: Dict[str, Word] = spec(ENV, default_factory=dict)
-    env_server: Dict[str, Word] = spec(ENV, default_factory=dict)
+    env: Dict[str, Word] = expect(ENV, default_factory=dict)
+    env_worker: Dict[str, Word] = expect(ENV, default_factory=dict)
+    env_server: Dict[str, Word] = expect(ENV, default_factory=dict)
     roles: Tuple[RoleRecord, ...] = ()
 
     @property

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 
 from mxlaunch.files import open_new
 from mxlaunch.launcher.jobs import rundir
-from mxlaunch.records import RecordError, dump, load, spec
+from mxlaunch.records import RecordError, dump, expect, load
 
 LAUNCHER_FILE = "launcher.json"
 DETACHED_DIR = ".detached"  # beside the run directories; a hidden name: `launch runs` lists no such folder
@@ -35,7 +35,7 @@ class LauncherRecord:
 
     # never pid 0 or -1 (kill(-1) signals every process), True (an int in Python) or one past Linux's limit
     # (os.kill raises OverflowError, not OSError)
-    pid: int = spec("a process id", lambda pid: 0 < pid <= PID_MAX_LIMIT)
+    pid: int = expect("a process id", lambda pid: 0 < pid <= PID_MAX_LIMIT)
     process_start: Optional[int] = None  # clock ticks since boot; None matches no process (fail closed)
     boot_id: Optional[str] = None  # None with hostname None: a record from before they were kept
     hostname: Optional[str] = None

@@ -68,7 +68,7 @@ class Launch:
         return plan_job(self.spec, job_id=self.job_id, run_dir=self.run_dir, port=port, local_cpus=self.local_cpus,
                         remote_run_dir=self.remote_run_dir)
 
-    def port(self, asked: Optional[int]) -> int:
+    def scheduler_port(self, asked: Optional[int]) -> int:
         """The scheduler's first port: --scheduler-port, else a free one with room for every role's after it."""
         return asked or ports.choose_port(span=1 + self.spec.num_servers + self.spec.num_workers)
 
@@ -132,7 +132,7 @@ def train(request: TrainRequest) -> None:
     if request.mode == DETACH:
         return detach(request)
     job = resume_job(request) if request.resume else new_job(request)
-    port = job.port(request.scheduler_port)
+    port = job.scheduler_port(request.scheduler_port)
     if request.dry_run:
         click.echo(dry_run_text(job, port), nl=False)
         return None
@@ -219,7 +219,7 @@ def run_restarting(job: Launch, request: TrainRequest, port: int, runner, points
         if number == 1:
             return _attempt(current, request, port, runner, restarts=done)
         again = current.loading(epoch, done[-1].from_batch)
-        at = again.port(request.scheduler_port)
+        at = again.scheduler_port(request.scheduler_port)
         return _attempt(again, request, at, _runner(again, again.plan(at)), restarts=done,
                         marker=restart_loop.marker(done[-1], request.max_restarts))
 
