@@ -256,8 +256,21 @@ def exec_(ctx, name, index, all_, region, profile) -> int:
 
 
 def _exec_all(name, chosen, hosts, connections, command) -> int:
-    """Every instance at once; each one's result (an exit status, or what went wrong) before judging."""
+    """Every instance at once; each one's result (an exit status, or what went wrong) before judging. Ctrl-C
+    (or any end of this thread) stops the command on every instance, as single-host exec does: the streams
+    run in other threads, which an interrupt never reaches."""
     lock = threading.Lock()
+    pids: dict = {}  # instance -> its remote pid line
+    stopping = threading.Event()
+
+    def started_on(i: int):
+        def record(pid: str) -> None:
+            with lock:
+                pids[i] = pid
+                late = stopping.is_set()
+            if late:  # started after the stop went round: ends itself
+                connections[hosts[chosen.index(i)]].kill_group(pid, "TERM")
+        return record
 
     def say(prefix: str, to_err: bool):
         def emit(line: str) -> None:
@@ -265,18 +278,27 @@ def _exec_all(name, chosen, hosts, connections, command) -> int:
                 click.echo(f"{prefix} {line}", err=to_err)
         return emit
 
-    def one(i: int) -> int:
-        prefix = f"[{name}-{i}]"
-        return connections[hosts[chosen.index(i)]].stream(command, say(prefix, False), say(prefix, True))
-
     def result(i: int):
+        prefix = f"[{name}-{i}]"
         try:
-            return one(i)
+            return connections[hosts[chosen.index(i)]].stream(command, say(prefix, False), say(prefix, True),
+                                                               started=started_on(i))
         except Exception as exc:  # one host's failure is its result, not the others' end
             return exc
 
-    with ThreadPoolExecutor(max_workers=min(len(chosen), 32)) as pool:
-        results = dict(zip(chosen, pool.map(result, chosen)))  # as long as the commands run: no limit of ours
+    pool = ThreadPoolExecutor(max_workers=min(len(chosen), 32))
+    try:
+        futures = {i: pool.submit(result, i) for i in chosen}
+        results = {i: future.result() for i, future in futures.items()}  # as long as the commands run
+    except BaseException:
+        with lock:
+            stopping.set()
+            running = dict(pids)
+        for i, pid in running.items():
+            connections[hosts[chosen.index(i)]].kill_group(pid, "TERM")
+        raise
+    finally:
+        pool.shutdown(wait=False)  # the caller closes the connections, which ends every stream
     failed = [f"{name}-{i} ({r if isinstance(r, BaseException) else f'exit {r}'})"
               for i, r in results.items() if isinstance(r, BaseException) or r != 0]
     if failed:
