@@ -232,6 +232,28 @@ def test_relative_links_lead_somewhere(page):
     assert not problems, "\n".join(problems)
 
 
+# --- files named in the docs --------------------------------------------------------------------------------
+
+# The project's own folders: a backticked path starting with one of them names a file of this repository (where
+# a behaviour lives), and must keep up when that file moves. Other paths (`runs/demo`, `/efs/data`) are examples.
+SOURCE_FOLDERS = ("launcher", "trainer", "infra", "templates", "mxlaunch", "tests", "testkit", "bench", "docs", ".ci")
+REPO_PATH = re.compile(r"^[\w.-]+(?:/[\w.-]+)+/?$")
+
+
+def missing_paths(path: Path) -> List[str]:
+    problems = []
+    for span in SPAN.findall(path.read_text(encoding="utf-8")):
+        if REPO_PATH.match(span) and span.split("/")[0] in SOURCE_FOLDERS and not (REPO / span).exists():
+            problems.append(f"{relative(path)}: `{span}` is no file or folder of the repository")
+    return problems
+
+
+@pytest.mark.parametrize("page", [README, *doc_files()], ids=relative)
+def test_named_repository_paths_exist(page):
+    problems = missing_paths(page)
+    assert not problems, "\n".join(problems)
+
+
 # --- the checks themselves fail when they should ---------------------------------------------------------
 
 SAMPLE = """# Reference
@@ -284,3 +306,12 @@ def test_a_broken_link_or_anchor_is_named(tmp_path, monkeypatch):
                                   "README.md: link docs/a.md#nothing: no heading makes #nothing in docs/a.md"]
     assert broken_links(page, pending=((tmp_path / "docs" / "b.md").resolve(),)) == [
         "README.md: link docs/a.md#nothing: no heading makes #nothing in docs/a.md"]
+
+
+def test_a_moved_module_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    (tmp_path / "launcher" / "jobs").mkdir(parents=True)
+    (tmp_path / "launcher" / "jobs" / "job.py").write_text("")
+    page = tmp_path / "README.md"
+    page.write_text("`launcher/jobs/job.py` `launcher/jobs/gone.py` `runs/demo` `/efs/data/x.rec` `a b/c`\n")
+    assert missing_paths(page) == ["README.md: `launcher/jobs/gone.py` is no file or folder of the repository"]
