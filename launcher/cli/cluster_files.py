@@ -22,15 +22,16 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import click
 
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
-
-if TYPE_CHECKING:  # paramiko: imported when a command runs
-    pass
+from mxlaunch.infra.cloud import local_state as state
+from mxlaunch.infra.cloud.aws import Aws
+from mxlaunch.infra.cloud.cluster_target import cluster_target
+from mxlaunch.infra.cloud.spec import validate_name
 
 DEFAULT_DEST = "/efs/data/"
 PROGRESS_BYTES = 16 * 1024 * 1024  # files at least this big get a progress bar (on a terminal)
@@ -40,11 +41,7 @@ SFTP_TIMEOUT = 60.0  # one SFTP request (not a whole file)
 def _cluster(name: str, region: Optional[str], profile: Optional[str]):
     """The cluster's JobTarget: its running instances (private addresses, in `launch cluster ssh`'s order)
     and the SSH settings to reach them."""
-    from mxlaunch.infra.cloud import local_state as state
-    from mxlaunch.infra.cloud.aws import Aws
-    from mxlaunch.infra.cloud.spec import validate_name
-    from mxlaunch.infra.cloud.cluster_target import cluster_target
-    from mxlaunch.infra.transport.ssh import SSHOptions
+    from mxlaunch.infra.transport.ssh import SSHOptions  # heavy
 
     validate_name(name)
     aws = Aws(region=region or state.read_meta(name).get("region"), profile=profile)
@@ -52,7 +49,7 @@ def _cluster(name: str, region: Optional[str], profile: Optional[str]):
 
 
 def _connect(target, hosts) -> dict:
-    from mxlaunch.infra.transport.ssh import connect_all
+    from mxlaunch.infra.transport.ssh import connect_all  # heavy
 
     connections = connect_all(hosts, target.ssh)
     try:
