@@ -151,7 +151,7 @@ def _finish(aws: Aws, spec, record, install=None):
     if spec.wait == "ssh" and live:
         from mxlaunch.infra.cloud import install as remote  # SSH and the wheel build only for --wait ssh
         hosts = [(f"{spec.name}-{n}", i.public_ip) for n, i in enumerate(live)]
-        remote.wait_ssh_and_install(hosts, state.ssh_config_path(spec.name), spec.efs, info,
+        remote.wait_ssh_and_install(hosts, state.ssh_options(spec.name, spec.ssh_user, key), spec.efs, info,
                                     gpus_per_host=spec.itype.gpus, options=install)  # ends checking every instance
         if install is not None:
             # a cpu install: `train --cluster` adds no --gpus; the wheelhouse (a path here): a repair of a
