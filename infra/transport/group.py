@@ -19,8 +19,7 @@ from typing import Callable, Dict, Iterable, Optional, Sequence, Union
 from mxlaunch.infra.transport import timeouts
 from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.infra.transport.ssh import Connection, SSHConnectError, connect, parallel
-from mxlaunch.infra.transport.ssh_options import (OTHER, Endpoint, SSHOptions, _config, describe_error, failure_kind,
-                                                  resolve)
+from mxlaunch.infra.transport.ssh_options import Endpoint, SSHOptions, _config, describe_error, failure_kind, resolve
 
 Connector = Callable[[Host, SSHOptions], Connection]  # opens one authenticated connection, or raises
 
@@ -45,9 +44,7 @@ class Outcome:
     @property
     def kind(self) -> Optional[str]:
         """What a failure to connect says about the host (ssh_options.failure_kind); None when it answered."""
-        if self.error is None:
-            return None
-        return failure_kind(self.error) if not isinstance(self.error, SSHConnectError) else OTHER
+        return None if self.error is None else failure_kind(self.error)
 
     def tail(self, n: int = 300) -> str:
         """The end of what failed, on one line: the transport's reason when the command never ran, else the
@@ -73,8 +70,6 @@ class Group:
 
     def describe(self, host: Host, exc: BaseException) -> str:
         """The transport's one line for a failure with `host`."""
-        if isinstance(exc, SSHConnectError):
-            return exc.format_message()
         return describe_error(exc, self.endpoint(host), self.options.connect_timeout)
 
     def _connection(self, host: Host) -> Connection:

@@ -16,8 +16,11 @@ Host keys are always checked, against `--known-hosts` (else ~/.ssh/known_hosts a
 key to the known-hosts file (--known-hosts, else ~/.ssh/known_hosts). A known host whose key differs is
 refused always (never "accept anything").
 
-Every wait is bounded: TCP connect, SSH banner, authentication and channel opening use
-`connect_timeout`; `run` takes its own timeout; `parallel` gives all hosts one deadline.
+Every wait is bounded (the bounds: infra/transport/timeouts.py): TCP connect, SSH banner, authentication and
+channel opening use `connect_timeout`; `run` takes its own timeout; `parallel` gives all hosts one deadline.
+This is the product's one SSH transport: jobs, checkpoint scans, `launch cluster put/exec`, detach, and the
+cluster steps (`up --wait ssh`, repair's probe, through infra/transport/group.py and upload.py) all use it;
+only the interactive `launch cluster ssh` runs OpenSSH.
 One connection per host carries every role's channel; only where sshd refuses another session
 (MaxSessions, 10 by default) is an extra connection to that host opened. `Connection.watch` pings the
 server and gives a silent host up after a timeout (a partition sends no FIN and no RST).
