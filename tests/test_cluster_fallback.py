@@ -9,7 +9,7 @@ import pytest
 
 from aws_fixtures import launch, nothing_tagged, plain_client, tagged_everything, up_args
 from mxlaunch.exits import Exit
-from mxlaunch.infra.cloud import repair, local_state as state
+from mxlaunch.infra.cloud import install, repair, local_state as state
 from testkit.aws import HttpStub
 from testkit.fake_ssh import FakeNetwork
 
@@ -280,7 +280,7 @@ def test_status_shows_each_instances_market_as_aws_names_it(moto_aws, hooks):
 def no_real_ssh(monkeypatch):
     """The repair's instances over the fake transport (every command answers 0): moto's addresses are never
     contacted."""
-    monkeypatch.setattr(repair, "CONNECT", FakeNetwork().connect)
+    monkeypatch.setattr(install, "CONNECT", FakeNetwork().connect)
 
 
 def spot_cluster(name: str, *flags) -> list:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aws_fixtures import launch, up_args
+from aws_fixtures import launch, tagged_everything, up_args
 from mxlaunch.errors import UsageError
 from mxlaunch.infra.cloud import install as remote, local_state as state, wait
 from mxlaunch.templates import render
@@ -141,6 +141,24 @@ def test_up_takes_extra_and_wheelhouse_and_records_the_extra(moto_aws, aws_env, 
     assert seen == [remote.Install("cpu", wheelhouse.resolve())] and state.read_meta("inst")["extra"] == "cpu"
     r = launch(*[a if a != "inst" else "inst2" for a in args], "--wheelhouse", str(wheelhouse / "README"))
     assert r.code == 2 and "--wheelhouse" in r.err and "README" in r.err  # a file, not a directory of wheels
+
+
+@pytest.mark.aws
+def test_up_wait_ssh_installs_over_the_transport_and_contacts_no_moto_address(moto_aws, aws_env, monkeypatch,
+                                                                             wheelhouse):
+    net = FakeNetwork()
+    monkeypatch.setattr(remote, "CONNECT", net.connect)  # the one seam of every cluster SSH step
+    args = [a if a != "running" else "ssh" for a in up_args("e2e", 2)]
+    r = launch(*args, "--extra", "cpu", "--wheelhouse", str(wheelhouse))
+    assert r.code == 0, r.err
+    instances = sorted(tagged_everything("e2e")["instances"], key=lambda i: i["AmiLaunchIndex"])
+    assert {(e.host.address, e.hostname, e.user, e.key_files) for e in net.connects} == \
+        {(f"e2e-{n}", i["PublicIpAddress"], "ubuntu", (str(state.key_path("e2e")),)) for n, i in enumerate(instances)}
+    assert {(o.known_hosts, o.accept_new) for o in net.options} == {(str(state.known_hosts_path("e2e")), True)}
+    assert "  uploading 3 file(s) to e2e-0:/efs/mxlaunch/wheels (0 already there)" in r.err.splitlines()
+    assert "  installing mxlaunch[cpu] into /efs/mxlaunch/venv on e2e-0 from the wheelhouse" in r.err
+    assert "/efs/mxlaunch/venv imports mxnet and mxlaunch on 2 instance(s)" in r.err
+    assert state.read_meta("e2e")["extra"] == "cpu" and "next: launch train --cluster e2e" in r.out
 
 
 def test_without_a_source_tree_the_wheel_is_packed_from_the_installed_files(tmp_path):

@@ -14,7 +14,7 @@ import botocore.session
 import pytest
 
 from aws_fixtures import AMI, launch, plain_client, tagged_everything, up_args
-from mxlaunch.infra.cloud import policy, repair
+from mxlaunch.infra.cloud import install, policy, repair
 from mxlaunch.infra.cloud.spec import TAG
 from testkit.aws import HttpStub
 from testkit.fake_ssh import FakeNetwork
@@ -65,7 +65,7 @@ def lose_one_silence_one(monkeypatch, name: str):
     running that does not answer SSH (the repair terminates it): `launch cluster repair` launches two."""
     gone, silent, _ = running(name)
     plain_client("ec2").terminate_instances(InstanceIds=[gone["InstanceId"]])
-    monkeypatch.setattr(repair, "CONNECT", FakeNetwork().connect)  # moto's addresses are never contacted
+    monkeypatch.setattr(install, "CONNECT", FakeNetwork().connect)  # moto's addresses are never contacted
     monkeypatch.setattr(repair, "ssh_probe", lambda name, connect: lambda instances: [
         i for i in instances if i.id == silent["InstanceId"]])
     return launch("cluster", "repair", name)

@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.infra.cloud import repair, local_state as state
+from mxlaunch.infra.cloud import install, repair, local_state as state
 from aws_fixtures import FailCalls, launch, plain_client, tagged_everything, up_args
 from testkit.fake_ssh import FakeNetwork
 
@@ -35,7 +35,7 @@ def fake_ssh(interrupt: bool = False, silent=()) -> FakeNetwork:
 @pytest.fixture(autouse=True)
 def no_real_ssh(monkeypatch):
     """Whatever a test overrides, no path of the repair can connect to moto's made-up addresses."""
-    monkeypatch.setattr(repair, "CONNECT", fake_ssh().connect)
+    monkeypatch.setattr(install, "CONNECT", fake_ssh().connect)
 
 
 class Calls:
@@ -281,7 +281,7 @@ def no_sleep(monkeypatch):
 def test_a_restart_where_every_host_answers_makes_no_aws_call(moto_aws, calls, monkeypatch):
     before = cluster("t1")
     ssh = fake_ssh()
-    monkeypatch.setattr(repair, "CONNECT", ssh.connect)
+    monkeypatch.setattr(install, "CONNECT", ssh.connect)
     calls.calls.clear()
     lines = []
     assert repair.restart_hosts("t1", job_addresses(before), (), lines.append) is None
@@ -296,7 +296,7 @@ def test_a_restart_after_a_lost_host_replaces_it_probing_each_host_once(moto_aws
     before = cluster("t2")
     lost = before[1]
     ssh = fake_ssh(silent=[lost["PrivateIpAddress"]])
-    monkeypatch.setattr(repair, "CONNECT", ssh.connect)
+    monkeypatch.setattr(install, "CONNECT", ssh.connect)
     lines = []
     found = repair.restart_hosts("t2", job_addresses(before), (), lines.append)
     assert calls.params("TerminateInstances") == [{"InstanceIds": [lost["InstanceId"]]}]
@@ -312,7 +312,7 @@ def test_a_lost_host_with_expired_credentials_says_to_refresh_them_and_touches_n
                                                                                        monkeypatch, no_sleep):
     before = cluster("t3")
     lost = before[2]["PrivateIpAddress"]
-    monkeypatch.setattr(repair, "CONNECT", fake_ssh(silent=[lost]).connect)
+    monkeypatch.setattr(install, "CONNECT", fake_ssh(silent=[lost]).connect)
     hooks.append(FailCalls("GetCallerIdentity", times=5, code="ExpiredToken", service="sts"))
     calls.calls.clear()
     with pytest.raises(repair.NoCredentials) as caught:

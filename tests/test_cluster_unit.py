@@ -141,7 +141,7 @@ def test_ssh_wait_is_bounded_and_diagnoses_each_host(tmp_path, monkeypatch):
         r.wait_for(hosts, ["test", "-f", "/var/lib/mxlaunch/ready"], "user data finished", 600)
     msg = err.value.format_message()
     assert msg.startswith("timed out after 600s waiting for user data finished: ") and "\n" not in msg
-    assert "c-0: port 22 unreachable (timed out): is your address inside --ssh-cidr? still booting? (ssh: cannot " \
+    assert "c-0: port 22 unreachable: is your address inside --ssh-cidr? still booting? (ssh: cannot " \
            "connect to ubuntu@c-0:22: timed out after 10s" in msg
     assert "c-1: port 22 refused: sshd not started yet (ssh: cannot connect to ubuntu@c-1:22: connection refused" in msg
     assert "c-2: port 22 open: SSH answers but the login failed (ssh: authentication failed as ubuntu" in msg

@@ -17,8 +17,8 @@ measured in the cluster box (bytes read, time to first batch per role start) bef
 Everything goes over the one SSH transport (infra/transport: a connection per instance, kept across the
 steps; files over SFTP), with the cluster's ssh config, key, user and known_hosts as `launch train --cluster`
 uses them: a host key seen for the first time is recorded in the cluster's known_hosts, a changed one refused.
-The connector is a parameter: tests pass a fake one and never connect (moto's addresses are made up and must
-never be contacted). Bounds: infra/transport/timeouts.py.
+The connector is a parameter (and `CONNECT` where none is passed): tests use a fake one and never connect
+(moto's addresses are made up and must never be contacted). Bounds: infra/transport/timeouts.py.
 """
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ EXTRAS = ("cpu", "gpu")
 WHEEL_SUFFIXES = (".whl", ".tar.gz", ".zip")  # what pip --find-links takes
 # the two extras hold different MXNet wheels, which must never share an environment
 MXNET_OF = {"cpu": "mxnet", "gpu": "mxnet-cu112"}
+
+CONNECT: Optional[Connector] = None  # how instances are reached where no caller passes `connect`: the transport;
+# tests put testkit.fake_ssh's connector here (install and repair alike)
 
 # importing mxnet (from EFS: seconds), then nvidia-smi and the GPU operation, each bounded on the host too
 GPU_CHECK_TIMEOUT = timeouts.COMMAND + gpu_check.SMI_TIMEOUT + gpu_check.OP_TIMEOUT
@@ -158,7 +161,7 @@ def diagnosis(outcome: Outcome, address: Optional[str], port: int = 22) -> str:
     if kind == REFUSED:
         return f"port {port} refused: sshd not started yet"
     if kind == UNREACHABLE:
-        return f"port {port} unreachable (timed out): is your address inside --ssh-cidr? still booting?"
+        return f"port {port} unreachable: is your address inside --ssh-cidr? still booting?"
     if kind == LOGIN:
         return f"port {port} open: SSH answers but the login failed"
     if kind is not None:
@@ -176,7 +179,7 @@ class Remote:
 
     def __init__(self, ssh: SSHOptions, echo: Callable[[str], None], connect: Optional[Connector] = None):
         self.echo = echo
-        self.group = Group(ssh, connect)
+        self.group = Group(ssh, connect or CONNECT)
 
     def run(self, hosts: Sequence[tuple], argv: Sequence[str], timeout: float = timeouts.COMMAND,
             stdin: Optional[str] = None) -> Dict[str, Outcome]:

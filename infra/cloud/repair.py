@@ -8,8 +8,9 @@
    cluster.json `up` wrote (count, type, spot, user, key, EFS, install extra and wheelhouse).
 2. An instance AWS reports not running is lost without a probe (it is not counted, so it is replaced).
    Running instances that do not answer SSH (a bounded probe over the SSH transport, with the cluster's ssh
-   config, key and known_hosts; its connector injectable: tests never connect to moto's addresses) and the `doomed` ones (private addresses with a spot interruption notice: gone within two
-   minutes anyway) are terminated — found by the cluster's tag, so only its own — and waited for (bounded).
+   config, key and known_hosts; its connector injectable: tests never connect to moto's addresses) and the
+   `doomed` ones (private addresses with a spot interruption notice: gone within two minutes anyway) are
+   terminated — found by the cluster's tag, so only its own — and waited for (bounded).
    Silence is read with care, since it may be this machine's fault (its address no longer in the SSH rule,
    a VPN): when no running instance answers, nothing is terminated (the repair is refused), and at most half
    of the running instances are terminated for silence in one repair (the rest stay, named); a spot notice is
@@ -52,7 +53,6 @@ PROBE_ATTEMPTS = timeouts.PROBE_ATTEMPTS  # an instance is unreachable when `tru
 INTERVAL = 5.0  # between two looks at instances terminating
 TERMINATE_TIMEOUT = 300.0  # until AWS says shutting-down: the instance is on its way out
 NOT_GONE = ("pending", "running", "stopping", "stopped")
-CONNECT: Optional[Connector] = None  # how instances are reached unless a caller passes `connect`: the transport
 
 Echo = Callable[[str], None]
 Probe = Callable[[Sequence[Instance]], Sequence[Instance]]  # running instances -> those that do not answer
@@ -93,7 +93,7 @@ def unreachable(name: str, addresses: Sequence[str], connect: Optional[Connector
             break
         if attempt:
             wait.SLEEP(timeouts.PROBE_INTERVAL)
-        with Group(ssh, connect or CONNECT) as group:
+        with Group(ssh, connect or remote.CONNECT) as group:
             found = group.run([Host(a) for a in left], ["true"], timeouts.PROBE)
         left = [a for a in left if not found[Host(a)].ok]
     return left
@@ -145,9 +145,8 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
     """Cluster `name` back to its recorded count (see the module docstring). `doomed`: private addresses of
     instances that got a spot interruption notice. `force`: the owner check's (someone else's cluster);
     `replace_unreachable`: terminate every instance that does not answer SSH, even all of them. `probe` and
-    `connect` are the SSH seams (tests fake them)."""
+    `connect` are the SSH seams (tests fake them; without `connect`, install.CONNECT)."""
     validate_name(name)
-    connect = connect or CONNECT
     meta = state.read_meta(name)
     aws = aws or Aws(region=meta.get("region"))
     me, _ = owner.check(aws, name, "repair", force, echo)
@@ -216,7 +215,7 @@ def restart_hosts(name: str, addresses: Sequence[str], doomed: Sequence[str], ec
                                       doomed and f"spot interruption notice for {', '.join(doomed)}") if part)
     echo(f"{why}: making cluster {name} whole")
     try:
-        done = make_whole(name, echo, doomed, probe=ssh_probe(name, CONNECT, {a: a not in silent for a in addresses}))
+        done = make_whole(name, echo, doomed, probe=ssh_probe(name, None, {a: a not in silent for a in addresses}))
         found = cluster_target(name)
     except AwsError as exc:
         refresh = (": refresh them (`aws sso login`, or the AWS profile's keys)" if isinstance(exc, NoCredentials)
