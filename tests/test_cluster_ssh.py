@@ -145,3 +145,15 @@ def test_repairs_probe_finds_the_instance_that_does_not_answer(bed, cluster, mon
     assert silent == [private(2)]
     assert time.monotonic() - started < repair.PROBE_ATTEMPTS * (timeouts.CONNECT + 2)
     assert recorded() == sorted(f"{m.address} {m.host_key_line}" for m in bed.members[:2])  # learnt as it went
+
+
+def test_a_command_past_its_bound_is_ended_on_the_host(bed, cluster):
+    r, started = remote(), time.monotonic()
+    try:
+        (outcome,) = r.run(cluster[:1], ["sleep", "60"], timeout=1).values()
+    finally:
+        r.close()
+    assert (outcome.status, outcome.why) == (-1, "timed out after 1s")
+    assert time.monotonic() - started < 1 + timeouts.CONNECT + timeouts.PID_WAIT + timeouts.KILL
+    testbed.wait_for(lambda: not any(line[:2] == ["sleep", "60"] for line in bed.cmdlines(0)), 5,
+                     what="the command ended on the host")
