@@ -67,8 +67,6 @@ def cluster_target(name: str, region: Optional[str] = None, aws: Optional[Aws] =
     workdir, the venv's interpreter, its SSH settings (key, login user, known_hosts, ssh config), its GPUs per
     host and the role environment its instance type needs; `workdir`, `python` and `ssh` as with_settings.
     Its hostfile and ssh config are rewritten from the instances found."""
-    from mxlaunch.infra.transport.ssh import SSHOptions  # heavy
-
     validate_name(name)  # `--cluster ../../x` is refused before any path is built
     meta = state.read_meta(name)
     aws = aws or Aws(region=region or meta.region)
@@ -83,8 +81,7 @@ def cluster_target(name: str, region: Optional[str] = None, aws: Optional[Aws] =
     user = meta.ssh_user or DEFAULT_SSH_USER
     key = Path(meta.key_file) if meta.key_file else None
     write_local_files(name, running, user, key)
-    own = SSHOptions(key=str(key) if key else None, user=user, known_hosts=str(state.known_hosts_path(name)),
-                     config_path=str(state.ssh_config_path(name)))
+    own = state.ssh_options(name, user, key)
     found = JobTarget(hosts=tuple(state.host_for(i.private_ip, user) for i in running if i.private_ip),
                       python=f"{VENV}/bin/python", workdir=WORKDIR, ssh=own, gpus_per_host=gpus,
                       env=tuple(sorted(catalog.role_env(running[0].instance_type).items())), cluster=name)
