@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 from mxlaunch.errors import CommandError
 
-from mxlaunch.infra.cloud import catalog, local_state as state
+from mxlaunch.infra.cloud import catalog, local_state
 from mxlaunch.infra.cloud.aws import Aws
 from mxlaunch.infra.cloud.record import Instance, find_instances
 from mxlaunch.infra.cloud.spec import DEFAULT_SSH_USER, VENV, WORKDIR, validate_name
@@ -47,9 +47,9 @@ def ssh_entries(name: str, instances) -> list:
 
 def write_local_files(name: str, instances, ssh_user: str, key: Optional[Path]) -> tuple:
     """Hostfile (templates/hosts.j2) and ssh config of the live instances; returns both paths."""
-    hosts = [state.host_for(i.private_ip, ssh_user) for i in instances if i.private_ip]
-    return (state.write_hostfile(name, hosts),
-            state.write_ssh_config(name, ssh_entries(name, instances), ssh_user, key))
+    hosts = [local_state.host_for(i.private_ip, ssh_user) for i in instances if i.private_ip]
+    return (local_state.write_hostfile(name, hosts),
+            local_state.write_ssh_config(name, ssh_entries(name, instances), ssh_user, key))
 
 
 def hours_since(when: Optional[dt.datetime]) -> float:
@@ -68,7 +68,7 @@ def cluster_target(name: str, region: Optional[str] = None, aws: Optional[Aws] =
     host and the role environment its instance type needs; `workdir`, `python` and `ssh` as with_settings.
     Its hostfile and ssh config are rewritten from the instances found."""
     validate_name(name)  # `--cluster ../../x` is refused before any path is built
-    meta = state.read_meta(name)
+    meta = local_state.read_meta(name)
     aws = aws or Aws(region=region or meta.region)
     running = [i for i in find_instances(aws, name, states=("running",))]
     if not running:
@@ -81,8 +81,8 @@ def cluster_target(name: str, region: Optional[str] = None, aws: Optional[Aws] =
     user = meta.ssh_user or DEFAULT_SSH_USER
     key = Path(meta.key_file) if meta.key_file else None
     write_local_files(name, running, user, key)
-    own = state.ssh_options(name, user, key)
-    found = JobTarget(hosts=tuple(state.host_for(i.private_ip, user) for i in running if i.private_ip),
+    own = local_state.ssh_options(name, user, key)
+    found = JobTarget(hosts=tuple(local_state.host_for(i.private_ip, user) for i in running if i.private_ip),
                       python=f"{VENV}/bin/python", workdir=WORKDIR, ssh=own, gpus_per_host=gpus,
                       env=tuple(sorted(catalog.role_env(running[0].instance_type).items())), cluster=name)
     return with_settings(found, workdir, python, ssh)

@@ -43,7 +43,7 @@ from mxlaunch.infra.transport.group import Connector, Group
 from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.infra.transport.ssh_options import SSHOptions
 
-from mxlaunch.infra.cloud import owner, provision, install as remote, run_instances, signals, local_state as state, wait
+from mxlaunch.infra.cloud import owner, provision, install, run_instances, signals, local_state, wait
 from mxlaunch.infra.cloud.aws import Aws, AwsError, CapacityUnavailable, NoCredentials
 from mxlaunch.infra.cloud.record import ClusterRecord, Instance, discover, find_instances
 from mxlaunch.infra.cloud.spec import DEFAULT_SSH_USER, ClusterSpec, Owner, validate_name
@@ -80,8 +80,8 @@ class Repair:
 
 def cluster_ssh(name: str, meta: Optional[ClusterMeta] = None) -> SSHOptions:
     """The SSH settings of cluster `name` from what `up` recorded (cluster.json: user, key)."""
-    meta = state.read_meta(name) if meta is None else meta
-    return state.ssh_options(name, meta.ssh_user or DEFAULT_SSH_USER, Path(meta.key_file) if meta.key_file else None)
+    meta = local_state.read_meta(name) if meta is None else meta
+    return local_state.ssh_options(name, meta.ssh_user or DEFAULT_SSH_USER, Path(meta.key_file) if meta.key_file else None)
 
 
 def unreachable(name: str, addresses: Sequence[str], connect: Optional[Connector] = None) -> list:
@@ -94,7 +94,7 @@ def unreachable(name: str, addresses: Sequence[str], connect: Optional[Connector
             break
         if attempt:
             wait.SLEEP(timeouts.PROBE_INTERVAL)
-        with Group(ssh, connect or remote.CONNECT) as group:
+        with Group(ssh, connect or install.CONNECT) as group:
             found = group.run([Host(a) for a in left], ["true"], timeouts.PROBE)
         left = [a for a in left if not found[Host(a)].ok]
     return left
@@ -120,7 +120,7 @@ def _spec(name: str, meta: ClusterMeta, record: ClusterRecord, who: Optional[Own
     """The spec `up` ran with, as far as a repair needs it. The SSH rule and the shared resources are taken as
     they are (`foreign`: never revoke a rule); new instances boot the image their peers run."""
     if not meta.count or not meta.instance_type:
-        raise CommandError(f"cluster {name}: no record of its `up` here ({state.cluster_dir(name)}/cluster.json): "
+        raise CommandError(f"cluster {name}: no record of its `up` here ({local_state.cluster_dir(name)}/cluster.json): "
                            f"repair it where `launch cluster up {name}` ran")
     missing = [what for what, there in (("its security group", record.security_group),
                                         ("its SSH rule", record.ssh_cidrs),
@@ -148,7 +148,7 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
     `replace_unreachable`: terminate every instance that does not answer SSH, even all of them. `probe` and
     `connect` are the SSH seams (tests fake them; without `connect`, install.CONNECT)."""
     validate_name(name)
-    meta = state.read_meta(name)
+    meta = local_state.read_meta(name)
     aws = aws or Aws(region=meta.region)
     me, _ = owner.check(aws, name, "repair", force, echo)
     record = discover(aws, name)
@@ -253,9 +253,9 @@ def _finish(aws: Aws, spec: ClusterSpec, meta: ClusterMeta, record: ClusterRecor
     live = record.live
     write_local_files(spec.name, live, spec.ssh_user, key)
     # known_hosts: the peers' keys stay; a new instance may have an old one's address (and a new key)
-    state.keep_host_keys(spec.name, [a for i in live if i.id in kept for a in (i.private_ip, i.public_ip)])
+    local_state.keep_host_keys(spec.name, [a for i in live if i.id in kept for a in (i.private_ip, i.public_ip)])
     hosts = [(f"{spec.name}-{n}", i.public_ip) for n, i in enumerate(live) if i.id in fresh]
-    checker = remote.Remote(state.ssh_options(spec.name, spec.ssh_user, key), echo, connect)
+    checker = install.Remote(local_state.ssh_options(spec.name, spec.ssh_user, key), echo, connect)
     try:
         _check(checker, spec, meta, hosts, echo)
     finally:
@@ -263,11 +263,11 @@ def _finish(aws: Aws, spec: ClusterSpec, meta: ClusterMeta, record: ClusterRecor
     return record
 
 
-def _check(checker: "remote.Remote", spec: ClusterSpec, meta: ClusterMeta, hosts: list, echo: Echo) -> None:
+def _check(checker: "install.Remote", spec: ClusterSpec, meta: ClusterMeta, hosts: list, echo: Echo) -> None:
     """The new instances answer, finished their user data, and can use (or got) the cluster's venv."""
     echo("waiting for SSH")
     checker.wait_for(hosts, ["true"], "SSH answering", timeouts.BOOT)
-    checker.wait_for(hosts, ["test", "-f", remote.READY], "user data finished", timeouts.READY)
+    checker.wait_for(hosts, ["test", "-f", install.READY], "user data finished", timeouts.READY)
     extra = meta.extra
     if extra is None:
         echo("  `up` installed nothing (--wait running/none): nothing to check")
@@ -275,8 +275,8 @@ def _check(checker: "remote.Remote", spec: ClusterSpec, meta: ClusterMeta, hosts
     if spec.efs:  # one venv on EFS, already installed: the new instances only prove they can use it
         checker.verify(hosts)
     else:
-        options = remote.install_options(extra, meta.wheelhouse, spec.itype.gpus)
+        options = install.install_options(extra, meta.wheelhouse, spec.itype.gpus)
         with tempfile.TemporaryDirectory(prefix="mxlaunch-wheel-") as tmp:
-            checker.install(hosts, remote.mxlaunch_wheel(options.wheelhouse, Path(tmp)), False, options)
+            checker.install(hosts, install.mxlaunch_wheel(options.wheelhouse, Path(tmp)), False, options)
     if extra == "gpu" and spec.itype.gpus > 0:
         checker.check_gpus(hosts, spec.itype.gpus)

@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from mxlaunch.errors import UsageError
-from mxlaunch.launcher.jobs import launcher_record as runstate, plotting, rundir, summary
+from mxlaunch.launcher.jobs import launcher_record, plotting, rundir, summary
 from mxlaunch.launcher.jobs.checkpoints import Checkpoint
 from mxlaunch.launcher.jobs.job import Job, JobOutcome, JobSettings, Reason
 from mxlaunch.launcher.jobs.output import RoleOutputSink
@@ -28,7 +28,7 @@ def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, a
     plan = make_plan(first_port)
     try:  # until the Job owns the runner (it closes it), a failure here must close it: connections, threads
         rundir.write_plan_files(plan, cwd, target)
-        runstate.record_launcher(plan.run_dir)  # `launch logs --follow` / `launch runs` see if this process dies
+        launcher_record.record_launcher(plan.run_dir)  # `launch logs --follow` / `launch runs` see if this process dies
         sink = RoleOutputSink(plan.run_dir, plan.roles, show_host=not plan.spec.local, append=append_logs,
                               verbose=verbose)
     except BaseException:

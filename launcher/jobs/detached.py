@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Tuple
 
 from mxlaunch.errors import CommandError, UsageError
-from mxlaunch.infra.cloud import local_state as state
+from mxlaunch.infra.cloud import local_state
 from mxlaunch.infra.cloud.spec import WORKDIR
 from mxlaunch.infra.transport.remote.detach_starter import KEY_NAME, KEYS, remove_keys
 from mxlaunch.infra.transport.target import JobTarget
@@ -180,7 +180,7 @@ def cluster_key(name: str, target: JobTarget) -> str:
     """The key a detached launcher gets: the cluster's own (in its state), readable without a passphrase."""
     import paramiko  # heavy
 
-    own = state.key_path(name)
+    own = local_state.key_path(name)
     if not own.is_file():
         raise UsageError(f"cluster {name} uses a key pair of your own (no key in its state): --detach copies only "
                          f"a cluster's own key to instance 0, never a personal one")
