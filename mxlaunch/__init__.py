@@ -1,6 +1,6 @@
 """mxlaunch: take Apache MXNet training from one machine to a GPU cluster on AWS, and back.
 
-One installed package; setup.py maps the repository's folders into it. Floors point down only:
+One installed package; pyproject.toml maps the repository's folders into it. Floors point down only:
 
     mxlaunch.launcher  -> mxlaunch.infra (only in its CLI layer)  -> mxlaunch (base: exits, errors)
     mxlaunch.trainer   -> mxlaunch (base) and nothing else of ours

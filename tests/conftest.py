@@ -2,7 +2,7 @@
 
 At session start: what killed runs left is swept (stale beds, then every process whose owner mark names a
 test run that is gone), and this session marks every process it will start (testkit.procs).
-Markers (setup.cfg): `bed` tests need the SSH test bed: skipped with the reason where it cannot be made,
+Markers (pyproject.toml): `bed` tests need the SSH test bed: skipped with the reason where it cannot be made,
 failed where the run requires it (.ci/run: MXLAUNCH_REQUIRE_BED=1); `slow` tests train MXNet for minutes;
 `aws` tests drive `launch cluster` against moto or botocore's Stubber. Subsets: `pytest -m "not slow"`.
 """

@@ -93,9 +93,9 @@ def wheelhouse_files(wheelhouse: Path) -> List[Path]:
 
 
 def source_root() -> Optional[Path]:
-    """The directory holding setup.py of the running copy (an editable or source install), or None."""
-    root = Path(__file__).resolve().parent.parent
-    return root if (root / "setup.py").exists() else None
+    """The checkout of the running copy (an editable or source install: pyproject.toml there), or None."""
+    root = Path(__file__).resolve().parents[2]  # infra/cloud/install.py
+    return root if (root / "pyproject.toml").exists() else None
 
 
 def build_wheel(outdir: Path, run: Runner = subprocess.run) -> Path:
