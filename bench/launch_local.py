@@ -21,8 +21,9 @@ import sys
 import tempfile
 import time
 
-
-from testkit.jobs import PUSHPULL, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for
+# testkit/ (the test support) is not installed: it is found beside bench/, in this checkout
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from testkit.jobs import PUSHPULL, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for  # noqa: E402
 
 
 def one_run(workers, rounds, kill_worker, workdir, pythonpath=None):

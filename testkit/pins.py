@@ -12,7 +12,7 @@ if sys.version_info >= (3, 11):
 else:  # the test extra installs tomli there
     import tomli as tomllib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: testkit/ is at its top
+from testkit.checkout import REPO
 
 
 def project() -> dict:

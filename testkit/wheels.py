@@ -1,5 +1,5 @@
-"""Offline installs for the packaging tests: a clean copy of the checkout, wheels packed back from the
-distributions this interpreter already has, and a pip that reads no configuration of this machine.
+"""Offline installs for the packaging tests: wheels packed back from the distributions this interpreter already
+has, and a pip that reads no configuration of this machine.
 
 A wheel is the files of an installed distribution plus its .dist-info, so packing those back (RECORD says which
 files are its own) gives a wheelhouse for `pip install --no-index --find-links` without any registry.
@@ -12,12 +12,9 @@ import hashlib
 import importlib.metadata
 import io
 import os
-import shutil
-import subprocess
 import zipfile
 from typing import Dict, Iterable, List
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: testkit/ is at its top
 _NOT_PACKED = {"INSTALLER", "REQUESTED", "RECORD", "direct_url.json"}  # what pip writes at install time
 
 
@@ -66,21 +63,6 @@ def wheelhouse(names: Iterable[str], out_dir: str) -> List[str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return found
-
-
-def clean_copy(dest: str) -> str:
-    """The files a fresh clone of this checkout would have (tracked or not ignored, as they are now on disk),
-    copied to `dest`: no venv, no build/ or *.egg-info left by earlier installs."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, timeout=60, check=True).stdout
-    for rel in filter(None, listed.decode().split("\0")):
-        source = os.path.join(REPO, rel)
-        if not os.path.isfile(source):  # deleted in the work tree, not yet in the index
-            continue
-        target = os.path.join(dest, rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copy2(source, target)
-    return dest
 
 
 def pip_env(**extra) -> Dict[str, str]:

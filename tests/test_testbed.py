@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from testkit import bed as testbed
+from testkit.checkout import with_testkit
 pytestmark = [pytest.mark.bed, pytest.mark.timeout(60)]
 
 bed = testbed.bed_fixture(3)
@@ -93,7 +94,7 @@ def test_teardown_happens_even_when_the_test_fails(tmp_path):
             assert False, "boom"
     """ % str(tmp_path / "name")))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(inner)],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=with_testkit())
     assert proc.returncode == 1 and "boom" in proc.stdout
     name = (tmp_path / "name").read_text()
     assert name.startswith("mxb")
@@ -116,7 +117,7 @@ def test_each_test_gets_the_bed_clean_and_one_that_leaves_a_process_errors(tmp_p
             assert bed.job_pids(0) == []
     """ % str(tmp_path / "name")))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(inner)],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=with_testkit())
     assert proc.returncode == 1, proc.stdout
     assert "2 passed, 1 error" in proc.stdout, proc.stdout
     assert "ERROR at teardown of test_leaves_a_process" in proc.stdout and "sleep 301" in proc.stdout
