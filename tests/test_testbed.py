@@ -127,7 +127,7 @@ def test_each_test_gets_the_bed_clean_and_one_that_leaves_a_process_errors(tmp_p
 def test_a_bed_whose_owner_was_killed_is_swept_by_the_next_run(tmp_path):
     code = ("import os, signal; from testkit import bed as testbed; b = testbed.up(2); "
             "print(b.name, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=with_testkit())
     assert proc.returncode == -9
     name = proc.stdout.strip()
     assert testbed.leftovers(name)  # the killed run left its namespaces and links behind
