@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import io
 import os
+import sysconfig
 import zipfile
 from typing import Dict, Iterable, List
 
@@ -72,3 +73,16 @@ def pip_env(**extra) -> Dict[str, str]:
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
     env.update(extra)
     return env
+
+
+def frameworks(dest: str) -> str:
+    """A folder of links to this interpreter's third-party packages (mxnet, numpy, boto3, ...), without
+    mxlaunch's own install and without .pth files: a line naming it in another venv's .pth (same Python
+    version) makes pip find every dependency already installed, so only mxlaunch itself is installed there."""
+    site = sysconfig.get_paths()["purelib"]
+    os.makedirs(dest, exist_ok=True)
+    for entry in os.listdir(site):
+        if entry.startswith(("mxlaunch", "__editable__", "__pycache__")) or entry.endswith(".pth"):
+            continue
+        os.symlink(os.path.join(site, entry), os.path.join(dest, entry))
+    return dest
