@@ -15,10 +15,15 @@ else:  # the test extra installs tomli there
 from testkit.checkout import REPO
 
 
+def pyproject() -> dict:
+    """The checkout's pyproject.toml."""
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
 def project() -> dict:
     """pyproject.toml's [project] table."""
-    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
-        return tomllib.load(f)["project"]
+    return pyproject()["project"]
 
 
 def _requirements(extra: str) -> list:
