@@ -21,6 +21,10 @@ from testkit.require import bed_unavailable, need_bed
 from testkit.xdist_groups import pytest_xdist_make_scheduler  # noqa: F401
 
 pytest_plugins = ["aws_fixtures", "fixtures_moto", "fixtures_ssh", "fixtures_box"]
+# testkit/ is not installed: every Python the tests start (an inner pytest, the box's moto server) finds it in the
+# checkout, as this pytest does (pyproject's pythonpath)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
 
 
 def pytest_sessionstart(session):

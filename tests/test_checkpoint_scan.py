@@ -62,6 +62,17 @@ def test_a_remote_job_resumes_from_the_newest_point_every_worker_host_has():
     assert found == (Checkpoint(2, 30), listing)
 
 
+def test_a_damaged_array_header_costs_no_more_memory_than_the_file_and_the_previous_checkpoint_is_taken(tmp_path):
+    # one array whose ndim says 2**31 - 1: reading its shape as written would allocate 17 GB
+    damaged = struct.pack("<QQQIii", 0x112, 0, 1, checkpoint_scan.V2_MAGIC, 0, 2 ** 31 - 1) + bytes(64)
+    files(tmp_path, m_0001=1, m_0002=2)
+    (tmp_path / "m-0002.params").write_bytes(damaged)
+    with open(tmp_path / "m-0002.params", "rb") as stream:
+        with pytest.raises(checkpoint_scan.Incomplete, match="ndim"):
+            checkpoint_scan.check(stream, len(damaged))
+    assert checkpoints.newest_local(str(tmp_path / "m")) == Checkpoint(1)
+
+
 # ------------------------------------------------------------------------------ the program as shipped
 def scan(requests, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-S", "-c", source("checkpoint_scan")], cwd=cwd, capture_output=True,

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from mxlaunch.errors import UsageError
 from mxlaunch.launcher.cli import cluster_files as files_cmd
 from mxlaunch.infra.transport.ssh import SSHOptions, connect
 from testkit import bed as testbed
@@ -20,6 +21,32 @@ def test_put_plans_a_folder_into_dest_under_its_own_name(tmp_path):
     copies = files_cmd.plan_copies(str(src), "/efs/data/")
     assert [(c.remote, c.size) for c in copies] == [("/efs/data/digits/a.rec", 5), ("/efs/data/digits/sub/b.idx", 1)]
     assert [c.remote for c in files_cmd.plan_copies(str(src / "a.rec"), "/efs/data")] == ["/efs/data/a.rec"]
+
+
+def test_put_refuses_links_inside_src_by_name_unless_told_to_follow_them(tmp_path):
+    src = tmp_path / "data"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.rec").write_bytes(b"abc")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "b.rec").write_bytes(b"b")
+    (src / "linked").symlink_to(outside)  # a folder
+    (src / "sub" / "c.rec").symlink_to(src / "a.rec")  # a file
+    (src / "dangling").symlink_to(tmp_path / "gone")
+    (src / "sub" / "loop").symlink_to(src)
+    with pytest.raises(UsageError) as refused:
+        files_cmd.plan_copies(str(src), "/efs/data/")
+    assert ("holds 4 symbolic link(s) that put does not copy: data/dangling, data/linked, data/sub/c.rec, "
+            "data/sub/loop (give -L/--follow-links" in refused.value.format_message())
+    with pytest.raises(UsageError) as refused:
+        files_cmd.plan_copies(str(src), "/efs/data/", follow_links=True)
+    assert "holds 2 symbolic link(s) that put does not copy: data/dangling, data/sub/loop" in refused.value.format_message()
+    (src / "dangling").unlink()
+    (src / "sub" / "loop").unlink()
+    copies = files_cmd.plan_copies(str(src), "/efs/data/", follow_links=True)
+    assert [(c.remote, c.size) for c in copies] == [("/efs/data/data/a.rec", 3), ("/efs/data/data/linked/b.rec", 1),
+                                                    ("/efs/data/data/sub/c.rec", 3)]
+    assert [c.remote for c in files_cmd.plan_copies(str(src / "linked"), "/efs/x")] == ["/efs/x/linked/b.rec"]
 
 
 def test_exec_quotes_an_argv_exactly_and_runs_one_word_as_a_command_line():

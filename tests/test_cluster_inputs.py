@@ -73,5 +73,5 @@ def test_every_price_estimate_names_its_date():
     assert catalog.lookup("p4d.24xlarge").price_per_hour == 21.958  # about -33%
     r = launch("cluster", "types")
     assert r.code == 0 and f"us-east-1 list prices as of {catalog.PRICES_AS_OF}" in r.out
-    source = (Path(__file__).parent.parent / "infra" / "cli.py").read_text()
+    source = (Path(__file__).parent.parent / "launcher" / "cli" / "cluster.py").read_text()
     assert "on-demand estimates)" not in source and "(estimate)" not in source  # every estimate via ESTIMATE

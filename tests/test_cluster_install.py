@@ -147,4 +147,5 @@ def test_without_a_source_tree_the_wheel_is_packed_from_the_installed_files(tmp_
     again = tmp_path / "again"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(again), str(packed)],
                    check=True, timeout=300, capture_output=True)
-    assert (again / "mxlaunch" / "infra" / "remote.py").read_bytes() == (root / "infra" / "remote.py").read_bytes()
+    installed = Path("mxlaunch", "infra", "cloud", "install.py")
+    assert (again / installed).read_bytes() == (root / "infra" / "cloud" / "install.py").read_bytes()

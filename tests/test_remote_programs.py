@@ -132,7 +132,7 @@ def test_port_listener_says_why_it_cannot_listen_and_exits_1():
 
 def test_every_remote_program_is_its_own_file_in_the_package():
     folder = os.path.dirname(os.path.abspath(host_check.__file__))
-    for name in ("roleguard", "host_check", "port_listener", "checkpoint_scan", "detach"):
+    for name in ("roleguard", "host_check", "port_listener", "checkpoint_scan", "detach_starter"):
         with open(os.path.join(folder, name + ".py"), encoding="utf-8") as f:
             assert source(name) == f.read()
 

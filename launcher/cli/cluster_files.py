@@ -73,27 +73,52 @@ class Copy:
     mtime: int  # whole seconds: what SFTP's utime keeps
 
 
-def plan_copies(src: str, dest: str) -> List[Copy]:
-    """Every file under SRC (or SRC itself), and where it goes: DEST/<name of SRC>/... Pure but for stat."""
+def plan_copies(src: str, dest: str, follow_links: bool = False) -> List[Copy]:
+    """Every file under SRC (or SRC itself), and where it goes: DEST/<name of SRC>/... Pure but for stat.
+    SRC itself may be a link (it is what the user named); a link inside it is copied as what it points to
+    with `follow_links` (as `cp -rL`), and otherwise refused by name: an EFS copy of a link into this
+    machine's file system would point nowhere, and a skipped file must never read as copied."""
     src = os.path.abspath(os.path.expanduser(src))
     if not os.path.exists(src):
         raise UsageError(f"{src}: no such file or folder")
     base = posixpath.join(dest, os.path.basename(src.rstrip(os.sep)))
-    if os.path.isfile(src):
-        paths = [(src, base)]
-    else:
-        paths = []
-        for folder, dirs, files in os.walk(src):
-            dirs.sort()
-            rel = os.path.relpath(folder, src)
-            for name in sorted(files):
-                parts = [] if rel == "." else rel.split(os.sep)
-                paths.append((os.path.join(folder, name), posixpath.join(base, *parts, name)))
+    paths, links = _walk(src, base, follow_links) if os.path.isdir(src) else ([(src, base)], [])
+    if links:
+        shown = ", ".join(links[:5]) + (f" and {len(links) - 5} more" if len(links) > 5 else "")
+        how = ("they point to nothing or back into a folder already copied" if follow_links
+               else "give -L/--follow-links to copy what they point to")
+        raise UsageError(f"{src} holds {len(links)} symbolic link(s) that put does not copy: {shown} ({how})")
     copies = []
     for local, remote in paths:
         st = os.stat(local)
         copies.append(Copy(local, remote, st.st_size, int(st.st_mtime)))
     return copies
+
+
+def _walk(src: str, base: str, follow_links: bool) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """(local, remote) of every regular file under the folder SRC, and the links that cannot be copied
+    (all of them without `follow_links`; with it, the dangling ones and those leading back into a folder
+    on the way: a loop)."""
+    paths: List[Tuple[str, str]] = []
+    links: List[str] = []
+
+    def visit(folder: str, parts: Tuple[str, ...], seen: frozenset) -> None:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            shown = os.path.relpath(entry.path, os.path.dirname(src))
+            if entry.is_symlink() and (not follow_links or not os.path.exists(entry.path)):
+                links.append(shown)
+            elif entry.is_dir(follow_symlinks=True):
+                key = (entry.stat().st_dev, entry.stat().st_ino)
+                if key in seen:
+                    links.append(shown)
+                else:
+                    visit(entry.path, parts + (entry.name,), seen | {key})
+            elif entry.is_file(follow_symlinks=True):
+                paths.append((entry.path, posixpath.join(base, *parts, entry.name)))
+
+    top = os.stat(src)
+    visit(src, (), frozenset({(top.st_dev, top.st_ino)}))
+    return paths, links
 
 
 def _remote_stat(sftp, path: str) -> Optional[Tuple[int, int]]:
@@ -153,14 +178,17 @@ def copy_files(sftp, copies: List[Copy], echo=lambda line: None, show_progress: 
 @click.argument("dest", default=DEFAULT_DEST)
 @click.option("--region", help="AWS region (default: the cluster's, else boto3's configuration).")
 @click.option("--profile", help="AWS profile (default: AWS_PROFILE / boto3's configuration).")
+@click.option("-L", "--follow-links", is_flag=True,
+              help="Copy what symbolic links inside SRC point to (as `cp -rL`); without it they are refused.")
 @click.option("-v", "--verbose", is_flag=True, help="Name every file copied.")
-def put(name, src, dest, region, profile, verbose) -> None:
+def put(name, src, dest, region, profile, follow_links, verbose) -> None:
     """Copy SRC (a file or folder) into DEST on the cluster's EFS (default /efs/data/), through instance 0.
 
-    Files already there with the same size and mtime are skipped."""
+    Files already there with the same size and mtime are skipped; symbolic links inside SRC are refused
+    by name unless -L."""
     if not posixpath.isabs(dest):
         raise UsageError(f"DEST must be an absolute path on the cluster (e.g. {DEFAULT_DEST}), got {dest!r}")
-    copies = plan_copies(src, dest)
+    copies = plan_copies(src, dest, follow_links)
     target = _cluster(name, region, profile)
     first = target.hosts[0]
     conn = _connect(target, [first])[first]

@@ -102,6 +102,8 @@ def check(stream, size):
         (ndim,) = _read(stream, "<i")
         if ndim < 0 or (ndim == 0 and array_magic == V2_MAGIC):  # an unknown shape: no data follows
             continue
+        if stream.tell() + 8 * ndim > size:  # a damaged ndim would size a read of gigabytes
+            raise Incomplete("bad array header (ndim %d)" % ndim)
         dims = _read(stream, "<%dq" % ndim)
         _dev_type, _dev_id, dtype = _read(stream, "<iii")
         if dtype not in DTYPE_BYTES or any(d < 0 for d in dims):
