@@ -16,15 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from testkit import procs
+from testkit.checkout import with_testkit
 from testkit.require import bed_unavailable, need_bed
 # pytest-xdist's hook: under `-n N --dist loadgroup` what shares a session resource runs in one worker
 from testkit.xdist_groups import pytest_xdist_make_scheduler  # noqa: F401
 
 pytest_plugins = ["aws_fixtures", "fixtures_moto", "fixtures_ssh", "fixtures_box"]
 # testkit/ is not installed: every Python the tests start (an inner pytest, the box's moto server) finds it in the
-# checkout, as this pytest does (pyproject's pythonpath)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
+# checkout, as this pytest does (pyproject's pythonpath); tests of an install take PYTHONPATH away again
+os.environ["PYTHONPATH"] = with_testkit()["PYTHONPATH"]
 
 
 def pytest_sessionstart(session):

@@ -133,7 +133,7 @@ def test_without_a_source_tree_the_wheel_is_packed_from_the_installed_files(tmp_
                    check=True, timeout=300, capture_output=True)
     out = tmp_path / "out"
     out.mkdir()
-    code = ("import sys; from pathlib import Path; from mxlaunch.infra import remote; "
+    code = ("import sys; from pathlib import Path; from mxlaunch.infra.cloud import install as remote; "
             "assert remote.source_root() is None, remote.__file__; print(remote.build_wheel(Path(sys.argv[1])))")
     proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(site)), cwd=str(tmp_path))

@@ -91,7 +91,10 @@ def gpu_venv(request, tmp_path_factory):
 
 
 def _gpu_env(stub_dir: str, **extra) -> dict:
-    return trainer_env(LD_LIBRARY_PATH=stub_dir, **extra)
+    """A GPU host's environment: the driver's folder on the search path, no PYTHONPATH (only the install)."""
+    env = trainer_env(LD_LIBRARY_PATH=stub_dir, **extra)
+    env.pop("PYTHONPATH", None)
+    return env
 
 
 INSTALLS = pytest.mark.parametrize("gpu_venv", ["wheel", "editable"], indirect=True)

@@ -130,6 +130,7 @@ def test_cpu_extra_alone_makes_the_digits(cpu_venv, tmp_path):
                            capture_output=True, text=True, timeout=60)
     assert found.stdout.strip() == "True", "the cpu extra must not need scikit-learn"
     env = trainer_env(PATH=cpu_venv + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("PYTHONPATH", None)  # the install alone, not the checkout the tests import testkit from
     made = subprocess.run([os.path.join(cpu_venv, "trainer"), "data", "digits", "--out", str(tmp_path / "digits")],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert made.returncode == 0, made.stderr

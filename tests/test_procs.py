@@ -11,7 +11,6 @@ import textwrap
 import pytest
 
 from testkit import procs
-from testkit.checkout import with_testkit
 from testkit.jobs import job_id_of, job_processes, wait_for
 from testkit.streams import Output
 
@@ -61,7 +60,7 @@ def test_sweep_kills_what_a_gone_run_left_and_spares_what_a_live_run_started(tag
 
 def pytest_run(path, env, stdin=subprocess.DEVNULL):
     """A pytest session on one file, with this suite's conftest (session start sweeps, then marks)."""
-    env = with_testkit(dict(env, PYTHONPATH=os.pathsep.join([TESTS, env.get("PYTHONPATH", "")])))
+    env = dict(env, PYTHONPATH=os.pathsep.join([TESTS, env.get("PYTHONPATH", "")]))
     return subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest",
                              str(path)], cwd=path.parent, env=env, stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -7,7 +7,6 @@ import textwrap
 import pytest
 
 from testkit import bed as testbed
-from testkit.checkout import with_testkit
 pytestmark = [pytest.mark.bed, pytest.mark.timeout(60)]
 
 bed = testbed.bed_fixture(3)
@@ -94,7 +93,7 @@ def test_teardown_happens_even_when_the_test_fails(tmp_path):
             assert False, "boom"
     """ % str(tmp_path / "name")))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(inner)],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=with_testkit())
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 1 and "boom" in proc.stdout
     name = (tmp_path / "name").read_text()
     assert name.startswith("mxb")
@@ -117,7 +116,7 @@ def test_each_test_gets_the_bed_clean_and_one_that_leaves_a_process_errors(tmp_p
             assert bed.job_pids(0) == []
     """ % str(tmp_path / "name")))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(inner)],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=with_testkit())
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout
     assert "2 passed, 1 error" in proc.stdout, proc.stdout
     assert "ERROR at teardown of test_leaves_a_process" in proc.stdout and "sleep 301" in proc.stdout
@@ -127,7 +126,7 @@ def test_each_test_gets_the_bed_clean_and_one_that_leaves_a_process_errors(tmp_p
 def test_a_bed_whose_owner_was_killed_is_swept_by_the_next_run(tmp_path):
     code = ("import os, signal; from testkit import bed as testbed; b = testbed.up(2); "
             "print(b.name, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=with_testkit())
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.returncode == -9
     name = proc.stdout.strip()
     assert testbed.leftovers(name)  # the killed run left its namespaces and links behind
