@@ -43,7 +43,7 @@ def build_wheels(tmp_path_factory) -> str:
     """A wheelhouse with what pyproject.toml's [build-system] asks for, packed from this interpreter."""
     house = str(tmp_path_factory.mktemp("build-wheels"))
     names = {os.path.basename(w).split("-")[0] for w in wheelhouse(["setuptools", "wheel"], house)}
-    assert "setuptools" in names, "the test extra installs setuptools>=64"
+    assert "setuptools" in names, "the test extra installs setuptools"
     return house
 
 
