@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mxlaunch.infra.cloud import install
+from testkit.checkout import clean_copy
 from testkit.pins import pyproject
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,9 +28,13 @@ def test_the_build_asks_for_a_setuptools_that_makes_pep660_editable_wheels():
     assert "setuptools>=64" in system["requires"]
 
 
-def test_launch_cluster_ships_a_wheel_built_from_this_checkout(tmp_path):
+def test_launch_cluster_ships_a_wheel_built_from_this_checkout(tmp_path, monkeypatch):
     assert install.source_root() == REPO  # mxlaunch runs from this checkout here (an editable install)
-    wheel = install.build_wheel(tmp_path)
+    # built from a clean copy: other tests build wheels in the checkout itself, maybe at the same time
+    copy = Path(clean_copy(str(tmp_path / "checkout")))
+    monkeypatch.setattr(install, "source_root", lambda: copy)
+    (tmp_path / "out").mkdir()
+    wheel = install.build_wheel(tmp_path / "out")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         pth = zf.read("mxlaunch-gpu-libs.pth").decode()
