@@ -18,7 +18,7 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 class CommandError(click.ClickException):
-    """A failure the user can act on. `exit_code` is part of the contract (design.md)."""
+    """A failure the user can act on. `exit_code` is part of the contract (docs/exit-statuses.md)."""
 
     exit_code = Exit.FAILED
 

@@ -16,7 +16,7 @@ PUSHPULL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pushpull.py
 QUIET_ENV = ["--env", "OMP_NUM_THREADS=1"]
 LONG_JOB = [PY, PUSHPULL, "--rounds", "100000", "--round-seconds", "0.05"]  # runs until stopped
 # A bound, not a speed measurement: roles left alone block forever (ps-lite detects no failure), so any bound
-# proves the teardown; the README's 2 s is measured by bench/launch_local.py and bench/launch_ssh.py (0.1-1.4 s).
+# proves the teardown; the 2 s of docs/jobs.md is measured by bench/launch_local.py and bench/launch_ssh.py (0.1-1.4 s).
 # A CI machine loaded by other work once took 2.04 s over SSH.
 TEARDOWN_LIMIT = 5.0
 # Arguments that break any shell quoting or splitting on the way to the role.

@@ -7,10 +7,16 @@ job, which also loses an instance on the way; `down` leaving nothing is checked 
 The hosts see neither the checkout nor this run's tmp directories: every path a role uses is on /efs or
 under its own run directory there, and what the launcher keeps comes back over SSH."""
 import os
+import select
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from digits_recipe import fit_args, read_metrics
+from testkit import bed
 
 pytestmark = [pytest.mark.bed, pytest.mark.aws, pytest.mark.slow, pytest.mark.timeout(900)]
 WORKDIR = "/efs/mxlaunch/work"  # the cluster's workdir (ubuntu's, by the user data)
@@ -57,3 +63,40 @@ def test_rank_0_needs_no_launcher_path_under_hosts_as_ubuntu(healing_cluster, tm
                                                      "--num-epochs", 1), timeout=240)
     assert code == 0, err[-3000:]
     assert [m["epoch"] for m in read_metrics(run_dir / "metrics.jsonl")] == [0]  # fetched back
+
+
+def _sleepers(box, marker: str) -> list:
+    """Processes on any bed host whose command line is `marker`."""
+    return [p for m in box.bed.members for p in box.bed.job_pids(m.index) if _cmdline(p).strip() == marker]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("where", [["1"], ["--all"]])
+def test_one_ctrl_c_stops_exec_on_every_instance_it_runs_on(healing_cluster, where):
+    box, name = healing_cluster.box, healing_cluster.name
+    marker = "sleep 297"  # this test's own remote command
+    expected = 3 if where == ["--all"] else 1
+    proc = subprocess.Popen([sys.executable, "-m", "mxlaunch.launcher", "cluster", "exec", name, *where, "--", "sh",
+                             "-c", f"echo started; exec {marker}"], env=box.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, stdin=subprocess.DEVNULL)
+    try:
+        out, deadline = b"", time.monotonic() + 60
+        while out.count(b"started") < expected and time.monotonic() < deadline and proc.poll() is None:
+            if select.select([proc.stdout], [], [], 1)[0]:
+                out += os.read(proc.stdout.fileno(), 4096)
+        assert out.count(b"started") == expected, (out, proc.stderr.read() if proc.poll() is not None else "")
+        assert len(_sleepers(box, marker)) == expected
+        proc.send_signal(signal.SIGINT)  # one Ctrl-C
+        assert proc.wait(timeout=15) == 130
+        bed.wait_for(lambda: not _sleepers(box, marker), 10, what=f"no {marker!r} left on any instance")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

@@ -156,7 +156,7 @@ def test_tags_are_granted_only_when_creating():
 
 def test_changes_are_granted_on_tagged_resources_but_for_the_named_exceptions():
     """Whatever changes or deletes is conditioned on the cluster tag, or its statement is in UNTAGGED_CHANGES
-    (with the reason the README gives)."""
+    (with the reason docs/cluster.md gives)."""
     sids = {s["Sid"] for s in policy.document()["Statement"]}
     assert set(policy.UNTAGGED_CHANGES) <= sids
     for statement in policy.document()["Statement"]:

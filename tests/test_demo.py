@@ -1,6 +1,7 @@
 """`make demo` is the job the suite proves: the digits recipe (tests/digits_recipe.py) as a 2-worker,
 1-server local job, batch 16 per worker. test_launch_local_trainer trains that very job (its workers on two
-CPU contexts each) and proves the README's >= 97 %; this test keeps the Makefile from drifting away from it."""
+CPU contexts each) and proves the >= 97 % the README promises for `make demo`; these tests keep the Makefile,
+and the README's local quickstart that says it is the same job, from drifting away from it."""
 from __future__ import annotations
 
 import os
@@ -31,3 +32,19 @@ def test_make_demo_trains_the_recipe_the_tests_prove(tmp_path):
     # the data it trains on is made first, where the job reads it
     (data,) = [c for c in commands if c[-4:] == ["data", "digits", "--out", f"{tmp_path}/data"]]
     assert commands.index(data) < commands.index(launch)
+
+
+def readme_local_quickstart() -> list:
+    """The `launch train --local` command of the README's "Quickstart: this machine", as an argv list."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("## Quickstart: this machine", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```", 2)[1].replace("\\\n", " ")
+    (line,) = [line for line in block.splitlines() if line.startswith("launch train --local")]
+    return shlex.split(line)
+
+
+def test_readme_quickstart_is_the_demo_job():
+    launch = readme_local_quickstart()
+    split = launch.index("--")
+    assert launch[:split] == ["launch", "train", "--local", "-n", "2", "-s", "1"]
+    assert launch[split + 1:] == ["trainer", *fit_args("data/digits", "ckpt/digits", RecipeRun.BATCH // 2)]

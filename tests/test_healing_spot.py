@@ -2,7 +2,7 @@
 network namespace, on that host's own 127.0.0.1, and the job's --env AWS_EC2_METADATA_SERVICE_ENDPOINT points
 every host's watcher there (the other hosts find nothing on their 127.0.0.1: no notice). `launch train --cluster
 --max-restarts 1`: rank 0 checkpoints mid-epoch on the notice, the job restarts from that batch and finishes,
-and the work redone is at most what the README promises (none of rank 0's batches before the notice).
+and the work redone is at most what docs/jobs.md promises (none of rank 0's batches before the notice).
 
 Uses the session's installed cluster (tests/fixtures_box.py `healing_cluster`) and leaves it running. As the real
 metadata service does until the instance is gone, the stub keeps serving the notice: the restart must first

@@ -34,8 +34,8 @@ class Image:
 
 
 def require_ipv4(spec: ClusterSpec) -> None:
-    """The default VPC and its instances have no IPv6: an IPv6 SSH rule would never match (item 1 of issue 10:
-    refused rather than giving the user's default VPC an IPv6 block)."""
+    """The default VPC and its instances have no IPv6: an IPv6 SSH rule would never match (refused rather than
+    giving the user's default VPC an IPv6 block)."""
     if ":" in spec.ssh_cidr:
         raise UsageError(f"--ssh-cidr {spec.ssh_cidr} is IPv6, but the cluster's instances have IPv4 addresses "
                          f"only (default VPC): pass your IPv4 address as A.B.C.D/32 "

@@ -1,6 +1,6 @@
 """Hosts: the one `Host` type, the one hostfile parser, and the pure placement of roles onto hosts.
 
-Grammar (design.md), one host per line or per comma-separated entry of `--hosts`:
+Grammar, one host per line or per comma-separated entry of `--hosts`:
 
     [user@]host[:port] [slots=N]        # comment
     [user@][ipv6]:port  |  [user@][ipv6]  |  [user@]ipv6   (bare IPv6 only without a port)

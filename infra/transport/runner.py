@@ -9,6 +9,7 @@ runner; a runner only has to supply the guard's stdout, its stdin (the lifeline)
 from __future__ import annotations
 
 import abc
+import json
 import queue
 import signal
 import time
@@ -139,7 +140,6 @@ class GuardSession:
 
     def config_line(self) -> bytes:
         """The guard's first stdin line (roleguard protocol): env travels here, never on a command line."""
-        import json
         config = {"argv": list(self.launch.argv), "env": self.launch.role.env_dict(), "cwd": self.launch.cwd,
                   "grace": self.launch.grace, "token": self.token}
         if self.launch.spot_poll is not None:

@@ -177,13 +177,16 @@ class Connection:
         finally:
             channel.close()
 
-    def stream(self, command: str, out: Callable[[str], None], err: Callable[[str], None]) -> int:
+    def stream(self, command: str, out: Callable[[str], None], err: Callable[[str], None],
+               started: Callable[[str], None] = lambda pid: None) -> int:
         """Run `command` on this host, passing its output on line by line; its exit status (the remote
-        process group is killed if we are interrupted: without a pty, closing the channel would not)."""
+        process group is killed if we are interrupted: without a pty, closing the channel would not).
+        `started` gets the remote pid line, for a caller in another thread that may have to `kill_group` it."""
         channel = self.open_with_pid(command)
         channel.shutdown_write()
         stdout, stderr = channel.makefile("rb"), channel.makefile_stderr("rb")
         pid = stdout.readline().strip().decode(errors="replace")
+        started(pid)
         errors = threading.Thread(target=lambda: [err(line) for line in _lines(stderr)], daemon=True)
         errors.start()
         try:

@@ -1,4 +1,4 @@
-"""`launch cluster ...`: EC2 GPU clusters with a shared EFS file system (design.md, "launch cluster")."""
+"""`launch cluster ...`: EC2 GPU clusters with a shared EFS file system (docs/cluster.md)."""
 from __future__ import annotations
 
 import dataclasses

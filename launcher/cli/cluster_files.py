@@ -22,15 +22,16 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import click
 
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
-
-if TYPE_CHECKING:  # paramiko: imported when a command runs
-    pass
+from mxlaunch.infra.cloud import local_state as state
+from mxlaunch.infra.cloud.aws import Aws
+from mxlaunch.infra.cloud.cluster_target import cluster_target
+from mxlaunch.infra.cloud.spec import validate_name
 
 DEFAULT_DEST = "/efs/data/"
 PROGRESS_BYTES = 16 * 1024 * 1024  # files at least this big get a progress bar (on a terminal)
@@ -40,11 +41,7 @@ SFTP_TIMEOUT = 60.0  # one SFTP request (not a whole file)
 def _cluster(name: str, region: Optional[str], profile: Optional[str]):
     """The cluster's JobTarget: its running instances (private addresses, in `launch cluster ssh`'s order)
     and the SSH settings to reach them."""
-    from mxlaunch.infra.cloud import local_state as state
-    from mxlaunch.infra.cloud.aws import Aws
-    from mxlaunch.infra.cloud.spec import validate_name
-    from mxlaunch.infra.cloud.cluster_target import cluster_target
-    from mxlaunch.infra.transport.ssh import SSHOptions
+    from mxlaunch.infra.transport.ssh import SSHOptions  # heavy
 
     validate_name(name)
     aws = Aws(region=region or state.read_meta(name).get("region"), profile=profile)
@@ -52,7 +49,7 @@ def _cluster(name: str, region: Optional[str], profile: Optional[str]):
 
 
 def _connect(target, hosts) -> dict:
-    from mxlaunch.infra.transport.ssh import connect_all
+    from mxlaunch.infra.transport.ssh import connect_all  # heavy
 
     connections = connect_all(hosts, target.ssh)
     try:
@@ -256,8 +253,21 @@ def exec_(ctx, name, index, all_, region, profile) -> int:
 
 
 def _exec_all(name, chosen, hosts, connections, command) -> int:
-    """Every instance at once; each one's result (an exit status, or what went wrong) before judging."""
+    """Every instance at once; each one's result (an exit status, or what went wrong) before judging. Ctrl-C
+    (or any end of this thread) stops the command on every instance, as single-host exec does: the streams
+    run in other threads, which an interrupt never reaches."""
     lock = threading.Lock()
+    pids: dict = {}  # instance -> its remote pid line
+    stopping = threading.Event()
+
+    def started_on(i: int):
+        def record(pid: str) -> None:
+            with lock:
+                pids[i] = pid
+                late = stopping.is_set()
+            if late:  # started after the stop went round: ends itself
+                connections[hosts[chosen.index(i)]].kill_group(pid, "TERM")
+        return record
 
     def say(prefix: str, to_err: bool):
         def emit(line: str) -> None:
@@ -265,18 +275,27 @@ def _exec_all(name, chosen, hosts, connections, command) -> int:
                 click.echo(f"{prefix} {line}", err=to_err)
         return emit
 
-    def one(i: int) -> int:
-        prefix = f"[{name}-{i}]"
-        return connections[hosts[chosen.index(i)]].stream(command, say(prefix, False), say(prefix, True))
-
     def result(i: int):
+        prefix = f"[{name}-{i}]"
         try:
-            return one(i)
+            return connections[hosts[chosen.index(i)]].stream(command, say(prefix, False), say(prefix, True),
+                                                               started=started_on(i))
         except Exception as exc:  # one host's failure is its result, not the others' end
             return exc
 
-    with ThreadPoolExecutor(max_workers=min(len(chosen), 32)) as pool:
-        results = dict(zip(chosen, pool.map(result, chosen)))  # as long as the commands run: no limit of ours
+    pool = ThreadPoolExecutor(max_workers=min(len(chosen), 32))
+    try:
+        futures = {i: pool.submit(result, i) for i in chosen}
+        results = {i: future.result() for i, future in futures.items()}  # as long as the commands run
+    except BaseException:
+        with lock:
+            stopping.set()
+            running = dict(pids)
+        for i, pid in running.items():
+            connections[hosts[chosen.index(i)]].kill_group(pid, "TERM")
+        raise
+    finally:
+        pool.shutdown(wait=False)  # the caller closes the connections, which ends every stream
     failed = [f"{name}-{i} ({r if isinstance(r, BaseException) else f'exit {r}'})"
               for i, r in results.items() if isinstance(r, BaseException) or r != 0]
     if failed:

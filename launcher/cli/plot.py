@@ -12,7 +12,7 @@ from mxlaunch.errors import UsageError
 
 def _check_format(output: str) -> None:
     """-o's extension names an image format matplotlib writes (png, pdf, svg, ...): its name is the format."""
-    from matplotlib.backend_bases import FigureCanvasBase
+    from matplotlib.backend_bases import FigureCanvasBase  # heavy
 
     formats = FigureCanvasBase.get_supported_filetypes()
     extension = os.path.splitext(output)[1][1:].lower()

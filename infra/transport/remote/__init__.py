@@ -2,11 +2,12 @@
 library only, Python >= 3.6. The launcher sends a program's source over SSH (`python -c SOURCE`, or on stdin
 as the role guard's bootstrap does) and talks to it over stdin/stdout; each file's docstring is its protocol.
 
-  roleguard     starts one role, streams its output, stops it when the launcher goes away
-  host_check    one host's preflight checks: interpreter, mxnet, workdir, files, addresses, the scheduler's port,
-                and on GPU jobs its GPUs (nvidia-smi) and one real operation on each GPU asked for
-  port_listener holds the scheduler's address:port open while the other hosts probe it
-  checkpoint_scan a --model-prefix's checkpoints and the newest whole one, read where the files are
+  roleguard        starts one role, streams its output, stops it when the launcher goes away
+  host_check       one host's preflight checks: interpreter, mxnet, workdir, files, addresses, the scheduler's port,
+                   and on GPU jobs its GPUs (nvidia-smi) and one real operation on each GPU asked for
+  port_listener    holds the scheduler's address:port open while the other hosts probe it
+  checkpoint_scan  a --model-prefix's checkpoints and the newest whole one, read where the files are
+  detach_starter   starts a detached launcher in its own session on a cluster's instance 0
 """
 import os
 
