@@ -5,14 +5,13 @@ moto in-process; AWS's refusals are answered by a botocore hook with the real er
 capacity). SSH is faked at the repair's seams: moto's addresses are made up, never contacted."""
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from aws_fixtures import launch, nothing_tagged, plain_client, tagged_everything, up_args
 from mxlaunch.exits import Exit
-from mxlaunch.infra.cloud import repair, local_state as state
+from mxlaunch.infra.cloud import install, repair, local_state as state
 from testkit.aws import HttpStub
+from testkit.fake_ssh import FakeNetwork
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 SPOT_FULL = "InsufficientInstanceCapacity"
@@ -277,17 +276,11 @@ def test_status_shows_each_instances_market_as_aws_names_it(moto_aws, hooks):
     assert rows == {ids[0]: "capacity-block", ids[1]: "scheduled", ids[2]: "on-demand"}  # AWS omits on-demand
 
 # ------------------------------------------------------------------ repair (and so the restarts of --max-restarts)
-class FakeSsh:
-    """The runner of `ssh -F <cluster ssh_config> ALIAS CMD`: every command answers 0."""
-
-    def __call__(self, argv, **_):
-        assert argv[:2] == ["ssh", "-F"], argv
-        return subprocess.CompletedProcess(argv, 0, "", "")
-
-
 @pytest.fixture(autouse=True)
 def no_real_ssh(monkeypatch):
-    monkeypatch.setattr(repair, "SSH_RUN", FakeSsh())
+    """The repair's instances over the fake transport (every command answers 0): moto's addresses are never
+    contacted."""
+    monkeypatch.setattr(install, "CONNECT", FakeNetwork().connect)
 
 
 def spot_cluster(name: str, *flags) -> list:
@@ -303,7 +296,7 @@ def test_a_repair_of_a_cluster_recorded_with_the_fallback_falls_back(moto_aws, a
     plain_client("ec2").terminate_instances(InstanceIds=[before[1]["InstanceId"]])
     run = aws_says()
     lines = []
-    done = repair.make_whole("rfb", lines.append, probe=lambda instances: [], run=FakeSsh())
+    done = repair.make_whole("rfb", lines.append, probe=lambda instances: [])
     assert run.markets() == ["spot", "on-demand"]
     (new,) = [i for i in tagged_everything("rfb")["instances"] if i["InstanceId"] in done.launched]
     assert "InstanceLifecycle" not in new and new["SubnetId"] == before[0]["SubnetId"]
@@ -317,7 +310,7 @@ def test_a_repair_without_the_fallback_stays_spot_and_says_why_it_failed(moto_aw
     plain_client("ec2").terminate_instances(InstanceIds=[before[1]["InstanceId"]])
     run = aws_says()
     with pytest.raises(repair.CapacityUnavailable) as caught:
-        repair.make_whole("rnofb", lambda line: None, probe=lambda instances: [], run=FakeSsh())
+        repair.make_whole("rnofb", lambda line: None, probe=lambda instances: [])
     assert run.markets() == ["spot"] and caught.value.exit_code == Exit.AWS_CAPACITY
     assert "no capacity for g5.12xlarge (spot) in its zone" in caught.value.format_message()
     assert len(tagged_everything("rnofb")["instances"]) == 2
@@ -328,7 +321,7 @@ def test_a_repair_whose_fallback_finds_no_capacity_either_names_both(moto_aws, a
     plain_client("ec2").terminate_instances(InstanceIds=[before[2]["InstanceId"]])
     run = aws_says(refuse={"spot": SPOT_FULL, "on-demand": SPOT_FULL})
     with pytest.raises(repair.CapacityUnavailable) as caught:
-        repair.make_whole("rboth", lambda line: None, probe=lambda instances: [], run=FakeSsh())
+        repair.make_whole("rboth", lambda line: None, probe=lambda instances: [])
     assert run.markets() == ["spot", "on-demand"]
     assert "no capacity for g5.12xlarge (neither spot nor on-demand, --on-demand-fallback) in its zone" in \
         caught.value.format_message()

@@ -1,6 +1,8 @@
-"""`launch cluster up --wait ssh` installs for real (issue 11, item 2): mxlaunch[cpu|gpu] into one venv on EFS,
-from PyPI or from a wheelhouse uploaded to EFS (no index), made once on instance 0 and verified on every
-instance; the wheel of mxlaunch comes from a source checkout or, without one, from the installed files."""
+"""`launch cluster up --wait ssh` installs for real: mxlaunch[cpu|gpu] into one venv on EFS, from PyPI or from a
+wheelhouse uploaded to EFS over SFTP (no index), made once on instance 0 and verified on every instance; the
+wheel of mxlaunch comes from a source checkout or, without one, from the installed files. SSH is the fake
+Connection of testkit.fake_ssh (moto's addresses are made up, never contacted); the real transport runs in the
+box (tests/test_box_cluster.py) and on the bed (tests/test_cluster_ssh.py)."""
 import os
 import subprocess
 import sys
@@ -9,34 +11,46 @@ from pathlib import Path
 
 import pytest
 
-from aws_fixtures import launch, up_args
+from aws_fixtures import launch, tagged_everything, up_args
 from mxlaunch.errors import UsageError
 from mxlaunch.infra.cloud import install as remote, local_state as state, wait
 from mxlaunch.templates import render
+from testkit.fake_ssh import FakeFile, FakeNetwork
 
 pytestmark = pytest.mark.timeout(120)
-HOSTS = [("c-0", "198.51.100.1"), ("c-1", "198.51.100.2"), ("c-2", "198.51.100.3")]
+PUBLIC = ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+HOSTS = [("c-0", PUBLIC[0]), ("c-1", PUBLIC[1]), ("c-2", PUBLIC[2])]
+VERIFY = "import mxnet, mxlaunch.launcher, mxlaunch.trainer"
 
 
-class Ssh:
-    """`ssh`/`scp -F CONFIG ...` recorded, never run (moto's addresses are made up); `listing` is what
-    `find` prints on the host for the wheels already there."""
+class PipWheel:
+    """The local runner of the wheel build: `pip wheel` of this checkout leaves a stand-in wheel; anything else
+    fails the test (every remote command goes over the SSH transport)."""
 
-    def __init__(self, listing=""):
-        self.calls, self.listing = [], listing
+    def __init__(self):
+        self.calls = []
 
-    def __call__(self, argv, input=None, timeout=None, **_):
-        self.calls.append((list(argv), input))
-        if argv[1:3] == ["-m", "pip"] and "wheel" in argv:  # the wheel of this checkout: a stand-in
-            (Path(argv[argv.index("-w") + 1]) / "mxlaunch-0.1.0-py3-none-any.whl").write_text("wheel")
-        out = self.listing if argv[0] == "ssh" and "find" in " ".join(argv) else ""
-        return subprocess.CompletedProcess(argv, 0, out, "")
+    def __call__(self, argv, **_):
+        self.calls.append(list(argv))
+        assert argv[1:3] == ["-m", "pip"] and "wheel" in argv, argv
+        (Path(argv[argv.index("-w") + 1]) / "mxlaunch-0.1.0-py3-none-any.whl").write_text("wheel")
+        return subprocess.CompletedProcess(argv, 0, "", "")
 
-    def scps(self):
-        return [a for a, _ in self.calls if a[0] == "scp"]
 
-    def scripts(self):
-        return [(a[3], stdin) for a, stdin in self.calls if a[-2:] == ["bash", "-s"]]
+@pytest.fixture
+def cluster_ssh(tmp_path, monkeypatch):
+    """Cluster `c`'s local state as `up` writes it (ssh config with its 3 instances, key) and its SSH settings."""
+    monkeypatch.setenv("MXLAUNCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(wait, "SLEEP", lambda s: None)
+    key = tmp_path / "id_key"
+    key.write_text("not a key: nothing connects\n")
+    state.write_ssh_config("c", [(alias, f"10.0.0.{n + 1}", address) for n, (alias, address) in enumerate(HOSTS)],
+                           "ubuntu", key)
+    return state.ssh_options("c", "ubuntu", key)
+
+
+def scripts(net):
+    return [(c.address, c.stdin) for c in net.calls if c.argv == ("bash", "-s")]
 
 
 @pytest.fixture
@@ -49,45 +63,54 @@ def wheelhouse(tmp_path):
     return house
 
 
-def test_a_wheelhouse_install_uploads_once_installs_once_offline_and_verifies_every_instance(tmp_path, wheelhouse,
-                                                                                             monkeypatch):
-    monkeypatch.setattr(wait, "SLEEP", lambda s: None)
-    ssh = Ssh()
+def test_a_wheelhouse_install_uploads_once_installs_once_offline_and_verifies_every_instance(cluster_ssh, wheelhouse):
+    net, pip = FakeNetwork(), PipWheel()
     options = remote.install_options("cpu", str(wheelhouse), gpus_per_host=4)
-    remote.wait_ssh_and_install(HOSTS, tmp_path / "cfg", efs=True, echo=lambda line: None, run=ssh,
-                                gpus_per_host=4, options=options)
-    (scp,) = ssh.scps()
-    assert scp[:5] == ["scp", "-F", str(tmp_path / "cfg"), "-p", "-q"] and scp[-1] == "c-0:/efs/mxlaunch/wheels/"
-    assert sorted(Path(p).name for p in scp[5:-1]) == sorted(p.name for p in wheelhouse.iterdir() if p.suffix == ".whl")
-    ((host, script),) = ssh.scripts()  # one venv on EFS: one install, on instance 0
+    remote.wait_ssh_and_install(HOSTS, cluster_ssh, efs=True, echo=lambda line: None, gpus_per_host=4,
+                                options=options, connect=net.connect, run=pip)
+    # reached as `launch train --cluster` reaches them: the ssh config's public address, user and key, host keys
+    # checked against the cluster's known_hosts (first-seen ones recorded there)
+    assert {(e.host.address, e.hostname, e.user, e.key_files) for e in net.connects} == \
+        {(alias, address, "ubuntu", (cluster_ssh.key,)) for alias, address in HOSTS}
+    assert {(o.known_hosts, o.accept_new) for o in net.options} == {(str(state.known_hosts_path("c")), True)}
+    assert len(net.connects) == 3  # one connection per instance, kept from the first wait to the last check
+    wheels = sorted(p for p in wheelhouse.iterdir() if p.suffix == ".whl")
+    assert sorted(net.files) == [f"/efs/mxlaunch/wheels/{p.name}" for p in wheels]  # README: not a wheel
+    assert all(net.files[f"/efs/mxlaunch/wheels/{p.name}"].mtime == int(p.stat().st_mtime) for p in wheels)
+    ((host, script),) = scripts(net)  # one venv on EFS: one install, on instance 0
     assert host == "c-0"
     assert "--no-index --find-links /efs/mxlaunch/wheels '/efs/mxlaunch/wheels/mxlaunch-0.1.0-py3-none-any.whl[cpu]'" \
         in script and "upgrade pip" not in script
     assert "pip show -q mxnet-cu112" in script  # the other extra's MXNet: never both in one venv
-    verified = [a[3] for a, _ in ssh.calls if a[4:5] == ["/efs/mxlaunch/venv/bin/python"]]
-    assert verified == ["c-0", "c-1", "c-2"] and "import mxnet, mxlaunch.launcher" in " ".join(ssh.calls[-1][0])
-    assert not any("host_check" in " ".join(a) or "nvidia" in " ".join(a) for a, _ in ssh.calls)  # cpu: no GPU check
+    verified = [c.address for c in net.calls if c.argv == ("/efs/mxlaunch/venv/bin/python", "-c", VERIFY)]
+    assert sorted(verified) == ["c-0", "c-1", "c-2"]
+    assert not any("host_check" in c.command or "nvidia" in c.command for c in net.calls)  # cpu: no GPU check
+    assert pip.calls == []  # the wheelhouse has mxlaunch's wheel: nothing built
 
 
-def test_wheels_already_on_efs_with_the_same_size_and_mtime_are_not_uploaded_again(tmp_path, wheelhouse):
-    listing = "".join(f"{p.name} {p.stat().st_size} {int(p.stat().st_mtime)}.25\n" for p in wheelhouse.iterdir())
-    r = remote.Remote(tmp_path / "cfg", echo=lambda line: None, run=Ssh(listing))
-    assert r.upload("c-0", remote.wheelhouse_files(wheelhouse)) == [] and r.run_cmd.scps() == []
+def test_wheels_already_on_efs_with_the_same_size_and_mtime_are_not_uploaded_again(cluster_ssh, wheelhouse):
+    net = FakeNetwork(dirs={"/", "/efs", "/efs/mxlaunch", "/efs/mxlaunch/wheels"})
+    for p in wheelhouse.iterdir():
+        net.files[f"/efs/mxlaunch/wheels/{p.name}"] = FakeFile(b"y" * 10, int(p.stat().st_mtime))
+    r = remote.Remote(cluster_ssh, echo=lambda line: None, connect=net.connect)
+    assert r.upload("c-0", remote.wheelhouse_files(wheelhouse)) == []
+    assert all(f.data == b"y" * 10 for f in net.files.values())  # nothing written
     os.utime(wheelhouse / "README", (1, 1))
-    r = remote.Remote(tmp_path / "cfg", echo=lambda line: None, run=Ssh(listing))
-    assert r.upload("c-0", [wheelhouse / "README"]) == ["README"]  # another mtime: copied
+    assert r.upload("c-0", [wheelhouse / "README"]) == ["README"]  # another mtime: copied, with its own
+    assert net.files["/efs/mxlaunch/wheels/README"] == FakeFile(b"x" * 10, 1)
+    assert sorted(net.files) == sorted(f"/efs/mxlaunch/wheels/{p.name}" for p in wheelhouse.iterdir())  # no .part
 
 
-def test_from_pypi_the_default_extra_of_a_gpu_type_is_gpu_and_ends_with_the_gpu_check(tmp_path, monkeypatch):
-    monkeypatch.setattr(wait, "SLEEP", lambda s: None)
+def test_from_pypi_the_default_extra_of_a_gpu_type_is_gpu_and_ends_with_the_gpu_check(cluster_ssh, monkeypatch):
     checked = []
     monkeypatch.setattr(remote.Remote, "check_gpus", lambda self, hosts, n: checked.append((len(hosts), n)))
-    ssh = Ssh()
-    remote.wait_ssh_and_install(HOSTS[:2], tmp_path / "cfg", efs=True, echo=lambda line: None, run=ssh,
-                                gpus_per_host=4)
-    ((_, script),) = ssh.scripts()
+    net, pip = FakeNetwork(), PipWheel()
+    remote.wait_ssh_and_install(HOSTS[:2], cluster_ssh, efs=True, echo=lambda line: None, gpus_per_host=4,
+                                connect=net.connect, run=pip)
+    ((_, script),) = scripts(net)
     assert "mxlaunch-0.1.0-py3-none-any.whl[gpu]'" in script and "--no-index" not in script
     assert "pip show -q mxnet " in script + " " and checked == [(2, 4)]
+    assert len(pip.calls) == 1 and list(net.files) == ["/efs/mxlaunch/wheels/mxlaunch-0.1.0-py3-none-any.whl"]
 
 
 def test_install_options_are_checked_before_anything_is_created(tmp_path):
@@ -110,7 +133,7 @@ def test_the_install_script_is_valid_bash(tmp_path):
 @pytest.mark.aws
 def test_up_takes_extra_and_wheelhouse_and_records_the_extra(moto_aws, aws_env, monkeypatch, wheelhouse):
     seen = []
-    monkeypatch.setattr(remote, "wait_ssh_and_install", lambda hosts, cfg, efs, echo, gpus_per_host, options:
+    monkeypatch.setattr(remote, "wait_ssh_and_install", lambda hosts, ssh, efs, echo, gpus_per_host, options:
                         seen.append(options))
     args = [a if a != "running" else "ssh" for a in up_args("inst", 2)]
     r = launch(*args, "--extra", "cpu", "--wheelhouse", str(wheelhouse))
@@ -118,6 +141,24 @@ def test_up_takes_extra_and_wheelhouse_and_records_the_extra(moto_aws, aws_env, 
     assert seen == [remote.Install("cpu", wheelhouse.resolve())] and state.read_meta("inst")["extra"] == "cpu"
     r = launch(*[a if a != "inst" else "inst2" for a in args], "--wheelhouse", str(wheelhouse / "README"))
     assert r.code == 2 and "--wheelhouse" in r.err and "README" in r.err  # a file, not a directory of wheels
+
+
+@pytest.mark.aws
+def test_up_wait_ssh_installs_over_the_transport_and_contacts_no_moto_address(moto_aws, aws_env, monkeypatch,
+                                                                             wheelhouse):
+    net = FakeNetwork()
+    monkeypatch.setattr(remote, "CONNECT", net.connect)  # the one seam of every cluster SSH step
+    args = [a if a != "running" else "ssh" for a in up_args("e2e", 2)]
+    r = launch(*args, "--extra", "cpu", "--wheelhouse", str(wheelhouse))
+    assert r.code == 0, r.err
+    instances = sorted(tagged_everything("e2e")["instances"], key=lambda i: i["AmiLaunchIndex"])
+    assert {(e.host.address, e.hostname, e.user, e.key_files) for e in net.connects} == \
+        {(f"e2e-{n}", i["PublicIpAddress"], "ubuntu", (str(state.key_path("e2e")),)) for n, i in enumerate(instances)}
+    assert {(o.known_hosts, o.accept_new) for o in net.options} == {(str(state.known_hosts_path("e2e")), True)}
+    assert "  uploading 3 file(s) to e2e-0:/efs/mxlaunch/wheels (0 already there)" in r.err.splitlines()
+    assert "  installing mxlaunch[cpu] into /efs/mxlaunch/venv on e2e-0 from the wheelhouse" in r.err
+    assert "/efs/mxlaunch/venv imports mxnet and mxlaunch on 2 instance(s)" in r.err
+    assert state.read_meta("e2e")["extra"] == "cpu" and "next: launch train --cluster e2e" in r.out
 
 
 def test_without_a_source_tree_the_wheel_is_packed_from_the_installed_files(tmp_path):

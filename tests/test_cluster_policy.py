@@ -9,15 +9,15 @@ from __future__ import annotations
 import functools
 import json
 import re
-import subprocess
 
 import botocore.session
 import pytest
 
 from aws_fixtures import AMI, launch, plain_client, tagged_everything, up_args
-from mxlaunch.infra.cloud import policy, repair
+from mxlaunch.infra.cloud import install, policy, repair
 from mxlaunch.infra.cloud.spec import TAG
 from testkit.aws import HttpStub
+from testkit.fake_ssh import FakeNetwork
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(180)]
 KNOWN_AMI = "ami-12c6146b"  # an image moto's DescribeImages knows (`up` checks the image exists)
@@ -55,12 +55,6 @@ class DeepLearningAmi:
                 "ResponseMetadata": {"HTTPStatusCode": 200}}))
 
 
-def fake_ssh(argv, **_):
-    """The runner of `ssh -F <cluster ssh_config> ALIAS CMD` for the repair: moto's addresses are never contacted."""
-    assert argv[:2] == ["ssh", "-F"], argv
-    return subprocess.CompletedProcess(argv, 0, "", "")
-
-
 def running(name: str) -> list:
     return sorted((i for i in tagged_everything(name)["instances"] if i["State"]["Name"] == "running"),
                   key=lambda i: i["InstanceId"])
@@ -71,8 +65,8 @@ def lose_one_silence_one(monkeypatch, name: str):
     running that does not answer SSH (the repair terminates it): `launch cluster repair` launches two."""
     gone, silent, _ = running(name)
     plain_client("ec2").terminate_instances(InstanceIds=[gone["InstanceId"]])
-    monkeypatch.setattr(repair, "SSH_RUN", fake_ssh)
-    monkeypatch.setattr(repair, "ssh_probe", lambda name, run: lambda instances: [
+    monkeypatch.setattr(install, "CONNECT", FakeNetwork().connect)  # moto's addresses are never contacted
+    monkeypatch.setattr(repair, "ssh_probe", lambda name, connect: lambda instances: [
         i for i in instances if i.id == silent["InstanceId"]])
     return launch("cluster", "repair", name)
 

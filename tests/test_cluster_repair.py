@@ -1,43 +1,41 @@
 """A cluster made whole (infra/cloud/repair.py, `launch cluster repair`) against moto in-process. SSH is faked at its
-two seams (the reachability probe and the runner of `ssh`): moto's addresses are made up, never contacted."""
+two seams (the reachability probe, and the connector of the SSH transport: testkit.fake_ssh's Connection): moto's
+addresses are made up, never contacted."""
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-import subprocess
+import socket
 
 import pytest
 
 from mxlaunch.exits import Exit
-from mxlaunch.infra.cloud import repair, local_state as state
+from mxlaunch.infra.cloud import install, repair, local_state as state
 from aws_fixtures import FailCalls, launch, plain_client, tagged_everything, up_args
+from testkit.fake_ssh import FakeNetwork
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 VERIFY = "import mxnet, mxlaunch.launcher, mxlaunch.trainer"
 WRITES = ("Create", "Delete", "Run", "Terminate", "Authorize", "Revoke", "Put", "Modify")
 
 
-class FakeSsh:
-    """The runner of `ssh -F <cluster ssh_config> ALIAS CMD`: every command answers 0 and is recorded by alias;
-    anything else (scp, pip, a shell) fails the test. `interrupt`: a KeyboardInterrupt on the verify command."""
-
-    def __init__(self, interrupt: bool = False):
-        self.commands, self.interrupt = [], interrupt
-
-    def __call__(self, argv, **_):
-        assert argv[:2] == ["ssh", "-F"], argv
-        alias, command = argv[3], " ".join(argv[4:])
-        self.commands.append((alias, command))
-        if self.interrupt and VERIFY in command:
+def fake_ssh(interrupt: bool = False, silent=()) -> FakeNetwork:
+    """Instances over the fake transport: every command answers 0 and is recorded; `silent` addresses never
+    answer (connecting times out); `interrupt`: a KeyboardInterrupt (a Ctrl-C) on the verify command."""
+    def answer(call):
+        if interrupt and VERIFY in call.command:
             raise KeyboardInterrupt
-        return subprocess.CompletedProcess(argv, 0, "", "")
+    net = FakeNetwork(answer=answer)
+    for address in silent:
+        net.fail(address, socket.timeout("timed out"))
+    return net
 
 
 @pytest.fixture(autouse=True)
 def no_real_ssh(monkeypatch):
-    """Whatever a test overrides, no path of the repair can run the real ssh toward moto's made-up addresses."""
-    monkeypatch.setattr(repair, "SSH_RUN", FakeSsh())
+    """Whatever a test overrides, no path of the repair can connect to moto's made-up addresses."""
+    monkeypatch.setattr(install, "CONNECT", fake_ssh().connect)
 
 
 class Calls:
@@ -91,8 +89,8 @@ def test_a_terminated_instance_is_replaced_to_the_recorded_count(moto_aws, calls
     before = cluster("r1")
     plain_client("ec2").terminate_instances(InstanceIds=[before[1]["InstanceId"]])
     calls.calls.clear()
-    lines, ssh = [], FakeSsh()
-    done = repair.make_whole("r1", lines.append, probe=nobody_unreachable, run=ssh)
+    lines, ssh = [], fake_ssh()
+    done = repair.make_whole("r1", lines.append, probe=nobody_unreachable, connect=ssh.connect)
     after = running("r1")
     assert len(after) == 3 and done.terminated == ()
     (new,) = [i for i in after if i["InstanceId"] not in {b["InstanceId"] for b in before}]
@@ -106,10 +104,15 @@ def test_a_terminated_instance_is_replaced_to_the_recorded_count(moto_aws, calls
     assert tags(new) == tags(before[0])  # cluster, role, Name, owner: tagged like the others
     assert {g["GroupId"] for g in new["SecurityGroups"]} == {g["GroupId"] for g in before[0]["SecurityGroups"]}
     # waited and checked as `up --wait ssh` does, on the new instance only; no second install into the EFS venv
-    new_alias = next(alias for alias, command in ssh.commands if VERIFY in command)
-    assert {alias for alias, _ in ssh.commands} == {new_alias}
-    assert [c for a, c in ssh.commands] == ["true", "test -f /var/lib/mxlaunch/ready", f"/efs/mxlaunch/venv/bin/python "
-                                            f"-c '{VERIFY}'"]
+    new_alias = next(alias for alias, command in ssh.commands() if VERIFY in command)
+    assert {alias for alias, _ in ssh.commands()} == {new_alias}
+    assert [c for a, c in ssh.commands()] == ["true", "test -f /var/lib/mxlaunch/ready", f"/efs/mxlaunch/venv/bin/python "
+                                              f"-c '{VERIFY}'"]
+    # over one connection, to its public address as the cluster's user with its key; host keys: its known_hosts
+    (reached,) = ssh.connects
+    assert (reached.host.address, reached.hostname, reached.user) == (new_alias, new["PublicIpAddress"], "ubuntu")
+    assert reached.key_files == (str(state.key_path("r1")),)
+    assert {(o.known_hosts, o.accept_new) for o in ssh.options} == {(str(state.known_hosts_path("r1")), True)}
     listed = [line.split()[0] for line in state.hostfile_path("r1").read_text().splitlines() if line[:1] != "#"]
     assert sorted(listed) == sorted(f"ubuntu@{i['PrivateIpAddress']}" for i in after)  # moto may reuse an address
     assert lines[0] == "repairing cluster r1: 2 of 3 instance(s) running and reachable"
@@ -127,7 +130,7 @@ def test_an_unreachable_running_instance_is_terminated_and_replaced(moto_aws, ca
         return [i for i in instances if i.id == lost]
     calls.calls.clear()
     lines = []
-    done = repair.make_whole("r2", lines.append, probe=probe, run=FakeSsh())
+    done = repair.make_whole("r2", lines.append, probe=probe, connect=fake_ssh().connect)
     assert sorted(asked) == sorted(i["InstanceId"] for i in before)
     assert done.terminated == (lost,) and len(done.launched) == 1
     assert calls.params("TerminateInstances") == [{"InstanceIds": [lost]}]
@@ -143,7 +146,7 @@ def test_a_doomed_address_is_terminated_and_replaced(moto_aws, calls):
     calls.calls.clear()
     lines = []
     done = repair.make_whole("r3", lines.append, [doomed["PrivateIpAddress"]], probe=nobody_unreachable,
-                             run=FakeSsh())
+                             connect=fake_ssh().connect)
     assert done.terminated == (doomed["InstanceId"],) and len(done.launched) == 1
     assert calls.params("TerminateInstances") == [{"InstanceIds": [doomed["InstanceId"]]}]
     assert doomed["InstanceId"] not in {i["InstanceId"] for i in running("r3")} and len(running("r3")) == 3
@@ -153,12 +156,12 @@ def test_a_doomed_address_is_terminated_and_replaced(moto_aws, calls):
 def test_a_whole_cluster_makes_no_write_call(moto_aws, calls):
     cluster("r4")
     calls.calls.clear()
-    lines, ssh = [], FakeSsh()
-    done = repair.make_whole("r4", lines.append, probe=nobody_unreachable, run=ssh)
+    lines, ssh = [], fake_ssh()
+    done = repair.make_whole("r4", lines.append, probe=nobody_unreachable, connect=ssh.connect)
     assert done.terminated == done.launched == ()
     assert calls.calls and calls.writes() == []
     assert lines == ["cluster r4 is whole: 3 of 3 instance(s) running and answering SSH"]
-    assert ssh.commands == []
+    assert ssh.calls == [] and ssh.connects == []
 
 
 def test_interrupted_while_checking_removes_only_what_the_repair_launched(moto_aws, calls):
@@ -166,7 +169,7 @@ def test_interrupted_while_checking_removes_only_what_the_repair_launched(moto_a
     plain_client("ec2").terminate_instances(InstanceIds=[before[0]["InstanceId"]])
     calls.calls.clear()
     with pytest.raises(KeyboardInterrupt):
-        repair.make_whole("r5", lambda line: None, probe=nobody_unreachable, run=FakeSsh(interrupt=True))
+        repair.make_whole("r5", lambda line: None, probe=nobody_unreachable, connect=fake_ssh(interrupt=True).connect)
     (run,) = calls.params("RunInstances")
     assert calls.writes() == ["RunInstances", "TerminateInstances"]
     (terminated,) = calls.params("TerminateInstances")
@@ -179,8 +182,7 @@ def test_interrupted_while_checking_removes_only_what_the_repair_launched(moto_a
 
 def test_cli_repair_whole_and_capacity_failure(moto_aws, calls, hooks, monkeypatch):
     before = cluster("r6")
-    monkeypatch.setattr(repair, "ssh_probe", lambda name, run: nobody_unreachable)
-    monkeypatch.setattr(repair, "SSH_RUN", FakeSsh())
+    monkeypatch.setattr(repair, "ssh_probe", lambda name, connect: nobody_unreachable)
     result = launch("cluster", "repair", "r6")
     assert result.code == Exit.OK, result.err
     assert "cluster r6 is whole: 3 of 3" in result.err and "0 instance(s) terminated, 0 launched" in result.out
@@ -220,8 +222,7 @@ def test_known_hosts_keeps_the_live_instances_keys_only(aws_env):
 def test_when_no_instance_answers_nothing_is_terminated_and_one_line_names_the_likely_cause(moto_aws, calls,
                                                                                         monkeypatch):
     before = cluster("s1")
-    monkeypatch.setattr(repair, "ssh_probe", lambda name, run: lambda instances: list(instances))
-    monkeypatch.setattr(repair, "SSH_RUN", FakeSsh())  # never a real ssh to moto's addresses, whatever happens
+    monkeypatch.setattr(repair, "ssh_probe", lambda name, connect: lambda instances: list(instances))
     calls.calls.clear()
     result = launch("cluster", "repair", "s1")
     assert result.code == Exit.SSH, result.err
@@ -239,7 +240,7 @@ def test_at_most_half_are_terminated_for_silence_and_the_rest_are_named(moto_aws
     calls.calls.clear()
     lines = []
     done = repair.make_whole("s2", lines.append, probe=lambda instances: [i for i in instances if i.id in silent],
-                             run=FakeSsh())
+                             connect=fake_ssh().connect)
     assert done.terminated == (silent[0],) and done.left == (silent[1],) and len(done.launched) == 1
     assert calls.params("TerminateInstances") == [{"InstanceIds": [silent[0]]}]
     assert silent[1] in {i["InstanceId"] for i in running("s2")} and len(running("s2")) == 3
@@ -250,8 +251,8 @@ def test_at_most_half_are_terminated_for_silence_and_the_rest_are_named(moto_aws
 def test_replace_unreachable_lifts_both_limits(moto_aws, calls):
     before = cluster("s3")
     calls.calls.clear()
-    done = repair.make_whole("s3", lambda line: None, probe=lambda instances: list(instances), run=FakeSsh(),
-                             replace_unreachable=True)
+    done = repair.make_whole("s3", lambda line: None, probe=lambda instances: list(instances),
+                             connect=fake_ssh().connect, replace_unreachable=True)
     assert sorted(done.terminated) == sorted(i["InstanceId"] for i in before) and len(done.launched) == 3
 
 
@@ -261,24 +262,12 @@ def test_an_instance_aws_reports_terminated_is_replaced_without_probing_it(moto_
     plain_client("ec2").terminate_instances(InstanceIds=[gone])
     asked = []
     done = repair.make_whole("s4", lambda line: None, probe=lambda instances: asked.extend(instances) or [],
-                             run=FakeSsh())
+                             connect=fake_ssh().connect)
     assert sorted(i.id for i in asked) == sorted(i["InstanceId"] for i in before[1:])
     assert len(done.launched) == 1 and done.terminated == ()
 
 
 # ------------------------------------------------------------------ before a restart of `launch train --cluster`
-class ProbeSsh(FakeSsh):
-    """FakeSsh whose `ssh ... ADDRESS true` fails for the `silent` addresses (no answer)."""
-
-    def __init__(self, silent=()):
-        super().__init__()
-        self.silent = set(silent)
-
-    def __call__(self, argv, **kwargs):
-        super().__call__(argv, **kwargs)
-        return subprocess.CompletedProcess(argv, 255 if argv[3] in self.silent else 0, "", "")
-
-
 def job_addresses(instances) -> list:
     return [i["PrivateIpAddress"] for i in instances]
 
@@ -291,28 +280,30 @@ def no_sleep(monkeypatch):
 
 def test_a_restart_where_every_host_answers_makes_no_aws_call(moto_aws, calls, monkeypatch):
     before = cluster("t1")
-    ssh = ProbeSsh()
-    monkeypatch.setattr(repair, "SSH_RUN", ssh)
+    ssh = fake_ssh()
+    monkeypatch.setattr(install, "CONNECT", ssh.connect)
     calls.calls.clear()
     lines = []
     assert repair.restart_hosts("t1", job_addresses(before), (), lines.append) is None
     assert calls.calls == []  # not even a read: expired credentials cannot end the run here
-    assert sorted(ssh.commands) == sorted((a, "true") for a in job_addresses(before))
+    assert sorted(ssh.commands()) == sorted((a, "true") for a in job_addresses(before))
+    # a private address (what the job's hosts are) is reached at its public one, as `launch train --cluster` does
+    assert sorted(e.hostname for e in ssh.connects) == sorted(i["PublicIpAddress"] for i in before)
     assert lines == ["all 3 host(s) of the job answer SSH: restarting on the same hosts"]
 
 
 def test_a_restart_after_a_lost_host_replaces_it_probing_each_host_once(moto_aws, calls, monkeypatch, no_sleep):
     before = cluster("t2")
     lost = before[1]
-    ssh = ProbeSsh(silent=[lost["PrivateIpAddress"]])
-    monkeypatch.setattr(repair, "SSH_RUN", ssh)
+    ssh = fake_ssh(silent=[lost["PrivateIpAddress"]])
+    monkeypatch.setattr(install, "CONNECT", ssh.connect)
     lines = []
     found = repair.restart_hosts("t2", job_addresses(before), (), lines.append)
     assert calls.params("TerminateInstances") == [{"InstanceIds": [lost["InstanceId"]]}]
     after = running("t2")
     assert lost["InstanceId"] not in {i["InstanceId"] for i in after} and len(after) == 3
     assert sorted(h.address for h in found.hosts) == sorted(job_addresses(after))  # moto may reuse an address
-    probes = [a for a, command in ssh.commands if command == "true" and a in job_addresses(before)]
+    probes = [e.host.address for e in ssh.connects if e.host.address in job_addresses(before)]
     assert sorted(probes) == sorted(job_addresses(before) + [lost["PrivateIpAddress"]] * (repair.PROBE_ATTEMPTS - 1))
     assert lines[0] == f"no SSH answer from {lost['PrivateIpAddress']}: making cluster t2 whole"
 
@@ -321,7 +312,7 @@ def test_a_lost_host_with_expired_credentials_says_to_refresh_them_and_touches_n
                                                                                        monkeypatch, no_sleep):
     before = cluster("t3")
     lost = before[2]["PrivateIpAddress"]
-    monkeypatch.setattr(repair, "SSH_RUN", ProbeSsh(silent=[lost]))
+    monkeypatch.setattr(install, "CONNECT", fake_ssh(silent=[lost]).connect)
     hooks.append(FailCalls("GetCallerIdentity", times=5, code="ExpiredToken", service="sts"))
     calls.calls.clear()
     with pytest.raises(repair.NoCredentials) as caught:

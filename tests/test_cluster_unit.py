@@ -1,18 +1,24 @@
 """Pure parts of `launch cluster`: catalog, spec validation, error translation, templates, and the SSH/install
-step driven by a fake runner (nothing is ever connected to)."""
+step over the fake Connection of testkit.fake_ssh (nothing is ever connected to)."""
 from __future__ import annotations
 
+import errno
+import socket
 import subprocess
 from pathlib import Path
 
 import botocore.exceptions as bce
+import paramiko
 import pytest
 
 from aws_fixtures import CIDR, launch, nothing_tagged, up_args
 from mxlaunch.exits import Exit
 from mxlaunch.errors import UsageError
-from mxlaunch.infra.cloud import aws as awsmod, catalog, install as remote, spec as specs, wait
+from mxlaunch.infra.cloud import aws as awsmod, catalog, install as remote, local_state as state, spec as specs, wait
 from mxlaunch.infra.cloud.aws import Aws
+from mxlaunch.infra.transport.ssh import SSHConnectError
+from mxlaunch.infra.transport.ssh_options import SSHOptions
+from testkit.fake_ssh import FakeNetwork
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 
@@ -87,68 +93,91 @@ def test_region_must_exist(aws_env, monkeypatch):
     assert Aws(region="eu-west-1").region == "eu-west-1"
 
 
-class FakeRunner:
-    """Records every command; answers from a script of return codes (per command word)."""
+def pip_wheel(argv, **_):
+    """The local runner of the wheel build: a stand-in wheel (any other local command fails the test)."""
+    assert argv[1:3] == ["-m", "pip"] and "wheel" in argv, argv
+    (Path(argv[argv.index("-w") + 1]) / "mxlaunch-0.1.0-py3-none-any.whl").write_text("wheel")
+    return subprocess.CompletedProcess(argv, 0, "", "")
 
-    def __init__(self, fail_first=0, always_fail=False):
-        self.calls, self.fail_first, self.always_fail = [], fail_first, always_fail
 
-    def __call__(self, argv, input=None, timeout=None, **_):
-        self.calls.append((list(argv), input))
-        if argv[:3] == [argv[0], "-m", "pip"] and "wheel" in argv:
-            out = Path(argv[argv.index("-w") + 1])
-            (out / "mxlaunch-0.1.0-py3-none-any.whl").write_text("wheel")
-            return subprocess.CompletedProcess(argv, 0, "", "")
-        if self.always_fail or self.fail_first > 0:
-            self.fail_first -= 1
-            return subprocess.CompletedProcess(argv, 255, "", "ssh: connect to host x port 22: Connection timed out")
-        return subprocess.CompletedProcess(argv, 0, "", "")
+def ssh_options(tmp_path) -> SSHOptions:
+    return SSHOptions(user="ubuntu", known_hosts=str(tmp_path / "known_hosts"), accept_new=True, config_path=None)
 
 
 def test_ssh_wait_and_install_commands(tmp_path, monkeypatch):
     monkeypatch.setattr(wait, "SLEEP", lambda s: None)
-    cfg = tmp_path / "ssh_config"
-    run = FakeRunner(fail_first=1)
+    net = FakeNetwork()
+    net.fail("c-0", ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), times=1)  # booting
     lines = []
     hosts = [("c-0", "198.51.100.1"), ("c-1", "198.51.100.2")]
-    remote.wait_ssh_and_install(hosts, cfg, efs=True, echo=lines.append, run=run,
-                                diagnose=lambda a: pytest.fail("no diagnosis needed"))
-    argvs = [argv for argv, _ in run.calls]
-    assert ["ssh", "-F", str(cfg), "c-0", "true"] in argvs and argvs.count(["ssh", "-F", str(cfg), "c-0", "true"]) == 2
-    scp = [a for a in argvs if a[0] == "scp"]
-    assert len(scp) == 1 and scp[0][-1] == "c-0:/efs/mxlaunch/wheels/"
-    assert scp[0][-2].endswith("/mxlaunch-0.1.0-py3-none-any.whl")
-    (install,) = [(a, stdin) for a, stdin in run.calls if a[-2:] == ["bash", "-s"]]
-    assert install[0][3] == "c-0"  # one venv on EFS: installed once
+    remote.wait_ssh_and_install(hosts, ssh_options(tmp_path), efs=True, echo=lines.append, connect=net.connect,
+                                run=pip_wheel)
+    assert [e.host.address for e in net.connects].count("c-0") == 2  # refused once, then kept to the end
+    assert sorted(a for a, command in net.commands() if command == "true") == ["c-0", "c-1"]
+    assert "  SSH answering: 1/2" in lines and "  SSH answering: 2/2" in lines
+    assert sorted(a for a, command in net.commands() if command == "test -f /var/lib/mxlaunch/ready") == ["c-0", "c-1"]
+    assert list(net.files) == ["/efs/mxlaunch/wheels/mxlaunch-0.1.0-py3-none-any.whl"]
+    (install,) = [(c.address, c.stdin) for c in net.calls if c.argv == ("bash", "-s")]
+    assert install[0] == "c-0"  # one venv on EFS: installed once
     assert "python3 -m venv /efs/mxlaunch/venv" in install[1]
     assert "/efs/mxlaunch/wheels/mxlaunch-0.1.0-py3-none-any.whl[cpu]" in install[1]  # no GPUs: the cpu extra
-    checks = [a for a in argvs if a[4:5] == ["/efs/mxlaunch/venv/bin/python"]]
-    assert sorted(a[3] for a in checks) == ["c-0", "c-1"]  # every host sees the shared venv (checked in parallel)
-    assert all(a[0] in ("ssh", "scp") or a[1:3] == ["-m", "pip"] for a in argvs)
+    checks = [c.address for c in net.calls if c.argv[:1] == ("/efs/mxlaunch/venv/bin/python",)]
+    assert sorted(checks) == ["c-0", "c-1"]  # every host sees the shared venv (checked in parallel)
 
 
 def test_ssh_wait_is_bounded_and_diagnoses_each_host(tmp_path, monkeypatch):
     ticks = iter(range(0, 10 ** 6, 100))
     monkeypatch.setattr(wait, "CLOCK", lambda: next(ticks))
     monkeypatch.setattr(wait, "SLEEP", lambda s: None)
-    r = remote.Remote(tmp_path / "cfg", echo=lambda line: None, run=FakeRunner(always_fail=True),
-                      diagnose=lambda addr: f"port 22 unreachable at {addr}")
+    net = FakeNetwork(answer=lambda call: (1, "", "") if call.address == "c-3" else None)
+    net.fail("c-0", socket.timeout("timed out"))
+    net.fail("c-1", ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"))
+    net.fail("c-2", paramiko.AuthenticationException("Authentication failed."))
+    net.fail("c-4", ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"))
+    r = remote.Remote(ssh_options(tmp_path), echo=lambda line: None, connect=net.connect)
+    hosts = [("c-0", "198.51.100.1"), ("c-1", "198.51.100.2"), ("c-2", "198.51.100.3"), ("c-3", "198.51.100.4"),
+             ("c-4", None)]
     with pytest.raises(wait.WaitTimeout) as err:
-        r.wait_for([("c-0", "198.51.100.1"), ("c-1", None)], ["true"], "SSH answering", 600)
+        r.wait_for(hosts, ["test", "-f", "/var/lib/mxlaunch/ready"], "user data finished", 600)
     msg = err.value.format_message()
-    assert "c-0: port 22 unreachable at 198.51.100.1" in msg and "c-1: port 22 unreachable at None" in msg
-    assert "Connection timed out" in msg and err.value.exit_code == Exit.WAIT_TIMEOUT
+    assert msg.startswith("timed out after 600s waiting for user data finished: ") and "\n" not in msg
+    assert "c-0: port 22 unreachable: is your address inside --ssh-cidr? still booting? (ssh: cannot " \
+           "connect to ubuntu@c-0:22: timed out after 10s" in msg
+    assert "c-1: port 22 refused: sshd not started yet (ssh: cannot connect to ubuntu@c-1:22: connection refused" in msg
+    assert "c-2: port 22 open: SSH answers but the login failed (ssh: authentication failed as ubuntu" in msg
+    assert "c-3: SSH answers; the command exited 1 (ssh: exit 1)" in msg
+    assert "c-4: no public address" in msg
+    assert err.value.exit_code == Exit.WAIT_TIMEOUT
+    tries = [c.address for c in net.calls].count("c-3")  # 600 s of 100 s ticks: a bounded number of tries ...
+    assert 3 <= tries <= 8 and [e.host.address for e in net.connects].count("c-0") == tries
+    assert [e.host.address for e in net.connects].count("c-3") == 1  # ... over the one connection that works
+
+
+def test_a_changed_host_key_ends_the_wait_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(wait, "SLEEP", lambda s: pytest.fail("no second try: a changed key is not a booting host"))
+    net = FakeNetwork()
+    old, new = paramiko.RSAKey.generate(1024), paramiko.RSAKey.generate(1024)
+    net.fail("c-1", paramiko.BadHostKeyException("198.51.100.2", new, old))
+    r = remote.Remote(ssh_options(tmp_path), echo=lambda line: None, connect=net.connect)
+    with pytest.raises(SSHConnectError) as err:
+        r.wait_for([("c-0", "198.51.100.1"), ("c-1", "198.51.100.2")], ["true"], "SSH answering", 600)
+    assert err.value.exit_code == Exit.SSH
+    assert err.value.format_message().startswith("c-1: host key ssh-rsa SHA256:") and "does NOT match" in \
+        err.value.format_message()
 
 
 def test_up_wait_ssh_hands_the_cluster_to_the_install_step(moto_aws, aws_env, monkeypatch):
     seen = []
     monkeypatch.setattr(remote, "wait_ssh_and_install",
-                        lambda hosts, cfg, efs, echo, gpus_per_host, options: seen.append((hosts, cfg, efs, gpus_per_host)))
+                        lambda hosts, ssh, efs, echo, gpus_per_host, options: seen.append((hosts, ssh, efs, gpus_per_host)))
     args = [a if a != "running" else "ssh" for a in up_args("ws", 2)]
     r = launch(*args)
     assert r.code == 0, r.err
-    (hosts, cfg, efs, gpus), = seen
-    assert [h[0] for h in hosts] == ["ws-0", "ws-1"] and cfg.name == "ssh_config" and efs is True
+    (hosts, ssh, efs, gpus), = seen
+    assert [h[0] for h in hosts] == ["ws-0", "ws-1"] and efs is True
+    # the cluster's own SSH settings, as `launch train --cluster` uses them; first-seen host keys recorded
+    assert ssh == SSHOptions(key=str(state.key_path("ws")), user="ubuntu", known_hosts=str(state.known_hosts_path("ws")),
+                             accept_new=True, config_path=str(state.ssh_config_path("ws")))
     assert gpus == 4  # g5.12xlarge: the install step ends with the GPU check of all 4 on every instance
     assert "next: launch train --cluster ws -n 2" in r.out and "--gpus 0,1,2,3" in r.out
 

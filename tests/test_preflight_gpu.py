@@ -1,11 +1,12 @@
-"""The GPU preflight (issue 9, item 3): which GPUs a job uses, how a host's report is judged (pure, no SSH),
-the same check run through a local shell as `launch train` and `launch cluster up --wait ssh` send it, and,
+"""The GPU preflight: which GPUs a job uses, how a host's report is judged (pure, no SSH),
+the same check run through a local shell (testkit.fake_ssh's Connection) as `launch train` and `launch cluster
+up --wait ssh` send it, and,
 on the SSH bed, a GPU job refused on CPU hosts (exit 3, nothing started) while a CPU job passes."""
+import errno
 import json
 import os
 import shlex
 import stat
-import subprocess
 import sys
 
 import pytest
@@ -17,8 +18,9 @@ from mxlaunch.launcher.jobs import preflight
 from mxlaunch.infra.transport.hosts import Host, place
 from mxlaunch.infra.transport.remote import host_check
 from mxlaunch.launcher.jobs.plan import JobSpec
-from mxlaunch.infra.transport.ssh import Connection, HostResults, SSHOptions, connect_all
+from mxlaunch.infra.transport.ssh import HostResults, SSHOptions, connect_all
 from testkit import bed as testbed
+from testkit.fake_ssh import FakeNetwork, run_here
 from testkit.jobs import PY, run_launch, ssh_args
 
 pytest_plugins = ["fixtures_ssh"]
@@ -146,29 +148,14 @@ def fake_nvidia_smi(folder, rows: str) -> str:
     return str(folder)
 
 
-class LocalConnection(Connection):
-    """A Connection whose commands run here, through `sh -c` with the argv quoted as for a remote shell."""
-
-    def __init__(self, host: Host, path: str):
-        self._host, self.ip, self.path = host, host.address, path
-
-    @property
-    def host(self) -> Host:
-        return self._host
-
-    def run(self, argv, timeout=30.0, stdin=None):
-        proc = subprocess.run(["/bin/sh", "-c", shlex.join(argv)], input=stdin, capture_output=True, timeout=timeout,
-                              env=dict(os.environ, PATH=self.path))
-        return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-
-
 def test_preflight_runs_the_gpu_check_with_the_jobs_interpreter_and_judges_each_host(tmp_path):
     """Real mxnet (the CPU wheel): the GPU operation fails on every worker host; the host whose PATH has an
     nvidia-smi listing an H100 is also told the wheel has no kernels for it. The scheduler's host is not asked."""
     base = os.environ.get("PATH", "/usr/bin:/bin")
     hosts = (Host("127.0.0.1", slots=0), Host("127.0.0.2"), Host("127.0.0.3"))  # bindable: DMLC_NODE_HOST passes
     paths = (base, fake_nvidia_smi(tmp_path / "smi", H100_SMI) + ":" + base, str(tmp_path / "empty"))
-    conns = HostResults({h: LocalConnection(h, p) for h, p in zip(hosts, paths)})
+    net = FakeNetwork(answer=run_here({h.address: p for h, p in zip(hosts, paths)}))  # commands run here
+    conns = HostResults({h: net.connect(h, SSHOptions(config_path=None)) for h in hosts})
     spec = spec_of((sys.executable, "-m", "mxlaunch.trainer", "fit", "--gpus", "0"), hosts, workdir=str(tmp_path))
     checks = preflight.Checks.from_spec(spec, sys.executable, place(hosts, 2, 1))
     report = preflight.run(conns, checks)
@@ -182,25 +169,12 @@ def test_preflight_runs_the_gpu_check_with_the_jobs_interpreter_and_judges_each_
     assert "GPUS" in report.table().splitlines()[0]
 
 
-class LocalSSH:
-    """`ssh -F CONFIG ALIAS COMMAND...` as ssh does it (the words joined, run by the remote shell), here, with
-    the venv's interpreter standing for this one and a PATH per alias."""
-
-    def __init__(self, paths):
-        self.paths, self.calls = paths, []
-
-    def __call__(self, argv, input=None, timeout=None, **_):
-        self.calls.append(list(argv))
-        assert argv[:2] == ["ssh", "-F"]
-        command = " ".join(argv[4:]).replace(f"{remote.VENV}/bin/python", shlex.quote(sys.executable), 1)
-        return subprocess.run(["/bin/sh", "-c", command], input=input, capture_output=True, text=True, timeout=timeout,
-                              env=dict(os.environ, PATH=self.paths[argv[3]]))
-
-
 def test_cluster_up_ends_with_the_same_check_on_every_instance(tmp_path):
+    """The check runs here (the venv's interpreter standing for this one), with a PATH per instance."""
     base = os.environ.get("PATH", "/usr/bin:/bin")
-    ssh = LocalSSH({"c-0": fake_nvidia_smi(tmp_path / "smi", H100_SMI) + ":" + base, "c-1": base})
-    r = remote.Remote(tmp_path / "ssh_config", echo=lambda line: None, run=ssh)
+    paths = {"c-0": fake_nvidia_smi(tmp_path / "smi", H100_SMI) + ":" + base, "c-1": base}
+    net = FakeNetwork(answer=run_here(paths, python=(f"{remote.VENV}/bin/python", sys.executable)))
+    r = remote.Remote(SSHOptions(config_path=None), echo=lambda line: None, connect=net.connect)
     with pytest.raises(remote.GpuCheckFailed) as err:
         r.check_gpus([("c-0", "198.51.100.1"), ("c-1", "198.51.100.2")], gpus_per_host=1)
     message = err.value.format_message()
@@ -208,20 +182,17 @@ def test_cluster_up_ends_with_the_same_check_on_every_instance(tmp_path):
     assert message.startswith("GPU check failed on 2 of 2 instance(s): c-0: GPU 0 NVIDIA H100 80GB HBM3: compute "
                               "capability 9.0 (sm_90)")
     assert "c-1: the mxnet of /efs/mxlaunch/venv/bin/python is the CPU build" in message
-    assert all(call[4:6] == [f"{remote.VENV}/bin/python", "-c"] for call in ssh.calls) and len(ssh.calls) == 2
+    assert all(c.argv[:2] == (f"{remote.VENV}/bin/python", "-c") for c in net.calls) and len(net.calls) == 2
 
 
 def test_cluster_gpu_check_passes_on_good_gpus_and_reports_a_host_that_does_not_answer(tmp_path):
     good = {"python": "3.10.12", "workdir": True, "missing": [], "bind": [], "mxnet": "1.9.1",
             "gpu": reply([A10G] * 4)}
-
-    def run(argv, input=None, timeout=None, **_):
-        if argv[3] == "c-bad":
-            return subprocess.CompletedProcess(argv, 255, "", "ssh: connect to host c-bad port 22: Connection refused")
-        return subprocess.CompletedProcess(argv, 0, f"{host_check.MARKER} {json.dumps(good)}\n", "")
-    r = remote.Remote(tmp_path / "cfg", echo=lambda line: None, run=run)
+    net = FakeNetwork(answer=lambda call: (0, f"{host_check.MARKER} {json.dumps(good)}\n", ""))
+    net.fail("c-bad", ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"))
+    r = remote.Remote(SSHOptions(config_path=None), echo=lambda line: None, connect=net.connect)
     r.check_gpus([("c-0", None), ("c-1", None)], gpus_per_host=4)  # no exception: every GPU runs
-    with pytest.raises(remote.GpuCheckFailed, match="c-bad: the GPU check did not answer .*Connection refused"):
+    with pytest.raises(remote.GpuCheckFailed, match="c-bad: the GPU check did not answer .*connection refused"):
         r.check_gpus([("c-0", None), ("c-bad", None)], gpus_per_host=4)
 
 

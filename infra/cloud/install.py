@@ -14,9 +14,11 @@ step. Its cost is that every role start reads MXNet (and with `gpu` ~2.3 GB of C
 venvs on each local disk, installed in parallel from the wheelhouse on EFS, would start faster. To be
 measured in the cluster box (bytes read, time to first batch per role start) before choosing otherwise.
 
-Everything goes through `ssh -F <cluster ssh_config>` (the file `launch cluster ssh` uses), so host keys land
-in the cluster's own known_hosts. The subprocess runner is a parameter: tests check the commands without
-ever connecting (moto's addresses are made up and must never be contacted).
+Everything goes over the one SSH transport (infra/transport: a connection per instance, kept across the
+steps; files over SFTP), with the cluster's ssh config, key, user and known_hosts as `launch train --cluster`
+uses them: a host key seen for the first time is recorded in the cluster's known_hosts, a changed one refused.
+The connector is a parameter (and `CONNECT` where none is passed): tests use a fake one and never connect
+(moto's addresses are made up and must never be contacted). Bounds: infra/transport/timeouts.py.
 """
 from __future__ import annotations
 
@@ -24,42 +26,42 @@ import base64
 import hashlib
 import importlib.metadata
 import json
-import shlex
-import socket
 import subprocess
 import sys
 import tempfile
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
-from mxlaunch.infra.transport import gpu_check
+from mxlaunch.infra.transport import gpu_check, timeouts
+from mxlaunch.infra.transport import upload as transfer
+from mxlaunch.infra.transport.group import Connector, Group, Outcome
+from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.infra.transport.remote import host_check, source
+from mxlaunch.infra.transport.ssh import SSHConnectError
+from mxlaunch.infra.transport.ssh_options import HOST_KEY, LOGIN, REFUSED, UNREACHABLE, SSHOptions
 from mxlaunch.templates import render
 
 from mxlaunch.infra.cloud import wait
 from mxlaunch.infra.cloud.spec import EFS_ROOT, VENV
 
-SSH_TIMEOUT = 600.0
-READY_TIMEOUT = 900.0
-INTERVAL = 10.0
-CMD_TIMEOUT = 60.0
-INSTALL_TIMEOUT = 1800.0
-UPLOAD_TIMEOUT = 3600.0  # the gpu extra's wheelhouse is ~2 GB
+READY = "/var/lib/mxlaunch/ready"  # the user data's last step writes it
 WHEELS = f"{EFS_ROOT}/wheels"
 EXTRAS = ("cpu", "gpu")
 WHEEL_SUFFIXES = (".whl", ".tar.gz", ".zip")  # what pip --find-links takes
 # the two extras hold different MXNet wheels, which must never share an environment
 MXNET_OF = {"cpu": "mxnet", "gpu": "mxnet-cu112"}
 
-# importing mxnet (from EFS: seconds), then nvidia-smi and the GPU operation, each bounded on the host too
-GPU_CHECK_TIMEOUT = CMD_TIMEOUT + gpu_check.SMI_TIMEOUT + gpu_check.OP_TIMEOUT
+CONNECT: Optional[Connector] = None  # how instances are reached where no caller passes `connect`: the transport;
+# tests put testkit.fake_ssh's connector here (install and repair alike)
 
-Runner = Callable[..., subprocess.CompletedProcess]
+# importing mxnet (from EFS: seconds), then nvidia-smi and the GPU operation, each bounded on the host too
+GPU_CHECK_TIMEOUT = timeouts.COMMAND + gpu_check.SMI_TIMEOUT + gpu_check.OP_TIMEOUT
+
+Runner = Callable[..., subprocess.CompletedProcess]  # runs a local command (the wheel build)
 
 
 class GpuCheckFailed(CommandError):
@@ -93,9 +95,9 @@ def wheelhouse_files(wheelhouse: Path) -> List[Path]:
 
 
 def source_root() -> Optional[Path]:
-    """The checkout of the running copy (an editable or source install: pyproject.toml there), or None."""
-    root = Path(__file__).resolve().parents[2]  # infra/cloud/install.py
-    return root if (root / "pyproject.toml").exists() else None
+    """The directory holding setup.py of the running copy (an editable or source install), or None."""
+    root = Path(__file__).resolve().parents[2]  # infra/cloud/install.py in a checkout
+    return root if (root / "setup.py").exists() else None
 
 
 def build_wheel(outdir: Path, run: Runner = subprocess.run) -> Path:
@@ -150,80 +152,72 @@ def wheel_from_installed(outdir: Path) -> Path:
     return path
 
 
-def tcp_diagnosis(address: Optional[str], port: int = 22, timeout: float = 5.0) -> str:
+def diagnosis(outcome: Outcome, address: Optional[str], port: int = 22) -> str:
+    """Why one instance did not answer, in a user's terms: from how its last try failed (port refused,
+    unreachable, or SSH answering but the login failing)."""
     if not address:
         return "no public address"
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            return f"port {port} open: SSH answers but the login failed"
-    except socket.timeout:
-        return f"port {port} unreachable (timed out): is your address inside --ssh-cidr? still booting?"
-    except ConnectionRefusedError:
+    kind = outcome.kind
+    if kind == REFUSED:
         return f"port {port} refused: sshd not started yet"
-    except OSError as exc:
-        return f"port {port}: {exc}"
+    if kind == UNREACHABLE:
+        return f"port {port} unreachable: is your address inside --ssh-cidr? still booting?"
+    if kind == LOGIN:
+        return f"port {port} open: SSH answers but the login failed"
+    if kind is not None:
+        return f"port {port} open: no SSH session yet (still booting?)"
+    if outcome.status == -1:
+        return "SSH answers; the command did not finish"
+    return f"SSH answers; the command exited {outcome.status}"
 
 
 class Remote:
-    def __init__(self, ssh_config: Path, echo: Callable[[str], None], run: Runner = subprocess.run,
-                 diagnose: Callable[[Optional[str]], str] = tcp_diagnosis):
-        self.ssh_config, self.echo, self.run_cmd, self.diagnose = ssh_config, echo, run, diagnose
+    """The cluster's instances over the SSH transport (one connection per instance, kept across the steps):
+    the waits, the upload, the install and the checks. Instances are (alias, public address) pairs; the alias
+    is resolved through the cluster's ssh config in `ssh` (address, user, key), host keys against its
+    known_hosts."""
 
-    def ssh_argv(self, alias: str, *command: str) -> List[str]:
-        return ["ssh", "-F", str(self.ssh_config), alias, *command]
+    def __init__(self, ssh: SSHOptions, echo: Callable[[str], None], connect: Optional[Connector] = None):
+        self.echo = echo
+        self.group = Group(ssh, connect or CONNECT)
 
-    def _ok(self, alias: str, *command: str, timeout: float = CMD_TIMEOUT, stdin: Optional[str] = None):
-        try:
-            return self.run_cmd(self.ssh_argv(alias, *command), input=stdin, capture_output=True, text=True,
-                                timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return subprocess.CompletedProcess(self.ssh_argv(alias, *command), 255, "", "timed out")
+    def run(self, hosts: Sequence[tuple], argv: Sequence[str], timeout: float = timeouts.COMMAND,
+            stdin: Optional[str] = None) -> Dict[str, Outcome]:
+        """`argv` on every instance at once: alias -> Outcome."""
+        found = self.group.run([Host(alias) for alias, _ in hosts], argv, timeout, stdin)
+        return {host.address: outcome for host, outcome in found.items()}
 
     def wait_for(self, hosts: Sequence[tuple], command: Sequence[str], what: str, timeout: float) -> None:
-        """Poll until `command` exits 0 on every host ((alias, public address) pairs); then a WaitTimeout
-        that diagnoses each host that never answered."""
-        pending = {alias: address for alias, address in hosts}
-        last_err: dict = {}
+        """Poll until `command` exits 0 on every instance (all at once); then a WaitTimeout that diagnoses
+        each one that never did. A host key that is not accepted (changed) ends the wait at once."""
+        pending = dict(hosts)
+        last: Dict[str, Outcome] = {}
 
-        def attempt():
-            for alias in list(pending):
-                proc = self._ok(alias, *command)
-                if proc.returncode == 0:
+        def attempt() -> int:
+            for alias, outcome in self.run(list(pending.items()), command).items():
+                if outcome.kind == HOST_KEY:  # not a booting host: waiting would not change the key
+                    raise SSHConnectError(f"{alias}: {outcome.why}")
+                if outcome.ok:
                     del pending[alias]
                 else:
-                    last_err[alias] = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+                    last[alias] = outcome
             return len(pending)
 
-        def show(left):
+        def show(left: int) -> None:
             self.echo(f"  {what}: {len(hosts) - left}/{len(hosts)}")
         try:
-            wait.poll(attempt, lambda left: left == 0, timeout=timeout, interval=INTERVAL, what=what,
+            wait.poll(attempt, lambda left: left == 0, timeout=timeout, interval=timeouts.POLL, what=what,
                       progress=show)
         except wait.WaitTimeout as exc:
-            details = "; ".join(f"{alias}: {self.diagnose(addr)} (ssh: {last_err.get(alias, ['?'])[0]})"
-                                for alias, addr in pending.items())
+            details = "; ".join(
+                f"{alias}: {diagnosis(last[alias], address, self.group.endpoint(Host(alias)).port)} "
+                f"(ssh: {last[alias].tail(200)})" for alias, address in pending.items())
             raise wait.WaitTimeout(f"{exc.format_message()}: {details}") from exc
 
     def upload(self, alias: str, files: Sequence[Path], dest: str = WHEELS) -> List[str]:
-        """Copy `files` into `dest` on `alias` (scp, over SFTP), skipping those already there with the same
-        size and mtime (`scp -p` keeps it): a second `up` uploads nothing. Returns the names copied."""
-        listing = self._ok(alias, f"mkdir -p {shlex.quote(dest)} && find {shlex.quote(dest)} -maxdepth 1 -type f "
-                                  f"-printf '%f %s %T@\\n'")
-        if listing.returncode != 0:
-            raise CommandError(f"cannot create {dest} on {alias}: {_tail(listing)}")
-        there: Dict[str, Tuple[int, int]] = {}
-        for line in (listing.stdout or "").splitlines():
-            name, size, mtime = (line.rsplit(" ", 2) + ["", ""])[:3]
-            if size.isdigit():
-                there[name] = (int(size), int(float(mtime or 0)))
-        todo = [f for f in files if there.get(f.name) != (f.stat().st_size, int(f.stat().st_mtime))]
-        if todo:
-            self.echo(f"  uploading {len(todo)} file(s) to {alias}:{dest} ({len(files) - len(todo)} already there)")
-            proc = self.run_cmd(["scp", "-F", str(self.ssh_config), "-p", "-q", *map(str, todo), f"{alias}:{dest}/"],
-                                capture_output=True, text=True, timeout=UPLOAD_TIMEOUT)
-            if proc.returncode != 0:
-                raise CommandError(f"copying {len(todo)} file(s) to {alias}:{dest} failed: {_tail(proc)}")
-        return [f.name for f in todo]
+        """Copy `files` into `dest` on `alias` over SFTP, skipping those already there with the same size and
+        mtime: a second `up` uploads nothing. Returns the names copied."""
+        return transfer.upload(self.group.connection(Host(alias)), files, dest, timeouts.UPLOAD, self.echo)
 
     def install(self, hosts: Sequence[tuple], wheel: Path, efs: bool, options: Install = Install()) -> None:
         """The venv with mxlaunch[extra]: made once on instance 0 when it lives on EFS (else on each),
@@ -234,55 +228,52 @@ class Remote:
                         extra=options.extra, offline=options.wheelhouse is not None,
                         conflicting=MXNET_OF["gpu" if options.extra == "cpu" else "cpu"])
         targets = hosts[:1] if efs else hosts  # one venv on EFS serves every host
-        for alias, _ in targets:
+        for alias, address in targets:
             self.upload(alias, files)
             self.echo(f"  installing mxlaunch[{options.extra}] into {VENV} on {alias}"
                       + (f" from the wheelhouse {options.wheelhouse}" if options.wheelhouse else ""))
-            proc = self._ok(alias, "bash", "-s", timeout=INSTALL_TIMEOUT, stdin=script)
-            if proc.returncode != 0:
-                raise CommandError(f"installing on {alias} failed (exit {proc.returncode}): "
-                                   f"{' '.join((proc.stderr or proc.stdout or '').split())[-300:]}")
+            outcome = self.run([(alias, address)], ["bash", "-s"], timeouts.INSTALL, stdin=script)[alias]
+            if outcome.error is not None:
+                raise CommandError(f"installing on {alias} failed: {outcome.why}")
+            if not outcome.ok:
+                raise CommandError(f"installing on {alias} failed ({outcome.why}): {outcome.tail()}")
         self.verify(hosts)
 
     def verify(self, hosts: Sequence[tuple]) -> None:
         """Every instance's view of the venv imports mxnet and mxlaunch (all at once; each failure named)."""
-        check = ["'import mxnet, mxlaunch.launcher, mxlaunch.trainer'"]
-        with ThreadPoolExecutor(max_workers=min(len(hosts), 16)) as pool:
-            found = list(pool.map(lambda host: (host[0], self._ok(host[0], f"{VENV}/bin/python", "-c", *check)),
-                                  hosts))
-        failed = [f"{alias}: {_tail(proc, 200)}" for alias, proc in found if proc.returncode != 0]
+        found = self.run(hosts, [f"{VENV}/bin/python", "-c", "import mxnet, mxlaunch.launcher, mxlaunch.trainer"])
+        failed = [f"{alias}: {outcome.tail(200)}" for alias, outcome in found.items() if not outcome.ok]
         if failed:
             raise CommandError(f"{len(failed)} of {len(hosts)} instance(s) cannot use {VENV}: " + "; ".join(failed))
         self.echo(f"  {VENV} imports mxnet and mxlaunch on {len(hosts)} instance(s)")
 
-    def gpu_problems(self, alias: str, gpus: Sequence[int]) -> List[str]:
-        """One instance's GPU preflight through the venv's interpreter: its problems ([] = it can run)."""
+    def check_gpus(self, hosts: Sequence[tuple], gpus_per_host: int) -> None:
+        """Every instance's GPU preflight through the venv's interpreter, all at once; a GpuCheckFailed naming
+        each failing instance and why."""
+        gpus = tuple(range(gpus_per_host))
+        self.echo(f"checking GPUs {','.join(map(str, gpus))} on {len(hosts)} instance(s)")
         python = f"{VENV}/bin/python"
         request = {"workdir": None, "files": [], "bind": [], "probe": None, "probe_timeout": 0, "full": True,
                    **gpu_check.request(gpus)}
-        proc = self._ok(alias, python, "-c", shlex.quote(source("host_check")), timeout=GPU_CHECK_TIMEOUT,
-                        stdin=json.dumps(request) + "\n")
-        reply = host_check.parse_reply(proc.stdout or "")
-        if reply is None:
-            tail = " ".join((proc.stderr or "").split())[-200:] or f"exit {proc.returncode}"
-            return [f"the GPU check did not answer ({tail})"]
-        problems = [] if "mxnet" in reply else [f"{python} cannot import mxnet: {reply.get('mxnet_error')}"]
-        return problems + gpu_check.judge(gpus, reply.get("gpu"), python)
-
-    def check_gpus(self, hosts: Sequence[tuple], gpus_per_host: int) -> None:
-        """Every instance at once; a GpuCheckFailed naming each failing instance and why."""
-        gpus = tuple(range(gpus_per_host))
-        self.echo(f"checking GPUs {','.join(map(str, gpus))} on {len(hosts)} instance(s)")
-        with ThreadPoolExecutor(max_workers=min(len(hosts), 16)) as pool:
-            found = list(pool.map(lambda host: (host[0], self.gpu_problems(host[0], gpus)), hosts))
-        failed = [(alias, problems) for alias, problems in found if problems]
+        found = self.run(hosts, [python, "-c", source("host_check")], GPU_CHECK_TIMEOUT,
+                         stdin=json.dumps(request) + "\n")
+        failed = [(alias, problems) for alias, problems in
+                  ((alias, gpu_problems(outcome, python, gpus)) for alias, outcome in found.items()) if problems]
         if failed:
             raise GpuCheckFailed(f"GPU check failed on {len(failed)} of {len(hosts)} instance(s): "
                                  + "; ".join(f"{alias}: {' / '.join(problems)}" for alias, problems in failed))
 
+    def close(self) -> None:
+        self.group.close()
 
-def _tail(proc, n: int = 300) -> str:
-    return " ".join((proc.stderr or proc.stdout or "").split())[-n:] or f"exit {proc.returncode}"
+
+def gpu_problems(outcome: Outcome, python: str, gpus: Sequence[int]) -> List[str]:
+    """One instance's GPU preflight verdict from its host_check reply: its problems ([] = it can run)."""
+    reply = host_check.parse_reply(outcome.out)
+    if reply is None:
+        return [f"the GPU check did not answer ({outcome.tail(200)})"]
+    problems = [] if "mxnet" in reply else [f"{python} cannot import mxnet: {reply.get('mxnet_error')}"]
+    return problems + gpu_check.judge(gpus, reply.get("gpu"), python)
 
 
 def mxlaunch_wheel(wheelhouse: Optional[Path], outdir: Path, run: Runner = subprocess.run) -> Path:
@@ -294,18 +285,23 @@ def mxlaunch_wheel(wheelhouse: Optional[Path], outdir: Path, run: Runner = subpr
     return build_wheel(outdir, run=run)
 
 
-def wait_ssh_and_install(hosts: Sequence[tuple], ssh_config: Path, efs: bool, echo,
-                         run: Runner = subprocess.run, diagnose=tcp_diagnosis, gpus_per_host: int = 0,
-                         options: Optional[Install] = None) -> None:
-    """`gpus_per_host` (the instance type's) > 0 with the gpu extra ends with the GPU check on every instance."""
+def wait_ssh_and_install(hosts: Sequence[tuple], ssh: SSHOptions, efs: bool, echo, gpus_per_host: int = 0,
+                         options: Optional[Install] = None, connect: Optional[Connector] = None,
+                         run: Runner = subprocess.run) -> None:
+    """`hosts`: (alias, public address) of every instance; `ssh`: the cluster's SSH settings
+    (local_state.ssh_options). `gpus_per_host` (the instance type's) > 0 with the gpu extra ends with the GPU
+    check on every instance. `connect`: the SSH seam (tests pass a fake); `run`: how the local wheel build runs."""
     options = options or install_options(None, None, gpus_per_host)
-    remote = Remote(ssh_config, echo, run=run, diagnose=diagnose)
-    echo("waiting for SSH")
-    remote.wait_for(hosts, ["true"], "SSH answering", SSH_TIMEOUT)
-    remote.wait_for(hosts, ["test", "-f", "/var/lib/mxlaunch/ready"], "user data finished", READY_TIMEOUT)
-    with tempfile.TemporaryDirectory(prefix="mxlaunch-wheel-") as tmp:
-        remote.install(hosts, mxlaunch_wheel(options.wheelhouse, Path(tmp), run=run), efs, options)
-    if gpus_per_host > 0 and options.extra == "gpu":
-        remote.check_gpus(hosts, gpus_per_host)
-    elif gpus_per_host > 0:
-        echo(f"  --extra {options.extra}: no GPU check (this MXNet build does not use the GPUs)")
+    remote = Remote(ssh, echo, connect)
+    try:
+        echo("waiting for SSH")
+        remote.wait_for(hosts, ["true"], "SSH answering", timeouts.BOOT)
+        remote.wait_for(hosts, ["test", "-f", READY], "user data finished", timeouts.READY)
+        with tempfile.TemporaryDirectory(prefix="mxlaunch-wheel-") as tmp:
+            remote.install(hosts, mxlaunch_wheel(options.wheelhouse, Path(tmp), run=run), efs, options)
+        if gpus_per_host > 0 and options.extra == "gpu":
+            remote.check_gpus(hosts, gpus_per_host)
+        elif gpus_per_host > 0:
+            echo(f"  --extra {options.extra}: no GPU check (this MXNet build does not use the GPUs)")
+    finally:
+        remote.close()

@@ -11,13 +11,16 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from mxlaunch.errors import CommandError
 from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.templates import render
 
 from mxlaunch.infra.cloud.spec import NAME_RE, validate_name, validate_ssh_user
+
+if TYPE_CHECKING:  # paramiko: not for every `launch cluster` command
+    from mxlaunch.infra.transport.ssh_options import SSHOptions
 
 
 def home() -> Path:
@@ -126,6 +129,16 @@ def write_ssh_config(name: str, entries, user: str, key: Optional[Path]) -> Path
                            key=_ssh_config_path_value(key) if key else None,
                            known_hosts=_ssh_config_path_value(known_hosts_path(name))))
     return path
+
+
+def ssh_options(name: str, user: str, key: Optional[Path]) -> "SSHOptions":
+    """How mxlaunch reaches cluster `name`'s instances over SSH, as its ssh config says: its user and key
+    (None: the user's own key pair, from ssh-agent or the default keys), host keys checked against its
+    known_hosts, where a key seen for the first time is recorded (`StrictHostKeyChecking accept-new`)."""
+    from mxlaunch.infra.transport.ssh_options import SSHOptions  # heavy
+
+    return SSHOptions(key=str(key) if key else None, user=user, known_hosts=str(known_hosts_path(name)),
+                      accept_new=True, config_path=str(ssh_config_path(name)))
 
 
 def keep_host_keys(name: str, addresses) -> int:

@@ -1,4 +1,4 @@
-"""A cluster made whole again: what a restart under `launch train --cluster` does first (issue 13, item 3), and
+"""A cluster made whole again: what a restart under `launch train --cluster` does first, and
 `launch cluster repair NAME` by hand.
 
     make_whole(name, echo, doomed=(), replace_unreachable=False) -> Repair
@@ -7,9 +7,10 @@
 1. The cluster as `up` would read it: its tags (record.discover) and what they do not hold from the local
    cluster.json `up` wrote (count, type, spot, user, key, EFS, install extra and wheelhouse).
 2. An instance AWS reports not running is lost without a probe (it is not counted, so it is replaced).
-   Running instances that do not answer SSH (a bounded probe, injectable: tests never connect to moto's
-   addresses) and the `doomed` ones (private addresses with a spot interruption notice: gone within two
-   minutes anyway) are terminated — found by the cluster's tag, so only its own — and waited for (bounded).
+   Running instances that do not answer SSH (a bounded probe over the SSH transport, with the cluster's ssh
+   config, key and known_hosts; its connector injectable: tests never connect to moto's addresses) and the
+   `doomed` ones (private addresses with a spot interruption notice: gone within two minutes anyway) are
+   terminated — found by the cluster's tag, so only its own — and waited for (bounded).
    Silence is read with care, since it may be this machine's fault (its address no longer in the SSH rule,
    a VPN): when no running instance answers, nothing is terminated (the repair is refused), and at most half
    of the running instances are terminated for silence in one repair (the rest stay, named); a spot notice is
@@ -30,15 +31,17 @@ rollback of a cluster that exists: its ledger, never the instances it found).
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from mxlaunch.errors import CommandError
 from mxlaunch.exits import Exit
+from mxlaunch.infra.transport import timeouts
+from mxlaunch.infra.transport.group import Connector, Group
+from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.infra.transport.ssh_options import SSHOptions
 
 from mxlaunch.infra.cloud import owner, provision, install as remote, run_instances, signals, local_state as state, wait
 from mxlaunch.infra.cloud.aws import Aws, AwsError, CapacityUnavailable, NoCredentials
@@ -46,12 +49,10 @@ from mxlaunch.infra.cloud.record import ClusterRecord, Instance, discover, find_
 from mxlaunch.infra.cloud.spec import DEFAULT_SSH_USER, ClusterSpec, Owner, validate_name
 from mxlaunch.infra.cloud.cluster_target import ClusterTarget, cluster_target, write_local_files
 
-PROBE_ATTEMPTS = 3  # an instance is unreachable when `ssh true` fails this many times in a row ...
-PROBE_TIMEOUT = 30.0  # ... each bounded (the ssh config's ConnectTimeout is 10 s)
-INTERVAL = 5.0
+PROBE_ATTEMPTS = timeouts.PROBE_ATTEMPTS  # an instance is unreachable when `true` fails this many times in a row
+INTERVAL = 5.0  # between two looks at instances terminating
 TERMINATE_TIMEOUT = 300.0  # until AWS says shutting-down: the instance is on its way out
 NOT_GONE = ("pending", "running", "stopping", "stopped")
-SSH_RUN: remote.Runner = subprocess.run  # how ssh is run unless a caller passes `run` (tests replace it)
 
 Echo = Callable[[str], None]
 Probe = Callable[[Sequence[Instance]], Sequence[Instance]]  # running instances -> those that do not answer
@@ -75,37 +76,37 @@ class Repair:
     left: tuple = ()
 
 
-def unreachable(name: str, addresses: Sequence[str], run: Optional[remote.Runner] = None) -> list:
-    """Those of `addresses` (the cluster's) where `ssh -F <cluster ssh_config> ADDRESS true` fails PROBE_ATTEMPTS
-    times (all at once, each try bounded). Reads no AWS: the ssh config is the one `up` or a repair wrote."""
-    config, run = str(state.ssh_config_path(name)), run or SSH_RUN
+def cluster_ssh(name: str, meta: Optional[dict] = None) -> SSHOptions:
+    """The SSH settings of cluster `name` from what `up` recorded (cluster.json: user, key)."""
+    meta = state.read_meta(name) if meta is None else meta
+    return state.ssh_options(name, meta.get("ssh_user", DEFAULT_SSH_USER),
+                             Path(meta["key_file"]) if meta.get("key_file") else None)
 
-    def answers(address: str) -> bool:
-        try:
-            return run(["ssh", "-F", config, address, "true"], capture_output=True, text=True,
-                       timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL).returncode == 0
-        except subprocess.TimeoutExpired:
-            return False
 
-    left = list(addresses)
+def unreachable(name: str, addresses: Sequence[str], connect: Optional[Connector] = None) -> list:
+    """Those of `addresses` (the cluster's) where `true` over SSH fails PROBE_ATTEMPTS times in a row (all at
+    once, each try on a new connection, bounded). Reads no AWS: the ssh config is the one `up` or a repair
+    wrote."""
+    ssh, left = cluster_ssh(name), list(addresses)
     for attempt in range(PROBE_ATTEMPTS):
         if not left:
             break
         if attempt:
-            wait.SLEEP(INTERVAL)
-        with ThreadPoolExecutor(max_workers=min(len(left), 16)) as pool:
-            left = [a for a, ok in zip(left, pool.map(answers, left)) if not ok]
+            wait.SLEEP(timeouts.PROBE_INTERVAL)
+        with Group(ssh, connect or remote.CONNECT) as group:
+            found = group.run([Host(a) for a in left], ["true"], timeouts.PROBE)
+        left = [a for a in left if not found[Host(a)].ok]
     return left
 
 
-def ssh_probe(name: str, run: remote.Runner, known: Optional[dict] = None) -> Probe:
+def ssh_probe(name: str, connect: Optional[Connector] = None, known: Optional[dict] = None) -> Probe:
     """The unreachable ones of `instances` (see `unreachable`); `known`: address -> answered, of a probe just
     made (a restart's, of the job's hosts): those are not asked again."""
     known = known or {}
 
     def probe(instances: Sequence[Instance]) -> Sequence[Instance]:
         address = {i.id: i.private_ip or i.public_ip for i in instances}
-        silent = set(unreachable(name, [address[i.id] for i in instances if address[i.id] not in known], run))
+        silent = set(unreachable(name, [address[i.id] for i in instances if address[i.id] not in known], connect))
         return [i for i in instances if not known.get(address[i.id], address[i.id] not in silent)]
     return probe
 
@@ -140,13 +141,12 @@ def _spec(name: str, meta: dict, record: ClusterRecord, who: Optional[Owner]) ->
 
 def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool = False,
                replace_unreachable: bool = False, aws: Optional[Aws] = None, probe: Optional[Probe] = None,
-               run: Optional[remote.Runner] = None) -> Repair:
+               connect: Optional[Connector] = None) -> Repair:
     """Cluster `name` back to its recorded count (see the module docstring). `doomed`: private addresses of
     instances that got a spot interruption notice. `force`: the owner check's (someone else's cluster);
     `replace_unreachable`: terminate every instance that does not answer SSH, even all of them. `probe` and
-    `run` are the SSH seams (tests fake them)."""
+    `connect` are the SSH seams (tests fake them; without `connect`, install.CONNECT)."""
     validate_name(name)
-    run = run or SSH_RUN
     meta = state.read_meta(name)
     aws = aws or Aws(region=meta.get("region"))
     me, _ = owner.check(aws, name, "repair", force, echo)
@@ -158,7 +158,7 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
     noticed = [i for i in running if i.private_ip in set(doomed)]
     write_local_files(name, live, spec.ssh_user, key)  # the ssh config the probe goes through
     asked = [i for i in running if i not in noticed]
-    lost = list((probe or ssh_probe(name, run))(asked))
+    lost = list((probe or ssh_probe(name, connect))(asked))
     if asked and len(lost) == len(asked) and not replace_unreachable:
         raise Unreachable(
             f"cluster {name}: none of its {len(asked)} running instance(s) answers SSH from this machine "
@@ -180,7 +180,7 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
             _terminate(aws, name, going, echo)
             record = discover(aws, name)
         kept = {i.id for i in record.live if i.state == "running"}
-        up = provision.Up(aws, spec, echo, finish=lambda rec: _finish(aws, spec, meta, rec, kept, key, echo, run))
+        up = provision.Up(aws, spec, echo, finish=lambda rec: _finish(aws, spec, meta, rec, kept, key, echo, connect))
         try:
             record = up.run(record)
         except CapacityUnavailable as exc:
@@ -215,7 +215,7 @@ def restart_hosts(name: str, addresses: Sequence[str], doomed: Sequence[str], ec
                                       doomed and f"spot interruption notice for {', '.join(doomed)}") if part)
     echo(f"{why}: making cluster {name} whole")
     try:
-        done = make_whole(name, echo, doomed, probe=ssh_probe(name, SSH_RUN, {a: a not in silent for a in addresses}))
+        done = make_whole(name, echo, doomed, probe=ssh_probe(name, None, {a: a not in silent for a in addresses}))
         found = cluster_target(name)
     except AwsError as exc:
         refresh = (": refresh them (`aws sso login`, or the AWS profile's keys)" if isinstance(exc, NoCredentials)
@@ -240,7 +240,7 @@ def _terminate(aws: Aws, name: str, instances: Sequence[Instance], echo: Echo) -
 
 
 def _finish(aws: Aws, spec: ClusterSpec, meta: dict, record: ClusterRecord, kept: set, key: Optional[Path],
-            echo: Echo, run: remote.Runner) -> ClusterRecord:
+            echo: Echo, connect: Optional[Connector]) -> ClusterRecord:
     """The new instances (and any still pending) waited for and checked as `up --wait ssh` does; a failure here
     rolls them back (provision.Up)."""
     fresh = [i.id for i in record.live if i.id not in kept]
@@ -254,20 +254,28 @@ def _finish(aws: Aws, spec: ClusterSpec, meta: dict, record: ClusterRecord, kept
     # known_hosts: the peers' keys stay; a new instance may have an old one's address (and a new key)
     state.keep_host_keys(spec.name, [a for i in live if i.id in kept for a in (i.private_ip, i.public_ip)])
     hosts = [(f"{spec.name}-{n}", i.public_ip) for n, i in enumerate(live) if i.id in fresh]
-    checker = remote.Remote(state.ssh_config_path(spec.name), echo, run=run)
+    checker = remote.Remote(state.ssh_options(spec.name, spec.ssh_user, key), echo, connect)
+    try:
+        _check(checker, spec, meta, hosts, echo)
+    finally:
+        checker.close()
+    return record
+
+
+def _check(checker: "remote.Remote", spec: ClusterSpec, meta: dict, hosts: list, echo: Echo) -> None:
+    """The new instances answer, finished their user data, and can use (or got) the cluster's venv."""
     echo("waiting for SSH")
-    checker.wait_for(hosts, ["true"], "SSH answering", remote.SSH_TIMEOUT)
-    checker.wait_for(hosts, ["test", "-f", "/var/lib/mxlaunch/ready"], "user data finished", remote.READY_TIMEOUT)
+    checker.wait_for(hosts, ["true"], "SSH answering", timeouts.BOOT)
+    checker.wait_for(hosts, ["test", "-f", remote.READY], "user data finished", timeouts.READY)
     extra = meta.get("extra")
     if extra is None:
         echo("  `up` installed nothing (--wait running/none): nothing to check")
-        return record
+        return
     if spec.efs:  # one venv on EFS, already installed: the new instances only prove they can use it
         checker.verify(hosts)
     else:
         options = remote.install_options(extra, meta.get("wheelhouse"), spec.itype.gpus)
         with tempfile.TemporaryDirectory(prefix="mxlaunch-wheel-") as tmp:
-            checker.install(hosts, remote.mxlaunch_wheel(options.wheelhouse, Path(tmp), run=run), False, options)
+            checker.install(hosts, remote.mxlaunch_wheel(options.wheelhouse, Path(tmp)), False, options)
     if extra == "gpu" and spec.itype.gpus > 0:
         checker.check_gpus(hosts, spec.itype.gpus)
-    return record

@@ -16,8 +16,11 @@ Host keys are always checked, against `--known-hosts` (else ~/.ssh/known_hosts a
 key to the known-hosts file (--known-hosts, else ~/.ssh/known_hosts). A known host whose key differs is
 refused always (never "accept anything").
 
-Every wait is bounded: TCP connect, SSH banner, authentication and channel opening use
-`connect_timeout`; `run` takes its own timeout; `parallel` gives all hosts one deadline.
+Every wait is bounded (the bounds: infra/transport/timeouts.py): TCP connect, SSH banner, authentication and
+channel opening use `connect_timeout`; `run` takes its own timeout; `parallel` gives all hosts one deadline.
+This is the product's one SSH transport: jobs, checkpoint scans, `launch cluster put/exec`, detach, and the
+cluster steps (`up --wait ssh`, repair's probe, through infra/transport/group.py and upload.py) all use it;
+only the interactive `launch cluster ssh` runs OpenSSH.
 One connection per host carries every role's channel; only where sshd refuses another session
 (MaxSessions, 10 by default) is an extra connection to that host opened. `Connection.watch` pings the
 server and gives a silent host up after a timeout (a partition sends no FIN and no RST).
@@ -36,13 +39,13 @@ import paramiko
 
 from mxlaunch.errors import CommandError
 from mxlaunch.exits import Exit
+from mxlaunch.infra.transport import timeouts
 from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.infra.transport.ssh_options import (DEFAULT_KNOWN_HOSTS, SYSTEM_KNOWN_HOSTS, Endpoint, SSHOptions, _config,
                                           _KnownHostsPolicy, describe_error, resolve)
 
 MAX_EXTRA_CONNECTIONS = 8  # like ssh(1): the connection, not the remote command, failed
-PID_WAIT = 5.0  # after a deadline, how long the pid line of the command to end may still take
-
+PID_WAIT = timeouts.PID_WAIT
 
 
 class SSHConnectError(CommandError):
@@ -58,7 +61,7 @@ class Connection:
         self.endpoint = endpoint
         self.client = client
         self.ip = ip  # the address we actually reached (use for DMLC_NODE_HOST when the name is not an IP)
-        self.timeout = 10.0
+        self.timeout = timeouts.CONNECT
         self.lost: Optional[str] = None  # why the liveness watch gave the connection up
         self._closed = threading.Event()
         self._lock = threading.Lock()
@@ -105,7 +108,7 @@ class Connection:
             self._extra.append(extra)
         return extra.get_transport().open_session(timeout=timeout)
 
-    def sftp(self, timeout: float = 60.0) -> paramiko.SFTPClient:
+    def sftp(self, timeout: float = timeouts.SFTP_REQUEST) -> paramiko.SFTPClient:
         """An SFTP session on this connection; every request on it is bounded by `timeout` seconds (a host
         that stops answering raises instead of hanging the caller)."""
         sftp = self.client.open_sftp()
@@ -140,14 +143,14 @@ class Connection:
         if not pid.isdigit():
             return
         try:
-            channel = self.open_channel(["kill", f"-{signal_name}", "--", f"-{pid}", pid], timeout=5.0)
+            channel = self.open_channel(["kill", f"-{signal_name}", "--", f"-{pid}", pid], timeout=timeouts.KILL)
             channel.shutdown_write()
-            channel.status_event.wait(5.0)
+            channel.status_event.wait(timeouts.KILL)
             channel.close()
         except Exception:
             pass
 
-    def run(self, argv: Union[str, Sequence[str]], timeout: float = 30.0,
+    def run(self, argv: Union[str, Sequence[str]], timeout: float = timeouts.COMMAND,
             stdin: Optional[bytes] = None) -> Tuple[int, str, str]:
         """Run a command to its end (bounded): (exit status, stdout, stderr). -1 when it timed out, and then
         the command is killed: without a pty, closing the channel does not end it on the host."""
@@ -202,7 +205,7 @@ class Connection:
         finally:
             channel.close()
 
-    def watch(self, interval: float = 2.0, timeout: float = 8.0) -> None:
+    def watch(self, interval: float = timeouts.PING_INTERVAL, timeout: float = timeouts.PING_TIMEOUT) -> None:
         """Ask the server for a reply every `interval` s; when none comes within `timeout` s (a silent
         network partition: no FIN, no RST, TCP would wait many minutes) close the connection, so that
         every channel on it ends at once and its roles are reported lost. paramiko's own keepalive

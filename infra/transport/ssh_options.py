@@ -1,6 +1,7 @@
 """Where and how to reach a host over SSH, before any connection: the options (--ssh-key, --ssh-user,
 --known-hosts, accept-new), the endpoint they resolve to with ~/.ssh/config (see infra/transport/ssh.py's docstring for
-the order), the host-key policy, and the one line that explains a failed connection."""
+the order), the host-key policy, and the transport's error vocabulary: the one line that explains a failed
+connection (`describe_error`) and what it says about the host (`failure_kind`)."""
 from __future__ import annotations
 
 import base64
@@ -16,6 +17,7 @@ from typing import List, Optional, Tuple
 import paramiko
 
 from mxlaunch.errors import CommandError
+from mxlaunch.infra.transport import timeouts
 from mxlaunch.infra.transport.hosts import Host
 
 DEFAULT_CONFIG = "~/.ssh/config"
@@ -37,7 +39,7 @@ class SSHOptions:
     accept_new: bool = False  # --accept-new-host-keys
     config_path: Optional[str] = DEFAULT_CONFIG  # None: no ssh config
     use_agent: bool = True
-    connect_timeout: float = 10.0
+    connect_timeout: float = timeouts.CONNECT
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,30 @@ class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
             with open(self.record_to, "a") as fh:
                 fh.write(line)
         client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+REFUSED = "refused"  # nothing listens on the port (sshd not started yet)
+UNREACHABLE = "unreachable"  # no answer at all: host down, port filtered, no route
+LOGIN = "login"  # SSH answered; authentication failed
+HOST_KEY = "host key"  # SSH answered with a key that is not accepted (unknown, or changed)
+OTHER = "other"
+
+
+def failure_kind(exc: BaseException) -> str:
+    """What an exception raised while connecting says about the host: one of REFUSED, UNREACHABLE, LOGIN,
+    HOST_KEY, OTHER (the SSH handshake itself failed, e.g. no banner from a booting host)."""
+    if isinstance(exc, (HostKeyError, paramiko.BadHostKeyException)):
+        return HOST_KEY
+    if isinstance(exc, (paramiko.AuthenticationException, paramiko.PasswordRequiredException)) or (
+            isinstance(exc, paramiko.SSHException) and "No authentication methods available" in str(exc)):
+        return LOGIN
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return UNREACHABLE
+    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+        return REFUSED
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return UNREACHABLE
+    return OTHER
 
 
 def describe_error(exc: BaseException, endpoint: Optional[Endpoint] = None, timeout: float = 0) -> str:

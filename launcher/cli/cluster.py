@@ -123,7 +123,7 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
 
     install = None
     if wait_mode == "ssh":  # checked before anything is created
-        from mxlaunch.infra.cloud.install import install_options
+        from mxlaunch.infra.cloud.install import install_options  # heavy
         install = install_options(extra, wheelhouse, spec.itype.gpus)
 
     def finish(rec):
@@ -149,9 +149,9 @@ def _finish(aws: Aws, spec, record, install=None):
     state.write_meta(spec.name, ami=spec.ami)  # --ami: what a repair boots when no instance is left to copy
     write_local_files(spec.name, live, spec.ssh_user, key)
     if spec.wait == "ssh" and live:
-        from mxlaunch.infra.cloud import install as remote  # SSH and the wheel build only for --wait ssh
+        from mxlaunch.infra.cloud import install as remote  # heavy
         hosts = [(f"{spec.name}-{n}", i.public_ip) for n, i in enumerate(live)]
-        remote.wait_ssh_and_install(hosts, state.ssh_config_path(spec.name), spec.efs, info,
+        remote.wait_ssh_and_install(hosts, state.ssh_options(spec.name, spec.ssh_user, key), spec.efs, info,
                                     gpus_per_host=spec.itype.gpus, options=install)  # ends checking every instance
         if install is not None:
             # a cpu install: `train --cluster` adds no --gpus; the wheelhouse (a path here): a repair of a
@@ -221,7 +221,7 @@ def repair(name, region, profile, force, replace_unreachable) -> None:
     `launch train --cluster NAME --max-restarts N` does this before each restart (and also replaces an instance
     that had a spot interruption notice). Nothing to do: no AWS change."""
     specs.validate_name(name)
-    from mxlaunch.infra.cloud.repair import make_whole
+    from mxlaunch.infra.cloud.repair import make_whole  # heavy
     done = make_whole(name, info, force=force, replace_unreachable=replace_unreachable,
                       aws=_aws(region, profile, name))  # also rewrites the files below
     click.echo(f"cluster {name}: {len(done.terminated)} instance(s) terminated, {len(done.launched)} launched")
