@@ -13,19 +13,21 @@ venv: $(STAMP)
 
 # Debian packages the tests need, each installed when missing; only root can install them (elsewhere the
 # tests that need them skip with the reason; under .ci/run, which requires the bed, they fail with it):
-# the SSH test bed (sshd, ip) and the GPU-environment test (a C compiler for its stub driver, readelf, ldd).
+# the SSH test bed (sshd, ip), the GPU-environment test (a C compiler for its stub driver, readelf, ldd) and the
+# install test (the system python3's own venv and pip: python3-venv).
 system-packages:
 	@missing=""; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v cc >/dev/null || missing="$$missing gcc"; \
 	command -v readelf >/dev/null || missing="$$missing binutils"; \
+	[ ! -x /usr/bin/python3 ] || /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing$$missing (test bed, GPU-environment test)"; \
+		echo "installing$$missing (test bed, GPU-environment and install tests)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): setup.py | system-packages
+$(STAMP): pyproject.toml setup.py | system-packages
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[cpu,test]'
