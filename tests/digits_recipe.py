@@ -20,7 +20,7 @@ def fit_args(data_dir, prefix, batch, *extra) -> list:
     args = ["fit", "--network", "resnet", "--num-layers", 8,
             "--data-train", os.path.join(data_dir, "digits_train.rec"),
             "--data-val", os.path.join(data_dir, "digits_val.rec"),
-            "--image-shape", "3,28,28", "--pad-size", 0, "--random-mirror", 0,
+            "--image-shape", "3,28,28", "--pad-size", 0, "--random-crop", 1, "--random-mirror", 0,
             "--batch-size", batch, "--num-epochs", EPOCHS, "--lr", BASE_LR, "--lr-factor", FACTOR,
             "--lr-step-epochs", ",".join(map(str, STEPS)), "--seed", 1, "--model-prefix", prefix, *extra]
     return [str(a) for a in args]
