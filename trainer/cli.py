@@ -104,8 +104,10 @@ def _failure(exc: BaseException):
         return Exit.INTERRUPTED, "interrupted"
     if isinstance(exc, SystemExit):
         return (exc.code if isinstance(exc.code, int) else 1), f"exit {exc.code}"
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return 1, f"{type(exc).__name__}: {first}"
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    # MXNet's errors carry a C++ stack first and the reason last
+    reason = lines[-1] if lines and lines[0].startswith("Traceback") else (lines or [""])[0]
+    return 1, f"{type(exc).__name__}: {reason}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -173,11 +175,27 @@ def digits_command(out) -> None:
     datasets.convert_digits(out)
 
 
+def _into_run_dir() -> None:
+    """A server writes its profile (--profile-server-suffix) into its working directory: make that the run
+    directory the launcher gives it ($LAUNCH_RUN_DIR), where the run's other files go."""
+    run_dir = os.environ.get("LAUNCH_RUN_DIR")
+    if not run_dir:
+        return
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        os.chdir(run_dir)
+    except OSError as exc:
+        logging.getLogger("trainer").warning("cannot work in %s (%s): a server profile goes to %s", run_dir,
+                                             exc.strerror or exc, os.getcwd())
+
+
 def main(args=None) -> None:
     STOP_REQUEST.install()  # every role: SIGUSR1's default action would kill a process that is not rank 0
     if os.environ.get(DIST_ROLE_VAR) in ("server", "scheduler"):
         # The same command serves every role of a job: importing mxnet runs a server or scheduler and
         # exits. Logging first, so that a server reports the learning-rate changes it makes.
         setup_logging()
+        if os.environ.get(DIST_ROLE_VAR) == "server":
+            _into_run_dir()
         import mxnet  # noqa: F401  (does not return for these roles)
     run_cli(cli, "trainer", args)

@@ -238,6 +238,25 @@ def _module(job: _Job, train: FixedBatches):
     return module
 
 
+def updater(module, compressed: bool) -> Callable[[], None]:
+    """module.update, except with gradient compression: MXNet 1.9's Module updates through the kvstore's
+    pushpull, which refuses compression ("Compression not supported with PushPull"); a push then a pull, as
+    MXNet 1.5's Module did, sends the compressed gradients."""
+    if not (compressed and module._update_on_kvstore):
+        return module.update
+
+    def push_then_pull() -> None:
+        module._params_dirty = True
+        group, kvstore = module._exec_group, module._kvstore
+        for index, (weights, grads) in enumerate(zip(group.param_arrays, group.grad_arrays)):
+            if grads[0] is None:
+                continue
+            kvstore.push(group.param_names[index], grads, priority=-index)
+            kvstore.pull(group.param_names[index], out=weights, priority=-index)
+
+    return push_then_pull
+
+
 def _monitor(cfg: FitConfig, module):
     """common/fit.py's --monitor N: statistics of every array every N batches."""
     if not cfg.monitor:
@@ -257,11 +276,12 @@ def _train_epoch(module, train: FixedBatches, epoch: int, cfg: FitConfig, skip: 
 
     tic = window_tic = time.time()
     window, epoch_values, epoch_count = Metrics(cfg.top_k, cfg.loss), {}, 0
+    update = updater(module, cfg.gc_type != "none")
     for nbatch, batch in enumerate(train.epoch(epoch, skip), start=skip + 1):
         if monitor is not None:
             monitor.tic()
         module.forward_backward(batch)
-        module.update()
+        update()
         window.update(module.get_outputs(merge_multi_context=False)[0], batch.label[0])
         if monitor is not None:
             monitor.toc_print()
