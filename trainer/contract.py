@@ -118,9 +118,20 @@ def _parse(name: str, words: Sequence[str]) -> _Parsed:
                    explicit)
 
 
+def fit_config(args: Sequence[str]):
+    """The whole configuration (`FitConfig`) a `fit` or `fine-tune` command line trains with, as `describe` reads
+    it: what the trainer builds its optimizer, schedule and data iterators from."""
+    from mxlaunch.trainer import configure
+
+    args = tuple(str(a) for a in args)
+    if not args or args[0] not in TRAINING:
+        raise UsageError(f"not a training command: {' '.join(args[:1]) or '(none)'} (fit or fine-tune)")
+    parsed = _parse(args[0], args[1:])
+    return configure.build(args[0], parsed.params, parsed.explicit, environment=False)
+
+
 def describe(args: Sequence[str]) -> TrainerCommand:
     """What `trainer ARGS...` means (ARGS: the words after the program name)."""
-    from mxlaunch.trainer import configure
     from mxlaunch.trainer.cli import cli
 
     args = tuple(str(a) for a in args)
@@ -136,10 +147,9 @@ def describe(args: Sequence[str]) -> TrainerCommand:
         if data_set not in cli.commands["data"].commands:
             raise UsageError(f"No such command '{data_set}'. (see 'trainer data --help')")
         return TrainerCommand("data", args, data_set=data_set)
-    parsed = _parse(name, args[1:])
-    cfg = configure.build(name, parsed.params, parsed.explicit, environment=False)
+    cfg = fit_config(args)
     files = (cfg.data_train, cfg.data_train_idx, cfg.data_val, cfg.data_val_idx)
     return TrainerCommand(name, args, model_prefix=cfg.model_prefix, num_epochs=cfg.num_epochs,
                           load_epoch=cfg.load_epoch, load_batch=cfg.load_batch, pretrained_model=cfg.pretrained_model,
-                          gpus=cfg.gpus, cpus=parsed.params.get("cpus"), kv_store=cfg.kv_store,
+                          gpus=cfg.gpus, cpus=cfg.cpus if "--cpus" in cfg.explicit else None, kv_store=cfg.kv_store,
                           data_files=tuple(f for f in files if f))

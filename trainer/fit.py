@@ -225,7 +225,7 @@ def _module(job: _Job, train: FixedBatches):
                        allow_missing=start.arg_params is not None)
     params = optim.optimizer_params(cfg, job.epoch_updates, job.num_workers, job.begin_epoch, job.begin_batch)
     optimizer = cfg.optimizer
-    if cfg.optimizer in optim.HAS_WARMUP and job.begin_batch:
+    if cfg.optimizer in optim.HAS_WARMUP and (job.begin_epoch or job.begin_batch):
         optimizer, params = optim.create(module, cfg, params, job.kv, job.begin_batch), {}
     module.init_optimizer(kvstore=job.kv if job.kv is not None else job.kv_type, optimizer=optimizer,
                           optimizer_params=params)

@@ -62,8 +62,8 @@ def optimizer_params(cfg: FitConfig, epoch_updates: int, num_workers: int, begin
 
 
 def create(module, cfg: FitConfig, params: dict, kv, begin_batch: int = 0):
-    """The optimizer as Module.init_optimizer would create it from its name; LBSGD's warm-up then starts at the
-    update a run resumed inside an epoch is at (its `begin_epoch` counts whole epochs only)."""
+    """The optimizer as Module.init_optimizer would create it from its name; a resumed LBSGD's warm-up and
+    gradient accumulation then continue at the update the run is at (its `begin_epoch` counts whole epochs only)."""
     import mxnet as mx
 
     batch = cfg.batch_size * (kv.num_workers if kv is not None and "_sync" in kv.type else 1)
@@ -72,6 +72,11 @@ def create(module, cfg: FitConfig, params: dict, kv, begin_batch: int = 0):
                                     rescale_grad=1.0 / batch, **params)
     if cfg.optimizer in HAS_WARMUP:
         optimizer.init_updates += begin_batch
+        # LBSGD's first accumulation keeps a reference to the gradient buffer (the next batch overwrites it);
+        # a count already going, as in the uninterrupted run, adds to 0 instead. Keyed by index here, by name on
+        # the servers.
+        seeded = {"cum_grad": 0, "num_cums": optimizer.init_updates}
+        optimizer.cumgrads = {key: dict(seeded) for i, name in names.items() for key in (i, name)}
     return optimizer
 
 
