@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import run_trainer, run_trainers
+from conftest import run_trainers
 from test_trainer_errors import assert_one_line_error
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from mxlaunch.errors import UsageError, run_cli
+from mxlaunch.errors import run_cli
 from mxlaunch.exits import Exit
 from mxlaunch.trainer import options
 from mxlaunch.trainer.config import DIST_ROLE_VAR, FitConfig

@@ -1,4 +1,6 @@
-"""Training and validation batches from `.rec` files through MXNet's `ImageRecordIter`.
+"""Training and validation batches from `.rec` files through MXNet's `ImageRecordIter`, with the arguments
+common/data.py's get_rec_iter gives it (normalization, padding, every augmentation), or synthetic ones
+(--benchmark 1).
 
 Three defects of MXNet's example scripts are fixed here:
 - Under `dist_sync` every worker must run the same number of batches per epoch, or the job hangs at
@@ -10,7 +12,7 @@ Three defects of MXNet's example scripts are fixed here:
   every reset draws on again, so epoch E's order depends on how many epochs the process ran before it.
   Each epoch gets a fresh iterator with a seed of its own; its `seed_aug` makes the augmentation (crops,
   mirrors) independent of `--data-nthreads` too (MXNet otherwise draws from one generator per decoding
-  thread, and records go to whichever thread is free). `shuffle_chunk_seed` only matters without an `.idx`.
+  thread, and records go to whichever thread is free). Shuffling needs an `.idx` (trainer/index.py makes one).
 - Validation counts every real sample exactly once: the padding of the last batch is cut off, and
   the iterator is made anew for every pass (with `round_batch`, a reset iterator starts after the
   samples it borrowed to fill the previous last batch, so a reused one skips them).
