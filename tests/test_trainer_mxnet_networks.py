@@ -152,3 +152,19 @@ def test_float16_networks_cast_as_mxnets_and_train_with_float32_master_weights()
     single = networks.get_symbol("resnet", 20, 10, (3, 28, 28))
     assert with_dtype(single, "float16", "x").infer_type(data="float32") == half.infer_type(data="float32")
     assert with_dtype(half, "float32", "x").infer_type(data="float32") == single.infer_type(data="float32")
+
+
+def test_fine_tune_puts_the_new_classifier_on_layer_before_fullc():
+    """fine-tune.py's --layer-before-fullc (default flatten0): what the network computed after it goes."""
+    from mxlaunch.trainer import model, networks
+
+    symbol = networks.get_symbol("resnet", 8, 10, (3, 28, 28))
+    pretrained = model.Model(symbol, {name: None for name in symbol.list_arguments()}, {})
+    default = model.replace_classifier(pretrained, 5)
+    assert default.symbol.get_internals()["fc_finetune_output"].get_children().list_outputs()[0] == "flatten0_output"
+    earlier = model.replace_classifier(pretrained, 5, "stage3_unit1_relu1", explicit=True)
+    arguments = earlier.symbol.list_arguments()
+    assert "stage3_unit1_conv1_weight" not in arguments and "bn1_gamma" not in arguments
+    assert arguments[-3:] == ["fc_finetune_weight", "fc_finetune_bias", "softmax_label"]
+    half = model.replace_classifier(pretrained, 5, dtype="float16")
+    assert half.symbol.infer_type(data="float16")[1] == [np.float32]  # the new classifier cast back

@@ -137,3 +137,26 @@ def test_each_role_writes_its_profile_into_the_run_directory(digits_dir, tmp_pat
     for name in ("rank0_worker.json", "rank1_worker.json", "rank0_server.json"):
         with open(run_dir / name) as f:
             assert json.load(f)["traceEvents"], name
+
+
+def test_rgb_mean_std_and_fill_value_reach_the_pixels_and_an_index_can_be_named(tmp_path):
+    """common/data.py's normalization, (pixel - mean) / std per R, G, B, and --fill-value around the padded
+    image; --data-train-idx names the index (one that is missing is refused)."""
+    from mxlaunch.errors import UsageError
+    from mxlaunch.trainer.config import FitConfig
+    from mxlaunch.trainer.data import Shard, train_iter
+    from mxlaunch.trainer.index import training_index
+    from mxlaunch.trainer.records import encode_png, index_path, write_records
+
+    rec = str(tmp_path / "flat.rec")
+    write_records(rec, [(0, encode_png(np.full((4, 4, 3), (200, 100, 50), np.uint8)))])
+    named = str(tmp_path / "named.idx")
+    os.rename(index_path(rec), named)
+    assert training_index(rec, named) == named
+    with pytest.raises(UsageError, match="--data-train-idx .*missing.idx: no such file"):
+        training_index(rec, str(tmp_path / "missing.idx"))
+    cfg = FitConfig(rec, image_shape=(3, 8, 8), batch_size=1, pad_size=2, fill_value=30,
+                    rgb_mean=(100.0, 50.0, 10.0), rgb_std=(2.0, 5.0, 10.0))
+    image = train_iter(cfg, named, Shard(), threads=1, seed=0).next().data[0].asnumpy()[0]
+    assert image[:, 4, 4].tolist() == [50.0, 10.0, 4.0]  # inside: (200-100)/2, (100-50)/5, (50-10)/10
+    assert image[:, 0, 0].tolist() == [-35.0, -4.0, 2.0]  # the padding: (30-100)/2, (30-50)/5, (30-10)/10
