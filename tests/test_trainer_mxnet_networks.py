@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_trainer
+from conftest import run_trainers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE = json.load(open(os.path.join(HERE, "data", "trainer_mxnet19_networks.json")))
@@ -111,17 +111,17 @@ def test_checkpoints_load_both_ways(digits_dir, tmp_path):
     arg_params, aux_params = module.get_params()
     mx.model.save_checkpoint(str(tmp_path / "mxnet"), 3, mxnet_symbol, arg_params, aux_params)
 
-    result = run_trainer("fit", *data, "--num-epochs", 4, "--load-epoch", 3, "--lr", 0, "--mom", 0, "--wd", 0,
-                         "--model-prefix", tmp_path / "mxnet")
-    assert result.returncode == 0, result.stderr[-2000:]
+    resumed_run, new_run = run_trainers(
+        ["fit", *data, "--num-epochs", 4, "--load-epoch", 3, "--lr", 0, "--mom", 0, "--wd", 0,
+         "--model-prefix", tmp_path / "mxnet"],
+        ["fit", *data, "--num-epochs", 1, "--model-prefix", tmp_path / "trainer" / "m"])
+    assert resumed_run.returncode == 0, resumed_run.stderr[-2000:]
     _, resumed, _ = mx.model.load_checkpoint(str(tmp_path / "mxnet"), 4)
     assert sorted(resumed) == sorted(arg_params)
     assert all(np.array_equal(resumed[k].asnumpy(), arg_params[k].asnumpy()) for k in arg_params)  # lr 0: loaded
-    assert "not used" not in result.stderr  # the options describe the checkpoint's network
-
-    result = run_trainer("fit", *data, "--num-epochs", 1, "--model-prefix", tmp_path / "trainer")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert mx.sym.load(str(tmp_path / "trainer-symbol.json")).tojson() == mxnet_symbol.tojson()
+    assert "not used" not in resumed_run.stderr  # the options describe the checkpoint's network
+    assert new_run.returncode == 0, new_run.stderr[-2000:]
+    assert mx.sym.load(str(tmp_path / "trainer" / "m-symbol.json")).tojson() == mxnet_symbol.tojson()
 
 
 def test_float16_networks_cast_as_mxnets_and_train_with_float32_master_weights():
