@@ -1,6 +1,7 @@
 """MXNet's options at work, as a user runs them: --benchmark 1 without data files, --test-io 1, --top-k and
 --loss in MXNet's log format and in metrics.jsonl, --monitor, --initializer, a worker's profile, an index built
-for a .rec that has none, --load-epoch 0, and a run keeping another run's records in its directory; under `launch train`, --gc-type 2bit to 97% and the servers' profiles."""
+for a .rec that has none, --load-epoch 0, and a run keeping another run's records in its directory; under
+`launch train`, --gc-type 2bit to 97% and the servers' profiles."""
 from __future__ import annotations
 
 import json
