@@ -163,7 +163,6 @@ def test_validation_accuracy_equals_numpy_on_the_models_own_predictions(digits_m
 
     labels, images = zip(*iter_records(os.path.join(digits_dir, "digits_val.rec")))
     crops = np.stack(images)[:, 2:30, 2:30, :].transpose(0, 3, 1, 2).astype(np.float32)  # centre 28x28, CHW
-    crops -= np.array([123.68, 116.779, 103.939], np.float32).reshape(1, 3, 1, 1)  # --rgb-mean's default
     symbol, arg_params, aux_params = mx.model.load_checkpoint(digits_model.prefix, epoch)
     module = mx.mod.Module(symbol, context=mx.cpu())
     module.bind(data_shapes=[("data", crops.shape)], label_shapes=[("softmax_label", (len(crops),))],

@@ -11,9 +11,10 @@ from mxlaunch.trainer.config import FitConfig
 from mxlaunch.trainer.records import DataError
 
 # common/modelzoo.py: names fine-tune.py downloaded from data.mxnet.io (gone) instead of reading local files
-MODEL_ZOO = frozenset({"imagenet1k-inception-bn", "imagenet1k-resnet-18", "imagenet1k-resnet-34", "imagenet1k-resnet-50",
-                       "imagenet1k-resnet-101", "imagenet1k-resnet-152", "imagenet1k-resnext-50",
-                       "imagenet1k-resnext-101", "imagenet1k-resnext-101-64x4d", "imagenet11k-resnet-152",
+MODEL_ZOO = frozenset({"imagenet1k-inception-bn", "imagenet1k-resnet-18", "imagenet1k-resnet-34",
+                       "imagenet1k-resnet-50", "imagenet1k-resnet-101", "imagenet1k-resnet-152",
+                       "imagenet1k-resnext-50", "imagenet1k-resnext-101", "imagenet1k-resnext-101-64x4d",
+                       "imagenet11k-resnet-152",
                        "imagenet11k-place365ch-resnet-152", "imagenet11k-place365ch-resnet-50"})
 
 
