@@ -172,7 +172,8 @@ def test_checkpoint_of_a_multi_device_module_loads_and_classifies(runs, digits_d
     symbol, arg_params, aux_params = mx.model.load_checkpoint(runs[which], EPOCHS)
     assert arg_params["fc1_weight"].shape == (10, 64)
     module = mx.mod.Module(symbol, context=mx.cpu())
-    cfg = FitConfig(data_val=os.path.join(digits_dir, "digits_val.rec"), image_shape=(3, 28, 28), batch_size=BATCH)
+    cfg = FitConfig(data_val=os.path.join(digits_dir, "digits_val.rec"), image_shape=(3, 28, 28), batch_size=BATCH,
+                    rgb_mean=(0.0, 0.0, 0.0))  # the recipe's
     make_val = lambda: val_iter(cfg, "", threads=1)  # noqa: E731
     probe = make_val()
     module.bind(data_shapes=probe.provide_data, label_shapes=probe.provide_label, for_training=False)
