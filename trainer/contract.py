@@ -13,7 +13,7 @@ GPUs for --dtype float16) is not checked here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import FrozenSet, Optional, Sequence, Tuple
 
 import click
 
@@ -42,6 +42,7 @@ class TrainerCommand:
     kv_store: Optional[str] = None
     data_files: Tuple[str, ...] = ()  # the input files it names (--data-train, --data-val and their indexes)
     data_set: Optional[str] = None
+    given: FrozenSet[str] = frozenset()  # the options the command line gave (long names), defaults aside
 
     @property
     def trains(self) -> bool:
@@ -152,4 +153,4 @@ def describe(args: Sequence[str]) -> TrainerCommand:
     return TrainerCommand(name, args, model_prefix=cfg.model_prefix, num_epochs=cfg.num_epochs,
                           load_epoch=cfg.load_epoch, load_batch=cfg.load_batch, pretrained_model=cfg.pretrained_model,
                           gpus=cfg.gpus, cpus=cfg.cpus if "--cpus" in cfg.explicit else None, kv_store=cfg.kv_store,
-                          data_files=tuple(f for f in files if f))
+                          data_files=tuple(f for f in files if f), given=frozenset(cfg.explicit))
