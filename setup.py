@@ -22,6 +22,7 @@ TEST = [
     "scikit-learn==1.3.2",
     "scipy>=1.11,<1.12",
     "moto[server,ec2,efs,ssm,sts]>=5",
+    "parliament>=1.6",  # the IAM policy linter: tests/test_cluster_policy.py runs it over `launch cluster policy`
 ]
 
 PACKAGES = {
