@@ -274,6 +274,27 @@ def test_status_shows_each_instances_market_as_aws_names_it(moto_aws, hooks):
             if line.split()[:1] and line.split()[0].isdigit()}
     assert rows == {ids[0]: "capacity-block", ids[1]: "scheduled", ids[2]: "on-demand"}  # AWS omits on-demand
 
+
+def test_status_and_list_never_price_spot_instances_as_if_on_demand_unmarked(moto_aws, hooks):
+    """No spot price is read: a spot instance's on-demand rate is its upper bound (`up` sets no max price, so AWS
+    caps it there), and both commands say so instead of showing it as the price."""
+    assert launch(*up_args("sp", 2)).code == 0 and launch(*up_args("od", 1)).code == 0
+    spot = [i["InstanceId"] for i in tagged_everything("sp")["instances"]]
+    hooks.append(Lifecycles({i: "spot" for i in spot}))
+    status = launch("cluster", "status", "sp")
+    (cost,) = [line for line in status.out.splitlines() if line.startswith("cost:")]
+    assert cost.startswith("cost: at most $11.34/h now, at most $") and "2 spot instances priced at the on-demand " \
+        "rate, the most their spot price can be" in cost, cost
+    plain = launch("cluster", "status", "od").out
+    assert "cost: ~$5.67/h now" in plain and "spot" not in plain.split("cost:")[1].splitlines()[0]
+    listed = launch("cluster", "list").out.splitlines()
+    (sp,) = [line for line in listed if line.startswith("sp ")]
+    (od,) = [line for line in listed if line.startswith("od ")]
+    assert "<=$11.34" in sp and "<=" not in od and "$5.67" in od
+    assert listed[-1].endswith("; <=: spot instances priced at the on-demand rate, the most their spot price can be)")
+    for name in ("sp", "od"):
+        assert launch("cluster", "down", name, "--yes").code == 0
+
 # ------------------------------------------------------------------ repair (and so the restarts of --max-restarts)
 @pytest.fixture(autouse=True)
 def no_real_ssh(monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import zlib
 
 import botocore.awsrequest
 import pytest
@@ -196,6 +197,33 @@ def test_a_type_offered_nowhere_in_the_region_is_refused_before_anything_is_crea
                                               "another --region or --instance-type (`launch cluster types`)")
     assert not set(calls.ops()) & set(CREATES)
     assert not any(tagged_everything("nowhere", region="eu-west-1").values())
+
+
+@pytest.mark.parametrize("image_name, refused", [
+    ("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) 20250101", "Ubuntu 24.04, whose python3 is 3.12"),
+    ("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20240423", "Ubuntu 24.04, whose python3 is 3.12"),
+    ("ubuntu/images/hvm-ssd/ubuntu-plucky-26.04-amd64-server", "Ubuntu 26.04, whose python3 is 3.12 or later"),
+    ("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250101", None),
+    ("my own image", None),  # names no release: its user data refuses a python3 too new, naming the step
+])
+def test_an_image_whose_python_cannot_run_the_stack_is_refused_before_anything_is_created(moto_aws, hooks,
+                                                                                          image_name, refused):
+    calls = Calls()
+    hooks.append(calls)
+    ami = plain_client("ec2").register_image(Name=image_name, Description="x86_64",
+                                             RootDeviceName="/dev/sda1")["ImageId"]
+    name = f"py{zlib.crc32(image_name.encode()) % 10 ** 6}"
+    args = up_args(name, 1)
+    args[args.index(AMI)] = ami
+    r = launch(*args)
+    if refused is None:
+        assert r.code == 0, r.err
+        assert launch("cluster", "down", name, "--yes").code == 0
+        return
+    (line,) = r.err.strip().splitlines()[-1:]
+    assert r.code == Exit.USAGE and refused in line, r.err
+    assert "numpy 1.23.5" in line and "leave out --ami (the Ubuntu 22.04 Deep Learning AMI" in line
+    assert not set(calls.ops()) & set(CREATES) and nothing_tagged(name)
 
 
 def test_instances_go_only_to_zones_that_offer_the_type(moto_aws, hooks):
