@@ -314,6 +314,9 @@ def test_a_mount_target_that_fails_after_the_launch_keeps_the_cluster_and_says_h
     assert "`launch cluster up mterr --instance-type g5.12xlarge --count 2 --ssh-cidr 203.0.113.7/32` finishes it" \
         in kept and "`launch cluster down mterr` removes it" in kept
     assert "removing what this run created" not in r.err
+    from mxlaunch.infra.cloud import local_state as state
+    meta = state.read_meta("mterr")  # recorded before the mount target: ssh, repair and `up` again can use it
+    assert meta["count"] == 2 and meta["key_file"] == str(state.key_path("mterr")) and state.key_path("mterr").exists()
     assert launch("cluster", "down", "mterr", "--yes").code == 0 and nothing_tagged("mterr")
 
 

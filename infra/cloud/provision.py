@@ -187,21 +187,27 @@ class Up:
         efs_dns = f"{fs}.efs.{aws.region}.amazonaws.com" if fs else None
         self.mounts = list(record.mount_targets)
         instances = self.instances(record, image, key_name, sg, pg, efs_dns, subnets, deadline)
+        self.record_meta(key_name, key_file, fs)  # before anything can fail after the launch: a kept cluster has it
         if fs:  # the zone of the instances gets its mount target now, while they boot (their user data waits)
             for subnet in sorted({i.subnet_id for i in instances if i.live and i.subnet_id}):
                 self.mount_target(fs, efs_sg, subnet)
-        if not aws.dry_run:
-            meta = dict(region=aws.region, instance_type=spec.instance_type, gpus_per_host=spec.itype.gpus,
-                        ssh_user=spec.ssh_user, key_file=str(key_file) if key_file else None, key_name=key_name,
-                        efs=fs, spot=spec.spot, count=spec.count)
-            if spec.max_hours is not None or self.fresh:  # growing without --max-hours keeps the setting
-                meta["max_hours"] = spec.max_hours
-            if spec.on_demand_fallback is not None or self.fresh:  # read by repair and restarts: infra/cloud/repair.py
-                meta["on_demand_fallback"] = bool(spec.on_demand_fallback)
-            state.write_meta(spec.name, **meta)
         return dataclasses.replace(record, instances=instances, security_group=sg, efs_security_group=efs_sg,
                                    key_name=record.key_name or self.ledger.key_name, placement_group=pg,
                                    file_system=fs, mount_targets=tuple(self.mounts), vpc_id=vpc)
+
+    def record_meta(self, key_name: str, key_file, fs: Optional[str]) -> None:
+        """cluster.json: what the tags do not hold (read by ssh, repair, restarts and `train --cluster`)."""
+        aws, spec = self.aws, self.spec
+        if aws.dry_run:
+            return
+        meta = dict(region=aws.region, instance_type=spec.instance_type, gpus_per_host=spec.itype.gpus,
+                    ssh_user=spec.ssh_user, key_file=str(key_file) if key_file else None, key_name=key_name,
+                    efs=fs, spot=spec.spot, count=spec.count)
+        if spec.max_hours is not None or self.fresh:  # growing without --max-hours keeps the setting
+            meta["max_hours"] = spec.max_hours
+        if spec.on_demand_fallback is not None or self.fresh:  # read by repair and restarts: infra/cloud/repair.py
+            meta["on_demand_fallback"] = bool(spec.on_demand_fallback)
+        state.write_meta(spec.name, **meta)
 
     def check_type(self, record: ClusterRecord) -> None:
         other = sorted({i.instance_type for i in record.live} - {self.spec.instance_type})
