@@ -160,9 +160,9 @@ def _client_error(code: str, where: str) -> CommandError:
     return AwsError(where, code)
 
 
-# Codes that need their own words: what they mean for a cluster, and what to do.
+# Codes that need their own words: what they mean for a cluster, and what to do (their meanings:
+# https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html).
 OWN_LINES = {
-    # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html (OptInRequired)
     "OptInRequired": (OptInRequired, "your account must opt in first: to this region (Account settings, AWS "
                                      "Regions), or, for an AWS Marketplace image, to its product (subscribe in the "
                                      "Marketplace console, or pass another --ami)"),

@@ -27,7 +27,8 @@ def _money(value) -> str:
     return "n/a" if value is None else f"${value:,.2f}"
 
 
-# `up` sets no spot max price, so AWS caps a spot instance at the on-demand price: that rate is its upper bound.
+# `up` sets no spot max price, whose default is the on-demand price: that rate is a spot instance's upper bound
+# (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_SpotMarketOptions.html, MaxPrice).
 SPOT_NOTE = "spot instances priced at the on-demand rate, the most their spot price can be"
 
 
