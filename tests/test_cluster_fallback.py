@@ -196,8 +196,9 @@ def test_on_demand_capacity_gone_too_is_exit_6_naming_both_and_nothing_is_left(m
     assert subnets_of(on_demand) == subnets_of(spot)
     zone_of = {n["SubnetId"]: n["AvailabilityZone"] for n in plain_client("ec2").describe_subnets()["Subnets"]}
     last = r.err.strip().splitlines()[-1]
-    assert f"spot capacity gone in {', '.join(zone_of[s] for s in subnets_of(spot))} ({SPOT_FULL}), on-demand too " \
-           f"in {', '.join(zone_of[s] for s in subnets_of(on_demand))} ({SPOT_FULL}) (--on-demand-fallback)" in last, last
+    spot_zones, on_demand_zones = (", ".join(zone_of[s] for s in subnets_of(sent)) for sent in (spot, on_demand))
+    assert f"spot capacity gone in {spot_zones} ({SPOT_FULL}), on-demand too in {on_demand_zones} ({SPOT_FULL}) " \
+           f"(--on-demand-fallback)" in last, last
     assert nothing_tagged("both") and not moto_aws.groups
 
 

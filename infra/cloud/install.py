@@ -1,8 +1,8 @@
 """`--wait ssh`: wait for SSH to answer on every instance (bounded, with a per-instance diagnosis), then for its
 user data to write its ready marker (a failed marker ends the wait at once; either way out names the step and
-the tail of the user data's log, read over SSH), then install mxlaunch with its `cpu` or `gpu` extra into ONE virtual environment on EFS (created on instance 0;
-every other instance only verifies it), from PyPI, or with `--wheelhouse DIR` from those wheels alone
-(uploaded to EFS, `pip install --no-index --find-links`). It ends by checking every instance: the venv's
+the tail of the user data's log, read over SSH), then install mxlaunch with its `cpu` or `gpu` extra into ONE
+virtual environment on EFS (created on instance 0; every other instance only verifies it), from PyPI, or with
+`--wheelhouse DIR` from those wheels alone (uploaded to EFS, `pip install --no-index --find-links`). It ends by checking every instance: the venv's
 python imports mxnet and mxlaunch, and with the `gpu` extra on a GPU type the GPU preflight of `launch train`
 (infra/transport/gpu_check.py: nvidia-smi's GPUs and a real operation on every GPU through the venv).
 

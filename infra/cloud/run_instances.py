@@ -123,7 +123,8 @@ class _Zones:
     """The zones one launch may use, in order."""
 
     def __init__(self, aws: Aws, ledger: Ledger, echo: Callable[[str], None], subnets: list, groups: list, what: str):
-        self.aws, self.ledger, self.echo, self.subnets, self.groups, self.what = aws, ledger, echo, subnets, groups, what
+        self.aws, self.ledger, self.echo = aws, ledger, echo
+        self.subnets, self.groups, self.what = subnets, groups, what
 
     def first(self, params: dict, market: str) -> tuple:
         """(instances, zone) from the first subnet with capacity, else _Gone."""
