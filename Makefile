@@ -13,19 +13,21 @@ venv: $(STAMP)
 
 # Debian packages the tests need, each installed when missing; only root can install them (elsewhere the
 # tests that need them skip with the reason; under .ci/run, which requires the bed, they fail with it):
-# the SSH test bed (sshd, ip) and the GPU-environment test (a C compiler for its stub driver, readelf, ldd).
+# the SSH test bed (sshd, ip), the GPU-environment test (a C compiler for its stub driver, readelf, ldd) and the
+# install test (the system python3's own venv and pip: python3-venv).
 system-packages:
 	@missing=""; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v cc >/dev/null || missing="$$missing gcc"; \
 	command -v readelf >/dev/null || missing="$$missing binutils"; \
+	[ ! -x /usr/bin/python3 ] || /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing$$missing (test bed, GPU-environment test)"; \
+		echo "installing$$missing (test bed, GPU-environment and install tests)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): setup.py | system-packages
+$(STAMP): pyproject.toml setup.py | system-packages
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[cpu,test]'
@@ -38,7 +40,8 @@ demo: venv
 	$(VENV)/bin/launch train --local -n 2 -s 1 --run-dir $(DEMO_DIR) -- \
 		trainer fit --network resnet --num-layers 8 \
 		--data-train $(DATA_DIR)/digits_train.rec --data-val $(DATA_DIR)/digits_val.rec \
-		--image-shape 3,28,28 --pad-size 0 --random-mirror 0 --batch-size 16 --num-epochs 10 \
+		--image-shape 3,28,28 --pad-size 0 --random-crop 1 --random-mirror 0 --rgb-mean 0,0,0 \
+		--batch-size 16 --num-epochs 10 \
 		--lr 0.1 --lr-factor 0.1 --lr-step-epochs 6,9 --seed 1 --model-prefix $(DEMO_DIR)/digits-resnet8
 
 # two workers: most tests wait on processes, SSH or the box, and two cores sat half idle in one

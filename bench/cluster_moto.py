@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# testkit/ (the test support) is not installed: it is found beside bench/, in this checkout
+sys.path.append(str(ROOT))
+from testkit.aws import FakePlacementGroups  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +45,6 @@ def main() -> None:
 
     import click
     import mxlaunch.infra.cloud.aws
-    from testkit.aws import FakePlacementGroups
     from mxlaunch.launcher.cli.cluster import cluster
     from mxlaunch.errors import run_cli
 

@@ -9,7 +9,7 @@ For n = 1, 2, 4 workers (1 server, OMP_NUM_THREADS=1), median of --repeat runs:
     python bench/launch_local.py [--workers 1,2,4] [--repeat 3] [--rounds 20] [--before DIR]
 
 --before DIR also times the launcher importable from DIR (run from outside the checkout, e.g. an older
-commit unpacked with `git archive`, its folders mapped into DIR/mxlaunch as setup.py does), run for run
+commit unpacked with `git archive`, its folders mapped into DIR/mxlaunch as pyproject.toml does), run for run
 alternately with this one, so both see the same load: how a change of the launcher moved the numbers.
 """
 import argparse
@@ -21,8 +21,9 @@ import sys
 import tempfile
 import time
 
-
-from testkit.jobs import PUSHPULL, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for
+# testkit/ (the test support) is not installed: it is found beside bench/, in this checkout
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from testkit.jobs import PUSHPULL, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for  # noqa: E402
 
 
 def one_run(workers, rounds, kill_worker, workdir, pythonpath=None):

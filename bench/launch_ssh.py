@@ -28,6 +28,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# testkit/ (the test support) is not installed: it is found beside bench/, in this checkout
+sys.path.append(str(ROOT))
+from testkit import bed as testbed  # noqa: E402
+from testkit.jobs import PUSHPULL, job_id_of, job_processes, read_log  # noqa: E402
+from testkit.require import bed_unavailable  # noqa: E402
+
 PY = sys.executable
 
 
@@ -81,8 +87,6 @@ def fan_out(bed, options, n):
 
 
 def measure(n: int) -> dict:
-    from testkit import bed as testbed
-    from testkit.jobs import PUSHPULL, job_id_of, job_processes, read_log
     from mxlaunch.launcher.jobs import preflight
     from mxlaunch.infra.transport.hosts import place
     from mxlaunch.launcher.jobs.plan import JobSpec, plan_job
@@ -147,8 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,2,4,8")
     args = parser.parse_args()
-    from testkit import bed as testbed
-    reason = testbed.why_unavailable()
+    reason = bed_unavailable()
     if reason:
         sys.exit(f"bench/launch_ssh.py: {reason}")
     rows = []

@@ -18,4 +18,5 @@ Modules of the base:
   exits     the exit statuses, one enum
   files     open_new: a file written where another user may have been first, never through a link
   gpu_libs  lets `import mxnet` of the GPU build find the CUDA libraries of NVIDIA's pip wheels
+  records   records as data: a frozen dataclass is a file's shape, written and checked by one definition
 """

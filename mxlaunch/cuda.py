@@ -83,7 +83,7 @@ def environment(wheel: Wheel, cc: Capability) -> Dict[str, str]:
     return {"MXNET_USE_FUSION": "0"} if cc > wheel.fusion_max else {}
 
 
-# mxnet-cu112==1.9.1 (setup.py's `gpu` extra): its `.nv_fatbin` holds SASS for sm_50, 60, 70, 80, 86 and no
+# mxnet-cu112==1.9.1 (pyproject.toml's `gpu` extra): its `.nv_fatbin` holds SASS for sm_50, 60, 70, 80, 86 and no
 # PTX (read from the real wheel; mxnet-cu117 1.9.1 is the same). fusion_max: the wheel was built with CUDA
 # 11.2, whose NVRTC stops at compute_86. The pinned nvidia-cuda-nvrtc-cu11 11.8.89 lists 35..90 in
 # nvrtcGetSupportedArchs and compiles compute_89 (checked here: NVRTC needs no GPU), but fusion on a real 8.9

@@ -4,19 +4,18 @@
     ...
     bed.down()           # kills everything in the namespaces, stops sshd, removes veths, netns, bridge
 
-Recipe and pitfalls: /work/shared/testbed.md. Names are unique per run (prefix `mxb<6 hex>`), the subnet is
-a 10.x.y.0/24 that no interface or route of this machine uses; no default route in the namespaces and
-ip_forward untouched, so nothing can leave the machine. Host keys are generated per run and written to
+Names are unique per run (prefix `mxb<6 hex>`), the subnet is a 10.x.y.0/24 that no interface or route of
+this machine uses; no default route in the namespaces and ip_forward untouched, so nothing can leave the machine. Host keys are generated per run and written to
 `known_hosts`; the client key pair too (keys from git would have the wrong mode). Every host's sshd records
 the exact command of each session it serves (a ForceCommand wrapper): `bed.session_commands(i)`.
 
-`bed_fixture(n, scope)` makes a pytest fixture that skips (with the reason) when not root or when sshd or
-`ip netns` are missing, and always tears the bed down, even when a test fails.
+`bed_fixture(n, scope)` makes a pytest fixture that skips (with the reason: testkit.require) when not root or
+when sshd or `ip netns` are missing, and always tears the bed down, even when a test fails.
 
 `up(n, image=Image(...))` makes hosts that look like EC2 instances from the inside (login user `ubuntu`, own
 mount namespace, /efs): testkit.image; the cluster in a box built on them: testkit.box.
 The parts: system.py (commands, subnets, bounded waits), sshd.py (sshd_config, the ForceCommand recorder),
-users.py (the login user and mount points on this machine), bedfixture.py (the pytest fixture).
+users.py (the login user and mount points on this machine), require.py (whether a bed can be made here).
 """
 from __future__ import annotations
 
@@ -26,12 +25,14 @@ import random
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from mxlaunch.infra.transport.hosts import Host
 from testkit import users
 from testkit.image import Image, inside_argv
+from testkit.require import need_bed
 from testkit.sshd import COMMANDS_FILE, SSH_KEYGEN, SSHD
 from testkit.sshd import config as sshd_config
 from testkit.sshd import record_command
@@ -46,21 +47,6 @@ from testkit.system import read_bytes as _read_bytes
 from testkit.system import run as _run
 
 STATE_ROOT = os.path.join(tempfile.gettempdir(), "mxlaunch-beds")
-
-
-def why_unavailable() -> Optional[str]:
-    """None when a bed can be made here, else the reason (for pytest.skip)."""
-    if os.geteuid() != 0:
-        return "the SSH test bed needs root (network namespaces); CI runs as root"
-    if not os.access(SSHD, os.X_OK):
-        return f"the SSH test bed needs openssh-server ({SSHD} missing; `make test` installs it as root)"
-    if not shutil.which("ip"):
-        return "the SSH test bed needs iproute2 (`ip`)"
-    try:
-        _run(IP, "netns", "list", timeout=5)
-    except (BedError, OSError, subprocess.TimeoutExpired) as exc:
-        return f"`ip netns` does not work here: {exc}"
-    return None
 
 
 @dataclass
@@ -373,6 +359,50 @@ def _make_host(bed: Bed, m: BedHost, record: str, authorized_keys: str) -> None:
 
 
 def bed_fixture(n: int, scope: str = "module"):
-    """A pytest fixture yielding a bed of `n` hosts (testkit.bedfixture)."""
-    from testkit.bedfixture import bed_fixture as make
-    return make(n, scope)
+    """A pytest fixture yielding a bed of `n` hosts, made once per `scope` ("module" or "session") and shared
+    by its tests. Where no bed can be made the test is skipped with the reason, or fails where the run
+    requires the bed (testkit.require). Every test gets the bed clean (each sshd up, nothing else
+    running in the namespaces); what a test leaves running there is killed after it and reported as that
+    test's error. The bed is always torn down, even when a test fails."""
+    import pytest  # the bench scripts use this module without pytest
+
+    beds = {}  # the module (or session) node -> its bed
+
+    def dirt(bed: Bed, settle: float) -> List[str]:
+        """What is not as a fresh bed has it, after waiting up to `settle` s (a session ends a moment after
+        its connection closes)."""
+        deadline = time.monotonic() + settle
+        while True:
+            found = [f"host {m.index}: sshd not running" for m in bed.members
+                     if not (m.sshd_pid and _pid_alive(m.sshd_pid))]
+            for i in range(len(bed.members)):
+                found += [f"host {i}: pid {p} {_read(f'/proc/{p}/cmdline').replace(chr(0), ' ').strip()!r}"
+                          for p in bed.job_pids(i)]
+            if not found or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.05)
+
+    def take_down(holder) -> None:
+        problems = beds.pop(holder).down()
+        assert not problems, f"test bed teardown left: {problems}"
+
+    @pytest.fixture
+    def _bed(request):
+        need_bed()
+        holder = request.node.getparent(pytest.Session if scope == "session" else pytest.Module)
+        if holder not in beds:
+            beds[holder] = up(n)
+            holder.addfinalizer(lambda: take_down(holder))
+        bed = beds[holder]
+        found = dirt(bed, settle=5)  # even up(): its port probe leaves an `sshd: [accepted]` for a moment
+        assert not found, f"the test bed is not clean at the start of this test: {found}"
+        yield bed
+        found = dirt(bed, settle=5)
+        if found:
+            for i, m in enumerate(bed.members):
+                bed.kill_jobs(i)
+                if not (m.sshd_pid and _pid_alive(m.sshd_pid)):
+                    bed.start_sshd(i)
+            pytest.fail(f"this test left the bed unclean (now cleaned): {found}", pytrace=False)
+
+    return _bed

@@ -49,12 +49,12 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
 from testkit import bed as beds
+from testkit.checkout import REPO, with_testkit
 from testkit.image import EFS, FRAMEWORKS, Image
 from testkit.procs import OWNER_KEY
 from testkit.system import BedError, kill_and_wait
 
 REGION = "us-east-1"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: testkit/ is at its top
 SERVER_START_TIMEOUT = 60.0
 HOST_VENV = "box-venv"  # under /efs
 AMI_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) in a box"
@@ -195,11 +195,9 @@ def up(capacity: int, hide: Iterable[str] = (), dir: Optional[str] = None, user_
                        "hosts": [{"address": m.address, "sshd_pid": m.sshd_pid} for m in bed.members],
                        "user_data": user_data, "no_efs": [bed.members[i].address for i in no_efs]}, fh)
         with open(os.path.join(dir, "server.log"), "w") as log:
-            # testkit is not installed: the server finds it beside the checkout's tests, as pytest does
-            pythonpath = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
             server = subprocess.Popen([sys.executable, "-m", "testkit.box_server", config],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-                                      env=dict(os.environ, PYTHONPATH=pythonpath))
+                                      env=with_testkit())
     except BaseException:
         bed.down()
         raise

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 from testkit import procs
 from testkit.bed import BedError, wait_for  # wait_for: one bounded poll for every test
@@ -26,6 +27,15 @@ TORTURE_ARGS = ["a b", "it's", 'say "hi"', "$HOME", "a;b && c", "ünïcødé ✓
 
 def launch_argv(*args):
     return [sys.executable, "-m", "mxlaunch.launcher", *args]
+
+
+def parsed_train(options):
+    """`launch train OPTIONS` as its own parser reads them, nothing run: its values by name (what a detached
+    launcher started with these options is asked to do)."""
+    from mxlaunch.launcher.cli.train import train
+
+    with train.make_context("train", list(options)) as ctx:
+        return types.SimpleNamespace(**ctx.params)
 
 
 def start_launch(*args, cwd=None):

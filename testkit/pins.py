@@ -1,25 +1,34 @@
-"""The name of a cached test venv: a hash of exactly what it installs from setup.py (install_requires and the
-extra's list, read with ast, never by running setup.py) and the Python version — so that editing the test
-extra or a comment does not rebuild the 2 GB GPU venv."""
+"""The name of a cached test venv: a hash of exactly what it installs (pyproject.toml's dependencies and the
+extra's list) and the Python version — so that editing the test extra or a comment does not rebuild the 2 GB
+GPU venv."""
 from __future__ import annotations
 
-import ast
 import hashlib
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: testkit/ is at its top
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the test extra installs tomli there
+    import tomli as tomllib
+
+from testkit.checkout import REPO
+
+
+def pyproject() -> dict:
+    """The checkout's pyproject.toml."""
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def project() -> dict:
+    """pyproject.toml's [project] table."""
+    return pyproject()["project"]
 
 
 def _requirements(extra: str) -> list:
-    with open(os.path.join(REPO, "setup.py"), encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    lists = {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-             for t in node.targets if isinstance(t, ast.Name) and isinstance(node.value, ast.List)}
-    setup = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
-                 and getattr(n.value.func, "id", "") == "setup")
-    required = next(ast.literal_eval(k.value) for k in setup.keywords if k.arg == "install_requires")
-    return sorted(required) + sorted(lists[extra.upper()])
+    table = project()
+    return sorted(table["dependencies"]) + sorted(table["optional-dependencies"][extra])
 
 
 def pins_key(extra: str) -> str:

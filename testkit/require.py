@@ -5,16 +5,30 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import subprocess
 from typing import Optional
+
+from testkit.sshd import SSHD
+from testkit.system import IP, BedError, run
 
 REQUIRE_BED = "MXLAUNCH_REQUIRE_BED"
 
 
 @functools.lru_cache(maxsize=None)
 def bed_unavailable() -> Optional[str]:
-    """Why no bed can be made here (asked once per process: it runs `ip netns list`), or None."""
-    from testkit import bed
-    return bed.why_unavailable()
+    """Why no bed can be made here, or None (asked once per process: it runs `ip netns list`)."""
+    if os.geteuid() != 0:
+        return "the SSH test bed needs root (network namespaces); CI runs as root"
+    if not os.access(SSHD, os.X_OK):
+        return f"the SSH test bed needs openssh-server ({SSHD} missing; `make test` installs it as root)"
+    if not shutil.which("ip"):
+        return "the SSH test bed needs iproute2 (`ip`)"
+    try:
+        run(IP, "netns", "list", timeout=5)
+    except (BedError, OSError, subprocess.TimeoutExpired) as exc:
+        return f"`ip netns` does not work here: {exc}"
+    return None
 
 
 def bed_required() -> bool:
@@ -23,7 +37,8 @@ def bed_required() -> bool:
 
 def need_bed() -> None:
     """Return when a bed can be made; otherwise fail (where required) or skip the calling test, with the reason."""
-    import pytest
+    import pytest  # the bench scripts use this package without pytest
+
     reason = bed_unavailable()
     if reason is None:
         return

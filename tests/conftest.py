@@ -2,7 +2,7 @@
 
 At session start: what killed runs left is swept (stale beds, then every process whose owner mark names a
 test run that is gone), and this session marks every process it will start (testkit.procs).
-Markers (setup.cfg): `bed` tests need the SSH test bed: skipped with the reason where it cannot be made,
+Markers (pyproject.toml): `bed` tests need the SSH test bed: skipped with the reason where it cannot be made,
 failed where the run requires it (.ci/run: MXLAUNCH_REQUIRE_BED=1); `slow` tests train MXNet for minutes;
 `aws` tests drive `launch cluster` against moto or botocore's Stubber. Subsets: `pytest -m "not slow"`.
 """
@@ -16,15 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from testkit import procs
+from testkit.checkout import with_testkit
 from testkit.require import bed_unavailable, need_bed
 # pytest-xdist's hook: under `-n N --dist loadgroup` what shares a session resource runs in one worker
 from testkit.xdist_groups import pytest_xdist_make_scheduler  # noqa: F401
 
 pytest_plugins = ["aws_fixtures", "fixtures_moto", "fixtures_ssh", "fixtures_box"]
 # testkit/ is not installed: every Python the tests start (an inner pytest, the box's moto server) finds it in the
-# checkout, as this pytest does (pyproject's pythonpath)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
+# checkout, as this pytest does (pyproject's pythonpath); tests of an install take PYTHONPATH away again
+os.environ["PYTHONPATH"] = with_testkit()["PYTHONPATH"]
 
 
 def pytest_sessionstart(session):

@@ -3,8 +3,6 @@ AWS's own description of it (moto's copy of DescribeInstanceTypes), `launch clus
 the installed MXNet wheel cannot run (before any AWS call), `launch cluster types`, and the roles' environment."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from aws_fixtures import AMI, CIDR, launch, nothing_tagged, tagged_everything
@@ -12,6 +10,7 @@ from mxlaunch import cuda
 from mxlaunch.errors import UsageError
 from mxlaunch.exits import Exit
 from mxlaunch.infra.cloud import catalog, spec as specs
+from testkit.pins import project
 pytestmark = pytest.mark.timeout(60)
 
 WHEEL = cuda.MXNET_CU112
@@ -57,8 +56,7 @@ def test_fusion_is_off_only_beyond_what_the_wheels_nvrtc_compiles():
 
 
 def test_the_catalogs_wheel_is_the_one_the_gpu_extra_installs():
-    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
-    assert f'"{catalog.WHEEL.name}=={catalog.WHEEL.version}"' in setup
+    assert f"{catalog.WHEEL.name}=={catalog.WHEEL.version}" in project()["optional-dependencies"]["gpu"]
 
 
 # --- the catalog -------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from mxlaunch.launcher.jobs import resume
 from mxlaunch.launcher.jobs import checkpoints, rundir
 from mxlaunch.launcher.jobs.checkpoints import Checkpoint
 from mxlaunch.infra.transport.remote import checkpoint_scan as paramsfile
@@ -87,12 +88,13 @@ def test_a_truncated_newest_checkpoint_is_skipped_for_the_previous_whole_one(tmp
         f.write(b"partial")
     assert checkpoints.newest_local(prefix) == Checkpoint(2)
     # --resume picks it too, and the trainer loads it
-    spec = JobSpec(command=("trainer", "fit", "--model-prefix", "ck/m"), num_workers=1, num_servers=1,
+    spec = JobSpec(command=("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "ck/m"), num_workers=1,
+                   num_servers=1,
                    hosts=(Host.loopback(slots=1),), local=True)
     run_dir = str(tmp_path / "run")
     rundir.prepare(run_dir)
     rundir.write_plan_files(plan_job(spec, "j", run_dir, 20001), workdir=str(tmp_path))
-    resumed, _ = rundir.resume_spec(run_dir)
+    resumed, _ = resume.resume_spec(run_dir)
     assert resumed.command[-2:] == ("--load-epoch", "2")
     assert model.load_checkpoint(prefix, 2, "--load-epoch").begin_epoch == 2
 

@@ -116,7 +116,7 @@ def test_spot_capacity_gone_launches_on_demand_with_the_clusters_tags_in_the_sam
     assert line.startswith(f"spot capacity gone in {', '.join(tried)} ({SPOT_FULL}); 2 on-demand instance(s) "
                            f"launched instead in {tried[0]}: {ids}; "), line
     assert "they bill at the on-demand price, ~$" in line
-    assert state.read_meta("fb")["on_demand_fallback"] is True and state.read_meta("fb")["spot"] is True
+    assert state.read_meta("fb").on_demand_fallback is True and state.read_meta("fb").spot is True
     status = launch("cluster", "status", "fb")
     assert status.code == 0 and not [x for x in status.out.splitlines() if x.endswith("  spot")], status.out
 
@@ -239,13 +239,13 @@ def test_up_without_the_flag_keeps_the_recorded_setting_and_status_tells_spot_fr
     assert r.code == 0, r.err
     assert run.markets() == ["spot", "on-demand"]  # the zone is pinned: one spot try, then on-demand there
     assert run.sent[1]["NetworkInterfaces"][0]["SubnetId"] == first[1]["SubnetId"]
-    assert state.read_meta("keep")["on_demand_fallback"] is True
+    assert state.read_meta("keep").on_demand_fallback is True
     rows = {line.split()[1]: line for line in launch("cluster", "status", "keep").out.splitlines()
             if line.split()[:1] and line.split()[0].isdigit()}
     (new,) = set(rows) - {first[1]["InstanceId"]}
     assert rows[first[1]["InstanceId"]].endswith("  spot") and not rows[new].endswith("spot")
     assert launch(*up_args("keep", 2, "--spot", "--no-on-demand-fallback")).code == 0  # whole: nothing launched
-    assert state.read_meta("keep")["on_demand_fallback"] is False
+    assert state.read_meta("keep").on_demand_fallback is False
 
 
 

@@ -186,7 +186,7 @@ def test_up_takes_extra_and_wheelhouse_and_records_the_extra(moto_aws, aws_env, 
     args = [a if a != "running" else "ssh" for a in up_args("inst", 2)]
     r = launch(*args, "--extra", "cpu", "--wheelhouse", str(wheelhouse))
     assert r.code == 0, r.err
-    assert seen == [remote.Install("cpu", wheelhouse.resolve())] and state.read_meta("inst")["extra"] == "cpu"
+    assert seen == [remote.Install("cpu", wheelhouse.resolve())] and state.read_meta("inst").extra == "cpu"
     r = launch(*[a if a != "inst" else "inst2" for a in args], "--wheelhouse", str(wheelhouse / "README"))
     assert r.code == 2 and "--wheelhouse" in r.err and "README" in r.err  # a file, not a directory of wheels
 
@@ -206,7 +206,7 @@ def test_up_wait_ssh_installs_over_the_transport_and_contacts_no_moto_address(mo
     assert "  uploading 3 file(s) to e2e-0:/efs/mxlaunch/wheels (0 already there)" in r.err.splitlines()
     assert "  installing mxlaunch[cpu] into /efs/mxlaunch/venv on e2e-0 from the wheelhouse" in r.err
     assert "/efs/mxlaunch/venv imports mxnet and mxlaunch on 2 instance(s)" in r.err
-    assert state.read_meta("e2e")["extra"] == "cpu" and "next: launch train --cluster e2e" in r.out
+    assert state.read_meta("e2e").extra == "cpu" and "next: launch train --cluster e2e" in r.out
 
 
 def test_without_a_source_tree_the_wheel_is_packed_from_the_installed_files(tmp_path):

@@ -247,13 +247,19 @@ def test_status_list_hostfile_ssh(moto_aws, aws_env, monkeypatch, tmp_path):
 def test_cluster_target_for_launch_train(moto_aws, aws_env):
     assert launch(*up_args("tg", 2)).code == 0
     from mxlaunch.infra.cloud.cluster_target import cluster_target
+    from mxlaunch.infra.transport.ssh import SSHOptions
     t = cluster_target("tg")
     held = tagged_everything("tg")
     assert sorted(h.address for h in t.hosts) == sorted(i["PrivateIpAddress"] for i in held["instances"])
     assert {h.slots for h in t.hosts} == {1} and {h.user for h in t.hosts} == {"ubuntu"}
     assert t.gpus_per_host == 4
     assert t.workdir.startswith("/efs/") and t.python == "/efs/mxlaunch/venv/bin/python"
-    assert t.ssh_key == home(aws_env) / "tg" / "id_key" and t.ssh_config.exists() and t.region == REGION
+    assert t.ssh.key == str(home(aws_env) / "tg" / "id_key") and os.path.exists(t.ssh.config_path)
+    assert (t.ssh.user, t.ssh.known_hosts, t.cluster, t.local) == (
+        "ubuntu", str(home(aws_env) / "tg" / "known_hosts"), "tg", False)
+    mine = cluster_target("tg", workdir="/scratch", python="/opt/bin/python", ssh=SSHOptions(user="me"))
+    assert (mine.workdir, mine.python, mine.ssh.user, mine.ssh.config_path) == (
+        "/scratch", "/opt/bin/python", "me", t.ssh.config_path)  # the user's values win; the ssh config stays
 
 
 def test_existing_key_name_is_used_and_never_deleted(moto_aws, aws_env):

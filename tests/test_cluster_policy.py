@@ -112,7 +112,7 @@ def test_every_action_a_full_run_makes_is_in_the_policy_and_nothing_more(moto_aw
              ("hostfile", lambda: launch("cluster", "hostfile", "pol")),
              ("ssh", lambda: launch("cluster", "ssh", "pol", "0", "--print")),
              ("train --dry-run", lambda: launch("train", "--cluster", "pol", "-n", 2, "--dry-run", "--", "trainer",
-                                                "fit")),
+                                                "fit", "--data-train", "t.rec")),
              ("repair", lambda: lose_one_silence_one(monkeypatch, "pol")),
              ("down", lambda: down_with_a_volume_left("pol")),
              ("down --spot", lambda: launch("cluster", "down", "pol-spot", "--yes")))

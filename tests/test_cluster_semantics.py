@@ -316,7 +316,7 @@ def test_a_mount_target_that_fails_after_the_launch_keeps_the_cluster_and_says_h
     assert "removing what this run created" not in r.err
     from mxlaunch.infra.cloud import local_state as state
     meta = state.read_meta("mterr")  # recorded before the mount target: ssh, repair and `up` again can use it
-    assert meta["count"] == 2 and meta["key_file"] == str(state.key_path("mterr")) and state.key_path("mterr").exists()
+    assert meta.count == 2 and meta.key_file == str(state.key_path("mterr")) and state.key_path("mterr").exists()
     assert launch("cluster", "down", "mterr", "--yes").code == 0 and nothing_tagged("mterr")
 
 
@@ -474,7 +474,7 @@ def test_growing_without_max_hours_keeps_the_clusters_deadline(moto_aws):
         assert ec2.describe_instance_attribute(InstanceId=i["InstanceId"], Attribute="instanceInitiatedShutdownBehavior")[
             "InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
     from mxlaunch.infra.cloud import local_state as state
-    assert state.read_meta("grow")["max_hours"] == 2  # the saved setting is not overwritten
+    assert state.read_meta("grow").max_hours == 2  # the saved setting is not overwritten
     assert launch("cluster", "down", "grow", "--yes").code == 0
 
 

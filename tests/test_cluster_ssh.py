@@ -46,7 +46,7 @@ def cluster(bed, tmp_path, monkeypatch):
 
 
 def remote(**options) -> install.Remote:
-    ssh = dataclasses.replace(state.ssh_options(NAME, "root", Path(state.read_meta(NAME)["key_file"])), **options)
+    ssh = dataclasses.replace(state.ssh_options(NAME, "root", Path(state.read_meta(NAME).key_file)), **options)
     return install.Remote(ssh, echo=lambda line: None)
 
 

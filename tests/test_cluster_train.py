@@ -31,7 +31,7 @@ def test_train_on_a_cluster_takes_its_hosts_python_workdir_and_gpus(moto_aws):
 
 
 def test_unknown_cluster_is_one_line(moto_aws):
-    code, _, err = launch("train", "--cluster", "nosuch", "-n", 1, "--dry-run", "--", "trainer", "fit")
+    code, _, err = launch("train", "--cluster", "nosuch", "-n", 1, "--dry-run", "--", "trainer", "fit", "--data-train", "t.rec")
     assert code != 0 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and "nosuch" in err
 
@@ -39,30 +39,32 @@ def test_unknown_cluster_is_one_line(moto_aws):
 def test_a_flag_given_beats_the_clusters_value(moto_aws):
     assert launch(*up_args("trainf", 1)).code == 0
     code, out, err = launch("train", "--cluster", "trainf", "-n", 1, "--python", "/opt/other/bin/python",
-                            "--workdir", "/scratch/job", "--dry-run", "--", "trainer", "fit")
+                            "--workdir", "/scratch/job", "--dry-run", "--", "trainer", "fit", "--data-train", "t.rec")
     assert code == 0, err
     assert "/opt/other/bin/python" in out and "/efs/mxlaunch/venv/bin/python" not in out
     assert "/scratch/job" in out and "/efs/mxlaunch/work" not in out
 
 
 def test_cluster_job_target_keeps_the_users_ssh_settings_and_always_its_ssh_config(tmp_path):
-    from mxlaunch.infra.cloud.cluster_target import ClusterTarget
+    from mxlaunch.infra.cloud.cluster_target import with_settings
     from mxlaunch.infra.transport.hosts import Host
     from mxlaunch.infra.transport.ssh import SSHOptions
+    from mxlaunch.infra.transport.target import JobTarget
 
-    cluster = ClusterTarget(name="c", region="us-east-1", hosts=(Host("10.0.0.5", user="ubuntu"),), gpus_per_host=8,
-                            workdir="/efs/w", python="/efs/v/bin/python", ssh_key=tmp_path / "id_key",
-                            ssh_user="ubuntu", ssh_config=tmp_path / "ssh_config", known_hosts=tmp_path / "kh")
-    t = cluster.job_target(None, None, SSHOptions(accept_new=True))
-    assert (t.hosts, t.local, t.python, t.workdir, t.gpus_per_host) == (cluster.hosts, False, "/efs/v/bin/python",
-                                                                         "/efs/w", 8)
+    own = SSHOptions(key=str(tmp_path / "id_key"), user="ubuntu", known_hosts=str(tmp_path / "kh"),
+                     config_path=str(tmp_path / "ssh_config"))
+    cluster = JobTarget(hosts=(Host("10.0.0.5", user="ubuntu"),), python="/efs/v/bin/python", workdir="/efs/w",
+                        ssh=own, gpus_per_host=8, cluster="c")
+    t = with_settings(cluster, None, None, SSHOptions(accept_new=True))
+    assert (t.hosts, t.local, t.python, t.workdir, t.gpus_per_host, t.cluster) == (
+        cluster.hosts, False, "/efs/v/bin/python", "/efs/w", 8, "c")
     assert t.ssh == SSHOptions(key=str(tmp_path / "id_key"), user="ubuntu", known_hosts=str(tmp_path / "kh"),
                                accept_new=True, config_path=str(tmp_path / "ssh_config"))
-    mine = cluster.job_target("/w", "/p/python", SSHOptions(key="/k", user="me", known_hosts="/kh"))
+    mine = with_settings(cluster, "/w", "/p/python", SSHOptions(key="/k", user="me", known_hosts="/kh"))
     assert (mine.workdir, mine.python) == ("/w", "/p/python")
     assert (mine.ssh.key, mine.ssh.user, mine.ssh.known_hosts, mine.ssh.accept_new, mine.ssh.config_path) == (
         "/k", "me", "/kh", False, str(tmp_path / "ssh_config"))
-    no_key = dataclasses.replace(cluster, ssh_key=None).job_target(None, None, SSHOptions())
+    no_key = with_settings(dataclasses.replace(cluster, ssh=dataclasses.replace(own, key=None)), None, None, None)
     assert no_key.ssh.key is None  # the user's own --key-name: ssh finds it through the agent
 
 
@@ -70,17 +72,17 @@ def test_a_type_that_needs_fusion_off_gets_it_in_every_roles_environment(moto_aw
     """L4 (g6, compute capability 8.9): MXNet's fusion would compile for compute_89 with NVRTC 11 -> off."""
     up = [a if a != "g5.12xlarge" else "g6.12xlarge" for a in up_args("fusion", 1)]
     assert launch(*up).code == 0
-    code, out, err = launch("train", "--cluster", "fusion", "-n", 1, "--dry-run", "--", "trainer", "fit")
+    code, out, err = launch("train", "--cluster", "fusion", "-n", 1, "--dry-run", "--", "trainer", "fit", "--data-train", "t.rec")
     assert code == 0, err
     plan = yaml.safe_load(out)  # job.yaml, then each host's exact remote commands
     assert [r["env"].get("MXNET_USE_FUSION") for r in plan["roles"]] == ["0", "0", "0"]  # scheduler, server, worker
     code, out, _ = launch("train", "--cluster", "fusion", "-n", 1, "--env", "MXNET_USE_FUSION=1", "--dry-run",
-                          "--", "trainer", "fit")
+                          "--", "trainer", "fit", "--data-train", "t.rec")
     assert code == 0
     assert [r["env"].get("MXNET_USE_FUSION") for r in yaml.safe_load(out)["roles"]] == ["1", "1", "1"]  # --env wins
 
 
 def test_a_type_the_wheel_runs_as_built_gets_no_fusion_setting(moto_aws):
     assert launch(*up_args("nofusion", 1)).code == 0  # g5.12xlarge: A10G, 8.6
-    code, out, err = launch("train", "--cluster", "nofusion", "-n", 1, "--dry-run", "--", "trainer", "fit")
+    code, out, err = launch("train", "--cluster", "nofusion", "-n", 1, "--dry-run", "--", "trainer", "fit", "--data-train", "t.rec")
     assert code == 0 and "MXNET_USE_FUSION" not in out, err

@@ -11,17 +11,18 @@ import subprocess
 import sys
 import time
 
-import click
 import paramiko
 import pytest
 
+from mxlaunch.launcher.jobs import where
 from mxlaunch.errors import UsageError
 from mxlaunch.launcher.jobs import rundir, launcher_record as runstate
-from mxlaunch.launcher.cli import train as train_cmd
+from mxlaunch.launcher.jobs import modes
+from mxlaunch.launcher.jobs.request import TrainRequest
 from mxlaunch.infra.transport.remote import detach_starter as starter
 from mxlaunch.infra.transport.ssh import SSHOptions
 from mxlaunch.infra.transport.target import JobTarget
-from testkit.jobs import launch_argv
+from testkit.jobs import launch_argv, parsed_train
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,7 +55,8 @@ def test_a_launcher_record_holds_its_machine_and_boot(tmp_path):
     runstate.record_launcher(str(tmp_path))
     data = json.load(open(runstate.launcher_path(str(tmp_path))))
     assert data["boot_id"] == open("/proc/sys/kernel/random/boot_id").read().strip()
-    assert data["hostname"] == os.uname().nodename and runstate.is_alive(data)
+    assert data["hostname"] == os.uname().nodename and runstate.is_alive(runstate.read_record(
+        runstate.launcher_path(str(tmp_path))))
 
 
 def test_stop_refuses_a_launcher_recorded_on_another_host_and_names_where_it_runs(tmp_path, sleeper):
@@ -81,7 +83,7 @@ def test_a_record_from_an_earlier_boot_or_without_a_start_time_matches_no_proces
     path = runstate.launcher_path(str(tmp_path))
     for fields in ({"boot_id": "00000000-0000-0000-0000-000000000000"}, {"process_start": ...}):
         _record(path, sleeper.pid, **fields)
-        assert not runstate.is_alive(json.load(open(path))) and runstate.state(str(tmp_path)) == runstate.GONE
+        assert not runstate.is_alive(runstate.read_record(path)) and runstate.state(str(tmp_path)) == runstate.GONE
         code, out, err = stop(tmp_path)
         assert code == 0 and "already gone" in out, (out, err)
         assert sleeper.poll() is None
@@ -92,9 +94,9 @@ def test_a_resumed_detached_runs_new_start_record_wins_over_its_old_launcher_jso
     os.makedirs(run_dir)
     _record(runstate.launcher_path(run_dir), 1, started="2026-01-01T00:00:00.000+00:00")
     _record(runstate.detached_paths(run_dir)[1], sleeper.pid, started="2026-01-02T00:00:00.000+00:00")
-    assert runstate.read_launcher(run_dir)["pid"] == sleeper.pid and runstate.state(run_dir) == runstate.RUNNING
+    assert runstate.read_launcher(run_dir).pid == sleeper.pid and runstate.state(run_dir) == runstate.RUNNING
     _record(runstate.launcher_path(run_dir), os.getpid(), started="2026-01-03T00:00:00.000+00:00")
-    assert runstate.read_launcher(run_dir)["pid"] == os.getpid()
+    assert runstate.read_launcher(run_dir).pid == os.getpid()
 
 
 # ------------------------------------------------------------------------------ 9: the key on instance 0
@@ -189,24 +191,22 @@ def test_a_detached_launcher_removes_its_key_folder_however_it_ends(tmp_path, mo
     other = tmp_path / "id_rsa"  # a key given by hand to a --detached-from launcher: never touched
 
     def ends(how):
-        def callback(**params):
+        def run(request):
+            assert request.detached_from is None  # the job itself, run by this launcher
             if how:
                 raise how
-        return callback
+        return run
 
-    for how in (None, train_cmd.JobFailed("failed", 1), KeyboardInterrupt()):
+    for how in (None, modes.JobFailed("failed", 1), KeyboardInterrupt()):
         mine.mkdir(parents=True, exist_ok=True)
         (mine / "id_key").write_text("k")
         other.write_text("k")
-        for key, resume in ((str(mine / "id_key"), None), (str(other), None)):
-            with click.Context(train_cmd.train) as ctx:
-                ctx.params = {"detached_from": "heal", "ssh_key": key, "run_dir": "/efs/runs/r1",
-                              "resume_dir": resume}
-                monkeypatch.setattr(train_cmd.train, "callback", ends(how))
-                try:
-                    train_cmd._as_detached("heal")
-                except (train_cmd.JobFailed, KeyboardInterrupt):
-                    pass
+        for key in (str(mine / "id_key"), str(other)):
+            request = TrainRequest(detached_from="heal", ssh_key=key, run_dir="/efs/runs/r1")
+            try:
+                modes.detached_run(request, run=ends(how))
+            except (modes.JobFailed, KeyboardInterrupt):
+                pass
         assert not mine.exists() and other.exists(), how
 
 
@@ -255,7 +255,7 @@ def test_the_starter_resumes_a_run_appending_to_its_console(tmp_path):
 def _hosts_job(tmp_path, hosts, target=None, mode="hosts"):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    job = {"command": ["trainer", "fit", "--model-prefix", "/efs/m"], "mode": mode, "num_workers": 2,
+    job = {"command": ["trainer", "fit", "--data-train", "t.rec", "--model-prefix", "/efs/m"], "mode": mode, "num_workers": 2,
            "num_servers": 1, "hosts": hosts, "workdir": "/efs/work",
            "target": target or {"python": "/v/bin/python", "ssh": {"user": "ubuntu", "key": "/old/id_key"}}}
     (run_dir / "job.yaml").write_text(json.dumps(job))
@@ -264,11 +264,11 @@ def _hosts_job(tmp_path, hosts, target=None, mode="hosts"):
 
 def test_resume_moves_a_hosts_job_to_other_hosts_with_as_many_worker_slots(tmp_path):
     run_dir = _hosts_job(tmp_path, ["ubuntu@10.0.0.1 slots=1", "ubuntu@10.0.0.2 slots=1"])
-    target = rundir.resume_target(run_dir, None, SSHOptions(key="/new/id_key"), None,
+    target = where.recorded_target(run_dir, None, SSHOptions(key="/new/id_key"), None,
                                   hosts="ubuntu@10.0.0.1,ubuntu@10.0.0.9")
     assert [h.address for h in target.hosts] == ["10.0.0.1", "10.0.0.9"] and target.ssh.key == "/new/id_key"
     with pytest.raises(UsageError, match="its job ran on 2 worker slots, these hosts offer 1"):
-        rundir.resume_target(run_dir, hosts="ubuntu@10.0.0.9")
+        where.recorded_target(run_dir, hosts="ubuntu@10.0.0.9")
 
 
 @pytest.mark.parametrize("target,mode,why", [
@@ -278,7 +278,7 @@ def test_resume_moves_a_hosts_job_to_other_hosts_with_as_many_worker_slots(tmp_p
 def test_resume_moves_only_a_hosts_job(tmp_path, target, mode, why):
     run_dir = _hosts_job(tmp_path, ["10.0.0.1 slots=2"], target, mode)
     with pytest.raises(UsageError, match=why):
-        rundir.resume_target(run_dir, hosts="10.0.0.2 slots=2")
+        where.recorded_target(run_dir, hosts="10.0.0.2 slots=2")
 
 
 def test_a_detached_resume_starts_the_runs_launcher_on_the_hosts_as_they_are(monkeypatch, cluster_state):
@@ -287,16 +287,24 @@ def test_a_detached_resume_starts_the_runs_launcher_on_the_hosts_as_they_are(mon
 
     seen = {}
     monkeypatch.setattr(detach, "_start", lambda name, target, hosts, run, options, config: seen.update(
-        hosts=hosts, options=options("/k", "/kh"), config=config))
+        name=name, hosts=hosts, options=options("/k", "/kh"), config=config))
     target = JobTarget(hosts=parse_hosts("ubuntu@10.0.0.1,ubuntu@10.0.0.9"), python="/v/bin/python",
                        workdir="/efs/mxlaunch/work", ssh=SSHOptions(user="ubuntu"))
-    detach.resume("heal", target, "20260101-000000-abcd0123", ["--num-epochs", "3"], (("TOKEN", "t"),))
-    assert seen["options"][:4] == ["--resume", f"{detach.RUNS}/20260101-000000-abcd0123", "--hosts",
-                                   "ubuntu@10.0.0.1,ubuntu@10.0.0.9"]
-    assert seen["options"][-4:] == ["--num-epochs", "3", "--detached-from", "heal"]
+    request = TrainRequest(cluster="heal", detach=True, resume="20260101-000000-abcd0123", num_epochs=3,
+                           env=(("TOKEN", "t"),), max_restarts=2)
+    detach.resume(request, target, request.resume)
+    assert seen["name"] == "heal" and seen["options"][:4] == [
+        "--resume", f"{detach.RUNS}/20260101-000000-abcd0123", "--hosts", "ubuntu@10.0.0.1,ubuntu@10.0.0.9"]
+    # what the launcher on instance 0 is: this same `launch train`, as its own parser reads these options
+    detached = parsed_train(seen["options"])
+    assert (detached.resume, detached.hosts, detached.num_epochs, detached.max_restarts, detached.detached_from,
+            detached.ssh_key, detached.known_hosts, detached.ssh_user, detached.python) == (
+        f"{detach.RUNS}/20260101-000000-abcd0123", "ubuntu@10.0.0.1,ubuntu@10.0.0.9", 3, 2, "heal", "/k", "/kh",
+        "ubuntu", "/v/bin/python")
     assert seen["config"]["resume"] and seen["config"]["env_file"] == "TOKEN=t\n"
+    assert "TOKEN" not in " ".join(seen["options"])
     with pytest.raises(UsageError, match="expected a run id"):
-        detach.resume("heal", target, "../etc", [])
+        detach.resume(request, target, "../etc")
 
 
 @pytest.mark.parametrize("args,why", [
@@ -309,13 +317,11 @@ def test_resume_flag_checks(args, why):
 
 
 def test_a_detached_launcher_that_cannot_restart_names_the_command_that_resumes_it(monkeypatch):
-    def fails(**params):
-        raise train_cmd.JobFailed("could not restart the job: 10.0.0.2: timed out", 255)
+    def fails(request):
+        raise modes.JobFailed("could not restart the job: 10.0.0.2: timed out", 255)
 
-    with click.Context(train_cmd.train) as ctx:
-        ctx.params = {"detached_from": "heal", "run_dir": "/efs/mxlaunch/work/runs/20260101-000000-abcd0123"}
-        monkeypatch.setattr(train_cmd.train, "callback", fails)
-        with pytest.raises(train_cmd.JobFailed) as caught:
-            train_cmd._as_detached("heal")
+    request = TrainRequest(detached_from="heal", run_dir="/efs/mxlaunch/work/runs/20260101-000000-abcd0123")
+    with pytest.raises(modes.JobFailed) as caught:
+        modes.detached_run(request, run=fails)
     assert ("run `launch cluster repair heal`, then `launch train --cluster heal --detach --resume "
             "20260101-000000-abcd0123`") in caught.value.message

@@ -1,14 +1,16 @@
-"""The `gpu` extra on this CPU machine: a fresh venv with mxnet-cu112 and NVIDIA's CUDA 11 wheels, installed
-from this checkout's wheel as a cluster would install it, imports MXNet with CUDA, cuDNN and NCCL and trains.
+"""The `gpu` extra on this CPU machine: a venv with mxnet-cu112 and NVIDIA's CUDA 11 wheels, with mxlaunch
+installed from this checkout as a cluster installs it (its wheel) and as a developer does (`pip install -e`),
+imports MXNet with CUDA, cuDNN and NCCL and trains.
 
 The driver's libcuda.so.1 is the one thing that cannot come from pip: a stub built here from
 tests/data/libcuda_stub.c stands in for it (its folder on LD_LIBRARY_PATH, as the driver's folder is on a GPU
 host's default search path). Nothing else is set: the CUDA libraries are found by mxlaunch/gpu_libs.py through
-the wheel's mxlaunch-gpu-libs.pth.
+the mxlaunch-gpu-libs.pth that either install puts into site-packages.
 
 About 2.1 GB of wheels, 3.7 GB installed, ~2 minutes here the first time. The venv with the pinned third-party
-wheels is kept in the user's cache folder (its name is a hash of setup.py's pins) and reused by later runs;
-mxlaunch itself is reinstalled from this checkout's wheel every run, so what is tested is always this code.
+wheels is kept in the user's cache folder (its name is a hash of pyproject.toml's pins) and reused by later
+runs; mxlaunch itself is reinstalled from a clean copy of this checkout every run (offline: the build's own
+requirements are packed from this interpreter), so what is tested is always this code.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ import sys
 
 import pytest
 
+from testkit.checkout import clean_copy
 from testkit.pins import pins_key
+from testkit.wheels import pip_env, wheelhouse
 
 from conftest import trainer_env
 
@@ -39,9 +43,9 @@ def _tool(name: str) -> str:
     return path
 
 
-def _pip(python: str, *args: str, timeout: float) -> None:
+def _pip(python: str, *args: str, timeout: float, env=None) -> None:
     run = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
-                         capture_output=True, text=True, timeout=timeout)
+                         capture_output=True, text=True, timeout=timeout, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
 
 
@@ -60,34 +64,45 @@ def _cached_venv(source: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def gpu_venv(tmp_path_factory):
-    """(python, site-packages, stub folder) of a venv made with `pip install '<this checkout>[gpu]'`."""
+def gpu_venv(request, tmp_path_factory):
+    """(python, site-packages, stub folder, checkout) of a venv made with `pip install '<this checkout>[gpu]'`,
+    mxlaunch then installed from a clean copy of this checkout as its wheel or editable (the param)."""
     cc, _ = _tool("cc"), _tool("readelf")
     stub_dir = tmp_path_factory.mktemp("driver")
     subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(stub_dir / "libcuda.so.1"),
                     os.path.join(REPO, "tests", "data", "libcuda_stub.c")], check=True, timeout=60)
-    # this checkout as a wheel (with its .pth), built from a copy: setuptools' build/ in the checkout may be stale
-    source = str(tmp_path_factory.mktemp("src") / "mxlaunch")
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "build", "runs", "data", "*.egg-info",
-                                                               "__pycache__"))
+    source = clean_copy(str(tmp_path_factory.mktemp("src") / "mxlaunch"))
     venv = _cached_venv(source)
     python = os.path.join(venv, "bin", "python")
-    # the wheel is built by this interpreter (its setuptools: no isolated build env to download), then installed
-    wheels = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(wheels), source], check=True, capture_output=True, timeout=300)
-    (wheel,) = glob.glob(str(wheels / "mxlaunch-*.whl"))
-    _pip(python, "--no-deps", "--force-reinstall", wheel, timeout=300)
+    if request.param == "wheel":
+        # built by this interpreter (its setuptools: no isolated build env to fill), then installed
+        wheels = tmp_path_factory.mktemp("wheel")
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                        str(wheels), source], check=True, capture_output=True, timeout=300)
+        (wheel,) = glob.glob(str(wheels / "mxlaunch-*.whl"))
+        _pip(python, "--no-deps", "--force-reinstall", wheel, timeout=300)
+    else:  # pip's own isolated build, its requirements from a wheelhouse packed here (no index)
+        house = str(tmp_path_factory.mktemp("build-wheels"))
+        wheelhouse(["setuptools", "wheel"], house)
+        _pip(python, "--no-deps", "--force-reinstall", "--no-index", "--find-links", house, "-e", source,
+             timeout=300, env=pip_env())
     site = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))[0]
-    return python, site, str(stub_dir)
+    return python, site, str(stub_dir), source
 
 
 def _gpu_env(stub_dir: str, **extra) -> dict:
-    return trainer_env(LD_LIBRARY_PATH=stub_dir, **extra)
+    """A GPU host's environment: the driver's folder on the search path, no PYTHONPATH (only the install)."""
+    env = trainer_env(LD_LIBRARY_PATH=stub_dir, **extra)
+    env.pop("PYTHONPATH", None)
+    return env
 
 
+INSTALLS = pytest.mark.parametrize("gpu_venv", ["wheel", "editable"], indirect=True)
+
+
+@INSTALLS
 def test_every_library_of_libmxnet_resolves_from_the_venv_but_the_driver(gpu_venv):
-    python, site, _ = gpu_venv
+    python, site, _, _ = gpu_venv
     libmxnet = os.path.join(site, "mxnet", "libmxnet.so")
     dynamic = subprocess.run(["readelf", "-d", libmxnet], capture_output=True, text=True, check=True).stdout
     needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic))
@@ -102,19 +117,26 @@ def test_every_library_of_libmxnet_resolves_from_the_venv_but_the_driver(gpu_ven
     assert missing == {"libcuda.so.1"}, ldd
 
 
-def test_import_mxnet_has_cuda_cudnn_nccl_with_nothing_set(gpu_venv, tmp_path):
-    python, _, stub_dir = gpu_venv
-    code = ("import mxnet as mx; f = mx.runtime.Features(); "
+@INSTALLS
+def test_import_mxnet_has_cuda_cudnn_nccl_with_nothing_set(gpu_venv, tmp_path, request):
+    python, site, stub_dir, source = gpu_venv
+    code = ("import sys, mxnet as mx; f = mx.runtime.Features(); "
             "print([f.is_enabled(x) for x in ('CUDA', 'CUDNN', 'NCCL')], mx.context.num_gpus(), "
-            "float((mx.nd.ones((2, 2)) * 3).sum().asscalar()))")
+            "float((mx.nd.ones((2, 2)) * 3).sum().asscalar())); print(sys.modules['mxlaunch.gpu_libs'].__file__)")
     run = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120,
                          env=_gpu_env(stub_dir), cwd=tmp_path)  # cwd: not the checkout, as on a host
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.split("] ", 1) == ["[True, True, True", "0 12.0\n"]
+    features, loader = run.stdout.splitlines()
+    assert features.split("] ", 1) == ["[True, True, True", "0 12.0"]
+    # the loader that ran is the install's own: the checkout's file when editable, site-packages' otherwise
+    home = source if request.node.callspec.params["gpu_venv"] == "editable" else site
+    assert loader == os.path.join(home, "mxlaunch", "gpu_libs.py"), loader
+    assert os.path.isfile(os.path.join(site, "mxlaunch-gpu-libs.pth"))
 
 
+@pytest.mark.parametrize("gpu_venv", ["wheel"], indirect=True)
 def test_trainer_on_the_gpu_wheel_refuses_missing_gpus_and_trains_on_cpu(gpu_venv, digits_dir, tmp_path):
-    python, _, stub_dir = gpu_venv
+    python, _, stub_dir, _ = gpu_venv
     trainer = os.path.join(os.path.dirname(python), "trainer")
     args = ["fit", "--network", "resnet", "--num-layers", "8", "--data-train", f"{digits_dir}/digits_train.rec",
             "--data-val", f"{digits_dir}/digits_val.rec", "--image-shape", "3,28,28", "--pad-size", "0",

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import run_trainer
+from mxlaunch.launcher.jobs import where
 from mxlaunch.exits import Exit
 from mxlaunch.launcher.jobs import rundir
 from mxlaunch.infra.transport.hosts import HostfileError, parse_hosts
@@ -125,22 +126,39 @@ def test_a_bad_env_file_line_names_the_line_never_the_value(tmp_path):
 
 def _job_yaml(tmp_path, **changes):
     data = {"job_id": "ab12cd34", "mode": "local", "run_dir": str(tmp_path), "workdir": str(tmp_path),
-            "command": ["trainer", "fit", "--model-prefix", "m"], "num_workers": 1, "num_servers": 1,
+            "command": ["trainer", "fit", "--data-train", "t.rec", "--model-prefix", "m"], "num_workers": 1, "num_servers": 1,
             "timeout": None, "hosts": ["127.0.0.1 slots=1"], "env": {}, "env_worker": {}, "env_server": {}}
     data.update(changes)
     data = {k: v for k, v in data.items() if v != "<absent>"}
     (tmp_path / "job.yaml").write_text(json.dumps(data), encoding="utf-8")
 
 
-@pytest.mark.parametrize("changes", [
-    {"mode": "<absent>"}, {"mode": "ssh"}, {"num_workers": "two"}, {"num_workers": 0}, {"num_servers": "<absent>"},
-    {"command": "trainer fit"}, {"command": []}, {"hosts": "h1"}, {"env": ["A=1"]}, {"timeout": -1},
-    {"target": "x"}, {"target": {"ssh": "root"}}, {"target": {"gpus_per_host": "all"}},
+@pytest.mark.parametrize("changes, said", [
+    ({"mode": "<absent>"}, "mode: missing (expected local or hosts)"),
+    ({"mode": "ssh"}, "mode: expected local or hosts, got 'ssh'"),
+    ({"num_workers": "two"}, "num_workers: expected a whole number >= 1, got 'two'"),
+    ({"num_workers": 0}, "num_workers: expected a whole number >= 1, got 0"),
+    ({"num_workers": True}, "num_workers: expected a whole number >= 1, got True"),
+    ({"num_servers": "<absent>"}, "num_servers: missing (expected a whole number >= 1)"),
+    ({"command": "trainer fit"}, "command: expected a list of arguments"),
+    ({"command": []}, "command: expected a list of arguments"),
+    ({"hosts": "h1"}, "hosts: expected a list of hostfile lines"),
+    ({"env": ["A=1"]}, "env: expected a mapping of names to values"),
+    ({"env": {"API_TOKEN": [SECRET]}}, "env: expected a mapping of names to values"),
+    ({"timeout": -1}, "timeout: expected a positive number of seconds, got -1"),
+    ({"target": "x"}, "target: expected a mapping"),
+    ({"target": {"ssh": "root"}}, "target.ssh: expected a mapping of SSH settings"),
+    ({"target": {"ssh": {"user": 7}}}, "target.ssh.user: expected text, got 7"),
+    ({"target": {"gpus_per_host": "all"}}, "target.gpus_per_host: expected a whole number >= 0, got 'all'"),
+    ({"roles": [{"name": "scheduler"}, {"name": "worker-0", "host": 5}]}, "roles[1].host: expected text, got 5"),
 ])
-def test_a_damaged_job_yaml_is_refused_on_resume_never_guessed(tmp_path, changes):
+def test_a_damaged_job_yaml_is_refused_on_resume_never_guessed(tmp_path, changes, said):
+    """One line naming the file and the field (a value is repeated only where it is one word, never an
+    environment's)."""
     _job_yaml(tmp_path, **changes)
     line = one_line_error(*launch("train", "--resume", str(tmp_path), "--dry-run"))
-    assert "damaged" in line
+    assert f"{tmp_path / 'job.yaml'} is damaged ({said}): it does not describe a job that can be resumed" in line
+    assert SECRET not in line
 
 
 def test_a_job_yaml_that_is_not_utf8_or_yaml_is_one_error(tmp_path):
@@ -153,7 +171,7 @@ def test_a_job_yaml_that_is_not_utf8_or_yaml_is_one_error(tmp_path):
 def test_a_missing_mode_does_not_switch_a_job_to_ssh(tmp_path):
     _job_yaml(tmp_path, mode="<absent>")
     with pytest.raises(Exception, match="mode"):
-        rundir.resume_target(str(tmp_path))
+        where.recorded_target(str(tmp_path))
 
 
 def test_files_are_never_written_through_a_symlink(tmp_path):

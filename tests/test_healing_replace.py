@@ -113,4 +113,5 @@ def test_a_terminated_instance_is_replaced_and_the_job_finishes(healing_cluster,
     assert [m["epoch"] for m in read_metrics(os.path.join(run_dir, "metrics.jsonl"))] == list(range(EPOCHS + 1))
     assert os.path.exists(os.path.join(box.bed.shared, "ckpt", "replace", f"digits-{EPOCHS + 1:04d}.params"))
     with open(os.path.join(run_dir, "job.yaml")) as f:
-        assert f'"--load-epoch", "{EPOCHS}"' in f.read()
+        command = yaml.safe_load(f)["command"]
+    assert command[command.index("--load-epoch") + 1] == str(EPOCHS), command

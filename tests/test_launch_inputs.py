@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from mxlaunch.launcher.jobs import resume, where
 from mxlaunch.errors import UsageError
 from mxlaunch.exits import Exit
 from mxlaunch.launcher.jobs import checkpoints, rundir
@@ -25,7 +26,8 @@ HOSTS = (Host("10.0.0.1", user="ubuntu", slots=1), Host("10.0.0.2", user="ubuntu
 pytestmark = pytest.mark.timeout(60)
 
 
-def local_run(tmp_path, command=("trainer", "fit", "--num-epochs", "2", "--model-prefix", "ck/m"), epochs=(1, 2)):
+def local_run(tmp_path, command=("trainer", "fit", "--data-train", "t.rec", "--num-epochs", "2", "--model-prefix", "ck/m"),
+              epochs=(1, 2)):
     """A local run directory whose workers wrote the epoch checkpoints `epochs` of ck/m (in tmp_path)."""
     (tmp_path / "ck").mkdir()
     for n in epochs:
@@ -43,8 +45,8 @@ def test_num_epochs_at_or_below_the_newest_checkpoint_is_refused(tmp_path, num_e
     run_dir = local_run(tmp_path)
     with pytest.raises(UsageError, match=rf"--num-epochs {num_epochs}: the newest checkpoint of .* is epoch 2 "
                                          r"\(2 epochs done\).*give --num-epochs above 2"):
-        rundir.resume_spec(run_dir, num_epochs=num_epochs)
-    spec, _ = rundir.resume_spec(run_dir, num_epochs=3)  # one more epoch: resumed
+        resume.resume_spec(run_dir, num_epochs=num_epochs)
+    spec, _ = resume.resume_spec(run_dir, num_epochs=3)  # one more epoch: resumed
     assert spec.command[-4:] == ("--num-epochs", "3", "--load-epoch", "2")
 
 
@@ -52,7 +54,7 @@ def test_a_remote_run_is_refused_from_the_search_it_already_does(tmp_path):
     """On the worker hosts: the newest checkpoint every worker has (a mid-epoch one: epoch 4 is under way, so
     4 epochs are done and 5 finishes it). The hosts are asked once, as before."""
     target = ssh_target(HOSTS, "/efs/work", "/efs/venv/bin/python", SSHOptions(user="ubuntu"))
-    spec = JobSpec(command=("trainer", "fit", "--model-prefix", "ck/m"), num_workers=2, num_servers=1, hosts=HOSTS,
+    spec = JobSpec(command=("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "ck/m"), num_workers=2, num_servers=1, hosts=HOSTS,
                    local=False, workdir="/efs/work")
     run_dir = rundir.prepare(str(tmp_path / "run"))
     rundir.write_plan_files(plan_job(spec, "j1", run_dir, 20001,
@@ -65,9 +67,9 @@ def test_a_remote_run_is_refused_from_the_search_it_already_does(tmp_path):
         return {h: {checkpoints.Checkpoint(3), checkpoints.Checkpoint(4, 7)} for h in hosts}
 
     with pytest.raises(UsageError, match=r"--num-epochs 4: .* is epoch 4 batch 7 \(4 epochs done\).*above 4"):
-        rundir.resume_spec(run_dir, target=rundir.resume_target(run_dir), num_epochs=4, remote_checkpoints=remote)
+        resume.resume_spec(run_dir, target=where.recorded_target(run_dir), num_epochs=4, remote_checkpoints=remote)
     assert len(asked) == 1
-    spec, _ = rundir.resume_spec(run_dir, target=rundir.resume_target(run_dir), num_epochs=5,
+    spec, _ = resume.resume_spec(run_dir, target=where.recorded_target(run_dir), num_epochs=5,
                                  remote_checkpoints=remote)
     assert spec.command[-6:] == ("--num-epochs", "5", "--load-epoch", "4", "--load-batch", "7")
 
@@ -85,37 +87,42 @@ def test_launch_train_refuses_before_any_role_starts(tmp_path):
 @pytest.mark.parametrize("option", ["--num-epochs", "--num-epoch"])
 def test_resuming_a_finished_trainer_run_without_num_epochs_is_refused(tmp_path, option):
     """Its own --num-epochs (or MXNet's alias) is done: nothing to resume. One epoch short: resumed."""
-    run_dir = local_run(tmp_path, command=("trainer", "fit", option, "2", "--model-prefix", "ck/m"))
+    run_dir = local_run(tmp_path, command=("trainer", "fit", "--data-train", "t.rec", option, "2", "--model-prefix", "ck/m"))
     with pytest.raises(UsageError, match=r"has trained its 2 epochs \(newest checkpoint epoch 2, 2 epochs done\): "
                                          r"nothing to resume; to train more, add --num-epochs N with N above 2"):
-        rundir.resume_spec(run_dir)
+        resume.resume_spec(run_dir)
     short = tmp_path / "short"
     short.mkdir()
-    spec, _ = rundir.resume_spec(local_run(short, command=("trainer", "fit", option, "3", "--model-prefix", "ck/m")))
+    spec, _ = resume.resume_spec(local_run(short, command=("trainer", "fit", "--data-train", "t.rec", option, "3", "--model-prefix", "ck/m")))
     assert spec.command[-2:] == ("--load-epoch", "2")
 
 
 def test_another_workloads_num_epochs_is_not_second_guessed(tmp_path):
     run_dir = local_run(tmp_path, command=("python", "train.py", "--num-epochs", "2", "--model-prefix", "ck/m"))
-    spec, _ = rundir.resume_spec(run_dir)
+    spec, _ = resume.resume_spec(run_dir)
     assert spec.command[-2:] == ("--load-epoch", "2")
 
 
 def test_the_last_of_num_epochs_and_its_alias_is_the_one_checked(tmp_path):
     """click takes the last given of --num-epochs/--num-epoch: 5 here, so checkpoint 2 is resumed."""
-    run_dir = local_run(tmp_path, command=("trainer", "fit", "--num-epochs", "2", "--num-epoch", "5",
+    run_dir = local_run(tmp_path, command=("trainer", "fit", "--data-train", "t.rec", "--num-epochs", "2", "--num-epoch", "5",
                                            "--model-prefix", "ck/m"))
-    spec, _ = rundir.resume_spec(run_dir)
+    spec, _ = resume.resume_spec(run_dir)
     assert spec.command[-2:] == ("--load-epoch", "2")
 
 
 def test_a_signed_num_epochs_is_read_as_click_reads_it(tmp_path):
-    run_dir = local_run(tmp_path, command=("trainer", "fit", "--num-epochs", "+2", "--model-prefix", "ck/m"))
+    run_dir = local_run(tmp_path, command=("trainer", "fit", "--data-train", "t.rec", "--num-epochs", "+2",
+                                           "--model-prefix", "ck/m"))
     with pytest.raises(UsageError, match=r"has trained its 2 epochs"):
-        rundir.resume_spec(run_dir)
+        resume.resume_spec(run_dir)
 
 
 def test_a_finished_trainer_run_of_the_default_epochs_is_refused_too(tmp_path):
-    run_dir = local_run(tmp_path, command=("trainer", "fit", "--model-prefix", "ck/m"), epochs=(9, 10))
-    with pytest.raises(UsageError, match=r"has trained its 10 epochs \(newest checkpoint epoch 10"):
-        rundir.resume_spec(run_dir)
+    from mxlaunch.trainer.contract import describe  # the trainer's default, as the trainer states it
+
+    done = describe(("fit", "--data-train", "t.rec")).num_epochs
+    run_dir = local_run(tmp_path, command=("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "ck/m"),
+                        epochs=(done - 1, done))
+    with pytest.raises(UsageError, match=rf"has trained its {done} epochs \(newest checkpoint epoch {done}"):
+        resume.resume_spec(run_dir)

@@ -49,23 +49,25 @@ def outcome(reason, clock, seconds=60.0):
 
 
 def script(clock, *reasons, points=()):
-    """(attempt, resume_point, calls): attempt n ends with reasons[n-1]; resume points in turn."""
+    """(attempt, ready, calls): attempt n ends with reasons[n-1]; resume points in turn. The job is a number:
+    readying the next attempt makes the job after the one that failed (as a cluster made whole does)."""
     calls, points = [], list(points)
 
-    def attempt(number, epoch, done):
+    def attempt(job, number, epoch, done):
+        assert job == f"job {number}"  # each attempt runs the job readied for it
         calls.append((number, epoch, len(done)))
         return outcome(reasons[number - 1], clock)
 
-    def resume_point(failed):
+    def ready(job, failed):
         assert failed.reason is Reason.FAILED  # the outcome it readies the next attempt after
-        return points.pop(0) if points else ResumePoint(None)
+        return f"job {int(job.split()[1]) + 1}", points.pop(0) if points else ResumePoint(None)
 
-    return attempt, resume_point, calls
+    return attempt, ready, calls
 
 
-def run(clock, attempt, resume_point, max_restarts=2, delay=5.0):
+def run(clock, attempt, ready, max_restarts=2, delay=5.0):
     notices = []
-    result = run_with_restarts(attempt, resume_point, lambda o: summary.describe(o.first_failure),
+    result = run_with_restarts("job 1", attempt, ready, lambda o: summary.describe(o.first_failure),
                                RestartPolicy(max_restarts, delay), notices.append, clock)
     return result, notices
 
@@ -77,6 +79,7 @@ def test_a_failure_restarts_from_the_newest_checkpoint_and_records_the_time_lost
     result, notices = run(clock, attempt, point)
     assert result.outcome.reason is Reason.OK and not result.interrupted_waiting
     assert calls == [(1, None, 0), (2, 5, 1)]  # the second attempt resumes at epoch 5, knowing one restart
+    assert result.job == "job 2"  # the job the last attempt ran: the one readied for it
     assert clock.waits == [5.0]
     (restart,) = result.restarts
     assert restart.attempt == 1 and restart.from_epoch == 5 and "worker 1" in restart.reason
@@ -110,7 +113,7 @@ def test_beyond_max_restarts_the_last_failure_ends_the_launch():
     clock = FakeClock()
     attempt, point, calls = script(clock, Reason.FAILED, Reason.FAILED, Reason.FAILED)
     result, _ = run(clock, attempt, point, max_restarts=2)
-    assert [c[0] for c in calls] == [1, 2, 3] and len(result.restarts) == 2
+    assert [c[0] for c in calls] == [1, 2, 3] and len(result.restarts) == 2 and result.job == "job 3"
     assert result.outcome.reason is Reason.FAILED and result.outcome.status == Exit.FAILED
 
 
@@ -139,9 +142,9 @@ def test_the_delay_is_waited_before_the_next_attempt_is_readied():
     events = []
     attempt, point, _ = script(clock, Reason.FAILED, Reason.OK, points=[ResumePoint(2, None)])
 
-    def readied(failed):
+    def readied(job, failed):
         events.append(("readied", clock.now))
-        return point(failed)
+        return point(job, failed)
 
     def waits(seconds):
         events.append(("waited", clock.now))
@@ -164,15 +167,15 @@ def test_a_spot_interruption_restarts_only_where_the_host_can_be_replaced(replac
     clock = FakeClock()
     calls, readied = [], []
 
-    def attempt(number, epoch, done):
+    def attempt(job, number, epoch, done):
         calls.append(number)
         return outcome(Reason.SPOT if number == 1 else Reason.OK, clock)
 
-    def point(failed):
+    def point(job, failed):
         readied.append(failed.reason)
-        return ResumePoint(3, None, 40)
+        return job, ResumePoint(3, None, 40)
     notices = []
-    result = run_with_restarts(attempt, point, lambda o: o.message(),
+    result = run_with_restarts("job", attempt, point, lambda o: o.message(),
                                RestartPolicy(2, 5.0, replaces_hosts=replaces), notices.append, clock)
     if replaces:  # --cluster: the noticed host is replaced before the restart
         assert calls == [1, 2] and readied == [Reason.SPOT] and not result.spot_not_restarted

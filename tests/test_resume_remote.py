@@ -7,6 +7,7 @@ import struct
 import pytest
 import yaml
 
+from mxlaunch.launcher.jobs import resume, where
 from mxlaunch.errors import UsageError
 from mxlaunch.launcher.jobs import checkpoints, rundir
 from mxlaunch.infra.transport.hosts import Host
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 
 HOSTS = (Host("10.0.0.1", user="ubuntu", slots=0), Host("10.0.0.2", user="ubuntu", slots=1),
          Host("10.0.0.3", user="ubuntu", slots=1))
-COMMAND = ("trainer", "fit", "--num-epoch", "5", "--model-prefix", "ckpt/m")
+COMMAND = ("trainer", "fit", "--data-train", "t.rec", "--num-epoch", "5", "--model-prefix", "ckpt/m")
 
 
 def _ran(tmp_path, cluster=None, ssh=None, workdir="/efs/work"):
@@ -38,11 +39,11 @@ def _ran(tmp_path, cluster=None, ssh=None, workdir="/efs/work"):
 
 def test_the_recorded_target_comes_back_and_flags_override_it(tmp_path):
     run_dir = _ran(tmp_path)
-    t = rundir.resume_target(run_dir)
+    t = where.recorded_target(run_dir)
     assert not t.local and t.hosts == HOSTS  # slots too
     assert (t.python, t.workdir, t.gpus_per_host) == ("/efs/venv/bin/python", "/efs/work", 4)
     assert (t.ssh.key, t.ssh.user, t.ssh.known_hosts, t.ssh.config_path) == ("/k/id", "ubuntu", "/k/kh", "/k/cfg")
-    mine = rundir.resume_target(run_dir, "/opt/p", SSHOptions(key="/mine", accept_new=True), workdir="/scratch")
+    mine = where.recorded_target(run_dir, "/opt/p", SSHOptions(key="/mine", accept_new=True), workdir="/scratch")
     assert (mine.python, mine.workdir, mine.ssh.key, mine.ssh.accept_new, mine.ssh.known_hosts) == (
         "/opt/p", "/scratch", "/mine", True, "/k/kh")
 
@@ -58,44 +59,45 @@ def test_checkpoints_are_looked_for_on_the_worker_hosts_newest_that_every_worker
     def remote(target, hosts, prefix):
         asked.append((hosts, prefix))
         return {HOSTS[1]: epochs(1, 2, 3), HOSTS[2]: epochs(1, 2)}  # host 2 lags (no shared file system)
-    spec, _ = rundir.resume_spec(run_dir, target=rundir.resume_target(run_dir), num_epochs=12,
+    spec, _ = resume.resume_spec(run_dir, target=where.recorded_target(run_dir), num_epochs=12,
                                  remote_checkpoints=remote)
     assert asked == [((HOSTS[1], HOSTS[2]), "/efs/work/ckpt/m")]  # the workers' hosts; the prefix in the workdir
-    assert spec.command == ("trainer", "fit", "--model-prefix", "ckpt/m", "--num-epochs", "12", "--load-epoch", "2")
+    assert spec.command == ("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "ckpt/m", "--num-epochs", "12", "--load-epoch", "2")
     with pytest.raises(UsageError, match=r"every worker host has .*10\.0\.0\.2: epoch 1, epoch 2, epoch 3 batch 7; "
                                          r".*10\.0\.0\.3: none.*EFS"):
-        rundir.resume_spec(run_dir, target=rundir.resume_target(run_dir), remote_checkpoints=lambda t, h, p: {
+        resume.resume_spec(run_dir, target=where.recorded_target(run_dir), remote_checkpoints=lambda t, h, p: {
             HOSTS[1]: epochs(1, 2) | {checkpoints.Checkpoint(3, 7)}, HOSTS[2]: set()})
 
 
 def test_num_epochs_replaces_either_spelling_and_must_be_positive():
-    assert rundir.with_num_epochs(("fit", "--num-epoch", "5", "--num-epochs=6"), 9) == ("fit", "--num-epochs", "9")
-    assert rundir.with_num_epochs(("fit",), None) == ("fit",)
+    assert resume.with_num_epochs(("fit", "--num-epoch", "5", "--num-epochs=6"), 9) == ("fit", "--num-epochs", "9")
+    assert resume.with_num_epochs(("fit",), None) == ("fit",)
     with pytest.raises(UsageError):
-        rundir.with_num_epochs(("fit",), 0)
+        resume.with_num_epochs(("fit",), 0)
 
 
 def test_the_remote_run_directory_is_reused_on_resume_unless_the_workdir_moves(tmp_path):
     run_dir = _ran(tmp_path)
     recorded = yaml.safe_load(open(os.path.join(run_dir, "job.yaml")))["remote_run_dir"]
-    assert rundir.resume_remote_run_dir(run_dir, "/efs/work", "j1") == recorded == "/efs/work/runs/run-j1"
-    assert rundir.resume_remote_run_dir(run_dir, "/scratch", "j1") == "/scratch/runs/run-j1"
+    assert resume.resume_remote_run_dir(run_dir, "/efs/work", "j1") == recorded == "/efs/work/runs/run-j1"
+    assert resume.resume_remote_run_dir(run_dir, "/scratch", "j1") == "/scratch/runs/run-j1"
 
 
 def test_a_cluster_job_resumes_on_the_cluster_resolved_again(tmp_path, monkeypatch):
     from mxlaunch.infra.cloud import cluster_target as targets
-    from mxlaunch.launcher.cli import train as train_cmd
+    from mxlaunch.launcher.jobs.request import TrainRequest
     run_dir = _ran(tmp_path, cluster="c1")
     moved = (Host("10.9.0.7", user="ubuntu"),)  # the cluster's instances now have other addresses
     resolved = []
 
-    class Cluster:
-        def job_target(self, workdir, python, ssh):
-            resolved.append((workdir, python))
-            return ssh_target(moved, workdir, python, ssh, gpus_per_host=4)
-    monkeypatch.setattr(targets, "cluster_target", lambda name: resolved.append(name) or Cluster())
-    t = train_cmd._resume_target(run_dir, None, None, SSHOptions())
-    assert resolved == ["c1", ("/efs/work", "/efs/venv/bin/python")] and t.hosts == moved and t.cluster == "c1"
+    def cluster_target(name, workdir=None, python=None, ssh=None):
+        resolved.append((name, workdir, python))
+        return ssh_target(moved, workdir, python, ssh, gpus_per_host=4)
+    monkeypatch.setattr(targets, "cluster_target", cluster_target)
+    t = where.resume_target(TrainRequest(resume=run_dir))
+    assert resolved == [("c1", "/efs/work", "/efs/venv/bin/python")] and t.hosts == moved
+    mine = where.resume_target(TrainRequest(resume=run_dir, workdir="/w", python="/p/bin/python"))
+    assert resolved[-1] == ("c1", "/w", "/p/bin/python") and mine.hosts == moved  # this launch's flags win
 
 
 def test_the_launch_train_resume_flags(tmp_path):

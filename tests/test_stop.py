@@ -9,20 +9,19 @@ import signal
 import subprocess
 import sys
 
-import click
 import pytest
 
-from mxlaunch.launcher.jobs import launcher_record as runstate
-
-from mxlaunch.launcher.cli import stop as stop_cmd, train as train_cmd
+from mxlaunch.launcher.jobs import launcher_record as runstate, modes
+from mxlaunch.launcher.jobs.request import TrainRequest
+from mxlaunch.launcher.cli import stop as stop_cmd
 from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.launcher.jobs.plan import JobSpec
 from mxlaunch.infra.transport.remote import detach_starter as starter
 from mxlaunch.infra.transport.ssh import SSHOptions
 from mxlaunch.infra.transport.target import JobTarget
 from testkit import procs
-from testkit.jobs import (end_launch, finish, job_id_of, job_processes, launch_argv, start_launch, summary,
-                                   wait_for)
+from testkit.jobs import (end_launch, finish, job_id_of, job_processes, launch_argv, parsed_train, start_launch,
+                          summary, wait_for)
 
 pytestmark = pytest.mark.timeout(120)
 SLEEPER = ["/bin/sh", "-c", "echo up; exec sleep 600", "sh"]  # every role: runs until stopped
@@ -144,7 +143,7 @@ def test_without_a_pidfd_only_the_recorded_live_process_is_signalled(pid):
     """pidfd_open refuses these pids (as an old kernel refuses every pid): kill() is then all there is, so the
     record must name a process that lives and is the recorded one, else it is gone."""
     with pytest.raises(ProcessLookupError):
-        stop_cmd._open({"pid": pid, "process_start": 1})
+        stop_cmd._open(runstate.LauncherRecord(pid=pid, process_start=1))
 
 
 # ------------------------------------------------------------------- the starter, on this machine
@@ -167,7 +166,9 @@ def test_the_starter_detaches_a_real_launcher_that_stop_ends(tmp_path):
     try:
         console, record = runstate.detached_paths(run_dir)
         assert json.loads(started.stdout)["console"] == console
-        assert json.load(open(record))["pid"] == pid and json.load(open(record))["cluster"] == "here"
+        # the starter (standard library only) writes the launcher record's shape: read as one, it is this launcher
+        written = runstate.read_record(record)
+        assert (written.pid, written.cluster, written.console) == (pid, "here", console)
         assert os.getsid(pid) == pid  # its own session: no terminal, no SIGHUP from whoever started it
         assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"
         assert oct(os.stat(console).st_mode & 0o777) == "0o600"
@@ -184,7 +185,7 @@ def test_the_starter_detaches_a_real_launcher_that_stop_ends(tmp_path):
                 assert secret.encode() not in f.read()
         code, out, err = stop(run_dir)
         assert code == 0 and "summary: terminated (exit 143)" in out, (out, err)
-        assert not job_processes(job_id_of(run_dir)) and not runstate.is_alive(json.load(open(record)))
+        assert not job_processes(job_id_of(run_dir)) and not runstate.is_alive(runstate.read_record(record))
         assert "run directory" in open(console).read()  # the launcher's console went to its file
     finally:
         if runstate.process_start(pid) is not None:
@@ -229,7 +230,7 @@ def test_runs_lists_a_detached_launcher_that_has_no_run_directory_yet(tmp_path):
 
 def _spec(**kw):
     hosts = (Host("10.0.0.1", user="ubuntu", slots=1), Host("10.0.0.2", user="ubuntu", slots=1))
-    return JobSpec(command=("/efs/mxlaunch/venv/bin/trainer", "fit", "--gpus", "0,1"), num_workers=2, num_servers=1,
+    return JobSpec(command=("/efs/mxlaunch/venv/bin/trainer", "fit", "--data-train", "t.rec", "--gpus", "0,1"), num_workers=2, num_servers=1,
                    hosts=hosts, local=False, workdir="/efs/mxlaunch/work", **kw).validate()
 
 
@@ -239,13 +240,23 @@ def test_the_detached_launchers_options_hold_the_resolved_job_and_no_secret():
                        ssh=SSHOptions(key="/k", user="ubuntu"))
     spec = _spec(env=(("MXNET_USE_FUSION", "0"), ("TOKEN", "s3cr3t")), env_worker=(("W", "s3cr3t-w"),),
                  timeout=3600.0)
-    environ, env_options = detach._environ(spec)
+    environ, env_keys = detach._environ(spec)
+    request = TrainRequest(cluster="heal", detach=True, grace=2.5, max_restarts=3, restart_delay=0.25,
+                           scheduler_port=29000, verbose=True, watch_spot=False)
     options = detach.launcher_options(target, spec, "/efs/mxlaunch/work/runs/r1", "/home/ubuntu/k", "/home/ubuntu/kh",
-                                      env_options)
-    assert options[:2] == ["--hosts", "ubuntu@10.0.0.1,ubuntu@10.0.0.2"]
-    assert "--timeout" in options and "/home/ubuntu/k" in options and ["--env-worker", "W"] == env_options
+                                      request)
+    assert options[:2] == ["--hosts", "ubuntu@10.0.0.1,ubuntu@10.0.0.2"] and env_keys["env_worker"] == ["W"]
     assert environ == {"W": "s3cr3t-w"} and not any("s3cr3t" in o for o in options)
     assert detach._env_file_text(spec.env) == "MXNET_USE_FUSION=0\nTOKEN=s3cr3t\n"
+    # the detached launcher is this same `launch train`: its own parser reads the job as resolved here
+    detached = parsed_train(options)
+    assert (detached.hosts, detached.num_workers, detached.num_servers, detached.run_dir, detached.python) == (
+        "ubuntu@10.0.0.1,ubuntu@10.0.0.2", 2, 1, "/efs/mxlaunch/work/runs/r1", "/efs/mxlaunch/venv/bin/python")
+    assert (detached.ssh_key, detached.known_hosts, detached.ssh_user, detached.workdir, detached.timeout) == (
+        "/home/ubuntu/k", "/home/ubuntu/kh", "ubuntu", "/efs/mxlaunch/work", 3600.0)
+    assert (detached.env_worker, detached.env_server, detached.watch_spot) == (("W",), (), False)
+    assert (detached.grace, detached.max_restarts, detached.restart_delay, detached.scheduler_port,
+            detached.verbose, detached.detached_from, detached.detach) == (2.5, 3, 0.25, 29000, True, "heal", False)
 
 
 @pytest.mark.parametrize("spec,why", [
@@ -281,14 +292,11 @@ def test_detach_usage_errors(args, why):
     assert proc.returncode == 2 and why in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
 
 
-def test_a_detached_launcher_that_cannot_restart_names_repair(monkeypatch):
-    def fails(**params):
-        raise train_cmd.JobFailed("could not restart the job: 10.0.0.2: timed out (run directory /r; `launch "
-                                  "train --resume /r` once the hosts are back)", 255)
+def test_a_detached_launcher_that_cannot_restart_names_repair():
+    def fails(request):
+        raise modes.JobFailed("could not restart the job: 10.0.0.2: timed out (run directory /r; `launch "
+                              "train --resume /r` once the hosts are back)", 255)
 
-    with click.Context(train_cmd.train) as ctx:
-        ctx.params = {"detached_from": "heal"}
-        monkeypatch.setattr(train_cmd.train, "callback", fails)
-        with pytest.raises(train_cmd.JobFailed) as caught:
-            train_cmd._as_detached("heal")
+    with pytest.raises(modes.JobFailed) as caught:
+        modes.detached_run(TrainRequest(detached_from="heal"), run=fails)
     assert "`launch cluster repair heal`" in caught.value.message and "--resume" in caught.value.message

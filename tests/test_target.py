@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from mxlaunch.launcher.jobs import resume, where
 from mxlaunch.launcher.jobs import rundir
 from mxlaunch.launcher.jobs.checkpoints import Checkpoint
 from mxlaunch.infra.transport.hosts import Host
@@ -38,7 +39,8 @@ def test_hosts_target_keeps_the_workdir_as_given_and_defaults_to_this_interprete
 def _ran(tmp_path, hosts, local):
     (tmp_path / "m-0002.params").write_bytes(EMPTY_PARAMS)
     (tmp_path / "m-symbol.json").write_text("{}")
-    spec = JobSpec(command=("trainer", "fit", "--model-prefix", "m"), num_workers=2, num_servers=1, hosts=hosts,
+    spec = JobSpec(command=("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "m"), num_workers=2,
+                   num_servers=1, hosts=hosts,
                    local=local, workdir=str(tmp_path))
     run_dir = rundir.prepare(str(tmp_path / "run"))
     rundir.write_plan_files(plan_job(spec, "j", run_dir, 20001), workdir=str(tmp_path))
@@ -48,16 +50,16 @@ def _ran(tmp_path, hosts, local):
 def test_resume_target_is_the_recorded_one_with_this_launchs_ssh_settings(tmp_path):
     run_dir = _ran(tmp_path, (Host("h1", slots=1), Host("h2", user="u", port=2200, slots=1)), local=False)
     ssh = SSHOptions(key="/k")
-    t = rundir.resume_target(run_dir, "/opt/p", ssh)
+    t = where.recorded_target(run_dir, "/opt/p", ssh)
     assert not t.local and t.hosts == (Host("h1"), Host("h2", user="u", port=2200))
     assert (t.python, t.ssh, t.workdir) == ("/opt/p", ssh, str(tmp_path))
-    spec, _ = rundir.resume_spec(run_dir, target=t, remote_checkpoints=lambda target, hosts, prefix: {h: {Checkpoint(2)} for h in hosts})
+    spec, _ = resume.resume_spec(run_dir, target=t, remote_checkpoints=lambda target, hosts, prefix: {h: {Checkpoint(2)} for h in hosts})
     assert spec.hosts == t.hosts and not spec.local and spec.workdir == str(tmp_path)
-    assert spec.command == ("trainer", "fit", "--model-prefix", "m", "--load-epoch", "2")
+    assert spec.command == ("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "m", "--load-epoch", "2")
 
 
 def test_resume_target_of_a_local_job_is_local(tmp_path):
     run_dir = _ran(tmp_path, (Host.loopback(slots=2),), local=True)
-    t = rundir.resume_target(run_dir, "/ignored", None)
+    t = where.recorded_target(run_dir, "/ignored", None)
     assert t.local and t.workdir == str(tmp_path) and t.job_hosts(2) == (Host.loopback(slots=2),)
-    assert os.path.isabs(rundir.resume_spec(run_dir, target=t, remote_checkpoints=lambda target, hosts, prefix: {h: {Checkpoint(2)} for h in hosts})[1])
+    assert os.path.isabs(resume.resume_spec(run_dir, target=t, remote_checkpoints=lambda target, hosts, prefix: {h: {Checkpoint(2)} for h in hosts})[1])

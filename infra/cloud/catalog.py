@@ -19,7 +19,7 @@ from mxlaunch.errors import UsageError
 
 PRICES_AS_OF = "2025-06"
 ESTIMATE = f"on-demand estimate, us-east-1 list prices as of {PRICES_AS_OF}"
-WHEEL = cuda.MXNET_CU112  # what `launch cluster up` installs on every instance (setup.py's `gpu` extra)
+WHEEL = cuda.MXNET_CU112  # what `launch cluster up` installs on every instance (pyproject.toml's `gpu` extra)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ import datetime as dt
 
 from mxlaunch.infra.cloud import spec
 from mxlaunch.infra.cloud.aws import Aws
+from mxlaunch.infra.cloud.local_state import ClusterMeta
 from mxlaunch.infra.cloud.record import find_instances
 
 
-def status_lines(aws: Aws, record, meta: dict) -> list:
+def status_lines(aws: Aws, record, meta: ClusterMeta) -> list:
     """`status` on --max-hours: each deadline the live instances carry (their launch:deadline tag, which their
     own timer enforces); with none left alive, whether a deadline ended them and what still bills."""
     now = dt.datetime.now(dt.timezone.utc)
@@ -28,7 +29,7 @@ def status_lines(aws: Aws, record, meta: dict) -> list:
     if live or record.empty:
         return lines
     gone = find_instances(aws, record.name, states=("shutting-down", "terminated"))
-    ended = spec.cluster_deadline(gone) or spec.parse_deadline(meta.get("deadline"))
+    ended = spec.cluster_deadline(gone) or spec.parse_deadline(meta.deadline)
     why = (f"the --max-hours deadline {spec.deadline_text(ended)} passed and they terminated themselves"
            if ended and ended <= now else "none are running")
     bills = f"EFS {record.file_system} still bills (storage)" if record.file_system else "nothing left bills"

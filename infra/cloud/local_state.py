@@ -5,16 +5,19 @@ AWS tags remain the source of truth; these files are derived from them and rewri
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from mxlaunch.errors import CommandError
 from mxlaunch.infra.transport.hosts import Host
+from mxlaunch.records import dump, expect, load
 from mxlaunch.templates import render
 
 from mxlaunch.infra.cloud.spec import NAME_RE, validate_name, validate_ssh_user
@@ -83,19 +86,49 @@ def remove_key(name: str) -> bool:
         return False
 
 
-def read_meta(name: str) -> dict:
+@dataclass(frozen=True)
+class ClusterMeta:
+    """cluster.json: what `up` knows of a cluster that its tags do not hold (AWS tags stay the source of truth
+    for what exists). Every field may be missing: a cluster made by an older mxlaunch, or not yet set up."""
+
+    region: Optional[str] = None
+    instance_type: Optional[str] = None
+    count: Optional[int] = expect("a whole number >= 1", lambda n: n >= 1, default=None)
+    gpus_per_host: Optional[int] = expect("a whole number >= 0", lambda n: n >= 0, default=None)
+    spot: Optional[bool] = None
+    on_demand_fallback: Optional[bool] = None  # read by repair and restarts
+    ssh_user: Optional[str] = None
+    key_file: Optional[str] = None  # the cluster's own key (its state); None: the user's own --key-name
+    key_name: Optional[str] = None
+    efs: Optional[str] = None  # the file system's id
+    ami: Optional[str] = None  # --ami: what a repair boots when no instance is left to copy
+    max_hours: Optional[float] = expect("a positive number of hours", lambda h: h > 0, default=None)
+    deadline: Optional[str] = None  # an absolute --max-hours deadline (ISO 8601), where one was recorded
+    extra: Optional[str] = None  # the install's extra (cpu: `train --cluster` adds no --gpus)
+    wheelhouse: Optional[str] = None  # a path on this machine: a repair without EFS installs from it
+
+
+def meta_path(name: str) -> Path:
+    return cluster_dir(name) / "cluster.json"
+
+
+def read_meta(name: str) -> ClusterMeta:
+    """The cluster's cluster.json (every field None when there is none); a damaged one is one error naming
+    the file and the field."""
+    path = meta_path(name)
     try:
-        return json.loads((cluster_dir(name) / "cluster.json").read_text())
+        return load(ClusterMeta, json.loads(path.read_text()))
     except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise CommandError(f"cannot read {cluster_dir(name) / 'cluster.json'}: {exc}") from exc
+        return ClusterMeta()
+    except (OSError, ValueError) as exc:  # RecordError, JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CommandError(f"cannot read {path}: {exc}") from exc
 
 
-def write_meta(name: str, **meta) -> None:
+def write_meta(name: str, **changes) -> None:
+    """cluster.json with `changes` (field=value) over what it holds."""
     _ensure_dir(name)
-    merged = {**read_meta(name), **meta}
-    (cluster_dir(name) / "cluster.json").write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    merged = dataclasses.replace(read_meta(name), **changes)
+    meta_path(name).write_text(json.dumps(dump(merged), indent=2, sort_keys=True) + "\n")
 
 
 def write_hostfile(name: str, hosts) -> Path:

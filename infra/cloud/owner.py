@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from mxlaunch.errors import CommandError, UsageError
 
-from mxlaunch.infra.cloud import local_state as state
+from mxlaunch.infra.cloud import local_state
 from mxlaunch.infra.cloud.aws import Aws
 from mxlaunch.infra.cloud.record import find_instances, tag_filter
 from mxlaunch.infra.cloud.spec import ROLE_TAG, Owner
@@ -23,7 +23,7 @@ from mxlaunch.infra.cloud.spec import ROLE_TAG, Owner
 
 def local_id() -> str:
     """This state directory's id: made once (random), kept in $MXLAUNCH_HOME/owner-id."""
-    path = state.owner_id_path()
+    path = local_state.owner_id_path()
     try:
         text = path.read_text().strip()
         if text:

@@ -2,7 +2,7 @@
 `launch cluster repair NAME` by hand.
 
     make_whole(name, echo, doomed=(), replace_unreachable=False) -> Repair
-    restart_hosts(name, addresses, doomed, echo) -> None (same hosts: no AWS call) | ClusterTarget (repaired)
+    restart_hosts(name, addresses, doomed, echo) -> None (same hosts: no AWS call) | JobTarget (repaired)
 
 1. The cluster as `up` would read it: its tags (record.discover) and what they do not hold from the local
    cluster.json `up` wrote (count, type, spot, user, key, EFS, install extra and wheelhouse).
@@ -43,11 +43,13 @@ from mxlaunch.infra.transport.group import Connector, Group
 from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.infra.transport.ssh_options import SSHOptions
 
-from mxlaunch.infra.cloud import owner, provision, install as remote, run_instances, signals, local_state as state, wait
+from mxlaunch.infra.cloud import owner, provision, install, run_instances, signals, local_state, wait
 from mxlaunch.infra.cloud.aws import Aws, AwsError, CapacityUnavailable, NoCredentials
 from mxlaunch.infra.cloud.record import ClusterRecord, Instance, discover, find_instances
 from mxlaunch.infra.cloud.spec import DEFAULT_SSH_USER, ClusterSpec, Owner, validate_name
-from mxlaunch.infra.cloud.cluster_target import ClusterTarget, cluster_target, write_local_files
+from mxlaunch.infra.cloud.cluster_target import cluster_target, write_local_files
+from mxlaunch.infra.cloud.local_state import ClusterMeta
+from mxlaunch.infra.transport.target import JobTarget
 
 PROBE_ATTEMPTS = timeouts.PROBE_ATTEMPTS  # an instance is unreachable when `true` fails this many times in a row
 INTERVAL = 5.0  # between two looks at instances terminating
@@ -76,11 +78,10 @@ class Repair:
     left: tuple = ()
 
 
-def cluster_ssh(name: str, meta: Optional[dict] = None) -> SSHOptions:
+def cluster_ssh(name: str, meta: Optional[ClusterMeta] = None) -> SSHOptions:
     """The SSH settings of cluster `name` from what `up` recorded (cluster.json: user, key)."""
-    meta = state.read_meta(name) if meta is None else meta
-    return state.ssh_options(name, meta.get("ssh_user", DEFAULT_SSH_USER),
-                             Path(meta["key_file"]) if meta.get("key_file") else None)
+    meta = local_state.read_meta(name) if meta is None else meta
+    return local_state.ssh_options(name, meta.ssh_user or DEFAULT_SSH_USER, Path(meta.key_file) if meta.key_file else None)
 
 
 def unreachable(name: str, addresses: Sequence[str], connect: Optional[Connector] = None) -> list:
@@ -93,7 +94,7 @@ def unreachable(name: str, addresses: Sequence[str], connect: Optional[Connector
             break
         if attempt:
             wait.SLEEP(timeouts.PROBE_INTERVAL)
-        with Group(ssh, connect or remote.CONNECT) as group:
+        with Group(ssh, connect or install.CONNECT) as group:
             found = group.run([Host(a) for a in left], ["true"], timeouts.PROBE)
         left = [a for a in left if not found[Host(a)].ok]
     return left
@@ -115,28 +116,28 @@ def _label(instances: Sequence[Instance]) -> str:
     return ", ".join(f"{i.id} ({i.private_ip or '-'})" for i in instances)
 
 
-def _spec(name: str, meta: dict, record: ClusterRecord, who: Optional[Owner]) -> ClusterSpec:
+def _spec(name: str, meta: ClusterMeta, record: ClusterRecord, who: Optional[Owner]) -> ClusterSpec:
     """The spec `up` ran with, as far as a repair needs it. The SSH rule and the shared resources are taken as
     they are (`foreign`: never revoke a rule); new instances boot the image their peers run."""
-    if not meta.get("count") or not meta.get("instance_type"):
-        raise CommandError(f"cluster {name}: no record of its `up` here ({state.cluster_dir(name)}/cluster.json): "
+    if not meta.count or not meta.instance_type:
+        raise CommandError(f"cluster {name}: no record of its `up` here ({local_state.cluster_dir(name)}/cluster.json): "
                            f"repair it where `launch cluster up {name}` ran")
     missing = [what for what, there in (("its security group", record.security_group),
                                         ("its SSH rule", record.ssh_cidrs),
-                                        ("its EFS file system", record.file_system or not meta.get("efs")),
-                                        ("its EFS security group", record.efs_security_group or not meta.get("efs")),
-                                        ("its key pair", record.key_name or not meta.get("key_file")))
+                                        ("its EFS file system", record.file_system or not meta.efs),
+                                        ("its EFS security group", record.efs_security_group or not meta.efs),
+                                        ("its key pair", record.key_name or not meta.key_file))
                if not there]
     if missing:
         raise CommandError(f"cluster {name} lacks {', '.join(missing)}: a repair only replaces instances; "
                            f"`launch cluster up {name} ...` completes it")
     images = [i.image_id for i in record.live if i.image_id]
-    return ClusterSpec(name=name, instance_type=meta["instance_type"], count=int(meta["count"]),
-                       ssh_cidr=record.ssh_cidrs[0], spot=bool(meta.get("spot")), efs=bool(meta.get("efs")),
-                       placement_group=bool(record.placement_group), ami=images[0] if images else meta.get("ami"),
-                       key_name=None if meta.get("key_file") else meta.get("key_name"),
-                       ssh_user=meta.get("ssh_user", DEFAULT_SSH_USER), wait="ssh", owner=who, foreign=True,
-                       on_demand_fallback=bool(meta.get("on_demand_fallback")))
+    return ClusterSpec(name=name, instance_type=meta.instance_type, count=meta.count,
+                       ssh_cidr=record.ssh_cidrs[0], spot=bool(meta.spot), efs=bool(meta.efs),
+                       placement_group=bool(record.placement_group), ami=images[0] if images else meta.ami,
+                       key_name=None if meta.key_file else meta.key_name,
+                       ssh_user=meta.ssh_user or DEFAULT_SSH_USER, wait="ssh", owner=who, foreign=True,
+                       on_demand_fallback=bool(meta.on_demand_fallback))
 
 
 def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool = False,
@@ -147,12 +148,12 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
     `replace_unreachable`: terminate every instance that does not answer SSH, even all of them. `probe` and
     `connect` are the SSH seams (tests fake them; without `connect`, install.CONNECT)."""
     validate_name(name)
-    meta = state.read_meta(name)
-    aws = aws or Aws(region=meta.get("region"))
+    meta = local_state.read_meta(name)
+    aws = aws or Aws(region=meta.region)
     me, _ = owner.check(aws, name, "repair", force, echo)
     record = discover(aws, name)
     spec = _spec(name, meta, record, owner.recorded(aws, name) or me)
-    key = Path(meta["key_file"]) if meta.get("key_file") else None
+    key = Path(meta.key_file) if meta.key_file else None
     live = record.live
     running = [i for i in live if i.state == "running"]
     noticed = [i for i in running if i.private_ip in set(doomed)]
@@ -202,7 +203,7 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
                   left=tuple(i.id for i in left))
 
 
-def restart_hosts(name: str, addresses: Sequence[str], doomed: Sequence[str], echo: Echo) -> Optional[ClusterTarget]:
+def restart_hosts(name: str, addresses: Sequence[str], doomed: Sequence[str], echo: Echo) -> Optional[JobTarget]:
     """Before a restart of a job on cluster `name` (`addresses`: its hosts; `doomed`: those with a spot notice).
     The hosts are probed first (`unreachable`: no AWS call): every one answers and none is doomed -> None, the
     restart runs on the same hosts, so a role's crash hours into a run never needs AWS (its credentials may have
@@ -239,7 +240,7 @@ def _terminate(aws: Aws, name: str, instances: Sequence[Instance], echo: Echo) -
     echo(f"  shutting down: {' '.join(ids)}")
 
 
-def _finish(aws: Aws, spec: ClusterSpec, meta: dict, record: ClusterRecord, kept: set, key: Optional[Path],
+def _finish(aws: Aws, spec: ClusterSpec, meta: ClusterMeta, record: ClusterRecord, kept: set, key: Optional[Path],
             echo: Echo, connect: Optional[Connector]) -> ClusterRecord:
     """The new instances (and any still pending) waited for and checked as `up --wait ssh` does; a failure here
     rolls them back (provision.Up)."""
@@ -252,9 +253,9 @@ def _finish(aws: Aws, spec: ClusterSpec, meta: dict, record: ClusterRecord, kept
     live = record.live
     write_local_files(spec.name, live, spec.ssh_user, key)
     # known_hosts: the peers' keys stay; a new instance may have an old one's address (and a new key)
-    state.keep_host_keys(spec.name, [a for i in live if i.id in kept for a in (i.private_ip, i.public_ip)])
+    local_state.keep_host_keys(spec.name, [a for i in live if i.id in kept for a in (i.private_ip, i.public_ip)])
     hosts = [(f"{spec.name}-{n}", i.public_ip) for n, i in enumerate(live) if i.id in fresh]
-    checker = remote.Remote(state.ssh_options(spec.name, spec.ssh_user, key), echo, connect)
+    checker = install.Remote(local_state.ssh_options(spec.name, spec.ssh_user, key), echo, connect)
     try:
         _check(checker, spec, meta, hosts, echo)
     finally:
@@ -262,20 +263,20 @@ def _finish(aws: Aws, spec: ClusterSpec, meta: dict, record: ClusterRecord, kept
     return record
 
 
-def _check(checker: "remote.Remote", spec: ClusterSpec, meta: dict, hosts: list, echo: Echo) -> None:
+def _check(checker: "install.Remote", spec: ClusterSpec, meta: ClusterMeta, hosts: list, echo: Echo) -> None:
     """The new instances answer, finished their user data, and can use (or got) the cluster's venv."""
     echo("waiting for SSH")
     checker.wait_for(hosts, ["true"], "SSH answering", timeouts.BOOT)
     checker.wait_user_data(hosts, timeouts.READY)
-    extra = meta.get("extra")
+    extra = meta.extra
     if extra is None:
         echo("  `up` installed nothing (--wait running/none): nothing to check")
         return
     if spec.efs:  # one venv on EFS, already installed: the new instances only prove they can use it
         checker.verify(hosts)
     else:
-        options = remote.install_options(extra, meta.get("wheelhouse"), spec.itype.gpus)
+        options = install.install_options(extra, meta.wheelhouse, spec.itype.gpus)
         with tempfile.TemporaryDirectory(prefix="mxlaunch-wheel-") as tmp:
-            checker.install(hosts, remote.mxlaunch_wheel(options.wheelhouse, Path(tmp)), False, options)
+            checker.install(hosts, install.mxlaunch_wheel(options.wheelhouse, Path(tmp)), False, options)
     if extra == "gpu" and spec.itype.gpus > 0:
         checker.check_gpus(hosts, spec.itype.gpus)

@@ -252,7 +252,7 @@ def down(aws: Aws, record: ClusterRecord, echo) -> List[str]:
     """`launch cluster down`: remove what `record` holds, then the cluster's local state (key, hostfile,
     ssh config) only when the cluster was recorded in the region searched: a `down --region` of another
     region never deletes the key of a cluster that still runs elsewhere. One line per removed thing."""
-    recorded = state.read_meta(record.name).get("region")
+    recorded = state.read_meta(record.name).region
     own = recorded in (None, aws.region)
     removed = remove(aws, record, echo, remove_local_key=own and bool(record.key_name))
     if aws.dry_run:

@@ -2,11 +2,11 @@
 
     --local                 local_target(workdir)
     --hosts FILE|h1,h2      hosts_target(text, workdir, python, ssh)
-    --cluster NAME          mxlaunch.infra.cloud.cluster_target.cluster_target(NAME).job_target(workdir, python, ssh)
-    --resume RUN_DIR        rundir.resume_target(RUN_DIR, python, ssh, workdir), from its job.yaml (a
-                            cluster's job: cluster_target(its recorded name) again, in launch train)
+    --cluster NAME          mxlaunch.infra.cloud.cluster_target.cluster_target(NAME, workdir=, python=, ssh=)
+    --resume RUN_DIR        the target its job.yaml records (mxlaunch.launcher.jobs.where.resume_target)
 
-The plan, the preflight and the runner take this value; nothing below the CLI edits it.
+The plan, the preflight and the runner take this value; nothing edits it (a restart that needs other hosts
+gets a new one).
 """
 from __future__ import annotations
 
@@ -30,20 +30,11 @@ class JobTarget:
     ssh: Optional["SSHOptions"] = None  # SSH mode's key, user, known_hosts, ssh config; None in local mode
     gpus_per_host: int = 0  # a GPU cluster's: trainer commands get --gpus 0,...,n-1 (launcher/jobs/workload.py)
     env: Tuple[Tuple[str, str], ...] = ()  # what every role needs on these hosts (e.g. MXNET_USE_FUSION=0); --env wins
-    cluster: Optional[str] = None  # --cluster NAME: --resume resolves it again (its addresses may change)
+    cluster: Optional[str] = None  # a cluster's name: --resume and restarts resolve it again (its addresses change)
 
     def job_hosts(self, num_workers: int) -> Tuple[Host, ...]:
         """The hosts of the job's plan: in local mode 127.0.0.1 with a slot for every worker."""
         return (Host.loopback(slots=num_workers),) if self.local else self.hosts
-
-    def record(self) -> dict:
-        """What job.yaml keeps of the target, so that --resume runs the job again where it ran (the hosts
-        and workdir are recorded beside it). Paths only: no key material."""
-        ssh = None
-        if self.ssh is not None:
-            ssh = {"user": self.ssh.user, "key": self.ssh.key, "known_hosts": self.ssh.known_hosts,
-                   "config": self.ssh.config_path, "accept_new": self.ssh.accept_new}
-        return {"cluster": self.cluster, "python": self.python, "gpus_per_host": self.gpus_per_host, "ssh": ssh}
 
 
 def default_python() -> str:

@@ -48,7 +48,7 @@ def _confirm(question: str, yes: bool) -> None:
 
 def _aws(region: Optional[str], profile: Optional[str], name: Optional[str] = None, dry_run: bool = False) -> Aws:
     if not region and name:
-        region = state.read_meta(name).get("region")
+        region = state.read_meta(name).region
     return Aws(region=region, profile=profile, dry_run=dry_run, echo=click.echo)
 
 
@@ -106,13 +106,13 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
     spec = dataclasses.replace(spec, owner=me, foreign=foreign)
     if specs.cidr_warning(spec.ssh_cidr):
         info(specs.cidr_warning(spec.ssh_cidr))
-    meta_region = state.read_meta(name).get("region")
+    meta_region = state.read_meta(name).region
     if meta_region and meta_region != aws.region:
         raise UsageError(f"cluster {name} already exists in {meta_region} (state {state.cluster_dir(name)}): "
                          f"use another name, or `launch cluster down {name}` first")
     record = discover(aws, name)
     if on_demand_fallback is None:  # not said: an existing cluster keeps its setting (as --max-hours does)
-        recorded = not record.empty and state.read_meta(name).get("on_demand_fallback")
+        recorded = not record.empty and state.read_meta(name).on_demand_fallback
         spec = dataclasses.replace(spec, on_demand_fallback=bool(recorded))
     todo = provision.plan(spec, record)
     itype = spec.itype
@@ -272,7 +272,7 @@ def status(name, region, profile) -> None:
                f"placement group: {record.placement_group or '-'}; key pair: {record.key_name or '(yours)'}")
     live = len(record.live)
     meta = state.read_meta(name)
-    wanted = meta.get("count")
+    wanted = meta.count
     recorded = owner.recorded(aws, name)
     if recorded:
         click.echo(f"owner: {recorded.arn} (mxlaunch id {recorded.local_id})")
@@ -293,7 +293,7 @@ def list_(region, profile) -> None:
 def _list(region, profile) -> None:
     aws = _aws(region, profile)
     clusters = list_clusters(aws)
-    elsewhere = [(n, state.read_meta(n).get("region")) for n in state.local_clusters()]
+    elsewhere = [(n, state.read_meta(n).region) for n in state.local_clusters()]
     elsewhere = [(n, r) for n, r in elsewhere if r and r != aws.region]
     for n, r in elsewhere:
         info(f"(cluster {n} is in {r}: `launch cluster status {n}`)")
@@ -323,8 +323,8 @@ def _refresh(name, region, profile):
     if not running:
         raise CommandError(f"cluster {name} has no running instances in {aws.region}")
     meta = state.read_meta(name)
-    user = meta.get("ssh_user", specs.DEFAULT_SSH_USER)
-    key = meta.get("key_file")
+    user = meta.ssh_user or specs.DEFAULT_SSH_USER
+    key = meta.key_file
     from pathlib import Path
     hostfile, ssh_config = write_local_files(name, running, user, Path(key) if key else None)
     return running, hostfile, ssh_config

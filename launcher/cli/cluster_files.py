@@ -28,7 +28,7 @@ import click
 
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
-from mxlaunch.infra.cloud import local_state as state
+from mxlaunch.infra.cloud import local_state
 from mxlaunch.infra.cloud.aws import Aws
 from mxlaunch.infra.cloud.cluster_target import cluster_target
 from mxlaunch.infra.cloud.spec import validate_name
@@ -44,8 +44,8 @@ def _cluster(name: str, region: Optional[str], profile: Optional[str]):
     from mxlaunch.infra.transport.ssh import SSHOptions  # heavy
 
     validate_name(name)
-    aws = Aws(region=region or state.read_meta(name).get("region"), profile=profile)
-    return cluster_target(name, aws=aws).job_target(None, None, SSHOptions(accept_new=True))
+    aws = Aws(region=region or local_state.read_meta(name).region, profile=profile)
+    return cluster_target(name, aws=aws, ssh=SSHOptions(accept_new=True))
 
 
 def _connect(target, hosts) -> dict:

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 import click
 
-from mxlaunch.launcher.jobs import rundir, launcher_record as runstate
+from mxlaunch.launcher.jobs import detached, instance0, rundir, launcher_record
 from mxlaunch.launcher.jobs.output import times_path
 from mxlaunch.infra.transport.roles import RoleId
 from mxlaunch.errors import CommandError, UsageError
@@ -39,18 +39,18 @@ def _role_order(name: str):
     return (0, role) if role is not None else (1, name)
 
 
-LAUNCHER = "launcher"  # --role launcher: a detached launcher's console (runstate.detached_paths)
+LAUNCHER = "launcher"  # --role launcher: a detached launcher's console (launcher_record.detached_paths)
 
 
 def _console(run_dir: str) -> Optional[str]:
-    path = runstate.detached_paths(run_dir)[0]
+    path = launcher_record.detached_paths(run_dir)[0]
     return path if os.path.isfile(path) else None
 
 
 def _wait_for_logs(run_dir: str) -> None:
     """A detached launcher that is still starting (preflight) has no logs/ yet: wait while it lives. One
     that ended before making them: its console is the story, then one line."""
-    while not os.path.isdir(rundir.logs_dir(run_dir)) and runstate.state(run_dir) == runstate.RUNNING:
+    while not os.path.isdir(rundir.logs_dir(run_dir)) and launcher_record.state(run_dir) == launcher_record.RUNNING:
         time.sleep(FOLLOW_POLL)  # waiting on another process's files: polling is the mechanism
     console = _console(run_dir)
     if not os.path.isdir(rundir.logs_dir(run_dir)) and console:
@@ -139,11 +139,8 @@ def _emit(prefix: str, lines: List[bytes]) -> None:
 def logs(run_dir: str, roles, tail: Optional[int], merge: bool, follow: bool, cluster: Optional[str] = None):
     """Print the logs of a run, each line prefixed with its role (--merge: interleaved by time)."""
     if cluster:  # the run's files are on the cluster's EFS: this same command, on instance 0
-        from mxlaunch.launcher.jobs import detached as detach
-        args = ["logs", detach.run_dir_of(run_dir), *[a for name in roles for a in ("--role", name)],
-                *(["--tail", str(tail)] if tail is not None else []), *(["--merge"] if merge else []),
-                *(["--follow"] if follow else [])]
-        return detach.on_instance0(cluster, args, click.echo, lambda line: click.echo(line, err=True))
+        return instance0.launch(cluster, ["logs", detached.run_dir_of(run_dir)],
+                                dict(role=list(roles), tail=tail, merge=merge, follow=follow))
     if follow and LAUNCHER not in roles:
         _wait_for_logs(run_dir)
     console = _console(run_dir)
@@ -178,15 +175,15 @@ def logs(run_dir: str, roles, tail: Optional[int], merge: bool, follow: bool, cl
     show(final=False, last=tail)
     unknown_until = time.monotonic() + FOLLOW_UNKNOWN_LIMIT
     while True:
-        now = runstate.state(run_dir)  # before reading: what was written until then is all read below
-        done = now in (runstate.ENDED, runstate.GONE) or (now == runstate.UNKNOWN and time.monotonic() > unknown_until)
+        now = launcher_record.state(run_dir)  # before reading: what was written until then is all read below
+        done = now in (launcher_record.ENDED, launcher_record.GONE) or (now == launcher_record.UNKNOWN and time.monotonic() > unknown_until)
         show(final=done)
         if done:
-            if now == runstate.GONE:
-                record = runstate.read_launcher(run_dir) or {}
-                click.echo(f"launch logs: the job's launcher (pid {record.get('pid')}) is gone without writing "
+            if now == launcher_record.GONE:
+                record = launcher_record.read_launcher(run_dir)
+                click.echo(f"launch logs: the job's launcher (pid {record.pid if record else None}) is gone without writing "
                            f"summary.json; its roles ended with it", err=True)
-            elif now == runstate.UNKNOWN:
+            elif now == launcher_record.UNKNOWN:
                 click.echo(f"launch logs: {run_dir} has no record of a launcher (launcher.json) nor a summary.json "
                            f"after {FOLLOW_UNKNOWN_LIMIT:g}s; stopped following", err=True)
             return

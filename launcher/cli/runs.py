@@ -11,8 +11,10 @@ from typing import List, Optional
 import click
 import yaml
 
-from mxlaunch.launcher.jobs import rundir, launcher_record as runstate
+from mxlaunch.launcher.jobs import detached, instance0, rundir, launcher_record
 from mxlaunch.errors import UsageError
+from mxlaunch.launcher.jobs.job_record import JobRecord
+from mxlaunch.records import valid_fields
 
 
 @dataclass(frozen=True)
@@ -54,23 +56,22 @@ def _seconds(seconds: Optional[float]) -> str:
 
 def run_row(run_dir: str) -> Optional[RunRow]:
     """The row of one run directory; None for a folder that holds no job."""
-    job = _load(rundir.job_yaml(run_dir), yaml.safe_load)
-    if not job:
+    data = _load(rundir.job_yaml(run_dir), yaml.safe_load)
+    if not data:
         return None
+    job = valid_fields(JobRecord, data)  # a damaged job.yaml is still listed: what is valid of it
     summary = _load(rundir.summary_path(run_dir), json.load)
-    launcher = runstate.read_launcher(run_dir) or {}
-    started = _time(summary.get("start")) or _time(launcher.get("started"))
+    launcher = launcher_record.read_launcher(run_dir)
+    started = _time(summary.get("start")) or _time(launcher.started if launcher else None)
     if started is None:
         started = datetime.datetime.fromtimestamp(os.path.getmtime(rundir.job_yaml(run_dir)), datetime.timezone.utc)
-    state = runstate.state(run_dir)
-    if state == runstate.ENDED:
+    state = launcher_record.state(run_dir)
+    if state == launcher_record.ENDED:
         status, seconds = str(summary.get("reason", "ended")), summary.get("seconds")
     else:
-        status = {runstate.RUNNING: "running", runstate.GONE: "launcher died"}.get(state, "unknown")
-        seconds = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() if state == runstate.RUNNING else None
-    roles = job.get("roles") if isinstance(job.get("roles"), list) else []
-    listed = job.get("hosts") if isinstance(job.get("hosts"), list) else []  # a damaged job.yaml: any shape
-    hosts = {str(r.get("host")) for r in roles if isinstance(r, dict)} or {str(h) for h in listed}
+        status = {launcher_record.RUNNING: "running", launcher_record.GONE: "launcher died"}.get(state, "unknown")
+        seconds = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() if state == launcher_record.RUNNING else None
+    hosts = {str(r.host) for r in job.get("roles", ())} or set(job.get("hosts") or ())
     validation = summary.get("final_validation_accuracy")
     epochs = summary.get("epochs")
     return RunRow(id=os.path.basename(os.path.normpath(run_dir)), started=started, mode=str(job.get("mode", "-")),
@@ -83,15 +84,15 @@ def run_row(run_dir: str) -> Optional[RunRow]:
 def detached_rows(folder: str) -> List[RunRow]:
     """Detached launchers (launch train --detach) whose run directory holds no job yet: still starting (the
     preflight), or ended before the job began (their console, .detached/<run>.log, says why)."""
-    records = os.path.join(folder, runstate.DETACHED_DIR)
+    records = os.path.join(folder, launcher_record.DETACHED_DIR)
     rows = []
     for name in sorted(os.listdir(records)) if os.path.isdir(records) else ():
         run_dir = os.path.join(folder, name[:-len(".json")])
-        record = runstate.read_launcher(run_dir) if name.endswith(".json") else None
+        record = launcher_record.read_launcher(run_dir) if name.endswith(".json") else None
         if record is None or os.path.exists(rundir.job_yaml(run_dir)):
             continue
-        alive = runstate.is_alive(record)
-        rows.append(RunRow(id=os.path.basename(run_dir), started=_time(record.get("started")), mode="hosts", hosts="-",
+        alive = launcher_record.is_alive(record)
+        rows.append(RunRow(id=os.path.basename(run_dir), started=_time(record.started), mode="hosts", hosts="-",
                            workers="-", status="starting" if alive else "did not start (see its console)",
                            epochs="-", validation="-", duration="-"))
     return rows
@@ -123,9 +124,7 @@ def render(rows: List[RunRow]) -> str:
 def runs(folder: str, cluster: Optional[str] = None) -> int:
     """List runs, newest first: id, start, mode, hosts, workers, status, epochs, final validation accuracy, duration."""
     if cluster:  # their directories are on EFS and their launchers on instance 0: this same command, there
-        from mxlaunch.launcher.jobs import detached as detach
-        return detach.on_instance0(cluster, ["runs", "--dir", detach.RUNS], click.echo,
-                                   lambda line: click.echo(line, err=True))
+        return instance0.launch(cluster, ["runs"], dict(dir=detached.RUNS))
     rows = list_runs(folder)
     if not rows:
         click.echo(f"no runs in {folder}", err=True)

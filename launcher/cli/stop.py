@@ -8,7 +8,7 @@ record from another host is refused (exit 10, naming where to stop it: `launch s
 detached run), one from an earlier boot of this host is a launcher that is gone.
 
 Exit 0 when the run is stopped, or had already ended; 2 when RUN_DIR is not a run; 1 when its launcher record is
-missing or damaged (runstate never yields one naming no process id); 10 when its launcher runs on another
+missing or damaged (launcher_record never yields one naming no process id); 10 when its launcher runs on another
 machine; 1 when its launcher did not end within --timeout (it is then killed: its roles end through their
 lifeline, and no summary.json is written; a detached launcher's key folder is removed here then, as the
 launcher cannot do it after SIGKILL).
@@ -27,7 +27,8 @@ import click
 
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
-from mxlaunch.launcher.jobs import rundir, launcher_record as runstate
+from mxlaunch.infra.transport.remote.detach_starter import remove_keys
+from mxlaunch.launcher.jobs import detached, instance0, rundir, launcher_record
 KILL_WAIT = 5.0  # after SIGKILL: the kernel's part, never long
 
 
@@ -35,52 +36,52 @@ class RunsElsewhere(CommandError):
     exit_code = Exit.ELSEWHERE
 
 
-def _refuse_elsewhere(run_dir: str, record: dict) -> None:
+def _refuse_elsewhere(run_dir: str, record: launcher_record.LauncherRecord) -> None:
     """A launcher recorded on another host is not this machine's to signal: say where it runs."""
-    host = runstate.elsewhere(record)
+    host = launcher_record.elsewhere(record)
     if host is None:
         return
-    cluster = runstate.detached_cluster(run_dir)
+    cluster = launcher_record.detached_cluster(run_dir)
     where = (f"launch stop --cluster {cluster} {os.path.basename(run_dir)}" if cluster
              else f"launch stop {run_dir} on {host}")
-    raise RunsElsewhere(f"run {run_dir}: its launcher (pid {record['pid']}) runs on {host}, not on this machine: "
+    raise RunsElsewhere(f"run {run_dir}: its launcher (pid {record.pid}) runs on {host}, not on this machine: "
                         f"{where}")
 
 
-def _wait_gone(pidfd: Optional[int], record: dict, timeout: float) -> bool:
+def _wait_gone(pidfd: Optional[int], record: launcher_record.LauncherRecord, timeout: float) -> bool:
     """Whether the recorded process ended within `timeout` s: a pidfd turns readable when it does (no
     polling); without one (an old kernel), /proc is looked at every 50 ms."""
     if pidfd is not None:
         return bool(select.select([pidfd], [], [], max(0.0, timeout))[0])
     deadline = time.monotonic() + timeout
-    while runstate.is_alive(record):
+    while launcher_record.is_alive(record):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)  # a process that is not our child: polling /proc is the mechanism
     return True
 
 
-def _open(record: dict) -> Optional[int]:
+def _open(record: launcher_record.LauncherRecord) -> Optional[int]:
     """A pidfd of the recorded launcher (None where pidfds are unavailable); ProcessLookupError if it is gone."""
     try:
-        fd = os.pidfd_open(record["pid"])
+        fd = os.pidfd_open(record.pid)
     except ProcessLookupError:
         raise
     except (AttributeError, OSError):
-        if not runstate.is_alive(record):  # kill() is then all there is: never for a pid that is not that process
-            raise ProcessLookupError(record["pid"]) from None
+        if not launcher_record.is_alive(record):  # kill() is then all there is: never for a pid that is not that process
+            raise ProcessLookupError(record.pid) from None
         return None
-    if not runstate.is_alive(record):  # checked after opening: the fd is then surely that process's
+    if not launcher_record.is_alive(record):  # checked after opening: the fd is then surely that process's
         os.close(fd)
-        raise ProcessLookupError(record["pid"])
+        raise ProcessLookupError(record.pid)
     return fd
 
 
-def _signal(pidfd: Optional[int], record: dict, signum: int) -> None:
+def _signal(pidfd: Optional[int], record: launcher_record.LauncherRecord, signum: int) -> None:
     if pidfd is not None:
         signal.pidfd_send_signal(pidfd, signum)
     else:
-        os.kill(record["pid"], signum)
+        os.kill(record.pid, signum)
 
 
 def _ended_text(run_dir: str) -> str:
@@ -98,20 +99,20 @@ def _ended_text(run_dir: str) -> str:
 
 def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
     run_dir = os.path.abspath(run_dir)
-    record = runstate.read_launcher(run_dir)  # launcher.json, else a detached launcher's start record
+    record = launcher_record.read_launcher(run_dir)  # launcher.json, else a detached launcher's start record
     if record is None and not os.path.exists(rundir.job_yaml(run_dir)):
         raise UsageError(f"{run_dir} is not a run (no job.yaml and no launcher record)")
-    if record is None:  # (runstate never returns a record whose pid is no process id: kill(0 or -1) is a group)
+    if record is None:  # (launcher_record never returns a record whose pid is no process id: kill(0 or -1) is a group)
         raise CommandError(f"run {run_dir} has no readable launcher record (launcher.json missing or damaged): "
                            f"cannot tell which process to stop")
     _refuse_elsewhere(run_dir, record)  # (a summary.json proves nothing: it is also written between restarts)
     try:
         pidfd = _open(record)
     except ProcessLookupError:
-        if runstate.state(run_dir) == runstate.ENDED:
+        if launcher_record.state(run_dir) == launcher_record.ENDED:
             echo(f"run {run_dir} had already ended ({_ended_text(run_dir)}): nothing to stop")
         else:
-            echo(f"run {run_dir}: its launcher (pid {record['pid']}) is already gone, without a summary.json "
+            echo(f"run {run_dir}: its launcher (pid {record.pid}) is already gone, without a summary.json "
                  f"(its roles ended with it): nothing to stop")
         return
     started = time.monotonic()
@@ -121,31 +122,29 @@ def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
         except ProcessLookupError:
             pass  # it ended between the look and the signal
         except PermissionError as exc:
-            raise CommandError(f"run {run_dir}: not allowed to signal its launcher (pid {record['pid']}, another "
+            raise CommandError(f"run {run_dir}: not allowed to signal its launcher (pid {record.pid}, another "
                                f"user's?)") from exc
         if not _wait_gone(pidfd, record, timeout):
             with contextlib.suppress(ProcessLookupError):
                 _signal(pidfd, record, signal.SIGKILL)
             _wait_gone(pidfd, record, KILL_WAIT)
             _remove_detached_keys(run_dir, record)
-            raise CommandError(f"run {run_dir}: its launcher (pid {record['pid']}) did not end within {timeout:g}s "
+            raise CommandError(f"run {run_dir}: its launcher (pid {record.pid}) did not end within {timeout:g}s "
                                f"of SIGTERM and was killed (SIGKILL): its roles end through their lifeline; no "
                                f"summary.json")
     finally:
         if pidfd is not None:
             os.close(pidfd)
-    echo(f"stopped run {run_dir}: its launcher (pid {record['pid']}) stopped every role and ended in "
+    echo(f"stopped run {run_dir}: its launcher (pid {record.pid}) stopped every role and ended in "
          f"{time.monotonic() - started:.1f}s; {_ended_text(run_dir)}")
 
 
-def _remove_detached_keys(run_dir: str, record: dict) -> None:
+def _remove_detached_keys(run_dir: str, record: launcher_record.LauncherRecord) -> None:
     """After SIGKILL of a detached launcher: its key folder (~/.mxlaunch/detach/NAME/RUN), which it can no
     longer remove itself."""
-    from mxlaunch.infra.transport.remote.detach_starter import KEYS, remove_keys
-
-    cluster = runstate.detached_cluster(run_dir)
+    cluster = launcher_record.detached_cluster(run_dir)
     if cluster:
-        remove_keys(os.path.join(os.path.expanduser("~"), KEYS, cluster, os.path.basename(run_dir)))
+        remove_keys(detached.key_folder(cluster, os.path.basename(run_dir)))
 
 
 @click.command()
@@ -157,8 +156,6 @@ def _remove_detached_keys(run_dir: str, record: dict) -> None:
 def stop(run: str, cluster: Optional[str], timeout: float) -> int:
     """Stop a run's launcher (SIGTERM): it stops every role and writes summary.json; wait until it has ended."""
     if cluster:  # the launcher runs on instance 0: this same command, there (launcher/jobs/detached.py)
-        from mxlaunch.launcher.jobs import detached as detach
-        return detach.on_instance0(cluster, ["stop", detach.run_dir_of(run), "--timeout", repr(timeout)],
-                                   click.echo, lambda line: click.echo(line, err=True))
+        return instance0.launch(cluster, ["stop", detached.run_dir_of(run)], dict(timeout=timeout))
     stop_run(run, timeout)
     return 0

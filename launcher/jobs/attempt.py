@@ -8,30 +8,27 @@ from typing import Optional
 import click
 
 from mxlaunch.errors import UsageError
-from mxlaunch.launcher.jobs import rundir
+from mxlaunch.launcher.jobs import launcher_record, plotting, rundir, summary
 from mxlaunch.launcher.jobs.checkpoints import Checkpoint
 from mxlaunch.launcher.jobs.job import Job, JobOutcome, JobSettings, Reason
+from mxlaunch.launcher.jobs.output import RoleOutputSink
 from mxlaunch.infra.transport.target import JobTarget
 
 
 def failure_text(outcome: JobOutcome) -> str:
     """What ended an attempt, one line: the first failing role, else the reason."""
     if outcome.first_failure is not None:
-        from mxlaunch.launcher.jobs.summary import describe
-        return describe(outcome.first_failure, outcome.rank_of(outcome.first_failure.name))
+        return summary.describe(outcome.first_failure, outcome.rank_of(outcome.first_failure.name))
     return outcome.message()
 
 
 def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, append_logs: bool,
                    target: Optional[JobTarget] = None, verbose: bool = False, restarts: tuple = (),
                    marker: Optional[str] = None) -> JobOutcome:
-    from mxlaunch.launcher.jobs import launcher_record as runstate, summary
-    from mxlaunch.launcher.jobs.output import RoleOutputSink
-
     plan = make_plan(first_port)
     try:  # until the Job owns the runner (it closes it), a failure here must close it: connections, threads
         rundir.write_plan_files(plan, cwd, target)
-        runstate.record_launcher(plan.run_dir)  # `launch logs --follow` / `launch runs` see if this process dies
+        launcher_record.record_launcher(plan.run_dir)  # `launch logs --follow` / `launch runs` see if this process dies
         sink = RoleOutputSink(plan.run_dir, plan.roles, show_host=not plan.spec.local, append=append_logs,
                               verbose=verbose)
     except BaseException:
@@ -61,7 +58,6 @@ def run_and_report(make_plan, first_port: int, runner, cwd: str, grace: float, a
 def plot_or_warn(sink, run_dir: str) -> Optional[str]:
     """accuracy.png from metrics.jsonl. The metrics are a report: a damaged file is a warning (its good lines
     still count), never the failure of a job whose workers succeeded."""
-    from mxlaunch.launcher.jobs import plotting
     path = rundir.metrics_path(run_dir)
     if os.path.lexists(path):
         try:
@@ -87,7 +83,6 @@ def final_message(outcome: JobOutcome, resume_point=None) -> str:
             saved = f"its checkpoints could not be listed ({' '.join(str(exc).split())})"
         return f"{outcome.message()}; {saved}; continue with `launch train --resume {outcome.plan.run_dir}`"
     if outcome.first_failure is not None:
-        from mxlaunch.launcher.jobs.summary import describe
         failure = outcome.first_failure
-        return f"{describe(failure, outcome.rank_of(failure.name))}; every other role was stopped {where}"
+        return f"{summary.describe(failure, outcome.rank_of(failure.name))}; every other role was stopped {where}"
     return f"{outcome.message()} {where}"

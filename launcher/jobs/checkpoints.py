@@ -2,7 +2,7 @@
 PREFIX-NNNN.params and the trainer's mid-epoch PREFIX-EEEE-BBBBBB.params, each with PREFIX-symbol.json, and only
 whole params files count, so a writer killed mid-save never becomes the point a job resumes from), on this
 machine or, for a remote job, on each worker host: checkpoint_scan runs there, one SSH exec per host, all hosts
-at once, and reads the files where they are. `--resume` (rundir.resume_spec) and restarts
+at once, and reads the files where they are. `--resume` (resume.resume_spec) and restarts
 (launcher/jobs/restarts.py) both ask here.
 
 A new job's --model-prefix may already hold another run's checkpoints (the same command re-run with other
@@ -21,7 +21,7 @@ from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Set, Tupl
 from mxlaunch.errors import CommandError
 from mxlaunch.infra.transport.hosts import Host, place
 from mxlaunch.infra.transport.remote import checkpoint_scan as scan, source
-from mxlaunch.infra.transport.target import JobTarget
+from mxlaunch.infra.transport.target import JobTarget, default_python
 
 SCAN_TIMEOUT = 120.0  # one host's listing and checks (each newest params file: a few small reads per array)
 
@@ -148,8 +148,7 @@ def _on_each(target: JobTarget, hosts, prefix: str, choose: Optional[Choose] = N
              timeout: float = SCAN_TIMEOUT) -> Dict[Host, Tuple[Listing, Optional[Checkpoint]]]:
     """`_scan_host` on every host at once, over SSH with the target's settings; a host that cannot be read
     fails the whole search (one line per host): a checkpoint that is not on every worker is no resume point."""
-    from mxlaunch.infra.transport.ssh import SSHOptions, connect_all, parallel
-    from mxlaunch.infra.transport.target import default_python
+    from mxlaunch.infra.transport.ssh import SSHOptions, connect_all, parallel  # heavy
 
     python = target.python or default_python()
     connections = connect_all(hosts, target.ssh or SSHOptions())

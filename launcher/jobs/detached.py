@@ -1,8 +1,9 @@
 """Jobs that run on without this machine: `launch train --cluster NAME --detach` starts the launcher itself on
 instance 0, and `launch runs/logs/stop --cluster NAME` reach its runs there.
 
-    run = start(name, target, spec, options)   # -> DetachedRun (run id, its directory on EFS, launcher pid)
-    on_instance0(name, ["runs", "--dir", RUNS])  # `launch ...` run on instance 0, streamed; its exit status
+    start(request, target, spec, run) -> DetachedRun   # run id, its directory on EFS, the launcher's pid
+    resume(request, target, run) -> DetachedRun        # --detach --resume RUN: that run's job, resumed there
+    remove_own_key(request)                            # the detached launcher's key folder, when it ends
 
 The detached launcher is the same `launch train` (preflight, teardown on failure, --max-restarts), run as
 `--hosts` on the instances' private addresses with the cluster's resolved job (the command with --gpus, the
@@ -16,7 +17,7 @@ this run alone (KEYS/NAME/RUN, KEYS = ~/.mxlaunch/detach): the cluster's own SSH
 known_hosts of every instance's PRIVATE address holding the host keys this machine has just verified. Never on a
 command line, never in user data. The roles' environment goes on the starter's stdin (infra/transport/remote/detach_starter.py:
 a pipe to the launcher, no file). The detached launcher removes its folder when it ends, however it ends
-(launcher/cli/train.py _as_detached), except by SIGKILL: then `launch stop` removes it after its own SIGKILL,
+(launcher/jobs/modes.py detached_run), except by SIGKILL: then `launch stop` removes it after its own SIGKILL,
 and otherwise the next start on the cluster does (a resume of that run overwrites it first).
 
 Restarts of a detached job (--max-restarts) run on the same instances: the instances hold no AWS credentials
@@ -30,20 +31,21 @@ import json
 import os
 import posixpath
 import re
-import shlex
 import stat
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Tuple
 
 from mxlaunch.errors import CommandError, UsageError
-from mxlaunch.launcher.jobs import rundir
-from mxlaunch.infra.transport.remote.detach_starter import KEY_NAME, KEYS
-from mxlaunch.infra.transport.target import JobTarget
-
+from mxlaunch.infra.cloud import local_state
 from mxlaunch.infra.cloud.spec import WORKDIR
+from mxlaunch.infra.transport.remote.detach_starter import KEY_NAME, KEYS, remove_keys
+from mxlaunch.infra.transport.target import JobTarget
+from mxlaunch.launcher.jobs import rundir
+from mxlaunch.launcher.jobs.instance0 import option_args, tri_state
 
 if TYPE_CHECKING:
     from mxlaunch.launcher.jobs.plan import JobSpec
+    from mxlaunch.launcher.jobs.request import TrainRequest
 
 RUNS = posixpath.join(WORKDIR, rundir.DEFAULT_PARENT)  # every detached run's directory is here, on EFS
 STARTER = "mxlaunch.infra.transport.remote.detach_starter"
@@ -82,10 +84,13 @@ def _env_file_text(pairs) -> str:
     return "".join(f"{key}={value}\n" for key, value in pairs)
 
 
-def _environ(spec: "JobSpec") -> Tuple[dict, List[str]]:
-    """(the detached launcher's extra environment, its --env-worker/--env-server KEY options)."""
-    environ, options = {}, []
-    for option, pairs in (("--env-worker", spec.env_worker), ("--env-server", spec.env_server)):
+def _environ(spec: "JobSpec") -> Tuple[dict, Dict[str, List[str]]]:
+    """(the detached launcher's extra environment, its --env-worker/--env-server KEYs as option_args takes
+    them: env_worker=[KEY, ...], env_server=[...])."""
+    environ: dict = {}
+    keys: Dict[str, List[str]] = {"env_worker": [], "env_server": []}
+    for name, pairs in (("env_worker", spec.env_worker), ("env_server", spec.env_server)):
+        option = "--" + name.replace("_", "-")
         for key, value in pairs:
             if OWN_ENVIRONMENT.fullmatch(key):
                 raise UsageError(f"{option} {key}: with --detach it would change the launcher's own environment; "
@@ -94,23 +99,35 @@ def _environ(spec: "JobSpec") -> Tuple[dict, List[str]]:
                 raise UsageError(f"--env-worker and --env-server give {key} different values: with --detach a key "
                                  f"has one value for both (or give it with --env)")
             environ[key] = value
-            options += [option, key]
-    return environ, options
+            keys[name].append(key)
+    return environ, keys
+
+
+def passed(request: "TrainRequest") -> dict:
+    """The options a detached launcher takes as they were given here."""
+    return dict(grace=request.grace, max_restarts=request.max_restarts, restart_delay=request.restart_delay,
+                scheduler_port=request.scheduler_port, verbose=request.verbose)
 
 
 def launcher_options(target: JobTarget, spec: "JobSpec", run_dir: str, key: str, known_hosts: str,
-                     passed: Sequence[str]) -> List[str]:
-    """`launch train` options of the detached launcher (no value that is a secret: see _environ)."""
-    options = ["--hosts", ",".join(h.target for h in spec.hosts), "-n", str(spec.num_workers),
-               "-s", str(spec.num_servers), "--run-dir", run_dir, "--python", target.python,
-               "--ssh-key", key, "--known-hosts", known_hosts, "--ssh-user", target.ssh.user]
-    if spec.workdir:
-        options += ["--workdir", spec.workdir]
-    if spec.timeout is not None:
-        options += ["--timeout", repr(spec.timeout)]
-    if getattr(spec, "watch_spot", None) is not None:
-        options.append("--watch-spot" if spec.watch_spot else "--no-watch-spot")
-    return options + list(passed)
+                     request: "TrainRequest") -> List[str]:
+    """`launch train` options of the detached launcher of a new job (no value that is a secret: see
+    _environ; its --env goes through a pipe, launcher/jobs/detached.py _env_file_text)."""
+    _, env_keys = _environ(spec)
+    return option_args(hosts=",".join(h.target for h in spec.hosts), num_workers=spec.num_workers,
+                       num_servers=spec.num_servers, run_dir=run_dir, python=target.python, ssh_key=key,
+                       known_hosts=known_hosts, ssh_user=target.ssh.user, workdir=spec.workdir,
+                       timeout=spec.timeout, **tri_state("watch_spot", spec.watch_spot), **env_keys,
+                       **passed(request), detached_from=request.cluster)
+
+
+def resume_options(target: JobTarget, run_dir: str, key: str, known_hosts: str, request: "TrainRequest") -> List[str]:
+    """`launch train` options of the detached launcher that resumes RUNS/<run> on the cluster's hosts now."""
+    return option_args(resume=run_dir, hosts=",".join(h.target for h in target.hosts), python=target.python,
+                       ssh_key=key, known_hosts=known_hosts, ssh_user=target.ssh.user,
+                       num_epochs=request.num_epochs, timeout=request.timeout,
+                       **tri_state("watch_spot", request.watch_spot), workdir=request.workdir, **passed(request),
+                       detached_from=request.cluster)
 
 
 def known_hosts_text(connections) -> str:
@@ -161,10 +178,9 @@ def _remove_private(sftp, folder: str) -> None:
 
 def cluster_key(name: str, target: JobTarget) -> str:
     """The key a detached launcher gets: the cluster's own (in its state), readable without a passphrase."""
-    import paramiko
+    import paramiko  # heavy
 
-    from mxlaunch.infra.cloud import local_state as state
-    own = state.key_path(name)
+    own = local_state.key_path(name)
     if not own.is_file():
         raise UsageError(f"cluster {name} uses a key pair of your own (no key in its state): --detach copies only "
                          f"a cluster's own key to instance 0, never a personal one")
@@ -180,32 +196,26 @@ def cluster_key(name: str, target: JobTarget) -> str:
     return str(own)
 
 
-def start(name: str, target: JobTarget, spec: "JobSpec", passed: Sequence[str], run: str) -> DetachedRun:
-    """Start the job's launcher on instance 0 of cluster `name` (target: its resolved --cluster target; spec: the
-    job as `launch train --cluster` resolved it; passed: the other `launch train` options, as given)."""
+def start(request: "TrainRequest", target: JobTarget, spec: "JobSpec", run: str) -> DetachedRun:
+    """Start the job's launcher on instance 0 of cluster request.cluster (target: its resolved --cluster
+    target; spec: the job as `launch train --cluster` resolved it; the other options as the request has them)."""
     env_file = _env_file_text(spec.env)
-    environ, env_options = _environ(spec)
+    environ, _ = _environ(spec)
     run_dir = run_dir_of(run)
-    return _start(name, target, spec.hosts, run, lambda key, known: launcher_options(
-        target, spec, run_dir, key, known, [*env_options, *passed, "--detached-from", name]),
+    return _start(request.cluster, target, spec.hosts, run, lambda key, known: launcher_options(
+        target, spec, run_dir, key, known, request),
         {"env_file": env_file, "environ": environ, "command": list(spec.command), "cwd": spec.workdir})
 
 
-def resume(name: str, target: JobTarget, run: str, passed: Sequence[str], env=()) -> DetachedRun:
+def resume(request: "TrainRequest", target: JobTarget, run: str) -> DetachedRun:
     """`launch train --cluster NAME --detach --resume RUN`: a launcher on instance 0 resumes RUNS/RUN (a
     detached run: a --hosts job) on the cluster's instances as they are now (target: the cluster resolved now,
-    e.g. after `launch cluster repair`), with as many worker slots as the run had (launcher/jobs/rundir.py).
-    passed: `launch train` options for the resumed job (--num-epochs, --max-restarts, ...); env: --env pairs
-    (a value job.yaml masks must be given again), through the starter's pipe."""
+    e.g. after `launch cluster repair`), with as many worker slots as the run had (launcher/jobs/where.py).
+    The request's --env pairs (a value job.yaml masks must be given again) go through the starter's pipe."""
     run_dir = run_dir_of(run)
-
-    def options(key: str, known: str) -> List[str]:
-        return ["--resume", run_dir, "--hosts", ",".join(h.target for h in target.hosts), "--python", target.python,
-                "--ssh-key", key, "--known-hosts", known, "--ssh-user", target.ssh.user, *passed,
-                "--detached-from", name]
-
-    return _start(name, target, target.hosts, run, options,
-                  {"env_file": _env_file_text(env), "environ": {}, "command": [], "cwd": target.workdir,
+    return _start(request.cluster, target, target.hosts, run,
+                  lambda key, known: resume_options(target, run_dir, key, known, request),
+                  {"env_file": _env_file_text(request.env), "environ": {}, "command": [], "cwd": target.workdir,
                    "resume": True})
 
 
@@ -213,7 +223,7 @@ def _start(name: str, target: JobTarget, hosts, run: str, options: Callable[[str
            config: dict) -> DetachedRun:
     """Key and known_hosts to instance 0 (hosts[0]), then the starter there with `config` and the launcher's
     options(key path, known_hosts path)."""
-    from mxlaunch.infra.transport.ssh import connect_all
+    from mxlaunch.infra.transport.ssh import connect_all  # heavy
 
     key_file = cluster_key(name, target)
     run_dir = run_dir_of(run)
@@ -252,29 +262,23 @@ def new_run_id() -> str:
     return posixpath.basename(rundir.default_run_dir(rundir.new_job_id()))
 
 
-# ------------------------------------------------------------------------- the commands that reach a run
-
-def instance0(name: str, region: Optional[str] = None):
-    """(cluster target, connection to instance 0) with the cluster's SSH settings (a first-seen host key is
-    recorded, as the cluster's ssh config says; a changed one refused)."""
-    from mxlaunch.infra.cloud.cluster_target import cluster_target
-    from mxlaunch.infra.transport.ssh import SSHOptions, connect_all
-
-    target = cluster_target(name, region).job_target(None, None, SSHOptions(accept_new=True))
-    first = target.hosts[0]
-    connections = connect_all([first], target.ssh)
-    connections.raise_if_failed()
-    return target, connections[first]
+def run_of(request: "TrainRequest") -> str:
+    """The run id of a detached launcher's request: its run directory's name (RUN where it has none)."""
+    return os.path.basename(os.path.normpath(request.resume or request.run_dir or "RUN"))
 
 
-def on_instance0(name: str, args: Sequence[str], out: Callable[[str], None], err: Callable[[str], None]) -> int:
-    """`launch ARGS...` on instance 0 of cluster `name` with the cluster's venv, its output passed on line by
-    line as it comes; its exit status (Ctrl-C here ends it there too)."""
-    target, conn = instance0(name)
-    try:
-        return conn.stream(shlex.join([target.python, "-m", "mxlaunch.launcher", *args]), out, err)
-    finally:
-        conn.close()
+def key_folder(cluster: str, run: str) -> str:
+    """The folder of a detached launcher's key and known_hosts, in the home of instance 0's user."""
+    return os.path.join(os.path.expanduser("~"), KEYS, cluster, run)
+
+
+def remove_own_key(request: "TrainRequest") -> None:
+    """A detached launcher's key folder, removed when it ends: only the folder made for its run, never a key
+    the launcher was not given by --detach."""
+    key = request.ssh_key
+    folder = os.path.dirname(os.path.abspath(key)) if key else ""
+    if folder == key_folder(request.detached_from, run_of(request)):
+        remove_keys(folder)
 
 
 def started_text(run: DetachedRun) -> str:

@@ -13,16 +13,35 @@ import datetime
 import json
 import os
 import socket
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from mxlaunch.launcher.jobs import rundir
 from mxlaunch.files import open_new
+from mxlaunch.launcher.jobs import rundir
+from mxlaunch.records import RecordError, dump, expect, load
+
 LAUNCHER_FILE = "launcher.json"
 DETACHED_DIR = ".detached"  # beside the run directories; a hidden name: `launch runs` lists no such folder
 RUNNING, ENDED, GONE, UNKNOWN = "running", "ended", "launcher gone", "unknown"
 ELSEWHERE = "runs elsewhere"  # its launcher runs on another machine (elsewhere() says which): not ours to judge
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 PID_MAX_LIMIT = 4194304  # the kernel's pid_max ceiling (2^22)
+
+
+@dataclass(frozen=True)
+class LauncherRecord:
+    """launcher.json, and a detached launcher's start record (written by the program that starts it,
+    infra/transport/remote/detach_starter.py, in this same shape)."""
+
+    # never pid 0 or -1 (kill(-1) signals every process), True (an int in Python) or one past Linux's limit
+    # (os.kill raises OverflowError, not OSError)
+    pid: int = expect("a process id", lambda pid: 0 < pid <= PID_MAX_LIMIT)
+    process_start: Optional[int] = None  # clock ticks since boot; None matches no process (fail closed)
+    boot_id: Optional[str] = None  # None with hostname None: a record from before they were kept
+    hostname: Optional[str] = None
+    started: Optional[str] = None  # ISO 8601, UTC
+    cluster: Optional[str] = None  # a detached launcher's cluster
+    console: Optional[str] = None  # a detached launcher's console log
 
 
 def launcher_path(run_dir: str) -> str:
@@ -43,7 +62,7 @@ def process_start(pid: int) -> Optional[int]:
 
 
 def machine() -> dict:
-    """This machine in this boot, as a launcher record holds it."""
+    """This machine in this boot, as a launcher record holds it (boot_id, hostname)."""
     try:
         with open(BOOT_ID, encoding="ascii") as f:
             boot_id = f.read().strip()
@@ -52,14 +71,13 @@ def machine() -> dict:
     return {"boot_id": boot_id, "hostname": socket.gethostname()}
 
 
-def elsewhere(record: dict) -> Optional[str]:
+def elsewhere(record: LauncherRecord) -> Optional[str]:
     """The host a record's launcher runs on when that is not this machine (None: it is this one, or the record
     predates boot ids and is judged by pid and start time alone). The same hostname in another boot is this
     machine rebooted: not elsewhere (its launcher is surely gone, which is_alive tells)."""
-    if "boot_id" not in record and "hostname" not in record:
+    if record.boot_id is None and record.hostname is None:
         return None
-    here = machine()
-    return None if record.get("hostname") == here["hostname"] else str(record.get("hostname") or "an unknown host")
+    return None if record.hostname == machine()["hostname"] else str(record.hostname or "an unknown host")
 
 
 def detached_paths(run_dir: str) -> Tuple[str, str]:
@@ -69,58 +87,58 @@ def detached_paths(run_dir: str) -> Tuple[str, str]:
     return base + ".log", base + ".json"
 
 
-def _write_record(path: str, pid: int, extra: dict) -> None:
-    data = {"pid": pid, "process_start": process_start(pid), **machine(),
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"), **extra}
+def _write_record(path: str, record: LauncherRecord) -> None:
     tmp = path + ".tmp"
     with open_new(tmp, "w") as f:
-        json.dump(data, f)
+        json.dump(dump(record), f)
         f.write("\n")
     os.replace(tmp, path)
 
 
+def _now(pid: int, **extra) -> LauncherRecord:
+    return LauncherRecord(pid=pid, process_start=process_start(pid), **machine(),
+                          started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                          **extra)
+
+
 def record_launcher(run_dir: str) -> None:
-    _write_record(launcher_path(run_dir), os.getpid(), {})
+    _write_record(launcher_path(run_dir), _now(os.getpid()))
 
 
-def record_detached(run_dir: str, pid: int, **extra) -> None:
+def record_detached(run_dir: str, pid: int, cluster: Optional[str] = None, console: Optional[str] = None) -> None:
     """The start record of a detached launcher `pid` (its own launcher.json follows once it has its run directory)."""
-    _write_record(detached_paths(run_dir)[1], pid, extra)
+    _write_record(detached_paths(run_dir)[1], _now(pid, cluster=cluster, console=console))
 
 
-def _read_record(path: str) -> Optional[dict]:
+def read_record(path: str) -> Optional[LauncherRecord]:
+    """The record in `path`; None when there is none, or it is damaged (never a record naming no process)."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+            return load(LauncherRecord, json.load(f))
+    except (OSError, ValueError, RecordError):  # RecordError, UnicodeDecodeError, JSONDecodeError: ValueErrors
         return None
-    pid = data.get("pid") if isinstance(data, dict) else None
-    # a damaged record must never name pid 0 or -1 (kill(-1) signals every process), True (an int in Python) or
-    # one past Linux's limit (os.kill raises OverflowError, not OSError)
-    return data if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid <= PID_MAX_LIMIT else None
 
 
-def read_launcher(run_dir: str) -> Optional[dict]:
+def read_launcher(run_dir: str) -> Optional[LauncherRecord]:
     """The launcher's record of the run: the newer of its launcher.json and a detached launcher's start record
     (a detached resume is recorded anew before its launcher rewrites launcher.json)."""
-    records = [r for r in (_read_record(launcher_path(run_dir)), _read_record(detached_paths(run_dir)[1])) if r]
-    return max(records, key=lambda r: str(r.get("started") or ""), default=None)
+    records = [r for r in (read_record(launcher_path(run_dir)), read_record(detached_paths(run_dir)[1])) if r]
+    return max(records, key=lambda r: r.started or "", default=None)
 
 
-def is_alive(record: dict) -> bool:
+def is_alive(record: LauncherRecord) -> bool:
     """The recorded process runs on this machine, in this boot, and is the same one (its start time matches):
     a record lacking the start time, or from another machine or boot, matches nothing here."""
-    boot_id = machine()["boot_id"]
-    if elsewhere(record) or record.get("boot_id", boot_id) != boot_id:
+    if elsewhere(record) or (record.boot_id is not None and record.boot_id != machine()["boot_id"]):
         return False
-    start = process_start(record["pid"])
-    return start is not None and record.get("process_start") == start
+    start = process_start(record.pid)
+    return start is not None and record.process_start == start
 
 
 def detached_cluster(run_dir: str) -> Optional[str]:
     """The cluster a detached run was started on (its start record's), None for any other run."""
-    cluster = (_read_record(detached_paths(run_dir)[1]) or {}).get("cluster")
-    return cluster if isinstance(cluster, str) else None
+    record = read_record(detached_paths(run_dir)[1])
+    return record.cluster if record else None
 
 
 def state(run_dir: str) -> str:

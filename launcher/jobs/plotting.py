@@ -69,7 +69,7 @@ def default_title(labels: Sequence[str]) -> str:
 def plot_runs(runs: Sequence[Run], out: str, title: Optional[str] = None) -> str:
     """Write the figure to `out`; a file that cannot be written there (no permission, a read-only or special
     file system, a full disk) is one error naming it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy
 
     fig = figure(runs, title)
     try:
@@ -82,11 +82,11 @@ def plot_runs(runs: Sequence[Run], out: str, title: Optional[str] = None) -> str
 
 
 def figure(runs: Sequence[Run], title: Optional[str] = None):
-    import matplotlib
+    import matplotlib  # heavy
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
+    import matplotlib.pyplot as plt  # heavy
+    from matplotlib.lines import Line2D  # heavy
+    from matplotlib.ticker import MaxNLocator  # heavy
 
     fig, ax = plt.subplots(figsize=(8, 5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+import click
+
 from mxlaunch.errors import CommandError
 from mxlaunch.exits import Exit
 from mxlaunch.infra.transport import gpu_check
@@ -81,9 +83,8 @@ class Checks:
 
 def job_gpus(command, gpus_per_host: int = 0) -> Tuple[int, ...]:
     """The GPUs a job uses on each host: its `--gpus`, else every GPU of the target's hosts, else none."""
-    if workload.has_option(command, "--gpus"):
-        return gpu_check.parse_gpus(workload.option_value(command, "--gpus"))
-    return tuple(range(gpus_per_host))
+    named = workload.gpus(command)
+    return tuple(range(gpus_per_host)) if named is None else named
 
 
 @dataclass
@@ -129,7 +130,6 @@ class Report:
         if not self.failed:
             return
         if echo is None:
-            import click
             echo = click.echo
         echo("preflight failed; nothing was started:\n" + self.table(), err=True, nl=False)
         first = self.failed[0]

@@ -11,11 +11,12 @@ readies the next attempt (a cluster made whole, then the resume point: launcher/
 """
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Generic, List, Optional, Tuple, TypeVar
 
 from mxlaunch.launcher.jobs.checkpoints import Checkpoint
 from mxlaunch.launcher.jobs.job import SIGNAL_REASONS, JobOutcome, Reason
@@ -98,40 +99,44 @@ class ResumePoint:
     batch: int = 0  # > 0: a mid-epoch checkpoint (this many batches of `epoch` done)
 
 
+J = TypeVar("J")  # what one attempt runs (the caller's job: its spec and target)
+
+
 @dataclass(frozen=True)
-class Result:
+class Result(Generic[J]):
     outcome: JobOutcome  # the last attempt's (its reason: a signal during the wait, when one came)
     restarts: Tuple[Restart, ...]
+    job: J  # what the last attempt ran
     interrupted_waiting: bool = False  # a signal came while waiting to restart
     spot_not_restarted: bool = False  # a spot interruption this launcher cannot replace the host of
 
 
-def run_with_restarts(attempt: Callable[[int, Optional[int], Tuple[Restart, ...]], JobOutcome],
-                      resume_point: Callable[[JobOutcome], ResumePoint], describe: Callable[[JobOutcome], str],
+def run_with_restarts(first: J, attempt: Callable[[J, int, Optional[int], Tuple[Restart, ...]], JobOutcome],
+                      ready: Callable[[J, JobOutcome], Tuple[J, ResumePoint]], describe: Callable[[JobOutcome], str],
                       policy: RestartPolicy, notice: Callable[[str], None],
-                      clock: RestartClock = RestartClock()) -> Result:
-    """Run attempt 1 (`attempt(1, None, ())`: the command as given), then, while it fails and restarts are
-    left: wait `policy.delay`, ready the next attempt with `resume_point(failed outcome)` (where the caller makes
-    a cluster whole first: its checkpoints are then read through the hosts there are) and run
-    `attempt(n, epoch, restarts so far)` from that epoch (a mid-epoch point's batch is the last restart's
+                      clock: RestartClock = RestartClock()) -> Result[J]:
+    """Run attempt 1 (`attempt(first, 1, None, ())`: the command as given), then, while it fails and restarts
+    are left: wait `policy.delay`, ready the next attempt with `ready(job, failed outcome)` -> (the job it runs:
+    the caller may make a cluster whole first; the resume point, read through the hosts there are) and run
+    `attempt(job, n, epoch, restarts so far)` from that epoch (a mid-epoch point's batch is the last restart's
     `from_batch`)."""
     restarts: List[Restart] = []
-    number, epoch = 1, None
+    job, number, epoch = first, 1, None
     while True:
         started = clock.wall()
-        outcome = attempt(number, epoch, tuple(restarts))
+        outcome = attempt(job, number, epoch, tuple(restarts))
         if not restartable(outcome) or len(restarts) >= policy.max_restarts:
-            return Result(outcome, tuple(restarts))
+            return Result(outcome, tuple(restarts), job)
         if outcome.reason is Reason.SPOT and not policy.replaces_hosts:
-            return Result(outcome, tuple(restarts), spot_not_restarted=True)
+            return Result(outcome, tuple(restarts), job, spot_not_restarted=True)
         reason = describe(outcome)
         notice(f"restarting{f' in {policy.delay:g}s' if policy.delay else ''} after: {reason}")
         signum = clock.wait(policy.delay) if policy.delay > 0 else None
         if signum is not None:
             stopped = SIGNAL_REASONS.get(signum, Reason.TERMINATED)
             notice(f"{stopped.value} while waiting to restart; nothing is running")
-            return Result(_imposed(outcome, stopped), tuple(restarts), interrupted_waiting=True)
-        point = resume_point(outcome)
+            return Result(_imposed(outcome, stopped), tuple(restarts), job, interrupted_waiting=True)
+        job, point = ready(job, outcome)
         epoch, batch = point.epoch, point.batch if point.epoch is not None else 0
         # kept: the checkpoint, when this attempt wrote it (its time known), else nothing of this attempt
         kept_until = max(started, point.saved_at) if epoch is not None and point.saved_at else started
@@ -150,6 +155,4 @@ def marker(restart: Restart, max_restarts: int) -> str:
 
 
 def _imposed(outcome: JobOutcome, reason: Reason) -> JobOutcome:
-    import dataclasses
-
     return dataclasses.replace(outcome, reason=reason)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from mxlaunch.errors import UsageError
-from mxlaunch.launcher.jobs import rundir, workload
+from mxlaunch.launcher.jobs import plotting, rundir, workload
 from mxlaunch.launcher.jobs.job import JobOutcome, Reason
 from mxlaunch.launcher.jobs.plan import JobPlan
 from mxlaunch.launcher.jobs.progress import Progress
@@ -68,7 +68,7 @@ class RunMetrics:
 def run_metrics(records: List[dict], source: Optional[str], checkpoint_prefix: Optional[str] = None,
                 plot: Optional[str] = None) -> RunMetrics:
     """From per-epoch records (metrics.jsonl's keys: epoch, train-accuracy, validation-accuracy), in order."""
-    from mxlaunch.launcher.jobs.plotting import finite_number as number  # NaN/inf would be invalid JSON
+    number = plotting.finite_number  # NaN/inf would be invalid JSON
     validated = [(r["epoch"], number(r.get("validation-accuracy"))) for r in records]
     validated = [(e, v) for e, v in validated if v is not None]
     best = max(validated, key=lambda ev: ev[1]) if validated else (None, None)
@@ -82,7 +82,6 @@ def run_metrics(records: List[dict], source: Optional[str], checkpoint_prefix: O
 def collect_metrics(plan: JobPlan, cwd: str, progress: Progress, plot: Optional[str]) -> RunMetrics:
     """The job's metrics: rank 0's metrics.jsonl (damaged lines skipped: the report never fails a job),
     else what rank 0 logged; the checkpoint prefix from the workload's --model-prefix, under its workdir."""
-    from mxlaunch.launcher.jobs import plotting
     records, source = [], None
     path = rundir.metrics_path(plan.run_dir)
     if os.path.exists(path):
