@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 import click
@@ -13,7 +14,7 @@ from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
 
 from mxlaunch.infra.cloud import catalog, deadlines, owner, prelaunch as preflight, provision, run_instances, signals, local_state as state, teardown
-from mxlaunch.infra.cloud import spec as specs
+from mxlaunch.infra.cloud import policy as policies, spec as specs
 from mxlaunch.infra.cloud.aws import Aws
 from mxlaunch.infra.cloud.record import discover, find_instances, list_clusters
 from mxlaunch.infra.cloud.cluster_target import cost, describe, write_local_files
@@ -325,7 +326,6 @@ def _refresh(name, region, profile):
     meta = state.read_meta(name)
     user = meta.ssh_user or specs.DEFAULT_SSH_USER
     key = meta.key_file
-    from pathlib import Path
     hostfile, ssh_config = write_local_files(name, running, user, Path(key) if key else None)
     return running, hostfile, ssh_config
 
@@ -397,7 +397,6 @@ def policy() -> None:
     """Print the least-privilege IAM policy (JSON) for `launch cluster` and `launch train --cluster`.
 
     Attach it to the user or role that runs them (README, "IAM policy"). Reads no AWS: no credentials."""
-    from mxlaunch.infra.cloud import policy as policies
     click.echo(policies.document_json())
 
 
