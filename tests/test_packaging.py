@@ -16,6 +16,8 @@ from testkit.pins import pyproject
 from testkit.wheels import pip_env
 
 REPO = Path(__file__).resolve().parents[1]
+# the package data: every template and the digits the trainer ships
+DATA = {f"mxlaunch/templates/{t.name}" for t in (REPO / "templates").glob("*.j2")} | {"mxlaunch/trainer/digits.csv.gz"}
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -43,7 +45,7 @@ def test_launch_cluster_ships_a_wheel_built_from_this_checkout(tmp_path, monkeyp
         pth = zf.read("mxlaunch-gpu-libs.pth").decode()
     packages = pyproject()["tool"]["setuptools"]["package-dir"]
     assert {f"{name.replace('.', '/')}/__init__.py" for name in packages} <= names
-    assert {"mxlaunch/templates/job.yaml.j2", "mxlaunch/trainer/digits.csv.gz"} <= names
+    assert len(DATA) > 2 and DATA <= names
     assert pth == (REPO / "mxlaunch-gpu-libs.pth").read_text()
     assert not {n for n in names if n.split("/")[0] in ("testkit", "tests", "bench", "launcher", "trainer", "infra")}
 
@@ -62,4 +64,4 @@ def test_a_wheel_built_from_the_sdist_still_has_the_gpu_loader(tmp_path):
     (wheel,) = (tmp_path / "wheel").glob("mxlaunch-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         assert zf.read("mxlaunch-gpu-libs.pth") == (REPO / "mxlaunch-gpu-libs.pth").read_bytes()
-        assert {"mxlaunch/templates/job.yaml.j2", "mxlaunch/trainer/digits.csv.gz"} <= set(zf.namelist())
+        assert len(DATA) > 2 and DATA <= set(zf.namelist())
