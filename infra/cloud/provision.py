@@ -10,12 +10,12 @@ from typing import Callable, List, Optional
 
 from mxlaunch.errors import CommandError, UsageError
 
-from mxlaunch.infra.cloud import prelaunch as preflight, run_instances, local_state as state, teardown, wait
+from mxlaunch.infra.cloud import deadlines, prelaunch as preflight, run_instances, local_state as state, teardown, wait
 from mxlaunch.infra.cloud.aws import NOT_YET_CODES, Aws, AwsError
 from mxlaunch.infra.cloud.record import (ClusterRecord, Ledger, creation_token, discover, find_instances,
                                          tag_spec, tags)
 from mxlaunch.infra.cloud.signals import Signalled
-from mxlaunch.infra.cloud.spec import ClusterSpec, cluster_deadline, creation_tags, deadline_text
+from mxlaunch.infra.cloud.spec import DEADLINE_TAG, ClusterSpec, creation_tags, deadline_text
 
 EFS_TIMEOUT = 300.0
 SETTLE_TIMEOUT = teardown.SETTLE_TIMEOUT
@@ -124,17 +124,12 @@ class Up:
             state.remove_dir(name)
 
     def deadline(self, record: ClusterRecord) -> Optional[dt.datetime]:
-        """When new instances end themselves: --max-hours from now; without it, the cluster's own deadline (a
-        cluster that grows keeps its timer; one that has passed is refused, not given to an instance that would
-        end at once); else never."""
-        now = CLOCK().replace(microsecond=0)
-        if self.spec.max_hours is not None:
-            return now + dt.timedelta(hours=self.spec.max_hours)
-        recorded = cluster_deadline(record.live)
-        if recorded is not None and recorded <= now + dt.timedelta(minutes=1):
-            raise UsageError(f"cluster {self.spec.name}'s --max-hours deadline {deadline_text(recorded)} has passed: "
-                             f"pass --max-hours H for the new instances")
-        return recorded
+        """When new instances end themselves: --max-hours from now (then the cluster's new deadline); without
+        it, the cluster's recorded one (infra/cloud/deadlines.py); else never."""
+        deadline, self.new_deadline = deadlines.for_launch(self.spec.name, self.spec.max_hours, record,
+                                                           state.read_meta(self.spec.name), CLOCK(),
+                                                           "pass --max-hours H for the new instances")
+        return deadline
 
     def _steps(self, record: ClusterRecord) -> ClusterRecord:
         aws, spec = self.aws, self.spec
@@ -142,15 +137,18 @@ class Up:
         # fails before anything is created.
         vpc, subnets = preflight.default_network(aws)
         missing = spec.count - len(record.live)
-        image, deadline = None, None
+        image, deadline, self.new_deadline = None, None, False
         self.check_type(record)
         if missing > 0:
             image = preflight.image(aws, spec)
             subnets = preflight.offered_subnets(aws, spec, subnets)
             preflight.check_quota(aws, spec, missing, self.echo)
             deadline = self.deadline(record)
+        if self.fresh and spec.binding and not aws.dry_run:  # bound before anything is created (infra/cloud/owner.py)
+            state.write_meta(spec.name, region=aws.region, account=spec.binding.account,
+                             partition=spec.binding.partition)
         key_name, key_file = self.key_pair(record)
-        sg = self.security_group(record, vpc)
+        sg = self.security_group(record, vpc, deadline if self.new_deadline else None)
         efs_sg = self.efs_security_group(record, vpc, sg) if spec.efs else None
         pg = self.placement_group(record)
         fs = self.file_system(record) if spec.efs else None
@@ -166,6 +164,8 @@ class Up:
                         efs=fs, spot=spec.spot, count=spec.count)
             if spec.max_hours is not None or self.fresh:  # growing without --max-hours keeps the setting
                 meta["max_hours"] = spec.max_hours
+            if self.new_deadline or self.fresh:  # the cluster's deadline: inherited by every later launch
+                meta["deadline"] = deadline_text(deadline) if deadline else None
             if spec.on_demand_fallback is not None or self.fresh:  # read by repair and restarts: infra/cloud/repair.py
                 meta["on_demand_fallback"] = bool(spec.on_demand_fallback)
             state.write_meta(spec.name, **meta)
@@ -197,8 +197,10 @@ class Up:
                 raise CommandError(f"key pair {record.key_name} exists but its private key {path} is missing: "
                                    f"run `launch cluster down {spec.name}` and up again, or pass --key-name")
             return record.key_name, path
-        if path.exists() and not aws.dry_run:
-            path.unlink()  # a stale key of a cluster that no longer exists: useless, and in the way
+        if path.exists() and not aws.dry_run:  # the only copy of some cluster's key: never removed here
+            raise CommandError(f"cluster {spec.name}: a private key {path} is here but no key pair "
+                               f"{spec.resource_name} in {aws.region}; nothing was created. `launch cluster down "
+                               f"{spec.name}` removes it once it has checked the cluster is gone, or pass --key-name")
         resp = aws.call("ec2", "create_key_pair", KeyName=spec.resource_name, KeyType="ed25519",
                         TagSpecifications=tag_spec("key-pair", spec.name, "cluster"))
         self.ledger.key_name = spec.resource_name
@@ -216,8 +218,12 @@ class Up:
             rule["IpRanges"] = [{"CidrIp": cidr, "Description": "SSH (--ssh-cidr)"}]
         return rule
 
-    def security_group(self, record: ClusterRecord, vpc: str) -> str:
+    def security_group(self, record: ClusterRecord, vpc: str, deadline: Optional[dt.datetime] = None) -> str:
+        """The cluster's group; `deadline`: a new --max-hours deadline, recorded on it (it outlives instances)."""
         aws, spec = self.aws, self.spec
+        if record.security_group and deadline is not None:
+            aws.call("ec2", "create_tags", Resources=[record.security_group],
+                     Tags=[{"Key": DEADLINE_TAG, "Value": deadline_text(deadline)}])
         if record.security_group:
             # never take another owner's SSH rule away (--force on their cluster only adds ours)
             stale = [] if spec.foreign else [c for c in record.ssh_cidrs if c != spec.ssh_cidr]
@@ -233,7 +239,7 @@ class Up:
         sg = aws.call("ec2", "create_security_group", GroupName=spec.resource_name, VpcId=vpc,
                       Description=f"mxlaunch cluster {spec.name}: SSH from {spec.ssh_cidr}, all within the group",
                       TagSpecifications=tag_spec("security-group", spec.name, "cluster",
-                                                 creation_tags(spec, "security-group")))["GroupId"]
+                                                 creation_tags(spec, "security-group", deadline)))["GroupId"]
         self.ledger.security_group = sg
         _settle(lambda: aws.call("ec2", "authorize_security_group_ingress", GroupId=sg, IpPermissions=[
             self._ssh_rule(spec.ssh_cidr),

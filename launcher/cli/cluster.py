@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 import click
@@ -13,7 +14,7 @@ from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
 
 from mxlaunch.infra.cloud import catalog, deadlines, owner, prelaunch as preflight, provision, run_instances, signals, local_state as state, teardown
-from mxlaunch.infra.cloud import spec as specs
+from mxlaunch.infra.cloud import policy as policies, spec as specs
 from mxlaunch.infra.cloud.aws import Aws
 from mxlaunch.infra.cloud.record import discover, find_instances, list_clusters
 from mxlaunch.infra.cloud.cluster_target import cost, describe, write_local_files
@@ -91,16 +92,12 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
                        ami=ami, key_name=key_name, max_hours=max_hours, ssh_user=ssh_user, wait=wait_mode,
                        keep_on_failure=keep_on_failure, on_demand_fallback=on_demand_fallback)
     preflight.require_ipv4(spec)
-    aws = _aws(region, profile, dry_run=dry_run)
-    me, foreign = owner.check(aws, name, "change", force, info)  # before anything is read or created
-    spec = dataclasses.replace(spec, owner=me, foreign=foreign)
+    aws = _aws(region, profile, name, dry_run=dry_run)
+    owner.bound(aws, name, "create or change")  # another account or region: refused before anything is read
     if specs.cidr_warning(spec.ssh_cidr):
         info(specs.cidr_warning(spec.ssh_cidr))
-    meta_region = state.read_meta(name).region
-    if meta_region and meta_region != aws.region:
-        raise UsageError(f"cluster {name} already exists in {meta_region} (state {state.cluster_dir(name)}): "
-                         f"use another name, or `launch cluster down {name}` first")
     record = discover(aws, name)
+    spec = _owned(aws, spec, record, force)
     if on_demand_fallback is None:  # not said: an existing cluster keeps its setting (as --max-hours does)
         recorded = not record.empty and state.read_meta(name).on_demand_fallback
         spec = dataclasses.replace(spec, on_demand_fallback=bool(recorded))
@@ -134,6 +131,18 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
         info("dry run: nothing was created")
         return
     _summary(aws, spec, record)
+
+
+def _owned(aws: Aws, spec, record, force: bool):
+    """`spec` with who creates or changes the cluster and where, once owner.check allows it: a change to a
+    cluster that exists is destructive (it may add instances, or move its SSH rule)."""
+    me, foreign = owner.check(aws, spec.name, "change", force, info, record=record,
+                              destructive=not record.empty and bool(provision.plan(spec, record)))
+    if record.empty:
+        me = owner.creator(me, specs.deadline_text(provision.CLOCK()))
+    elif record.owner and record.owner.same(me):
+        me = record.owner  # its instances keep naming who created the cluster
+    return dataclasses.replace(spec, owner=me, foreign=foreign, binding=owner.caller(aws)[1])
 
 
 def _finish(aws: Aws, spec, record, install=None):
@@ -188,8 +197,9 @@ def down(name, region, profile, dry_run, yes, force) -> None:
     """Remove everything tagged launch:cluster=NAME (instances, EFS, groups, key pair)."""
     specs.validate_name(name)
     aws = _aws(region, profile, name, dry_run=dry_run)
-    owner.check(aws, name, "remove", force, info)
+    owner.bound(aws, name, "remove")  # another account or region: refused before anything is read
     record = discover(aws, name)
+    owner.check(aws, name, "remove", force, info, record=record, destructive=True)
     if not record.empty and not dry_run:
         _confirm(f"remove cluster {name} ({len(record.instances)} instance(s), its EFS and everything tagged) "
                  f"in {aws.region}?", yes)
@@ -260,9 +270,9 @@ def status(name, region, profile) -> None:
     live = len(record.live)
     meta = state.read_meta(name)
     wanted = meta.count
-    recorded = owner.recorded(aws, name)
+    recorded = record.owner or owner.recorded(aws, name)
     if recorded:
-        click.echo(f"owner: {recorded.arn} (mxlaunch id {recorded.local_id})")
+        click.echo(f"owner: {recorded.describe()}")
     for line in deadlines.status_lines(aws, record, meta):
         click.echo(line)
     if wanted and live > wanted:
@@ -300,16 +310,16 @@ def _list(region, profile) -> None:
     click.echo(f"(costs: {catalog.ESTIMATE})")
 
 
-def _refresh(name, region, profile):
+def _refresh(name, region, profile, action="write the hostfile of"):
     specs.validate_name(name)
     aws = _aws(region, profile, name)
+    owner.bound(aws, name, action)  # its local files are rewritten from what is found: never another cluster's
     running = find_instances(aws, name, states=("running",))
     if not running:
         raise CommandError(f"cluster {name} has no running instances in {aws.region}")
     meta = state.read_meta(name)
     user = meta.ssh_user or specs.DEFAULT_SSH_USER
     key = meta.key_file
-    from pathlib import Path
     hostfile, ssh_config = write_local_files(name, running, user, Path(key) if key else None)
     return running, hostfile, ssh_config
 
@@ -341,7 +351,7 @@ def ssh(name, index, region, profile, print_only, force, command) -> None:
     """SSH to instance INDEX (default 0) of cluster NAME, through the cluster's ssh config."""
     specs.validate_name(name)
     owner.check(_aws(region, profile, name), name, "ssh to", force, info)
-    running, _, ssh_config = _refresh(name, region, profile)
+    running, _, ssh_config = _refresh(name, region, profile, "ssh to")
     if not 0 <= index < len(running):
         raise UsageError(f"cluster {name} has {len(running)} running instance(s): INDEX must be 0..{len(running) - 1}")
     argv = ["ssh", "-F", str(ssh_config), f"{name}-{index}", *command]
@@ -381,7 +391,6 @@ def policy() -> None:
     """Print the least-privilege IAM policy (JSON) for `launch cluster` and `launch train --cluster`.
 
     Attach it to the user or role that runs them (README, "IAM policy"). Reads no AWS: no credentials."""
-    from mxlaunch.infra.cloud import policy as policies
     click.echo(policies.document_json())
 
 
