@@ -325,7 +325,7 @@ def test_a_lost_host_with_expired_credentials_says_to_refresh_them_and_touches_n
     assert message.endswith("refresh them (`aws sso login`, or the AWS profile's keys)")
 
 
-# ------------------------------------------------------------------ the cluster's deadline; a quota after its own terminations
+# ------------------------------------------------------------------ its deadline; a quota after its own terminations
 def test_a_cluster_whose_instances_all_ended_gets_replacements_with_its_original_deadline(moto_aws, calls):
     assert launch(*up_args("d1", 2, "--max-hours", "4")).code == 0
     before = running("d1")

@@ -46,7 +46,8 @@ def _aws(region: Optional[str], profile: Optional[str], name: Optional[str] = No
 region_option = click.option("--region", help="AWS region (default: the cluster's, else boto3's configuration).")
 profile_option = click.option("--profile", help="AWS profile (default: AWS_PROFILE / boto3's configuration).")
 force_option = click.option("--force", is_flag=True,
-                            help="Act on the cluster even if another user (AWS identity and mxlaunch id) owns it.")
+                            help="Act on the cluster even if another user (AWS identity and mxlaunch id) owns it, "
+                                 "or this machine holds no local state of it (never in another account or region).")
 
 
 @click.group()
