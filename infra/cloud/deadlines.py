@@ -9,10 +9,12 @@ later launch, and what `launch cluster status` says of it.
 `launch:deadline` tag: made first, removed last, so it is there when no instance is left), and each instance
 carries it too (its own timer enforces it). Every later launch (`up` completing or growing the cluster, a
 repair, a restart under `launch train --max-restarts`) gives its instances the recorded deadline; once it has
-passed, a launch needs a new --max-hours, which becomes the cluster's deadline.
+passed, a launch needs a new --max-hours, which becomes the cluster's deadline in cluster.json (the group keeps
+its creation's: the IAM policy grants tags at creation only, infra/cloud/policy.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Optional
 
@@ -27,9 +29,10 @@ MARGIN = dt.timedelta(minutes=1)  # a deadline this close is as good as passed: 
 
 
 def inherited(record: ClusterRecord, meta: ClusterMeta) -> Optional[dt.datetime]:
-    """The cluster's deadline: its security group's tag, else cluster.json's, else the earliest its live
-    instances carry (a cluster whose group predates the tag)."""
-    return record.deadline or spec.parse_deadline(meta.deadline) or spec.cluster_deadline(record.live)
+    """The cluster's deadline: cluster.json's (the latest --max-hours), else its security group's tag (the one
+    it was created with: a machine without its local state), else the earliest its live instances carry (a
+    cluster made before either was recorded)."""
+    return spec.parse_deadline(meta.deadline) or record.deadline or spec.cluster_deadline(record.live)
 
 
 def for_launch(name: str, max_hours: Optional[float], record: ClusterRecord, meta: ClusterMeta, now: dt.datetime,
@@ -51,7 +54,7 @@ def status_lines(aws: Aws, record, meta: ClusterMeta) -> list:
     and what still bills."""
     now = dt.datetime.now(dt.timezone.utc)
     lines = []
-    own = record.deadline or spec.parse_deadline(meta.deadline)
+    own = inherited(dataclasses.replace(record, instances=()), meta)
     if own is not None:
         lines.append(f"cluster deadline: {spec.deadline_text(own)}; every instance launched later (up, repair, "
                      f"restarts) inherits it")

@@ -15,7 +15,7 @@ from mxlaunch.infra.cloud.aws import NOT_YET_CODES, Aws, AwsError
 from mxlaunch.infra.cloud.record import (ClusterRecord, Ledger, creation_token, discover, find_instances,
                                          tag_spec, tags)
 from mxlaunch.infra.cloud.signals import Signalled
-from mxlaunch.infra.cloud.spec import DEADLINE_TAG, ClusterSpec, creation_tags, deadline_text
+from mxlaunch.infra.cloud.spec import ClusterSpec, creation_tags, deadline_text
 
 EFS_TIMEOUT = 300.0
 SETTLE_TIMEOUT = teardown.SETTLE_TIMEOUT
@@ -219,11 +219,9 @@ class Up:
         return rule
 
     def security_group(self, record: ClusterRecord, vpc: str, deadline: Optional[dt.datetime] = None) -> str:
-        """The cluster's group; `deadline`: a new --max-hours deadline, recorded on it (it outlives instances)."""
+        """The cluster's group; a new one records `deadline` (the cluster's --max-hours deadline: it outlives
+        every instance)."""
         aws, spec = self.aws, self.spec
-        if record.security_group and deadline is not None:
-            aws.call("ec2", "create_tags", Resources=[record.security_group],
-                     Tags=[{"Key": DEADLINE_TAG, "Value": deadline_text(deadline)}])
         if record.security_group:
             # never take another owner's SSH rule away (--force on their cluster only adds ours)
             stale = [] if spec.foreign else [c for c in record.ssh_cidrs if c != spec.ssh_cidr]

@@ -135,10 +135,10 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
 
 
 def _owned(aws: Aws, spec, record, force: bool):
-    """`spec` with who creates or changes the cluster and where, once owner.check allows it: a change to a
-    cluster that exists is destructive (it may add instances, or move its SSH rule)."""
-    me, foreign = owner.check(aws, spec.name, "change", force, info, record=record,
-                              destructive=not record.empty and bool(provision.plan(spec, record)))
+    """`spec` with who creates or changes the cluster and where, once owner.check allows it: `up` on a cluster
+    that exists counts as destructive (it may add instances or move its SSH rule, and it would make this
+    machine's local state of it, after which `down` asks nothing more)."""
+    me, foreign = owner.check(aws, spec.name, "change", force, info, record=record, destructive=not record.empty)
     if record.empty:
         me = owner.creator(me, specs.deadline_text(provision.CLOCK()))
     elif record.owner and record.owner.same(me):
