@@ -70,6 +70,23 @@ def test_up_completing_a_cluster_whose_instances_all_ended_gives_them_the_origin
     assert launch("cluster", "down", "dl", "--yes").code == 0
 
 
+def test_a_machine_without_the_local_state_inherits_the_deadline_from_the_security_group(
+        moto_aws, aws_env, monkeypatch):
+    """A cluster on the user's own key pair, completed from another machine (--force: it holds no state of it)."""
+    plain_client("ec2").create_key_pair(KeyName="mine-dg")
+    assert launch(*up_args("dg", 1, "--max-hours", "6", "--key-name", "mine-dg")).code == 0
+    first = group_deadline("dg")
+    terminate_all("dg")
+    monkeypatch.setenv("MXLAUNCH_HOME", str(aws_env / "laptop2"))
+    r = launch(*up_args("dg", 1, "--key-name", "mine-dg", "--force"))
+    assert r.code == 0, r.err
+    (new,) = live("dg")
+    assert tags(new)["launch:deadline"] == first
+    meta = json.loads((aws_env / "laptop2" / "clusters" / "dg" / "cluster.json").read_text())
+    assert meta["deadline"] == first  # this machine's state of it now says so too
+    assert launch("cluster", "down", "dg", "--yes").code == 0
+
+
 def test_a_passed_deadline_needs_a_new_max_hours_which_becomes_the_clusters(moto_aws, aws_env, monkeypatch):
     assert launch(*up_args("dp", 1, "--max-hours", "1")).code == 0
     first = dt.datetime.strptime(group_deadline("dp"), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)

@@ -335,7 +335,7 @@ def test_a_cluster_whose_instances_all_ended_gets_replacements_with_its_original
     done = repair.make_whole("d1", lines.append, probe=nobody_unreachable, connect=fake_ssh().connect)
     after = running("d1")
     assert len(done.launched) == 2 and sorted(done.launched) == sorted(i["InstanceId"] for i in after)
-    assert {tags(i)["launch:deadline"] for i in after} == {deadline}  # from the security group: no instance was left
+    assert {tags(i)["launch:deadline"] for i in after} == {deadline}  # from its record: no instance was left
     ec2 = plain_client("ec2")
     assert {ec2.describe_instance_attribute(InstanceId=i["InstanceId"], Attribute="instanceInitiatedShutdownBehavior")[
         "InstanceInitiatedShutdownBehavior"]["Value"] for i in after} == {"terminate"}

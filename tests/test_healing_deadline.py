@@ -1,7 +1,7 @@
 """In the box (the session's: tests/fixtures_box.py `healing_cluster`, two of its spare hosts): a cluster whose every
 instance ended behind mxlaunch's back (a spot reclaim, the console) is made whole by `launch cluster repair` with
-an instance that carries the cluster's original --max-hours deadline, read from its security group since no
-instance is left to copy it from, and that terminates on shutdown. Its own one-instance cluster, removed at the
+an instance that carries the cluster's original --max-hours deadline, from the cluster's record since no instance
+is left to copy it from, and that terminates on shutdown. Its own one-instance cluster, removed at the
 end; the session's cluster is left as it was."""
 import pytest
 

@@ -164,7 +164,7 @@ class Up:
                         efs=fs, spot=spec.spot, count=spec.count)
             if spec.max_hours is not None or self.fresh:  # growing without --max-hours keeps the setting
                 meta["max_hours"] = spec.max_hours
-            if self.new_deadline or self.fresh:  # the cluster's deadline: inherited by every later launch
+            if missing > 0 or self.fresh:  # the deadline launched with: inherited by every later launch
                 meta["deadline"] = deadline_text(deadline) if deadline else None
             if spec.on_demand_fallback is not None or self.fresh:  # read by repair and restarts: infra/cloud/repair.py
                 meta["on_demand_fallback"] = bool(spec.on_demand_fallback)
