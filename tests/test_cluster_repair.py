@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import shlex
 import socket
 
 import pytest
@@ -107,8 +108,8 @@ def test_a_terminated_instance_is_replaced_to_the_recorded_count(moto_aws, calls
     # waited and checked as `up --wait ssh` does, on the new instance only; no second install into the EFS venv
     new_alias = next(alias for alias, command in ssh.commands() if VERIFY in command)
     assert {alias for alias, _ in ssh.commands()} == {new_alias}
-    assert [c for a, c in ssh.commands()] == ["true", "test -f /var/lib/mxlaunch/ready", f"/efs/mxlaunch/venv/bin/python "
-                                              f"-c '{VERIFY}'"]
+    assert [c for a, c in ssh.commands()] == ["true", shlex.join(["sh", "-c", install.USER_DATA_STATE]),
+                                              f"/efs/mxlaunch/venv/bin/python -c '{VERIFY}'"]
     # over one connection, to its public address as the cluster's user with its key; host keys: its known_hosts
     (reached,) = ssh.connects
     assert (reached.host.address, reached.hostname, reached.user) == (new_alias, new["PublicIpAddress"], "ubuntu")
@@ -355,7 +356,8 @@ def test_a_passed_deadline_refuses_a_repair_before_anything_is_terminated(moto_a
                           connect=fake_ssh().connect)
     assert refused.value.format_message() == (
         "cluster d2's --max-hours deadline 2020-01-01T00:00:00Z has passed: a repair launches nothing past it; "
-        "`launch cluster up d2 ... --max-hours H` gives the cluster a new deadline")
+        "`launch cluster up d2 --instance-type g5.12xlarge --count 3 --ssh-cidr 203.0.113.7/32 --max-hours H` gives "
+        "the cluster a new deadline")
     assert calls.writes() == [] and len(running("d2")) == 3
     assert provision.CLOCK() > dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
 

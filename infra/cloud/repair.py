@@ -30,8 +30,8 @@
 
 A cluster that is whole costs reads only: one line, no AWS write. A cluster missing more than instances (its
 security group, EFS, key) is refused: that is `launch cluster up`'s work. A failure raises a CommandError; a
-failure, Ctrl-C, SIGTERM or SIGHUP after the launch removes what this repair launched (provision.Up's
-rollback of a cluster that exists: its ledger, never the instances it found).
+failure after the launch keeps what it launched (provision.Up: one line says so); Ctrl-C, SIGTERM or SIGHUP
+remove what this repair launched (provision.Up's rollback: its ledger, never the instances it found).
 """
 from __future__ import annotations
 
@@ -183,9 +183,8 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
         echo(f"cluster {name} is whole: {len(running)} of {spec.count} instance(s) running and answering SSH")
         return Repair(name, spec.count)
     # before anything is terminated: replacements inherit the cluster's deadline, and none is given a passed one
-    deadlines.for_launch(name, None, record, meta, provision.CLOCK(),
-                         f"a repair launches nothing past it; `launch cluster up {name} ... --max-hours H` "
-                         f"gives the cluster a new deadline")
+    deadlines.for_launch(name, None, record, meta, provision.CLOCK(), f"a repair launches nothing past it; "
+                         f"`{provision.again(spec)} --max-hours H` gives the cluster a new deadline")
     echo(f"repairing cluster {name}: {len(running) - len(going) - len(left)} of {spec.count} instance(s) running "
          f"and reachable" + (f"; no SSH answer: {_label(lost)}" if lost else "")
          + (f"; spot interruption notice: {_label(noticed)}" if noticed else ""))
@@ -312,7 +311,7 @@ def _check(checker: "install.Remote", spec: ClusterSpec, meta: ClusterMeta, host
     """The new instances answer, finished their user data, and can use (or got) the cluster's venv."""
     echo("waiting for SSH")
     checker.wait_for(hosts, ["true"], "SSH answering", timeouts.BOOT)
-    checker.wait_for(hosts, ["test", "-f", install.READY], "user data finished", timeouts.READY)
+    checker.wait_user_data(hosts, timeouts.READY)
     extra = meta.extra
     if extra is None:
         echo("  `up` installed nothing (--wait running/none): nothing to check")
