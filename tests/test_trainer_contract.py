@@ -82,13 +82,28 @@ def test_a_fine_tune_resumes_as_fit_with_the_fine_tune_defaults_it_relied_on():
     assert continued.resumes and continued.load_epoch == 25 and continued.pretrained_model is None
 
 
-def test_importing_and_describing_loads_no_heavy_library():
-    probe = ("import json, sys\n"
-             "from mxlaunch.trainer.contract import describe\n"
-             f"describe({[*POST, '--model-prefix', 'm']!r}).resume_args(3)\n"
-             "print(json.dumps(sorted(sys.modules)))\n")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+HEAVY = ("mxnet", "numpy", "PIL", "matplotlib", "jinja2", "boto3", "botocore", "paramiko")
+LOADED = "print(json.dumps(sorted(sys.modules)))\n"
+HELP = "from mxlaunch.trainer.cli import main\ntry:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+
+
+def loaded_modules(code: str) -> list:
+    proc = subprocess.run([sys.executable, "-c", "import json, sys\n" + code + LOADED], capture_output=True,
+                          text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    loaded = json.loads(proc.stdout)
-    assert [m for m in loaded if m.split(".")[0] in ("mxnet", "matplotlib", "boto3", "botocore", "paramiko")] == []
+    return json.loads(proc.stdout.strip().rpartition("\n")[2])
+
+
+def test_importing_and_describing_loads_no_heavy_library():
+    loaded = loaded_modules("import mxlaunch.trainer.contract\nfrom mxlaunch.trainer.contract import describe\n"
+                            f"describe({[*POST, '--model-prefix', 'm']!r}).resume_args(3)\n")
+    assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
     assert "mxlaunch.trainer.contract" in loaded and not [m for m in loaded if m.startswith("mxlaunch.launcher")]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["fit", "--help"], ["fine-tune", "--help"], ["data", "--help"]])
+def test_trainer_help_loads_no_heavy_library_not_even_numpy_or_pil(args):
+    """The import check of the sources trusts `# heavy` to keep these off start-up: here it is proved."""
+    loaded = loaded_modules(HELP.format(args=args))
+    assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
+    assert "mxlaunch.trainer.cli" in loaded

@@ -11,6 +11,7 @@ import json
 from typing import Optional
 
 from mxlaunch.errors import UsageError
+from mxlaunch.trainer import networks
 from mxlaunch.trainer.config import FitConfig
 
 OPTIONS = ("--network", "--num-layers", "--num-group", "--bottleneck-width")
@@ -39,8 +40,6 @@ def form_ignores(cfg: FitConfig) -> Optional[str]:
     line = resnet_ignores(cfg)
     if line or cfg.network != "resnext":
         return line
-    from mxlaunch.trainer import networks
-
     found = networks.check(cfg.network, cfg.num_layers, cfg.image_shape)
     if not found.grouped:
         unused, why = RESNEXT_ONLY, f"{found.name} at {cfg.image_shape[1]} px has no grouped convolutions"
@@ -67,7 +66,6 @@ def _built(cfg: FitConfig) -> list:
     """Every network the options build: at this run's image size and in each form their depth has, whatever the
     size (resnet-50 is also 6n+2: 32 px images build its CIFAR form, yet a checkpoint of its ImageNet form,
     fine-tuned on them, is the network the options name). Raises the UsageError of this size when none builds."""
-    from mxlaunch.trainer import networks
     channels = cfg.image_shape[0]
     if cfg.network is None or cfg.num_layers is None:
         raise UsageError("--network and --num-layers together name a network")

@@ -9,7 +9,7 @@ import click
 
 from mxlaunch.errors import run_cli
 from mxlaunch.exits import Exit
-from mxlaunch.trainer import options
+from mxlaunch.trainer import configure, options
 from mxlaunch.trainer.config import DIST_ROLE_VAR, FitConfig
 from mxlaunch.trainer.stop import STOPPED_FOR_CHECKPOINT, StoppedForCheckpoint, StopRequest
 
@@ -62,8 +62,6 @@ def explicit_options(ctx: click.Context) -> frozenset:
 
 
 def _config(ctx: click.Context, command: str, kw: dict) -> FitConfig:
-    from mxlaunch.trainer import configure
-
     return configure.build(command, kw, explicit_options(ctx))
 
 
@@ -79,7 +77,7 @@ def _train(cfg: FitConfig) -> None:
     def set_rank(rank):
         rank_filter.rank = rank
 
-    from mxlaunch.trainer import fit
+    from mxlaunch.trainer import fit  # heavy
 
     try:
         fit.run(cfg, on_rank=set_rank, stop=STOP_REQUEST)
@@ -158,7 +156,7 @@ def data_group() -> None:
 def cifar10_command(out, tarball, url, md5, unverified) -> None:
     """CIFAR-10 (python version) -> cifar10_train.rec/.idx (50,000) and cifar10_val.rec/.idx (10,000)."""
     setup_logging()
-    from mxlaunch.trainer import datasets
+    from mxlaunch.trainer import datasets  # heavy
 
     datasets.convert_cifar10(out, tarball, url or datasets.CIFAR10_URL, md5 or datasets.CIFAR10_MD5,
                              unverified=unverified)
@@ -170,7 +168,7 @@ def digits_command(out) -> None:
     """1,797 real handwritten digits (UCI, as in scikit-learn; shipped with the trainer) ->
     digits_train.rec/.idx and digits_val.rec/.idx (3x32x32)."""
     setup_logging()
-    from mxlaunch.trainer import datasets
+    from mxlaunch.trainer import datasets  # heavy
 
     datasets.convert_digits(out)
 
@@ -197,5 +195,5 @@ def main(args=None) -> None:
         setup_logging()
         if os.environ.get(DIST_ROLE_VAR) == "server":
             _into_run_dir()
-        import mxnet  # noqa: F401  (does not return for these roles)
+        import mxnet  # noqa: F401  # heavy
     run_cli(cli, "trainer", args)

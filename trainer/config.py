@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
+from mxlaunch.errors import UsageError
+
 DIST_ROLE_VAR = "DMLC_ROLE"
 
 
@@ -111,8 +113,6 @@ class FitConfig:
 
 def finite(option: str, value: float, least: Optional[float] = None) -> float:
     """`value` when it is a finite number (>= least); else the UsageError naming `option`."""
-    from mxlaunch.errors import UsageError
-
     if not math.isfinite(value) or (least is not None and value < least):
         bound = f" >= {least:g}" if least is not None else ""
         raise UsageError(f"{option} {value!r}: expected a finite number{bound}")

@@ -10,8 +10,10 @@ import os
 from typing import Optional, Tuple
 
 from mxlaunch.errors import UsageError
+from mxlaunch.trainer import networks
 from mxlaunch.trainer import options as opts
 from mxlaunch.trainer.config import DIST_ROLE_VAR, FitConfig, finite
+from mxlaunch.trainer.profiling import check_suffix
 from mxlaunch.trainer.schedule import parse_step_epochs
 
 BENCHMARK_EXAMPLES = 50000  # train_cifar10.py's --num-examples: `fit --benchmark 1` has no data file to count
@@ -150,15 +152,11 @@ def build(command: str, kw: dict, explicit=frozenset(), environment: bool = True
     kw["network"] = kw["network"].lower() if kw.get("network") else kw.get("network")
     kw.pop("use_imagenet_data_augmentation", None)
     cfg = FitConfig(command=command, explicit=frozenset(explicit), **kw)
-    from mxlaunch.trainer import networks
-
     # from a checkpoint, the network is the checkpoint's (MXNet's fine-tune.py took any --network): a line says so
     if not (cfg.pretrained_model or cfg.resumes):
         networks.check_groups(networks.check(cfg.network, cfg.num_layers, cfg.image_shape), cfg.num_group)
     if cfg.top_k > cfg.num_classes:
         raise UsageError(f"--top-k {cfg.top_k} is more than the {cfg.num_classes} classes (--num-classes)")
-    from mxlaunch.trainer.profiling import check_suffix
-
     check_suffix("--profile-worker-suffix", cfg.profile_worker_suffix)
     check_suffix("--profile-server-suffix", cfg.profile_server_suffix)
     if cfg.batch_size < cfg.num_devices:

@@ -18,6 +18,8 @@ from typing import FrozenSet, Optional, Sequence, Tuple
 import click
 
 from mxlaunch.errors import UsageError
+from mxlaunch.trainer import configure, options
+from mxlaunch.trainer.cli import _expand, cli, explicit_options, fine_tune_command, fit_command
 
 TRAINING = ("fit", "fine-tune")
 _LOAD = ("--load-epoch", "--load-batch")
@@ -70,8 +72,6 @@ def _option_names(command: click.Command) -> list:
 
 def _without(words: Sequence[str], dropped: Sequence[str]) -> Tuple[str, ...]:
     """`words` less every option of `dropped` and its value (`--opt value`, `--opt=value`, or a prefix of it)."""
-    from mxlaunch.trainer.cli import _expand, fit_command, fine_tune_command
-
     names = sorted(set(_option_names(fit_command) + _option_names(fine_tune_command)))
     kept, i = [], 0
     while i < len(words):
@@ -86,8 +86,6 @@ def _without(words: Sequence[str], dropped: Sequence[str]) -> Tuple[str, ...]:
 
 def _fine_tune_defaults(words: Sequence[str]) -> Tuple[str, ...]:
     """`--opt value` for each option that `fine-tune` defaults otherwise than `fit` and the command left out."""
-    from mxlaunch.trainer import options
-
     given = set(_parse(options.FINE_TUNE, words).params_given)
     added = []
     for option in options.OPTIONS:
@@ -106,8 +104,6 @@ class _Parsed:
 
 
 def _parse(name: str, words: Sequence[str]) -> _Parsed:
-    from mxlaunch.trainer.cli import cli, explicit_options
-
     command = cli.commands[name]
     try:
         ctx = command.make_context(f"trainer {name}", list(words), resilient_parsing=False)
@@ -122,8 +118,6 @@ def _parse(name: str, words: Sequence[str]) -> _Parsed:
 def fit_config(args: Sequence[str]):
     """The whole configuration (`FitConfig`) a `fit` or `fine-tune` command line trains with, as `describe` reads
     it: what the trainer builds its optimizer, schedule and data iterators from."""
-    from mxlaunch.trainer import configure
-
     args = tuple(str(a) for a in args)
     if not args or args[0] not in TRAINING:
         raise UsageError(f"not a training command: {' '.join(args[:1]) or '(none)'} (fit or fine-tune)")
@@ -133,8 +127,6 @@ def fit_config(args: Sequence[str]):
 
 def describe(args: Sequence[str]) -> TrainerCommand:
     """What `trainer ARGS...` means (ARGS: the words after the program name)."""
-    from mxlaunch.trainer.cli import cli
-
     args = tuple(str(a) for a in args)
     if not args or args[0] in ("--help", "-h", "--version") or "--help" in args or "-h" in args:
         return TrainerCommand("help", args)

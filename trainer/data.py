@@ -37,7 +37,7 @@ class _Guarded:
     """An MXNet data iterator whose C++ failures become one `DataError` line naming the file."""
 
     def __init__(self, path: str, make):
-        import mxnet as mx
+        import mxnet as mx  # heavy
 
         self.path, self._mxnet_error = path, mx.base.MXNetError
         self.inner = self._call(make)  # the first batch is read here already
@@ -108,7 +108,7 @@ def val_params(cfg, index: str, threads: int) -> dict:
 
 
 def _record_iter(params: dict):
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     params = {k: v for k, v in params.items() if v is not None}  # ImageRecordIter takes no None
     return _Guarded(params["path_imgrec"], lambda: mx.io.ImageRecordIter(**params))
@@ -132,8 +132,8 @@ class SyntheticBatches:
     drawn once and served every time: the network's speed without reading or decoding anything."""
 
     def __init__(self, cfg, seed: int):
-        import mxnet as mx
-        import numpy as np
+        import mxnet as mx  # heavy
+        import numpy as np  # heavy
 
         rng = np.random.RandomState(seed)
         shape = (cfg.batch_size,) + tuple(cfg.image_shape)

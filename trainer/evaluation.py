@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
+from mxlaunch.trainer.data import real_batches
+
 LOSS_NAMES = {"ce": "cross-entropy", "nll_loss": "nll-loss"}
 EPS = 1e-12  # mx.metric.CrossEntropy / NegativeLogLikelihood: -log(p + eps)
 
@@ -19,7 +21,7 @@ def metric_names(top_k: int, losses: Sequence[str]) -> List[str]:
 
 def _sums(probabilities, label, top_k: int, losses: Sequence[str]) -> list:
     """Each metric's sum over these samples, as NDArrays on the probabilities' device."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     sums = [(probabilities.argmax(axis=1) == label).sum()]
     if top_k:
@@ -74,8 +76,6 @@ def merge(into: Dict[str, float], into_count: int, values: Dict[str, float], cou
 
 def evaluate(module, make_val_iter, top_k: int = 0, losses: Sequence[str] = ()) -> Dict[str, float]:
     """Every metric over every real validation sample exactly once."""
-    from mxlaunch.trainer.data import real_batches
-
     metrics = Metrics(top_k, losses)
     for batch, real in real_batches(make_val_iter):
         module.forward(batch, is_train=False)

@@ -33,7 +33,7 @@ def contexts(gpus, cpus: int = 1) -> List:
     MXNet treats cpu(0) and cpu(1) as distinct devices (one executor and one engine worker pool each), so
     several CPU contexts run the code path of several GPUs: batch split, per-device kvstore, merged checkpoints.
     """
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     if not gpus:
         return [mx.cpu(i) for i in range(cpus)]
@@ -80,7 +80,7 @@ class _OnRequest:
 
     def inside_epoch(self, epoch: int, batch: int) -> None:
         if self._taken_by_rank_0(epoch, batch):
-            import mxnet as mx
+            import mxnet as mx  # heavy
 
             mx.nd.waitall()  # as before an epoch's checkpoint: every update (and BatchNorm statistic) is in
             self._stop(epoch, batch, self.save(epoch, batch) if self.save else None)
@@ -105,8 +105,6 @@ class _OnRequest:
         else:
             log.info("Epoch[%d] Batch [%d] stop requested: no --model-prefix, so no checkpoint; stopping", epoch, batch)
         raise StoppedForCheckpoint()
-
-
 
 
 @dataclass
@@ -151,7 +149,7 @@ def _check_inputs(cfg: FitConfig) -> Optional[records.RecordSummary]:
 
 def _connect(cfg: FitConfig, ctx: list, start: checkpoints.Model, summary, on_rank) -> Optional[_Job]:
     """Join the job (a dist_* kvstore connects here) and size its epochs; None when nothing is left to train."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     kv_type = cfg.resolved_kv_store()
     kv = mx.kv.create(kv_type) if kv_type.startswith("dist") else None
@@ -214,7 +212,7 @@ def _test_io(job: _Job, train: FixedBatches) -> None:
 
 def _module(job: _Job, train: FixedBatches):
     """The bound module with its parameters and optimizer (and, resumed alone, the optimizer's saved state)."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     cfg, start = job.cfg, job.start
     compression = ({"type": cfg.gc_type, "threshold": cfg.gc_threshold}
@@ -261,7 +259,7 @@ def _monitor(cfg: FitConfig, module):
     """common/fit.py's --monitor N: statistics of every array every N batches."""
     if not cfg.monitor:
         return None
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     monitor = mx.mon.Monitor(cfg.monitor, pattern=".*")
     module.install_monitor(monitor)
@@ -272,7 +270,7 @@ def _train_epoch(module, train: FixedBatches, epoch: int, cfg: FitConfig, skip: 
                  at_boundary=lambda batch: None, monitor=None):
     """One epoch of forward, backward and update after its first `skip` batches (a resume inside the epoch);
     `at_boundary(b)` runs after every batch b but the last. Returns ({metric: value}, batches, seconds)."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     tic = window_tic = time.time()
     window, epoch_values, epoch_count = Metrics(cfg.top_k, cfg.loss), {}, 0

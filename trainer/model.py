@@ -49,7 +49,7 @@ def states_path(prefix: str, epoch: int, batch: Optional[int] = None) -> str:
 
 def _load_params(path: str):
     """(arg_params, aux_params) of a params file, as `mx.model.load_checkpoint` splits them."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     arg_params, aux_params = {}, {}
     for key, value in mx.nd.load(path).items():
@@ -68,7 +68,7 @@ def check_checkpoint_files(prefix: str, epoch: int, what: str, batch: Optional[i
 
 
 def load_checkpoint(prefix: str, epoch: int, what: str, batch: Optional[int] = None) -> Model:
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     params = check_checkpoint_files(prefix, epoch, what, batch)
     try:
@@ -99,7 +99,7 @@ def save_checkpoint(prefix: str, epoch: int, module, states_devices: Optional[in
     means its symbol (and optimizer states, with `states_devices`: single-process training) are in place.
     With `batch`: the checkpoint of epoch `epoch` after `batch` of its batches, PREFIX-EEEE-BBBBBB.params.
     Returns the params file's path."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     directory = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(directory, exist_ok=True)
@@ -231,7 +231,7 @@ def _features(model: Model, layer: str, explicit: bool, fc: dict):
 def replace_classifier(model: Model, num_classes: int, layer: str = "flatten0", explicit: bool = False,
                        dtype: str = "float32") -> Model:
     """A new `num_classes` classifier on the output of `layer`; what the network computed after it goes."""
-    from mxlaunch.trainer.networks.layers import classifier_head
+    from mxlaunch.trainer.networks.layers import classifier_head  # heavy
 
     fc = _last_fully_connected(model.symbol)
     features = _features(model, layer, explicit, fc)

@@ -17,7 +17,7 @@ WARMUP_OPTIONS = ("--warmup-epochs", "--warmup-strategy", "--macrobatch-size")
 
 
 def optimizer_class(name: str):
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     registry = mx.optimizer.Optimizer.opt_registry
     if name.lower() not in registry:
@@ -64,7 +64,7 @@ def optimizer_params(cfg: FitConfig, epoch_updates: int, num_workers: int, begin
 def create(module, cfg: FitConfig, params: dict, kv, begin_batch: int = 0):
     """The optimizer as Module.init_optimizer would create it from its name; a resumed LBSGD's warm-up and
     gradient accumulation then continue at the update the run is at (its `begin_epoch` counts whole epochs only)."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     batch = cfg.batch_size * (kv.num_workers if kv is not None and "_sync" in kv.type else 1)
     names = dict(enumerate(module._exec_group.param_names))  # the kvstore (or one device) updates by parameter
@@ -82,7 +82,7 @@ def create(module, cfg: FitConfig, params: dict, kv, begin_batch: int = 0):
 
 def initializer(cfg: FitConfig):
     """common/fit.py's --initializer (default: Xavier, gaussian, factor 'in', magnitude 2)."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     return {"default": lambda: mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2),
             "xavier": mx.init.Xavier, "msra": mx.init.MSRAPrelu, "orthogonal": mx.init.Orthogonal,

@@ -12,6 +12,8 @@ import logging
 import os
 from typing import Optional
 
+from mxlaunch.errors import UsageError
+
 log = logging.getLogger("trainer")
 
 
@@ -20,7 +22,7 @@ class Profiles:
         self.worker_file, self.servers = worker_file, servers
 
     def stop(self) -> None:
-        import mxnet as mx
+        import mxnet as mx  # heavy
 
         if self.worker_file:
             mx.profiler.set_state(state="stop", profile_process="worker")
@@ -33,7 +35,7 @@ class Profiles:
 
 
 def start(worker_suffix: str, server_suffix: str, rank: int, num_workers: int, directory: Optional[str]) -> Profiles:
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     servers = bool(server_suffix) and rank == 0
     if servers:
@@ -50,8 +52,6 @@ def start(worker_suffix: str, server_suffix: str, rank: int, num_workers: int, d
 
 def check_suffix(option: str, suffix: str) -> None:
     """A file name, not a path: the profiler's directory is the run's, and a server puts rankR_ in front."""
-    from mxlaunch.errors import UsageError
-
     if suffix and (os.sep in suffix or ":" in suffix or "," in suffix or suffix in (".", "..")):
         raise UsageError(f"{option} {suffix!r}: give a file name (no '/', ':' or ','); it is written where the "
                          f"run's metrics.jsonl goes")

@@ -41,7 +41,7 @@ def index_path(rec_path: str) -> str:
 
 def write_records(rec_path: str, samples: Iterable[Tuple[int, bytes]]) -> int:
     """Write (label, encoded image) pairs as `rec_path` and its `.idx`; return the record count."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     os.makedirs(os.path.dirname(os.path.abspath(rec_path)), exist_ok=True)
     writer = mx.recordio.MXIndexedRecordIO(index_path(rec_path), rec_path, "w")
@@ -57,7 +57,7 @@ def write_records(rec_path: str, samples: Iterable[Tuple[int, bytes]]) -> int:
 
 def encode_png(pixels_hwc: np.ndarray) -> bytes:
     """Lossless encoding, so that converted pixels round-trip exactly."""
-    from PIL import Image
+    from PIL import Image  # heavy
 
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels_hwc, dtype=np.uint8)).save(buffer, format="PNG")
@@ -110,7 +110,7 @@ def unpack_record(payload: bytes) -> Tuple[float, bytes]:
 
 def decode_image(encoded: bytes, path: str) -> np.ndarray:
     """Decode one image to HWC uint8 (what the network sees after MXNet's own decoder)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # heavy
 
     try:
         with Image.open(io.BytesIO(encoded)) as image:

@@ -78,7 +78,7 @@ def lr_at_epoch(base_lr: float, factor: float, steps: Sequence[int], epoch: int,
 def make_scheduler(base_lr: float, factor: float, steps: Sequence[int], epoch_updates: int,
                    power: Optional[float] = None, num_epochs: int = 1):
     """MXNet's MultiFactorScheduler (or PolyScheduler for powN) on absolute update counts, or None."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     if not scheduled(factor, steps, power):
         return None

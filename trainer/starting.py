@@ -8,6 +8,7 @@ from mxlaunch.errors import UsageError
 from mxlaunch.trainer import architecture, networks
 from mxlaunch.trainer import model as checkpoints
 from mxlaunch.trainer.config import FitConfig
+from mxlaunch.trainer.networks.precision import with_dtype
 from mxlaunch.trainer.records import DataError
 
 # common/modelzoo.py: names fine-tune.py downloaded from data.mxnet.io (gone) instead of reading local files
@@ -38,8 +39,6 @@ def check_files(cfg: FitConfig) -> None:
 
 
 def _loaded(cfg: FitConfig, prefix: str, epoch: int, what: str, batch=None) -> checkpoints.Model:
-    from mxlaunch.trainer.networks.precision import with_dtype
-
     loaded = checkpoints.load_checkpoint(prefix, epoch, what, batch)
     loaded.symbol = with_dtype(loaded.symbol, cfg.dtype, f"{prefix}-symbol.json")
     return loaded

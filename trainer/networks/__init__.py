@@ -1,4 +1,11 @@
-"""The networks `--network` names, and the one place that checks `--num-layers` against them."""
+"""The networks `--network` names, and the one place that checks `--num-layers` against them.
+
+  forms      which network --network and --num-layers build at an image height (pure rules, no MXNet)
+  layers     what every network shares: MXNet's input layers, stems and classifier head
+  precision  --dtype on a network read from a checkpoint: the float16 casts added or removed
+  resnet     ResNet as MXNet's symbols/resnet.py builds it
+  resnext    ResNeXt as MXNet's symbols/resnext.py builds it
+"""
 from __future__ import annotations
 
 from mxlaunch.errors import UsageError
@@ -33,13 +40,13 @@ def get_symbol(network: str, num_layers: int, num_classes: int, image_shape, dty
     """The network's symbol, named as MXNet's scripts name it when they build it in a fresh process (the
     unnamed operators count from 0: `_plus0`, `flatten0` ...), so that its JSON is theirs whatever this process
     built before."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     found = check(network, num_layers, image_shape)
     check_groups(found, options.get("num_group"))
     if network == "resnet":
-        from mxlaunch.trainer.networks import resnet as module
+        from mxlaunch.trainer.networks import resnet as module  # heavy
     else:
-        from mxlaunch.trainer.networks import resnext as module
+        from mxlaunch.trainer.networks import resnext as module  # heavy
     with mx.name.NameManager():
         return module.get_symbol(found, num_classes, dtype=dtype, **options)

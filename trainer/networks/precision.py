@@ -21,7 +21,7 @@ def _input_layer(nodes) -> dict:
 
 def with_dtype(symbol, dtype: str, source: str):
     """`symbol` computing in `dtype` (float32 or float16); `source` names where it came from (for the error)."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     graph = json.loads(symbol.tojson())
     nodes = graph["nodes"]
