@@ -1,7 +1,7 @@
 """The --max-hours deadline is absolute and outlives the instances (moto in-process; --wait running): written at
 creation into cluster.json and onto the cluster's security group, inherited by every later launch; once passed,
-a launch needs a new --max-hours, which cluster.json records as the cluster's. Every instance terminates on an OS power-off, with or without --max-hours
-(a stopped instance bills its volume). Repair's inheritance: tests/test_cluster_repair.py and, in the box,
+a launch needs a new --max-hours, which cluster.json records as the cluster's. Every instance terminates on an
+OS power-off, with or without --max-hours (a stopped instance bills its volume). Repair's inheritance: tests/test_cluster_repair.py and, in the box,
 tests/test_healing_deadline.py."""
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_a_passed_deadline_needs_a_new_max_hours_which_becomes_the_clusters(moto
     assert r.code == 0, r.err
     second = f"{later + dt.timedelta(hours=3):%Y-%m-%dT%H:%M:%SZ}"
     assert recorded(aws_env, "dp") == second  # the cluster's deadline now
-    assert group_deadline("dp") == f"{first:%Y-%m-%dT%H:%M:%SZ}"  # its group keeps its creation's (tags at creation only)
+    assert group_deadline("dp") == f"{first:%Y-%m-%dT%H:%M:%SZ}"  # its group keeps its creation's (tags: at creation)
     (new,) = live("dp")
     assert tags(new)["launch:deadline"] == second
     terminate_all("dp")

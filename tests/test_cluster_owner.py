@@ -133,8 +133,8 @@ def test_the_same_identity_on_a_machine_without_its_state_needs_force_to_remove_
     assert (home / "id_key").read_bytes() == key  # the owner's state is on the owner's machine: untouched here
 
 
-def test_a_cluster_made_before_owners_were_recorded_belongs_to_nobody_but_needs_its_state(moto_aws, aws_env, monkeypatch, hooks,
-                                                                      tmp_path):
+def test_a_cluster_made_before_owners_were_recorded_belongs_to_nobody_but_needs_its_state(
+        moto_aws, aws_env, monkeypatch, hooks, tmp_path):
     assert up("legacy", 1).code == 0
     ec2 = plain_client("ec2")
     held = tagged_everything("legacy")

@@ -2,7 +2,7 @@
 later launch, and what `launch cluster status` says of it.
 
     inherited(record, meta) -> datetime | None       the cluster's deadline as recorded
-    for_launch(name, max_hours, record, meta, now, again) -> (deadline | None, new)
+    for_launch(name, max_hours, record, meta, now, again) -> deadline | None
     status_lines(aws, record, meta) -> [line]
 
 `up` writes the deadline at creation into cluster.json and onto the cluster's security group (the
@@ -36,18 +36,18 @@ def inherited(record: ClusterRecord, meta: ClusterMeta) -> Optional[dt.datetime]
 
 
 def for_launch(name: str, max_hours: Optional[float], record: ClusterRecord, meta: ClusterMeta, now: dt.datetime,
-               again: str) -> tuple:
-    """(deadline, new) of instances launched `now`: --max-hours from now (`new`: to be recorded), else the
-    cluster's own (None: it has none, or nothing of it exists yet). A recorded deadline that has passed is refused (a UsageError ending with
-    `again`, the way on), never given to an instance that would end at once."""
+               again: str) -> Optional[dt.datetime]:
+    """The deadline of instances launched `now`: --max-hours from now, else the cluster's own (None: it has
+    none, or nothing of it exists yet). A recorded deadline that has passed is refused (a UsageError ending
+    with `again`, the way on), never given to an instance that would end at once."""
     if max_hours is not None:
-        return now.replace(microsecond=0) + dt.timedelta(hours=max_hours), True
+        return now.replace(microsecond=0) + dt.timedelta(hours=max_hours)
     if record.empty:  # a new cluster: a cluster.json left from an earlier one of the name is no record of it
-        return None, False
+        return None
     recorded = inherited(record, meta)
     if recorded is not None and recorded <= now + MARGIN:
         raise UsageError(f"cluster {name}'s --max-hours deadline {spec.deadline_text(recorded)} has passed: {again}")
-    return recorded, False
+    return recorded
 
 
 def status_lines(aws: Aws, record, meta: ClusterMeta) -> list:

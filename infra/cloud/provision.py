@@ -13,7 +13,8 @@ from typing import Callable, List, Optional
 
 from mxlaunch.errors import CommandError, UsageError
 
-from mxlaunch.infra.cloud import catalog, deadlines, prelaunch as preflight, run_instances, local_state as state, teardown, wait
+from mxlaunch.infra.cloud import (catalog, deadlines, prelaunch as preflight, run_instances, local_state as state,
+                                  teardown, wait)
 from mxlaunch.infra.cloud.aws import Aws, AwsError
 from mxlaunch.infra.cloud.record import (ClusterRecord, Ledger, creation_token, discover, find_instances,
                                          tag_spec, tags)
@@ -156,10 +157,8 @@ class Up:
     def deadline(self, record: ClusterRecord) -> Optional[dt.datetime]:
         """When new instances end themselves: --max-hours from now (then the cluster's new deadline); without
         it, the cluster's recorded one (infra/cloud/deadlines.py); else never."""
-        deadline, self.new_deadline = deadlines.for_launch(self.spec.name, self.spec.max_hours, record,
-                                                           state.read_meta(self.spec.name), CLOCK(),
-                                                           "pass --max-hours H for the new instances")
-        return deadline
+        return deadlines.for_launch(self.spec.name, self.spec.max_hours, record, state.read_meta(self.spec.name),
+                                    CLOCK(), "pass --max-hours H for the new instances")
 
     def _steps(self, record: ClusterRecord) -> ClusterRecord:
         aws, spec = self.aws, self.spec
@@ -167,7 +166,7 @@ class Up:
         # fails before anything is created.
         vpc, subnets = preflight.default_network(aws)
         missing = spec.count - len(record.live)
-        image, deadline, self.new_deadline = None, None, False
+        image, deadline = None, None
         self.check_type(record)
         if missing > 0:
             image = preflight.image(aws, spec)
@@ -178,7 +177,7 @@ class Up:
             state.write_meta(spec.name, region=aws.region, account=spec.binding.account,
                              partition=spec.binding.partition)
         key_name, key_file = self.key_pair(record)
-        sg = self.security_group(record, vpc, deadline if self.new_deadline else None)
+        sg = self.security_group(record, vpc, deadline)
         efs_sg = self.efs_security_group(record, vpc, sg) if spec.efs else None
         pg = self.placement_group(record)
         fs = self.file_system(record) if spec.efs else None
