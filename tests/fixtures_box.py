@@ -76,8 +76,11 @@ def wheelhouse(tmp_path_factory):
     return str(house)
 
 
-HEALING_CAPACITY = 5  # 3 instances, and spare hosts for the instances that replace a terminated or noticed one
+# 3 instances, spare hosts for the instances that replace a terminated or noticed one, and 2 for the one-instance
+# cluster of tests/test_healing_deadline.py and its replacement
+HEALING_CAPACITY = 7
 HEALING_COUNT = 3
+HEALING_MAX_HOURS = "24"  # a deadline the cluster's replacements must inherit (the box never runs its timer)
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,8 @@ def healing_cluster(tmp_path_factory, wheelhouse, digits_dir):
     name = "heal"
     try:
         code, _, up_err = b.launch("cluster", "up", name, *box_up_args(
-            b, HEALING_COUNT, "g5.12xlarge", "--wait", "ssh", "--extra", "cpu", "--wheelhouse", wheelhouse),
-            timeout=600)
+            b, HEALING_COUNT, "g5.12xlarge", "--wait", "ssh", "--extra", "cpu", "--wheelhouse", wheelhouse,
+            "--max-hours", HEALING_MAX_HOURS), timeout=600)
         assert code == 0, up_err[-3000:]
         code, put_out, err = b.launch("cluster", "put", name, digits_dir, timeout=120)  # to /efs/data/
         assert code == 0, err[-3000:]

@@ -281,7 +281,8 @@ def test_region_is_remembered_and_one_name_lives_in_one_region(moto_aws, aws_env
     s = launch("cluster", "status", "rg")  # no --region: the cluster's own, not AWS_DEFAULT_REGION
     assert s.code == 0 and "cluster rg (eu-west-1)" in s.out
     other = launch(*up_args("rg", 1, "--region", "us-west-2"))
-    assert other.code == 2 and "already exists in eu-west-1" in other.err
+    assert other.code == 2 and "cluster rg lives in account 123456789012 (aws), region eu-west-1" in other.err
+    assert "act in account 123456789012 (aws), region us-west-2: refusing to create or change it" in other.err
     assert not tagged_everything("rg", region="us-west-2")["instances"]
     lst = launch("cluster", "list")  # us-east-1
     assert "cluster rg is in eu-west-1" in lst.err

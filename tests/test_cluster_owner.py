@@ -1,8 +1,10 @@
 """Two users of one account, one cluster name (moto; --wait running). The owner is recorded at creation
-(launch:owner = the caller's ARN, launch:owner-id = the local mxlaunch id); `up`, `down` and `ssh` on a cluster
-someone else owns refuse with one line unless --force, and --force never takes the owner's SSH rule away.
-moto's STS always answers one ARN: a second user is a hook answering GetCallerIdentity, plus another
-MXLAUNCH_HOME (another local id, no copy of the first user's state)."""
+(launch:owner = the caller's ARN, launch:owner-id = the local mxlaunch id, launch:origin = user@host,
+launch:created); `up`, `down` and `ssh` on a cluster someone else owns refuse with one line unless --force, and
+--force never takes the owner's SSH rule away; `up` changing and `down` removing a cluster need --force on a
+machine that holds no local state of it, whoever the caller is. moto's STS always answers one ARN: a second
+user is a hook answering GetCallerIdentity, plus another MXLAUNCH_HOME (another local id, no copy of the first
+user's state)."""
 from __future__ import annotations
 
 import pytest
@@ -76,8 +78,13 @@ def test_another_user_is_refused_up_down_and_ssh_and_force_keeps_the_owners_ssh_
         r = launch(*args)
         assert r.code == Exit.USAGE, r
         (line,) = r.err.strip().splitlines()[-1:]
-        assert "cluster shared in us-east-1 belongs to arn:aws:sts::123456789012:user/moto" in line
-        assert BOB in line and "--force" in line
+        if args[1] == "ssh":  # not destructive: only whose it is matters
+            assert "cluster shared in us-east-1 belongs to arn:aws:sts::123456789012:user/moto" in line
+            assert BOB in line
+        else:  # Bob's machine holds no local state of it: who made it, from where, when
+            assert "cluster shared in us-east-1 was created by arn:aws:sts::123456789012:user/moto" in line
+            assert " from " in line and " at 20" in line and "holds no local state" in line
+        assert "--force" in line
         assert len([x for x in r.err.splitlines() if x.startswith("launch: error")]) == 1
     # nothing changed: Alice's instances, her SSH rule
     assert sorted(i["InstanceId"] for i in tagged_everything("shared")["instances"]) == alice_ids
@@ -86,36 +93,57 @@ def test_another_user_is_refused_up_down_and_ssh_and_force_keeps_the_owners_ssh_
     plain_client("ec2").create_key_pair(KeyName="bob-key")
     r = up("shared", 2, "--ssh-cidr", bob_cidr, "--key-name", "bob-key", "--force")
     assert r.code == 0, r.err
-    assert "warning: cluster shared in us-east-1 belongs to" in r.err
+    assert "warning: cluster shared in us-east-1 was created by" in r.err
     assert ssh_cidrs("shared") == ["198.51.100.9/32", "203.0.113.7/32"]
     assert len(tagged_everything("shared")["instances"]) == 2
     r = launch("cluster", "down", "shared", "--yes", "--force")
     assert r.code == 0 and not tagged_everything("shared")["instances"]
 
 
-@pytest.mark.parametrize("same", ["arn", "local id"])
-def test_the_same_identity_elsewhere_or_the_same_state_under_another_session_is_the_owner(
-        moto_aws, aws_env, monkeypatch, hooks, tmp_path, same):
-    name = "same-" + same.replace(" ", "")
-    assert up(name, 1).code == 0
-    if same == "arn":  # Alice on her second machine: another local id, her ARN
-        become(monkeypatch, hooks, tmp_path, "alice2")
-    else:  # Alice's next role session (botocore-session-<time>): another ARN, her local id
-        hooks.append(CallerIs("arn:aws:sts::123456789012:assumed-role/Admin/botocore-session-2"))
-    r = launch("cluster", "down", name, "--yes")
+def test_the_same_state_under_another_session_is_the_owner(moto_aws, aws_env, hooks):
+    """Alice's next role session (botocore-session-<time>): another ARN, her local id and her local state."""
+    assert up("same-id", 1).code == 0
+    hooks.append(CallerIs("arn:aws:sts::123456789012:assumed-role/Admin/botocore-session-2"))
+    r = launch("cluster", "down", "same-id", "--yes")
     assert r.code == 0, r.err
-    assert not tagged_everything(name)["instances"]
+    assert not tagged_everything("same-id")["instances"]
 
 
-def test_a_cluster_made_before_owners_were_recorded_belongs_to_nobody(moto_aws, aws_env, monkeypatch, hooks,
-                                                                      tmp_path):
+def test_the_same_identity_on_a_machine_without_its_state_needs_force_to_remove_it(
+        moto_aws, aws_env, monkeypatch, hooks, tmp_path):
+    """A colleague on the same IAM user (or Alice's second machine): her ARN, another HOME, no key."""
+    assert up("same-arn", 1).code == 0
+    ids = sorted(i["InstanceId"] for i in tagged_everything("same-arn")["instances"])
+    home = aws_env / "mxlaunch-home" / "clusters" / "same-arn"
+    key = (home / "id_key").read_bytes()
+    become(monkeypatch, hooks, tmp_path, "alice2")
+    r = launch("cluster", "down", "same-arn", "--yes")
+    assert r.code == Exit.USAGE, r
+    (line,) = r.err.strip().splitlines()
+    assert line.startswith("launch: error: cluster same-arn in us-east-1 was created by "
+                           "arn:aws:sts::123456789012:user/moto (mxlaunch id ")
+    assert " from " in line and " at 20" in line and "this machine holds no local state of it" in line
+    assert line.endswith("refusing to remove it; pass --force to remove it anyway")
+    assert sorted(i["InstanceId"] for i in tagged_everything("same-arn")["instances"]) == ids
+    assert (home / "id_key").read_bytes() == key
+    r = launch("cluster", "down", "same-arn", "--yes", "--force")
+    assert r.code == 0, r.err
+    assert "warning: cluster same-arn in us-east-1 was created by" in r.err
+    assert not tagged_everything("same-arn")["instances"]
+    assert (home / "id_key").read_bytes() == key  # the owner's state is on the owner's machine: untouched here
+
+
+def test_a_cluster_made_before_owners_were_recorded_belongs_to_nobody_but_needs_its_state(
+        moto_aws, aws_env, monkeypatch, hooks, tmp_path):
     assert up("legacy", 1).code == 0
     ec2 = plain_client("ec2")
     held = tagged_everything("legacy")
     ids = [g["GroupId"] for g in held["security_groups"]] + [i["InstanceId"] for i in held["instances"]]
     ec2.delete_tags(Resources=ids, Tags=[{"Key": "launch:owner"}, {"Key": "launch:owner-id"}])
     become(monkeypatch, hooks, tmp_path, "bob", BOB)
-    assert launch("cluster", "down", "legacy", "--yes").code == 0
+    r = launch("cluster", "down", "legacy", "--yes")  # nobody's, but Bob holds none of its state
+    assert r.code == Exit.USAGE and "records no creator; this machine holds no local state" in r.err
+    assert launch("cluster", "down", "legacy", "--yes", "--force").code == 0
     assert not ec2.describe_instances(Filters=[{"Name": f"tag:{TAG}", "Values": ["legacy"]},
                                                {"Name": "instance-state-name", "Values": ["running"]}])[
         "Reservations"]

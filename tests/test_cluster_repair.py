@@ -4,6 +4,7 @@ addresses are made up, never contacted."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import shlex
@@ -323,3 +324,91 @@ def test_a_lost_host_with_expired_credentials_says_to_refresh_them_and_touches_n
     assert message.startswith(f"no SSH answer from {lost}, and AWS refused to repair cluster t3: AWS rejected the "
                               f"credentials (sts.GetCallerIdentity: ExpiredToken")
     assert message.endswith("refresh them (`aws sso login`, or the AWS profile's keys)")
+
+
+# ------------------------------------------------------------------ its deadline; a quota after its own terminations
+def test_a_cluster_whose_instances_all_ended_gets_replacements_with_its_original_deadline(moto_aws, calls):
+    assert launch(*up_args("d1", 2, "--max-hours", "4")).code == 0
+    before = running("d1")
+    (deadline,) = {tags(i)["launch:deadline"] for i in before}
+    plain_client("ec2").terminate_instances(InstanceIds=[i["InstanceId"] for i in before])
+    lines = []
+    done = repair.make_whole("d1", lines.append, probe=nobody_unreachable, connect=fake_ssh().connect)
+    after = running("d1")
+    assert len(done.launched) == 2 and sorted(done.launched) == sorted(i["InstanceId"] for i in after)
+    assert {tags(i)["launch:deadline"] for i in after} == {deadline}  # from its record: no instance was left
+    ec2 = plain_client("ec2")
+    assert {ec2.describe_instance_attribute(InstanceId=i["InstanceId"], Attribute="instanceInitiatedShutdownBehavior")[
+        "InstanceInitiatedShutdownBehavior"]["Value"] for i in after} == {"terminate"}
+
+
+def test_a_passed_deadline_refuses_a_repair_before_anything_is_terminated(moto_aws, calls, monkeypatch):
+    from mxlaunch.errors import UsageError
+    from mxlaunch.infra.cloud import provision
+    before = cluster("d2")
+    assert not any("launch:deadline" in tags(i) for i in before)  # made without: give it a passed one, as its record
+    (group,) = [g for g in tagged_everything("d2")["security_groups"] if g["GroupName"] == "launch-d2"]
+    plain_client("ec2").create_tags(Resources=[group["GroupId"]],
+                                    Tags=[{"Key": "launch:deadline", "Value": "2020-01-01T00:00:00Z"}])
+    calls.calls.clear()
+    with pytest.raises(UsageError) as refused:
+        repair.make_whole("d2", lambda line: None, [before[0]["PrivateIpAddress"]], probe=nobody_unreachable,
+                          connect=fake_ssh().connect)
+    assert refused.value.format_message() == (
+        "cluster d2's --max-hours deadline 2020-01-01T00:00:00Z has passed: a repair launches nothing past it; "
+        "`launch cluster up d2 --instance-type g5.12xlarge --count 3 --ssh-cidr 203.0.113.7/32 --max-hours H` gives "
+        "the cluster a new deadline")
+    assert calls.writes() == [] and len(running("d2")) == 3
+    assert provision.CLOCK() > dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    from mxlaunch.infra.cloud import wait
+    slept = []
+    monkeypatch.setattr(wait, "SLEEP", slept.append)
+    return slept
+
+
+def quota_lines(lines) -> list:
+    return [line for line in lines if "trying again" in line]
+
+
+def test_a_quota_refusal_right_after_its_own_terminations_is_retried_with_backoff(moto_aws, calls, hooks, sleeps):
+    before = cluster("q1", installed=False)
+    hooks.append(FailCalls("RunInstances", times=2, code="VcpuLimitExceeded"))
+    calls.calls.clear()
+    lines = []
+    done = repair.make_whole("q1", lines.append, [before[0]["PrivateIpAddress"]], probe=nobody_unreachable,
+                             connect=fake_ssh().connect)
+    assert len(done.launched) == 1 and len(running("q1")) == 3
+    assert calls.writes() == ["TerminateInstances", "RunInstances", "RunInstances", "RunInstances"]
+    assert quota_lines(lines) == [
+        f"VcpuLimitExceeded: AWS may still count the 1 instance(s) this repair terminated toward the quota; trying "
+        f"again in {delay} s (for about 5 minutes in all)" for delay in (15, 30)]
+    assert [s for s in sleeps if s >= 15] == [15.0, 30.0]
+
+
+def test_a_quota_refusal_that_lasts_gives_up_after_about_five_minutes(moto_aws, calls, hooks, sleeps):
+    before = cluster("q2", installed=False)
+    hooks.append(FailCalls("RunInstances", times=100, code="VcpuLimitExceeded"))
+    calls.calls.clear()
+    lines = []
+    with pytest.raises(repair.QuotaExceeded) as caught:
+        repair.make_whole("q2", lines.append, [before[0]["PrivateIpAddress"]], probe=nobody_unreachable,
+                          connect=fake_ssh().connect)
+    assert caught.value.exit_code == Exit.AWS_QUOTA and "VcpuLimitExceeded" in caught.value.format_message()
+    assert len(calls.params("RunInstances")) == 1 + len(repair.QUOTA_BACKOFF) == 7
+    assert [s for s in sleeps if s >= 15] == list(repair.QUOTA_BACKOFF) and 240 <= sum(repair.QUOTA_BACKOFF) <= 300
+    assert len(quota_lines(lines)) == 6 and len(running("q2")) == 2
+
+
+def test_a_quota_refusal_without_terminations_of_its_own_is_not_retried(moto_aws, calls, hooks, sleeps):
+    before = cluster("q3", installed=False)
+    plain_client("ec2").terminate_instances(InstanceIds=[before[0]["InstanceId"]])  # not by this repair
+    hooks.append(FailCalls("RunInstances", times=1, code="VcpuLimitExceeded"))
+    calls.calls.clear()
+    lines = []
+    with pytest.raises(repair.QuotaExceeded):
+        repair.make_whole("q3", lines.append, probe=nobody_unreachable, connect=fake_ssh().connect)
+    assert len(calls.params("RunInstances")) == 1 and not quota_lines(lines) and not [s for s in sleeps if s >= 15]

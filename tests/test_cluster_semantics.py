@@ -452,7 +452,9 @@ def test_down_removes_volumes_tagged_for_the_cluster(moto_aws):
     assert left not in ids and other in ids
     only = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8, TagSpecifications=[
         {"ResourceType": "volume", "Tags": [{"Key": "launch:cluster", "Value": "vol"}]}])["VolumeId"]
-    r = launch("cluster", "down", "vol", "--yes")  # a volume alone is still something of the cluster
+    r = launch("cluster", "down", "vol", "--yes")  # a volume alone is still something of the cluster, and this
+    assert r.code == Exit.USAGE and "holds no local state" in r.err  # machine holds no state of it any more
+    r = launch("cluster", "down", "vol", "--yes", "--force")
     assert r.code == 0 and f"removed volume(s): {only}" in r.out
 
 
@@ -478,15 +480,17 @@ def test_growing_without_max_hours_keeps_the_clusters_deadline(moto_aws):
     assert launch("cluster", "down", "grow", "--yes").code == 0
 
 
-def test_growing_a_cluster_whose_deadline_passed_asks_for_max_hours(moto_aws):
+def test_growing_a_cluster_whose_deadline_passed_asks_for_max_hours(moto_aws, monkeypatch):
     assert launch(*up_args("late", 1, "--max-hours", "1")).code == 0
-    ec2 = plain_client("ec2")
+    from mxlaunch.infra.cloud import provision
     (i,) = tagged_everything("late")["instances"]
-    ec2.create_tags(Resources=[i["InstanceId"]], Tags=[{"Key": "launch:deadline", "Value": "2020-01-01T00:00:00Z"}])
+    deadline = dict((t["Key"], t["Value"]) for t in i["Tags"])["launch:deadline"]
+    passed = dt.datetime.strptime(deadline, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    monkeypatch.setattr(provision, "CLOCK", lambda: passed + dt.timedelta(seconds=1))
     r = launch(*up_args("late", 2))
     assert r.code == Exit.USAGE
-    assert r.err.strip().splitlines()[-1] == ("launch: error: cluster late's --max-hours deadline 2020-01-01T00:00:00Z "
-                                              "has passed: pass --max-hours H for the new instances")
+    assert r.err.strip().splitlines()[-1] == (f"launch: error: cluster late's --max-hours deadline {deadline} "
+                                              f"has passed: pass --max-hours H for the new instances")
     assert len(tagged_everything("late")["instances"]) == 1
     assert launch("cluster", "down", "late", "--yes").code == 0
 

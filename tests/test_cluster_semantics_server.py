@@ -1,5 +1,6 @@
 """`launch cluster` in its own process against a moto SERVER on 127.0.0.1 (issue 10's acceptance): SIGTERM and
-SIGHUP during `up` roll back like Ctrl-C; `down --region OTHER` keeps the key of a cluster that runs elsewhere.
+SIGHUP during `up` roll back like Ctrl-C; `down --region OTHER` is refused and keeps the key of a cluster that runs
+elsewhere.
 The moto server and the placement-group shim: tests/fixtures_moto.py."""
 from __future__ import annotations
 
@@ -63,13 +64,14 @@ def test_a_signal_during_up_rolls_back_everything(env, moto_server, signum, stat
     assert not any(tagged_everything(name, endpoint_url=moto_server).values())
 
 
-def test_down_in_another_region_keeps_the_key_and_the_cluster(env, moto_server, tmp_path):
+def test_down_in_another_region_is_refused_and_keeps_the_key_and_the_cluster(env, moto_server, tmp_path):
     code, out, err = cli(env, *up_args("far"))
     assert code == 0, err
     key = tmp_path / "home" / "clusters" / "far" / "id_key"
+    held = key.read_bytes()
     code, out, err = cli(env, "cluster", "down", "far", "--region", "us-west-2", "--yes")
-    assert code == 0 and "nothing to remove" in out, err
-    assert key.exists()
+    assert code == 2 and out == "" and "region us-west-2: refusing to remove it" in err, err
+    assert key.read_bytes() == held
     code, out, err = cli(env, "cluster", "status", "far")
     assert code == 0 and out.count("running") == 2, out
     code, out, err = cli(env, "cluster", "down", "far", "--yes")

@@ -40,7 +40,7 @@ def test_whole_cli_over_http_against_a_moto_server(env, moto_server, tmp_path):
     assert code == 0 and out.strip() == f"ssh -F {home / 'ssh_config'} srv-2"
 
     code, out, err = cli(env, "cluster", "up", "bad", "--instance-type", "p2.xlarge", "--count", 1, "--ssh-cidr", CIDR,
-                         "--yes")
+                         "--wait", "none", "--yes")
     assert code == 2 and err.strip() == ("launch: error: instance type p2.xlarge (1 x NVIDIA K80 12GB) is retired by "
                                          "AWS; use --instance-type g5.xlarge (1 GPU, NVIDIA A10G 24GB)")
 

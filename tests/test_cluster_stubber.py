@@ -70,7 +70,8 @@ def test_capacity_in_one_zone_moves_to_the_next(aws_env):
               "UserData": ANY, "MetadataOptions": ANY, "TagSpecifications": ANY,
               "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {"DeleteOnTermination": True,
                                                                           "VolumeSize": 75}}],
-              "Placement": {"GroupName": "launch-cap"}, "ClientToken": ANY}
+              "Placement": {"GroupName": "launch-cap"}, "ClientToken": ANY,
+              "InstanceInitiatedShutdownBehavior": "terminate"}  # with or without --max-hours
 
     def nic(subnet):
         return [{"DeviceIndex": 0, "SubnetId": subnet, "Groups": ["sg-1"], "AssociatePublicIpAddress": True,

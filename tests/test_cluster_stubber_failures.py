@@ -116,6 +116,7 @@ def test_fail_over_launches_first_and_makes_the_mount_target_only_where_the_inst
                           {"ImageId": AMI, "InstanceType": "g5.12xlarge", "MinCount": 2, "MaxCount": 2,
                            "KeyName": "mine", "UserData": ANY, "MetadataOptions": ANY, "TagSpecifications": ANY,
                            "BlockDeviceMappings": ANY, "Placement": {"GroupName": "launch-fo"}, "ClientToken": ANY,
+                           "InstanceInitiatedShutdownBehavior": "terminate",
                            "NetworkInterfaces": [{"DeviceIndex": 0, "SubnetId": "subnet-bbbbbbbb", "Groups": ["sg-1"],
                                                   "AssociatePublicIpAddress": True, "DeleteOnTermination": True}]})
     efs.add_response("create_mount_target", {"MountTargetId": "fsmt-0000000b", "FileSystemId": "fs-1",

@@ -32,6 +32,10 @@ def instances(box, name: str) -> list:
     return sorted(found, key=lambda i: (i["LaunchTime"], i["AmiLaunchIndex"], i["InstanceId"]))
 
 
+def tag(instance: dict, key: str):
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}.get(key)
+
+
 def address(host) -> str:
     """The address of a job.yaml host line (`[user@]address[:port] slots=N`)."""
     return host.split()[0].rpartition("@")[2].split(":")[0]
@@ -88,6 +92,11 @@ def test_a_terminated_instance_is_replaced_and_the_job_finishes(healing_cluster,
     assert f"[launch] cluster {name} is whole again: 3 of 3 instance(s), new: {new[0]['instance_id']} ({new_ip})" in err
     assert {i["InstanceId"] for i in instances(box, name)} == \
         {i["InstanceId"] for i in before if i is not lost} | {new[0]["instance_id"]}
+    # the replacement inherits the cluster's --max-hours deadline, and terminates on shutdown as every instance
+    assert {tag(i, "launch:deadline") for i in instances(box, name)} == {tag(lost, "launch:deadline")} != {None}
+    assert box.client("ec2").describe_instance_attribute(
+        InstanceId=new[0]["instance_id"], Attribute="instanceInitiatedShutdownBehavior")[
+        "InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
     # ... and the roles were planned on the hosts as they are now
     with open(os.path.join(run_dir, "job.yaml")) as f:
         job = yaml.safe_load(f)

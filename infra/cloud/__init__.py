@@ -4,10 +4,10 @@ tags on the cluster's resources are the state.
   aws             the AWS boundary: client factory, the single `call` seam, error translation, --dry-run
   catalog         instance types: GPUs, price estimates, types the MXNet wheel cannot run and what replaces them
   cluster_target  the hosts, interpreter, workdir and SSH settings of a cluster, for a job
-  deadlines       what `status` says of --max-hours deadlines
+  deadlines       the --max-hours deadline: recorded, inherited by every launch, what `status` says of it
   install         `up --wait ssh`: wait for the instances, install mxlaunch into the EFS venv, check the GPUs
   local_state     the cluster's local files: key (0600), cluster.json, hostfile, ssh config, known_hosts
-  owner           who owns a cluster, and the check before acting on one
+  owner           where a cluster lives (account, region) and who owns it: the checks before acting on one
   policy          the least-privilege IAM policy, as data
   prelaunch       reads `up` makes before creating anything: network, image, zones, quota
   provision       `up`: idempotent steps recorded in a ledger; rollback on failure

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 from mxlaunch.errors import CommandError
 
-from mxlaunch.infra.cloud import catalog, local_state
+from mxlaunch.infra.cloud import catalog, local_state, owner
 from mxlaunch.infra.cloud.aws import Aws
 from mxlaunch.infra.cloud.record import Instance, find_instances
 from mxlaunch.infra.cloud.spec import DEFAULT_SSH_USER, VENV, WORKDIR, validate_name
@@ -66,10 +66,12 @@ def cluster_target(name: str, region: Optional[str] = None, aws: Optional[Aws] =
     """Cluster `name` as a job's target: its running instances' private addresses (one slot each), the EFS
     workdir, the venv's interpreter, its SSH settings (key, login user, known_hosts, ssh config), its GPUs per
     host and the role environment its instance type needs; `workdir`, `python` and `ssh` as with_settings.
-    Its hostfile and ssh config are rewritten from the instances found."""
+    Credentials of another account than cluster.json records, or another region, are refused (owner.bound) before
+    anything is read; its hostfile and ssh config are rewritten from the instances found."""
     validate_name(name)  # `--cluster ../../x` is refused before any path is built
     meta = local_state.read_meta(name)
     aws = aws or Aws(region=region or meta.region)
+    owner.bound(aws, name, "use")  # another account's or region's cluster of that name is never this one
     running = [i for i in find_instances(aws, name, states=("running",))]
     if not running:
         raise CommandError(f"cluster {name} has no running instances in {aws.region}: "

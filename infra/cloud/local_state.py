@@ -20,7 +20,7 @@ from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.records import dump, expect, load
 from mxlaunch.templates import render
 
-from mxlaunch.infra.cloud.spec import NAME_RE, validate_name, validate_ssh_user
+from mxlaunch.infra.cloud.spec import NAME_RE, Binding, validate_name, validate_ssh_user
 
 if TYPE_CHECKING:  # paramiko: not for every `launch cluster` command
     from mxlaunch.infra.transport.ssh_options import SSHOptions
@@ -92,6 +92,9 @@ class ClusterMeta:
     for what exists). Every field may be missing: a cluster made by an older mxlaunch, or not yet set up."""
 
     region: Optional[str] = None
+    account: Optional[str] = expect("an AWS account id (12 digits)", lambda a: a.isdigit() and len(a) == 12,
+                                    default=None)  # with `partition` and `region`: where the cluster lives
+    partition: Optional[str] = None  # aws, aws-cn, aws-us-gov
     instance_type: Optional[str] = None
     count: Optional[int] = expect("a whole number >= 1", lambda n: n >= 1, default=None)
     gpus_per_host: Optional[int] = expect("a whole number >= 0", lambda n: n >= 0, default=None)
@@ -107,9 +110,21 @@ class ClusterMeta:
     extra: Optional[str] = None  # the install's extra (cpu: `train --cluster` adds no --gpus)
     wheelhouse: Optional[str] = None  # a path on this machine: a repair without EFS installs from it
 
+    @property
+    def binding(self) -> Optional[Binding]:
+        """Where `up` created the cluster; None for a cluster.json that does not say (an older mxlaunch's)."""
+        if not (self.account and self.partition and self.region):
+            return None
+        return Binding(partition=self.partition, account=self.account, region=self.region)
+
 
 def meta_path(name: str) -> Path:
     return cluster_dir(name) / "cluster.json"
+
+
+def holds(name: str) -> bool:
+    """Whether this machine holds local state of cluster `name` (its cluster.json or its key)."""
+    return meta_path(name).exists() or key_path(name).exists()
 
 
 def read_meta(name: str) -> ClusterMeta:

@@ -13,12 +13,13 @@ from typing import Callable, List, Optional
 
 from mxlaunch.errors import CommandError, UsageError
 
-from mxlaunch.infra.cloud import catalog, prelaunch as preflight, run_instances, local_state as state, teardown, wait
+from mxlaunch.infra.cloud import (catalog, deadlines, prelaunch as preflight, run_instances, local_state as state,
+                                  teardown, wait)
 from mxlaunch.infra.cloud.aws import Aws, AwsError
 from mxlaunch.infra.cloud.record import (ClusterRecord, Ledger, creation_token, discover, find_instances,
                                          tag_spec, tags)
 from mxlaunch.infra.cloud.signals import Signalled
-from mxlaunch.infra.cloud.spec import DEFAULT_SSH_USER, ClusterSpec, cluster_deadline, creation_tags, deadline_text
+from mxlaunch.infra.cloud.spec import DEFAULT_SSH_USER, ClusterSpec, creation_tags, deadline_text
 
 EFS_TIMEOUT = 300.0
 INTERVAL = 5.0
@@ -154,17 +155,10 @@ class Up:
             state.remove_dir(name)
 
     def deadline(self, record: ClusterRecord) -> Optional[dt.datetime]:
-        """When new instances end themselves: --max-hours from now; without it, the cluster's own deadline (a
-        cluster that grows keeps its timer; one that has passed is refused, not given to an instance that would
-        end at once); else never."""
-        now = CLOCK().replace(microsecond=0)
-        if self.spec.max_hours is not None:
-            return now + dt.timedelta(hours=self.spec.max_hours)
-        recorded = cluster_deadline(record.live)
-        if recorded is not None and recorded <= now + dt.timedelta(minutes=1):
-            raise UsageError(f"cluster {self.spec.name}'s --max-hours deadline {deadline_text(recorded)} has passed: "
-                             f"pass --max-hours H for the new instances")
-        return recorded
+        """When new instances end themselves: --max-hours from now (then the cluster's new deadline); without
+        it, the cluster's recorded one (infra/cloud/deadlines.py); else never."""
+        return deadlines.for_launch(self.spec.name, self.spec.max_hours, record, state.read_meta(self.spec.name),
+                                    CLOCK(), "pass --max-hours H for the new instances")
 
     def _steps(self, record: ClusterRecord) -> ClusterRecord:
         aws, spec = self.aws, self.spec
@@ -179,15 +173,18 @@ class Up:
             subnets = preflight.offered_subnets(aws, spec, subnets)
             self.spot_fits = preflight.check_quota(aws, spec, missing, self.echo)
             deadline = self.deadline(record)
+        if self.fresh and spec.binding and not aws.dry_run:  # bound before anything is created (infra/cloud/owner.py)
+            state.write_meta(spec.name, region=aws.region, account=spec.binding.account,
+                             partition=spec.binding.partition)
         key_name, key_file = self.key_pair(record)
-        sg = self.security_group(record, vpc)
+        sg = self.security_group(record, vpc, deadline)
         efs_sg = self.efs_security_group(record, vpc, sg) if spec.efs else None
         pg = self.placement_group(record)
         fs = self.file_system(record) if spec.efs else None
         efs_dns = f"{fs}.efs.{aws.region}.amazonaws.com" if fs else None
         self.mounts = list(record.mount_targets)
         instances = self.instances(record, image, key_name, sg, pg, efs_dns, subnets, deadline)
-        self.record_meta(key_name, key_file, fs)  # before anything can fail after the launch: a kept cluster has it
+        self.record_meta(key_name, key_file, fs, deadline, missing > 0)  # before anything can fail after the launch
         if fs:  # the zone of the instances gets its mount target now, while they boot (their user data waits)
             for subnet in sorted({i.subnet_id for i in instances if i.live and i.subnet_id}):
                 self.mount_target(fs, efs_sg, subnet)
@@ -195,8 +192,10 @@ class Up:
                                    key_name=record.key_name or self.ledger.key_name, placement_group=pg,
                                    file_system=fs, mount_targets=tuple(self.mounts), vpc_id=vpc)
 
-    def record_meta(self, key_name: str, key_file, fs: Optional[str]) -> None:
-        """cluster.json: what the tags do not hold (read by ssh, repair, restarts and `train --cluster`)."""
+    def record_meta(self, key_name: str, key_file, fs: Optional[str], deadline: Optional[dt.datetime] = None,
+                    launched: bool = False) -> None:
+        """cluster.json: what the tags do not hold (read by ssh, repair, restarts and `train --cluster`); a kept
+        cluster has it. `deadline`: the one instances were `launched` with, inherited by every later launch."""
         aws, spec = self.aws, self.spec
         if aws.dry_run:
             return
@@ -205,6 +204,8 @@ class Up:
                     efs=fs, spot=spec.spot, count=spec.count)
         if spec.max_hours is not None or self.fresh:  # growing without --max-hours keeps the setting
             meta["max_hours"] = spec.max_hours
+        if launched or self.fresh:
+            meta["deadline"] = deadline_text(deadline) if deadline else None
         if spec.on_demand_fallback is not None or self.fresh:  # read by repair and restarts: infra/cloud/repair.py
             meta["on_demand_fallback"] = bool(spec.on_demand_fallback)
         state.write_meta(spec.name, **meta)
@@ -233,8 +234,10 @@ class Up:
                 raise CommandError(f"key pair {record.key_name} exists but its private key {path} is missing: "
                                    f"run `launch cluster down {spec.name}` and up again, or pass --key-name")
             return record.key_name, path
-        if path.exists() and not aws.dry_run:
-            path.unlink()  # a stale key of a cluster that no longer exists: useless, and in the way
+        if path.exists() and not aws.dry_run:  # the only copy of some cluster's key: never removed here
+            raise CommandError(f"cluster {spec.name}: a private key {path} is here but no key pair "
+                               f"{spec.resource_name} in {aws.region}; nothing was created. `launch cluster down "
+                               f"{spec.name}` removes it once it has checked the cluster is gone, or pass --key-name")
         resp = aws.call("ec2", "create_key_pair", KeyName=spec.resource_name, KeyType="ed25519",
                         TagSpecifications=tag_spec("key-pair", spec.name, "cluster"))
         self.ledger.key_name = spec.resource_name
@@ -252,7 +255,9 @@ class Up:
             rule["IpRanges"] = [{"CidrIp": cidr, "Description": "SSH (--ssh-cidr)"}]
         return rule
 
-    def security_group(self, record: ClusterRecord, vpc: str) -> str:
+    def security_group(self, record: ClusterRecord, vpc: str, deadline: Optional[dt.datetime] = None) -> str:
+        """The cluster's group; a new one records `deadline` (the cluster's --max-hours deadline: it outlives
+        every instance)."""
         aws, spec = self.aws, self.spec
         if record.security_group:
             # never take another owner's SSH rule away (--force on their cluster only adds ours)
@@ -269,7 +274,7 @@ class Up:
         sg = aws.call("ec2", "create_security_group", GroupName=spec.resource_name, VpcId=vpc,
                       Description=f"mxlaunch cluster {spec.name}: SSH from {spec.ssh_cidr}, all within the group",
                       TagSpecifications=tag_spec("security-group", spec.name, "cluster",
-                                                 creation_tags(spec, "security-group")))["GroupId"]
+                                                 creation_tags(spec, "security-group", deadline)))["GroupId"]
         self.ledger.security_group = sg
         _settle(lambda: aws.call("ec2", "authorize_security_group_ingress", GroupId=sg, IpPermissions=[
             self._ssh_rule(spec.ssh_cidr),

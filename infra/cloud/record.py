@@ -1,4 +1,5 @@
-"""`ClusterRecord`: what exists in AWS for one cluster, found by its tag (the tags are the state)."""
+"""`ClusterRecord`: what exists in AWS for one cluster, found by its tag (the tags are the state): its resources,
+and what its security group (made first, removed last) records: who created it, and its --max-hours deadline."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from mxlaunch.infra.cloud.aws import Aws
-from mxlaunch.infra.cloud.spec import ROLE_TAG, TAG
+from mxlaunch.infra.cloud.spec import DEADLINE_TAG, ROLE_TAG, TAG, Owner, parse_deadline
 
 LIVE_STATES = ("pending", "running")
 PRESENT_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
@@ -74,6 +75,8 @@ class ClusterRecord:
     vpc_id: Optional[str] = None
     ssh_cidrs: tuple = ()  # what the cluster group admits on port 22 today
     volumes: tuple = ()  # tagged volumes attached to nothing (leftovers that bill)
+    owner: Optional[Owner] = None  # who created it (its security group's owner tags), if recorded
+    deadline: Optional[dt.datetime] = None  # its --max-hours deadline (its security group's launch:deadline)
 
     @property
     def live(self) -> tuple:
@@ -102,12 +105,14 @@ def discover(aws: Aws, name: str) -> ClusterRecord:
     """Everything tagged `launch:cluster=NAME` in this region: a constant number of (paginated) calls."""
     instances = find_instances(aws, name)
     groups = {}
-    vpc_id, ssh_cidrs = None, ()
+    vpc_id, ssh_cidrs, owner, deadline = None, (), None, None
     for g in aws.paginate("ec2", "describe_security_groups", "SecurityGroups", Filters=tag_filter(name)):
-        role = dict((t["Key"], t["Value"]) for t in g.get("Tags", [])).get(ROLE_TAG, "cluster")
+        group_tags = dict((t["Key"], t["Value"]) for t in g.get("Tags", []))
+        role = group_tags.get(ROLE_TAG, "cluster")
         groups[role] = g["GroupId"]
         vpc_id = g.get("VpcId", vpc_id)
         if role == "cluster":
+            owner, deadline = Owner.from_tags(group_tags), parse_deadline(group_tags.get(DEADLINE_TAG))
             ssh_cidrs = tuple(sorted(
                 [r["CidrIp"] for p in g.get("IpPermissions", []) if p.get("FromPort") == 22
                  for r in p.get("IpRanges", [])] +
@@ -130,7 +135,8 @@ def discover(aws: Aws, name: str) -> ClusterRecord:
                          security_group=groups.get("cluster"), efs_security_group=groups.get("efs"),
                          key_name=keys[0]["KeyName"] if keys else None,
                          placement_group=pgs[0]["GroupName"] if pgs else None,
-                         file_system=fs_id, mount_targets=mounts, vpc_id=vpc_id, ssh_cidrs=ssh_cidrs)
+                         file_system=fs_id, mount_targets=mounts, vpc_id=vpc_id, ssh_cidrs=ssh_cidrs, owner=owner,
+                         deadline=deadline)
 
 
 def list_clusters(aws: Aws) -> dict:

@@ -5,18 +5,23 @@
     restart_hosts(name, addresses, doomed, echo) -> None (same hosts: no AWS call) | JobTarget (repaired)
 
 1. The cluster as `up` would read it: its tags (record.discover) and what they do not hold from the local
-   cluster.json `up` wrote (count, type, spot, user, key, EFS, install extra and wheelhouse).
+   cluster.json `up` wrote (count, type, spot, user, key, EFS, install extra and wheelhouse). Credentials of
+   another account or a --region of another region are refused before anything is read, and a machine that
+   holds no local state of the cluster needs --force (infra/cloud/owner.py).
 2. An instance AWS reports not running is lost without a probe (it is not counted, so it is replaced).
    Running instances that do not answer SSH (a bounded probe over the SSH transport, with the cluster's ssh
    config, key and known_hosts; its connector injectable: tests never connect to moto's addresses) and the
    `doomed` ones (private addresses with a spot interruption notice: gone within two minutes anyway) are
-   terminated — found by the cluster's tag, so only its own — and waited for (bounded).
+   terminated — found by the cluster's tag, so only its own — and waited for until AWS says `terminated`
+   (bounded): a shutting-down instance still counts toward the quota the replacements need.
    Silence is read with care, since it may be this machine's fault (its address no longer in the SSH rule,
    a VPN): when no running instance answers, nothing is terminated (the repair is refused), and at most half
    of the running instances are terminated for silence in one repair (the rest stay, named); a spot notice is
    no silence. `replace_unreachable` (the CLI's --replace-unreachable) lifts both limits.
 3. The missing instances come from the code `up` runs (provision.Up with the recorded spec: the same zone,
-   placement group, EFS mount, image as their peers, owner and deadline tags), then are waited for as
+   placement group, EFS mount, image as their peers, owner tags, and the cluster's recorded --max-hours
+   deadline: one that has passed is refused before anything is terminated). A quota refusal right after this
+   repair's own terminations is retried with backoff for about 5 minutes, saying so. They are then waited for as
    `up --wait ssh` does (running, SSH, the user data's ready file). The venv on EFS exists already, so a new
    instance is only verified (imports mxnet and mxlaunch; the GPU check for a gpu install); a cluster without
    EFS installs on the new instances alone, from the wheelhouse `up` recorded (a path on this machine).
@@ -43,8 +48,8 @@ from mxlaunch.infra.transport.group import Connector, Group
 from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.infra.transport.ssh_options import SSHOptions
 
-from mxlaunch.infra.cloud import owner, provision, install, run_instances, signals, local_state, wait
-from mxlaunch.infra.cloud.aws import Aws, AwsError, CapacityUnavailable, NoCredentials
+from mxlaunch.infra.cloud import deadlines, owner, provision, install, run_instances, signals, local_state, wait
+from mxlaunch.infra.cloud.aws import Aws, AwsError, CapacityUnavailable, NoCredentials, QuotaExceeded
 from mxlaunch.infra.cloud.record import ClusterRecord, Instance, discover, find_instances
 from mxlaunch.infra.cloud.spec import DEFAULT_SSH_USER, ClusterSpec, Owner, validate_name
 from mxlaunch.infra.cloud.cluster_target import cluster_target, write_local_files
@@ -53,8 +58,11 @@ from mxlaunch.infra.transport.target import JobTarget
 
 PROBE_ATTEMPTS = timeouts.PROBE_ATTEMPTS  # an instance is unreachable when `true` fails this many times in a row
 INTERVAL = 5.0  # between two looks at instances terminating
-TERMINATE_TIMEOUT = 300.0  # until AWS says shutting-down: the instance is on its way out
-NOT_GONE = ("pending", "running", "stopping", "stopped")
+TERMINATE_TIMEOUT = 600.0  # until AWS says terminated
+NOT_GONE = ("pending", "running", "stopping", "stopped", "shutting-down")
+# A launch right after this repair's terminations may meet these while AWS still counts what it terminated.
+RELEASED_CODES = {"VcpuLimitExceeded", "InstanceLimitExceeded", "MaxSpotInstanceCountExceeded"}
+QUOTA_BACKOFF = (15.0, 30.0, 60.0, 60.0, 60.0, 60.0)  # seconds between tries: 4.75 minutes in all
 
 Echo = Callable[[str], None]
 Probe = Callable[[Sequence[Instance]], Sequence[Instance]]  # running instances -> those that do not answer
@@ -144,15 +152,16 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
                replace_unreachable: bool = False, aws: Optional[Aws] = None, probe: Optional[Probe] = None,
                connect: Optional[Connector] = None) -> Repair:
     """Cluster `name` back to its recorded count (see the module docstring). `doomed`: private addresses of
-    instances that got a spot interruption notice. `force`: the owner check's (someone else's cluster);
-    `replace_unreachable`: terminate every instance that does not answer SSH, even all of them. `probe` and
-    `connect` are the SSH seams (tests fake them; without `connect`, install.CONNECT)."""
+    instances that got a spot interruption notice. `force`: the owner check's (someone else's cluster, or no
+    local state of it here); `replace_unreachable`: terminate every instance that does not answer SSH, even
+    all of them. `probe` and `connect` are the SSH seams (tests fake them; without `connect`, install.CONNECT)."""
     validate_name(name)
     meta = local_state.read_meta(name)
     aws = aws or Aws(region=meta.region)
-    me, _ = owner.check(aws, name, "repair", force, echo)
+    owner.bound(aws, name, "repair")  # another account or region: refused before anything is read
     record = discover(aws, name)
-    spec = _spec(name, meta, record, owner.recorded(aws, name) or me)
+    me, _ = owner.check(aws, name, "repair", force, echo, record=record, destructive=True)
+    spec = dataclasses.replace(_spec(name, meta, record, record.owner or me), binding=owner.caller(aws)[1])
     key = Path(meta.key_file) if meta.key_file else None
     live = record.live
     running = [i for i in live if i.state == "running"]
@@ -173,25 +182,13 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
     if not going and len(running) >= spec.count:
         echo(f"cluster {name} is whole: {len(running)} of {spec.count} instance(s) running and answering SSH")
         return Repair(name, spec.count)
+    # before anything is terminated: replacements inherit the cluster's deadline, and none is given a passed one
+    deadlines.for_launch(name, None, record, meta, provision.CLOCK(), f"a repair launches nothing past it; "
+                         f"`{provision.again(spec)} --max-hours H` gives the cluster a new deadline")
     echo(f"repairing cluster {name}: {len(running) - len(going) - len(left)} of {spec.count} instance(s) running "
          f"and reachable" + (f"; no SSH answer: {_label(lost)}" if lost else "")
          + (f"; spot interruption notice: {_label(noticed)}" if noticed else ""))
-    with signals.raised():  # SIGTERM and SIGHUP: what this repair launched is removed, as on Ctrl-C
-        if going:
-            _terminate(aws, name, going, echo)
-            record = discover(aws, name)
-        kept = {i.id for i in record.live if i.state == "running"}
-        up = provision.Up(aws, spec, echo, finish=lambda rec: _finish(aws, spec, meta, rec, kept, key, echo, connect))
-        try:
-            record = up.run(record)
-        except CapacityUnavailable as exc:
-            market = (" (neither spot nor on-demand, --on-demand-fallback)" if spec.spot and spec.on_demand_fallback
-                      else " (spot)" if spec.spot else "")
-            raise CapacityUnavailable(
-                f"cannot replace {spec.count - len(record.live)} instance(s) of cluster {name}: no capacity for "
-                f"{spec.instance_type}{market} in its zone ({exc.code}); it runs "
-                f"{len(record.live)} of {spec.count}: `launch cluster repair {name}` later", exc.code) from exc
-    launched = tuple(i.id for i in up.ledger.instances)
+    record, launched = _replace(aws, spec, meta, record, going, key, echo, connect)
     new = f", new: {_label([i for i in record.live if i.id in launched])}" if launched else ""
     if left:
         echo(f"cluster {name}: {len(record.live)} of {spec.count} instance(s){new}; left running though they do "
@@ -201,6 +198,52 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
         echo(f"cluster {name} is whole again: {len(record.live)} of {spec.count} instance(s){new}")
     return Repair(name, spec.count, terminated=tuple(i.id for i in going), launched=launched,
                   left=tuple(i.id for i in left))
+
+
+def _replace(aws: Aws, spec: ClusterSpec, meta: ClusterMeta, record: ClusterRecord, going: Sequence[Instance],
+             key: Optional[Path], echo: Echo, connect: Optional[Connector]) -> tuple:
+    """(record, ids launched): `going` terminated (waited until `terminated`), then the missing instances
+    launched by provision.Up, a quota error right after those terminations retried (_launch)."""
+    name = spec.name
+    with signals.raised():  # SIGTERM and SIGHUP: what this repair launched is removed, as on Ctrl-C
+        if going:
+            _terminate(aws, name, going, echo)
+            record = discover(aws, name)
+        kept = {i.id for i in record.live if i.state == "running"}
+
+        def up() -> provision.Up:
+            return provision.Up(aws, spec, echo,
+                                finish=lambda rec: _finish(aws, spec, meta, rec, kept, key, echo, connect))
+        try:
+            record, done = _launch(up, record, len(going), echo)
+        except CapacityUnavailable as exc:
+            market = (" (neither spot nor on-demand, --on-demand-fallback)" if spec.spot and spec.on_demand_fallback
+                      else " (spot)" if spec.spot else "")
+            raise CapacityUnavailable(
+                f"cannot replace {spec.count - len(record.live)} instance(s) of cluster {name}: no capacity for "
+                f"{spec.instance_type}{market} in its zone ({exc.code}); it runs "
+                f"{len(record.live)} of {spec.count}: `launch cluster repair {name}` later", exc.code) from exc
+    return record, tuple(i.id for i in done.ledger.instances)
+
+
+def _launch(up: Callable[[], "provision.Up"], record: ClusterRecord, terminated: int, echo: Echo) -> tuple:
+    """(record, the Up that launched): `up()` run on `record`. After this repair's own terminations
+    (`terminated` > 0) a quota refusal of the launch is retried with backoff (QUOTA_BACKOFF, about 5 minutes,
+    said in a line each time): AWS keeps counting terminated instances toward a quota for a while, e.g. spot
+    requests until EC2 notices their instances ended
+    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/using-spot-limits.html)."""
+    delays = iter(QUOTA_BACKOFF if terminated else ())
+    while True:
+        attempt = up()
+        try:
+            return attempt.run(record), attempt
+        except QuotaExceeded as exc:
+            delay = next(delays, None) if exc.code in RELEASED_CODES else None
+            if delay is None:
+                raise
+            echo(f"{exc.code}: AWS may still count the {terminated} instance(s) this repair terminated toward the "
+                 f"quota; trying again in {delay:.0f} s (for about {sum(QUOTA_BACKOFF) / 60:.0f} minutes in all)")
+        wait.SLEEP(delay)
 
 
 def restart_hosts(name: str, addresses: Sequence[str], doomed: Sequence[str], echo: Echo) -> Optional[JobTarget]:
@@ -231,13 +274,14 @@ def restart_hosts(name: str, addresses: Sequence[str], doomed: Sequence[str], ec
 
 
 def _terminate(aws: Aws, name: str, instances: Sequence[Instance], echo: Echo) -> None:
-    """Terminate the cluster's own `instances`; wait (bounded) until AWS has them shutting down."""
+    """Terminate the cluster's own `instances`; wait (bounded) until AWS has them `terminated`: a shutting-down
+    instance still holds its share of the quota the replacements need."""
     ids = [i.id for i in instances]
     echo(f"terminating {len(ids)} instance(s): {' '.join(ids)}")
     aws.call("ec2", "terminate_instances", InstanceIds=ids)
     wait.poll(lambda: [i for i in find_instances(aws, name, states=NOT_GONE) if i.id in ids], lambda left: not left,
               timeout=TERMINATE_TIMEOUT, interval=INTERVAL, what=f"{len(ids)} instance(s) of {name} to terminate")
-    echo(f"  shutting down: {' '.join(ids)}")
+    echo(f"  terminated: {' '.join(ids)}")
 
 
 def _finish(aws: Aws, spec: ClusterSpec, meta: ClusterMeta, record: ClusterRecord, kept: set, key: Optional[Path],

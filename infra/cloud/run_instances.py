@@ -53,8 +53,8 @@ def parameters(spec: ClusterSpec, image: Image, key_name: str, placement_group: 
                   tag_spec("volume", spec.name, "node"))
     if placement_group:
         params["Placement"] = {"GroupName": placement_group}
-    if deadline is not None:
-        params["InstanceInitiatedShutdownBehavior"] = "terminate"
+    # An OS power-off (the deadline's timer, or anyone's `poweroff`) terminates: a stopped instance bills its volume.
+    params["InstanceInitiatedShutdownBehavior"] = "terminate"
     if spec.spot:
         params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}

@@ -1,5 +1,6 @@
-"""`ClusterSpec`: what the user asked for, validated in one place (before any AWS call); and the tags a cluster's
-resources carry from their creation (owner, --max-hours deadline)."""
+"""`ClusterSpec`: what the user asked for, validated in one place (before any AWS call); where a cluster lives
+(`Binding`: partition, account, region) and who made it (`Owner`); and the tags a cluster's resources carry from
+their creation (owner, binding, --max-hours deadline)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -25,6 +26,10 @@ ROLE_TAG = "launch:role"
 OWNER_TAG = "launch:owner"  # the creator's AWS identity (STS GetCallerIdentity ARN)
 OWNER_ID_TAG = "launch:owner-id"  # the creator's local id (infra/cloud/owner.py): one per mxlaunch state directory
 DEADLINE_TAG = "launch:deadline"  # --max-hours: when the instance terminates itself, ISO-8601 UTC
+ORIGIN_TAG = "launch:origin"  # user@host of the `up` that created the cluster
+CREATED_TAG = "launch:created"  # when that `up` ran, ISO-8601 UTC
+ACCOUNT_TAG = "launch:account"  # the account and partition the cluster was created in: `aws/123456789012`
+REGION_TAG = "launch:region"
 WIDEST_QUIET_PREFIX = {4: 8, 6: 32}  # a wider --ssh-cidr gets a warning
 DEFAULT_SSH_USER = "ubuntu"
 # The DLAMI whose only addition is the NVIDIA driver (Ubuntu 22.04, x86_64): the wheel brings CUDA itself.
@@ -35,18 +40,49 @@ WORKDIR = f"{EFS_ROOT}/work"
 
 
 @dataclass(frozen=True)
+class Binding:
+    """Where a cluster lives: the AWS partition, account and region its resources were created in."""
+
+    partition: str
+    account: str
+    region: str
+
+    def describe(self) -> str:
+        return f"account {self.account} ({self.partition}), region {self.region}"
+
+    def tags(self) -> dict:
+        return {ACCOUNT_TAG: f"{self.partition}/{self.account}", REGION_TAG: self.region}
+
+
+@dataclass(frozen=True)
 class Owner:
+    """Who created a cluster: the AWS identity (STS ARN) and the mxlaunch state directory's local id; `origin`
+    (user@host) and `created` (ISO-8601 UTC) say from where and when, where they were recorded."""
+
     arn: str
     local_id: str
+    origin: Optional[str] = None
+    created: Optional[str] = None
 
     def same(self, other: "Owner") -> bool:
         return self.arn == other.arn or self.local_id == other.local_id
+
+    def describe(self) -> str:
+        """`ARN (mxlaunch id ID) from user@host at TIME`, with what is known."""
+        where = f" from {self.origin}" if self.origin else ""
+        when = f" at {self.created}" if self.created else ""
+        return f"{self.arn} (mxlaunch id {self.local_id}){where}{when}"
+
+    def tags(self) -> dict:
+        extra = {k: v for k, v in ((ORIGIN_TAG, self.origin), (CREATED_TAG, self.created)) if v}
+        return {OWNER_TAG: self.arn, OWNER_ID_TAG: self.local_id, **extra}
 
     @classmethod
     def from_tags(cls, tags: dict) -> Optional["Owner"]:
         if OWNER_TAG not in tags and OWNER_ID_TAG not in tags:
             return None  # made before owners were recorded: nobody to protect
-        return cls(arn=tags.get(OWNER_TAG, "?"), local_id=tags.get(OWNER_ID_TAG, "?"))
+        return cls(arn=tags.get(OWNER_TAG, "?"), local_id=tags.get(OWNER_ID_TAG, "?"), origin=tags.get(ORIGIN_TAG),
+                   created=tags.get(CREATED_TAG))
 
 
 @dataclass(frozen=True)
@@ -65,6 +101,7 @@ class ClusterSpec:
     wait: str = "ssh"
     keep_on_failure: bool = False
     owner: Optional[Owner] = None  # who runs this `up` (recorded on what it creates)
+    binding: Optional[Binding] = None  # where it runs (recorded on what it creates, and in cluster.json)
     foreign: bool = False  # --force on a cluster another owner recorded: add to it, never take their SSH rule away
     # --spot only: a spot launch refused for capacity is retried once as on-demand (infra/cloud/run_instances.py);
     # None: not said (`up` keeps what the cluster recorded, a new cluster has it off)
@@ -150,12 +187,16 @@ def cluster_deadline(instances: Iterable) -> Optional[dt.datetime]:
     return min(filter(None, (instance_deadline(i) for i in instances)), default=None)
 
 
-def creation_tags(spec: ClusterSpec, resource_type: str) -> dict:
-    """Tags `up` adds at creation besides launch:cluster/role/Name: the owner, on the cluster's security group
-    (made first, removed last) and on instances; `launch cluster up/down/ssh` check it (infra/cloud/owner.py)."""
-    if spec.owner is None or resource_type not in ("security-group", "instance"):
+def creation_tags(spec: ClusterSpec, resource_type: str, deadline: Optional[dt.datetime] = None) -> dict:
+    """Tags `up` adds at creation besides launch:cluster/role/Name: the owner and the binding, on the cluster's
+    security group (made first, removed last) and on instances (infra/cloud/owner.py checks them); `deadline`:
+    the cluster's --max-hours deadline, on its security group, which outlives every instance."""
+    if resource_type not in ("security-group", "instance"):
         return {}
-    return {OWNER_TAG: spec.owner.arn, OWNER_ID_TAG: spec.owner.local_id}
+    tags = {**(spec.owner.tags() if spec.owner else {}), **(spec.binding.tags() if spec.binding else {})}
+    if deadline is not None and resource_type == "security-group":
+        tags[DEADLINE_TAG] = deadline_text(deadline)
+    return tags
 
 
 def build(name: str, instance_type: str, count: int, ssh_cidr: Optional[str], **options) -> ClusterSpec:

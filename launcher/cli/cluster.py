@@ -56,7 +56,8 @@ def _aws(region: Optional[str], profile: Optional[str], name: Optional[str] = No
 region_option = click.option("--region", help="AWS region (default: the cluster's, else boto3's configuration).")
 profile_option = click.option("--profile", help="AWS profile (default: AWS_PROFILE / boto3's configuration).")
 force_option = click.option("--force", is_flag=True,
-                            help="Act on the cluster even if another user (AWS identity and mxlaunch id) owns it.")
+                            help="Act on the cluster even if another user (AWS identity and mxlaunch id) owns it, "
+                                 "or this machine holds no local state of it (never in another account or region).")
 
 
 @click.group()
@@ -102,16 +103,12 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
                        ami=ami, key_name=key_name, max_hours=max_hours, ssh_user=ssh_user, wait=wait_mode,
                        keep_on_failure=keep_on_failure, on_demand_fallback=on_demand_fallback)
     preflight.require_ipv4(spec)
-    aws = _aws(region, profile, dry_run=dry_run)
-    me, foreign = owner.check(aws, name, "change", force, info)  # before anything is read or created
-    spec = dataclasses.replace(spec, owner=me, foreign=foreign)
+    aws = _aws(region, profile, name, dry_run=dry_run)
+    owner.bound(aws, name, "create or change")  # another account or region: refused before anything is read
     if specs.cidr_warning(spec.ssh_cidr):
         info(specs.cidr_warning(spec.ssh_cidr))
-    meta_region = state.read_meta(name).region
-    if meta_region and meta_region != aws.region:
-        raise UsageError(f"cluster {name} already exists in {meta_region} (state {state.cluster_dir(name)}): "
-                         f"use another name, or `launch cluster down {name}` first")
     record = discover(aws, name)
+    spec = _owned(aws, spec, record, force)
     if on_demand_fallback is None:  # not said: an existing cluster keeps its setting (as --max-hours does)
         recorded = not record.empty and state.read_meta(name).on_demand_fallback
         spec = dataclasses.replace(spec, on_demand_fallback=bool(recorded))
@@ -145,6 +142,18 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
         info("dry run: nothing was created")
         return
     _summary(aws, spec, record)
+
+
+def _owned(aws: Aws, spec, record, force: bool):
+    """`spec` with who creates or changes the cluster and where, once owner.check allows it: `up` on a cluster
+    that exists counts as destructive (it may add instances or move its SSH rule, and it would make this
+    machine's local state of it, after which `down` asks nothing more)."""
+    me, foreign = owner.check(aws, spec.name, "change", force, info, record=record, destructive=not record.empty)
+    if record.empty:
+        me = owner.creator(me, specs.deadline_text(provision.CLOCK()))
+    elif record.owner and record.owner.same(me):
+        me = record.owner  # its instances keep naming who created the cluster
+    return dataclasses.replace(spec, owner=me, foreign=foreign, binding=owner.caller(aws)[1])
 
 
 def _finish(aws: Aws, spec, record, install=None):
@@ -199,8 +208,9 @@ def down(name, region, profile, dry_run, yes, force) -> None:
     """Remove everything tagged launch:cluster=NAME (instances, EFS, groups, key pair)."""
     specs.validate_name(name)
     aws = _aws(region, profile, name, dry_run=dry_run)
-    owner.check(aws, name, "remove", force, info)
+    owner.bound(aws, name, "remove")  # another account or region: refused before anything is read
     record = discover(aws, name)
+    owner.check(aws, name, "remove", force, info, record=record, destructive=True)
     if not record.empty and not dry_run:
         _confirm(f"remove cluster {name} ({len(record.instances)} instance(s), its EFS and everything tagged) "
                  f"in {aws.region}?", yes)
@@ -274,9 +284,9 @@ def status(name, region, profile) -> None:
     live = len(record.live)
     meta = state.read_meta(name)
     wanted = meta.count
-    recorded = owner.recorded(aws, name)
+    recorded = record.owner or owner.recorded(aws, name)
     if recorded:
-        click.echo(f"owner: {recorded.arn} (mxlaunch id {recorded.local_id})")
+        click.echo(f"owner: {recorded.describe()}")
     for line in deadlines.status_lines(aws, record, meta):
         click.echo(line)
     if wanted and live > wanted:
@@ -317,9 +327,10 @@ def _list(region, profile) -> None:
     click.echo(f"(costs: {catalog.ESTIMATE}" + (f"; <=: {SPOT_NOTE})" if marked else ")"))
 
 
-def _refresh(name, region, profile):
+def _refresh(name, region, profile, action="write the hostfile of"):
     specs.validate_name(name)
     aws = _aws(region, profile, name)
+    owner.bound(aws, name, action)  # its local files are rewritten from what is found: never another cluster's
     running = find_instances(aws, name, states=("running",))
     if not running:
         raise CommandError(f"cluster {name} has no running instances in {aws.region}")
@@ -357,7 +368,7 @@ def ssh(name, index, region, profile, print_only, force, command) -> None:
     """SSH to instance INDEX (default 0) of cluster NAME, through the cluster's ssh config."""
     specs.validate_name(name)
     owner.check(_aws(region, profile, name), name, "ssh to", force, info)
-    running, _, ssh_config = _refresh(name, region, profile)
+    running, _, ssh_config = _refresh(name, region, profile, "ssh to")
     if not 0 <= index < len(running):
         raise UsageError(f"cluster {name} has {len(running)} running instance(s): INDEX must be 0..{len(running) - 1}")
     argv = ["ssh", "-F", str(ssh_config), f"{name}-{index}", *command]
