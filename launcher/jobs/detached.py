@@ -74,13 +74,18 @@ def run_dir_of(run: str) -> str:
     return posixpath.join(RUNS, run)
 
 
+# every character str.splitlines() ends a line at: an instance 0 whose mxlaunch reads --env-file with it would
+# split a value there (its tail a second variable, or named in an error)
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
 def _env_file_text(pairs) -> str:
     """The roles' environment as --env-file lines (launcher/jobs/env_options.py read_env_file reads each value to the
     end of its line, the line stripped): a value that cannot survive that is refused, naming only its key."""
     for key, value in pairs:
-        if "\n" in value or "\r" in value or value != value.rstrip():
-            raise UsageError(f"--env {key}: a value with a line break or trailing whitespace cannot be passed to "
-                             f"a detached launcher")
+        if LINE_BREAKS.intersection(value) or value != value.rstrip():
+            raise UsageError(f"--env {key}: a value with a line break (\\n, \\r, \\v, \\f, \\x1c-\\x1e, \\x85, "
+                             f"U+2028, U+2029) or trailing whitespace cannot be passed to a detached launcher")
     return "".join(f"{key}={value}\n" for key, value in pairs)
 
 
