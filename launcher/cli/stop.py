@@ -142,9 +142,9 @@ def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
 def _remove_detached_keys(run_dir: str, record: launcher_record.LauncherRecord) -> None:
     """After SIGKILL of a detached launcher: its key folder (~/.mxlaunch/detach/NAME/RUN), which it can no
     longer remove itself."""
-    cluster = launcher_record.detached_cluster(run_dir)
-    if cluster:
-        remove_keys(detached.key_folder(cluster, os.path.basename(run_dir)))
+    cluster, run = launcher_record.detached_cluster(run_dir), os.path.basename(run_dir)
+    if cluster and detached.RUN_NAME.fullmatch(run):  # names, never paths (the record's cluster is checked too)
+        remove_keys(detached.key_folder(cluster, run))
 
 
 @click.command()

@@ -126,7 +126,11 @@ def _scan_host(conn, python: str, prefix: str, choose: Optional[Choose],
     channel = conn.open_with_pid([python, "-c", source("checkpoint_scan")])
     reader, pid = _Reader(channel, time.monotonic() + timeout), None
     try:
-        pid = reader.line()
+        while pid is None:  # lines before the wrapper's pid line are a shell start-up file's
+            line = reader.line()
+            if line is None:
+                raise EOFError
+            pid = conn.pid_in(channel, line)
         channel.sendall((json.dumps({"prefix": prefix}) + "\n").encode())
         stamps = {Checkpoint(e, b): (mtime, size) for e, b, mtime, size in reader.reply()["found"]}
         candidates = choose(conn.host, stamps) if choose else []
