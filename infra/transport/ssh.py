@@ -47,6 +47,7 @@ from mxlaunch.infra.transport.ssh_options import (DEFAULT_KNOWN_HOSTS, SYSTEM_KN
 
 MAX_EXTRA_CONNECTIONS = 8  # like ssh(1): the connection, not the remote command, failed
 PID_WAIT = timeouts.PID_WAIT
+MAX_OUTPUT = 64 << 20  # bytes of one stream `run` keeps: a command that says more is ended, not buffered on
 PID_MARK = "@@mxlaunch-pid"  # with a token per channel: the wrapper's own line, not a start-up file's
 
 
@@ -183,9 +184,10 @@ class Connection:
             pass
 
     def run(self, argv: Union[str, Sequence[str]], timeout: float = timeouts.COMMAND,
-            stdin: Optional[bytes] = None) -> Tuple[int, str, str]:
-        """Run a command to its end (bounded): (exit status, stdout, stderr). -1 when it timed out, and then
-        the command is killed: without a pty, closing the channel does not end it on the host."""
+            stdin: Optional[bytes] = None, max_output: int = MAX_OUTPUT) -> Tuple[int, str, str]:
+        """Run a command to its end (bounded in time and in what is kept of its output): (exit status, stdout,
+        stderr). -1 when it timed out or wrote more than `max_output` bytes to either stream, and then the
+        command is killed: without a pty, closing the channel does not end it on the host."""
         channel = self.open_with_pid(argv, timeout=timeout)
         deadline = time.monotonic() + timeout
         out, err = bytearray(), bytearray()
@@ -197,6 +199,9 @@ class Connection:
                 channel.sendall(stdin)
             channel.shutdown_write()
             while True:
+                if len(out) > max_output or len(err) > max_output:
+                    self.kill_group(self._pid_line(channel, out))
+                    return -1, text()[0][:max_output], f"its output passed {max_output} bytes: ended"
                 if channel.recv_ready():
                     out += channel.recv(65536)
                 elif channel.recv_stderr_ready():
