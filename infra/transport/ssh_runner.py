@@ -231,10 +231,11 @@ FETCH_TIMEOUT = 30.0  # seconds for one host's answer (a stat, or a file of up t
 
 
 def remote_run_file(conn: Connection, python: str, folder: str, name: str, mode: str = "read",
-                    limit: int = FETCH_LIMIT, timeout: float = FETCH_TIMEOUT) -> dict:
+                    limit: int = FETCH_LIMIT, timeout: Optional[float] = None) -> dict:
     """infra/transport/remote/run_file.py's reply for folder/name on `conn`'s host ("stat" or "read"): the file
     read there, never through a link, only as this user's regular file in this user's directory, at most
-    `limit` bytes, within `timeout` s. {"refused": why} for whatever kept it from being read."""
+    `limit` bytes, within `timeout` s (FETCH_TIMEOUT). {"refused": why} for whatever kept it from being read."""
+    timeout = FETCH_TIMEOUT if timeout is None else timeout
     code, out, err = conn.run([python, "-c", source("run_file"), mode, folder, name, str(limit)], timeout=timeout,
                               max_output=limit * 4 // 3 + 4096)  # base64 of `limit` bytes and one JSON line
     reply = run_file.parse_reply(out) if code == 0 else None
@@ -260,7 +261,7 @@ def fetch_run_files(worker_conns: List[Connection], local_dir: str, remote_dir: 
             continue  # the hosts share this very directory with the launcher: already here
         alive = [conn for conn in worker_conns if conn.alive]
         stats = parallel(lambda conn: remote_run_file(conn, python, remote_dir, name, "stat"), alive,
-                         timeout=FETCH_TIMEOUT + 5, name="run-file-stat")
+                         timeout=FETCH_TIMEOUT + 5, name="run-file-stat")  # each bounded: this is a backstop
         found = []
         for conn, reply in stats.items():
             reply = reply if isinstance(reply, dict) else {"refused": describe_error(reply)}

@@ -27,9 +27,12 @@ import click
 
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
+from mxlaunch.files import MIB, UnsafeFile, read_bounded
 from mxlaunch.infra.transport.remote.detach_starter import remove_keys
 from mxlaunch.launcher.jobs import detached, instance0, rundir, launcher_record
+
 KILL_WAIT = 5.0  # after SIGKILL: the kernel's part, never long
+SUMMARY_LIMIT = 16 * MIB  # bytes of a summary.json read to say how a run ended
 
 
 class RunsElsewhere(CommandError):
@@ -86,11 +89,10 @@ def _signal(pidfd: Optional[int], record: launcher_record.LauncherRecord, signum
 
 def _ended_text(run_dir: str) -> str:
     try:
-        with open(rundir.summary_path(run_dir), encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(read_bounded(rundir.summary_path(run_dir), SUMMARY_LIMIT))
     except FileNotFoundError:
         return "no summary.json (it had not started the job's roles, or died without one)"
-    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except (OSError, ValueError, UnsafeFile):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         data = None
     if not isinstance(data, dict):  # cut short, or JSON that is not a summary
         return "its summary.json is unreadable"
