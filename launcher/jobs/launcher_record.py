@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -163,7 +164,33 @@ def moved_text(run_dir: str, doing: str) -> str:
     """Why a detached run whose record names another machine (ELSEWHERE) cannot be judged on this instance 0:
     its launcher ran on the instance 0 it was started on, which this one is not (replaced, or stopped)."""
     record, run = read_launcher(run_dir), os.path.basename(os.path.normpath(run_dir))
-    host = (record.address or record.hostname) if record else None
+    host = (launcher_address(record) or record.hostname) if record else None
     return (f"run {run}: its launcher (pid {record.pid if record else '?'}) ran on {host}, which is not this "
             f"cluster's instance 0 any more (replaced, or stopped): {doing}; `launch stop --cluster "
             f"{detached_cluster(run_dir)} {run}` asks AWS whether that instance is gone, and if so marks the run lost")
+
+
+EC2_HOSTNAME = re.compile(r"ip-(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})(\..*)?")  # EC2's own: ip-10-0-1-23
+LOST = "launcher lost"  # summary.json's reason for a run whose launcher went with its instance
+
+
+def launcher_address(record: LauncherRecord) -> Optional[str]:
+    """The private address of the machine a detached launcher ran on: recorded since it was kept, else read from
+    EC2's own hostname (ip-10-0-1-23); None when neither says."""
+    if record.address:
+        return record.address
+    found = EC2_HOSTNAME.fullmatch(record.hostname or "")
+    return ".".join(found.group(1, 2, 3, 4)) if found else None
+
+
+def mark_lost(run_dir: str, record: LauncherRecord, why: str) -> None:
+    """summary.json of a run whose launcher is gone with its machine: the run has ended (`launch runs`, `logs
+    --follow` and `stop` see it so); `launch train --resume` goes on from its checkpoints as after any end."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    data = {"status": None, "reason": LOST, "start": record.started, "end": now, "notes": [why], "roles": [],
+            "restarts": []}
+    tmp = rundir.summary_path(run_dir) + ".tmp"
+    with open_new(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, rundir.summary_path(run_dir))
