@@ -151,3 +151,110 @@ def test_trainer_on_the_gpu_wheel_refuses_missing_gpus_and_trains_on_cpu(gpu_ven
     assert fit.returncode == 0, fit.stderr[-2000:]
     accuracy = float(re.search(r"Epoch\[1\] Validation-accuracy=([\d.]+)", fit.stderr).group(1))
     assert accuracy > 0.5  # two epochs of resnet-8 on the real digits (the demo's batch): far above chance (0.1)
+
+
+# ------------------------------------------------------------------------------- the loader's own behaviour
+
+# Started in every Python of the environment, the loader may load nothing but itself until mxnet is imported.
+START_UP = "import sys; print(' '.join(sorted(sys.modules)))"
+
+
+@pytest.mark.parametrize("gpu_venv", ["wheel"], indirect=True)
+def test_start_up_loads_the_loader_and_nothing_else(gpu_venv, tmp_path):
+    """Before: ctypes, glob, re (and what they import) in every start-up: 1.93x a plain venv's time. What the .pth
+    line itself loads, apart from the other .pth files the environment may hold: both interpreters without site,
+    site-packages on the path, one of them running the line as site would."""
+    python, site, _, _ = gpu_venv
+    line = open(os.path.join(site, "mxlaunch-gpu-libs.pth")).read()
+    path = f"import site, sys; sys.path.append({site!r}); "  # site's own imports, not its .pth processing
+
+    def modules(run_line: bool) -> set:
+        code = path + (f"exec({line!r}); " if run_line else "") + START_UP
+        return set(subprocess.run([python, "-S", "-c", code], capture_output=True, text=True, check=True,
+                                  timeout=60, cwd=tmp_path).stdout.split())
+
+    assert modules(True) - modules(False) == {"mxlaunch", "mxlaunch.gpu_libs"}
+
+
+# an import hook after the loader that provides `mxnet` itself (as a test double, a vendored build, ... would)
+HOOK = """
+import importlib.abc, importlib.util, sys
+class Hook(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name == "mxnet" else None
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        module.PROVIDED_BY = "hook"
+at = sys.meta_path.index(sys.modules["mxlaunch.gpu_libs"]._PreloadBeforeMxnet)
+sys.meta_path.insert(at + 1, Hook())
+import mxnet
+print(getattr(mxnet, "PROVIDED_BY", "the real mxnet"))
+"""
+
+
+def test_the_loader_leaves_the_next_finder_its_turn():
+    """Before: the loader removed itself from sys.meta_path while Python iterated it, so the finder right after
+    it was skipped for `mxnet`. Here with this checkout's own environment (its .pth), no GPU wheels needed."""
+    run = subprocess.run([sys.executable, "-c", HOOK], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "hook"
+
+
+@INSTALLS
+def test_a_folder_named_nvidia_in_the_working_directory_hides_nothing(gpu_venv, tmp_path):
+    """Before: the first nvidia/ on sys.path won, and sys.path starts with the working directory."""
+    python, site, stub_dir, _ = gpu_venv
+    for name in ("cublas/lib/libcublas.so.11", "cuda_runtime/lib/libcudart.so.11.0"):
+        (tmp_path / "nvidia" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "nvidia" / name).write_bytes(b"not a library")
+    code = ("from mxlaunch import gpu_libs; import mxnet as mx; "
+            "print('\\n'.join(gpu_libs.library_paths().values())); print(mx.runtime.Features().is_enabled('CUDA'))")
+    run = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120, env=_gpu_env(stub_dir),
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    *paths, cuda = run.stdout.split()
+    assert CUDA_NEEDED <= {os.path.basename(p) for p in paths} and all(p.startswith(site) for p in paths), paths
+    assert cuda == "True"
+
+
+DRIVER_LINE = ("error: the GPU build of MXNet (mxnet-cu112) needs the NVIDIA driver, and this machine has none "
+               "(libcuda.so.1: cannot open shared object file")
+CPU_EXTRA = "or use the cpu extra (pip install 'mxlaunch[cpu]'), which serves machines without one"
+
+
+def _one_line(run, prog: str) -> None:
+    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert lines[0].startswith(f"{prog}: {DRIVER_LINE}") and lines[0].endswith(CPU_EXTRA), lines[0]
+
+
+@pytest.mark.parametrize("gpu_venv", ["wheel"], indirect=True)
+def test_without_the_driver_every_entry_says_so_in_one_line_and_exits_2(gpu_venv, digits_dir, tmp_path):
+    """Before: `trainer data digits` ended "internal error: OSError: libcuda.so.1: ..." (exit 70)."""
+    python, _, _, _ = gpu_venv
+    bin_dir = os.path.dirname(python)
+    env = _gpu_env("")  # no driver: nothing of it on the search path (this machine has none)
+    env.pop("LD_LIBRARY_PATH")
+    _one_line(subprocess.run([os.path.join(bin_dir, "trainer"), "data", "digits", "--out", str(tmp_path / "d")],
+                             capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path), "trainer")
+    fit = [os.path.join(bin_dir, "trainer"), "fit", "--network", "resnet", "--num-layers", "8", "--data-train",
+           f"{digits_dir}/digits_train.rec", "--data-val", f"{digits_dir}/digits_val.rec", "--image-shape",
+           "3,28,28", "--pad-size", "0", "--random-mirror", "0", "--batch-size", "16", "--num-epochs", "1"]
+    _one_line(subprocess.run(fit, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path), "trainer")
+    # a launched job's server and scheduler: importing mxnet is their whole program (MXNet exits in it)
+    for role in ("server", "scheduler"):
+        _one_line(subprocess.run(fit, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                                 env=dict(env, DMLC_ROLE=role)), "trainer")
+    plain = subprocess.run([python, "-c", "import mxnet"], capture_output=True, text=True, timeout=120, env=env)
+    assert plain.returncode == 1 and plain.stderr.strip().splitlines()[-1].startswith(
+        "mxlaunch.cuda.DriverMissing: the GPU build of MXNet (mxnet-cu112) needs the NVIDIA driver"), plain.stderr
+    # `launch train`: its roles each end so; the failure it reports is that line, no traceback in any log
+    run_dir = tmp_path / "run"
+    job = subprocess.run([os.path.join(bin_dir, "launch"), "train", "--local", "-n", "1", "--run-dir", str(run_dir),
+                          "--", *fit], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert job.returncode != 0 and DRIVER_LINE in job.stderr, job.stderr[-3000:]
+    logs = {p.name: p.read_text() for p in (run_dir / "logs").glob("*.log")}
+    assert any(DRIVER_LINE in text for text in logs.values()), logs  # the role that failed first; the others were
+    assert not [name for name, text in logs.items() if "Traceback" in text], logs  # stopped, maybe before a word
