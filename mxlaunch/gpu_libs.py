@@ -26,36 +26,49 @@ import sys
 SONAMES = ("libcudart.so.11.0", "libcublasLt.so.11", "libcublas.so.11", "libcufft.so.10", "libcurand.so.10",
            "libcusolver.so.11", "libnvrtc.so.11.2", "libnvToolsExt.so.1", "libcudnn.so.8", "libnccl.so.2")
 DRIVER = "libcuda.so.1"
-NVIDIA_PREFIX = "nvidia-"  # NVIDIA's wheels: nvidia-cublas-cu11, nvidia-cudnn-cu11, ...
-GPU_MXNET_PREFIX = "mxnet-cu"  # mxnet-cu112, mxnet-cu117, ...: the GPU builds of MXNet
+# The NVIDIA wheels of the gpu extra, and which of those libraries each installs.
+WHEELS = {
+    "nvidia-cuda-runtime-cu11": ("libcudart.so.11.0",), "nvidia-cublas-cu11": ("libcublasLt.so.11", "libcublas.so.11"),
+    "nvidia-cufft-cu11": ("libcufft.so.10",), "nvidia-curand-cu11": ("libcurand.so.10",),
+    "nvidia-cusolver-cu11": ("libcusolver.so.11",), "nvidia-cuda-nvrtc-cu11": ("libnvrtc.so.11.2",),
+    "nvidia-nvtx-cu11": ("libnvToolsExt.so.1",), "nvidia-cudnn-cu11": ("libcudnn.so.8",), "nvidia-nccl-cu11": ("libnccl.so.2",),
+}
+GPU_MXNET = ("mxnet_cu", "mxnet-cu")  # dist-info names of MXNet's GPU builds: mxnet_cu112-1.9.1.dist-info, ...
 SERVING_ROLES = ("server", "scheduler")  # DMLC_ROLE values for which importing mxnet is the whole program
 
 
-def _name(dist) -> str:
-    return (dist.metadata["Name"] or "").lower().replace("_", "-")
-
-
-def _installed():
-    """(soname -> file of every CUDA library the nvidia-* distributions install, whether a GPU build of MXNet
-    is installed), from the distributions' own file lists, first on sys.path first."""
-    from importlib import metadata  # heavy: only when mxnet is imported
-
-    found, gpu_mxnet = {}, False
-    for dist in metadata.distributions():
-        name = _name(dist)
-        gpu_mxnet = gpu_mxnet or name.startswith(GPU_MXNET_PREFIX)
-        if not name.startswith(NVIDIA_PREFIX):
-            continue
-        for file in dist.files or ():
-            if file.name in SONAMES and file.name not in found:
-                found[file.name] = str(dist.locate_file(file))
-    return found, gpu_mxnet
-
-
 def library_paths() -> dict:
-    """soname -> file of the CUDA libraries installed by NVIDIA's wheels, in load order."""
-    found, _ = _installed()
+    """soname -> file of the CUDA libraries the installed NVIDIA wheels hold, in load order: found by each
+    wheel's own file list (its RECORD, through importlib.metadata), never by a folder's name on sys.path."""
+    from importlib import metadata  # heavy: only when mxnet is imported (which imports it anyway)
+
+    found = {}
+    for wheel, names in WHEELS.items():
+        try:
+            dist = metadata.distribution(wheel)
+        except metadata.PackageNotFoundError:
+            continue
+        root = str(dist.locate_file(""))
+        for line in (dist.read_text("RECORD") or "").splitlines():  # path,hash,size (a path holds no comma here)
+            path = line.rsplit(",", 2)[0]
+            if path.rpartition("/")[2] in names:
+                found.setdefault(path.rpartition("/")[2], os.path.join(root, path))
     return {name: found[name] for name in SONAMES if name in found}
+
+
+def gpu_build(path=None) -> bool:
+    """Whether the mxnet that `import mxnet` finds (on `path`, else sys.path) is a GPU build: a dist-info of
+    mxnet-cuXXX beside it."""
+    from importlib.machinery import PathFinder  # heavy: only when mxnet is imported
+
+    spec = PathFinder.find_spec("mxnet", path)
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    folder = os.path.dirname(list(spec.submodule_search_locations)[0])
+    try:
+        return any(name.startswith(GPU_MXNET) and name.endswith(".dist-info") for name in os.listdir(folder))
+    except OSError:
+        return False
 
 
 def preload(paths=None) -> list:
@@ -86,11 +99,10 @@ def driver_error():
         return DriverMissing(str(exc))
 
 
-def prepare() -> None:
+def prepare(path=None) -> None:
     """What the first `import mxnet` needs: the CUDA libraries loaded; with the GPU build, the driver checked."""
-    found, gpu_mxnet = _installed()
-    preload({name: found[name] for name in SONAMES if name in found})
-    error = driver_error() if gpu_mxnet else None
+    preload(library_paths())
+    error = driver_error() if gpu_build(path) else None
     if error is None:
         return
     if os.environ.get("DMLC_ROLE") in SERVING_ROLES:  # MXNet itself exits in this import for these roles
@@ -110,7 +122,7 @@ class _PreloadBeforeMxnet:
     def find_spec(cls, fullname, path=None, target=None):
         if fullname == "mxnet" and not cls.done:
             cls.done = True  # first: whatever prepare() imports never comes back here
-            prepare()
+            prepare(path)
         return None
 
 
