@@ -62,6 +62,7 @@ def test_stop_never_removes_a_directory_a_planted_record_names(tmp_path, stubbor
     """Before: the record's cluster went into the key folder's path unchecked, and after SIGKILL that path
     was removed whole (here: HOME/../victim/RUN)."""
     home = tmp_path / "home"
+    (home / ".mxlaunch" / "detach").mkdir(parents=True)  # a home where detached runs were started before
     victim = tmp_path / "victim" / RUN
     victim.mkdir(parents=True)
     (victim / "thesis.tex").write_text("years of work")
