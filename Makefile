@@ -40,7 +40,8 @@ demo: venv
 	$(VENV)/bin/launch train --local -n 2 -s 1 --run-dir $(DEMO_DIR) -- \
 		trainer fit --network resnet --num-layers 8 \
 		--data-train $(DATA_DIR)/digits_train.rec --data-val $(DATA_DIR)/digits_val.rec \
-		--image-shape 3,28,28 --pad-size 0 --random-mirror 0 --batch-size 16 --num-epochs 10 \
+		--image-shape 3,28,28 --pad-size 0 --random-crop 1 --random-mirror 0 --rgb-mean 0,0,0 \
+		--batch-size 16 --num-epochs 10 \
 		--lr 0.1 --lr-factor 0.1 --lr-step-epochs 6,9 --seed 1 --model-prefix $(DEMO_DIR)/digits-resnet8
 
 # two workers: most tests wait on processes, SSH or the box, and two cores sat half idle in one

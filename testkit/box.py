@@ -16,12 +16,18 @@ and private addresses: these are the only addresses a test ever contacts.
 What "booting" an instance does here (the harness plays cloud-init): the key pair's public key (moto's record
 of `launch-NAME`) goes into ~ubuntu/.ssh/authorized_keys, and the end state of the user data that the product
 relies on is set: /efs/mxlaunch, its work/ and wheels/ owned by ubuntu, /var/lib/mxlaunch/ready written.
-What the box does NOT run: the user data script itself (templates/cluster_userdata.sh.j2) — no NFS mount (a
-bind mount stands in for EFS), no apt-get (python3-venv, nfs-common), no `shutdown -h` for --max-hours, no
-/var/log/mxlaunch-userdata.log — nor any other part of an AMI's boot (no systemd units, no NVIDIA driver or
+What the box does NOT run by default: the user data script itself (templates/cluster_userdata.sh.j2) — no NFS
+mount (a bind mount stands in for EFS), no apt-get (python3-venv, nfs-common), no `shutdown -h` for --max-hours,
+no /var/log/mxlaunch-userdata.log — nor any other part of an AMI's boot (no systemd units, no NVIDIA driver or
 GPU: `nvidia-smi` is absent, so GPU checks fail there; the hosts run on this machine's CPUs). Instances that
 are terminated keep their host (no re-imaging), and a host is handed out once: size the box for the module.
 Whoever changes the user data's file-system steps changes `image.BOOT` with it.
+
+`up(..., user_data=True)`: a boot installs the key, then the instance's real user data runs on its host as
+cloud-init would (testkit.box_server.run_user_data: EFS is already mounted, so the NFS mount is skipped; apt,
+fuser, shutdown are stubbed in its own mount namespace; the host has its own /var/log); `no_efs` (hosts by
+index): those cannot mount EFS, and their user data fails at that step within seconds. A user data with a
+--max-hours deadline is not run (it would arm a shutdown of this machine).
 
 `host_python()`: an interpreter for the hosts at /efs/box-venv/bin/python — this checkout's wheel in a venv of
 the system python3, with the third-party packages of the test run's own venv visible read-only at
@@ -172,9 +178,11 @@ def _make_host_venv(venv: str, wheel_dir: str) -> None:
     open(os.path.join(venv, ".complete"), "w").close()
 
 
-def up(capacity: int, hide: Iterable[str] = (), dir: Optional[str] = None) -> Box:
+def up(capacity: int, hide: Iterable[str] = (), dir: Optional[str] = None, user_data: bool = False,
+       no_efs: Iterable[int] = ()) -> Box:
     """A box of `capacity` hosts (none booted yet) and its moto server. `hide`: the launcher's working
-    directories; `dir`: where the launcher side keeps its state (default: a new temporary directory)."""
+    directories; `dir`: where the launcher side keeps its state (default: a new temporary directory);
+    `user_data`, `no_efs`: see the module docstring."""
     dir = dir or tempfile.mkdtemp(prefix="mxlaunch-box-")
     os.makedirs(dir, exist_ok=True)
     frameworks = sysconfig.get_paths()["purelib"]  # this run's own third-party packages (mxnet, numpy, ...)
@@ -184,7 +192,8 @@ def up(capacity: int, hide: Iterable[str] = (), dir: Optional[str] = None) -> Bo
         config = os.path.join(dir, "server.json")
         with open(config, "w") as fh:
             json.dump({"image_user": image.user, "events": os.path.join(dir, "events.jsonl"),
-                       "hosts": [{"address": m.address, "sshd_pid": m.sshd_pid} for m in bed.members]}, fh)
+                       "hosts": [{"address": m.address, "sshd_pid": m.sshd_pid} for m in bed.members],
+                       "user_data": user_data, "no_efs": [bed.members[i].address for i in no_efs]}, fh)
         with open(os.path.join(dir, "server.log"), "w") as log:
             server = subprocess.Popen([sys.executable, "-m", "testkit.box_server", config],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,

@@ -87,10 +87,18 @@ def hooks(monkeypatch):
     return installed
 
 
+def teach_moto() -> None:
+    """DescribeInstances' `client-token` filter, which AWS has and moto 5 lacks (moto keeps each instance's
+    token): how `up` finds a launch whose answer was lost."""
+    from moto.ec2 import utils
+    utils.filter_dict_attribute_mapping.setdefault("client-token", "client_token")
+
+
 @pytest.fixture(scope="module")
 def moto_module():
     """One moto per test module (a reset costs ~0.5 s of CPU); tests use distinct cluster names."""
     from moto import mock_aws
+    teach_moto()
     with mock_aws():
         yield
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from aws_fixtures import REGION
+from aws_fixtures import REGION, teach_moto
 from testkit.procs import OWNER_KEY
 
 SHIM = """
@@ -39,6 +39,7 @@ main(sys.argv[1:])  # the real `launch` entry point
 @pytest.fixture
 def moto_server():
     from moto.server import ThreadedMotoServer
+    teach_moto()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

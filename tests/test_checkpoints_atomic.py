@@ -88,7 +88,8 @@ def test_a_truncated_newest_checkpoint_is_skipped_for_the_previous_whole_one(tmp
         f.write(b"partial")
     assert checkpoints.newest_local(prefix) == Checkpoint(2)
     # --resume picks it too, and the trainer loads it
-    spec = JobSpec(command=("trainer", "fit", "--model-prefix", "ck/m"), num_workers=1, num_servers=1,
+    spec = JobSpec(command=("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "ck/m"), num_workers=1,
+                   num_servers=1,
                    hosts=(Host.loopback(slots=1),), local=True)
     run_dir = str(tmp_path / "run")
     rundir.prepare(run_dir)

@@ -1,6 +1,7 @@
 """`up --spot --on-demand-fallback` (infra/cloud/run_instances.py): a spot launch refused for capacity in every zone tried
-is sent again as on-demand, everything else the same, zone by zone (the last zone tried first) unless live
-instances pin the zone (then there only); the setting is recorded for `repair` and restarts.
+is sent again as on-demand, everything else the same, zone by zone in the same order unless live instances pin
+the zone (then there only); the setting is recorded for `repair` and restarts. The EFS mount target is made once,
+in the zone that launched, after the launch.
 moto in-process; AWS's refusals are answered by a botocore hook with the real error codes (moto never runs out of
 capacity). SSH is faked at the repair's seams: moto's addresses are made up, never contacted."""
 from __future__ import annotations
@@ -97,13 +98,13 @@ def test_spot_capacity_gone_launches_on_demand_with_the_clusters_tags_in_the_sam
     assert r.code == 0, r.err
     *spot, on_demand = run.sent
     assert run.markets() == ["spot"] * len(spot) + ["on-demand"] and run.refused == spot
-    assert same_launch(on_demand) == same_launch(spot[-1])  # subnet, group, image, tags, deadline, user data
+    assert same_launch(on_demand) == same_launch(spot[0])  # subnet, group, image, tags, deadline, user data
     held = tagged_everything("fb")
     assert len(held["instances"]) == 2
     assert all("InstanceLifecycle" not in i for i in held["instances"])  # AWS's own word: not spot
-    subnet = spot[-1]["NetworkInterfaces"][0]["SubnetId"]
+    subnet = spot[0]["NetworkInterfaces"][0]["SubnetId"]
     assert {i["SubnetId"] for i in held["instances"]} == {subnet}
-    assert [m["SubnetId"] for m in held["mount_targets"]] == [subnet]  # the zones given up on lost theirs
+    assert [m["SubnetId"] for m in held["mount_targets"]] == [subnet]  # none in the zones given up on
     assert {tags(i)["launch:cluster"] for i in held["instances"]} == {"fb"}
     assert all(tags(i).keys() >= {"launch:role", "launch:owner", "launch:deadline", "Name"}
                for i in held["instances"])
@@ -113,7 +114,7 @@ def test_spot_capacity_gone_launches_on_demand_with_the_clusters_tags_in_the_sam
     (line,) = [x for x in r.err.splitlines() if "on-demand instance(s) launched instead" in x]
     ids = " ".join(i["InstanceId"] for i in sorted(held["instances"], key=lambda i: i["AmiLaunchIndex"]))
     assert line.startswith(f"spot capacity gone in {', '.join(tried)} ({SPOT_FULL}); 2 on-demand instance(s) "
-                           f"launched instead in {tried[-1]}: {ids}; "), line
+                           f"launched instead in {tried[0]}: {ids}; "), line
     assert "they bill at the on-demand price, ~$" in line
     assert state.read_meta("fb").on_demand_fallback is True and state.read_meta("fb").spot is True
     status = launch("cluster", "status", "fb")
@@ -148,43 +149,41 @@ def test_a_new_cluster_whose_first_on_demand_zone_is_full_too_lands_in_the_next_
     assert r.code == 0, r.err
     spot = subnets_of(run.sent[:-2])
     assert run.markets() == ["spot"] * len(spot) + ["on-demand"] * 2 and len(spot) > 1
-    # on-demand: the last spot zone first (its mount target is ready), then the first
-    assert subnets_of(run.sent[-2:]) == [spot[-1], spot[0]]
+    # on-demand: the zones in the same order
+    assert subnets_of(run.sent[-2:]) == spot[:2]
     held = tagged_everything("next")
-    assert {i["SubnetId"] for i in held["instances"]} == {spot[0]} and len(held["instances"]) == 2
-    assert [m["SubnetId"] for m in held["mount_targets"]] == [spot[0]]  # the full zone's mount target dropped
+    assert {i["SubnetId"] for i in held["instances"]} == {spot[1]} and len(held["instances"]) == 2
+    assert [m["SubnetId"] for m in held["mount_targets"]] == [spot[1]]  # the one zone that launched
     zone_of = {n["SubnetId"]: n["AvailabilityZone"] for n in plain_client("ec2").describe_subnets()["Subnets"]}
     (line,) = [x for x in r.err.splitlines() if "on-demand instance(s) launched instead" in x]
-    assert f"launched instead in {zone_of[spot[0]]}: " in line, line
-    assert f"no on-demand capacity for 2 x g5.12xlarge in {zone_of[spot[-1]]} ({SPOT_FULL}); trying the next zone" \
+    assert f"launched instead in {zone_of[spot[1]]}: " in line, line
+    assert f"no on-demand capacity for 2 x g5.12xlarge in {zone_of[spot[0]]} ({SPOT_FULL}); trying the next zone" \
         in r.err
 
 
 @pytest.mark.parametrize("refuse_on_demand", [[], [SPOT_FULL], [SPOT_FULL, SPOT_FULL]])
-def test_no_zones_mount_target_is_created_twice_and_only_the_used_one_stays(moto_aws, aws_says, mount_targets,
-                                                                           refuse_on_demand):
-    """Spot refused everywhere, on-demand refused in 0, 1 or 2 zones: the spot pass keeps the mount targets it
-    made (the fallback comes back to those zones), and only the zone that launched keeps one in the end."""
+def test_one_mount_target_is_made_in_the_zone_that_launched_and_none_elsewhere(moto_aws, aws_says, mount_targets,
+                                                                             refuse_on_demand):
+    """Spot refused everywhere, on-demand refused in 0, 1 or 2 zones: the zones tried cost a RunInstances each and
+    nothing else; the mount target is made once, after the launch, where the instances are."""
     run = aws_says(refuse={"spot": SPOT_FULL, "on-demand": list(refuse_on_demand)})
     name = f"once{len(refuse_on_demand)}"
     r = launch(*up_args(name, 2, "--spot", "--on-demand-fallback"))
     assert r.code == 0, r.err
-    assert len(mount_targets.created) == len(set(mount_targets.created)) > 1, mount_targets.created
     launched_in = subnets_of(run.sent[-1:])
+    assert mount_targets.created == launched_in and mount_targets.deleted == []
     held = tagged_everything(name)
     assert {i["SubnetId"] for i in held["instances"]} == set(launched_in)
     assert [m["SubnetId"] for m in held["mount_targets"]] == launched_in
-    assert len(mount_targets.deleted) == len(mount_targets.created) - 1
 
 
-def test_a_spot_launch_in_a_later_zone_keeps_no_mount_target_in_the_full_ones(moto_aws, aws_says, mount_targets):
-    """The fallback is on but not needed: the zones spot skipped lose the mount targets kept for it."""
+def test_a_spot_launch_in_a_later_zone_makes_no_mount_target_in_the_full_ones(moto_aws, aws_says, mount_targets):
     aws_says(refuse={"spot": [SPOT_FULL]})  # the first zone only
     r = launch(*up_args("later", 2, "--spot", "--on-demand-fallback"))
     assert r.code == 0, r.err
     held = tagged_everything("later")
-    assert [m["SubnetId"] for m in held["mount_targets"]] == mount_targets.created[1:]
-    assert {i["SubnetId"] for i in held["instances"]} == set(mount_targets.created[1:])
+    assert [m["SubnetId"] for m in held["mount_targets"]] == mount_targets.created
+    assert {i["SubnetId"] for i in held["instances"]} == set(mount_targets.created) and not mount_targets.deleted
 
 
 def test_on_demand_capacity_gone_too_is_exit_6_naming_both_and_nothing_is_left(moto_aws, aws_says):
@@ -192,13 +191,14 @@ def test_on_demand_capacity_gone_too_is_exit_6_naming_both_and_nothing_is_left(m
     r = launch(*up_args("both", 2, "--spot", "--on-demand-fallback"))
     assert r.code == Exit.AWS_CAPACITY, r.err
     spot = [p for p in run.sent if "InstanceMarketOptions" in p]
-    on_demand = run.sent[len(spot):]  # every zone as on-demand too, the last spot zone first
+    on_demand = run.sent[len(spot):]  # every zone as on-demand too, in the same order
     assert run.markets() == ["spot"] * len(spot) + ["on-demand"] * len(spot) and len(spot) > 1
-    assert subnets_of(on_demand) == subnets_of(spot[-1:] + spot[:-1])
+    assert subnets_of(on_demand) == subnets_of(spot)
     zone_of = {n["SubnetId"]: n["AvailabilityZone"] for n in plain_client("ec2").describe_subnets()["Subnets"]}
     last = r.err.strip().splitlines()[-1]
-    assert f"spot gone in {', '.join(zone_of[s] for s in subnets_of(spot))} ({SPOT_FULL}), on-demand too in " \
-           f"{', '.join(zone_of[s] for s in subnets_of(on_demand))} ({SPOT_FULL}, --on-demand-fallback)" in last, last
+    spot_zones, on_demand_zones = (", ".join(zone_of[s] for s in subnets_of(sent)) for sent in (spot, on_demand))
+    assert f"spot capacity gone in {spot_zones} ({SPOT_FULL}), on-demand too in {on_demand_zones} ({SPOT_FULL}) " \
+           f"(--on-demand-fallback)" in last, last
     assert nothing_tagged("both") and not moto_aws.groups
 
 
@@ -274,6 +274,27 @@ def test_status_shows_each_instances_market_as_aws_names_it(moto_aws, hooks):
     rows = {line.split()[1]: line.split()[-1] for line in status.out.splitlines()
             if line.split()[:1] and line.split()[0].isdigit()}
     assert rows == {ids[0]: "capacity-block", ids[1]: "scheduled", ids[2]: "on-demand"}  # AWS omits on-demand
+
+
+def test_status_and_list_never_price_spot_instances_as_if_on_demand_unmarked(moto_aws, hooks):
+    """No spot price is read: a spot instance's on-demand rate is its upper bound (`up` sets no max price, so AWS
+    caps it there), and both commands say so instead of showing it as the price."""
+    assert launch(*up_args("sp", 2)).code == 0 and launch(*up_args("od", 1)).code == 0
+    spot = [i["InstanceId"] for i in tagged_everything("sp")["instances"]]
+    hooks.append(Lifecycles({i: "spot" for i in spot}))
+    status = launch("cluster", "status", "sp")
+    (cost,) = [line for line in status.out.splitlines() if line.startswith("cost:")]
+    assert cost.startswith("cost: at most $11.34/h now, at most $") and "2 spot instances priced at the on-demand " \
+        "rate, the most their spot price can be" in cost, cost
+    plain = launch("cluster", "status", "od").out
+    assert "cost: ~$5.67/h now" in plain and "spot" not in plain.split("cost:")[1].splitlines()[0]
+    listed = launch("cluster", "list").out.splitlines()
+    (sp,) = [line for line in listed if line.startswith("sp ")]
+    (od,) = [line for line in listed if line.startswith("od ")]
+    assert "<=$11.34" in sp and "<=" not in od and "$5.67" in od
+    assert listed[-1].endswith("; <=: spot instances priced at the on-demand rate, the most their spot price can be)")
+    for name in ("sp", "od"):
+        assert launch("cluster", "down", name, "--yes").code == 0
 
 # ------------------------------------------------------------------ repair (and so the restarts of --max-restarts)
 @pytest.fixture(autouse=True)

@@ -25,7 +25,7 @@ def test_bad_cluster_names_never_reach_the_file_system(name, tmp_path, monkeypat
 
 
 def test_train_cluster_with_a_path_is_refused_before_any_path_is_built(aws_env):
-    r = launch("train", "--cluster", "../../x", "-n", 1, "--dry-run", "--", "trainer", "fit")
+    r = launch("train", "--cluster", "../../x", "-n", 1, "--dry-run", "--", "trainer", "fit", "--data-train", "t.rec")
     assert r.code == Exit.USAGE and "bad cluster name '../../x'" in r.err and "Traceback" not in r.err
     assert len(r.err.strip().splitlines()) == 1
     assert not (aws_env / "x").exists() and not (aws_env / "mxlaunch-home").exists()

@@ -130,6 +130,54 @@ def test_the_install_script_is_valid_bash(tmp_path):
         assert subprocess.run(["bash", "-n", str(tmp_path / "i.sh")]).returncode == 0
 
 
+def install_from_pypi(tmp_path, pip_errors: list, tries: int = 3) -> tuple:
+    """The PyPI install script run here against a fake venv whose `pip install` fails with `pip_errors` in turn
+    (then succeeds). -> (the run, the pip install calls)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (tmp_path / "errors").write_text("\n".join(pip_errors) + ("\n" if pip_errors else ""))
+    python = venv / "bin" / "python"
+    python.write_text(f"""#!/bin/bash
+case "$*" in
+  "-m pip show"*) exit 1 ;;
+  "-m pip install"*)
+    echo "$*" >> {tmp_path}/installs
+    error=$(head -n 1 {tmp_path}/errors); sed -i 1d {tmp_path}/errors
+    [ -z "$error" ] || {{ echo "$error" >&2; exit 1; }} ;;
+esac
+exit 0
+""")
+    python.chmod(0o755)
+    text = render("cluster_install.sh.j2", venv=str(venv), wheel="/efs/w/mxlaunch-0.1.0-py3-none-any.whl",
+                  wheels="/efs/w", efs=False, extra="cpu", offline=False, conflicting="mxnet-cu112")
+    r = subprocess.run(["bash", "-c", text], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "PIP_RETRY_DELAY": "0", "PIP_TRIES": str(tries)})
+    installs = (tmp_path / "installs").read_text().splitlines() if (tmp_path / "installs").exists() else []
+    return r, installs
+
+
+def test_a_transient_package_index_error_is_installed_again_bounded(tmp_path):
+    timeout = ("WARNING: Retrying ... ReadTimeoutError(\"HTTPSConnectionPool(host='files.pythonhosted.org', port=443):"
+               " Read timed out.\")")
+    r, installs = install_from_pypi(tmp_path, ["", timeout, "ERROR: HTTP error 503 while getting https://x"])
+    assert r.returncode == 0, r.stderr
+    wheel = [c for c in installs if "mxlaunch-0.1.0-py3-none-any.whl[cpu]" in c]
+    assert len(wheel) == 3 and "--retries 10" in wheel[0]  # pip's own retries, then the whole install twice more
+    assert r.stderr.count("the package index failed (try") == 2
+
+
+def test_a_package_index_that_keeps_failing_is_given_up_after_the_last_try(tmp_path):
+    r, installs = install_from_pypi(tmp_path, ["", *["ERROR: Connection reset by peer"] * 5], tries=3)
+    assert r.returncode != 0 and len([c for c in installs if "[cpu]" in c]) == 3
+    assert "Connection reset by peer" in r.stderr
+
+
+def test_an_install_error_that_is_no_index_trouble_is_not_retried(tmp_path):
+    r, installs = install_from_pypi(tmp_path, ["", "ERROR: No matching distribution found for numpy==1.23.5"])
+    assert r.returncode != 0 and len([c for c in installs if "[cpu]" in c]) == 1
+    assert "No matching distribution" in r.stderr and "package index failed" not in r.stderr
+
+
 @pytest.mark.aws
 def test_up_takes_extra_and_wheelhouse_and_records_the_extra(moto_aws, aws_env, monkeypatch, wheelhouse):
     seen = []

@@ -155,7 +155,8 @@ def test_up_without_terminal_and_without_yes_refuses_and_creates_nothing(moto_aw
 
 @pytest.mark.parametrize("args, code, words", [
     (["--instance-type", "p2.16xlarge", "--count", "1"], 2, ["retired", "g5.48xlarge", "2x"]),
-    (["--instance-type", "p3.8xlarge", "--count", "1"], 2, ["retired", "g5.12xlarge"]),
+    (["--instance-type", "p3.8xlarge", "--count", "1"], 2, ["not supported by the current Deep Learning AMI's NVIDIA "
+                                                            "driver", "g5.12xlarge"]),
     (["--instance-type", "g2.2xlarge", "--count", "1"], 2, ["retired", "g5.xlarge"]),
     (["--instance-type", "x9.huge", "--count", "1"], 2, ["unknown", "g4dn"]),
     (["--instance-type", "g5.xlarge", "--count", "0"], 2, ["--count", "at least 1"]),

@@ -1,14 +1,18 @@
 """`launch cluster policy` is valid JSON and covers every AWS action the CLI calls: a full up / grow / status
 / list / hostfile / ssh / train --cluster / repair / down run (moto, --wait running) records each call's IAM
 action (botocore `before-parameter-build` on every client the AWS boundary creates), adds the permissions
-botocore's own models document for those operations, and checks both directions: none missing, none
-unexplained. The policy's shape is checked too: tags only at creation, changes only to tagged resources but for
-the exceptions it names."""
+botocore's own models document for those operations (but what EFS's service-linked role does for the caller),
+and checks both directions: none missing, none unexplained. The policy's shape is checked too: tags only at
+creation, changes only to tagged resources but for the exceptions it names; and parliament, the IAM policy
+linter, finds nothing but what policy.FINDINGS explains."""
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import json
 import re
+import sys
+import types
 
 import botocore.session
 import pytest
@@ -108,7 +112,7 @@ def test_every_action_a_full_run_makes_is_in_the_policy_and_nothing_more(moto_aw
              ("hostfile", lambda: launch("cluster", "hostfile", "pol")),
              ("ssh", lambda: launch("cluster", "ssh", "pol", "0", "--print")),
              ("train --dry-run", lambda: launch("train", "--cluster", "pol", "-n", 2, "--dry-run", "--", "trainer",
-                                                "fit")),
+                                                "fit", "--data-train", "t.rec")),
              ("repair", lambda: lose_one_silence_one(monkeypatch, "pol")),
              ("down", lambda: down_with_a_volume_left("pol")),
              ("down --spot", lambda: launch("cluster", "down", "pol-spot", "--yes")))
@@ -118,7 +122,7 @@ def test_every_action_a_full_run_makes_is_in_the_policy_and_nothing_more(moto_aw
         r = step()
         assert r.code == 0, f"{label}: {r.err}"
         for service, op in recorder.calls:
-            for action in {policy.action_of(service, op)} | documented(service, op):
+            for action in {policy.action_of(service, op)} | documented(service, op) - set(policy.SERVICE_LINKED):
                 needed.setdefault(action, set()).add(label)
         if label == "repair":  # it did both: terminated the silent one, replaced it and the lost one
             assert "cluster pol: 1 instance(s) terminated, 2 launched" in r.out and len(running("pol")) == 3, r.err
@@ -129,6 +133,55 @@ def test_every_action_a_full_run_makes_is_in_the_policy_and_nothing_more(moto_aw
     assert not missing, f"missing from infra/cloud/policy.py (action: steps that need it): {missing}"
     unexplained = granted - set(needed) - set(policy.IMPLIED)
     assert not unexplained, f"granted but never called: {sorted(unexplained)}"
+
+
+def test_what_efs_service_linked_role_does_is_what_the_model_says_it_does_unasked():
+    """The network-interface actions left out are exactly those CreateMountTarget/DeleteMountTarget document
+    as needed 'unless you use the Amazon EFS service-linked role', which the policy lets EFS create."""
+    for action, operation in policy.SERVICE_LINKED.items():
+        doc = " ".join(re.sub("<[^>]+>", " ", model("efs").operation_model(operation).documentation).split())
+        assert action in documented("efs", operation) and "Unless you use the Amazon EFS service-linked role" in doc
+        assert action not in policy.actions()
+    (grant,) = [g for g in policy.GRANTS if "iam:CreateServiceLinkedRole" in g.actions]
+    assert "elasticfilesystem.amazonaws.com" in grant.condition["StringEquals"]["iam:AWSServiceName"]
+    assert any(r.endswith("/elasticfilesystem.amazonaws.com/AWSServiceRoleForAmazonElasticFileSystem")
+               for r in grant.resources)
+
+
+def parliament():
+    """The parliament package. It still loads its data with pkg_resources, which setuptools 81 dropped: a
+    stand-in with the one function it calls, where pkg_resources is gone."""
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        sys.modules["pkg_resources"] = types.SimpleNamespace(
+            resource_filename=lambda package, name: str(importlib.resources.files(package) / name))
+    import parliament as linter
+    return linter
+
+
+def test_parliament_finds_nothing_but_what_the_policy_explains():
+    found = parliament().analyze_policy_string(policy.document_json()).findings
+    # a finding's detail: the actions it is about (RESOURCE_STAR), or dicts of action and format (others)
+    seen = {(f.issue, tuple(sorted(map(str, f.detail))) if isinstance(f.detail, list) else str(f.detail))
+            for f in found}
+    assert not seen - set(policy.FINDINGS), f"parliament findings not explained in policy.FINDINGS: " \
+                                            f"{sorted(seen - set(policy.FINDINGS))}"
+    assert seen == set(policy.FINDINGS), "an explained finding is gone: drop it from policy.FINDINGS"
+    assert all(reason for reason in policy.FINDINGS.values())
+
+
+def test_parliament_does_find_what_the_old_policy_got_wrong():
+    """The check can fail: a rule statement on security-group-rule ARNs (no effect on Revoke*) and network
+    interfaces on every resource, as granted before, are findings."""
+    linter = parliament()
+    old = {"Version": policy.VERSION, "Statement": [
+        {"Sid": "SecurityGroupRules", "Effect": "Allow", "Action": ["ec2:RevokeSecurityGroupEgress"],
+         "Resource": "arn:aws:ec2:*:*:security-group-rule/*"},
+        {"Sid": "MountTargetNetworkInterfaces", "Effect": "Allow",
+         "Action": ["ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface"], "Resource": "*"}]}
+    issues = {f.issue for f in linter.analyze_policy_string(json.dumps(old)).findings}
+    assert {"RESOURCE_MISMATCH", "RESOURCE_STAR"} <= issues
 
 
 TAGGING = re.compile(r":(CreateTags|TagResource)$")

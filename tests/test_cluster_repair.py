@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import shlex
 import socket
 
 import pytest
@@ -106,8 +107,8 @@ def test_a_terminated_instance_is_replaced_to_the_recorded_count(moto_aws, calls
     # waited and checked as `up --wait ssh` does, on the new instance only; no second install into the EFS venv
     new_alias = next(alias for alias, command in ssh.commands() if VERIFY in command)
     assert {alias for alias, _ in ssh.commands()} == {new_alias}
-    assert [c for a, c in ssh.commands()] == ["true", "test -f /var/lib/mxlaunch/ready", f"/efs/mxlaunch/venv/bin/python "
-                                              f"-c '{VERIFY}'"]
+    assert [c for a, c in ssh.commands()] == ["true", shlex.join(["sh", "-c", install.USER_DATA_STATE]),
+                                              f"/efs/mxlaunch/venv/bin/python -c '{VERIFY}'"]
     # over one connection, to its public address as the cluster's user with its key; host keys: its known_hosts
     (reached,) = ssh.connects
     assert (reached.host.address, reached.hostname, reached.user) == (new_alias, new["PublicIpAddress"], "ubuntu")

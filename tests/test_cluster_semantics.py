@@ -3,7 +3,9 @@ with moto in-process plus a botocore event hook that answers with the real error
 The server tests (a separate process, signals) are in test_cluster_semantics_server.py."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import zlib
 
 import botocore.awsrequest
 import pytest
@@ -183,7 +185,7 @@ def test_second_ctrl_c_during_rollback_says_what_is_left_and_how_to_remove_it(mo
     assert nothing_tagged("twice") and not moto_aws.groups
 
 
-# -- 5, 8. zones, quotas and the mount target come before any instance -------------------------------------
+# -- 5, 8. zones and quotas come before anything is created; the mount target after the launch ---------------
 def test_a_type_offered_nowhere_in_the_region_is_refused_before_anything_is_created(moto_aws, hooks):
     calls = Calls()
     hooks.append(calls)
@@ -195,6 +197,33 @@ def test_a_type_offered_nowhere_in_the_region_is_refused_before_anything_is_crea
                                               "another --region or --instance-type (`launch cluster types`)")
     assert not set(calls.ops()) & set(CREATES)
     assert not any(tagged_everything("nowhere", region="eu-west-1").values())
+
+
+@pytest.mark.parametrize("image_name, refused", [
+    ("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) 20250101", "Ubuntu 24.04, whose python3 is 3.12"),
+    ("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20240423", "Ubuntu 24.04, whose python3 is 3.12"),
+    ("ubuntu/images/hvm-ssd/ubuntu-plucky-26.04-amd64-server", "Ubuntu 26.04, whose python3 is 3.12 or later"),
+    ("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250101", None),
+    ("my own image", None),  # names no release: its user data refuses a python3 too new, naming the step
+])
+def test_an_image_whose_python_cannot_run_the_stack_is_refused_before_anything_is_created(moto_aws, hooks,
+                                                                                          image_name, refused):
+    calls = Calls()
+    hooks.append(calls)
+    ami = plain_client("ec2").register_image(Name=image_name, Description="x86_64",
+                                             RootDeviceName="/dev/sda1")["ImageId"]
+    name = f"py{zlib.crc32(image_name.encode()) % 10 ** 6}"
+    args = up_args(name, 1)
+    args[args.index(AMI)] = ami
+    r = launch(*args)
+    if refused is None:
+        assert r.code == 0, r.err
+        assert launch("cluster", "down", name, "--yes").code == 0
+        return
+    (line,) = r.err.strip().splitlines()[-1:]
+    assert r.code == Exit.USAGE and refused in line, r.err
+    assert "numpy 1.23.5" in line and "leave out --ami (the Ubuntu 22.04 Deep Learning AMI" in line
+    assert not set(calls.ops()) & set(CREATES) and nothing_tagged(name)
 
 
 def test_instances_go_only_to_zones_that_offer_the_type(moto_aws, hooks):
@@ -255,7 +284,7 @@ class CreatingMountTargets:
                                         lambda parsed, **_: parsed.__setitem__("LifeCycleState", "creating"))
 
 
-def test_the_mount_target_is_created_and_available_before_any_instance_starts(moto_aws, hooks):
+def test_the_mount_target_is_made_after_the_launch_and_waited_for_while_the_instances_boot(moto_aws, hooks):
     calls = Calls()
     creating = Answer("efs", "DescribeMountTargets", [mount_target("creating")] * 2,
                       match=lambda p: "MountTargetId" in p)
@@ -263,21 +292,62 @@ def test_the_mount_target_is_created_and_available_before_any_instance_starts(mo
     r = launch(*up_args("mt", 2))
     assert r.code == 0, r.err
     ops = calls.ops()
-    create, run = ops.index("CreateMountTarget"), ops.index("RunInstances")
-    assert create < run
+    run, create = ops.index("RunInstances"), ops.index("CreateMountTarget")
+    assert run < create and ops.count("CreateMountTarget") == 1
     polls = [i for i, (op, p) in enumerate(calls.seen) if op == "DescribeMountTargets" and "MountTargetId" in p]
-    assert len(polls) == 3 and all(create < i < run for i in polls)  # creating, creating, available
+    assert len(polls) == 3 and all(create < i for i in polls)  # creating, creating, available
+    # the instances' user data waits for the mount (the mount target is not there when they start)
+    (params,) = calls.params("RunInstances")
+    user_data = base64.b64decode(params["UserData"]).decode()
+    assert "for attempt in $(seq 1 60)" in user_data and "mount -t nfs4" in user_data
     assert launch("cluster", "down", "mt", "--yes").code == 0
 
 
-def test_a_mount_target_that_fails_stops_up_before_any_instance_starts(moto_aws, hooks):
-    calls = Calls()
-    hooks.extend([calls, CreatingMountTargets(), Answer("efs", "DescribeMountTargets", [mount_target("error")],
-                                                        match=lambda p: "MountTargetId" in p)])
+def test_a_mount_target_that_fails_after_the_launch_keeps_the_cluster_and_says_how_to_go_on(moto_aws, hooks):
+    hooks.extend([CreatingMountTargets(), Answer("efs", "DescribeMountTargets", [mount_target("error")],
+                                                 match=lambda p: "MountTargetId" in p)])
     r = launch(*up_args("mterr", 2))
     assert r.code == Exit.FAILED and "EFS mount target" in r.err.strip().splitlines()[-1]
-    assert "RunInstances" not in calls.ops()
-    assert nothing_tagged("mterr") and not moto_aws.groups
+    held = tagged_everything("mterr")
+    assert len(held["instances"]) == 2 and len(held["file_systems"]) == 1  # kept: they bill already
+    (kept,) = [line for line in r.err.splitlines() if line.startswith("up failed after launching")]
+    assert "`launch cluster up mterr --instance-type g5.12xlarge --count 2 --ssh-cidr 203.0.113.7/32` finishes it" \
+        in kept and "`launch cluster down mterr` removes it" in kept
+    assert "removing what this run created" not in r.err
+    from mxlaunch.infra.cloud import local_state as state
+    meta = state.read_meta("mterr")  # recorded before the mount target: ssh, repair and `up` again can use it
+    assert meta.count == 2 and meta.key_file == str(state.key_path("mterr")) and state.key_path("mterr").exists()
+    assert launch("cluster", "down", "mterr", "--yes").code == 0 and nothing_tagged("mterr")
+
+
+@pytest.mark.parametrize("spot_quota, on_demand_quota, outcome", [
+    (0.0, 0.0, "refused"), (0.0, 96.0, "on-demand at once"), (96.0, 0.0, "spot")])
+def test_with_the_fallback_both_quotas_are_read_and_only_both_too_small_refuse(moto_aws, hooks, spot_quota,
+                                                                            on_demand_quota, outcome):
+    calls = Calls()
+    values = {"L-3819A6DF": spot_quota, "L-DB2E81BA": on_demand_quota}
+    hooks.extend([calls, *(Answer("service-quotas", "GetServiceQuota", [quota(code, code, value)],
+                                  match=lambda p, code=code: p.get("QuotaCode") == code)
+                           for code, value in values.items())])
+    name = f"qb{int(spot_quota)}{int(on_demand_quota)}"
+    r = launch(*up_args(name, 2, "--spot", "--on-demand-fallback"))
+    assert sorted(p["QuotaCode"] for p in calls.params("GetServiceQuota")) == ["L-3819A6DF", "L-DB2E81BA"]
+    runs = calls.params("RunInstances")
+    if outcome == "refused":
+        last = r.err.strip().splitlines()[-1]
+        assert r.code == Exit.AWS_QUOTA and "L-3819A6DF" in last and "L-DB2E81BA" in last, r.err
+        assert not set(calls.ops()) & set(CREATES) and nothing_tagged(name)
+        return
+    assert r.code == 0, r.err
+    (warning,) = [line for line in r.err.splitlines() if line.startswith("warning: your quota")]
+    if outcome == "on-demand at once":  # spot would be refused for the quota: no spot RunInstances at all
+        assert "(L-3819A6DF) is 0 vCPUs, 96 needed: launching on-demand instead" in warning
+        assert len(runs) == 1 and "InstanceMarketOptions" not in runs[0]
+        assert "the spot quota cannot hold them; 2 on-demand instance(s) launched instead" in r.err
+    else:
+        assert "(L-DB2E81BA) is 0 vCPUs, 96 needed: if spot capacity is gone, the on-demand fallback" in warning
+        assert len(runs) == 1 and runs[0]["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert launch("cluster", "down", name, "--yes").code == 0
 
 
 # -- 6. capacity errors: no retries, the next zone at once -----------------------------------------------
@@ -331,12 +401,16 @@ def test_rollback_retries_not_yet_visible_instead_of_leaving_it_behind(moto_aws,
     assert nothing_tagged("rbnf") and not moto_aws.groups
 
 
-def test_not_yet_visible_is_retried_only_so_long(moto_aws, hooks, ticking):
+def test_not_yet_visible_is_retried_only_so_long(moto_aws, hooks, monkeypatch):
+    import mxlaunch.infra.cloud.wait
+    waits = []
+    monkeypatch.setattr(mxlaunch.infra.cloud.wait, "SLEEP", waits.append)
     fail = FailCalls("AuthorizeSecurityGroupIngress", times=10 ** 6, code="InvalidGroup.NotFound")
     hooks.append(fail)
     r = launch(*up_args("never", 1))
     assert r.code == Exit.AWS_ERROR and "InvalidGroup.NotFound" in r.err.strip().splitlines()[-1]
-    assert 2 <= len(fail.refused) <= 5
+    # 2 s doubling to 30 s, about 5 minutes in all (AWS's advice), then the error
+    assert len(fail.refused) == 14 and waits[:14 - 1] == [2, 4, 8, 16] + [30] * 9
     hooks.remove(fail)
     assert nothing_tagged("never")
 

@@ -116,19 +116,11 @@ def test_capacity_everywhere_rolls_back_everything_this_up_created(aws_env):
         "PerformanceMode": "generalPurpose", "Tags": []},
         {"CreationToken": "launch-cluster-full", "Encrypted": True, "PerformanceMode": "generalPurpose",
          "ThroughputMode": "elastic", "Tags": ANY})
-    # each zone: its mount target first (available), then the instances; a zone without capacity loses its
-    # mount target at once (one per cluster, in the instances' zone)
-    for subnet, mt in (("subnet-aaaaaaaa", "fsmt-0000000a"), ("subnet-bbbbbbbb", "fsmt-0000000b")):
-        efs.add_response("create_mount_target", {"MountTargetId": mt, "FileSystemId": "fs-1", "SubnetId": subnet,
-                                                 "LifeCycleState": "available"},
-                         {"FileSystemId": "fs-1", "SubnetId": subnet, "SecurityGroups": ["sg-0000000e"]})
-        capacity_error(launches)
-        if subnet == "subnet-aaaaaaaa":
-            efs.add_response("delete_mount_target", {}, {"MountTargetId": "fsmt-0000000a"})
-    # rollback, in dependency order: mount target, file system, placement group, EFS group, cluster group, key
-    # pair; `down` and the rollback wait until the file system and the placement group are gone
-    efs.add_response("delete_mount_target", {}, {"MountTargetId": "fsmt-0000000b"})
-    efs.add_response("describe_mount_targets", {"MountTargets": []}, {"FileSystemId": "fs-1"})
+    # each zone: RunInstances alone (no mount target is made before a launch succeeded), at once to the next
+    capacity_error(launches)
+    capacity_error(launches)
+    # rollback, in dependency order: file system, placement group, EFS group, cluster group, key pair; `down`
+    # and the rollback wait until the file system and the placement group are gone
     efs.add_response("delete_file_system", {}, {"FileSystemId": "fs-1"})
     efs.add_client_error("describe_file_systems", service_error_code="FileSystemNotFound", http_status_code=404,
                          expected_params={"FileSystemId": "fs-1"})
@@ -145,7 +137,7 @@ def test_capacity_everywhere_rolls_back_everything_this_up_created(aws_env):
     efs.assert_no_pending_responses()
     launches.assert_no_pending_responses()
     assert err.value.exit_code == Exit.AWS_CAPACITY
-    assert "us-east-1a, us-east-1b" in err.value.format_message()
+    assert "us-east-1a, us-east-1b (InsufficientInstanceCapacity)" in err.value.format_message()
     assert not state.key_path("full").exists()
     assert any("removing what this run created" in line for line in lines)
 

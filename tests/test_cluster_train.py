@@ -31,7 +31,7 @@ def test_train_on_a_cluster_takes_its_hosts_python_workdir_and_gpus(moto_aws):
 
 
 def test_unknown_cluster_is_one_line(moto_aws):
-    code, _, err = launch("train", "--cluster", "nosuch", "-n", 1, "--dry-run", "--", "trainer", "fit")
+    code, _, err = launch("train", "--cluster", "nosuch", "-n", 1, "--dry-run", "--", "trainer", "fit", "--data-train", "t.rec")
     assert code != 0 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and "nosuch" in err
 
@@ -39,7 +39,7 @@ def test_unknown_cluster_is_one_line(moto_aws):
 def test_a_flag_given_beats_the_clusters_value(moto_aws):
     assert launch(*up_args("trainf", 1)).code == 0
     code, out, err = launch("train", "--cluster", "trainf", "-n", 1, "--python", "/opt/other/bin/python",
-                            "--workdir", "/scratch/job", "--dry-run", "--", "trainer", "fit")
+                            "--workdir", "/scratch/job", "--dry-run", "--", "trainer", "fit", "--data-train", "t.rec")
     assert code == 0, err
     assert "/opt/other/bin/python" in out and "/efs/mxlaunch/venv/bin/python" not in out
     assert "/scratch/job" in out and "/efs/mxlaunch/work" not in out
@@ -72,17 +72,17 @@ def test_a_type_that_needs_fusion_off_gets_it_in_every_roles_environment(moto_aw
     """L4 (g6, compute capability 8.9): MXNet's fusion would compile for compute_89 with NVRTC 11 -> off."""
     up = [a if a != "g5.12xlarge" else "g6.12xlarge" for a in up_args("fusion", 1)]
     assert launch(*up).code == 0
-    code, out, err = launch("train", "--cluster", "fusion", "-n", 1, "--dry-run", "--", "trainer", "fit")
+    code, out, err = launch("train", "--cluster", "fusion", "-n", 1, "--dry-run", "--", "trainer", "fit", "--data-train", "t.rec")
     assert code == 0, err
     plan = yaml.safe_load(out)  # job.yaml, then each host's exact remote commands
     assert [r["env"].get("MXNET_USE_FUSION") for r in plan["roles"]] == ["0", "0", "0"]  # scheduler, server, worker
     code, out, _ = launch("train", "--cluster", "fusion", "-n", 1, "--env", "MXNET_USE_FUSION=1", "--dry-run",
-                          "--", "trainer", "fit")
+                          "--", "trainer", "fit", "--data-train", "t.rec")
     assert code == 0
     assert [r["env"].get("MXNET_USE_FUSION") for r in yaml.safe_load(out)["roles"]] == ["1", "1", "1"]  # --env wins
 
 
 def test_a_type_the_wheel_runs_as_built_gets_no_fusion_setting(moto_aws):
     assert launch(*up_args("nofusion", 1)).code == 0  # g5.12xlarge: A10G, 8.6
-    code, out, err = launch("train", "--cluster", "nofusion", "-n", 1, "--dry-run", "--", "trainer", "fit")
+    code, out, err = launch("train", "--cluster", "nofusion", "-n", 1, "--dry-run", "--", "trainer", "fit", "--data-train", "t.rec")
     assert code == 0 and "MXNET_USE_FUSION" not in out, err

@@ -126,6 +126,50 @@ def test_the_timer_and_service_units_are_valid_and_rearm_at_every_boot(tmp_path)
     assert r.returncode == 0 and "mxlaunch-deadline" not in r.stderr, r.stderr
 
 
+def run_steps(tmp_path: Path, start: str, body: str = "", **programs) -> tuple:
+    """The user data's `fail` and trap, then its steps from `STEP=start` to its end (or `body` instead), run
+    with fake commands first on PATH; its markers in tmp_path. -> (the run, the failed marker or None)."""
+    text = render("cluster_userdata.sh.j2", name="ud", efs_dns=None, efs_root="/efs/mxlaunch", venv="/v",
+                  ssh_user="ubuntu", marks=str(tmp_path), ready=str(tmp_path / "ready"),
+                  failed=str(tmp_path / "failed"), log=str(tmp_path / "log"), python_too_new="3.12",
+                  python_too_new_tuple="3, 12", deadline_iso=None, deadline_epoch=None)
+    prologue = text[text.index("fail() {"):text.index("trap ")] + text[text.index("trap "):].split("\n", 1)[0]
+    body = body or text[text.index(f"STEP={start}"):]
+    r = subprocess.run(["bash", "-c", "set -uo pipefail\n" + prologue + "\n" + body], capture_output=True, text=True,
+                       env=fake_bin(tmp_path, **programs), timeout=30)
+    marker = tmp_path / "failed"
+    return r, marker.read_text().strip() if marker.exists() else None
+
+
+def test_a_python3_too_new_for_numpy_fails_the_python_step_naming_the_way_on(tmp_path):
+    r, failed = run_steps(tmp_path, "python",
+                          python3='case "$*" in *version_info*) exit 1;; -V) echo "Python 3.12.3";; esac; exit 0')
+    assert r.returncode == 1 and failed is not None, r.stdout + r.stderr
+    assert failed.startswith("python: Python 3.12.3 cannot install MXNet 1.9.1's numpy 1.23.5 (no wheels for Python "
+                             "3.12 or later): use the Ubuntu 22.04 Deep Learning AMI (leave out --ami)"), failed
+    assert "mxlaunch: step python failed: Python 3.12.3" in r.stdout
+
+
+def test_a_python3_that_fits_passes_the_python_step_and_the_script_ends_ready(tmp_path):
+    r, failed = run_steps(tmp_path, "python", python3='exec /usr/bin/python3 "$@"')
+    assert r.returncode == 0 and failed is None and (tmp_path / "ready").exists(), r.stdout + r.stderr
+
+
+def test_an_unexpected_end_of_a_step_still_leaves_a_failed_marker_naming_it(tmp_path):
+    """Not every way out goes through `fail` (an unset variable under `set -u`, a command's own exit): the trap
+    names the step it was in."""
+    r, failed = run_steps(tmp_path, "efs", body="STEP=efs\necho \"$NOT_SET\"\n")
+    assert r.returncode != 0 and failed == f"efs: ended with status {r.returncode}", (failed, r.stderr)
+
+
+def test_the_user_data_writes_a_failed_marker_beside_ready_and_waits_for_the_mount_target(tmp_path):
+    text = render_user_data(spec(), EFS_DNS)
+    assert 'echo "$STEP: $1" > /var/lib/mxlaunch/failed' in text and "date -u +%FT%TZ > /var/lib/mxlaunch/ready" in text
+    assert text.index("STEP=efs") < text.index("mount -t nfs4") < text.index("STEP=python") < text.index("STEP=ready")
+    assert 'fail "EFS fs-1.efs.us-east-1.amazonaws.com could not be mounted at /efs within 10 minutes' in text
+    assert "chmod 0644 /var/log/mxlaunch-userdata.log" in text  # the login user reads its tail over SSH
+
+
 def run_install(tmp_path: Path, busy: int, tries: int = 120) -> subprocess.CompletedProcess:
     """`install_pkg nfs-common nfs-utils` from the rendered user data's apt helpers, with a fake fuser that
     reports the apt locks held `busy` times, and fake sleep/apt-get."""

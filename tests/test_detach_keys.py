@@ -257,7 +257,7 @@ def test_the_starter_resumes_a_run_appending_to_its_console(tmp_path):
 def _hosts_job(tmp_path, hosts, target=None, mode="hosts"):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    job = {"command": ["trainer", "fit", "--model-prefix", "/efs/m"], "mode": mode, "num_workers": 2,
+    job = {"command": ["trainer", "fit", "--data-train", "t.rec", "--model-prefix", "/efs/m"], "mode": mode, "num_workers": 2,
            "num_servers": 1, "hosts": hosts, "workdir": "/efs/work",
            "target": target or {"python": "/v/bin/python", "ssh": {"user": "ubuntu", "key": "/old/id_key"}}}
     (run_dir / "job.yaml").write_text(json.dumps(job))

@@ -126,7 +126,7 @@ def test_a_bad_env_file_line_names_the_line_never_the_value(tmp_path):
 
 def _job_yaml(tmp_path, **changes):
     data = {"job_id": "ab12cd34", "mode": "local", "run_dir": str(tmp_path), "workdir": str(tmp_path),
-            "command": ["trainer", "fit", "--model-prefix", "m"], "num_workers": 1, "num_servers": 1,
+            "command": ["trainer", "fit", "--data-train", "t.rec", "--model-prefix", "m"], "num_workers": 1, "num_servers": 1,
             "timeout": None, "hosts": ["127.0.0.1 slots=1"], "env": {}, "env_worker": {}, "env_server": {}}
     data.update(changes)
     data = {k: v for k, v in data.items() if v != "<absent>"}

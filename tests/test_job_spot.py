@@ -20,7 +20,7 @@ from mxlaunch.infra.transport.ssh_runner import SSHRoleHandle
 from job_fakes import SETTINGS, binds, connected_line, make_job, run, runs_until_stopped, trains
 
 SPOT_SETTINGS = dataclasses.replace(SETTINGS, spot_poll=0.5, spot_wait=SPOT_WAIT)
-TRAINER = ("trainer", "fit", "--model-prefix", "ck/m")
+TRAINER = ("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "ck/m")
 NOTICE = "spot interruption notice for 127.0.0.1 (action terminate at 2026-11-27T12:02:00Z)"
 
 
@@ -224,10 +224,11 @@ def test_a_handle_says_whether_the_checkpoint_request_was_sent():
 # ------------------------------------------------------------------------------------------ resume point
 
 def test_the_restart_command_and_record_carry_the_batch():
-    cmd = ("trainer", "fit", "--load-epoch", "1", "--load-batch", "9", "--model-prefix", "m")
-    assert workload.with_load_epoch(cmd, 3, 12) == ("trainer", "fit", "--model-prefix", "m", "--load-epoch", "3",
-                                                    "--load-batch", "12")
-    assert workload.with_load_epoch(cmd, 4) == ("trainer", "fit", "--model-prefix", "m", "--load-epoch", "4")
+    cmd = ("trainer", "fit", "--data-train", "t.rec", "--load-epoch", "1", "--load-batch", "9", "--model-prefix", "m")
+    assert workload.resumed(cmd, 3, 12) == ("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "m",
+                                            "--load-epoch", "3", "--load-batch", "12")
+    assert workload.resumed(cmd, 4) == ("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "m",
+                                        "--load-epoch", "4")
     r = restarts.Restart(attempt=1, reason="spot interruption on 10.0.0.2", failed_at=10.0, restarted_at=20.0,
                          from_epoch=3, kept_until=9.0, from_batch=12)
     assert r.record(str)["from_batch"] == 12

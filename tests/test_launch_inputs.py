@@ -26,7 +26,8 @@ HOSTS = (Host("10.0.0.1", user="ubuntu", slots=1), Host("10.0.0.2", user="ubuntu
 pytestmark = pytest.mark.timeout(60)
 
 
-def local_run(tmp_path, command=("trainer", "fit", "--num-epochs", "2", "--model-prefix", "ck/m"), epochs=(1, 2)):
+def local_run(tmp_path, command=("trainer", "fit", "--data-train", "t.rec", "--num-epochs", "2", "--model-prefix", "ck/m"),
+              epochs=(1, 2)):
     """A local run directory whose workers wrote the epoch checkpoints `epochs` of ck/m (in tmp_path)."""
     (tmp_path / "ck").mkdir()
     for n in epochs:
@@ -53,7 +54,7 @@ def test_a_remote_run_is_refused_from_the_search_it_already_does(tmp_path):
     """On the worker hosts: the newest checkpoint every worker has (a mid-epoch one: epoch 4 is under way, so
     4 epochs are done and 5 finishes it). The hosts are asked once, as before."""
     target = ssh_target(HOSTS, "/efs/work", "/efs/venv/bin/python", SSHOptions(user="ubuntu"))
-    spec = JobSpec(command=("trainer", "fit", "--model-prefix", "ck/m"), num_workers=2, num_servers=1, hosts=HOSTS,
+    spec = JobSpec(command=("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "ck/m"), num_workers=2, num_servers=1, hosts=HOSTS,
                    local=False, workdir="/efs/work")
     run_dir = rundir.prepare(str(tmp_path / "run"))
     rundir.write_plan_files(plan_job(spec, "j1", run_dir, 20001,
@@ -86,13 +87,13 @@ def test_launch_train_refuses_before_any_role_starts(tmp_path):
 @pytest.mark.parametrize("option", ["--num-epochs", "--num-epoch"])
 def test_resuming_a_finished_trainer_run_without_num_epochs_is_refused(tmp_path, option):
     """Its own --num-epochs (or MXNet's alias) is done: nothing to resume. One epoch short: resumed."""
-    run_dir = local_run(tmp_path, command=("trainer", "fit", option, "2", "--model-prefix", "ck/m"))
+    run_dir = local_run(tmp_path, command=("trainer", "fit", "--data-train", "t.rec", option, "2", "--model-prefix", "ck/m"))
     with pytest.raises(UsageError, match=r"has trained its 2 epochs \(newest checkpoint epoch 2, 2 epochs done\): "
                                          r"nothing to resume; to train more, add --num-epochs N with N above 2"):
         resume.resume_spec(run_dir)
     short = tmp_path / "short"
     short.mkdir()
-    spec, _ = resume.resume_spec(local_run(short, command=("trainer", "fit", option, "3", "--model-prefix", "ck/m")))
+    spec, _ = resume.resume_spec(local_run(short, command=("trainer", "fit", "--data-train", "t.rec", option, "3", "--model-prefix", "ck/m")))
     assert spec.command[-2:] == ("--load-epoch", "2")
 
 
@@ -104,19 +105,24 @@ def test_another_workloads_num_epochs_is_not_second_guessed(tmp_path):
 
 def test_the_last_of_num_epochs_and_its_alias_is_the_one_checked(tmp_path):
     """click takes the last given of --num-epochs/--num-epoch: 5 here, so checkpoint 2 is resumed."""
-    run_dir = local_run(tmp_path, command=("trainer", "fit", "--num-epochs", "2", "--num-epoch", "5",
+    run_dir = local_run(tmp_path, command=("trainer", "fit", "--data-train", "t.rec", "--num-epochs", "2", "--num-epoch", "5",
                                            "--model-prefix", "ck/m"))
     spec, _ = resume.resume_spec(run_dir)
     assert spec.command[-2:] == ("--load-epoch", "2")
 
 
 def test_a_signed_num_epochs_is_read_as_click_reads_it(tmp_path):
-    run_dir = local_run(tmp_path, command=("trainer", "fit", "--num-epochs", "+2", "--model-prefix", "ck/m"))
+    run_dir = local_run(tmp_path, command=("trainer", "fit", "--data-train", "t.rec", "--num-epochs", "+2",
+                                           "--model-prefix", "ck/m"))
     with pytest.raises(UsageError, match=r"has trained its 2 epochs"):
         resume.resume_spec(run_dir)
 
 
 def test_a_finished_trainer_run_of_the_default_epochs_is_refused_too(tmp_path):
-    run_dir = local_run(tmp_path, command=("trainer", "fit", "--model-prefix", "ck/m"), epochs=(9, 10))
-    with pytest.raises(UsageError, match=r"has trained its 10 epochs \(newest checkpoint epoch 10"):
+    from mxlaunch.trainer.contract import describe  # the trainer's default, as the trainer states it
+
+    done = describe(("fit", "--data-train", "t.rec")).num_epochs
+    run_dir = local_run(tmp_path, command=("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "ck/m"),
+                        epochs=(done - 1, done))
+    with pytest.raises(UsageError, match=rf"has trained its {done} epochs \(newest checkpoint epoch {done}"):
         resume.resume_spec(run_dir)

@@ -40,7 +40,7 @@ def test_local_plan_has_every_role_with_the_dmlc_environment():
     assert plan.role("worker-1").env_dict()["OMP_NUM_THREADS"] == "2"
     assert plan_job(local_spec(), "j1", "/runs/r", 23456, 4) == plan  # pure: same inputs, same plan
     # a worker with `--cpus 2` runs two engine pools: its share is halved again
-    devices = plan_job(local_spec(command=("trainer", "fit", "--cpus", "2")), "j1", "/runs/r", 23456, 8)
+    devices = plan_job(local_spec(command=("trainer", "fit", "--data-train", "t.rec", "--cpus", "2")), "j1", "/runs/r", 23456, 8)
     assert devices.role("worker-1").env_dict()["OMP_NUM_THREADS"] == "2"  # 8 cores / (2 workers x 2 contexts)
     assert plan_job(local_spec(command=("python", "x.py", "--cpus", "2")), "j1", "/r", 23456, 8).role(
         "worker-1").env_dict()["OMP_NUM_THREADS"] == "4"  # not the trainer: its --cpus means nothing to us
@@ -142,13 +142,13 @@ def test_resume_spec_loads_the_job_with_the_newest_checkpoint(tmp_path):
     for n in (1, 2, 9):  # (10, the trainer's default --num-epochs, would be a finished run: nothing to resume)
         (ckpt / f"m-{n:04d}.params").write_bytes(EMPTY_PARAMS)
     (ckpt / "m-symbol.json").write_text("{}")
-    spec = local_spec(command=("trainer", "fit", "--model-prefix", "ck/m", "--load-epoch", "1"),
+    spec = local_spec(command=("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "ck/m", "--load-epoch", "1"),
                       env=(("A", "1"),))
     run_dir = str(tmp_path / "run")
     rundir.prepare(run_dir)
     rundir.write_plan_files(plan_job(spec, "j", run_dir, 20001), workdir=str(tmp_path))
     resumed, where = resume.resume_spec(run_dir)
-    assert resumed.command == ("trainer", "fit", "--model-prefix", "ck/m", "--load-epoch", "9")
+    assert resumed.command == ("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "ck/m", "--load-epoch", "9")
     assert resumed.env == (("A", "1"),) and resumed.num_workers == 2 and resumed.local
     assert where == os.path.abspath(run_dir)
     with pytest.raises(UsageError, match="already holds a job"):

@@ -111,10 +111,10 @@ def spec_of(command, hosts, workdir="/w"):
 def test_the_workloads_gpus_win_over_the_targets_and_only_worker_hosts_are_checked():
     hosts = (Host("10.0.0.1", slots=0), Host("10.0.0.2"), Host("10.0.0.3"))
     placement = place(hosts, 2, 1)
-    for command, per_host, gpus in [(("trainer", "fit", "--gpus", "0,2"), 8, (0, 2)),
-                                    (("trainer", "fit", "--gpus=1"), 0, (1,)),
+    for command, per_host, gpus in [(("trainer", "fit", "--data-train", "t.rec", "--gpus", "0,2"), 8, (0, 2)),
+                                    (("trainer", "fit", "--data-train", "t.rec", "--gpus=1"), 0, (1,)),
                                     (("python", "train.py"), 4, (0, 1, 2, 3)),
-                                    (("trainer", "fit", "--gpus", ""), 4, ()),
+                                    (("trainer", "fit", "--data-train", "t.rec", "--gpus", ""), 4, ()),
                                     (("python", "train.py"), 0, ())]:
         checks = preflight.Checks.from_spec(spec_of(command, hosts), "/p", placement, gpus_per_host=per_host)
         assert checks.gpus == gpus, command
@@ -156,7 +156,7 @@ def test_preflight_runs_the_gpu_check_with_the_jobs_interpreter_and_judges_each_
     paths = (base, fake_nvidia_smi(tmp_path / "smi", H100_SMI) + ":" + base, str(tmp_path / "empty"))
     net = FakeNetwork(answer=run_here({h.address: p for h, p in zip(hosts, paths)}))  # commands run here
     conns = HostResults({h: net.connect(h, SSHOptions(config_path=None)) for h in hosts})
-    spec = spec_of((sys.executable, "-m", "mxlaunch.trainer", "fit", "--gpus", "0"), hosts, workdir=str(tmp_path))
+    spec = spec_of((sys.executable, "-m", "mxlaunch.trainer", "fit", "--benchmark", "1", "--gpus", "0"), hosts, workdir=str(tmp_path))
     checks = preflight.Checks.from_spec(spec, sys.executable, place(hosts, 2, 1))
     report = preflight.run(conns, checks)
     sched, h100, plain = report.rows
@@ -233,7 +233,7 @@ def table_rows(err):
 def test_gpu_job_on_cpu_hosts_is_refused_naming_each_host_and_why(bed, tmp_path):
     python = gpu_python(bed, fake_on=1)
     rc, out, err = run_launch(*ssh_args(bed, "--run-dir", str(tmp_path / "run"), python=python),
-                              "--", python, "-m", "mxlaunch.trainer", "fit", "--gpus", "0", timeout=100)
+                              "--", python, "-m", "mxlaunch.trainer", "fit", "--benchmark", "1", "--gpus", "0", timeout=100)
     assert rc == Exit.PREFLIGHT, err
     rows = table_rows(err)
     a0, a1, a2 = (f"root@{m.address}" for m in bed.members)

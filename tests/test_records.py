@@ -93,7 +93,7 @@ def test_valid_fields_keeps_each_field_that_is_valid_alone():
 
 def _plan(tmp_path):
     hosts = (Host("10.0.0.1", user="ubuntu", slots=1), Host("10.0.0.2", port=2222, slots=1))
-    spec_ = JobSpec(command=("trainer", "fit", "--lr", "0.1", "ünï", ""), num_workers=2, num_servers=1, hosts=hosts,
+    spec_ = JobSpec(command=("python", "train.py", "--lr", "0.1", "ünï", ""), num_workers=2, num_servers=1, hosts=hosts,
                     local=False, env=(("API_TOKEN", SECRET), ("DB", f"postgres://bob:{SECRET}@db/x")),
                     env_worker=(("W", "1"),), workdir="/efs/work", timeout=60.0, watch_spot=True)
     return plan_job(spec_, "j1", str(tmp_path / "run"), 20001, remote_run_dir="/efs/work/runs/run-j1")
@@ -112,7 +112,7 @@ def test_job_yaml_is_its_record_in_a_readable_order_with_secrets_masked(tmp_path
                               "ssh": {"user": "ubuntu", "key": "/k", "known_hosts": None, "config": "~/.ssh/config",
                                       "accept_new": False}}
     assert [r["env"]["API_TOKEN"] for r in data["roles"]] == ["***"] * 4
-    assert "\ncommand:\n- trainer\n- fit\n- --lr\n- '0.1'\n- ünï\n- ''\nnum_workers: 2\n" in text  # one per line
+    assert "\ncommand:\n- python\n- train.py\n- --lr\n- '0.1'\n- ünï\n- ''\nnum_workers: 2\n" in text  # one per line
     assert load(JobRecord, data) == record  # what it writes is what it reads
 
 

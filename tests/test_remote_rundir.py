@@ -18,7 +18,7 @@ HOSTS = (Host("10.0.0.1", slots=1), Host("10.0.0.2", slots=1))
 
 
 def _spec(workdir="/efs/work", local=False):
-    return JobSpec(command=("trainer", "fit"), num_workers=2, num_servers=1,
+    return JobSpec(command=("trainer", "fit", "--data-train", "t.rec"), num_workers=2, num_servers=1,
                    hosts=(Host.loopback(slots=2),) if local else HOSTS, local=local, workdir=workdir)
 
 
@@ -74,7 +74,8 @@ def test_a_bare_trainer_or_python_on_remote_hosts_is_the_one_beside_the_jobs_int
     from mxlaunch.launcher.jobs.where import on_hosts as _on_hosts
 
     target = ssh_target(HOSTS, "/efs/work", "/efs/venv/bin/python", None)
-    assert _on_hosts(("trainer", "fit"), target) == ("/efs/venv/bin/trainer", "fit")
+    assert _on_hosts(("trainer", "fit", "--data-train", "t.rec"), target) == ("/efs/venv/bin/trainer", "fit",
+                                                                             "--data-train", "t.rec")
     assert _on_hosts(("python", "-m", "x"), target) == ("/efs/venv/bin/python", "-m", "x")
     assert _on_hosts(("/opt/bin/trainer", "fit"), target) == ("/opt/bin/trainer", "fit")
     assert _on_hosts(("bash", "-c", "x"), target) == ("bash", "-c", "x")

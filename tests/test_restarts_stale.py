@@ -43,7 +43,7 @@ def test_a_host_the_record_never_saw_is_judged_against_every_recorded_hosts_file
 
 
 def test_the_checkpoint_the_command_itself_loads_stays_usable():
-    cmd = ("trainer", "fit", "--model-prefix", "m", "--load-epoch", "9")
+    cmd = ("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "m", "--load-epoch", "9")
     before = frozenset({(Checkpoint(9), OLD), (Checkpoint(9, 4), OLD), (Checkpoint(3), OLD)})
     older = Older({None: before}, Checkpoint(*workload.load_point(cmd)))
     assert older.mine(None, Checkpoint(9), OLD) and not older.mine(None, Checkpoint(3), OLD)
@@ -51,12 +51,13 @@ def test_the_checkpoint_the_command_itself_loads_stays_usable():
 
 
 @pytest.mark.parametrize("cmd, point", [
-    (("trainer", "fit", "--load-epoch", "3"), (3, 0)),
-    (("trainer", "fit", "--load-epoch=3", "--load-batch", "7"), (3, 7)),
+    (("trainer", "fit", "--data-train", "t.rec", "--load-epoch", "3"), (3, 0)),
+    (("trainer", "fit", "--data-train", "t.rec", "--load-epoch=3", "--load-batch", "7"), (3, 7)),
     (("python", "train.py", "--load-epoch", "1", "--load-epoch", "4"), (4, 0)),  # the last one counts
-    (("trainer", "fit", "--model-prefix", "m"), None),
-    (("trainer", "fine-tune", "--pretrained-model", "r", "--load-epoch", "3", "--model-prefix", "m"), None),
-    (("trainer", "fit", "--load-epoch", "x"), None),
+    (("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "m"), None),
+    (("trainer", "fine-tune", "--data-train", "t.rec", "--pretrained-model", "r", "--load-epoch", "3",
+      "--num-classes", "10", "--model-prefix", "m"), None),
+    (("python", "train.py", "--load-epoch", "x"), None),  # not a number: the program refuses it, not us
 ])
 def test_the_checkpoint_a_command_loads_is_parsed_from_its_load_options(cmd, point):
     assert workload.load_point(cmd) == point

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 
 HOSTS = (Host("10.0.0.1", user="ubuntu", slots=0), Host("10.0.0.2", user="ubuntu", slots=1),
          Host("10.0.0.3", user="ubuntu", slots=1))
-COMMAND = ("trainer", "fit", "--num-epoch", "5", "--model-prefix", "ckpt/m")
+COMMAND = ("trainer", "fit", "--data-train", "t.rec", "--num-epoch", "5", "--model-prefix", "ckpt/m")
 
 
 def _ran(tmp_path, cluster=None, ssh=None, workdir="/efs/work"):
@@ -62,7 +62,7 @@ def test_checkpoints_are_looked_for_on_the_worker_hosts_newest_that_every_worker
     spec, _ = resume.resume_spec(run_dir, target=where.recorded_target(run_dir), num_epochs=12,
                                  remote_checkpoints=remote)
     assert asked == [((HOSTS[1], HOSTS[2]), "/efs/work/ckpt/m")]  # the workers' hosts; the prefix in the workdir
-    assert spec.command == ("trainer", "fit", "--model-prefix", "ckpt/m", "--num-epochs", "12", "--load-epoch", "2")
+    assert spec.command == ("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "ckpt/m", "--num-epochs", "12", "--load-epoch", "2")
     with pytest.raises(UsageError, match=r"every worker host has .*10\.0\.0\.2: epoch 1, epoch 2, epoch 3 batch 7; "
                                          r".*10\.0\.0\.3: none.*EFS"):
         resume.resume_spec(run_dir, target=where.recorded_target(run_dir), remote_checkpoints=lambda t, h, p: {

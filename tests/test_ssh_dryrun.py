@@ -38,7 +38,7 @@ def test_dry_run_prints_exact_remote_command_and_masked_stdin_per_host(tmp_path)
 
 def test_dry_run_without_python_uses_this_interpreter(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mxlaunch.launcher", "train", "--hosts", "h1.invalid,h2.invalid", "-n", "1",
-                           "--dry-run", "--", "trainer", "fit"], capture_output=True, text=True, timeout=50,
+                           "--dry-run", "--", "trainer", "fit", "--data-train", "t.rec"], capture_output=True, text=True, timeout=50,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert shlex.split(yaml.safe_load(proc.stdout)["ssh"]["remote_command"])[0] == sys.executable

@@ -230,7 +230,7 @@ def test_runs_lists_a_detached_launcher_that_has_no_run_directory_yet(tmp_path):
 
 def _spec(**kw):
     hosts = (Host("10.0.0.1", user="ubuntu", slots=1), Host("10.0.0.2", user="ubuntu", slots=1))
-    return JobSpec(command=("/efs/mxlaunch/venv/bin/trainer", "fit", "--gpus", "0,1"), num_workers=2, num_servers=1,
+    return JobSpec(command=("/efs/mxlaunch/venv/bin/trainer", "fit", "--data-train", "t.rec", "--gpus", "0,1"), num_workers=2, num_servers=1,
                    hosts=hosts, local=False, workdir="/efs/mxlaunch/work", **kw).validate()
 
 

@@ -39,7 +39,8 @@ def test_hosts_target_keeps_the_workdir_as_given_and_defaults_to_this_interprete
 def _ran(tmp_path, hosts, local):
     (tmp_path / "m-0002.params").write_bytes(EMPTY_PARAMS)
     (tmp_path / "m-symbol.json").write_text("{}")
-    spec = JobSpec(command=("trainer", "fit", "--model-prefix", "m"), num_workers=2, num_servers=1, hosts=hosts,
+    spec = JobSpec(command=("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "m"), num_workers=2,
+                   num_servers=1, hosts=hosts,
                    local=local, workdir=str(tmp_path))
     run_dir = rundir.prepare(str(tmp_path / "run"))
     rundir.write_plan_files(plan_job(spec, "j", run_dir, 20001), workdir=str(tmp_path))
@@ -54,7 +55,7 @@ def test_resume_target_is_the_recorded_one_with_this_launchs_ssh_settings(tmp_pa
     assert (t.python, t.ssh, t.workdir) == ("/opt/p", ssh, str(tmp_path))
     spec, _ = resume.resume_spec(run_dir, target=t, remote_checkpoints=lambda target, hosts, prefix: {h: {Checkpoint(2)} for h in hosts})
     assert spec.hosts == t.hosts and not spec.local and spec.workdir == str(tmp_path)
-    assert spec.command == ("trainer", "fit", "--model-prefix", "m", "--load-epoch", "2")
+    assert spec.command == ("trainer", "fit", "--data-train", "t.rec", "--model-prefix", "m", "--load-epoch", "2")
 
 
 def test_resume_target_of_a_local_job_is_local(tmp_path):

@@ -90,10 +90,11 @@ def test_detach_hands_the_job_as_resolved_here_to_the_launcher_on_instance0(monk
     started = []
     monkeypatch.setattr(detached, "start", lambda request, target, spec, run: started.append((target, spec)) or
                         detached.DetachedRun("c1", run, f"/efs/work/runs/{run}", 42, "/efs/console"))
-    modes.train(_parse("--cluster", "c1", "--detach", "-n", "2", "--env", "K=v", "--", "trainer", "fit"))
+    modes.train(_parse("--cluster", "c1", "--detach", "-n", "2", "--env", "K=v", "--", "trainer", "fit", "--data-train",
+                       "t.rec"))
     (target, spec), = started
     assert target is cluster and spec.hosts == cluster.hosts and spec.watch_spot  # on by default for a cluster
-    assert spec.command == ("/efs/venv/bin/trainer", "fit", "--gpus", "0,1")
+    assert spec.command == ("/efs/venv/bin/trainer", "fit", "--data-train", "t.rec", "--gpus", "0,1")
     assert spec.env == (("MXNET_USE_FUSION", "0"), ("K", "v")) and spec.workdir == "/efs/work"
 
 

@@ -106,13 +106,14 @@ def test_groups_given_to_a_resnet_are_named_as_not_used():
 
 @pytest.mark.timeout(120)
 def test_fine_tune_says_once_that_the_network_is_the_pretrained_models(digits_dir, tmp_path):
-    data = ["--data-train", os.path.join(digits_dir, "digits_train.rec"), "--num-examples", 32, "--batch-size", 32]
+    data = ["--data-train", os.path.join(digits_dir, "digits_train.rec"), "--num-examples", 32, "--batch-size", 32,
+            "--image-shape", "3,28,28"]
     prefix = tmp_path / "resnet8"
     result = run_trainer("fit", "--num-layers", 8, "--num-epochs", 1, "--model-prefix", prefix, *data)
     assert result.returncode == 0, result.stderr[-2000:]
 
     other, same = run_trainers(
-        ["fine-tune", "--pretrained-model", prefix, "--load-epoch", 1, "--num-epochs", 1, *data,
+        ["fine-tune", "--pretrained-model", prefix, "--load-epoch", 1, "--num-classes", 10, "--num-epochs", 1, *data,
          "--network", "resnext", "--num-layers", 101],
         # the command that made the checkpoint, resumed: its options are the checkpoint's network
         ["fit", "--num-layers", 8, "--num-epochs", 2, "--model-prefix", prefix, "--load-epoch", 1, *data])

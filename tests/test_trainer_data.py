@@ -123,15 +123,18 @@ def numbered_records(tmp_path_factory):
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_worker_shards_are_disjoint_cover_the_data_and_have_equal_batch_counts(numbered_records, workers):
-    from mxlaunch.trainer.data import Augmentation, FixedBatches, Shard, train_iter
+    from mxlaunch.trainer.config import FitConfig
+    from mxlaunch.trainer.data import FixedBatches, Shard, train_iter
+    from mxlaunch.trainer.records import index_path
     from mxlaunch.trainer.schedule import updates_per_epoch
 
     batch_size = 8
     per_epoch = updates_per_epoch(101, workers, batch_size)
     seen, counts = [], []
     for rank in range(workers):
-        data = FixedBatches(lambda epoch: train_iter(numbered_records, (3, 8, 8), batch_size, Shard(rank, workers),
-                                                     Augmentation(), threads=1, seed=epoch), per_epoch)
+        cfg = FitConfig(data_train=numbered_records, image_shape=(3, 8, 8), batch_size=batch_size, pad_size=0)
+        data = FixedBatches(lambda epoch: train_iter(cfg, index_path(numbered_records), Shard(rank, workers),
+                                                     threads=1, seed=epoch), per_epoch)
         ids = set()
         for epoch in range(2):  # the second epoch sees the same shard again, the same number of batches
             batches = 0

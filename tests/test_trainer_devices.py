@@ -71,7 +71,8 @@ def _module(symbol, devices, batch, features):
 def test_training_accuracy_counts_the_samples_of_every_device():
     import mxnet as mx
 
-    from mxlaunch.trainer.fit import _Accuracy, device_shares
+    from mxlaunch.trainer.evaluation import Metrics
+    from mxlaunch.trainer.fit import device_shares
 
     module = _module(mx.sym.SoftmaxOutput(mx.sym.var("data"), name="softmax"), 2, 6, 3)
     module.init_params()
@@ -80,9 +81,9 @@ def test_training_accuracy_counts_the_samples_of_every_device():
     batch = mx.io.DataBatch([mx.nd.array(scores)], [mx.nd.array(labels)])
     module.forward(batch, is_train=False)
     assert device_shares(module) == [3, 3]
-    accuracy = _Accuracy()
-    accuracy.update(module, batch)
-    assert accuracy.take() == (4, 6)
+    metrics = Metrics()
+    metrics.update(module.get_outputs(merge_multi_context=False)[0], batch.label[0])
+    assert metrics.take() == ({"accuracy": 4 / 6}, 6)
 
 
 @pytest.mark.parametrize("saved_on, resumed_on", [(2, 1), (1, 2), (2, 2)])
@@ -164,17 +165,20 @@ def test_workers_with_two_cpu_contexts_reach_97_percent_under_dist_sync(runs):
 def test_checkpoint_of_a_multi_device_module_loads_and_classifies(runs, digits_dir, which):
     import mxnet as mx
 
+    from mxlaunch.trainer.config import FitConfig
     from mxlaunch.trainer.data import val_iter
-    from mxlaunch.trainer.fit import evaluate
+    from mxlaunch.trainer.evaluation import evaluate
 
     symbol, arg_params, aux_params = mx.model.load_checkpoint(runs[which], EPOCHS)
     assert arg_params["fc1_weight"].shape == (10, 64)
     module = mx.mod.Module(symbol, context=mx.cpu())
-    make_val = lambda: val_iter(os.path.join(digits_dir, "digits_val.rec"), (3, 28, 28), BATCH, threads=1)  # noqa: E731
+    cfg = FitConfig(data_val=os.path.join(digits_dir, "digits_val.rec"), image_shape=(3, 28, 28), batch_size=BATCH,
+                    rgb_mean=(0.0, 0.0, 0.0))  # the recipe's
+    make_val = lambda: val_iter(cfg, "", threads=1)  # noqa: E731
     probe = make_val()
     module.bind(data_shapes=probe.provide_data, label_shapes=probe.provide_label, for_training=False)
     module.set_params(arg_params, aux_params)
-    assert evaluate(module, make_val) >= 0.97  # one device, the parameters averaged over the job's devices
+    assert evaluate(module, make_val)["accuracy"] >= 0.97  # one device, the parameters averaged over the job's devices
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ from digits_recipe import EPOCHS
 def data_args(digits_dir):
     return ["--data-train", os.path.join(digits_dir, "digits_train.rec"),
             "--data-val", os.path.join(digits_dir, "digits_val.rec"),
-            "--image-shape", "3,28,28", "--pad-size", 0, "--random-mirror", 0, "--batch-size", 32, "--seed", 3]
+            "--image-shape", "3,28,28", "--pad-size", 0, "--random-mirror", 0, "--rgb-mean", "0,0,0",  # the recipe's
+            "--batch-size", 32, "--seed", 3]
 
 
 def head(prefix, epoch, name="fc_finetune"):

@@ -197,17 +197,20 @@ def test_bad_load_batch_is_one_line_and_status_2(digits_dir, tmp_path):
 def test_an_epochs_batches_depend_on_seed_rank_and_epoch_only(tmp_path):
     """Epoch 2 read after epochs 0 and 1 equals epoch 2 read by a process that starts there; skipping B batches
     continues with the same batch; other epochs and ranks differ."""
-    from mxlaunch.trainer.data import Augmentation, FixedBatches, Shard, epoch_seed, train_iter
-    from mxlaunch.trainer.records import encode_png, write_records
+    from mxlaunch.trainer.config import FitConfig
+    from mxlaunch.trainer.data import FixedBatches, Shard, epoch_seed, train_iter
+    from mxlaunch.trainer.records import encode_png, index_path, write_records
 
     path = str(tmp_path / "numbered.rec")
     pattern = np.arange(8 * 8 * 3).reshape(8, 8, 3)  # not flat: crops and mirrors show in the pixels
     write_records(path, ((i, encode_png(((pattern + i) % 256).astype(np.uint8))) for i in range(101)))
 
     def batches(rank, first_epoch, epoch, skip=0):
+        cfg = FitConfig(data_train=path, image_shape=(3, 6, 6), batch_size=8, pad_size=1, random_crop=True,
+                        random_mirror=True)
+
         def make(e):
-            return train_iter(path, (3, 6, 6), 8, Shard(rank, 2), Augmentation(1, True, True), threads=1,
-                              seed=epoch_seed(7, rank, e))
+            return train_iter(cfg, index_path(path), Shard(rank, 2), threads=1, seed=epoch_seed(7, rank, e))
 
         data = FixedBatches(make, 9, first_epoch)  # a shard of 51 records: 7 batches, wrapped to 9
         for earlier in range(first_epoch, epoch):

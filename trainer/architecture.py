@@ -11,6 +11,7 @@ import json
 from typing import Optional
 
 from mxlaunch.errors import UsageError
+from mxlaunch.trainer import networks
 from mxlaunch.trainer.config import FitConfig
 
 OPTIONS = ("--network", "--num-layers", "--num-group", "--bottleneck-width")
@@ -32,6 +33,25 @@ def resnet_ignores(cfg: FitConfig) -> Optional[str]:
     return None
 
 
+def form_ignores(cfg: FitConfig) -> Optional[str]:
+    """The line for --num-group/--bottleneck-width given to a network built from scratch that has no use for them:
+    a resnet, a ResNeXt form without grouped convolutions, or (--bottleneck-width) one of MXNet's ResNeXt forms,
+    whose bottlenecks are half of each unit's channels."""
+    line = resnet_ignores(cfg)
+    if line or cfg.network != "resnext":
+        return line
+    found = networks.check(cfg.network, cfg.num_layers, cfg.image_shape)
+    if not found.grouped:
+        unused, why = RESNEXT_ONLY, f"{found.name} at {cfg.image_shape[1]} px has no grouped convolutions"
+    else:
+        unused, why = ("--bottleneck-width",), (f"{found.name} at {cfg.image_shape[1]} px is MXNet's, whose "
+                                                f"bottlenecks are half of each unit's channels")
+        if found.paper_resnext:
+            return None
+    given = _given(cfg, unused)
+    return f"{given} not used: {why}" if given else None
+
+
 def _features(symbol) -> Optional[list]:
     """The graph that feeds the classifier, without names: operators, their settings and what feeds each (the
     names of unnamed operators, `_plus3`, count the symbols a process built before)."""
@@ -46,15 +66,14 @@ def _built(cfg: FitConfig) -> list:
     """Every network the options build: at this run's image size and in each form their depth has, whatever the
     size (resnet-50 is also 6n+2: 32 px images build its CIFAR form, yet a checkpoint of its ImageNet form,
     fine-tuned on them, is the network the options name). Raises the UsageError of this size when none builds."""
-    from mxlaunch.trainer import networks
-    from mxlaunch.trainer.networks.forms import CIFAR_MAX_SIDE
-
     channels = cfg.image_shape[0]
+    if cfg.network is None or cfg.num_layers is None:
+        raise UsageError("--network and --num-layers together name a network")
     built, errors = [], []
     # the global pooling before flatten0 makes the graph the same at every size of one form
-    for shape in (tuple(cfg.image_shape), (channels, CIFAR_MAX_SIDE, CIFAR_MAX_SIDE), (channels, 224, 224)):
+    for shape in (tuple(cfg.image_shape), (channels, 28, 28), (channels, 32, 32), (channels, 224, 224)):
         try:
-            built.append(networks.get_symbol(cfg.network, cfg.num_layers, cfg.num_classes, shape,
+            built.append(networks.get_symbol(cfg.network, cfg.num_layers, cfg.num_classes, shape, dtype=cfg.dtype,
                                              num_group=cfg.num_group, bottleneck_width=cfg.bottleneck_width))
         except UsageError as exc:  # e.g. a depth this network lacks (at this size)
             errors.append(exc)

@@ -153,7 +153,7 @@ def load_digits() -> Tuple[np.ndarray, np.ndarray]:
 
 def digits_split() -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
     """The 1,797 real handwritten digits as 3x32x32 uint8 images, split train/val once and for all."""
-    from PIL import Image
+    from PIL import Image  # heavy
 
     images, target = load_digits()
     # 8x8 intensities 0..16 -> 0..255, smoothly upscaled to CIFAR size, grey in all three channels

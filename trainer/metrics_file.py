@@ -27,26 +27,31 @@ def read(path: str) -> List[dict]:
 
 
 def _kept(path: str, begin_epoch: int) -> List[str]:
-    """The lines of epochs before `begin_epoch`; a damaged line (a writer killed mid-line) is dropped."""
+    """The file's records, less a damaged line (a writer killed mid-line) and, for a run resumed at epoch E > 0,
+    the records of epochs >= E at its end: the interrupted part of the training it continues, trained again now.
+    Records before them (another run's too) stay."""
     if not os.path.isfile(path):
         return []
-    kept = []
+    records = []
     with open(path) as stream:
         for line in stream:
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
-            epoch = record.get("epoch", 0) if isinstance(record, dict) else None
-            if isinstance(epoch, int) and epoch < begin_epoch:
-                kept.append(line if line.endswith("\n") else line + "\n")
-    return kept
+            epoch = record.get("epoch") if isinstance(record, dict) else None
+            records.append((epoch, line if line.endswith("\n") else line + "\n"))
+    if begin_epoch > 0:
+        while records and isinstance(records[-1][0], int) and records[-1][0] >= begin_epoch:
+            records.pop()
+    return [line for _, line in records]
 
 
 class MetricsFile:
-    """Appends epochs; on resume at epoch E the records of epochs >= E (from the lost run) are dropped, so a
-    job restarted from its checkpoint (launch train --max-restarts) keeps each epoch once: the re-run
-    epochs replace the lost ones.
+    """Appends one record per epoch; never removes another run's records. A run resumed from its checkpoint at
+    epoch E > 0 (`--load-epoch E`, or launch train --max-restarts) replaces the records of epochs >= E at the end
+    of the file, so that a job restarted from its checkpoint keeps each epoch once; a new run (from scratch, a
+    pretrained model or epoch 0) appends after whatever is there.
 
     The metrics are a record of the training, not the training: a file that cannot be written is one
     warning, and training goes on (under dist_sync a dead rank 0 would take the whole job down)."""

@@ -49,7 +49,7 @@ def states_path(prefix: str, epoch: int, batch: Optional[int] = None) -> str:
 
 def _load_params(path: str):
     """(arg_params, aux_params) of a params file, as `mx.model.load_checkpoint` splits them."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     arg_params, aux_params = {}, {}
     for key, value in mx.nd.load(path).items():
@@ -68,7 +68,7 @@ def check_checkpoint_files(prefix: str, epoch: int, what: str, batch: Optional[i
 
 
 def load_checkpoint(prefix: str, epoch: int, what: str, batch: Optional[int] = None) -> Model:
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     params = check_checkpoint_files(prefix, epoch, what, batch)
     try:
@@ -99,7 +99,7 @@ def save_checkpoint(prefix: str, epoch: int, module, states_devices: Optional[in
     means its symbol (and optimizer states, with `states_devices`: single-process training) are in place.
     With `batch`: the checkpoint of epoch `epoch` after `batch` of its batches, PREFIX-EEEE-BBBBBB.params.
     Returns the params file's path."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     directory = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(directory, exist_ok=True)
@@ -214,22 +214,40 @@ def is_fine_tuned(symbol) -> bool:
     return _last_fully_connected(symbol)["name"] == FINETUNE_FC
 
 
-def replace_classifier(model: Model, num_classes: int) -> Model:
-    """A new `num_classes` classifier on the features that fed the old one; the old one's weights go."""
-    from mxlaunch.trainer.networks.layers import classifier_head
+def _features(model: Model, layer: str, explicit: bool, fc: dict):
+    """The output of `layer` (--layer-before-fullc), or, when the default `flatten0` is not in this network, the
+    input of its last classifier (MXNet's fine-tune.py failed there)."""
+    internals = model.symbol.get_internals()
+    if layer + "_output" in internals.list_outputs():
+        return internals[layer + "_output"]
+    if explicit:
+        raise DataError(f"--layer-before-fullc {layer}: the pretrained network has no layer {layer} (its last "
+                        f"classifier {fc['name']} reads {fc['input_name']})")
+    log.info("fine-tune: the pretrained network has no %s: the new classifier reads %s, as %s did", layer,
+             fc["input_name"], fc["name"])
+    return internals[fc["input_name"] + "_output"]
+
+
+def replace_classifier(model: Model, num_classes: int, layer: str = "flatten0", explicit: bool = False,
+                       dtype: str = "float32") -> Model:
+    """A new `num_classes` classifier on the output of `layer`; what the network computed after it goes."""
+    from mxlaunch.trainer.networks.layers import classifier_head  # heavy
 
     fc = _last_fully_connected(model.symbol)
-    features = model.symbol.get_internals()[fc["input_name"] + "_output"]
-    symbol = classifier_head(features, num_classes, FINETUNE_FC)
+    features = _features(model, layer, explicit, fc)
+    symbol = classifier_head(features, num_classes, FINETUNE_FC, dtype, cast_name=f"{FINETUNE_FC}_float32")
     kept = set(symbol.list_arguments())
     old_head = fc["name"] + "_"  # may share the new head's name when a fine-tuned model is fine-tuned again
     arg_params = {k: v for k, v in model.arg_params.items() if k in kept and not k.startswith(old_head)}
+    aux_kept = set(symbol.list_auxiliary_states())
+    aux_params = {k: v for k, v in (model.aux_params or {}).items() if k in aux_kept}
     log.info("fine-tune: replaced classifier %s (%s classes) with %s (%d classes)",
              fc["name"], fc["attrs"]["num_hidden"], FINETUNE_FC, num_classes)
-    return Model(symbol, arg_params, model.aux_params, begin_epoch=0)
+    return Model(symbol, arg_params, aux_params, begin_epoch=0)
 
 
-def for_fine_tuning(model: Model, num_classes: int) -> Model:
+def for_fine_tuning(model: Model, num_classes: int, layer: str = "flatten0", explicit: bool = False,
+                    dtype: str = "float32") -> Model:
     """Fine-tuning a pretrained model swaps its classifier; resuming a fine-tuned one keeps the trained head.
 
     (MXNet's fine-tune.py swaps it again on every resume, throwing away what the head learned.)
@@ -238,4 +256,4 @@ def for_fine_tuning(model: Model, num_classes: int) -> Model:
         log.info("fine-tune: %s is already fine-tuned for %d classes: resuming at epoch %d with its trained "
                  "classifier", FINETUNE_FC, num_classes, model.begin_epoch)
         return model
-    return replace_classifier(model, num_classes)
+    return replace_classifier(model, num_classes, layer, explicit, dtype)

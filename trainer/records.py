@@ -41,7 +41,7 @@ def index_path(rec_path: str) -> str:
 
 def write_records(rec_path: str, samples: Iterable[Tuple[int, bytes]]) -> int:
     """Write (label, encoded image) pairs as `rec_path` and its `.idx`; return the record count."""
-    import mxnet as mx
+    import mxnet as mx  # heavy
 
     os.makedirs(os.path.dirname(os.path.abspath(rec_path)), exist_ok=True)
     writer = mx.recordio.MXIndexedRecordIO(index_path(rec_path), rec_path, "w")
@@ -57,7 +57,7 @@ def write_records(rec_path: str, samples: Iterable[Tuple[int, bytes]]) -> int:
 
 def encode_png(pixels_hwc: np.ndarray) -> bytes:
     """Lossless encoding, so that converted pixels round-trip exactly."""
-    from PIL import Image
+    from PIL import Image  # heavy
 
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels_hwc, dtype=np.uint8)).save(buffer, format="PNG")
@@ -66,25 +66,36 @@ def encode_png(pixels_hwc: np.ndarray) -> bytes:
 
 def _read_raw_records(path: str) -> Iterator[bytes]:
     """Yield each record's payload, validating the RecordIO framing as it goes (pure Python, fast)."""
+    for _, payload in _records_at(path):
+        yield payload
+
+
+def _records_at(path: str) -> Iterator[Tuple[int, bytes]]:
+    """(byte offset of its header, payload) of every record."""
     with open(path, "rb") as stream:
         while True:
+            offset = stream.tell()
             head = stream.read(8)
             if not head:
                 return
             if len(head) < 8:
-                raise DataError(f"{path}: truncated record header at byte {stream.tell() - len(head)}")
+                raise DataError(f"{path}: truncated record header at byte {offset}")
             magic, lrecord = struct.unpack("<II", head)
             if magic != RECORDIO_MAGIC:
-                raise DataError(f"{path}: not a RecordIO file, or corrupt at byte {stream.tell() - 8} "
-                                f"(bad magic number)")
+                raise DataError(f"{path}: not a RecordIO file, or corrupt at byte {offset} (bad magic number)")
             cflag, length = lrecord >> 29, lrecord & ((1 << 29) - 1)
             if cflag != 0:
-                raise DataError(f"{path}: multi-part records are not supported (byte {stream.tell() - 8})")
+                raise DataError(f"{path}: multi-part records are not supported (byte {offset})")
             payload = stream.read(length)
             if len(payload) < length:
-                raise DataError(f"{path}: truncated record at byte {stream.tell() - len(payload) - 8}")
+                raise DataError(f"{path}: truncated record at byte {offset}")
             stream.seek((4 - length % 4) % 4, os.SEEK_CUR)
-            yield payload
+            yield offset, payload
+
+
+def index_text(path: str) -> str:
+    """An `.idx` for `path`, as MXIndexedRecordIO writes one: `key\toffset` per record, keys 0, 1, ..."""
+    return "".join(f"{key}\t{offset}\n" for key, (offset, _) in enumerate(_records_at(path)))
 
 
 def unpack_record(payload: bytes) -> Tuple[float, bytes]:
@@ -99,7 +110,7 @@ def unpack_record(payload: bytes) -> Tuple[float, bytes]:
 
 def decode_image(encoded: bytes, path: str) -> np.ndarray:
     """Decode one image to HWC uint8 (what the network sees after MXNet's own decoder)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # heavy
 
     try:
         with Image.open(io.BytesIO(encoded)) as image:

@@ -18,6 +18,8 @@ from botocore.config import Config
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
 
+from mxlaunch.infra.cloud.wait import Backoff
+
 RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=10, read_timeout=60)
 # RunInstances: capacity errors come as HTTP 500, which botocore's standard mode retries ~6 times per zone
 # (30-60 s) before failover could move on. Its client makes one attempt; provision retries what is transient.
@@ -50,6 +52,12 @@ class CapacityUnavailable(AwsError):
     exit_code = Exit.AWS_CAPACITY
 
 
+class OptInRequired(AwsError):
+    """The account must opt in first: to the region, or to the AWS Marketplace product behind the image."""
+
+    exit_code = Exit.AWS_DENIED
+
+
 class UnknownRegion(UsageError):
     pass
 
@@ -64,9 +72,17 @@ QUOTA_CODES = {"InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCou
 CAPACITY_CODES = {"InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientCapacity",
                   "InsufficientCapacityException", "Unsupported", "SpotMaxPriceTooLow",
                   "InsufficientCapacityOnPlacementGroup"}
+# A zone's subnet has no free address left: like capacity, the next zone may have room.
+SUBNET_FULL = "InsufficientFreeAddressesInSubnet"
 # Right after a create, AWS may not yet see the new resource (eventual consistency): retried, bounded.
 NOT_YET_CODES = {"InvalidGroup.NotFound", "InvalidPlacementGroup.Unknown", "InvalidKeyPair.NotFound",
                  "FileSystemNotFound", "MountTargetNotFound", "InvalidInstanceID.NotFound", "SecurityGroupNotFound"}
+# Retries of AWS's eventual consistency: 2 s growing to 30 s, about 5 minutes in all. A policy conditioned on
+# tags may deny a resource created seconds ago (its tags not yet visible to IAM): about 30 s more for that.
+CONSISTENCY = Backoff(frozenset(NOT_YET_CODES), total=300.0)
+JUST_CREATED_DENIED = Backoff(frozenset({"UnauthorizedOperation"}), total=30.0, cap=8.0)
+# Partitions whose ARNs and endpoints differ from `aws` (arn:aws-cn:..., amazonaws.com.cn): not supported.
+PARTITION = "aws"
 MUTATING_PREFIXES = ("create_", "delete_", "run_", "terminate_", "authorize_", "revoke_", "put_", "modify_")
 
 
@@ -107,11 +123,11 @@ def translate(exc: Exception, operation: str) -> CommandError:
         return _not_aws(operation, None, "an answer that is not an AWS response (an HTML page?)")
     if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
         return NoCredentials("no AWS credentials found: set AWS_PROFILE (or --profile), run `aws configure`, "
-                             "or export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+                             "or export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", "NoCredentials")
     if isinstance(exc, (bce.SSOTokenLoadError, bce.UnauthorizedSSOTokenError, bce.TokenRetrievalError)):
-        return NoCredentials(f"AWS SSO session expired or missing: run `aws sso login` ({exc})")
+        return NoCredentials(f"AWS SSO session expired or missing: run `aws sso login` ({exc})", "NoCredentials")
     if isinstance(exc, bce.ProfileNotFound):
-        return NoCredentials(f"AWS profile not found: {exc}")
+        return NoCredentials(f"AWS profile not found: {exc}", "NoCredentials")
     if isinstance(exc, bce.EndpointConnectionError):
         return AwsError(f"cannot reach the AWS endpoint for {operation}: {exc}")
     if isinstance(exc, bce.ClientError):
@@ -121,22 +137,43 @@ def translate(exc: Exception, operation: str) -> CommandError:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code == "Unknown" or code.isdigit():  # botocore's stand-in when the body was no AWS error
             return _not_aws(operation, status or (code if code.isdigit() else None), "not an AWS error answer")
-        if code in CREDENTIAL_CODES:
-            return NoCredentials(f"AWS rejected the credentials ({where})", code)
-        if code in PERMISSION_CODES:
-            return PermissionDenied(f"not permitted by your AWS policy ({where})", code)
-        if code in QUOTA_CODES:
-            return QuotaExceeded(f"AWS quota exceeded ({where}); request an increase in the Service Quotas "
-                                 f"console (e.g. 'Running On-Demand G and VT instances' / 'P instances' vCPUs)",
-                                 code)
-        if code in CAPACITY_CODES:
-            return CapacityUnavailable(where, code)
-        if code == "OptInRequired":
-            return UnknownRegion(f"this AWS region is not enabled for your account ({where})")
-        return AwsError(where, code)
+        return _client_error(code, where)
     if isinstance(exc, bce.BotoCoreError):
         return AwsError(f"{operation}: {' '.join(str(exc).split())}")
     raise exc
+
+
+def _client_error(code: str, where: str) -> CommandError:
+    """The typed line for AWS error `code` (`where`: the operation, the code and AWS's message)."""
+    if code in CREDENTIAL_CODES:
+        return NoCredentials(f"AWS rejected the credentials ({where})", code)
+    if code in PERMISSION_CODES:
+        return PermissionDenied(f"not permitted by your AWS policy ({where})", code)
+    if code in QUOTA_CODES:
+        return QuotaExceeded(f"AWS quota exceeded ({where}); request an increase in the Service Quotas "
+                             f"console (e.g. 'Running On-Demand G and VT instances' / 'P instances' vCPUs)", code)
+    if code in CAPACITY_CODES:
+        return CapacityUnavailable(where, code)
+    if code in OWN_LINES:
+        kind, text = OWN_LINES[code]
+        return kind(f"{text} ({where})", code)
+    return AwsError(where, code)
+
+
+# Codes that need their own words: what they mean for a cluster, and what to do (their meanings:
+# https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html).
+OWN_LINES = {
+    "OptInRequired": (OptInRequired, "your account must opt in first: to this region (Account settings, AWS "
+                                     "Regions), or, for an AWS Marketplace image, to its product (subscribe in the "
+                                     "Marketplace console, or pass another --ami)"),
+    "PendingVerification": (AwsError, "AWS is still verifying your account (a new account, or a region just "
+                                      "enabled): try again once AWS's email says it is done"),
+    SUBNET_FULL: (CapacityUnavailable, "the zone's default subnet has no free address left"),
+    "AuthFailure.ServiceLinkedRoleCreationNotPermitted": (
+        PermissionDenied, "AWS could not create the service-linked role spot instances need: grant "
+                          "iam:CreateServiceLinkedRole for spot.amazonaws.com (`launch cluster policy` does), or "
+                          "create it once: `aws iam create-service-linked-role --aws-service-name spot.amazonaws.com`"),
+}
 
 
 def _op_name(service: str, op: str) -> str:
@@ -169,6 +206,11 @@ class Aws:
                              "region")
         if self.region not in _known_regions(self.session):
             raise UnknownRegion(f"unknown AWS region {self.region!r} (e.g. us-east-1, us-west-2, eu-west-1)")
+        partition = self.session.get_partition_for_region(self.region)
+        if partition != PARTITION:
+            raise UsageError(f"region {self.region} is in the {partition} partition: `launch cluster` supports "
+                             f"the {PARTITION} partition only (its IAM policy, ARNs and EFS DNS names are those of "
+                             f"{PARTITION}); use a region such as us-east-1")
         self.dry_run = dry_run
         self.echo = echo
         self._clients: dict = {}

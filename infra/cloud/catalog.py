@@ -1,5 +1,6 @@
 """Instance catalog: per EC2 GPU type its GPUs (model, memory, compute capability), whether the MXNet wheel
-the cluster installs can run them, on-demand price estimates, and the retired types users still type.
+the cluster installs can run them, on-demand price estimates, and the old types users still type (retired by
+AWS, or no longer driven by the Deep Learning AMI `up` boots), each refused naming a current one.
 
 GPU counts, models and memory: AWS's DescribeInstanceTypes (tests/test_catalog.py checks them against moto's
 copy of it). Compute capability: NVIDIA's CUDA GPU list. Prices are ESTIMATES: us-east-1 Linux on-demand list
@@ -105,22 +106,25 @@ class Retired:
     gpu: Gpu
     instead: str  # current type with the same number of GPUs per instance (or per --count)
     count: int = 1  # how many of `instead` give the same GPU count
+    why: str = "retired by AWS"
 
     @property
     def gpu_model(self) -> str:
         return self.gpu.label
 
 
+# p3 still runs on EC2, but the current Deep Learning AMI's NVIDIA driver does not support its V100 (Volta) GPUs.
+NO_DRIVER = "not supported by the current Deep Learning AMI's NVIDIA driver (V100, Volta)"
 RETIRED = {r.name: r for r in (
     Retired("g2.2xlarge", 1, K520, "g5.xlarge"),
     Retired("g2.8xlarge", 4, K520, "g5.12xlarge"),
     Retired("p2.xlarge", 1, K80, "g5.xlarge"),
     Retired("p2.8xlarge", 8, K80, "g5.48xlarge"),
     Retired("p2.16xlarge", 16, K80, "g5.48xlarge", count=2),
-    Retired("p3.2xlarge", 1, V100, "g5.xlarge"),
-    Retired("p3.8xlarge", 4, V100, "g5.12xlarge"),
-    Retired("p3.16xlarge", 8, V100, "p4d.24xlarge"),
-    Retired("p3dn.24xlarge", 8, V100_32, "p4d.24xlarge"),
+    Retired("p3.2xlarge", 1, V100, "g5.xlarge", why=NO_DRIVER),
+    Retired("p3.8xlarge", 4, V100, "g5.12xlarge", why=NO_DRIVER),
+    Retired("p3.16xlarge", 8, V100, "p4d.24xlarge", why=NO_DRIVER),
+    Retired("p3dn.24xlarge", 8, V100_32, "p4d.24xlarge", why=NO_DRIVER),
 )}
 
 
@@ -137,7 +141,7 @@ def lookup(name: str) -> InstanceType:
             per = CATALOG[r.instead].gpus
             hint = (f"use --instance-type {r.instead} with {r.count}x the --count "
                     f"({per} GPUs each, {r.gpus} per {name})")
-        return _raise(f"instance type {name} ({r.gpus} x {r.gpu_model}) is retired by AWS; {hint}")
+        return _raise(f"instance type {name} ({r.gpus} x {r.gpu_model}) is {r.why}; {hint}")
     family = key.split(".", 1)[0]
     sizes = [t for t in CATALOG if t.startswith(family + ".")]
     if sizes:

@@ -1,7 +1,8 @@
-"""`--wait ssh`: wait for SSH to answer on every instance (bounded, with a per-instance diagnosis), then
-install mxlaunch with its `cpu` or `gpu` extra into ONE virtual environment on EFS (created on instance 0;
-every other instance only verifies it), from PyPI, or with `--wheelhouse DIR` from those wheels alone
-(uploaded to EFS, `pip install --no-index --find-links`). It ends by checking every instance: the venv's
+"""`--wait ssh`: wait for SSH to answer on every instance (bounded, with a per-instance diagnosis), then for its
+user data to write its ready marker (a failed marker ends the wait at once; either way out names the step and
+the tail of the user data's log, read over SSH), then install mxlaunch with its `cpu` or `gpu` extra into ONE
+virtual environment on EFS (created on instance 0; every other instance only verifies it), from PyPI, or with
+`--wheelhouse DIR` from those wheels alone (uploaded to EFS, `pip install --no-index --find-links`). It ends by checking every instance: the venv's
 python imports mxnet and mxlaunch, and with the `gpu` extra on a GPU type the GPU preflight of `launch train`
 (infra/transport/gpu_check.py: nvidia-smi's GPUs and a real operation on every GPU through the venv).
 
@@ -47,8 +48,13 @@ from mxlaunch.templates import render
 
 from mxlaunch.infra.cloud import wait
 from mxlaunch.infra.cloud.spec import EFS_ROOT, VENV
+from mxlaunch.infra.cloud.userdata import FAILED, LOG, READY
 
-READY = "/var/lib/mxlaunch/ready"  # the user data's last step writes it
+# How far a host's user data is: exit 0 ready; FAILED_STATUS failed (the marker, "STEP: why", on stdout); else
+# still running.
+FAILED_STATUS = 3
+USER_DATA_STATE = f"if [ -f {FAILED} ]; then cat {FAILED}; exit {FAILED_STATUS}; fi; test -f {READY}"
+LOG_LINES = 12  # of the user data's log, in the error of a host whose user data failed or never finished
 WHEELS = f"{EFS_ROOT}/wheels"
 EXTRAS = ("cpu", "gpu")
 WHEEL_SUFFIXES = (".whl", ".tar.gz", ".zip")  # what pip --find-links takes
@@ -62,6 +68,10 @@ CONNECT: Optional[Connector] = None  # how instances are reached where no caller
 GPU_CHECK_TIMEOUT = timeouts.COMMAND + gpu_check.SMI_TIMEOUT + gpu_check.OP_TIMEOUT
 
 Runner = Callable[..., subprocess.CompletedProcess]  # runs a local command (the wheel build)
+
+
+class UserDataFailed(CommandError):
+    """An instance's user data failed (its failed marker): the instance stays, its log names why."""
 
 
 class GpuCheckFailed(CommandError):
@@ -214,6 +224,47 @@ class Remote:
                 f"(ssh: {last[alias].tail(200)})" for alias, address in pending.items())
             raise wait.WaitTimeout(f"{exc.format_message()}: {details}") from exc
 
+    def wait_user_data(self, hosts: Sequence[tuple], timeout: float) -> None:
+        """Poll every instance until its user data wrote the ready marker (bounded). One that wrote the failed
+        marker ends the wait at once, with the step it names and the tail of its log; at the timeout each one
+        not ready is named with its log's tail (or, when SSH failed, the SSH diagnosis)."""
+        pending = dict(hosts)
+        last: Dict[str, Outcome] = {}
+
+        def attempt() -> int:
+            for alias, outcome in self.run(list(pending.items()), ["sh", "-c", USER_DATA_STATE]).items():
+                if outcome.status == FAILED_STATUS:
+                    raise UserDataFailed(f"the user data of {alias} failed at step {outcome.out.strip() or '?'}; "
+                                         f"{self.log_tail(alias, pending[alias])}")
+                if outcome.ok:
+                    del pending[alias]
+                else:
+                    last[alias] = outcome
+            return len(pending)
+
+        def show(left: int) -> None:
+            self.echo(f"  user data finished: {len(hosts) - left}/{len(hosts)}")
+        try:
+            wait.poll(attempt, lambda left: left == 0, timeout=timeout, interval=timeouts.POLL,
+                      what="the user data to finish", progress=show)
+        except wait.WaitTimeout as exc:
+            details = "; ".join(self.still(alias, address, last.get(alias)) for alias, address in pending.items())
+            raise wait.WaitTimeout(f"{exc.format_message()}: {details}") from exc
+
+    def still(self, alias: str, address: Optional[str], outcome: Optional[Outcome]) -> str:
+        """Why `alias` is not ready: SSH's diagnosis when the last try did not get in, else its log's tail."""
+        if outcome is not None and outcome.error is not None:
+            return f"{alias}: {diagnosis(outcome, address, self.group.endpoint(Host(alias)).port)}"
+        return f"{alias}: still running; {self.log_tail(alias, address)}"
+
+    def log_tail(self, alias: str, address: Optional[str]) -> str:
+        """The last lines of the user data's log on `alias`, on one line (read over SSH, bounded)."""
+        outcome = self.run([(alias, address)], ["tail", "-n", str(LOG_LINES), LOG])[alias]
+        if not outcome.ok:
+            return f"its log {LOG} could not be read ({outcome.tail(200)})"
+        lines = [line.strip() for line in outcome.out.splitlines() if line.strip()]
+        return f"the end of its log {LOG}: " + " | ".join(lines) if lines else f"its log {LOG} is empty"
+
     def upload(self, alias: str, files: Sequence[Path], dest: str = WHEELS) -> List[str]:
         """Copy `files` into `dest` on `alias` over SFTP, skipping those already there with the same size and
         mtime: a second `up` uploads nothing. Returns the names copied."""
@@ -296,7 +347,7 @@ def wait_ssh_and_install(hosts: Sequence[tuple], ssh: SSHOptions, efs: bool, ech
     try:
         echo("waiting for SSH")
         remote.wait_for(hosts, ["true"], "SSH answering", timeouts.BOOT)
-        remote.wait_for(hosts, ["test", "-f", READY], "user data finished", timeouts.READY)
+        remote.wait_user_data(hosts, timeouts.READY)
         with tempfile.TemporaryDirectory(prefix="mxlaunch-wheel-") as tmp:
             remote.install(hosts, mxlaunch_wheel(options.wheelhouse, Path(tmp), run=run), efs, options)
         if gpus_per_host > 0 and options.extra == "gpu":

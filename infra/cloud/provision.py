@@ -1,7 +1,10 @@
 """`up`: a pipeline of small idempotent steps, each "find by tag, else create, record". Reads and checks come
-first (preflight.py); everything created is written to a ledger; any failure (or Ctrl-C, SIGTERM, SIGHUP) removes
-what this `up` created, unless --keep-on-failure. A resource created seconds ago may not be visible yet: calls
-that use one retry AWS's NotFound codes, bounded, and so does the rollback that deletes one."""
+first (prelaunch.py); everything created is written to a ledger. A failure before any instance was launched
+(or Ctrl-C, SIGTERM, SIGHUP at any time) removes what this `up` created, unless --keep-on-failure. A failure
+after instances were launched keeps everything (they bill already, and `up` run again finishes the cluster:
+it is idempotent by tags) and says so in one line: what is kept, its cost per hour, and the two ways on. A
+resource created seconds ago may not be visible yet: calls that use one retry AWS's NotFound codes with
+backoff, bounded, and so does the rollback that deletes one."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,16 +13,14 @@ from typing import Callable, List, Optional
 
 from mxlaunch.errors import CommandError, UsageError
 
-from mxlaunch.infra.cloud import prelaunch as preflight, run_instances, local_state as state, teardown, wait
-from mxlaunch.infra.cloud.aws import NOT_YET_CODES, Aws, AwsError
+from mxlaunch.infra.cloud import catalog, prelaunch as preflight, run_instances, local_state as state, teardown, wait
+from mxlaunch.infra.cloud.aws import Aws, AwsError
 from mxlaunch.infra.cloud.record import (ClusterRecord, Ledger, creation_token, discover, find_instances,
                                          tag_spec, tags)
 from mxlaunch.infra.cloud.signals import Signalled
-from mxlaunch.infra.cloud.spec import ClusterSpec, cluster_deadline, creation_tags, deadline_text
+from mxlaunch.infra.cloud.spec import DEFAULT_SSH_USER, ClusterSpec, cluster_deadline, creation_tags, deadline_text
 
 EFS_TIMEOUT = 300.0
-SETTLE_TIMEOUT = teardown.SETTLE_TIMEOUT
-SETTLE_INTERVAL = teardown.SETTLE_INTERVAL
 INTERVAL = 5.0
 NFS_PORT = 2049
 CLOCK: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)  # noqa: E731
@@ -54,8 +55,18 @@ def plan(spec: ClusterSpec, record: ClusterRecord) -> List[str]:
 
 
 def _settle(action: Callable[[], dict], what: str) -> dict:
-    """A call that uses a resource created seconds ago: NotFound codes are retried, bounded."""
-    return wait.retry_codes(action, NOT_YET_CODES, timeout=SETTLE_TIMEOUT, interval=SETTLE_INTERVAL, what=what)
+    """A call that uses a resource created seconds ago (`what` waits to be visible): teardown.settle."""
+    return teardown.settle(action)
+
+
+def again(spec: ClusterSpec) -> str:
+    """The `launch cluster up` that completes the cluster of `spec` (the options that change what it makes)."""
+    flags = [f"--instance-type {spec.instance_type}", f"--count {spec.count}", f"--ssh-cidr {spec.ssh_cidr}"]
+    flags += [flag for flag, on in (("--spot", spec.spot), ("--no-efs", not spec.efs),
+                                    ("--no-placement-group", not spec.placement_group)) if on]
+    flags += [f"--key-name {spec.key_name}"] * bool(spec.key_name)
+    flags += [f"--ssh-user {spec.ssh_user}"] * (spec.ssh_user != DEFAULT_SSH_USER)
+    return f"launch cluster up {spec.name} {' '.join(flags)}"
 
 
 class Up:
@@ -64,35 +75,54 @@ class Up:
     def __init__(self, aws: Aws, spec: ClusterSpec, echo: Callable[[str], None],
                  finish: Optional[Callable[[ClusterRecord], ClusterRecord]] = None):
         self.aws, self.spec, self.echo = aws, spec, echo
-        self.finish = finish  # the --wait part: its failure rolls back too
+        self.finish = finish  # the --wait part: runs after the launch, so its failure keeps the cluster
         self.ledger = Ledger()
+        self.spot_fits = True  # prelaunch.check_quota's verdict on the spot quota
 
     def run(self, record: ClusterRecord) -> ClusterRecord:
         self.fresh = record.empty  # a new cluster: a failure also removes its local state directory
+        self.start = record
         self.before = {i.id for i in record.instances}
         try:
             record = self._steps(record)
             return self.finish(record) if self.finish else record
         except BaseException as exc:
-            if self.spec.keep_on_failure:
+            if self.ledger.instances and not isinstance(exc, (KeyboardInterrupt, Signalled)) and not self.aws.dry_run:
+                self.echo(self.kept())  # past the launch: everything stays, `up` again finishes it
+            elif self.spec.keep_on_failure:
                 self.echo("--keep-on-failure: leaving what was created; `launch cluster down "
                           f"{self.spec.name}` removes it")
             else:
                 self.rollback(exc)
             raise
 
+    def kept(self) -> str:
+        """The one line of a failure after the launch: what is kept, its cost per hour, the two ways on."""
+        spec, mine = self.spec, self.ledger.as_record(self.spec.name, self.aws.region)
+        ids = list(dict.fromkeys([i.id for i in self.start.live] + [i.id for i in mine.instances]))
+        fs = mine.file_system or self.start.file_system
+        what = f"{len(ids)} x {spec.instance_type} ({' '.join(ids)})" + (f", EFS {fs}" if fs else "")
+        price = catalog.price_text(spec.itype, len(ids)) + (" at most (spot bills less)" if spec.spot else "")
+        return (f"up failed after launching instances: kept cluster {spec.name} as it is ({what}, and all else "
+                f"tagged launch:cluster={spec.name}), {price} until removed; `{again(spec)}` finishes it, "
+                f"`launch cluster down {spec.name}` removes it")
+
     def created(self) -> ClusterRecord:
         """What this run created. A RunInstances whose answer never arrived (a signal, a lost connection) may
-        still have started instances: the tag finds them."""
+        still have started instances: its ClientToken finds them, and the tag (when it is listed already)."""
         created = self.ledger.as_record(self.spec.name, self.aws.region)
-        if self.fresh and not self.aws.dry_run:
+        if self.aws.dry_run:
+            return created
+        if self.fresh:
             # a new cluster: everything tagged with its name is this run's — also what a signal caught between
             # a create call (which sets the tags itself) and the ledger
-            return _union(created, discover(self.aws, self.spec.name))
-        if self.ledger.launching and not self.aws.dry_run:
+            created = _union(created, discover(self.aws, self.spec.name))
+        if self.ledger.launching:
             known = self.before | {i.id for i in created.instances}
-            unknown = [i for i in find_instances(self.aws, self.spec.name) if i.id not in known]
-            created = dataclasses.replace(created, instances=created.instances + tuple(unknown))
+            lost = [i for token in self.ledger.launching for i in run_instances.lookup(self.aws, token)]
+            lost += [] if self.fresh else list(find_instances(self.aws, self.spec.name))
+            unknown = {i.id: i for i in lost if i.id not in known}
+            created = dataclasses.replace(created, instances=created.instances + tuple(unknown.values()))
         return created
 
     def rollback(self, exc: BaseException) -> None:
@@ -147,7 +177,7 @@ class Up:
         if missing > 0:
             image = preflight.image(aws, spec)
             subnets = preflight.offered_subnets(aws, spec, subnets)
-            preflight.check_quota(aws, spec, missing, self.echo)
+            self.spot_fits = preflight.check_quota(aws, spec, missing, self.echo)
             deadline = self.deadline(record)
         key_name, key_file = self.key_pair(record)
         sg = self.security_group(record, vpc)
@@ -156,22 +186,28 @@ class Up:
         fs = self.file_system(record) if spec.efs else None
         efs_dns = f"{fs}.efs.{aws.region}.amazonaws.com" if fs else None
         self.mounts = list(record.mount_targets)
-        instances = self.instances(record, image, key_name, sg, pg, fs, efs_sg, efs_dns, subnets, deadline)
-        if fs:  # a cluster whose mount target was lost: one in the zone of its instances
+        instances = self.instances(record, image, key_name, sg, pg, efs_dns, subnets, deadline)
+        self.record_meta(key_name, key_file, fs)  # before anything can fail after the launch: a kept cluster has it
+        if fs:  # the zone of the instances gets its mount target now, while they boot (their user data waits)
             for subnet in sorted({i.subnet_id for i in instances if i.live and i.subnet_id}):
                 self.mount_target(fs, efs_sg, subnet)
-        if not aws.dry_run:
-            meta = dict(region=aws.region, instance_type=spec.instance_type, gpus_per_host=spec.itype.gpus,
-                        ssh_user=spec.ssh_user, key_file=str(key_file) if key_file else None, key_name=key_name,
-                        efs=fs, spot=spec.spot, count=spec.count)
-            if spec.max_hours is not None or self.fresh:  # growing without --max-hours keeps the setting
-                meta["max_hours"] = spec.max_hours
-            if spec.on_demand_fallback is not None or self.fresh:  # read by repair and restarts: infra/cloud/repair.py
-                meta["on_demand_fallback"] = bool(spec.on_demand_fallback)
-            state.write_meta(spec.name, **meta)
         return dataclasses.replace(record, instances=instances, security_group=sg, efs_security_group=efs_sg,
                                    key_name=record.key_name or self.ledger.key_name, placement_group=pg,
                                    file_system=fs, mount_targets=tuple(self.mounts), vpc_id=vpc)
+
+    def record_meta(self, key_name: str, key_file, fs: Optional[str]) -> None:
+        """cluster.json: what the tags do not hold (read by ssh, repair, restarts and `train --cluster`)."""
+        aws, spec = self.aws, self.spec
+        if aws.dry_run:
+            return
+        meta = dict(region=aws.region, instance_type=spec.instance_type, gpus_per_host=spec.itype.gpus,
+                    ssh_user=spec.ssh_user, key_file=str(key_file) if key_file else None, key_name=key_name,
+                    efs=fs, spot=spec.spot, count=spec.count)
+        if spec.max_hours is not None or self.fresh:  # growing without --max-hours keeps the setting
+            meta["max_hours"] = spec.max_hours
+        if spec.on_demand_fallback is not None or self.fresh:  # read by repair and restarts: infra/cloud/repair.py
+            meta["on_demand_fallback"] = bool(spec.on_demand_fallback)
+        state.write_meta(spec.name, **meta)
 
     def check_type(self, record: ClusterRecord) -> None:
         other = sorted({i.instance_type for i in record.live} - {self.spec.instance_type})
@@ -287,9 +323,9 @@ class Up:
         self.echo(f"created encrypted EFS file system {fs}")
         return fs
 
-    def instances(self, record, image, key_name, sg, pg, fs, efs_sg, efs_dns, subnets, deadline) -> tuple:
-        """The cluster's instances, the missing ones launched (run_instances.launch: one RunInstances per zone tried,
-        the zone's mount target first)."""
+    def instances(self, record, image, key_name, sg, pg, efs_dns, subnets, deadline) -> tuple:
+        """The cluster's instances, the missing ones launched (run_instances.launch: one RunInstances per zone
+        tried; a zone that has the file system's mount target already is tried first)."""
         spec = self.spec
         live = record.live
         missing = spec.count - len(live)
@@ -300,10 +336,10 @@ class Up:
             return record.instances
         if live:  # the placement group and the mount target pin the zone
             subnets = [s for s in subnets if s["SubnetId"] == live[0].subnet_id] or subnets
+        mounted = {subnet for _, subnet in self.mounts}
+        subnets = sorted(subnets, key=lambda s: s["SubnetId"] not in mounted)
         params = run_instances.parameters(spec, image, key_name, pg, efs_dns, deadline, missing)
-        new = run_instances.launch(self.aws, spec, self.ledger, self.echo, subnets, params, [sg],
-                                   mount=lambda subnet: bool(fs) and self.mount_target(fs, efs_sg, subnet),
-                                   unmount=self.drop_mount_target)
+        new = run_instances.launch(self.aws, spec, self.ledger, self.echo, subnets, params, [sg], self.spot_fits)
         return tuple(record.instances) + new
 
     def mount_target(self, fs: str, efs_sg: str, subnet: str) -> bool:
@@ -330,13 +366,6 @@ class Up:
                       what=f"EFS mount target {mt} to become available")
         self.echo(f"created EFS mount target {mt} in {subnet}")
         return True
-
-    def drop_mount_target(self, subnet: str) -> None:
-        """No instances came in this zone: its mount target goes (one per cluster, in the instances' zone)."""
-        mt = next(m for m, s in self.mounts if s == subnet)
-        teardown.delete_mount_target(self.aws, mt, fresh=True)  # not waited: the file system's delete waits
-        self.mounts = [(m, s) for m, s in self.mounts if m != mt]
-        self.ledger.mount_targets = [(m, s) for m, s in self.ledger.mount_targets if m != mt]
 
 
 def _union(mine: ClusterRecord, found: ClusterRecord) -> ClusterRecord:

@@ -160,7 +160,7 @@ class Ledger:
     file_system: Optional[str] = None
     mount_targets: List[tuple] = dataclasses.field(default_factory=list)
     instances: List[Instance] = dataclasses.field(default_factory=list)
-    launching: bool = False  # a RunInstances was sent and its answer not recorded (yet)
+    launching: List[str] = dataclasses.field(default_factory=list)  # ClientTokens of RunInstances sent, not recorded
 
     def as_record(self, name: str, region: str) -> ClusterRecord:
         return ClusterRecord(name=name, region=region, instances=tuple(self.instances),

@@ -25,8 +25,8 @@
 
 A cluster that is whole costs reads only: one line, no AWS write. A cluster missing more than instances (its
 security group, EFS, key) is refused: that is `launch cluster up`'s work. A failure raises a CommandError; a
-failure, Ctrl-C, SIGTERM or SIGHUP after the launch removes what this repair launched (provision.Up's
-rollback of a cluster that exists: its ledger, never the instances it found).
+failure after the launch keeps what it launched (provision.Up: one line says so); Ctrl-C, SIGTERM or SIGHUP
+remove what this repair launched (provision.Up's rollback: its ledger, never the instances it found).
 """
 from __future__ import annotations
 
@@ -267,7 +267,7 @@ def _check(checker: "install.Remote", spec: ClusterSpec, meta: ClusterMeta, host
     """The new instances answer, finished their user data, and can use (or got) the cluster's venv."""
     echo("waiting for SSH")
     checker.wait_for(hosts, ["true"], "SSH answering", timeouts.BOOT)
-    checker.wait_for(hosts, ["test", "-f", install.READY], "user data finished", timeouts.READY)
+    checker.wait_user_data(hosts, timeouts.READY)
     extra = meta.extra
     if extra is None:
         echo("  `up` installed nothing (--wait running/none): nothing to check")

@@ -1,26 +1,30 @@
-"""`up`'s instance step: every missing instance in one RunInstances per zone tried (the zone's EFS mount target
-first, created and `available` before any GPU bills, and dropped again when no instance came there; a capacity
-error moves on to the next zone at once), and the bounded wait until they run. provision.Up decides when this step
-runs, and which zones it may use (one, when live instances pin it: repair and growth); this module how it launches.
+"""`up`'s instance step: every missing instance in one RunInstances per zone tried (no capacity, or no free
+address in the zone's subnet, moves on to the next zone at once; nothing else is made per zone, so a region out
+of capacity costs seconds), and the bounded wait until they run. provision.Up decides when this step runs, which
+zones it may use (one, when live instances pin it: repair and growth), and makes the zone's EFS mount target
+once the instances launched there; this module how it launches.
+
+Each RunInstances carries a ClientToken, and its transient failures are sent again with the same token, so
+that AWS starts the instances once. An answer that never came (a dropped connection, Ctrl-C, a signal) is looked
+for by that token (DescribeInstances filter `client-token`) before anything is concluded: by this step when the
+call failed, and by provision's rollback (the ledger keeps the token until the instances are recorded).
 
 --spot --on-demand-fallback: when spot capacity is gone in every zone tried, the same launch (subnet, placement
-group, image, tags, deadline, user data) is sent as on-demand zone by zone, the last zone tried first (its mount
-target is ready), then the others in their order. With the fallback on, the spot pass keeps the mount targets it
-made until the end (AWS deletes one asynchronously: the same zone's created again minutes later would meet the
-one being deleted); only the zone that launched keeps one. Only capacity errors (aws.CAPACITY_CODES, SpotMaxPriceTooLow
-among them: with no max price set, on-demand costs no more than spot then) fall back; a quota
-(MaxSpotInstanceCountExceeded is one) never does: more capacity bought at another price is not the answer to a
-limit the user set or can raise."""
+group, image, tags, deadline, user data) is sent as on-demand, zone by zone in the same order. Only capacity
+errors (aws.CAPACITY_CODES, SpotMaxPriceTooLow among them: with no max price set, on-demand costs no more than
+spot then) fall back; a quota (MaxSpotInstanceCountExceeded is one) never does: more capacity bought at another
+price is not the answer to a limit the user set or can raise."""
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from mxlaunch.errors import CommandError
 
-from mxlaunch.infra.cloud import catalog, teardown, wait
-from mxlaunch.infra.cloud.aws import NOT_YET_CODES, Aws, CapacityUnavailable, QuotaExceeded
+from mxlaunch.infra.cloud import catalog, wait
+from mxlaunch.infra.cloud.aws import (CONSISTENCY, JUST_CREATED_DENIED, NOT_YET_CODES, SUBNET_FULL, Aws, AwsError,
+                                      CapacityUnavailable, QuotaExceeded)
 from mxlaunch.infra.cloud.prelaunch import Image
 from mxlaunch.infra.cloud.record import Instance, Ledger, find_instances, tag_spec
 from mxlaunch.infra.cloud.spec import DEADLINE_TAG, ClusterSpec, creation_tags, deadline_text
@@ -28,9 +32,11 @@ from mxlaunch.infra.cloud.userdata import render_user_data
 
 RUNNING_TIMEOUT = 900.0
 INTERVAL = 5.0
-# RunInstances makes one attempt (aws.ONCE_CONFIG); these are retried with the same ClientToken, bounded.
-LAUNCH_RETRY_CODES = NOT_YET_CODES | {None, "RequestLimitExceeded", "InternalError", "Unavailable",
-                                      "ServiceUnavailable", "HTTP500", "HTTP502", "HTTP503", "HTTP504"}
+# RunInstances makes one attempt (aws.ONCE_CONFIG): what is transient is sent again with the same ClientToken,
+# with the consistency backoff (a key pair, group or placement group created seconds ago may not be visible yet).
+LAUNCH_RETRY = wait.Backoff(frozenset(NOT_YET_CODES | {None, "RequestLimitExceeded", "InternalError", "Unavailable",
+                                                      "ServiceUnavailable", "HTTP500", "HTTP502", "HTTP503",
+                                                      "HTTP504"}), total=CONSISTENCY.total)
 NO_SUBNET = {"SubnetId": None, "AvailabilityZone": "?"}  # --dry-run without a default VPC
 
 
@@ -56,123 +62,134 @@ def parameters(spec: ClusterSpec, image: Image, key_name: str, placement_group: 
 
 
 def launch(aws: Aws, spec: ClusterSpec, ledger: Ledger, echo: Callable[[str], None], subnets: Sequence[dict],
-           params: dict, groups: list, mount: Callable[[str], bool], unmount: Callable[[str], None]) -> tuple:
-    """The new instances, from the first of `subnets` with capacity. `ledger` records them, and that a
-    RunInstances is under way; `mount(subnet)`: the zone's mount target, True when it was just created;
-    `unmount(subnet)` drops it again when no instance came there."""
+           params: dict, groups: list, spot_fits: bool = True) -> tuple:
+    """The new instances, from the first of `subnets` with capacity. `ledger` records them, and the ClientToken
+    of a RunInstances under way. `spot_fits` False: the spot quota cannot hold them (prelaunch.check_quota), so
+    with --on-demand-fallback the launch is on-demand at once."""
     count = params["MinCount"]
-    zones = _Zones(aws, ledger, echo, list(subnets) or [NO_SUBNET], groups, mount, unmount,
-                   f"{count} x {spec.instance_type}")
+    zones = _Zones(aws, ledger, echo, list(subnets) or [NO_SUBNET], groups, f"{count} x {spec.instance_type}")
     fallback = spec.spot and spec.on_demand_fallback
+    if fallback and not spot_fits:
+        return _on_demand(spec, echo, zones, params, "the spot quota cannot hold them")
     try:
-        # with a fallback to come, a zone given up on keeps its mount target for now: AWS deletes one
-        # asynchronously, and creating it again minutes later in the same zone would meet the one being deleted
-        new, az = zones.first(params, zones.subnets, "", keep_mounts=fallback)
+        new, az = zones.first(params, "")
     except _Gone as gone:
         if not fallback:
             raise CapacityUnavailable(
                 f"no capacity for {count} x {spec.instance_type}{' (spot)' if spec.spot else ''} in any zone of "
-                f"{aws.region} (tried {', '.join(gone.tried)}); try later, another --region, fewer instances"
-                f" or another --instance-type", "InsufficientInstanceCapacity") from gone
-        return _on_demand(spec, echo, zones, params, f"{', '.join(gone.tried)} ({gone.code})")
-    zones.drop_unused()  # (kept for a fallback that was not needed)
+                f"{aws.region} (tried {gone.tried}); try later, another --region, fewer instances or another "
+                f"--instance-type", gone.code) from gone
+        return _on_demand(spec, echo, zones, params, f"spot capacity gone in {gone.tried}")
     echo(f"launched {len(new)} x {spec.instance_type} in {az}: {' '.join(i.id for i in new)}")
     return new
 
 
-def _on_demand(spec: ClusterSpec, echo: Callable[[str], None], zones: "_Zones", params: dict, spot_gone: str) -> tuple:
-    """The spot launch that found no capacity (`spot_gone`: where, and AWS's code), sent as on-demand zone by
-    zone: the last zone tried first (its mount target is ready), then the others in their order."""
-    *others, last = zones.subnets
+def _on_demand(spec: ClusterSpec, echo: Callable[[str], None], zones: "_Zones", params: dict, spot_why: str) -> tuple:
+    """The spot launch sent as on-demand zone by zone; `spot_why`: why spot is given up (where, AWS's codes)."""
     on_demand = {k: v for k, v in params.items() if k != "InstanceMarketOptions"}
     try:
-        new, az = zones.first(on_demand, [last, *others], "on-demand ")
-        zones.drop_unused()
+        new, az = zones.first(on_demand, "on-demand ")
     except _Gone as gone:
         raise CapacityUnavailable(
-            f"no capacity for {zones.what}: spot gone in {spot_gone}, on-demand too in {', '.join(gone.tried)} "
-            f"({gone.code}, --on-demand-fallback); try later, another --region, fewer instances or another "
-            f"--instance-type", gone.code) from gone
+            f"no capacity for {zones.what}: {spot_why}, on-demand too in {gone.tried} (--on-demand-fallback); "
+            f"try later, another --region, fewer instances or another --instance-type", gone.code) from gone
     except QuotaExceeded as exc:
-        raise QuotaExceeded(f"spot capacity gone in {spot_gone}, and the on-demand fallback hit a quota: "
-                            f"{exc.format_message()}", exc.code) from exc
-    echo(f"spot capacity gone in {spot_gone}; {len(new)} on-demand instance(s) launched instead in {az}: "
+        raise QuotaExceeded(f"{spot_why}, and the on-demand fallback hit a quota: {exc.format_message()}",
+                            exc.code) from exc
+    echo(f"{spot_why}; {len(new)} on-demand instance(s) launched instead in {az}: "
          f"{' '.join(i.id for i in new)}; they bill at the on-demand price, "
          f"{catalog.price_text(spec.itype, len(new))}")
     return new
 
 
 class _Gone(Exception):
-    """No capacity in any zone tried: `tried` (zones, in order) and the last capacity code."""
+    """No zone tried could start the instances: `zones` [(zone, AWS's code)] in order."""
 
-    def __init__(self, tried: list, code: Optional[str]):
-        super().__init__(code)
-        self.tried, self.code = tried, code
+    def __init__(self, zones: List[tuple]):
+        super().__init__(zones[-1][1] if zones else None)
+        self.zones = zones
+        self.code = zones[-1][1] if zones else None
+
+    @property
+    def tried(self) -> str:
+        """`a, b (Code)` when every zone said the same, else `a (Code1), b (Code2)`."""
+        codes = {code for _, code in self.zones}
+        if len(codes) == 1:
+            return f"{', '.join(az for az, _ in self.zones)} ({self.code})"
+        return ", ".join(f"{az} ({code})" for az, code in self.zones)
 
 
 class _Zones:
-    """The zones one launch may use, and the mount targets it created there (so that a zone given up on loses the
-    one it got, whichever market's try created it)."""
+    """The zones one launch may use, in order."""
 
-    def __init__(self, aws: Aws, ledger: Ledger, echo: Callable[[str], None], subnets: list, groups: list,
-                 mount: Callable[[str], bool], unmount: Callable[[str], None], what: str):
-        self.aws, self.ledger, self.echo, self.subnets, self.groups = aws, ledger, echo, subnets, groups
-        self.mount, self.unmount, self.what = mount, unmount, what
-        self.created: set = set()  # subnets whose mount target this launch created
-        self.launched_in: Optional[str] = None  # the subnet whose RunInstances succeeded
+    def __init__(self, aws: Aws, ledger: Ledger, echo: Callable[[str], None], subnets: list, groups: list, what: str):
+        self.aws, self.ledger, self.echo = aws, ledger, echo
+        self.subnets, self.groups, self.what = subnets, groups, what
 
-    def first(self, params: dict, subnets: list, market: str, keep_mounts: bool = False) -> tuple:
-        """(instances, zone) from the first of `subnets` with capacity, else _Gone. A zone without loses the mount
-        target this launch made there (unless `keep_mounts`: another pass follows), but the last one tried: the
-        on-demand fallback starts there, and when nothing follows, the caller's rollback removes it with the
-        file system."""
-        tried, code = [], None
-        for n, subnet in enumerate(subnets):
+    def first(self, params: dict, market: str) -> tuple:
+        """(instances, zone) from the first subnet with capacity, else _Gone."""
+        tried = []
+        for n, subnet in enumerate(self.subnets):
             az, subnet_id = subnet["AvailabilityZone"], subnet["SubnetId"]
-            if subnet_id and self.mount(subnet_id):
-                self.created.add(subnet_id)
             try:
-                new = _run(self.aws, self.ledger, params, subnet_id, self.groups, az)
-                self.launched_in = subnet_id
-                return new, az
+                return _run(self.aws, self.ledger, self.echo, params, subnet_id, self.groups), az
             except CapacityUnavailable as exc:
-                tried.append(az)
-                code = exc.code
-            last = n == len(subnets) - 1
-            self.echo(f"no {market}capacity for {self.what} in {az} ({code})"
-                      f"{'' if last else '; trying the next zone'}")
-            if subnet_id in self.created and not last and not keep_mounts:
-                self.unmount(subnet_id)
-                self.created.discard(subnet_id)
-        raise _Gone(tried, code)
-
-    def drop_unused(self) -> None:
-        """After the fallback launched: the mount targets this launch made in the zones it did not use go."""
-        for subnet_id in sorted(self.created - {self.launched_in}):
-            self.unmount(subnet_id)
-            self.created.discard(subnet_id)
+                tried.append((az, exc.code))
+            code = tried[-1][1]
+            why = (f"no free address for {self.what} in {az}'s subnet" if code == SUBNET_FULL
+                   else f"no {market}capacity for {self.what} in {az}")
+            self.echo(f"{why} ({code}){'' if n == len(self.subnets) - 1 else '; trying the next zone'}")
+        raise _Gone(tried)
 
 
-def _run(aws: Aws, ledger: Ledger, params: dict, subnet_id: Optional[str], groups: list, az: str) -> tuple:
-    """One RunInstances in `subnet_id` (transient errors retried with the same ClientToken, so that AWS starts
-    the instances once); the instances it started, written to the ledger."""
+def _run(aws: Aws, ledger: Ledger, echo: Callable[[str], None], params: dict, subnet_id: Optional[str],
+         groups: list) -> tuple:
+    """One RunInstances in `subnet_id` (transient errors sent again with the same ClientToken, so that AWS starts
+    the instances once); the instances it started, written to the ledger. A failure other than a refusal of
+    capacity is not believed before the token was looked for: the call may have started them all the same."""
     # A public address whatever the subnet's MapPublicIpOnLaunch says (some organisations turn it off).
     nic = {"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": groups, "AssociatePublicIpAddress": True,
            "DeleteOnTermination": True}
     token = uuid.uuid4().hex
-    ledger.launching = True
+    rules = [LAUNCH_RETRY] + ([JUST_CREATED_DENIED] if ledger.security_group or ledger.key_name or
+                              ledger.placement_group else [])
+    ledger.launching.append(token)
     try:
-        resp = wait.retry_codes(
-            lambda: aws.call("ec2", "run_instances", once=True, ClientToken=token, NetworkInterfaces=[nic], **params),
-            LAUNCH_RETRY_CODES, timeout=teardown.SETTLE_TIMEOUT, interval=teardown.SETTLE_INTERVAL,
-            what=f"RunInstances in {az}")
+        resp = wait.retry(lambda: aws.call("ec2", "run_instances", once=True, ClientToken=token,
+                                           NetworkInterfaces=[nic], **params), *rules)
+        new = tuple(Instance.from_api(d) for d in resp["Instances"])
     except CapacityUnavailable:
-        ledger.launching = False  # refused: nothing started
+        ledger.launching.remove(token)  # refused: nothing started
         raise
-    new = tuple(Instance.from_api(d) for d in resp["Instances"])
+    except AwsError as exc:
+        new = lookup(aws, token)
+        if not new:
+            ledger.launching.remove(token)
+            raise
+        echo(f"RunInstances failed ({exc.code}) but started {len(new)} instance(s): found by its ClientToken")
     ledger.instances.extend(new)
-    ledger.launching = False
+    ledger.launching.remove(token)
     return new
+
+
+def by_token(aws: Aws, token: str) -> tuple:
+    """The instances one RunInstances started, found by its ClientToken
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeInstances.html, filter `client-token`)."""
+    found = []
+    for reservation in aws.paginate("ec2", "describe_instances", "Reservations",
+                                    Filters=[{"Name": "client-token", "Values": [token]}]):
+        found.extend(Instance.from_api(d) for d in reservation.get("Instances", []))
+    return tuple(found)
+
+
+def lookup(aws: Aws, token: str) -> tuple:
+    """by_token, or nothing when the lookup itself fails (the call's own error is the one to report)."""
+    if aws.dry_run:
+        return ()
+    try:
+        return by_token(aws, token)
+    except CommandError:
+        return ()
 
 
 def wait_running(aws: Aws, name: str, ids, echo, timeout: float = RUNNING_TIMEOUT) -> tuple:

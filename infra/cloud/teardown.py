@@ -4,20 +4,21 @@ the names are free again (EFS creation token, placement group), so that an `up` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, TypeVar
 
 from mxlaunch.infra.cloud import local_state as state, wait
-from mxlaunch.infra.cloud.aws import NOT_YET_CODES, Aws, AwsError
-from mxlaunch.infra.cloud.record import ClusterRecord, find_instances, tag_filter
+from mxlaunch.infra.cloud.aws import CONSISTENCY, JUST_CREATED_DENIED, Aws, AwsError
+from mxlaunch.infra.cloud.record import ClusterRecord, tag_filter
+
+T = TypeVar("T")
 
 TERMINATE_TIMEOUT = 600.0
 DELETE_TIMEOUT = 300.0
-SETTLE_TIMEOUT = 60.0  # how long a resource created seconds ago may stay invisible (eventual consistency)
 INTERVAL = 5.0
-SETTLE_INTERVAL = 2.0
 GONE = {"InvalidInstanceID.NotFound", "InvalidGroup.NotFound", "InvalidKeyPair.NotFound",
         "InvalidPlacementGroup.Unknown", "FileSystemNotFound", "MountTargetNotFound", "InvalidVolume.NotFound"}
 IN_USE = {"DependencyViolation", "InvalidPlacementGroup.InUse", "FileSystemInUse", "VolumeInUse"}
+ALIVE = ("pending", "running", "stopping", "stopped")  # an instance in these states bills (or its volume does)
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class Step:
     run: Callable[[], Optional[str]]
 
 
+def settle(action: Callable[[], T]) -> T:
+    """A call on a resource created seconds ago: AWS's not-yet-visible codes retried with backoff (about 5
+    minutes), and a denial for about 30 s (a tag-conditioned policy may not see its tags yet)."""
+    return wait.retry(action, CONSISTENCY, JUST_CREATED_DENIED)
+
+
 def _delete(action: Callable[[], object], *, fresh: bool, in_use: bool = False, what: str = "") -> bool:
     """Run a delete; False when the resource was already gone. `fresh`: created by this run seconds ago, so
     NotFound may only mean 'not visible yet': retried (bounded) before it counts as gone. `in_use`: wait
@@ -36,7 +43,7 @@ def _delete(action: Callable[[], object], *, fresh: bool, in_use: bool = False, 
     def once() -> bool:
         try:
             if fresh:
-                wait.retry_codes(action, NOT_YET_CODES, timeout=SETTLE_TIMEOUT, interval=SETTLE_INTERVAL, what=what)
+                settle(action)
             else:
                 action()
             return True
@@ -49,25 +56,54 @@ def _delete(action: Callable[[], object], *, fresh: bool, in_use: bool = False, 
     return wait.retry_codes(once, IN_USE, timeout=DELETE_TIMEOUT, interval=INTERVAL, what=what)
 
 
+def instance_states(aws: Aws, ids: List[str]) -> Dict[str, str]:
+    """id -> state of those of `ids` that DescribeInstances shows (a filter, not InstanceIds: an id AWS does
+    not show fails no call)."""
+    found = {}
+    for reservation in aws.paginate("ec2", "describe_instances", "Reservations",
+                                    Filters=[{"Name": "instance-id", "Values": list(ids)}]):
+        for d in reservation.get("Instances", []):
+            found[d["InstanceId"]] = d.get("State", {}).get("Name", "?")
+    return found
+
+
+def _terminate(aws: Aws, ids: List[str]) -> None:
+    """TerminateInstances for `ids`. One id AWS does not show fails the whole call (InvalidInstanceID.NotFound):
+    then it is sent again for the ids DescribeInstances shows, alone."""
+    try:
+        aws.call("ec2", "terminate_instances", InstanceIds=list(ids))
+    except AwsError as exc:
+        if exc.code != "InvalidInstanceID.NotFound":
+            raise
+        visible = [i for i, st in instance_states(aws, ids).items() if st in ALIVE]
+        if visible:
+            aws.call("ec2", "terminate_instances", InstanceIds=visible)
+
+
 def terminate_instances(aws: Aws, name: str, ids: List[str], echo, fresh: bool = False) -> None:
+    """Terminate `ids` of cluster `name` and confirm it with DescribeInstances: every one shutting down or gone.
+    AWS's NotFound for an instance is no proof that it is gone (eventual consistency:
+    https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html); an id that shows up still
+    alive is sent again. `fresh`: launched by this run, so an id not shown yet is waited for."""
     if not ids:
         return
-    _delete(lambda: aws.call("ec2", "terminate_instances", InstanceIds=list(ids)), fresh=fresh,
-            what=f"terminate {' '.join(ids)}")
+    _terminate(aws, ids)
     if aws.dry_run:
         return
-    wanted = set(ids)
-
-    def remaining():
-        return [i for i in find_instances(aws, name) if i.id in wanted]
-
     last = [None]
 
-    def show(left):
-        if len(left) != last[0]:
-            echo(f"  terminating: {len(ids) - len(left)}/{len(ids)} terminated")
-            last[0] = len(left)
-    wait.poll(remaining, lambda left: not left, timeout=TERMINATE_TIMEOUT, interval=INTERVAL,
+    def left() -> List[str]:
+        states = instance_states(aws, ids)
+        alive = [i for i in ids if states.get(i) in ALIVE]
+        if alive:
+            _terminate(aws, alive)
+        return alive + ([i for i in ids if i not in states] if fresh else [])
+
+    def show(pending: List[str]) -> None:
+        if len(pending) != last[0]:
+            echo(f"  terminating: {len(ids) - len(pending)}/{len(ids)} terminated")
+            last[0] = len(pending)
+    wait.poll(left, lambda pending: not pending, timeout=TERMINATE_TIMEOUT, interval=INTERVAL,
               what=f"{len(ids)} instance(s) of cluster {name} to terminate", progress=show)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 import click
@@ -13,7 +14,7 @@ from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
 
 from mxlaunch.infra.cloud import catalog, deadlines, owner, prelaunch as preflight, provision, run_instances, signals, local_state as state, teardown
-from mxlaunch.infra.cloud import spec as specs
+from mxlaunch.infra.cloud import policy as policies, spec as specs
 from mxlaunch.infra.cloud.aws import Aws
 from mxlaunch.infra.cloud.record import discover, find_instances, list_clusters
 from mxlaunch.infra.cloud.cluster_target import cost, describe, write_local_files
@@ -25,6 +26,16 @@ def info(message: str) -> None:
 
 def _money(value) -> str:
     return "n/a" if value is None else f"${value:,.2f}"
+
+
+# `up` sets no spot max price, whose default is the on-demand price: that rate is a spot instance's upper bound
+# (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_SpotMarketOptions.html, MaxPrice).
+SPOT_NOTE = "spot instances priced at the on-demand rate, the most their spot price can be"
+
+
+def _spot(instances) -> int:
+    """How many of `instances` are spot instances (AWS's InstanceLifecycle)."""
+    return sum(1 for i in instances if i.lifecycle == "spot")
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -253,7 +264,10 @@ def status(name, region, profile) -> None:
         click.echo(f"{n:>3}  {i.id:<20} {i.state:<14} {i.instance_type:<14} {describe(i):<22} {i.az:<12} "
                    f"{i.private_ip or '-':<15} {i.public_ip or '-':<15}  {i.lifecycle}")
     per_hour, so_far = cost(record.instances)
-    click.echo(f"cost: ~{_money(per_hour)}/h now, ~{_money(so_far)} so far ({catalog.ESTIMATE})")
+    spot = _spot(record.instances)
+    bound = "at most " if spot else "~"
+    click.echo(f"cost: {bound}{_money(per_hour)}/h now, {bound}{_money(so_far)} so far ({catalog.ESTIMATE}"
+               + (f"; {spot} {SPOT_NOTE})" if spot else ")"))
     click.echo(f"security groups: {record.security_group or '-'} (cluster), {record.efs_security_group or '-'} (EFS); "
                f"EFS: {record.file_system or '-'} ({len(record.mount_targets)} mount target(s)); "
                f"placement group: {record.placement_group or '-'}; key pair: {record.key_name or '(yours)'}")
@@ -287,17 +301,20 @@ def _list(region, profile) -> None:
     if not clusters:
         click.echo(f"no clusters in {aws.region}")
         return
-    click.echo(f"{'NAME':<20} {'INSTANCES':<10} {'TYPE':<14} {'GPUS':<6} {'$/H':>10} {'SO FAR':>10}  STATES")
+    click.echo(f"{'NAME':<20} {'INSTANCES':<10} {'TYPE':<14} {'GPUS':<6} {'$/H':>11} {'SO FAR':>11}  STATES")
+    marked = False
     for name, instances in clusters.items():
         per_hour, so_far = cost(instances)
+        bound = "<=" if _spot(instances) else ""
+        marked = marked or bool(bound)
         types = ",".join(sorted({i.instance_type for i in instances})) or "-"
         gpus = sum(catalog.CATALOG[i.instance_type].gpus for i in instances if i.instance_type in catalog.CATALOG
                    and i.live)
         states = ",".join(f"{s}:{sum(1 for i in instances if i.state == s)}"
                           for s in sorted({i.state for i in instances})) or "(no instances: leftovers)"
-        click.echo(f"{name:<20} {len(instances):<10} {types:<14} {gpus:<6} {_money(per_hour):>10} "
-                   f"{_money(so_far):>10}  {states}")
-    click.echo(f"(costs: {catalog.ESTIMATE})")
+        click.echo(f"{name:<20} {len(instances):<10} {types:<14} {gpus:<6} {bound + _money(per_hour):>11} "
+                   f"{bound + _money(so_far):>11}  {states}")
+    click.echo(f"(costs: {catalog.ESTIMATE}" + (f"; <=: {SPOT_NOTE})" if marked else ")"))
 
 
 def _refresh(name, region, profile):
@@ -309,7 +326,6 @@ def _refresh(name, region, profile):
     meta = state.read_meta(name)
     user = meta.ssh_user or specs.DEFAULT_SSH_USER
     key = meta.key_file
-    from pathlib import Path
     hostfile, ssh_config = write_local_files(name, running, user, Path(key) if key else None)
     return running, hostfile, ssh_config
 
@@ -369,11 +385,11 @@ def types_() -> None:
     click.echo("NEEDS: environment `launch train --cluster` gives every role on that type.")
     click.echo(f"$/H: USD per instance-hour, {catalog.ESTIMATE}; other regions, later price changes and spot "
                f"differ.")
-    click.echo("retired by AWS (refused by `up`):")
+    click.echo("refused by `up`, with what to use instead:")
     for r in catalog.RETIRED.values():
         instead = f"{r.count} x {r.instead}" if r.count > 1 else r.instead
         click.echo(f"  {r.name:<15} {r.gpus:>2} x {r.gpu_model:<22} cc {cuda.dotted(r.gpu.capability)}  "
-                   f"-> {instead}")
+                   f"-> {instead:<16} ({r.why})")
 
 
 @cluster.command()
@@ -381,7 +397,6 @@ def policy() -> None:
     """Print the least-privilege IAM policy (JSON) for `launch cluster` and `launch train --cluster`.
 
     Attach it to the user or role that runs them (README, "IAM policy"). Reads no AWS: no credentials."""
-    from mxlaunch.infra.cloud import policy as policies
     click.echo(policies.document_json())
 
 

@@ -81,7 +81,7 @@ class Launch:
         """The same job resuming from checkpoint `epoch` (after `batch` batches of it); itself for None."""
         if epoch is None:
             return self
-        command = workload.with_load_epoch(self.spec.command, epoch, batch)
+        command = workload.resumed(self.spec.command, epoch, batch)
         return dataclasses.replace(self, spec=dataclasses.replace(self.spec, command=command))
 
 

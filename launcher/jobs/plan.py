@@ -88,6 +88,7 @@ class JobSpec:
                              f"got {self.num_servers}")
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError(f"--timeout must be positive, got {self.timeout:g}")
+        workload.check_kv_store(self.command, self.num_workers)
         return self
 
 
@@ -131,8 +132,7 @@ class JobPlan:
 
 def cpu_contexts(command) -> int:
     """How many CPU contexts a trainer worker drives (`trainer fit --cpus N`: N engine pools), else 1."""
-    value = workload.option_value(command, "--cpus") if workload.is_trainer(command) else None
-    return int(value) if value and value.isdigit() and int(value) > 0 else 1
+    return workload.cpus(command) or 1
 
 
 def _thread_defaults(kind: str, workers_on_host: int, local_cpus: Optional[int], contexts: int = 1) -> Dict[str, str]:

@@ -83,9 +83,8 @@ class Checks:
 
 def job_gpus(command, gpus_per_host: int = 0) -> Tuple[int, ...]:
     """The GPUs a job uses on each host: its `--gpus`, else every GPU of the target's hosts, else none."""
-    if workload.has_option(command, "--gpus"):
-        return gpu_check.parse_gpus(workload.option_value(command, "--gpus"))
-    return tuple(range(gpus_per_host))
+    named = workload.gpus(command)
+    return tuple(range(gpus_per_host)) if named is None else named
 
 
 @dataclass

@@ -112,7 +112,7 @@ def resume_spec(run_dir: str, target: Optional[JobTarget] = None, extra_env: Env
                    watch_spot=recorded_watch_spot(record) if watch_spot is None else watch_spot).validate()
     point = _newest_everywhere(run_dir, target, spec, prefix, remote_checkpoints, said)
     _refuse_nothing_to_train(run_dir, point, num_epochs, command)
-    spec = dataclasses.replace(spec, command=workload.with_load_epoch(spec.command, point.epoch, point.batch))
+    spec = dataclasses.replace(spec, command=workload.resumed(spec.command, point.epoch, point.batch))
     return spec, os.path.abspath(run_dir)
 
 

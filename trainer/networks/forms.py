@@ -1,47 +1,105 @@
-"""Which depths each network has, at which image sizes: pure rules, checked before MXNet is even imported."""
+"""Which network `--network` and `--num-layers` build at an image height: pure rules, checked before MXNet is
+imported.
+
+Where MXNet 1.9's example/image-classification/symbols/resnet.py or resnext.py builds a network (their
+`get_symbol`), the form is exactly theirs: same units, channels, stem and parameters. Where they raise
+ValueError, the trainer builds an extension (`Form.mxnet` is False), or refuses the depth:
+
+- resnet, height <= 28, an ImageNet depth (18, 34, 101, 269): the network MXNet builds for that depth at
+  29-32 px (ImageNet units behind the 3x3 stem); height 29-32, a CIFAR depth (6n+2 ...): the network MXNet
+  builds for it at 28 px.
+- resnext, height <= 32, an ImageNet depth (18, 34, 101, 269): ImageNet units behind the 3x3 stem, as MXNet's
+  own `resnext()` builds them at that height; other 9n+2 depths (29, 47, ...): the CIFAR ResNeXt of the paper
+  (ResNeXt-29, 8x64d: grouped bottlenecks of 256/512/1024 channels).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Optional, Tuple
 
-CIFAR_MAX_SIDE = 32  # images up to this side take the CIFAR form when the depth has one
+# symbols/resnet.py and resnext.py, get_symbol: units per stage of the ImageNet depths
+IMAGENET_UNITS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3),
+                  200: (3, 24, 36, 3), 269: (3, 30, 48, 8)}
+SMALL_STEM_MAX = 32  # resnet()/resnext(): a 3x3 stride-1 conv0 up to this height, else 7x7/2 and max-pooling
+CIFAR_FORM_MAX = {"resnet": 28, "resnext": 32}  # get_symbol: the 3-stage CIFAR depths up to this height
+BOTTLENECK_FROM = 164  # CIFAR depths: 9n+2 bottleneck units from here, 6n+2 basic units below
+NETWORKS = ("resnet", "resnext")
+RESNEXT29_GROUPS, RESNEXT29_WIDTH = 8, 64  # the paper's CIFAR ResNeXt-29 (8x64d)
+MXNET_RESNEXT_GROUPS = 32  # resnext.py get_symbol(num_group=32)
 
 
 @dataclass(frozen=True)
-class Forms:
-    cifar_unit_layers: int  # layers per residual unit in the CIFAR form: depth = 3 stages * n units * this + 2
-    cifar_min_depth: int
-    cifar_examples: str
-    imagenet_units: Dict[int, Tuple[Tuple[int, ...], bool]]  # depth -> (units per stage, bottleneck?)
-    imagenet_first: bool = False  # a depth of both forms (ResNeXt-101 = 9*11+2) means the ImageNet model
+class Form:
+    """One network: `filters` is MXNet's filter_list (the stem's channels, then each stage's output)."""
 
-    def cifar_ok(self, depth: int) -> bool:
-        return depth >= self.cifar_min_depth and (depth - 2) % (3 * self.cifar_unit_layers) == 0
+    network: str
+    depth: int
+    units: Tuple[int, ...]
+    filters: Tuple[int, ...]
+    bottleneck: bool
+    small_stem: bool
+    mxnet: bool  # MXNet's get_symbol builds exactly this network at this height
+    paper_resnext: bool = False  # the ResNeXt-29 extension: inner width = groups x width, stem with BN and ReLU
 
-    def uses_cifar_form(self, depth: int, image_side: int) -> bool:
-        """Small images take the CIFAR form whenever the depth has one (so resnet-56/110 mean what papers mean)."""
-        if self.imagenet_first and depth in self.imagenet_units:
-            return False
-        return image_side <= CIFAR_MAX_SIDE and self.cifar_ok(depth)
+    @property
+    def grouped(self) -> bool:
+        """Whether --num-group changes this network (only ResNeXt's bottleneck units have grouped convolutions)."""
+        return self.network == "resnext" and self.bottleneck
 
-    def is_valid(self, depth: int, image_side: int) -> bool:
-        return self.uses_cifar_form(depth, image_side) or depth in self.imagenet_units
+    @property
+    def name(self) -> str:
+        return f"{self.network}-{self.depth}"
 
-    def valid_depths_text(self, image_side: int) -> str:
-        imagenet = ", ".join(map(str, self.imagenet_units))
-        if image_side <= CIFAR_MAX_SIDE:
-            return f"{self.cifar_examples} for the CIFAR form, or {imagenet} for the ImageNet form"
+
+def _cifar(network: str, depth: int, small_stem: bool, mxnet: bool) -> Optional[Form]:
+    """get_symbol's 3-stage form: 9n+2 bottleneck from 164 layers, 6n+2 basic below."""
+    if (depth - 2) % 9 == 0 and depth >= BOTTLENECK_FROM:
+        return Form(network, depth, ((depth - 2) // 9,) * 3, (16, 64, 128, 256), True, small_stem, mxnet)
+    if (depth - 2) % 6 == 0 and 8 <= depth < BOTTLENECK_FROM:
+        return Form(network, depth, ((depth - 2) // 6,) * 3, (16, 16, 32, 64), False, small_stem, mxnet)
+    return None
+
+
+def _imagenet(network: str, depth: int, small_stem: bool, mxnet: bool) -> Optional[Form]:
+    if depth not in IMAGENET_UNITS:
+        return None
+    filters = (64, 256, 512, 1024, 2048) if depth >= 50 else (64, 64, 128, 256, 512)
+    return Form(network, depth, IMAGENET_UNITS[depth], filters, depth >= 50, small_stem, mxnet)
+
+
+def mxnet_form(network: str, depth: int, height: int) -> Optional[Form]:
+    """The network MXNet's get_symbol builds, or None where it raises ValueError."""
+    small = height <= SMALL_STEM_MAX
+    if height <= CIFAR_FORM_MAX[network]:
+        return _cifar(network, depth, small, True)
+    return _imagenet(network, depth, small, True)
+
+
+def _extension(network: str, depth: int, height: int) -> Optional[Form]:
+    if height > SMALL_STEM_MAX:
+        return None
+    form = _imagenet(network, depth, True, False)
+    if form is None and network == "resnet":
+        form = _cifar(network, depth, True, False)
+    if form is None and network == "resnext" and (depth - 2) % 9 == 0 and depth >= 11:
+        n = (depth - 2) // 9
+        form = Form(network, depth, (n, n, n), (64, 256, 512, 1024), True, True, False, paper_resnext=True)
+    return form
+
+
+def form(network: str, depth: int, height: int) -> Optional[Form]:
+    """MXNet's network where it builds one, else the trainer's extension, else None."""
+    if network not in NETWORKS:
+        return None
+    return mxnet_form(network, depth, height) or _extension(network, depth, height)
+
+
+def valid_depths_text(network: str, height: int) -> str:
+    imagenet = ", ".join(map(str, IMAGENET_UNITS))
+    if height > SMALL_STEM_MAX:
         return imagenet
-
-
-RESNET = Forms(
-    cifar_unit_layers=2, cifar_min_depth=8, cifar_examples="6n+2 (8, 14, 20, 32, 44, 56, 110, ...)",
-    imagenet_units={18: ((2, 2, 2, 2), False), 34: ((3, 4, 6, 3), False), 50: ((3, 4, 6, 3), True),
-                    101: ((3, 4, 23, 3), True), 152: ((3, 8, 36, 3), True), 200: ((3, 24, 36, 3), True)},
-)
-RESNEXT = Forms(
-    cifar_unit_layers=3, cifar_min_depth=11, cifar_examples="9n+2 (11, 20, 29, 38, ...)",
-    imagenet_units={50: ((3, 4, 6, 3), True), 101: ((3, 4, 23, 3), True), 152: ((3, 8, 36, 3), True)},
-    imagenet_first=True,
-)
-FORMS = {"resnet": RESNET, "resnext": RESNEXT}
+    cifar = "6n+2 below 164 (8, 14, 20, 32, 44, 56, 110, ...) or 9n+2 from 164 (164, 1001, ...)"
+    if network == "resnext":
+        cifar = ("6n+2 below 164 (8, 14, 20, 32, 44, 56, 110, ...) or 9n+2 (11, 20, 29, 38, ..., 164, ...; "
+                 "29 is the paper's ResNeXt-29)")
+    return f"{cifar}, or {imagenet}"

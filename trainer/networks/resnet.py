@@ -1,45 +1,36 @@
-"""ResNet (pre-activation, He et al. 2016): CIFAR form with 6n+2 layers, ImageNet form 18..200."""
+"""ResNet (pre-activation, He et al. 2016) as MXNet 1.9's example/image-classification/symbols/resnet.py builds it
+(Apache License 2.0; after Wei Wu's), for the forms of trainer/networks/forms.py."""
 from __future__ import annotations
 
 import mxnet as mx
 
-from mxlaunch.trainer.networks.forms import RESNET
-from mxlaunch.trainer.networks.layers import batch_norm, classifier, conv, imagenet_stem, relu
+from mxlaunch.trainer.networks.forms import Form
+from mxlaunch.trainer.networks.layers import batch_norm, conv, head, inputs, relu, stem
 
 
-def _unit(data, num_filter, stride, project, bottleneck, name):
-    """Pre-activation residual unit: BN-ReLU before each convolution, identity (or 1x1) shortcut."""
-    act = relu(batch_norm(data, f"{name}_bn1"), f"{name}_relu1")
-    if bottleneck:
-        inner = num_filter // 4
-        body = conv(act, inner, 1, 1, f"{name}_conv1")
-        body = conv(relu(batch_norm(body, f"{name}_bn2"), f"{name}_relu2"), inner, 3, stride, f"{name}_conv2")
-        body = conv(relu(batch_norm(body, f"{name}_bn3"), f"{name}_relu3"), num_filter, 1, 1, f"{name}_conv3")
+def residual_unit(data, num_filter, stride, dim_match, name, bottle_neck):
+    """resnet.py's residual_unit: BN-ReLU before each convolution; a 1x1 projection where channels change."""
+    act1 = relu(batch_norm(data, name + "_bn1"), name + "_relu1")
+    if bottle_neck:
+        conv1 = conv(act1, int(num_filter * 0.25), 1, 1, 0, name + "_conv1")
+        conv2 = conv(relu(batch_norm(conv1, name + "_bn2"), name + "_relu2"), int(num_filter * 0.25), 3, stride, 1,
+                     name + "_conv2")
+        body = conv(relu(batch_norm(conv2, name + "_bn3"), name + "_relu3"), num_filter, 1, 1, 0, name + "_conv3")
     else:
-        body = conv(act, num_filter, 3, stride, f"{name}_conv1")
-        body = conv(relu(batch_norm(body, f"{name}_bn2"), f"{name}_relu2"), num_filter, 3, 1, f"{name}_conv2")
-    shortcut = conv(act, num_filter, 1, stride, f"{name}_sc") if project else data
+        conv1 = conv(act1, num_filter, 3, stride, 1, name + "_conv1")
+        body = conv(relu(batch_norm(conv1, name + "_bn2"), name + "_relu2"), num_filter, 3, 1, 1, name + "_conv2")
+    shortcut = data if dim_match else mx.sym.Convolution(data=act1, num_filter=num_filter, kernel=(1, 1),
+                                                         stride=(stride, stride), no_bias=True, workspace=256,
+                                                         name=name + "_sc")
     return body + shortcut
 
 
-def _stages(body, units, filters, first_stride, bottleneck):
-    for stage, (count, num_filter) in enumerate(zip(units, filters)):
-        for unit in range(count):
-            stride = (first_stride if stage == 0 else 2) if unit == 0 else 1
-            project = unit == 0  # channel count or resolution changes at each stage entry
-            body = _unit(body, num_filter, stride, project, bottleneck, f"stage{stage + 1}_unit{unit + 1}")
-    return relu(batch_norm(body, "bn1"), "relu1")
-
-
-def get_symbol(num_classes: int, num_layers: int, image_shape, **_ignored) -> mx.sym.Symbol:
-    side = min(image_shape[1:])
-    data = mx.sym.Variable("data")
-    if RESNET.uses_cifar_form(num_layers, side):
-        per_stage = (num_layers - 2) // 6
-        body = conv(data, 16, 3, 1, "conv0")
-        body = _stages(body, (per_stage,) * 3, (16, 32, 64), 1, bottleneck=False)
-    else:
-        units, bottleneck = RESNET.imagenet_units[num_layers]
-        filters = (256, 512, 1024, 2048) if bottleneck else (64, 128, 256, 512)
-        body = _stages(imagenet_stem(data, 64), units, filters, 1, bottleneck)
-    return classifier(body, num_classes)
+def get_symbol(form: Form, num_classes: int, dtype: str = "float32", **_ignored):
+    body = stem(inputs(dtype), form.filters[0], form.small_stem)
+    for i, count in enumerate(form.units):
+        stride = 1 if i == 0 else 2
+        body = residual_unit(body, form.filters[i + 1], stride, False, f"stage{i + 1}_unit1", form.bottleneck)
+        for j in range(count - 1):
+            body = residual_unit(body, form.filters[i + 1], 1, True, f"stage{i + 1}_unit{j + 2}", form.bottleneck)
+    body = relu(batch_norm(body, "bn1"), "relu1")
+    return head(body, num_classes, dtype)

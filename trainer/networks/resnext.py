@@ -1,46 +1,46 @@
-"""ResNeXt (Xie et al. 2017): CIFAR form with 9n+2 layers (ResNeXt-29), ImageNet form 50/101/152.
-
-Unlike MXNet's example, the ImageNet form works on CIFAR-size images (global pooling after the last
-stage), so that an ImageNet-form checkpoint can be fine-tuned on 28-32 px images.
-"""
+"""ResNeXt (Xie et al. 2017) as MXNet 1.9's example/image-classification/symbols/resnext.py builds it (Apache
+License 2.0; after Wei Wu's), for the forms of trainer/networks/forms.py; and the paper's CIFAR ResNeXt-29,
+which MXNet's script refuses, in the same style and names."""
 from __future__ import annotations
 
 import mxnet as mx
 
-from mxlaunch.trainer.networks.forms import RESNEXT
-from mxlaunch.trainer.networks.layers import batch_norm, classifier, conv, imagenet_stem, relu
-
-# cardinality x width: 8x64d for ResNeXt-29 (the paper's CIFAR model), 32x4d for the ImageNet form
-DEFAULTS = {"cifar": {"num_group": 8, "bottleneck_width": 64}, "imagenet": {"num_group": 32, "bottleneck_width": 4}}
+from mxlaunch.trainer.networks.forms import MXNET_RESNEXT_GROUPS, RESNEXT29_GROUPS, RESNEXT29_WIDTH, Form
+from mxlaunch.trainer.networks.layers import batch_norm, conv, head, inputs, relu, stem
 
 
-def _unit(data, out_filter, inner, num_group, stride, project, name):
-    """Aggregated-transform bottleneck: 1x1, grouped 3x3 (the cardinality), 1x1; post-activation."""
-    body = relu(batch_norm(conv(data, inner, 1, 1, f"{name}_conv1"), f"{name}_bn1"), f"{name}_relu1")
-    body = conv(body, inner, 3, stride, f"{name}_conv2", num_group=num_group)
-    body = relu(batch_norm(body, f"{name}_bn2"), f"{name}_relu2")
-    body = batch_norm(conv(body, out_filter, 1, 1, f"{name}_conv3"), f"{name}_bn3")
-    shortcut = batch_norm(conv(data, out_filter, 1, stride, f"{name}_sc"), f"{name}_sc_bn") if project else data
-    return relu(body + shortcut, f"{name}_relu")
-
-
-def get_symbol(num_classes: int, num_layers: int, image_shape, num_group=None, bottleneck_width=None,
-               **_ignored) -> mx.sym.Symbol:
-    side = min(image_shape[1:])
-    data = mx.sym.Variable("data")
-    if RESNEXT.uses_cifar_form(num_layers, side):
-        form, units = "cifar", ((num_layers - 2) // 9,) * 3
-        body = relu(batch_norm(conv(data, 64, 3, 1, "conv0"), "bn0"), "relu0")
-        outputs = (256, 512, 1024)
+def residual_unit(data, num_filter, stride, dim_match, name, bottle_neck, num_group, inner=None):
+    """resnext.py's residual_unit: conv-BN-ReLU, grouped 3x3 in bottlenecks, ReLU after the sum. `inner`: the
+    bottleneck's channels (MXNet's: half of num_filter)."""
+    if bottle_neck:
+        inner = inner or int(num_filter * 0.5)
+        act1 = relu(batch_norm(conv(data, inner, 1, 1, 0, name + "_conv1"), name + "_bn1"), name + "_relu1")
+        conv2 = conv(act1, inner, 3, stride, 1, name + "_conv2", num_group=num_group)
+        act2 = relu(batch_norm(conv2, name + "_bn2"), name + "_relu2")
+        body = batch_norm(conv(act2, num_filter, 1, 1, 0, name + "_conv3"), name + "_bn3")
     else:
-        form, units = "imagenet", RESNEXT.imagenet_units[num_layers][0]
-        body = imagenet_stem(data, 64)
-        outputs = (256, 512, 1024, 2048)
-    groups = DEFAULTS[form]["num_group"] if num_group is None else num_group
-    width = DEFAULTS[form]["bottleneck_width"] if bottleneck_width is None else bottleneck_width
-    for stage, (count, out_filter) in enumerate(zip(units, outputs)):
-        inner = groups * width * 2 ** stage
-        for unit in range(count):
-            stride = 2 if unit == 0 and stage > 0 else 1
-            body = _unit(body, out_filter, inner, groups, stride, unit == 0, f"stage{stage + 1}_unit{unit + 1}")
-    return classifier(body, num_classes)
+        act1 = relu(batch_norm(conv(data, num_filter, 3, stride, 1, name + "_conv1"), name + "_bn1"), name + "_relu1")
+        body = batch_norm(conv(act1, num_filter, 3, 1, 1, name + "_conv2"), name + "_bn2")
+    if dim_match:
+        shortcut = data
+    else:
+        shortcut_conv = mx.sym.Convolution(data=data, num_filter=num_filter, kernel=(1, 1), stride=(stride, stride),
+                                           no_bias=True, workspace=256, name=name + "_sc")
+        shortcut = batch_norm(shortcut_conv, name + "_sc_bn")
+    return mx.sym.Activation(data=body + shortcut, act_type="relu", name=name + "_relu")
+
+
+def get_symbol(form: Form, num_classes: int, dtype: str = "float32", num_group=None, bottleneck_width=None,
+               **_ignored):
+    body = stem(inputs(dtype), form.filters[0], form.small_stem)
+    groups = num_group or (RESNEXT29_GROUPS if form.paper_resnext else MXNET_RESNEXT_GROUPS)
+    width = bottleneck_width or RESNEXT29_WIDTH
+    if form.paper_resnext:  # the paper's stem is conv-BN-ReLU
+        body = relu(batch_norm(body, "bn0"), "relu0")
+    for i, count in enumerate(form.units):
+        inner = groups * width * 2 ** i if form.paper_resnext else None
+        stride = 1 if i == 0 else 2
+        for j in range(count):
+            body = residual_unit(body, form.filters[i + 1], stride if j == 0 else 1, j > 0, f"stage{i + 1}_unit{j + 1}",
+                                 form.bottleneck, groups, inner)
+    return head(body, num_classes, dtype)
