@@ -34,8 +34,10 @@ def test_resume_passes_over_a_damaged_newest_checkpoint_and_says_so_in_one_line(
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     checkpoints_in(tmp_path)
+    (tmp_path / "train.rec").write_bytes(b"")
     job = {"job_id": "ab12cd34", "mode": "local", "run_dir": str(run_dir), "workdir": str(tmp_path),
-           "command": ["trainer", "fit", "--model-prefix", "ck/m", "--num-epochs", "5"], "num_workers": 1,
+           "command": ["trainer", "fit", "--data-train", "train.rec", "--model-prefix", "ck/m", "--num-epochs", "5"],
+           "num_workers": 1,
            "num_servers": 1, "hosts": ["127.0.0.1 slots=1"]}
     (run_dir / "job.yaml").write_text(json.dumps(job))
     proc = subprocess.run([sys.executable, "-m", "mxlaunch.launcher", "train", "--resume", str(run_dir), "--dry-run"],
