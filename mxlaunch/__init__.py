@@ -16,7 +16,7 @@ Modules of the base:
   cuda      CUDA facts shared by the trainer and the cluster catalog (compute capabilities the wheel runs)
   errors    CommandError / UsageError and run_cli: one line and a specific exit status, never a traceback
   exits     the exit statuses, one enum
-  files     open_new: a file written where another user may have been first, never through a link
+  files     files where another user may have been first: written and read never through a link, read bounded
   gpu_libs  lets `import mxnet` of the GPU build find the CUDA libraries of NVIDIA's pip wheels
   records   records as data: a frozen dataclass is a file's shape, written and checked by one definition
 """

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+from mxlaunch.errors import UsageError
+
 Capability = Tuple[int, int]  # (major, minor): nvidia-smi's compute_cap "8.6" is (8, 6)
 
 
@@ -90,3 +92,13 @@ def environment(wheel: Wheel, cc: Capability) -> Dict[str, str]:
 # GPU is unproven: raise this to (8, 9) once it is, and L4/L40S keep fusion.
 MXNET_CU112 = Wheel("mxnet-cu112", "1.9.1", sass=((5, 0), (6, 0), (7, 0), (8, 0), (8, 6)), ptx=(),
                     fusion_max=(8, 6))
+
+
+class DriverMissing(UsageError, ImportError):
+    """The GPU build of MXNet is installed but the NVIDIA driver's library (libcuda.so.1) cannot be loaded: an
+    ImportError of `import mxnet`, and one line with exit 2 from any command of ours that imported it."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"the GPU build of MXNet ({MXNET_CU112.name}) needs the NVIDIA driver, and this machine has "
+                         f"none ({' '.join(reason.split())}): install the driver, or use the cpu extra "
+                         f"(pip install 'mxlaunch[cpu]'), which serves machines without one")

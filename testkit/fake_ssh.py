@@ -110,7 +110,7 @@ class FakeConnection(Connection):
         return not self._closed.is_set()
 
     def run(self, argv: Union[str, Sequence[str]], timeout: float = 60.0,
-            stdin: Optional[bytes] = None) -> Reply:
+            stdin: Optional[bytes] = None, max_output: int = 0) -> Reply:
         if not self.alive:
             raise EOFError("the connection is closed")
         line = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv)

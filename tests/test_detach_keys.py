@@ -71,7 +71,9 @@ def test_stop_refuses_a_launcher_recorded_on_another_host_and_names_where_it_run
     assert runstate.state(str(run_dir)) == runstate.ELSEWHERE
     code, out, err = stop(run_dir)
     assert code == 10 and err.count("\n") == 1, (out, err)
-    assert "runs on ip-10-0-0-1, not on this machine: launch stop --cluster heal 20260101-000000-abcd0123" in err
+    # instance 0 cannot tell whether the launcher still lives elsewhere: it says what can (tests/test_harden_lost.py)
+    assert ("ran on 10.0.0.1, which is not this cluster's instance 0 any more (replaced, or stopped): not stopped "
+            "from here; `launch stop --cluster heal 20260101-000000-abcd0123` asks AWS") in err
     assert sleeper.poll() is None
     os.remove(runstate.detached_paths(str(run_dir))[1])  # a run not detached: where to run the same command
     code, _, err = stop(run_dir)

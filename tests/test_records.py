@@ -140,13 +140,13 @@ def test_a_launcher_record_is_its_dataclass_on_disk(tmp_path):
     runstate.record_launcher(str(tmp_path))
     with open(runstate.launcher_path(str(tmp_path))) as f:
         data = json.load(f)
-    assert list(data) == ["pid", "process_start", "boot_id", "hostname", "started", "cluster", "console"]
+    assert list(data) == ["pid", "process_start", "boot_id", "hostname", "started", "cluster", "console", "address"]
     record = runstate.read_launcher(str(tmp_path))
     assert record == runstate.LauncherRecord(**data) and record.pid == os.getpid() and runstate.is_alive(record)
 
 
 @pytest.mark.parametrize("change", [{"pid": "12"}, {"process_start": "x"}, {"hostname": 5}, {"started": 1},
-                                    {"cluster": ["a"]}])
+                                    {"cluster": ["a"]}, {"cluster": "../../home"}, {"cluster": "a/b"}])
 def test_a_damaged_launcher_record_is_no_record(tmp_path, change):
     """Fail closed: `launch stop` acts on no process it cannot name for sure (exit 1, one line)."""
     (tmp_path / "job.yaml").write_text("job_id: x\n")

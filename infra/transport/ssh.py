@@ -28,6 +28,7 @@ server and gives a silent host up after a timeout (a partition sends no FIN and 
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import shlex
 import socket
@@ -46,6 +47,8 @@ from mxlaunch.infra.transport.ssh_options import (DEFAULT_KNOWN_HOSTS, SYSTEM_KN
 
 MAX_EXTRA_CONNECTIONS = 8  # like ssh(1): the connection, not the remote command, failed
 PID_WAIT = timeouts.PID_WAIT
+MAX_OUTPUT = 64 << 20  # bytes of one stream `run` keeps: a command that says more is ended, not buffered on
+PID_MARK = "@@mxlaunch-pid"  # with a token per channel: the wrapper's own line, not a start-up file's
 
 
 class SSHConnectError(CommandError):
@@ -116,31 +119,61 @@ class Connection:
         return sftp
 
     def open_with_pid(self, argv: Union[str, Sequence[str]], timeout: Optional[float] = None) -> paramiko.Channel:
-        """`open_channel`, the remote command's pid first on its stdout (one line): without a pty, closing
-        the channel does not end a remote command, so whoever may have to end it (`kill_group`) reads it first.
-        A string is a command line for the remote shell; a list, an argv that arrives exactly."""
+        """`open_channel`, the remote command's pid first on its stdout, on a line that begins with a marker made
+        for this channel (`pid_in` finds it): without a pty, closing the channel does not end a remote command,
+        so whoever may have to end it (`kill_group`) reads it first. What a shell start-up file prints comes
+        before that line and is never taken for the pid. A string is a command line for the remote shell; a
+        list, an argv that arrives exactly."""
+        marker = f"{PID_MARK}-{secrets.token_hex(8)}"
         # the wrapper prints its pid, then becomes the command (sshd made it a session, and group, leader)
-        wrapped = (["sh", "-c", 'echo "$$"; exec sh -c "$1"', "sh", argv] if isinstance(argv, str)
-                   else ["sh", "-c", 'echo "$$"; exec "$@"', "sh", *[str(a) for a in argv]])
-        return self.open_channel(wrapped, timeout=timeout)
+        wrapped = (["sh", "-c", 'echo "$1 $$"; exec sh -c "$2"', "sh", marker, argv] if isinstance(argv, str)
+                   else ["sh", "-c", 'echo "$1 $$"; shift; exec "$@"', "sh", marker, *[str(a) for a in argv]])
+        channel = self.open_channel(wrapped, timeout=timeout)
+        channel.pid_marker = marker.encode()
+        return channel
 
     @staticmethod
-    def _pid_line(channel: paramiko.Channel, out: bytearray, wait: float = PID_WAIT) -> bytes:
-        """The pid line of a command started by `open_with_pid`: a slow host may not have sent it by the
-        caller's deadline, and without it the command could not be ended; waited for, bounded."""
+    def pid_in(channel: paramiko.Channel, line: Union[bytes, str]) -> Optional[str]:
+        """The pid on `line` when it is the wrapper's line of `channel` (open_with_pid), else None. Never 0 or
+        1: `kill -- -1` would signal every process of the user."""
+        words = (line.encode() if isinstance(line, str) else bytes(line)).split()
+        if len(words) == 2 and words[0] == getattr(channel, "pid_marker", None) and words[1].isdigit() \
+                and int(words[1]) > 1:
+            return words[1].decode()
+        return None
+
+    @classmethod
+    def _split_pid(cls, channel: paramiko.Channel, out: Union[bytes, bytearray]) -> Tuple[Optional[str], bytes]:
+        """(the pid of the wrapper's line in `out`, what follows that line: the command's own output); without
+        the line yet: (None, all of `out`)."""
+        start = 0
+        while True:
+            end = out.find(b"\n", start)
+            if end < 0:
+                return None, bytes(out)
+            pid = cls.pid_in(channel, out[start:end])
+            if pid is not None:
+                return pid, bytes(out[end + 1:])
+            start = end + 1
+
+    @classmethod
+    def _pid_line(cls, channel: paramiko.Channel, out: bytearray, wait: float = PID_WAIT) -> Optional[str]:
+        """The pid of a command started by `open_with_pid`: a slow host may not have sent it by the caller's
+        deadline, and without it the command could not be ended; waited for, bounded."""
         until = time.monotonic() + wait
-        while b"\n" not in out and time.monotonic() < until and not channel.closed:
+        while cls._split_pid(channel, out)[0] is None and time.monotonic() < until and not channel.closed:
             if channel.recv_ready():
                 out += channel.recv(65536)
             else:
                 select.select([channel], [], [], 0.05)
-        return bytes(out.partition(b"\n")[0])
+        return cls._split_pid(channel, out)[0]
 
-    def kill_group(self, pid_line: Union[bytes, str], signal_name: str = "KILL") -> None:
+    def kill_group(self, pid: Optional[Union[bytes, str]], signal_name: str = "KILL") -> None:
         """Send a signal to the process group of a command started by `open_with_pid` (and to the process
-        itself, should it lead none), bounded; a host gone away leaves nothing to signal from here."""
-        pid = (pid_line.decode(errors="replace") if isinstance(pid_line, bytes) else pid_line).strip()
-        if not pid.isdigit():
+        itself, should it lead none), bounded; a host gone away leaves nothing to signal from here. `pid` is
+        what `pid_in` found: anything but a number above 1 is ignored."""
+        pid = (pid.decode(errors="replace") if isinstance(pid, bytes) else pid or "").strip()
+        if not pid.isdigit() or int(pid) <= 1:
             return
         try:
             channel = self.open_channel(["kill", f"-{signal_name}", "--", f"-{pid}", pid], timeout=timeouts.KILL)
@@ -151,20 +184,24 @@ class Connection:
             pass
 
     def run(self, argv: Union[str, Sequence[str]], timeout: float = timeouts.COMMAND,
-            stdin: Optional[bytes] = None) -> Tuple[int, str, str]:
-        """Run a command to its end (bounded): (exit status, stdout, stderr). -1 when it timed out, and then
-        the command is killed: without a pty, closing the channel does not end it on the host."""
+            stdin: Optional[bytes] = None, max_output: int = MAX_OUTPUT) -> Tuple[int, str, str]:
+        """Run a command to its end (bounded in time and in what is kept of its output): (exit status, stdout,
+        stderr). -1 when it timed out or wrote more than `max_output` bytes to either stream, and then the
+        command is killed: without a pty, closing the channel does not end it on the host."""
         channel = self.open_with_pid(argv, timeout=timeout)
         deadline = time.monotonic() + timeout
         out, err = bytearray(), bytearray()
 
-        def text() -> Tuple[str, str]:
-            return out.partition(b"\n")[2].decode(errors="replace"), err.decode(errors="replace")
+        def text() -> Tuple[str, str]:  # stdout after the wrapper's pid line (a start-up file's noise before it)
+            return self._split_pid(channel, out)[1].decode(errors="replace"), err.decode(errors="replace")
         try:
             if stdin:
                 channel.sendall(stdin)
             channel.shutdown_write()
             while True:
+                if len(out) > max_output or len(err) > max_output:
+                    self.kill_group(self._pid_line(channel, out))
+                    return -1, text()[0][:max_output], f"its output passed {max_output} bytes: ended"
                 if channel.recv_ready():
                     out += channel.recv(65536)
                 elif channel.recv_stderr_ready():
@@ -188,8 +225,13 @@ class Connection:
         channel = self.open_with_pid(command)
         channel.shutdown_write()
         stdout, stderr = channel.makefile("rb"), channel.makefile_stderr("rb")
-        pid = stdout.readline().strip().decode(errors="replace")
-        started(pid)
+        pid = None
+        for raw in stdout:  # what a shell start-up file printed comes first: passed on, never taken for the pid
+            pid = self.pid_in(channel, raw)
+            if pid is not None:
+                break
+            out(raw.decode(errors="replace").rstrip("\n"))
+        started(pid or "")
         errors = threading.Thread(target=lambda: [err(line) for line in _lines(stderr)], daemon=True)
         errors.start()
         try:

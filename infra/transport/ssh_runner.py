@@ -12,25 +12,26 @@ stops every other host); the partitioned host's sshd notices by its own ClientAl
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import ipaddress
 import os
-import posixpath
 import secrets
+import sys
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import paramiko
 
-from mxlaunch.infra.transport.remote import roleguard
+from mxlaunch.infra.transport.remote import roleguard, run_file, source
 from mxlaunch.errors import UsageError
-from mxlaunch.files import open_new
+from mxlaunch.files import MIB, open_new
 from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.infra.transport.runner import (Events, GuardSession, RoleEnded, RoleHandle, RoleLaunch, RoleResult, Runner,
                              pump_guard_output)
-from mxlaunch.infra.transport.ssh import Connection, describe_error
+from mxlaunch.infra.transport.ssh import Connection, describe_error, parallel
 
 GUARD_EXIT_WAIT = 2.0
 PING_INTERVAL, PING_TIMEOUT = 2.0, 8.0  # a host that answers nothing for PING_TIMEOUT s is lost
@@ -218,49 +219,81 @@ class SSHRunner(Runner):
     def close(self) -> None:
         try:
             if self._run_dirs:
-                fetch_run_files(self._worker_hosts, *self._run_dirs)
+                fetch_run_files(self._worker_hosts, *self._run_dirs, python=self.python)
         finally:
             for conn in self.connections.values():
                 conn.close()
 
 
 RUN_FILES = ("metrics.jsonl",)  # what roles write into $LAUNCH_RUN_DIR (worker 0's per-epoch metrics)
-FETCH_TIMEOUT = 10.0
+FETCH_LIMIT = 16 * MIB  # bytes of one run file: metrics.jsonl is a line per epoch, ~200 bytes each
+FETCH_TIMEOUT = 30.0  # seconds for one host's answer (a stat, or a file of up to FETCH_LIMIT)
 
 
-def _sftp(conn: Connection):
-    return conn.sftp(FETCH_TIMEOUT)
+def remote_run_file(conn: Connection, python: str, folder: str, name: str, mode: str = "read",
+                    limit: int = FETCH_LIMIT, timeout: Optional[float] = None) -> dict:
+    """infra/transport/remote/run_file.py's reply for folder/name on `conn`'s host ("stat" or "read"): the file
+    read there, never through a link, only as this user's regular file in this user's directory, at most
+    `limit` bytes, within `timeout` s (FETCH_TIMEOUT). {"refused": why} for whatever kept it from being read."""
+    timeout = FETCH_TIMEOUT if timeout is None else timeout
+    code, out, err = conn.run([python, "-c", source("run_file"), mode, folder, name, str(limit)], timeout=timeout,
+                              max_output=limit * 4 // 3 + 4096)  # base64 of `limit` bytes and one JSON line
+    reply = run_file.parse_reply(out) if code == 0 else None
+    if reply is not None:
+        return reply
+    if code == -1:
+        return {"refused": f"no answer within {timeout:g}s"}
+    said = " ".join(err.strip().splitlines()[-1:])
+    return {"refused": f"{python} gave no answer (exit status {code}{': ' + said if said else ''})"}
 
 
-def _remote_mtime(conn: Connection, path: str) -> Optional[float]:
-    try:
-        with _sftp(conn) as sftp:
-            return sftp.stat(path).st_mtime or 0.0
-    except Exception:  # absent, or the host is gone: nothing to fetch from it
-        return None
-
-
-def fetch_run_files(worker_conns: List[Connection], local_dir: str, remote_dir: str) -> List[str]:
+def fetch_run_files(worker_conns: List[Connection], local_dir: str, remote_dir: str, python: str,
+                    warn: Callable[[str], None] = lambda text: print(f"launch: warning: {text}", file=sys.stderr)
+                    ) -> List[str]:
     """Bring the files roles wrote into their run directory (`remote_dir`, on their hosts) into the
     launcher's (`local_dir`): the newest copy on a worker host wins and replaces the local one (a resumed
-    job's metrics.jsonl holds every epoch). Returns the local paths fetched."""
+    job's metrics.jsonl holds every epoch). A copy that cannot be read safely (a link, another user's, too large,
+    no answer in time) is left there, said in one line by `warn`. Returns the local paths fetched."""
     fetched: List[str] = []
     for name in RUN_FILES:
-        local, remote = os.path.join(local_dir, name), posixpath.join(remote_dir, name)
+        local = os.path.join(local_dir, name)
         if os.path.abspath(local_dir) == remote_dir and os.path.exists(local):
             continue  # the hosts share this very directory with the launcher: already here
-        found = [(mtime, conn) for conn in worker_conns if conn.alive
-                 for mtime in [_remote_mtime(conn, remote)] if mtime is not None]
-        if not found:
-            continue
-        conn = max(found, key=lambda item: item[0])[1]
-        part = local + ".part"
-        try:
-            with _sftp(conn) as sftp, open_new(part, "wb") as f:  # never through a planted link
-                sftp.getfo(remote, f)
-            os.replace(part, local)
-            fetched.append(local)
-        except Exception:  # the run still has every log; the plot is what goes missing
-            with contextlib.suppress(OSError):
-                os.remove(part)
+        alive = [conn for conn in worker_conns if conn.alive]
+        stats = parallel(lambda conn: remote_run_file(conn, python, remote_dir, name, "stat"), alive,
+                         timeout=FETCH_TIMEOUT + 5, name="run-file-stat")  # each bounded: this is a backstop
+        found = []
+        for conn, reply in stats.items():
+            reply = reply if isinstance(reply, dict) else {"refused": describe_error(reply)}
+            if "mtime" in reply:
+                found.append((reply["mtime"], conn))
+            elif "refused" in reply:
+                warn(f"{name} on {conn.host.target}: {reply['refused']}: not fetched")
+        if found:
+            conn = max(found, key=lambda item: item[0])[1]
+            if _fetch_one(conn, python, remote_dir, name, local, warn):
+                fetched.append(local)
     return fetched
+
+
+def _fetch_one(conn: Connection, python: str, remote_dir: str, name: str, local: str, warn) -> bool:
+    """The newest copy into `local`, whole or not at all (written beside it, then renamed)."""
+    try:
+        reply = remote_run_file(conn, python, remote_dir, name, "read")
+    except Exception as exc:  # the host went away: the run still has every log; the plot is what goes missing
+        reply = {"refused": describe_error(exc)}
+    if "data" not in reply:
+        if "refused" in reply:
+            warn(f"{name} on {conn.host.target}: {reply['refused']}: not fetched")
+        return False
+    part = local + ".part"
+    try:
+        with open_new(part, "wb") as f:  # never through a planted link
+            f.write(base64.b64decode(reply["data"]))
+        os.replace(part, local)
+        return True
+    except (OSError, ValueError, UsageError) as exc:
+        with contextlib.suppress(OSError):
+            os.remove(part)
+        warn(f"{name} from {conn.host.target} not written to {local}: {getattr(exc, 'strerror', None) or exc}")
+        return False

@@ -8,23 +8,25 @@ logs as long as that launcher lives. `launch logs --cluster NAME RUN` is this co
 instance 0, where the run's files are."""
 from __future__ import annotations
 
+import heapq
 import os
 import signal
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import click
 
 from mxlaunch.launcher.jobs import detached, instance0, rundir, launcher_record
-from mxlaunch.launcher.jobs.output import times_path
+from mxlaunch.files import MIB
+from mxlaunch.launcher.jobs.log_files import LogReader
 from mxlaunch.infra.transport.roles import RoleId
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
 
 FOLLOW_POLL = 0.2  # seconds between looks at the log files while following
 FOLLOW_UNKNOWN_LIMIT = 10.0  # a run with no launcher record (older, or never set up) is followed this long
-Line = Tuple[float, bytes]  # (receive time, the line without its newline)
+FOLLOW_BUDGET = 4 * MIB  # bytes of each role's log read per look while following: a fast writer never starves the rest
 
 
 def _role_id(name: str) -> Optional[RoleId]:
@@ -54,7 +56,9 @@ def _wait_for_logs(run_dir: str) -> None:
         time.sleep(FOLLOW_POLL)  # waiting on another process's files: polling is the mechanism
     console = _console(run_dir)
     if not os.path.isdir(rundir.logs_dir(run_dir)) and console:
-        _emit("", [line for _, line in LogReader(console).read(final=True)])
+        out = Output({LAUNCHER: ""})
+        for _, piece, whole in LogReader(console).lines(final=True):
+            out.piece(LAUNCHER, piece, whole)
         raise CommandError(f"the launcher of {run_dir} ended before it started the job (its console, above: "
                            f"{console})")
 
@@ -73,56 +77,52 @@ def _label(name: str) -> str:
     return f"[{role.label if role is not None else name}] "
 
 
-class LogReader:
-    """New complete lines of one role's log, each with its receive time (the previous line's where the
-    times file lags or is missing: a run from before it existed)."""
+class Output:
+    """Pieces of lines to stdout, each line with its role's prefix; a line left open by one role is ended
+    before another role's line begins (following: a long line may arrive over several looks)."""
 
-    def __init__(self, path: str):
-        self.path = path
-        self.offset = self.times_offset = 0
-        self.pending = self.times_pending = b""
-        self.times: List[float] = []
-        self.count = 0
-        self.last_time = 0.0
+    def __init__(self, prefix: Dict[str, str]):
+        self.prefix = prefix
+        self.open: Optional[str] = None  # the role whose line is on screen without its end yet
 
-    @staticmethod
-    def _read(path: str, offset: int) -> Tuple[bytes, int]:
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-                return data, f.tell()
-        except FileNotFoundError:
-            return b"", offset
+    def piece(self, name: str, data: bytes, whole: bool) -> None:
+        text = data.decode("utf-8", "replace")
+        if self.open not in (None, name):
+            sys.stdout.write("\n")
+            self.open = None
+        sys.stdout.write(("" if self.open == name else self.prefix[name]) + text + ("\n" if whole else ""))
+        self.open = None if whole else name
 
-    def read(self, final: bool) -> List[Line]:
-        data, self.offset = self._read(self.path, self.offset)
-        stamps, self.times_offset = self._read(times_path(self.path), self.times_offset)
-        stamps = self.times_pending + stamps
-        complete, _, self.times_pending = stamps.rpartition(b"\n")
-        for stamp in complete.split(b"\n") if complete else ():
-            try:
-                self.times.append(float(stamp))
-            except ValueError:
-                self.times.append(self.times[-1] if self.times else 0.0)
-        data = self.pending + data
-        complete, _, self.pending = data.rpartition(b"\n")
-        lines = complete.split(b"\n") if complete else []
-        if final and self.pending:
-            lines.append(self.pending)
-            self.pending = b""
-        out = []
-        for line in lines:
-            if self.count < len(self.times):
-                self.last_time = self.times[self.count]
-            self.count += 1
-            out.append((self.last_time, line))
-        return out
+    def flush(self) -> None:
+        if self.open is not None:
+            sys.stdout.write("\n")
+            self.open = None
+        sys.stdout.flush()
 
 
-def _emit(prefix: str, lines: List[bytes]) -> None:
-    sys.stdout.write("".join(prefix + line.decode("utf-8", "replace") + "\n" for line in lines))
-    sys.stdout.flush()
+def _show(readers: Dict[str, LogReader], out: Output, merge: bool, final: bool, budget: Optional[int]) -> None:
+    """What each reader holds now: role after role, or (--merge) interleaved by receive time. Streamed: memory
+    is a chunk per role whatever the logs hold, and `budget` bounds the bytes of each role read per call."""
+    order = {name: (i, _role_order(name)) for i, name in enumerate(readers)}
+    if not merge:
+        for name, reader in readers.items():
+            for _, piece, whole in reader.lines(final, budget):
+                out.piece(name, piece, whole)
+        return
+    def keyed(name: str, reader: LogReader):
+        for seq, (when, piece, whole) in enumerate(reader.lines(final, budget)):
+            yield (when, order[name][1], order[name][0], seq), name, piece, whole
+
+    streams = [keyed(name, reader) for name, reader in readers.items()]
+    for _, name, piece, whole in heapq.merge(*streams, key=lambda item: item[0]):
+        out.piece(name, piece, whole)
+
+
+def _warn(readers: Dict[str, LogReader]) -> None:
+    for reader in readers.values():
+        if reader.warning:
+            click.echo(f"launch logs: {reader.warning}", err=True)
+            reader.warning = None
 
 
 @click.command()
@@ -151,40 +151,50 @@ def logs(run_dir: str, roles, tail: Optional[int], merge: bool, follow: bool, cl
                              f"{', launcher' if console else ''})")
     # nothing else yet: a detached launcher still in its preflight (or ended in it), whose console is all there is
     chosen = list(dict.fromkeys(roles)) or available or [LAUNCHER]
-    prefix = {name: ("" if len(chosen) == 1 else _label(name)) for name in chosen}
-    readers = {name: LogReader(console if name == LAUNCHER else rundir.log_path(run_dir, name)) for name in chosen}
-
-    def show(final: bool, last: Optional[int] = None) -> None:
-        batches: Dict[str, List[Line]] = {}
-        for name in chosen:
-            got = readers[name].read(final)
-            batches[name] = got[-last:] if last is not None and last > 0 else ([] if last == 0 else got)
-        if not merge:
-            for name in chosen:
-                _emit(prefix[name], [line for _, line in batches[name]])
-            return
-        merged = sorted(((t, _role_order(name), i, name, line) for name in chosen
-                         for i, (t, line) in enumerate(batches[name])), key=lambda x: x[:3])
-        for _, _, _, name, line in merged:
-            _emit(prefix[name], [line])
-
+    if chosen == [LAUNCHER] and not console:
+        raise UsageError(f"{run_dir} has no role logs yet (no regular file logs/<role>.log)")
+    out = Output({name: ("" if len(chosen) == 1 else _label(name)) for name in chosen})
+    readers = {name: LogReader(console if name == LAUNCHER else rundir.log_path(run_dir, name), timed=merge)
+               for name in chosen}
+    if tail is not None:
+        for reader in readers.values():
+            reader.tail(tail, final=not follow)
     if not follow:
-        show(final=True, last=tail)
+        _show(readers, out, merge, final=True, budget=None)
+        out.flush()
+        _warn(readers)
         return
     signal.signal(signal.SIGINT, lambda s, f: sys.exit(Exit.INTERRUPTED))
-    show(final=False, last=tail)
+    _follow(run_dir, readers, out, merge)
+
+
+def _follow(run_dir: str, readers: Dict[str, LogReader], out: Output, merge: bool) -> None:
+    """New lines as they come, until the run's launcher has ended (or is gone, or cannot be judged here)."""
     unknown_until = time.monotonic() + FOLLOW_UNKNOWN_LIMIT
     while True:
         now = launcher_record.state(run_dir)  # before reading: what was written until then is all read below
-        done = now in (launcher_record.ENDED, launcher_record.GONE) or (now == launcher_record.UNKNOWN and time.monotonic() > unknown_until)
-        show(final=done)
-        if done:
-            if now == launcher_record.GONE:
-                record = launcher_record.read_launcher(run_dir)
-                click.echo(f"launch logs: the job's launcher (pid {record.pid if record else None}) is gone without writing "
-                           f"summary.json; its roles ended with it", err=True)
-            elif now == launcher_record.UNKNOWN:
-                click.echo(f"launch logs: {run_dir} has no record of a launcher (launcher.json) nor a summary.json "
-                           f"after {FOLLOW_UNKNOWN_LIMIT:g}s; stopped following", err=True)
-            return
-        time.sleep(FOLLOW_POLL)  # following a file: polling is the mechanism, not synchronisation
+        done = now in (launcher_record.ENDED, launcher_record.GONE) or (
+            now == launcher_record.UNKNOWN and time.monotonic() > unknown_until) or (
+            now == launcher_record.ELSEWHERE and launcher_record.detached_cluster(run_dir) is not None)
+        _show(readers, out, merge, final=done, budget=None if done else FOLLOW_BUDGET)
+        if not done:
+            sys.stdout.flush()
+            _warn(readers)
+            time.sleep(FOLLOW_POLL)  # following a file: polling is the mechanism, not synchronisation
+            continue
+        out.flush()
+        _warn(readers)
+        _say_why_ended(run_dir, now)
+        return
+
+
+def _say_why_ended(run_dir: str, now: str) -> None:
+    if now == launcher_record.GONE:
+        record = launcher_record.read_launcher(run_dir)
+        click.echo(f"launch logs: the job's launcher (pid {record.pid if record else None}) is gone without writing "
+                   f"summary.json; its roles ended with it", err=True)
+    elif now == launcher_record.UNKNOWN:
+        click.echo(f"launch logs: {run_dir} has no record of a launcher (launcher.json) nor a summary.json "
+                   f"after {FOLLOW_UNKNOWN_LIMIT:g}s; stopped following", err=True)
+    elif now == launcher_record.ELSEWHERE:
+        raise CommandError(launcher_record.moved_text(run_dir, "no longer followed"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import List, Optional
@@ -13,6 +14,7 @@ import yaml
 
 from mxlaunch.launcher.jobs import detached, instance0, rundir, launcher_record
 from mxlaunch.errors import UsageError
+from mxlaunch.files import MIB, UnsafeFile, read_bounded
 from mxlaunch.launcher.jobs.job_record import JobRecord
 from mxlaunch.records import valid_fields
 
@@ -30,55 +32,102 @@ class RunRow:
     duration: str
 
 
-def _load(path: str, loader) -> dict:
+RECORD_LIMIT = 16 * MIB  # job.yaml of a thousand roles is a few MB; beyond this it is not a record of ours
+
+
+def _load(path: str, parse, damage: List[str]) -> dict:
+    """The mapping in `path` ({} when absent); a file that is a link, not a regular file (a FIFO would block
+    the listing), too large, or not a mapping adds its name to `damage`."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = loader(f)
-    except (OSError, ValueError, yaml.YAMLError):
+        data = parse(read_bounded(path, RECORD_LIMIT).decode("utf-8"))
+    except FileNotFoundError:
         return {}
-    return data if isinstance(data, dict) else {}
+    except (UnsafeFile, OSError, ValueError, yaml.YAMLError):  # UnicodeDecodeError, JSONDecodeError: ValueErrors
+        damage.append(os.path.basename(path))
+        return {}
+    if not isinstance(data, dict):
+        damage.append(os.path.basename(path))
+        return {}
+    return data
 
 
-def _time(text) -> Optional[datetime.datetime]:
-    try:
-        return datetime.datetime.fromisoformat(text) if isinstance(text, str) else None
-    except ValueError:
+def _time(text, damage: List[str], where: str) -> Optional[datetime.datetime]:
+    """An ISO 8601 time with its zone (mxlaunch writes UTC); anything else is damage (a time without a zone
+    cannot be ordered among the others)."""
+    if text is None:
         return None
+    try:
+        when = datetime.datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        damage.append(where)
+        return None
+    return when
+
+
+def _number(value, damage: List[str], where: str) -> Optional[float]:
+    """A finite number, or None (absent); NaN, Infinity or text is damage."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    damage.append(where)
+    return None
 
 
 def _seconds(seconds: Optional[float]) -> str:
-    if not isinstance(seconds, (int, float)):
+    if seconds is None:
         return "-"
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     return f"{h}h{rest // 60:02d}m" if h else (f"{rest // 60}m{rest % 60:02d}s" if rest >= 60 else f"{rest}s")
 
 
+def _started(run_dir: str, summary: dict, launcher, damage: List[str]) -> datetime.datetime:
+    started = _time(summary.get("start"), damage, "summary.json") or _time(
+        launcher.started if launcher else None, damage, "launcher.json")
+    if started is None:  # lstat: a job.yaml that is a link says nothing of when the run began
+        started = datetime.datetime.fromtimestamp(os.lstat(rundir.job_yaml(run_dir)).st_mtime, datetime.timezone.utc)
+    return started
+
+
 def run_row(run_dir: str) -> Optional[RunRow]:
-    """The row of one run directory; None for a folder that holds no job."""
-    data = _load(rundir.job_yaml(run_dir), yaml.safe_load)
-    if not data:
+    """The row of one run directory; None for a folder that holds no job. A damaged file is shown as such
+    (status "damaged: FILE"), with what is valid of the rest."""
+    damage: List[str] = []
+    if not os.path.lexists(rundir.job_yaml(run_dir)):
         return None
-    job = valid_fields(JobRecord, data)  # a damaged job.yaml is still listed: what is valid of it
-    summary = _load(rundir.summary_path(run_dir), json.load)
+    job = valid_fields(JobRecord, _load(rundir.job_yaml(run_dir), yaml.safe_load, damage))
+    summary = _load(rundir.summary_path(run_dir), json.loads, damage)
     launcher = launcher_record.read_launcher(run_dir)
-    started = _time(summary.get("start")) or _time(launcher.started if launcher else None)
-    if started is None:
-        started = datetime.datetime.fromtimestamp(os.path.getmtime(rundir.job_yaml(run_dir)), datetime.timezone.utc)
+    started = _started(run_dir, summary, launcher, damage)
     state = launcher_record.state(run_dir)
     if state == launcher_record.ENDED:
-        status, seconds = str(summary.get("reason", "ended")), summary.get("seconds")
+        status, seconds = str(summary.get("reason", "ended")), _number(summary.get("seconds"), damage, "summary.json")
     else:
         status = {launcher_record.RUNNING: "running", launcher_record.GONE: "launcher died"}.get(state, "unknown")
         seconds = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() if state == launcher_record.RUNNING else None
     hosts = {str(r.host) for r in job.get("roles", ())} or set(job.get("hosts") or ())
-    validation = summary.get("final_validation_accuracy")
+    validation = _number(summary.get("final_validation_accuracy"), damage, "summary.json")
     epochs = summary.get("epochs")
+    if damage:
+        status = "damaged: " + ",".join(dict.fromkeys(damage))
     return RunRow(id=os.path.basename(os.path.normpath(run_dir)), started=started, mode=str(job.get("mode", "-")),
                   hosts=str(len(hosts)) if hosts else "-", workers=str(job.get("num_workers", "-")), status=status,
-                  epochs=str(epochs) if isinstance(epochs, int) and epochs else "-",
-                  validation=f"{validation:.4f}" if isinstance(validation, (int, float)) else "-",
+                  epochs=str(epochs) if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else "-",
+                  validation=f"{validation:.4f}" if validation is not None else "-",
                   duration=_seconds(seconds))
+
+
+def _row(run_dir: str) -> Optional[RunRow]:
+    """run_row, and a run it cannot read at all (its folder unreadable, ...) is one damaged row: the listing
+    goes on."""
+    try:
+        return run_row(run_dir)
+    except (OSError, ValueError, TypeError, OverflowError) as exc:
+        return RunRow(id=os.path.basename(os.path.normpath(run_dir)), started=None, mode="-", hosts="-", workers="-",
+                      status=f"damaged: {type(exc).__name__}", epochs="-", validation="-", duration="-")
 
 
 def detached_rows(folder: str) -> List[RunRow]:
@@ -92,9 +141,11 @@ def detached_rows(folder: str) -> List[RunRow]:
         if record is None or os.path.exists(rundir.job_yaml(run_dir)):
             continue
         alive = launcher_record.is_alive(record)
-        rows.append(RunRow(id=os.path.basename(run_dir), started=_time(record.started), mode="hosts", hosts="-",
-                           workers="-", status="starting" if alive else "did not start (see its console)",
-                           epochs="-", validation="-", duration="-"))
+        damage: List[str] = []
+        started = _time(record.started, damage, name)
+        status = "starting" if alive else "did not start (see its console)"
+        rows.append(RunRow(id=os.path.basename(run_dir), started=started, mode="hosts", hosts="-", workers="-",
+                           status=f"damaged: {name}" if damage else status, epochs="-", validation="-", duration="-"))
     return rows
 
 
@@ -102,7 +153,7 @@ def list_runs(folder: str) -> List[RunRow]:
     """Every run under `folder`, newest first."""
     if not os.path.isdir(folder):
         raise UsageError(f"--dir {folder}: no such directory (runs go to ./runs unless --run-dir says otherwise)")
-    rows = [run_row(os.path.join(folder, name)) for name in os.listdir(folder)
+    rows = [_row(os.path.join(folder, name)) for name in os.listdir(folder)
             if os.path.isdir(os.path.join(folder, name))] + detached_rows(folder)
     epoch = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
     return sorted((r for r in rows if r), key=lambda r: (r.started or epoch, r.id), reverse=True)

@@ -21,31 +21,47 @@ import os
 import select
 import signal
 import time
-from typing import Optional
+from typing import List, Optional
 
 import click
 
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
+from mxlaunch.files import MIB, UnsafeFile, read_bounded
 from mxlaunch.infra.transport.remote.detach_starter import remove_keys
-from mxlaunch.launcher.jobs import detached, instance0, rundir, launcher_record
+from mxlaunch.launcher.jobs import detached, launcher_record, lost, rundir
+
 KILL_WAIT = 5.0  # after SIGKILL: the kernel's part, never long
+SUMMARY_LIMIT = 16 * MIB  # bytes of a summary.json read to say how a run ended
 
 
 class RunsElsewhere(CommandError):
     exit_code = Exit.ELSEWHERE
 
 
-def _refuse_elsewhere(run_dir: str, record: launcher_record.LauncherRecord) -> None:
-    """A launcher recorded on another host is not this machine's to signal: say where it runs."""
-    host = launcher_record.elsewhere(record)
-    if host is None:
-        return
-    cluster = launcher_record.detached_cluster(run_dir)
-    where = (f"launch stop --cluster {cluster} {os.path.basename(run_dir)}" if cluster
-             else f"launch stop {run_dir} on {host}")
-    raise RunsElsewhere(f"run {run_dir}: its launcher (pid {record.pid}) runs on {host}, not on this machine: "
-                        f"{where}")
+def _elsewhere(run_dir: str, record: launcher_record.LauncherRecord, live: Optional[List[str]], echo) -> None:
+    """A launcher recorded on another host is not this machine's to signal: say where it runs. A detached run's
+    launcher whose instance AWS no longer lists as pending or running (`live`: the addresses of those, given by
+    `launch stop --cluster` after asking AWS) is gone with it: the run is marked lost."""
+    host, cluster = launcher_record.elsewhere(record), launcher_record.detached_cluster(run_dir)
+    run = os.path.basename(run_dir)
+    if not cluster:
+        raise RunsElsewhere(f"run {run_dir}: its launcher (pid {record.pid}) runs on {host}, not on this machine: "
+                            f"launch stop {run_dir} on {host}")
+    address = launcher_record.launcher_address(record)
+    if live is None or address is None:
+        raise RunsElsewhere(launcher_record.moved_text(run_dir, "not stopped from here") if address else
+                            f"run {run}: its launcher (pid {record.pid}) ran on {host}, which is not this "
+                            f"instance: its record does not say which instance that was; stop it there")
+    if address in live:
+        raise RunsElsewhere(f"run {run}: its launcher (pid {record.pid}) runs on {address}, an instance of "
+                            f"{cluster} that AWS lists as running but that is not its instance 0 now: stop it "
+                            f"there (`launch cluster ssh {cluster} INDEX`, then `launch stop {run_dir}`)")
+    launcher_record.mark_lost(run_dir, record, f"its launcher ran on {address}, which AWS no longer lists among "
+                                               f"cluster {cluster}'s running instances")
+    echo(f"run {run}: its launcher (pid {record.pid}) ran on {address}, which AWS no longer lists among cluster "
+         f"{cluster}'s running instances: it is gone with it, and its roles with it; marked the run lost "
+         f"(summary.json: {launcher_record.LOST!r})")
 
 
 def _wait_gone(pidfd: Optional[int], record: launcher_record.LauncherRecord, timeout: float) -> bool:
@@ -84,20 +100,36 @@ def _signal(pidfd: Optional[int], record: launcher_record.LauncherRecord, signum
         os.kill(record.pid, signum)
 
 
+def _summary(run_dir: str) -> dict:
+    """summary.json's object; FileNotFoundError when there is none, {} when it is unreadable."""
+    try:
+        data = json.loads(read_bounded(rundir.summary_path(run_dir), SUMMARY_LIMIT))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, UnsafeFile):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _reason(run_dir: str) -> Optional[str]:
+    try:
+        return _summary(run_dir).get("reason")
+    except FileNotFoundError:
+        return None
+
+
 def _ended_text(run_dir: str) -> str:
     try:
-        with open(rundir.summary_path(run_dir), encoding="utf-8") as f:
-            data = json.load(f)
+        data = _summary(run_dir)
     except FileNotFoundError:
         return "no summary.json (it had not started the job's roles, or died without one)"
-    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        data = None
-    if not isinstance(data, dict):  # cut short, or JSON that is not a summary
+    if not data:  # cut short, or JSON that is not a summary
         return "its summary.json is unreadable"
-    return f"summary: {data.get('reason', '?')} (exit {data.get('status', '?')})"
+    status = data.get("status", "?")
+    return f"summary: {data.get('reason', '?')}" + (f" (exit {status})" if status is not None else "")
 
 
-def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
+def stop_run(run_dir: str, timeout: float, echo=click.echo, live: Optional[List[str]] = None) -> None:
     run_dir = os.path.abspath(run_dir)
     record = launcher_record.read_launcher(run_dir)  # launcher.json, else a detached launcher's start record
     if record is None and not os.path.exists(rundir.job_yaml(run_dir)):
@@ -105,7 +137,11 @@ def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
     if record is None:  # (launcher_record never returns a record whose pid is no process id: kill(0 or -1) is a group)
         raise CommandError(f"run {run_dir} has no readable launcher record (launcher.json missing or damaged): "
                            f"cannot tell which process to stop")
-    _refuse_elsewhere(run_dir, record)  # (a summary.json proves nothing: it is also written between restarts)
+    if launcher_record.elsewhere(record) is not None:  # (a summary.json alone proves nothing: also written between
+        if _reason(run_dir) == launcher_record.LOST:  # restarts), but a run marked lost has ended
+            echo(f"run {run_dir} had already ended ({_ended_text(run_dir)}): nothing to stop")
+            return
+        return _elsewhere(run_dir, record, live, echo)
     try:
         pidfd = _open(record)
     except ProcessLookupError:
@@ -142,9 +178,9 @@ def stop_run(run_dir: str, timeout: float, echo=click.echo) -> None:
 def _remove_detached_keys(run_dir: str, record: launcher_record.LauncherRecord) -> None:
     """After SIGKILL of a detached launcher: its key folder (~/.mxlaunch/detach/NAME/RUN), which it can no
     longer remove itself."""
-    cluster = launcher_record.detached_cluster(run_dir)
-    if cluster:
-        remove_keys(detached.key_folder(cluster, os.path.basename(run_dir)))
+    cluster, run = launcher_record.detached_cluster(run_dir), os.path.basename(run_dir)
+    if cluster and detached.RUN_NAME.fullmatch(run):  # names, never paths (the record's cluster is checked too)
+        remove_keys(detached.key_folder(cluster, run))
 
 
 @click.command()
@@ -153,9 +189,12 @@ def _remove_detached_keys(run_dir: str, record: launcher_record.LauncherRecord) 
               "NAME` lists it): stopped on instance 0, where its launcher runs.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               metavar="SECONDS", help="How long the launcher may take to stop every role (then it is killed).")
-def stop(run: str, cluster: Optional[str], timeout: float) -> int:
+@click.option("--live-instances", "live", metavar="ADDR,...", hidden=True,
+              help="On instance 0, from `launch stop --cluster`: the private addresses of the cluster's instances "
+                   "AWS lists as pending or running (a detached launcher recorded on none of them is gone).")
+def stop(run: str, cluster: Optional[str], timeout: float, live: Optional[str] = None) -> int:
     """Stop a run's launcher (SIGTERM): it stops every role and writes summary.json; wait until it has ended."""
     if cluster:  # the launcher runs on instance 0: this same command, there (launcher/jobs/detached.py)
-        return instance0.launch(cluster, ["stop", detached.run_dir_of(run)], dict(timeout=timeout))
-    stop_run(run, timeout)
+        return lost.stop_on_cluster(cluster, run, timeout)
+    stop_run(run, timeout, live=None if live is None else [a for a in live.split(",") if a])
     return 0

@@ -8,6 +8,8 @@
   job              the job lifecycle: start the roles, watch them, tear down on the first failure
   job_record       job.yaml: the record of a job (JobRecord), written and read back
   launcher_record  launcher.json: whether a run's launcher still runs, and where
+  log_files        a role's log read as it grows, in bounded memory (`launch logs`)
+  lost             `launch stop --cluster`: a detached run whose instance 0 is gone is marked lost
   modes            `launch train`, one function per mode: new, resume, detach, detached run, restarts
   outcome          how one attempt ended: reason, exit status, message
   output           role output: logs, the console, progress

@@ -54,9 +54,29 @@ def _kept(stamps: Listing, where: Where, mine: Optional[Mine]) -> List[Checkpoin
     return sorted((p for p, stamp in stamps.items() if mine is None or mine(where, p, stamp)), reverse=True)
 
 
-def _down_to(kept: List[Checkpoint], whole: Optional[Checkpoint]) -> Set[Checkpoint]:
+class Kept(set):
+    """A host's checkpoints down to its newest whole one; `passed`: the newer ones that are not whole (a writer
+    killed mid-save, a full disk, a damaged file), which a resume passes over and says so."""
+
+    def __init__(self, points=(), passed=()):
+        super().__init__(points)
+        self.passed = frozenset(passed)
+
+
+def _down_to(kept: List[Checkpoint], whole: Optional[Checkpoint]) -> Kept:
     """`kept` less its newest ones that are not whole, down to the newest whole one `whole` (none: nothing)."""
-    return {p for p in kept if p <= whole} if whole is not None else set()
+    return Kept((p for p in kept if whole is not None and p <= whole),
+                (p for p in kept if whole is None or p > whole))
+
+
+def passed_over_text(prefix: str, point: Optional[Checkpoint], passed) -> Optional[str]:
+    """One line for a resume that passes over incomplete checkpoints newer than the one it takes (None: none)."""
+    newer = sorted(p for p in passed if point is None or p > point)
+    if not newer:
+        return None
+    taken = f"from {point}, the newest whole one" if point is not None else "with no whole checkpoint left"
+    return (f"checkpoint {newer[-1]} of {prefix} is incomplete (cut short or damaged)"
+            + (f", as are {len(newer) - 1} more since {newer[0]}" if len(newer) > 1 else "") + f": resuming {taken}")
 
 
 def local_stamps(prefix: str) -> Listing:
@@ -67,8 +87,14 @@ def local_stamps(prefix: str) -> Listing:
 def newest_local(prefix: str, mine: Optional[Mine] = None) -> Optional[Checkpoint]:
     """The newest whole checkpoint (epoch or mid-epoch) of `prefix` on this machine, or None; only those
     `mine` accepts, when given."""
-    whole = scan.first_whole(prefix, [(p.epoch, p.batch) for p in _kept(local_stamps(prefix), None, mine)])
-    return Checkpoint(*whole) if whole else None
+    return max(local_points(prefix, mine), default=None)
+
+
+def local_points(prefix: str, mine: Optional[Mine] = None) -> Kept:
+    """This machine's checkpoints of `prefix` down to the newest whole one (with the newer ones passed over)."""
+    kept = _kept(local_stamps(prefix), None, mine)
+    whole = scan.first_whole(prefix, [(p.epoch, p.batch) for p in kept])
+    return _down_to(kept, Checkpoint(*whole) if whole else None)
 
 
 # --------------------------------------------------------------------------------- on the worker hosts
@@ -126,7 +152,11 @@ def _scan_host(conn, python: str, prefix: str, choose: Optional[Choose],
     channel = conn.open_with_pid([python, "-c", source("checkpoint_scan")])
     reader, pid = _Reader(channel, time.monotonic() + timeout), None
     try:
-        pid = reader.line()
+        while pid is None:  # lines before the wrapper's pid line are a shell start-up file's
+            line = reader.line()
+            if line is None:
+                raise EOFError
+            pid = conn.pid_in(channel, line)
         channel.sendall((json.dumps({"prefix": prefix}) + "\n").encode())
         stamps = {Checkpoint(e, b): (mtime, size) for e, b, mtime, size in reader.reply()["found"]}
         candidates = choose(conn.host, stamps) if choose else []
@@ -186,18 +216,26 @@ def _workers(spec) -> Tuple[Host, ...]:
     return tuple(dict.fromkeys(place(spec.hosts, spec.num_workers, spec.num_servers).workers))
 
 
-def newest_everywhere(target: JobTarget, spec, prefix: str, remote=remote_points, mine: Optional[Mine] = None):
+def newest_everywhere(target: JobTarget, spec, prefix: str, remote=remote_points, mine: Optional[Mine] = None,
+                      said: Optional[Callable[[str], None]] = None):
     """(the newest whole Checkpoint every worker can load or None, what each worker host has): on this
     machine, or, for a remote job, the newest one present on every worker host (each worker loads it;
     EFS makes them all see the same files). Mid-epoch checkpoints count, ordered by (epoch, batch).
     `--resume` and restarts (launcher/jobs/restarts.py) both ask here. `remote(target, hosts, prefix[, mine])`
-    lists a remote job's checkpoints (remote_points). `mine`: only these count."""
+    lists a remote job's checkpoints (remote_points). `mine`: only these count. `said` gets one line when newer
+    checkpoints were passed over because they are not whole."""
     where = posixpath.join(spec.workdir, prefix)
     if target.local:
-        return newest_local(where, mine), {}
-    found = remote(target, _workers(spec), where) if mine is None else remote(target, _workers(spec), where, mine)
+        found = {None: local_points(where, mine)}
+    else:
+        found = remote(target, _workers(spec), where) if mine is None else remote(target, _workers(spec), where,
+                                                                                 mine)
     common = set.intersection(*map(set, found.values())) if found else set()
-    return max(common, default=None), found
+    point = max(common, default=None)
+    text = passed_over_text(prefix, point, set().union(*(getattr(k, "passed", ()) for k in found.values())))
+    if said and text:
+        said(text)
+    return point, ({} if target.local else found)
 
 
 @dataclass(frozen=True)
@@ -228,13 +266,13 @@ def older_checkpoints(target: JobTarget, spec, prefix: str, loads: Optional[Tupl
                  Checkpoint(*loads) if loads else None)
 
 
-def newest_of_job(target: JobTarget, spec, prefix: str, older: Optional[Older],
-                  remote=remote_points) -> Tuple[Optional[Checkpoint], int]:
+def newest_of_job(target: JobTarget, spec, prefix: str, older: Optional[Older], remote=remote_points,
+                  said: Optional[Callable[[str], None]] = None) -> Tuple[Optional[Checkpoint], int]:
     """(the newest whole checkpoint of this job every worker can load, or None; how many checkpoints older
     than the job were passed over): `newest_everywhere` that counts only what `older.mine` accepts (all of
     them when `older` is None: a resumed job continues from whatever is there)."""
     if older is None:
-        return newest_everywhere(target, spec, prefix, remote)[0], 0
+        return newest_everywhere(target, spec, prefix, remote, said=said)[0], 0
     ignored: Set[Checkpoint] = set()
 
     def mine(where: Where, point: Checkpoint, stamp: Stamp) -> bool:
@@ -243,7 +281,7 @@ def newest_of_job(target: JobTarget, spec, prefix: str, older: Optional[Older],
         ignored.add(point)
         return False
 
-    point, _ = newest_everywhere(target, spec, prefix, remote, mine)
+    point, _ = newest_everywhere(target, spec, prefix, remote, mine, said)
     return point, len(ignored)
 
 

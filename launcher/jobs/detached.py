@@ -74,13 +74,18 @@ def run_dir_of(run: str) -> str:
     return posixpath.join(RUNS, run)
 
 
+# every character str.splitlines() ends a line at: an instance 0 whose mxlaunch reads --env-file with it would
+# split a value there (its tail a second variable, or named in an error)
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
 def _env_file_text(pairs) -> str:
     """The roles' environment as --env-file lines (launcher/jobs/env_options.py read_env_file reads each value to the
     end of its line, the line stripped): a value that cannot survive that is refused, naming only its key."""
     for key, value in pairs:
-        if "\n" in value or "\r" in value or value != value.rstrip():
-            raise UsageError(f"--env {key}: a value with a line break or trailing whitespace cannot be passed to "
-                             f"a detached launcher")
+        if LINE_BREAKS.intersection(value) or value != value.rstrip():
+            raise UsageError(f"--env {key}: a value with a line break (\\n, \\r, \\v, \\f, \\x1c-\\x1e, \\x85, "
+                             f"U+2028, U+2029) or trailing whitespace cannot be passed to a detached launcher")
     return "".join(f"{key}={value}\n" for key, value in pairs)
 
 
@@ -226,36 +231,67 @@ def _start(name: str, target: JobTarget, hosts, run: str, options: Callable[[str
     from mxlaunch.infra.transport.ssh import connect_all  # heavy
 
     key_file = cluster_key(name, target)
-    run_dir = run_dir_of(run)
+    config = {**config, "run_dir": run_dir_of(run), "extra": {"cluster": name, "address": hosts[0].address}}
     connections = connect_all(hosts, target.ssh)  # every host key verified here, for instance 0's known_hosts
     try:
         connections.raise_if_failed()
         first = connections[hosts[0]]
+        return _start_on(first, target.python, name, run, key_file, known_hosts_text(connections.succeeded),
+                         options, config)
+    finally:
+        connections.close()
+
+
+def _start_on(first, python: str, name: str, run: str, key_file: str, known_text: str,
+              options: Callable[[str, str], List[str]], config: dict) -> DetachedRun:
+    """The key folder on instance 0 (`first`), then the starter. Whatever ends this before the starter has
+    reported a launcher (an error, a lost connection, Ctrl-C) removes the key folder again: no launcher
+    holds that key, and nobody else would remove it."""
+    folder = started = None
+    try:
         with open(key_file, encoding="utf-8") as f:
             key_text = f.read()
         with first.sftp(SFTP_TIMEOUT) as sftp:
             folder = _private_folder(sftp, name, run)
             key = _put_private(sftp, folder, KEY_NAME, key_text)
-            known = _put_private(sftp, folder, "known_hosts", known_hosts_text(connections.succeeded))
-            keys = posixpath.dirname(folder)
-        config = {**config, "run_dir": run_dir, "options": options(key, known), "extra": {"cluster": name},
-                  "keys": keys}
-        code, out, err = first.run([target.python, "-m", STARTER], timeout=START_TIMEOUT,
-                                   stdin=json.dumps(config).encode())
-        if code != 0:  # no launcher holds the key: it goes now
-            with first.sftp(SFTP_TIMEOUT) as sftp:
-                _remove_private(sftp, folder)
+            known = _put_private(sftp, folder, "known_hosts", known_text)
+        config = {**config, "options": options(key, known), "keys": posixpath.dirname(folder)}
+        code, out, err = first.run([python, "-m", STARTER], timeout=START_TIMEOUT, stdin=json.dumps(config).encode())
+        started = _started(name, code, out, err)
     except OSError as exc:
         raise CommandError(f"cannot prepare instance 0 of cluster {name}: {exc.strerror or exc}") from exc
     finally:
-        connections.close()
+        if started is None and folder is not None:
+            _remove_quietly(first, folder)
+    return DetachedRun(cluster=name, run=run, run_dir=config["run_dir"], pid=started[0], console=started[1])
+
+
+def _started(name: str, code: int, out: str, err: str) -> Tuple[int, str]:
+    """(pid, console) from the starter's reply: its last line, {"pid": P, "console": PATH}; CommandError when
+    it failed or said something else."""
     if code != 0:
         said = (err.strip().splitlines() or [f"exit status {code}"])[-1]
         hint = (f" (the cluster's mxlaunch is older than this one: `launch cluster up {name} --wait ssh` "
                 f"installs it again)" if "No module named" in said else "")
         raise CommandError(f"could not start the launcher on {name}-0: {said}{hint}")
-    started = json.loads(out.strip().splitlines()[-1])
-    return DetachedRun(cluster=name, run=run, run_dir=run_dir, pid=int(started["pid"]), console=started["console"])
+    try:
+        reply = json.loads((out.strip().splitlines() or [""])[-1])
+        pid, console = reply["pid"], reply["console"]
+    except (ValueError, TypeError, KeyError):
+        pid = console = None
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and pid > 1 and isinstance(console, str)):
+        raise CommandError(f"could not start the launcher on {name}-0: its starter's reply was not understood")
+    return pid, console
+
+
+def _remove_quietly(first, folder: str) -> None:
+    """The key folder of a start that did not happen, as far as the connection still allows (a folder left
+    behind is removed by the next start's sweep on instance 0)."""
+    try:
+        with first.sftp(SFTP_TIMEOUT) as sftp:
+            _remove_private(sftp, folder)
+    except Exception:  # the connection is what failed: the sweep removes it later
+        pass
 
 
 def new_run_id() -> str:

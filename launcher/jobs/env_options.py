@@ -6,7 +6,10 @@ import os
 from typing import Sequence, Tuple
 
 from mxlaunch.errors import UsageError
+from mxlaunch.files import MIB, size_text
 from mxlaunch.launcher.jobs.plan import check_env_key, parse_env_pair
+
+ENV_FILE_LIMIT = MIB  # characters: an environment file is a few lines; /dev/zero is not one
 
 
 def from_environment(key: str, option: str, where: str = "") -> Tuple[str, str]:
@@ -28,10 +31,14 @@ def read_env_file(path: str) -> Tuple[Tuple[str, str], ...]:
     it), `KEY` alone (from this environment), blank lines and `#` comments. Errors name the line and the
     key, never a value."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        with open(path, encoding="utf-8", newline="") as f:  # the user's own file (a pipe too): links are fine
+            text = f.read(ENV_FILE_LIMIT + 1)
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--env-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from exc
+    if len(text) > ENV_FILE_LIMIT:
+        raise UsageError(f"--env-file {path}: larger than {size_text(ENV_FILE_LIMIT)}: not an environment file")
+    # only "\n" ends a line: str.splitlines() would also split a value at \v, \f, \x1c, U+2028, ...
+    lines = text.split("\n")
     pairs = []
     for number, line in enumerate(lines, 1):
         body = line.strip()
@@ -39,7 +46,7 @@ def read_env_file(path: str) -> Tuple[Tuple[str, str], ...]:
             continue
         if body.startswith("export "):
             body = body[len("export "):].lstrip()
-        where = f"--env-file {path}:{number}:"
+        where = f"--env-file {path}:{number}"
         key, sep, value = body.partition("=")
         if sep:
             pairs.append((check_env_key(key.strip(), where), value))

@@ -15,6 +15,7 @@ from typing import Dict, Literal, Optional, Tuple
 import yaml
 
 from mxlaunch.errors import UsageError
+from mxlaunch.files import MIB, read_bounded
 from mxlaunch.infra.transport.target import JobTarget
 from mxlaunch.launcher.jobs.plan import JobPlan, masked
 from mxlaunch.records import RecordError, Word, dump, expect, load
@@ -22,6 +23,7 @@ from mxlaunch.records import RecordError, Word, dump, expect, load
 HEADER = ("# mxlaunch job plan, written by `launch train` (values of secret-looking variables are masked).\n"
           "# `launch train --resume` reads it back: it is the record of what ran, and where.\n")
 ENV = "a mapping of names to values"
+RECORD_LIMIT = 16 * MIB  # bytes: job.yaml of a thousand roles is a few MB
 
 
 def _count(n: int) -> bool:
@@ -121,9 +123,8 @@ def text(record: JobRecord) -> str:
 def read(path: str, run_dir: str) -> JobRecord:
     """RUN_DIR/job.yaml (`path`) as a record, checked: a damaged one is one error, never a guess (a missing
     `mode:` must not make a local job an SSH one)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+    try:  # a regular file only, never through a link, bounded (a run directory may be shared)
+        data = yaml.safe_load(read_bounded(path, RECORD_LIMIT).decode("utf-8"))
     except FileNotFoundError as exc:
         raise UsageError(f"{run_dir} is not a run directory (no job.yaml)") from exc
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:

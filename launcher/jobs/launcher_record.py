@@ -12,13 +12,15 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from mxlaunch.files import open_new
+from mxlaunch.files import KIB, UnsafeFile, open_new, read_bounded
+from mxlaunch.infra.cloud.spec import NAME_RE
 from mxlaunch.launcher.jobs import rundir
-from mxlaunch.records import RecordError, dump, expect, load
+from mxlaunch.records import dump, expect, load
 
 LAUNCHER_FILE = "launcher.json"
 DETACHED_DIR = ".detached"  # beside the run directories; a hidden name: `launch runs` lists no such folder
@@ -26,6 +28,7 @@ RUNNING, ENDED, GONE, UNKNOWN = "running", "ended", "launcher gone", "unknown"
 ELSEWHERE = "runs elsewhere"  # its launcher runs on another machine (elsewhere() says which): not ours to judge
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 PID_MAX_LIMIT = 4194304  # the kernel's pid_max ceiling (2^22)
+RECORD_LIMIT = 64 * KIB  # a record is a few hundred bytes: more is not one
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,10 @@ class LauncherRecord:
     boot_id: Optional[str] = None  # None with hostname None: a record from before they were kept
     hostname: Optional[str] = None
     started: Optional[str] = None  # ISO 8601, UTC
-    cluster: Optional[str] = None  # a detached launcher's cluster
+    # a detached launcher's cluster: a name, never a path (`launch stop` builds its key folder's path from it)
+    cluster: Optional[str] = expect("a cluster name", lambda name: bool(NAME_RE.fullmatch(name)), default=None)
     console: Optional[str] = None  # a detached launcher's console log
+    address: Optional[str] = None  # a detached launcher's instance 0, by the private address the job's hosts name
 
 
 def launcher_path(run_dir: str) -> str:
@@ -113,9 +118,8 @@ def record_detached(run_dir: str, pid: int, cluster: Optional[str] = None, conso
 def read_record(path: str) -> Optional[LauncherRecord]:
     """The record in `path`; None when there is none, or it is damaged (never a record naming no process)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return load(LauncherRecord, json.load(f))
-    except (OSError, ValueError, RecordError):  # RecordError, UnicodeDecodeError, JSONDecodeError: ValueErrors
+        return load(LauncherRecord, json.loads(read_bounded(path, RECORD_LIMIT)))
+    except (OSError, ValueError, UnsafeFile):  # RecordError, UnicodeDecodeError, JSONDecodeError: ValueErrors
         return None
 
 
@@ -154,3 +158,39 @@ def state(run_dir: str) -> str:
     if record is not None and elsewhere(record):
         return ELSEWHERE
     return UNKNOWN if record is None else GONE
+
+
+def moved_text(run_dir: str, doing: str) -> str:
+    """Why a detached run whose record names another machine (ELSEWHERE) cannot be judged on this instance 0:
+    its launcher ran on the instance 0 it was started on, which this one is not (replaced, or stopped)."""
+    record, run = read_launcher(run_dir), os.path.basename(os.path.normpath(run_dir))
+    host = (launcher_address(record) or record.hostname) if record else None
+    return (f"run {run}: its launcher (pid {record.pid if record else '?'}) ran on {host}, which is not this "
+            f"cluster's instance 0 any more (replaced, or stopped): {doing}; `launch stop --cluster "
+            f"{detached_cluster(run_dir)} {run}` asks AWS whether that instance is gone, and if so marks the run lost")
+
+
+EC2_HOSTNAME = re.compile(r"ip-(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})(\..*)?")  # EC2's own: ip-10-0-1-23
+LOST = "launcher lost"  # summary.json's reason for a run whose launcher went with its instance
+
+
+def launcher_address(record: LauncherRecord) -> Optional[str]:
+    """The private address of the machine a detached launcher ran on: recorded since it was kept, else read from
+    EC2's own hostname (ip-10-0-1-23); None when neither says."""
+    if record.address:
+        return record.address
+    found = EC2_HOSTNAME.fullmatch(record.hostname or "")
+    return ".".join(found.group(1, 2, 3, 4)) if found else None
+
+
+def mark_lost(run_dir: str, record: LauncherRecord, why: str) -> None:
+    """summary.json of a run whose launcher is gone with its machine: the run has ended (`launch runs`, `logs
+    --follow` and `stop` see it so); `launch train --resume` goes on from its checkpoints as after any end."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    data = {"status": None, "reason": LOST, "start": record.started, "end": now, "notes": [why], "roles": [],
+            "restarts": []}
+    tmp = rundir.summary_path(run_dir) + ".tmp"
+    with open_new(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, rundir.summary_path(run_dir))

@@ -120,7 +120,7 @@ def new_job(request: TrainRequest) -> Launch:
 def resume_job(request: TrainRequest) -> Launch:
     target = where.resume_target(request)
     spec, run_dir = resume.resume_spec(request.resume, target, extra_env=request.env, timeout=request.timeout,
-                                       num_epochs=request.num_epochs, watch_spot=request.watch_spot)
+                                       num_epochs=request.num_epochs, watch_spot=request.watch_spot, said=notice)
     job_id = rundir.load_job(run_dir).job_id or rundir.new_job_id()
     return launch_of(spec, target, job_id, run_dir, resumed=True)
 
@@ -171,7 +171,7 @@ class ResumePoints:
     def of(self, job: Launch) -> restart_loop.ResumePoint:
         if not self.prefix:  # no checkpoints: the workload starts again from scratch
             return restart_loop.ResumePoint(None)
-        point, ignored = checkpoints.newest_of_job(job.target, job.ran, self.prefix, self.older)
+        point, ignored = checkpoints.newest_of_job(job.target, job.ran, self.prefix, self.older, said=notice)
         if ignored:
             notice(f"ignoring {ignored} checkpoint{'s' if ignored != 1 else ''} of {self.prefix} older than this job")
         if point is None:

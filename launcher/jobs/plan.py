@@ -25,7 +25,7 @@ SECRET_NAME = re.compile(r"SECRET|TOKEN|PASS|PWD|CREDENTIAL|PRIVATE|APIKEY|(^|_)
 MASK = "***"
 # user:password@host in any value (a database or proxy URL): the password is masked, the rest kept
 URL_PASSWORD = re.compile(r"(?P<head>(?:[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*|[^\s/:@]+):)[^\s/]+(?=@[^\s@/]+)")
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: `$` would let a trailing newline through
 
 
 def parse_env_pair(text: str, option: str = "--env") -> Tuple[str, str]:
@@ -39,7 +39,7 @@ def parse_env_pair(text: str, option: str = "--env") -> Tuple[str, str]:
 
 def check_env_key(key: str, option: str = "--env") -> str:
     """A name a role's environment may take. Errors show the name only: the value may be a secret."""
-    if not ENV_KEY.match(key):
+    if not ENV_KEY.fullmatch(key):
         raise UsageError(f"{option}: {key!r} is not a valid environment variable name "
                          f"(letters, digits and '_', not starting with a digit)")
     if key in RESERVED_KEYS or key.startswith(RESERVED_PREFIX):

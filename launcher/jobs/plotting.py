@@ -12,9 +12,11 @@ from typing import List, Optional, Sequence, Tuple
 
 from mxlaunch.launcher.jobs import rundir
 from mxlaunch.errors import UsageError
+from mxlaunch.files import MIB, read_bounded
 
 Run = Tuple[str, List[dict]]  # (label, records)
 MAX_EPOCH = 10 ** 6  # beyond any real run; a bigger number is damage (and overflows the plot's floats)
+METRICS_LIMIT = 64 * MIB  # bytes: a line per epoch is ~200 bytes; more is not a metrics file
 
 
 def read_metrics(path: str, strict: bool = True) -> List[dict]:
@@ -22,9 +24,8 @@ def read_metrics(path: str, strict: bool = True) -> List[dict]:
     A damaged line is an error naming it; with strict=False it is skipped (the end-of-job report must not
     fail a job whose workers succeeded)."""
     by_epoch = {}
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().split(b"\n")
+    try:  # a regular file only, never through a link, bounded: `launch plot` reads what others may have put
+        lines = read_bounded(path, METRICS_LIMIT).split(b"\n")
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
     for number, raw in enumerate(lines, 1):

@@ -23,8 +23,8 @@ Env = Tuple[Tuple[str, str], ...]
 
 
 def _newest_everywhere(run_dir: str, target: JobTarget, spec: JobSpec, prefix: str,
-                       remote=checkpoints.remote_points) -> checkpoints.Checkpoint:
-    point, found = checkpoints.newest_everywhere(target, spec, prefix, remote)
+                       remote=checkpoints.remote_points, said=None) -> checkpoints.Checkpoint:
+    point, found = checkpoints.newest_everywhere(target, spec, prefix, remote, said=said)
     if point is not None:
         return point
     if target.local:
@@ -89,12 +89,13 @@ def recorded_watch_spot(record: JobRecord) -> bool:
 
 def resume_spec(run_dir: str, target: Optional[JobTarget] = None, extra_env: Env = (), timeout: Optional[float] = None,
                 num_epochs: Optional[int] = None, remote_checkpoints=checkpoints.remote_points,
-                watch_spot: Optional[bool] = None) -> Tuple[JobSpec, str]:
+                watch_spot: Optional[bool] = None, said=None) -> Tuple[JobSpec, str]:
     """(JobSpec, absolute run_dir) to run RUN_DIR's job again on `target` (default: its own, where.py
     recorded_target) with `--load-epoch <newest checkpoint
     every worker has>` (`--load-batch B` too for a mid-epoch one; and `--num-epochs N` when given: more than
     that checkpoint's epoch). `extra_env`: --env pairs (over the recorded ones). `remote_checkpoints(target,
-    hosts, prefix)`: how a remote job's checkpoints are listed (SSH). `watch_spot`: None keeps job.yaml's."""
+    hosts, prefix)`: how a remote job's checkpoints are listed (SSH). `watch_spot`: None keeps job.yaml's.
+    `said(line)`: told when newer checkpoints that are not whole are passed over."""
     record = rundir.load_job(run_dir)
     target = target or recorded_target(run_dir)
     command = tuple(record.command)
@@ -109,7 +110,7 @@ def resume_spec(run_dir: str, target: Optional[JobTarget] = None, extra_env: Env
                    env=env + tuple(given.items()), env_worker=env_worker, env_server=env_server,
                    workdir=target.workdir or os.getcwd(), timeout=timeout if timeout is not None else record.timeout,
                    watch_spot=recorded_watch_spot(record) if watch_spot is None else watch_spot).validate()
-    point = _newest_everywhere(run_dir, target, spec, prefix, remote_checkpoints)
+    point = _newest_everywhere(run_dir, target, spec, prefix, remote_checkpoints, said)
     _refuse_nothing_to_train(run_dir, point, num_epochs, command)
     spec = dataclasses.replace(spec, command=workload.resumed(spec.command, point.epoch, point.batch))
     return spec, os.path.abspath(run_dir)

@@ -17,7 +17,7 @@ from mxlaunch.launcher.jobs.progress import Progress
 from mxlaunch.templates import render
 from mxlaunch.infra.transport.roles import RoleId
 from mxlaunch.infra.transport.runner import RoleResult
-from mxlaunch.files import open_new
+from mxlaunch.files import MIB, open_new, read_bounded
 
 
 def _iso(t: Optional[float]) -> Optional[str]:
@@ -139,8 +139,7 @@ def _write(run_dir: str, data: dict) -> str:
 
 def amend_summary(outcome: JobOutcome, restarts: tuple) -> str:
     """A signal while waiting to restart: the last attempt's summary.json, with the launch's own end."""
-    with open(rundir.summary_path(outcome.plan.run_dir), encoding="utf-8") as f:
-        data = json.load(f)
+    data = json.loads(read_bounded(rundir.summary_path(outcome.plan.run_dir), 16 * MIB))
     data.update(status=outcome.status, reason=outcome.reason.value, restarts=[r.record(_iso) for r in restarts])
     return _write(outcome.plan.run_dir, data)
 

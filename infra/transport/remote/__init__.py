@@ -7,6 +7,7 @@ as the role guard's bootstrap does) and talks to it over stdin/stdout; each file
                    and on GPU jobs its GPUs (nvidia-smi) and one real operation on each GPU asked for
   port_listener    holds the scheduler's address:port open while the other hosts probe it
   checkpoint_scan  a --model-prefix's checkpoints and the newest whole one, read where the files are
+  run_file         one file of a run directory, read where it is: never through a link, bounded
   detach_starter   starts a detached launcher in its own session on a cluster's instance 0
 """
 import os

@@ -12,7 +12,8 @@ and its start record written anew. "keys": the folder of the cluster's per-run k
 holds the SSH key and known_hosts a detached launcher uses; the launcher removes its own when it ends,
 launcher/cli/train.py). One left by a launcher that could not remove it (SIGKILL, a crash before it began) is
 removed here, at the next start on this cluster: its key is older than its run's start record and that
-run's launcher is gone.
+run's launcher is gone, or it has no start record and is older than ORPHAN_AGE (a start that failed before
+writing one). Only the files a key folder was given are removed, never through a link.
 
 The launcher is `python -m mxlaunch.launcher train OPTIONS [--env-file /dev/fd/N] -- COMMAND` with this
 interpreter: in its own session (setsid: no terminal, nothing reaches it when the SSH session ends), stdin
@@ -27,14 +28,18 @@ from the first moment (the launcher writes RUN/launcher.json with the same pid l
 import datetime
 import json
 import os
-import shutil
 import socket
+import stat
 import subprocess
 import sys
+import time
 
 DETACHED_DIR = ".detached"  # mxlaunch.launcher.jobs.launcher_record.DETACHED_DIR
 KEYS = ".mxlaunch/detach"  # in instance 0's home: KEYS/<cluster>/<run>/ holds a detached launcher's key
 KEY_NAME = "id_key"  # and known_hosts (launcher/jobs/detached.py puts them there)
+KEY_FILES = (KEY_NAME, "known_hosts")
+ORPHAN_AGE = 600  # seconds: a key folder without a start record this old is a start that failed
+RECORD_LIMIT = 65536
 
 
 def process_start(pid):
@@ -59,26 +64,65 @@ def machine():
 
 
 def remove_keys(folder):
-    """A run's key folder (its key and known_hosts) removed; a missing one is fine."""
-    shutil.rmtree(folder, ignore_errors=True)
+    """A run's key folder: only the files put there (KEY_FILES, and their temporary names), then the folder if
+    that emptied it. Never through a link, nothing else touched; a missing folder is fine."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        for name in KEY_FILES:
+            for each in (name, name + ".tmp"):
+                try:
+                    os.unlink(each, dir_fd=fd)
+                except OSError:
+                    pass
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass  # not empty (something not ours is in it), or gone
 
 
-def sweep_keys(keys, runs):
+def sweep_keys(keys, runs, now=None):
     """Remove the key folders of runs whose launcher is gone: the key is no newer than the run's start record
-    (a resume being prepared has put a newer one) and that record's process is not running."""
+    (a resume being prepared has put a newer one) and that record's process is not running; or there is no
+    start record at all and the key is older than ORPHAN_AGE (its start failed before the record was written;
+    a start in progress writes one within seconds)."""
+    now = time.time() if now is None else now
     for run in os.listdir(keys) if os.path.isdir(keys) else ():
         key, record = os.path.join(keys, run, KEY_NAME), os.path.join(runs, DETACHED_DIR, run + ".json")
         try:
-            if os.stat(key).st_mtime > os.stat(record).st_mtime:
+            key_time = os.lstat(key).st_mtime
+        except OSError:
+            key_time = None
+        try:
+            if key_time is not None and key_time > os.stat(record).st_mtime:
                 continue
-            with open(record) as f:
-                data = json.load(f)
+            data = read_record(record)
+        except FileNotFoundError:
+            if key_time is None or now - key_time > ORPHAN_AGE:
+                remove_keys(os.path.join(keys, run))
+            continue
         except (OSError, ValueError):
-            continue  # being started (no record yet), or not ours to judge
+            continue  # not ours to judge
         start = process_start(data["pid"]) if isinstance(data.get("pid"), int) else None
         if not (data.get("boot_id") == machine()["boot_id"] and start is not None
                 and start == data.get("process_start")):
             remove_keys(os.path.join(keys, run))
+
+
+def read_record(path):
+    """A start record's JSON object, never through a link and at most RECORD_LIMIT bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = json.loads(f.read(RECORD_LIMIT + 1).decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("not a record")
+    return data
 
 
 def paths(run_dir):

@@ -1,0 +1,102 @@
+"""run_file: one file of a run directory, read on the host where it is (the launcher fetches what roles wrote
+under WORKDIR/runs, and a cluster's run records, through this: infra/transport/ssh_runner.py). Another user of
+the host may own WORKDIR/runs and plant links or FIFOs there: the directory is opened without following a link
+and must be this user's own (not writable by others), the file is opened under it (openat) without following a
+link, must be a regular file of this user's, and at most LIMIT bytes are read.
+
+Stdlib only, Python >= 3.6. argv: MODE DIR NAME LIMIT, MODE "stat" or "read". stdout, one line:
+    MARKER {"mtime": T, "size": N}                          stat
+    MARKER {"mtime": T, "size": N, "data": BASE64}          read
+    MARKER {"missing": true}                                no such directory or file
+    MARKER {"refused": "why, in a clause"}                  a link, not a regular file, another user's, too large
+"""
+import base64
+import errno
+import json
+import os
+import stat
+import sys
+
+MARKER = "@@run-file"
+
+
+class Refused(Exception):
+    pass
+
+
+def _open_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise Refused("%s is a symbolic link or not a directory" % folder)
+        raise
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & stat.S_IWOTH:
+        os.close(fd)
+        raise Refused("%s is not this user's own directory" % folder)
+    return fd
+
+
+def _open_file(dir_fd, folder, name):
+    path = os.path.join(folder, name)
+    try:  # O_NONBLOCK: a FIFO without a writer must not block the open
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Refused("%s is a symbolic link" % path)
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        os.close(fd)
+        raise Refused("%s is not a regular file of this user's" % path)
+    return fd, st
+
+
+def answer(mode, folder, name, limit):
+    """The reply's JSON object for one request."""
+    if os.sep in name or name in ("", ".", ".."):
+        return {"refused": "%r is not a file name" % name}
+    try:
+        dir_fd = _open_dir(folder)
+        try:
+            fd, st = _open_file(dir_fd, folder, name)
+        finally:
+            os.close(dir_fd)
+    except Refused as exc:
+        return {"refused": str(exc)}
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return {"missing": True}
+        return {"refused": "%s: %s" % (os.path.join(folder, name), exc.strerror)}
+    with os.fdopen(fd, "rb") as f:
+        reply = {"mtime": st.st_mtime, "size": st.st_size}
+        if st.st_size > limit:
+            return {"refused": "%s is larger than %d bytes" % (os.path.join(folder, name), limit)}
+        if mode == "read":
+            data = f.read(limit + 1)
+            if len(data) > limit:  # it grew while being read
+                return {"refused": "%s is larger than %d bytes" % (os.path.join(folder, name), limit)}
+            reply.update(size=len(data), data=base64.b64encode(data).decode("ascii"))
+    return reply
+
+
+def parse_reply(text):
+    """The reply object in a program's stdout; None when there is none."""
+    for line in text.splitlines():
+        if line.startswith(MARKER + " "):
+            try:
+                found = json.loads(line[len(MARKER) + 1:])
+            except ValueError:
+                return None
+            return found if isinstance(found, dict) else None
+    return None
+
+
+def main(argv):
+    mode, folder, name, limit = argv[0], argv[1], argv[2], int(argv[3])
+    sys.stdout.write("%s %s\n" % (MARKER, json.dumps(answer(mode, folder, name, limit))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

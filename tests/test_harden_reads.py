@@ -1,0 +1,200 @@
+"""What the launcher reads from a run directory, where another user (or a damaged disk) may have put anything:
+`launch runs` shows a damaged run as damaged and goes on, reading only regular files; `launch logs` streams,
+bounded in memory whatever the file; no read follows a planted link. Real `launch` processes on run
+directories made by hand; memory measured from the process's own accounting."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from testkit.jobs import launch_argv
+
+pytestmark = pytest.mark.timeout(180)
+
+
+# Runs a command and writes its peak resident memory (kB, the kernel's accounting of the reaped child) to the
+# descriptor PEAK_FD.
+PEAK = ("import os, resource, subprocess, sys\n"
+        "code = subprocess.call(sys.argv[1:])\n"
+        "os.write(int(os.environ['PEAK_FD']), b'%d' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(code)\n")
+
+
+def launch(*args, timeout=60, limit_mb=None, cwd=None):
+    """`launch ARGS` in its own process (stdin empty), bounded in time and, with `limit_mb`, in address space
+    (RLIMIT_AS: past it an allocation fails): (exit status, stdout, stderr, its peak resident memory in MB)."""
+    def limit():
+        if limit_mb:
+            resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20))
+    peak_r, peak_w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", PEAK, *launch_argv(*args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=dict(os.environ, NO_COLOR="1", PEAK_FD=str(peak_w)),
+                            preexec_fn=limit, cwd=cwd, pass_fds=(peak_w,))
+    os.close(peak_w)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in [int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]:
+            os.kill(pid, 9)  # the launch process this harness started (by its pid)
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        os.close(peak_r)
+        pytest.fail(f"launch {' '.join(args)} did not end within {timeout}s: {err.decode()[-2000:]}")
+    with os.fdopen(peak_r, "rb") as f:
+        peak = int(f.read() or 0) / 1024
+    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), peak
+
+
+def make_run(parent, name, start="2026-01-01T10:00:00+00:00", **summary):
+    run_dir = parent / name
+    (run_dir / "logs").mkdir(parents=True)
+    (run_dir / "job.yaml").write_text(f"job_id: {name}\nmode: local\nnum_workers: 1\n")
+    data = {"reason": "ok", "start": start, "seconds": 12.0, "epochs": 2, "final_validation_accuracy": 0.5}
+    data.update(summary)
+    (run_dir / "summary.json").write_text(json.dumps(data))
+    return run_dir
+
+
+def rows(out):
+    return {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+
+
+# -------------------------------------------------------------------------------------------- launch runs
+
+@pytest.mark.parametrize("damage", [{"start": "2026-01-02T10:00:00"}, {"seconds": float("nan")},
+                                    {"seconds": float("inf")}, {"final_validation_accuracy": float("-inf")},
+                                    {"seconds": "12"}, {"start": 5}],
+                         ids=["time-without-zone", "nan", "infinity", "-infinity", "text", "number-as-time"])
+def test_runs_shows_a_damaged_summary_as_damaged_and_lists_the_others(tmp_path, damage):
+    make_run(tmp_path, "good")
+    make_run(tmp_path, "bad", **damage)
+    make_run(tmp_path, "later", start="2026-01-03T10:00:00+00:00")
+    code, out, err, _ = launch("runs", "--dir", str(tmp_path))
+    assert code == 0, err
+    listed = rows(out)
+    assert set(listed) == {"good", "bad", "later"}, out
+    assert listed["bad"][6:8] == ["damaged:", "summary.json"], out
+    assert listed["good"][6:] == ["ok", "2", "0.5000", "12s"] and listed["later"][6] == "ok"
+
+
+@pytest.mark.parametrize("name", ["job.yaml", "summary.json", "launcher.json"])
+def test_runs_reads_only_regular_files_a_fifo_is_damage_not_a_hang(tmp_path, name):
+    make_run(tmp_path, "good")
+    bad = make_run(tmp_path, "bad")
+    target = bad / name
+    if target.exists():
+        target.unlink()
+    os.mkfifo(target)
+    code, out, err, _ = launch("runs", "--dir", str(tmp_path), timeout=30)
+    assert code == 0, err
+    listed = rows(out)
+    assert listed["bad"][6:8] == ["damaged:", name] or (name == "launcher.json" and listed["bad"][6] == "ok"), out
+    assert listed["good"][6] == "ok"
+
+
+def test_runs_never_reads_through_a_planted_link(tmp_path):
+    secret = tmp_path / "elsewhere.json"
+    secret.write_text(json.dumps({"reason": "PLANTED", "start": "2026-01-01T10:00:00+00:00"}))
+    runs_dir = tmp_path / "runs"
+    bad = make_run(runs_dir, "bad")
+    (bad / "summary.json").unlink()
+    (bad / "summary.json").symlink_to(secret)
+    os.symlink("/dev/zero", bad / "job.yaml.tmp")  # a stray name is never read
+    code, out, err, _ = launch("runs", "--dir", str(runs_dir))
+    assert code == 0, err
+    assert "PLANTED" not in out and rows(out)["bad"][6:8] == ["damaged:", "summary.json"], out
+
+
+def test_runs_refuses_a_huge_record_without_reading_it_whole(tmp_path):
+    bad = make_run(tmp_path, "bad")
+    with open(bad / "job.yaml", "wb") as f:
+        f.truncate(1 << 30)  # 1 GiB, sparse: reading it whole would take the time and memory a listing has not
+    code, out, err, _ = launch("runs", "--dir", str(tmp_path), limit_mb=600)
+    assert code == 0, err
+    assert rows(out)["bad"][6:8] == ["damaged:", "job.yaml"], out
+
+
+# -------------------------------------------------------------------------------------------- launch logs
+
+MEMORY_MB = 300  # what `launch logs` may hold at most, whatever the run directory holds
+SAFETY_MB = 4096  # address space: a reader that reads without bound fails here instead of filling the machine
+
+
+def write_log(run_dir, role, lines):
+    (run_dir / "logs" / f"{role}.log").write_bytes(b"".join(line + b"\n" for line in lines))
+    (run_dir / "logs" / f"{role}.log.times").write_bytes(b"".join(b"%d.000\n" % i for i, _ in enumerate(lines)))
+
+
+def big_log(path, lines=1_000_000, width=99):
+    """A 100 MB log: `lines` lines of `width` bytes and a newline, the last one numbered."""
+    block = (b"x" * width + b"\n") * 10_000
+    with open(path, "wb") as f:
+        for _ in range(lines // 10_000):
+            f.write(block)
+        f.seek(-2 * (width + 1), os.SEEK_END)
+        f.write(b"second-to-last".ljust(width, b".") + b"\n" + b"last".ljust(width, b".") + b"\n")
+
+
+def test_logs_tail_of_a_100_mb_log_reads_from_the_end_in_bounded_memory(tmp_path):
+    run_dir = make_run(tmp_path, "r")
+    big_log(run_dir / "logs" / "worker-0.log")
+    code, out, err, peak = launch("logs", str(run_dir), "--tail", "2", limit_mb=SAFETY_MB)
+    assert code == 0, err
+    assert out.splitlines() == ["second-to-last".ljust(99, "."), "last".ljust(99, ".")]
+    assert peak < MEMORY_MB, f"{peak:.0f} MB"
+
+
+def test_logs_of_a_100_mb_line_without_a_newline_stays_bounded(tmp_path):
+    run_dir = make_run(tmp_path, "r")
+    with open(run_dir / "logs" / "worker-0.log", "wb") as f:
+        for _ in range(100):
+            f.write(b"y" * (1 << 20))
+    code, out, err, peak = launch("logs", str(run_dir), limit_mb=SAFETY_MB)
+    assert code == 0, err
+    assert out == "y" * (100 << 20) + "\n"
+    assert peak < MEMORY_MB, f"{peak:.0f} MB"
+
+
+@pytest.mark.parametrize("merge", [False, True], ids=["plain", "merge"])
+def test_logs_with_a_times_file_linked_to_dev_zero_ends_in_bounded_memory(tmp_path, merge):
+    """Before: the times file was read whole, always: 15.8 GB within 30 s."""
+    run_dir = make_run(tmp_path, "r")
+    write_log(run_dir, "scheduler", [b"s1", b"s2"])
+    write_log(run_dir, "worker-0", [b"a1", b"a2"])
+    times = run_dir / "logs" / "worker-0.log.times"
+    times.unlink()
+    times.symlink_to("/dev/zero")
+    code, out, err, peak = launch("logs", str(run_dir), *(["--merge"] if merge else []), limit_mb=SAFETY_MB,
+                                  timeout=60)
+    assert code == 0, err
+    assert sorted(out.splitlines()) == ["[scheduler] s1", "[scheduler] s2", "[worker 0] a1", "[worker 0] a2"]
+    if merge:  # one line says which times were not read
+        assert err.count("\n") == 1 and f"{times} is a symbolic link: not read" in err, err
+    assert peak < MEMORY_MB, f"{peak:.0f} MB"
+
+
+def test_logs_never_follows_a_log_linked_elsewhere(tmp_path):
+    elsewhere = tmp_path / "private.txt"
+    elsewhere.write_text("PRIVATE NOTES\n")
+    run_dir = make_run(tmp_path / "runs", "r")
+    write_log(run_dir, "worker-0", [b"a1"])
+    (run_dir / "logs" / "worker-1.log").symlink_to(elsewhere)
+    code, out, err, _ = launch("logs", str(run_dir))
+    assert code == 2 and "PRIVATE" not in out + err, (out, err)
+    assert err.count("\n") == 1 and "worker-1.log is a symbolic link: not read" in err, err
+
+
+def test_logs_refuses_a_fifo_named_like_a_log_instead_of_hanging(tmp_path):
+    run_dir = make_run(tmp_path, "r")
+    os.mkfifo(run_dir / "logs" / "worker-0.log")
+    write_log(run_dir, "worker-1", [b"b1"])
+    code, out, err, _ = launch("logs", str(run_dir), timeout=30)
+    assert code == 0 and out == "b1\n", (code, out, err)
+    (run_dir / "logs" / "worker-1.log").unlink()
+    code, out, err, _ = launch("logs", str(run_dir), timeout=30)
+    assert code == 2 and err.count("\n") == 1 and "has no role logs yet" in err, (code, err)
