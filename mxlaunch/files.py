@@ -4,15 +4,23 @@ never without a bound.
     open_new(path, "w")              a run-directory file for writing (O_NOFOLLOW)
     open_regular(path)               a regular file for reading, in binary (O_NOFOLLOW; a FIFO or device refused)
     read_bounded(path, limit)        its bytes, at most `limit` (FileTooLarge beyond)
+    OwnDirectory(path)               a directory only this user can plant files in, opened once: the files
+                                     under it are opened by name relative to it (openat), never through a link
+    Replacement(path), replaced(path)  a file's new content written under a private temporary name beside it,
+                                     then made `path` in one step (fsync, rename); replaced: as a with-block
 
 Every refusal is an `UnsafeFile` (a UsageError: one line naming the file); a missing file is the usual
 FileNotFoundError, for the caller to treat as absent.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
 import stat
+import tempfile
+from typing import Iterator
 
 from mxlaunch.errors import UsageError
 
@@ -74,3 +82,97 @@ def read_bounded(path: str, limit: int) -> bytes:
     if len(data) > limit:
         raise FileTooLarge(f"{path} is larger than {size_text(limit)}: not read (damaged, or not this file)")
     return data
+
+
+class OwnDirectory:
+    """A directory opened once, without following a link, that no other user can plant a file in: this user's
+    own and not writable by others, or one with the sticky bit (/tmp: others' names there can be neither renamed
+    nor written over by this user's files). Files under it are opened relative to it (openat), never through a
+    link: a directory swapped for a link after the check changes nothing, a planted link is an error."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafeFile(f"{path} is a symbolic link or not a directory: nothing is written there") from exc
+            raise
+        st = os.fstat(self.fd)
+        sticky = bool(st.st_mode & stat.S_ISVTX)
+        if not sticky and (st.st_uid != os.geteuid() or st.st_mode & stat.S_IWOTH):
+            os.close(self.fd)
+            raise UnsafeFile(f"{path} is not this user's own directory (another user can write there): nothing "
+                             f"is written there")
+
+    def open(self, name: str, mode: str, limit: int = 0):
+        """`name` under the directory: "r"/"rb" a regular file (at most `limit` bytes read, FileTooLarge beyond:
+        the whole content is returned as bytes), "a" appended to, "x" created new (never an existing name)."""
+        if os.sep in name:
+            raise ValueError(f"{name!r} is not a file name")
+        flags = {"r": os.O_RDONLY, "a": os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                 "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL}[mode[0]]
+        try:  # O_NONBLOCK: a FIFO planted there fails or returns at once instead of waiting for its other end
+            fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeFile(f"{os.path.join(self.path, name)} is a symbolic link: never read or written "
+                                 f"through (remove it)") from exc
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeFile(f"{os.path.join(self.path, name)} is not a regular file")
+        os.set_blocking(fd, True)
+        if mode[0] != "r":
+            return os.fdopen(fd, mode[0] if mode[0] == "a" else "w", encoding="utf-8")
+        with os.fdopen(fd, "rb") as stream:
+            data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise FileTooLarge(f"{os.path.join(self.path, name)} is larger than {size_text(limit)}: not read")
+        return data
+
+    def replace(self, source: str, name: str) -> None:
+        os.replace(source, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def unlink(self, name: str) -> None:
+        os.unlink(name, dir_fd=self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class Replacement:
+    """The new content of `path`, written at `tmp`: a path in a folder of its own (0700, a name nobody can
+    guess) beside `path`, so that a writer that opens files by name (MXNet's C++ savers, its profiler) never
+    meets a planted link. `commit()` makes it `path` in one step: on disk first (a host that loses power keeps
+    the old file or the whole new one), then renamed over it (a link at `path` is replaced, never followed)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        directory, base = os.path.split(os.path.abspath(path))
+        self._folder = tempfile.mkdtemp(prefix=f".{base}.", dir=directory)
+        self.tmp = os.path.join(self._folder, base)
+
+    def commit(self) -> None:
+        try:
+            with open_regular(self.tmp) as stream:
+                os.fsync(stream.fileno())
+            os.replace(self.tmp, self.path)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def replaced(path: str) -> Iterator[str]:
+    """A with-block's Replacement of `path`: yields where to write; committed when the block ends without an
+    error, removed either way."""
+    replacement = Replacement(path)
+    try:
+        yield replacement.tmp
+    except BaseException:
+        replacement.discard()
+        raise
+    replacement.commit()

@@ -13,21 +13,18 @@ import shutil
 import tempfile
 from typing import Optional
 
+from mxlaunch.files import replaced
 from mxlaunch.trainer.records import DataError, index_path, index_text
 
 log = logging.getLogger("trainer")
 
 
 def _write(text: str, path: str) -> None:
-    """Whole or not at all: several workers of one host may write the same index at once."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    """Whole or not at all, never through a planted link: several workers of one host may write the same index
+    at once, and the data's folder may be shared."""
+    with replaced(path) as tmp:
         with open(tmp, "w") as stream:
             stream.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _private_copy(text: str, rec: str) -> str:

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from mxlaunch.files import replaced
 from mxlaunch.trainer.records import DataError
 
 log = logging.getLogger("trainer")
@@ -80,23 +81,12 @@ def load_checkpoint(prefix: str, epoch: int, what: str, batch: Optional[int] = N
     return Model(symbol, arg_params, aux_params, begin_epoch=epoch, begin_batch=batch or 0)
 
 
-def _commit(tmp: str, path: str) -> None:
-    """Make a finished temporary file the real one: on disk first (a host that loses power keeps either the
-    old file or the whole new one), then renamed over it in one step."""
-    with open(tmp, "rb") as stream:
-        os.fsync(stream.fileno())
-    os.replace(tmp, path)
-
-
-def _tmp(path: str) -> str:
-    return f"{path}.tmp-{os.getpid()}"  # never PREFIX-NNNN.params: no search takes it for a checkpoint
-
-
 def save_checkpoint(prefix: str, epoch: int, module, states_devices: Optional[int] = None,
                     batch: Optional[int] = None) -> str:
-    """MXNet's checkpoint (`mx.model.save_checkpoint`'s files, keys and format), never half-written: each file
-    is written under a temporary name and renamed, the params file last, so that PREFIX-NNNN.params existing
-    means its symbol (and optimizer states, with `states_devices`: single-process training) are in place.
+    """MXNet's checkpoint (`mx.model.save_checkpoint`'s files, keys and format), never half-written and never
+    through a planted link: each file is written under a private temporary name and renamed (files.replaced),
+    the params file last, so that PREFIX-NNNN.params existing means its symbol (and optimizer states, with
+    `states_devices`: single-process training) are in place.
     With `batch`: the checkpoint of epoch `epoch` after `batch` of its batches, PREFIX-EEEE-BBBBBB.params.
     Returns the params file's path."""
     import mxnet as mx  # heavy
@@ -104,18 +94,17 @@ def save_checkpoint(prefix: str, epoch: int, module, states_devices: Optional[in
     directory = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(directory, exist_ok=True)
     symbol_path = f"{prefix}-symbol.json"
-    module.symbol.save(_tmp(symbol_path))
-    _commit(_tmp(symbol_path), symbol_path)
+    with replaced(symbol_path) as tmp:
+        module.symbol.save(tmp)
     if states_devices is not None:
-        states = states_path(prefix, epoch, batch)
-        save_optimizer_states(_tmp(states), module, states_devices)
-        _commit(_tmp(states), states)
+        with replaced(states_path(prefix, epoch, batch)) as tmp:
+            save_optimizer_states(tmp, module, states_devices)
     arg_params, aux_params = module.get_params()
     saved = {**{f"arg:{k}": v.as_in_context(mx.cpu()) for k, v in arg_params.items()},
              **{f"aux:{k}": v.as_in_context(mx.cpu()) for k, v in aux_params.items()}}
     params = params_path(prefix, epoch, batch)
-    mx.nd.save(_tmp(params), saved)
-    _commit(_tmp(params), params)
+    with replaced(params) as tmp:
+        mx.nd.save(tmp, saved)
     log.info('Saved checkpoint to "%s"', params)
     return params
 
