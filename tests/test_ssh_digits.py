@@ -1,5 +1,6 @@
 """The real trainer, dist_sync across 3 bed hosts over SSH, on real handwritten digits: where every role runs,
-that worker-0 is MXNet's rank 0, that every role logs, and that the console names each worker's host.
+that worker-0 is MXNet's rank 0, that every role logs, that the console names each worker's host, and that
+each role's profile (--profile-worker/server-suffix, written on its own host) is brought into the run directory.
 
 Scheduler and the server on the first host (slots=0), one worker on each of the two others; the data sit on
 the file system every bed host shares (it stands in for EFS). Two epochs: the full schedule to >= 97% over
@@ -28,7 +29,9 @@ def test_digits_dist_sync_across_three_hosts_ranks_logs_and_hosts(bed, digits_di
     run_dir = str(tmp_path / "digits")
     rc, out, err = run_launch(
         *ssh_args(bed, "--run-dir", run_dir, "--workdir", digits_dir, "--env", "OMP_NUM_THREADS=1"), "--",
-        sys.executable, "-m", "mxlaunch.trainer", *fit_args("", str(tmp_path / "ckpt" / "digits"), BATCH // 2, "--num-epochs", EPOCHS),
+        sys.executable, "-m", "mxlaunch.trainer",
+        *fit_args("", str(tmp_path / "ckpt" / "digits"), BATCH // 2, "--num-epochs", EPOCHS,
+                  "--profile-worker-suffix", "worker.json", "--profile-server-suffix", "server.json"),
         timeout=270)
     assert rc == 0, err[-3000:]
     metrics = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
@@ -46,4 +49,7 @@ def test_digits_dist_sync_across_three_hosts_ranks_logs_and_hosts(bed, digits_di
     assert "Validation-accuracy=" not in worker_logs[1]
     assert all("Bind to role=worker" in log for log in worker_logs)
     assert f"[worker 1 @{low}]" in out
+    for name in ("rank0_worker.json", "rank1_worker.json", "rank0_server.json"):  # MXNet's chrome traces
+        with open(os.path.join(run_dir, name)) as f:
+            assert json.load(f)["traceEvents"], name
     testbed.wait_for(lambda: not any(bed.job_pids(i) for i in range(3)), 5, what="a clean bed")

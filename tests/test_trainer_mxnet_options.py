@@ -110,6 +110,19 @@ def test_options_are_taken_by_a_unique_prefix_as_argparse_does():
     assert command.num_epochs == 7 and command.model_prefix == "m"
 
 
+def test_the_contract_names_every_file_the_roles_write_into_the_run_directory():
+    """What `launch train` fetches from the hosts in SSH mode: rank 0's metrics and each role's profile."""
+    from mxlaunch.trainer.contract import describe
+
+    command = describe(["fit", "--benchmark", "1", "--kv-store", "dist_sync", "--profile-worker-suffix", "w.json",
+                        "--profile-server-suffix", "s.json"])
+    assert command.run_files(2, 2) == ("metrics.jsonl", "rank0_w.json", "rank1_w.json", "rank0_s.json",
+                                       "rank1_s.json")
+    assert command.run_files(1, 1) == ("metrics.jsonl", "w.json", "rank0_s.json")
+    assert describe(["fit", "--benchmark", "1"]).run_files(3, 1) == ("metrics.jsonl",)
+    assert describe(["data", "digits"]).run_files(1, 1) == ()
+
+
 REFUSED = [
     (["--use-imagenet-data-augmentation", 1], ["never read"]),
     (["--dtype", "bfloat16"], ["unknown --dtype 'bfloat16'", "float32, float16"]),
@@ -119,6 +132,8 @@ REFUSED = [
     (["--gc-type", "2bit"], ["--gc-type 2bit", "dist_*", "not local"]),
     (["--profile-server-suffix", "s.json"], ["--profile-server-suffix", "dist_*"]),
     (["--profile-worker-suffix", "a/b.json"], ["give a file name"]),
+    (["--kv-store", "dist_sync", "--profile-worker-suffix", "p.json", "--profile-server-suffix", "p.json"],
+     ["both 'p.json'", "rank0_p.json"]),
     (["--warmup-strategy", "cosine"], ["unknown --warmup-strategy 'cosine'", "power2"]),
     (["--loss", "ce,hinge"], ["'hinge' is not a loss", "ce", "nll"]),
     (["--top-k", 1], ["--top-k 1 is the accuracy"]),

@@ -13,7 +13,7 @@ from mxlaunch.errors import UsageError
 from mxlaunch.trainer import networks
 from mxlaunch.trainer import options as opts
 from mxlaunch.trainer.config import DIST_ROLE_VAR, FitConfig, finite
-from mxlaunch.trainer.profiling import check_suffix
+from mxlaunch.trainer.profiling import check_suffixes
 from mxlaunch.trainer.schedule import parse_step_epochs
 
 BENCHMARK_EXAMPLES = 50000  # train_cifar10.py's --num-examples: `fit --benchmark 1` has no data file to count
@@ -157,8 +157,7 @@ def build(command: str, kw: dict, explicit=frozenset(), environment: bool = True
         networks.check_groups(networks.check(cfg.network, cfg.num_layers, cfg.image_shape), cfg.num_group)
     if cfg.top_k > cfg.num_classes:
         raise UsageError(f"--top-k {cfg.top_k} is more than the {cfg.num_classes} classes (--num-classes)")
-    check_suffix("--profile-worker-suffix", cfg.profile_worker_suffix)
-    check_suffix("--profile-server-suffix", cfg.profile_server_suffix)
+    check_suffixes(cfg.profile_worker_suffix, cfg.profile_server_suffix)
     if cfg.batch_size < cfg.num_devices:
         raise UsageError(f"--batch-size {cfg.batch_size} cannot be split over {cfg.num_devices} devices "
                          f"(each needs at least one sample)")

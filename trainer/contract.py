@@ -18,7 +18,7 @@ from typing import FrozenSet, Optional, Sequence, Tuple
 import click
 
 from mxlaunch.errors import UsageError
-from mxlaunch.trainer import configure, options
+from mxlaunch.trainer import configure, metrics_file, options, profiling
 from mxlaunch.trainer.cli import _expand, cli, explicit_options, fine_tune_command, fit_command
 
 TRAINING = ("fit", "fine-tune")
@@ -45,10 +45,20 @@ class TrainerCommand:
     data_files: Tuple[str, ...] = ()  # the input files it names (--data-train, --data-val and their indexes)
     data_set: Optional[str] = None
     given: FrozenSet[str] = frozenset()  # the options the command line gave (long names), defaults aside
+    profile_worker_suffix: str = ""
+    profile_server_suffix: str = ""
 
     @property
     def trains(self) -> bool:
         return self.command in TRAINING
+
+    def run_files(self, num_workers: int, num_servers: int) -> Tuple[str, ...]:
+        """The files its roles write into $LAUNCH_RUN_DIR in a job of that size: rank 0's metrics.jsonl and, with
+        --profile-*-suffix, each role's profile."""
+        if not self.trains:
+            return ()
+        return (metrics_file.FILE_NAME,) + profiling.file_names(self.profile_worker_suffix, self.profile_server_suffix,
+                                                                 num_workers, num_servers)
 
     def resume_args(self, epoch: int, batch: int = 0) -> Tuple[str, ...]:
         """The arguments that continue this run from PREFIX-EEEE (or, batch > 0, the mid-epoch PREFIX-EEEE-BBBBBB)
@@ -145,4 +155,6 @@ def describe(args: Sequence[str]) -> TrainerCommand:
     return TrainerCommand(name, args, model_prefix=cfg.model_prefix, num_epochs=cfg.num_epochs,
                           load_epoch=cfg.load_epoch, load_batch=cfg.load_batch, pretrained_model=cfg.pretrained_model,
                           gpus=cfg.gpus, cpus=cfg.cpus if "--cpus" in cfg.explicit else None, kv_store=cfg.kv_store,
-                          data_files=tuple(f for f in files if f), given=frozenset(cfg.explicit))
+                          data_files=tuple(f for f in files if f), given=frozenset(cfg.explicit),
+                          profile_worker_suffix=cfg.profile_worker_suffix,
+                          profile_server_suffix=cfg.profile_server_suffix)

@@ -8,17 +8,19 @@ are written when training ends (MXNet's fit.py set the state to 'run' again ther
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 from mxlaunch.errors import UsageError
+from mxlaunch.files import Replacement
 
 log = logging.getLogger("trainer")
 
 
 class Profiles:
-    def __init__(self, worker_file: Optional[str], servers: bool):
+    def __init__(self, worker_file: Optional[Replacement], servers: bool):
         self.worker_file, self.servers = worker_file, servers
 
     def stop(self) -> None:
@@ -27,11 +29,24 @@ class Profiles:
         if self.worker_file:
             mx.profiler.set_state(state="stop", profile_process="worker")
             mx.profiler.dump(profile_process="worker")
-            log.info("profile written to %s", self.worker_file)
+            self.worker_file.commit()
+            log.info("profile written to %s", self.worker_file.path)
         if self.servers:
             mx.profiler.set_state(state="stop", profile_process="server")
             mx.profiler.dump(profile_process="server")
             log.info("servers' profiles written (rankR_SUFFIX in each server's run directory)")
+
+
+def worker_file_name(suffix: str, rank: int, num_workers: int) -> str:
+    return f"rank{rank}_{suffix}" if num_workers > 1 else suffix
+
+
+def file_names(worker_suffix: str, server_suffix: str, num_workers: int, num_servers: int) -> Tuple[str, ...]:
+    """Every profile a job of `num_workers` workers and `num_servers` servers writes into its run directory
+    (MXNet's kvstore server puts rankR_ before its suffix; a worker does here with several workers)."""
+    workers = tuple(worker_file_name(worker_suffix, rank, num_workers) for rank in range(num_workers))
+    servers = tuple(f"rank{rank}_{server_suffix}" for rank in range(num_servers))
+    return (workers if worker_suffix else ()) + (servers if server_suffix else ())
 
 
 def start(worker_suffix: str, server_suffix: str, rank: int, num_workers: int, directory: Optional[str]) -> Profiles:
@@ -43,11 +58,23 @@ def start(worker_suffix: str, server_suffix: str, rank: int, num_workers: int, d
         mx.profiler.set_state(state="run", profile_process="server")
     worker_file = None
     if worker_suffix:
-        name = f"rank{rank}_{worker_suffix}" if num_workers > 1 else worker_suffix
-        worker_file = os.path.join(directory, name) if directory else name
-        mx.profiler.set_config(filename=worker_file, profile_all=True, profile_process="worker")
+        name = worker_file_name(worker_suffix, rank, num_workers)
+        # MXNet's profiler opens the file by name: it writes into a private folder, moved into place at the end
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        worker_file = Replacement(os.path.join(directory, name) if directory else name)
+        atexit.register(worker_file.discard)  # a run that fails leaves no private folder behind
+        mx.profiler.set_config(filename=worker_file.tmp, profile_all=True, profile_process="worker")
         mx.profiler.set_state(state="run", profile_process="worker")
     return Profiles(worker_file, servers)
+
+
+def check_suffixes(worker_suffix: str, server_suffix: str) -> None:
+    check_suffix("--profile-worker-suffix", worker_suffix)
+    check_suffix("--profile-server-suffix", server_suffix)
+    if worker_suffix and worker_suffix == server_suffix:
+        raise UsageError(f"--profile-worker-suffix and --profile-server-suffix are both {worker_suffix!r}: worker "
+                         f"and server of one rank would write the same rank0_{worker_suffix} (give two names)")
 
 
 def check_suffix(option: str, suffix: str) -> None:

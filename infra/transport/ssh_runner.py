@@ -125,14 +125,20 @@ class _LostConnection:
         return self.events.qsize()
 
 
+RUN_FILES = ("metrics.jsonl",)  # what roles write into $LAUNCH_RUN_DIR when the job says nothing else
+FETCH_LIMIT = 16 * MIB  # bytes of one run file: metrics.jsonl is a line per epoch, ~200 bytes each
+PROFILE_FETCH_LIMIT = 64 * MIB  # a role's profile (MXNet's chrome trace): larger ones stay on their host
+FETCH_TIMEOUT = 30.0  # seconds for one host's answer (a stat, or a file of up to FETCH_LIMIT)
+
+
 class SSHRunner(Runner):
     """Starts roles over already-open connections: {Host: Connection} for every host of the plan."""
 
     def __init__(self, connections: Dict[Host, Connection], python: str,
                  before_first_start: Optional[Callable[[RoleLaunch], None]] = None,
-                 run_dirs: Optional[Tuple[str, str]] = None):
-        """`run_dirs`: (the launcher's run directory, the roles' one on their hosts): on close, what roles
-        wrote there is fetched back (without it, from their LAUNCH_RUN_DIR into that same path here)."""
+                 run_dirs: Optional[Tuple[str, str]] = None, run_files: Tuple[str, ...] = RUN_FILES):
+        """`run_dirs`: (the launcher's run directory, the roles' one on their hosts): on close, the `run_files`
+        roles wrote there are fetched back (without it, from their LAUNCH_RUN_DIR into that same path here)."""
         if not python or not os.path.isabs(python):
             raise UsageError(f"--python must be an absolute path on the hosts in SSH mode, got {python!r}")
         self.connections = dict(connections)
@@ -140,7 +146,8 @@ class SSHRunner(Runner):
         self._before_first_start = before_first_start
         self._started_any = False
         self._run_dirs = run_dirs
-        self._worker_hosts: List[Connection] = []
+        self._run_files = run_files
+        self._role_hosts: List[Connection] = []
         for conn in self.connections.values():
             conn.watch(PING_INTERVAL, PING_TIMEOUT)
 
@@ -180,8 +187,8 @@ class SSHRunner(Runner):
         env = launch.role.env_dict()
         if self._run_dirs is None and env.get("LAUNCH_RUN_DIR"):
             self._run_dirs = (env["LAUNCH_RUN_DIR"], env["LAUNCH_RUN_DIR"])
-        if launch.role.kind == "worker" and conn not in self._worker_hosts:
-            self._worker_hosts.append(conn)
+        if conn not in self._role_hosts:
+            self._role_hosts.append(conn)
         session = GuardSession(launch=launch, token=secrets.token_hex(8))
         handle = SSHRoleHandle(session, conn)
         # Opening a channel is a network round trip: done on the role's own thread, so that starting many
@@ -219,15 +226,10 @@ class SSHRunner(Runner):
     def close(self) -> None:
         try:
             if self._run_dirs:
-                fetch_run_files(self._worker_hosts, *self._run_dirs, python=self.python)
+                fetch_run_files(self._role_hosts, *self._run_dirs, python=self.python, names=self._run_files)
         finally:
             for conn in self.connections.values():
                 conn.close()
-
-
-RUN_FILES = ("metrics.jsonl",)  # what roles write into $LAUNCH_RUN_DIR (worker 0's per-epoch metrics)
-FETCH_LIMIT = 16 * MIB  # bytes of one run file: metrics.jsonl is a line per epoch, ~200 bytes each
-FETCH_TIMEOUT = 30.0  # seconds for one host's answer (a stat, or a file of up to FETCH_LIMIT)
 
 
 def remote_run_file(conn: Connection, python: str, folder: str, name: str, mode: str = "read",
@@ -247,20 +249,21 @@ def remote_run_file(conn: Connection, python: str, folder: str, name: str, mode:
     return {"refused": f"{python} gave no answer (exit status {code}{': ' + said if said else ''})"}
 
 
-def fetch_run_files(worker_conns: List[Connection], local_dir: str, remote_dir: str, python: str,
-                    warn: Callable[[str], None] = lambda text: print(f"launch: warning: {text}", file=sys.stderr)
-                    ) -> List[str]:
+def fetch_run_files(role_conns: List[Connection], local_dir: str, remote_dir: str, python: str,
+                    warn: Callable[[str], None] = lambda text: print(f"launch: warning: {text}", file=sys.stderr),
+                    names: Tuple[str, ...] = RUN_FILES) -> List[str]:
     """Bring the files roles wrote into their run directory (`remote_dir`, on their hosts) into the
-    launcher's (`local_dir`): the newest copy on a worker host wins and replaces the local one (a resumed
+    launcher's (`local_dir`): the newest copy on a host of the job wins and replaces the local one (a resumed
     job's metrics.jsonl holds every epoch). A copy that cannot be read safely (a link, another user's, too large,
     no answer in time) is left there, said in one line by `warn`. Returns the local paths fetched."""
     fetched: List[str] = []
-    for name in RUN_FILES:
+    for name in names:
         local = os.path.join(local_dir, name)
         if os.path.abspath(local_dir) == remote_dir and os.path.exists(local):
             continue  # the hosts share this very directory with the launcher: already here
-        alive = [conn for conn in worker_conns if conn.alive]
-        stats = parallel(lambda conn: remote_run_file(conn, python, remote_dir, name, "stat"), alive,
+        alive = [conn for conn in role_conns if conn.alive]
+        limit = FETCH_LIMIT if name in RUN_FILES else PROFILE_FETCH_LIMIT
+        stats = parallel(lambda conn: remote_run_file(conn, python, remote_dir, name, "stat", limit), alive,
                          timeout=FETCH_TIMEOUT + 5, name="run-file-stat")  # each bounded: this is a backstop
         found = []
         for conn, reply in stats.items():
@@ -271,15 +274,15 @@ def fetch_run_files(worker_conns: List[Connection], local_dir: str, remote_dir: 
                 warn(f"{name} on {conn.host.target}: {reply['refused']}: not fetched")
         if found:
             conn = max(found, key=lambda item: item[0])[1]
-            if _fetch_one(conn, python, remote_dir, name, local, warn):
+            if _fetch_one(conn, python, remote_dir, name, local, warn, limit):
                 fetched.append(local)
     return fetched
 
 
-def _fetch_one(conn: Connection, python: str, remote_dir: str, name: str, local: str, warn) -> bool:
+def _fetch_one(conn: Connection, python: str, remote_dir: str, name: str, local: str, warn, limit: int) -> bool:
     """The newest copy into `local`, whole or not at all (written beside it, then renamed)."""
     try:
-        reply = remote_run_file(conn, python, remote_dir, name, "read")
+        reply = remote_run_file(conn, python, remote_dir, name, "read", limit)
     except Exception as exc:  # the host went away: the run still has every log; the plot is what goes missing
         reply = {"refused": describe_error(exc)}
     if "data" not in reply:

@@ -20,7 +20,7 @@ from mxlaunch.infra.transport.runner import RoleLaunch
 from mxlaunch.infra.transport.ssh import Connection, SSHOptions, connect_all, parallel
 from mxlaunch.infra.transport.ssh_runner import SSHRunner
 from mxlaunch.infra.transport.target import JobTarget, default_python
-from mxlaunch.launcher.jobs import preflight
+from mxlaunch.launcher.jobs import preflight, workload
 from mxlaunch.launcher.jobs.plan import masked
 from mxlaunch.templates import render
 
@@ -92,4 +92,5 @@ def runner_for(spec, target: JobTarget, plan=None, echo=None) -> SSHRunner:
             connections.close()
             raise
         run_dirs = (plan.run_dir, plan.remote_run_dir)
-    return SSHRunner(connections.succeeded, python, before_first_start=port_check, run_dirs=run_dirs)
+    return SSHRunner(connections.succeeded, python, before_first_start=port_check, run_dirs=run_dirs,
+                     run_files=workload.run_files(spec.command, spec.num_workers, spec.num_servers))

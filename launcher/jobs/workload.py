@@ -109,6 +109,13 @@ def trainer(command: Command) -> Optional[TrainerCommand]:
         raise UsageError(f"the trainer would refuse this command: {exc.format_message()}") from None
 
 
+def run_files(command: Command, num_workers: int, num_servers: int) -> Tuple[str, ...]:
+    """The files the job's roles write into $LAUNCH_RUN_DIR, which SSH mode fetches into the run directory: the
+    trainer's metrics.jsonl and profiles (its contract names them); another program's metrics.jsonl."""
+    described = trainer(command)
+    return described.run_files(num_workers, num_servers) if described else ("metrics.jsonl",)
+
+
 def data_files(command: Command) -> Tuple[str, ...]:
     """Input files named in the command: the trainer's --data-train/--data-val (and the indexes it names);
     for another program the values of every --data-* option (`--data-train X`, `--data-train=X`)."""
