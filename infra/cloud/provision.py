@@ -13,8 +13,7 @@ from typing import Callable, List, Optional
 
 from mxlaunch.errors import CommandError, UsageError
 
-from mxlaunch.infra.cloud import (catalog, deadlines, prelaunch as preflight, run_instances, local_state as state,
-                                  teardown, wait)
+from mxlaunch.infra.cloud import catalog, deadlines, local_state, prelaunch, run_instances, teardown, wait
 from mxlaunch.infra.cloud.aws import Aws, AwsError
 from mxlaunch.infra.cloud.record import (ClusterRecord, Ledger, creation_token, discover, find_instances,
                                          tag_spec, tags)
@@ -31,7 +30,7 @@ def plan(spec: ClusterSpec, record: ClusterRecord) -> List[str]:
     """What `up` would create, one line each (empty: the cluster is complete)."""
     todo = []
     if not spec.key_name and not record.key_name:
-        todo.append(f"key pair {spec.resource_name} (private key saved to {state.key_path(spec.name)})")
+        todo.append(f"key pair {spec.resource_name} (private key saved to {local_state.key_path(spec.name)})")
     if not record.security_group:
         todo.append(f"security group {spec.resource_name}: SSH from {spec.ssh_cidr}, all traffic within the group")
     elif spec.ssh_cidr not in record.ssh_cidrs:
@@ -152,30 +151,30 @@ class Up:
                       f"{'; '.join(s.label for s in todo[done:])}. `launch cluster down {name}` removes it")
             return
         if self.fresh and not self.aws.dry_run:
-            state.remove_dir(name)
+            local_state.remove_dir(name)
 
     def deadline(self, record: ClusterRecord) -> Optional[dt.datetime]:
         """When new instances end themselves: --max-hours from now (then the cluster's new deadline); without
         it, the cluster's recorded one (infra/cloud/deadlines.py); else never."""
-        return deadlines.for_launch(self.spec.name, self.spec.max_hours, record, state.read_meta(self.spec.name),
+        return deadlines.for_launch(self.spec.name, self.spec.max_hours, record, local_state.read_meta(self.spec.name),
                                     CLOCK(), "pass --max-hours H for the new instances")
 
     def _steps(self, record: ClusterRecord) -> ClusterRecord:
         aws, spec = self.aws, self.spec
         # Reads and checks first: a bad AMI, a missing VPC, a type offered nowhere or a vCPU quota too small
         # fails before anything is created.
-        vpc, subnets = preflight.default_network(aws)
+        vpc, subnets = prelaunch.default_network(aws)
         missing = spec.count - len(record.live)
         image, deadline = None, None
         self.check_type(record)
         if missing > 0:
-            image = preflight.image(aws, spec)
-            subnets = preflight.offered_subnets(aws, spec, subnets)
-            self.spot_fits = preflight.check_quota(aws, spec, missing, self.echo)
+            image = prelaunch.image(aws, spec)
+            subnets = prelaunch.offered_subnets(aws, spec, subnets)
+            self.spot_fits = prelaunch.check_quota(aws, spec, missing, self.echo)
             deadline = self.deadline(record)
         if self.fresh and spec.binding and not aws.dry_run:  # bound before anything is created (infra/cloud/owner.py)
-            state.write_meta(spec.name, region=aws.region, account=spec.binding.account,
-                             partition=spec.binding.partition)
+            local_state.write_meta(spec.name, region=aws.region, account=spec.binding.account,
+                                   partition=spec.binding.partition)
         key_name, key_file = self.key_pair(record)
         sg = self.security_group(record, vpc, deadline)
         efs_sg = self.efs_security_group(record, vpc, sg) if spec.efs else None
@@ -208,7 +207,7 @@ class Up:
             meta["deadline"] = deadline_text(deadline) if deadline else None
         if spec.on_demand_fallback is not None or self.fresh:  # read by repair and restarts: infra/cloud/repair.py
             meta["on_demand_fallback"] = bool(spec.on_demand_fallback)
-        state.write_meta(spec.name, **meta)
+        local_state.write_meta(spec.name, **meta)
 
     def check_type(self, record: ClusterRecord) -> None:
         other = sorted({i.instance_type for i in record.live} - {self.spec.instance_type})
@@ -228,7 +227,7 @@ class Up:
                     raise UsageError(f"--key-name {spec.key_name}: no such key pair in {aws.region}") from exc
                 raise
             return spec.key_name, None
-        path = state.key_path(spec.name)
+        path = local_state.key_path(spec.name)
         if record.key_name:
             if not path.exists() and not aws.dry_run:
                 raise CommandError(f"key pair {record.key_name} exists but its private key {path} is missing: "
@@ -242,7 +241,7 @@ class Up:
                         TagSpecifications=tag_spec("key-pair", spec.name, "cluster"))
         self.ledger.key_name = spec.resource_name
         if not aws.dry_run:
-            state.save_key(spec.name, resp["KeyMaterial"])
+            local_state.save_key(spec.name, resp["KeyMaterial"])
             self.echo(f"created key pair {spec.resource_name}; private key {path} (0600)")
         return spec.resource_name, path
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, TypeVar
 
-from mxlaunch.infra.cloud import local_state as state, wait
+from mxlaunch.infra.cloud import local_state, wait
 from mxlaunch.infra.cloud.aws import CONSISTENCY, JUST_CREATED_DENIED, Aws, AwsError
 from mxlaunch.infra.cloud.record import ClusterRecord, tag_filter
 
@@ -237,8 +237,8 @@ def steps(aws: Aws, record: ClusterRecord, echo, remove_local_key: bool, fresh: 
         key = record.key_name
         todo.append(Step(f"key pair {key}", lambda: delete_key_pair(aws, key, fresh) and f"key pair {key}" or None))
     if remove_local_key and not aws.dry_run:
-        path = state.key_path(record.name)
-        todo.append(Step(f"private key {path}", lambda: state.remove_key(record.name) and f"private key {path}"
+        path = local_state.key_path(record.name)
+        todo.append(Step(f"private key {path}", lambda: local_state.remove_key(record.name) and f"private key {path}"
                          or None))
     return todo
 
@@ -252,14 +252,14 @@ def down(aws: Aws, record: ClusterRecord, echo) -> List[str]:
     """`launch cluster down`: remove what `record` holds, then the cluster's local state (key, hostfile,
     ssh config) only when the cluster was recorded in the region searched: a `down --region` of another
     region never deletes the key of a cluster that still runs elsewhere. One line per removed thing."""
-    recorded = state.read_meta(record.name).region
+    recorded = local_state.read_meta(record.name).region
     own = recorded in (None, aws.region)
     removed = remove(aws, record, echo, remove_local_key=own and bool(record.key_name))
     if aws.dry_run:
         return removed
     if own:
-        state.remove_dir(record.name)
-    elif state.cluster_dir(record.name).exists():
-        echo(f"kept the local state {state.cluster_dir(record.name)}: cluster {record.name} is recorded "
+        local_state.remove_dir(record.name)
+    elif local_state.cluster_dir(record.name).exists():
+        echo(f"kept the local state {local_state.cluster_dir(record.name)}: cluster {record.name} is recorded "
              f"in {recorded}, not {aws.region}")
     return removed

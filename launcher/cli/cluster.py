@@ -13,7 +13,8 @@ from mxlaunch import cuda
 from mxlaunch.errors import CommandError, UsageError
 from mxlaunch.exits import Exit
 
-from mxlaunch.infra.cloud import catalog, deadlines, owner, prelaunch as preflight, provision, run_instances, signals, local_state as state, teardown
+from mxlaunch.infra.cloud import (catalog, deadlines, local_state, owner, prelaunch, provision, run_instances, signals,
+                                  teardown)
 from mxlaunch.infra.cloud import policy as policies, spec as specs
 from mxlaunch.infra.cloud.aws import Aws
 from mxlaunch.infra.cloud.record import discover, find_instances, list_clusters
@@ -49,7 +50,7 @@ def _confirm(question: str, yes: bool) -> None:
 
 def _aws(region: Optional[str], profile: Optional[str], name: Optional[str] = None, dry_run: bool = False) -> Aws:
     if not region and name:
-        region = state.read_meta(name).region
+        region = local_state.read_meta(name).region
     return Aws(region=region, profile=profile, dry_run=dry_run, echo=click.echo)
 
 
@@ -102,7 +103,7 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
     spec = specs.build(name, instance_type, count, ssh_cidr, spot=spot, efs=efs, placement_group=placement_group,
                        ami=ami, key_name=key_name, max_hours=max_hours, ssh_user=ssh_user, wait=wait_mode,
                        keep_on_failure=keep_on_failure, on_demand_fallback=on_demand_fallback)
-    preflight.require_ipv4(spec)
+    prelaunch.require_ipv4(spec)
     aws = _aws(region, profile, name, dry_run=dry_run)
     owner.bound(aws, name, "create or change")  # another account or region: refused before anything is read
     if specs.cidr_warning(spec.ssh_cidr):
@@ -110,7 +111,7 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
     record = discover(aws, name)
     spec = _owned(aws, spec, record, force)
     if on_demand_fallback is None:  # not said: an existing cluster keeps its setting (as --max-hours does)
-        recorded = not record.empty and state.read_meta(name).on_demand_fallback
+        recorded = not record.empty and local_state.read_meta(name).on_demand_fallback
         spec = dataclasses.replace(spec, on_demand_fallback=bool(recorded))
     todo = provision.plan(spec, record)
     itype = spec.itype
@@ -129,13 +130,13 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
     else:
         info(f"cluster {name} is complete: nothing to create")
 
-    install = None
+    options = None
     if wait_mode == "ssh":  # checked before anything is created
         from mxlaunch.infra.cloud.install import install_options  # heavy
-        install = install_options(extra, wheelhouse, spec.itype.gpus)
+        options = install_options(extra, wheelhouse, spec.itype.gpus)
 
     def finish(rec):
-        return _finish(aws, spec, rec, install)
+        return _finish(aws, spec, rec, options)
     with signals.raised():  # SIGTERM and SIGHUP roll back like Ctrl-C (exit 143, 129)
         record = provision.Up(aws, spec, info, finish=finish).run(record)
     if dry_run:
@@ -156,7 +157,7 @@ def _owned(aws: Aws, spec, record, force: bool):
     return dataclasses.replace(spec, owner=me, foreign=foreign, binding=owner.caller(aws)[1])
 
 
-def _finish(aws: Aws, spec, record, install=None):
+def _finish(aws: Aws, spec, record, options=None):
     if aws.dry_run:
         return record
     live = [i for i in record.instances if i.live]
@@ -165,19 +166,19 @@ def _finish(aws: Aws, spec, record, install=None):
         found = {i.id: i for i in run_instances.wait_running(aws, spec.name, [i.id for i in live], info)}
         record = dataclasses.replace(record, instances=tuple(found.get(i.id, i) for i in record.instances))
         live = [i for i in record.instances if i.live]
-    key = state.key_path(spec.name) if not spec.key_name else None
-    state.write_meta(spec.name, ami=spec.ami)  # --ami: what a repair boots when no instance is left to copy
+    key = local_state.key_path(spec.name) if not spec.key_name else None
+    local_state.write_meta(spec.name, ami=spec.ami)  # --ami: what a repair boots when no instance is left to copy
     write_local_files(spec.name, live, spec.ssh_user, key)
     if spec.wait == "ssh" and live:
-        from mxlaunch.infra.cloud import install as remote  # heavy
+        from mxlaunch.infra.cloud import install  # heavy
         hosts = [(f"{spec.name}-{n}", i.public_ip) for n, i in enumerate(live)]
-        remote.wait_ssh_and_install(hosts, state.ssh_options(spec.name, spec.ssh_user, key), spec.efs, info,
-                                    gpus_per_host=spec.itype.gpus, options=install)  # ends checking every instance
-        if install is not None:
+        install.wait_ssh_and_install(hosts, local_state.ssh_options(spec.name, spec.ssh_user, key), spec.efs, info,
+                                     gpus_per_host=spec.itype.gpus, options=options)  # ends checking every instance
+        if options is not None:
             # a cpu install: `train --cluster` adds no --gpus; the wheelhouse (a path here): a repair of a
             # cluster without EFS installs its new instances from it
-            state.write_meta(spec.name, extra=install.extra,
-                             wheelhouse=str(install.wheelhouse) if install.wheelhouse else None)
+            local_state.write_meta(spec.name, extra=options.extra,
+                                   wheelhouse=str(options.wheelhouse) if options.wheelhouse else None)
     return record
 
 
@@ -186,8 +187,8 @@ def _summary(aws: Aws, spec, record) -> None:
     per_hour, _ = cost(live)
     click.echo(f"cluster {spec.name}: {len(live)} x {spec.instance_type} in {aws.region}, "
                f"{spec.itype.gpus} GPU(s) each, ~{_money(per_hour)}/h ({catalog.ESTIMATE})")
-    click.echo(f"hostfile:   {state.hostfile_path(spec.name)}")
-    click.echo(f"ssh config: {state.ssh_config_path(spec.name)}   (launch cluster ssh {spec.name} 0)")
+    click.echo(f"hostfile:   {local_state.hostfile_path(spec.name)}")
+    click.echo(f"ssh config: {local_state.ssh_config_path(spec.name)}   (launch cluster ssh {spec.name} 0)")
     if spec.wait == "ssh":
         gpus = ",".join(str(g) for g in range(spec.itype.gpus))
         click.echo(f"next: launch train --cluster {spec.name} -n {len(live)} -- python -m mxlaunch.trainer fit "
@@ -246,7 +247,7 @@ def repair(name, region, profile, force, replace_unreachable) -> None:
     done = make_whole(name, info, force=force, replace_unreachable=replace_unreachable,
                       aws=_aws(region, profile, name))  # also rewrites the files below
     click.echo(f"cluster {name}: {len(done.terminated)} instance(s) terminated, {len(done.launched)} launched")
-    click.echo(f"hostfile:   {state.hostfile_path(name)}")
+    click.echo(f"hostfile:   {local_state.hostfile_path(name)}")
     if done.left:  # not whole: say so in the status too
         silent = CommandError(f"cluster {name}: {len(done.left)} instance(s) still do not answer SSH: "
                               f"`launch cluster repair {name} --replace-unreachable` replaces them")
@@ -282,7 +283,7 @@ def status(name, region, profile) -> None:
                f"EFS: {record.file_system or '-'} ({len(record.mount_targets)} mount target(s)); "
                f"placement group: {record.placement_group or '-'}; key pair: {record.key_name or '(yours)'}")
     live = len(record.live)
-    meta = state.read_meta(name)
+    meta = local_state.read_meta(name)
     wanted = meta.count
     recorded = record.owner or owner.recorded(aws, name)
     if recorded:
@@ -304,7 +305,7 @@ def list_(region, profile) -> None:
 def _list(region, profile) -> None:
     aws = _aws(region, profile)
     clusters = list_clusters(aws)
-    elsewhere = [(n, state.read_meta(n).region) for n in state.local_clusters()]
+    elsewhere = [(n, local_state.read_meta(n).region) for n in local_state.local_clusters()]
     elsewhere = [(n, r) for n, r in elsewhere if r and r != aws.region]
     for n, r in elsewhere:
         info(f"(cluster {n} is in {r}: `launch cluster status {n}`)")
@@ -334,7 +335,7 @@ def _refresh(name, region, profile, action="write the hostfile of"):
     running = find_instances(aws, name, states=("running",))
     if not running:
         raise CommandError(f"cluster {name} has no running instances in {aws.region}")
-    meta = state.read_meta(name)
+    meta = local_state.read_meta(name)
     user = meta.ssh_user or specs.DEFAULT_SSH_USER
     key = meta.key_file
     hostfile, ssh_config = write_local_files(name, running, user, Path(key) if key else None)
