@@ -14,7 +14,7 @@ import pytest
 
 GROUPS = {"box": ("test_box", "test_healing_"),
           "digits": ("test_trainer_training", "test_trainer_data", "test_trainer_finetune",
-                     "test_launch_local_trainer", "test_trainer_devices"),
+                     "test_launch_local_trainer", "test_trainer_devices", "test_trainer_mxnet_options"),
           "cached-venvs": ("test_gpu_env", "test_install")}  # they reinstall into venvs kept on disk
 
 

@@ -4,8 +4,10 @@ runs as plainly without xdist (one process, or pytest-xdist not loaded at all)."
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +28,18 @@ def test_group_of_names_each_shared_resource_by_module():
     assert group_of("tests/test_trainer_devices.py::t") == group_of("tests/test_launch_local_trainer.py::t") == "digits"
     assert group_of("tests/test_install.py::t") == "cached-venvs"
     assert group_of("tests/test_launch_local.py::t") is None and group_of("tests/test_trainer_errors.py::t") is None
+
+
+SHARED_DIGITS = ("digits_training", "digits_model", "digits_two_contexts", "digits_job", "digits_job_started")
+
+
+def test_every_module_that_reads_a_shared_digits_run_is_in_the_digits_group():
+    """A session fixture is per worker: a module outside the group trains the whole recipe again (a minute)."""
+    tests = Path(__file__).parent
+    readers = [p.name for p in sorted(tests.glob("test_*.py"))
+               if re.search(r"\b(%s)\b" % "|".join(SHARED_DIGITS), p.read_text()) and p.name != Path(__file__).name]
+    assert len(readers) >= 6, readers
+    assert [name for name in readers if group_of(f"tests/{name}::t") != "digits"] == []
 
 
 def _scratch_project(tmp_path):
