@@ -130,7 +130,7 @@ def test_a_same_named_cluster_in_another_region_is_refused_at_once(moto_aws, aws
 
 def test_a_cluster_json_without_an_account_is_bound_where_its_cluster_is_found(moto_aws, aws_env, monkeypatch):
     """A cluster.json of an older mxlaunch: found in the caller's account, the account is recorded; found
-    nowhere, `down` cannot tell gone from elsewhere and keeps the key unless --force."""
+    nowhere, no command can tell gone from elsewhere: `down` keeps the key and `up` binds nothing, unless --force."""
     assert launch(*up_args("old", 1)).code == 0
     path = aws_env / "mxlaunch-home" / "clusters" / "old" / "cluster.json"
     older = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("account", "partition")}
@@ -139,6 +139,11 @@ def test_a_cluster_json_without_an_account_is_bound_where_its_cluster_is_found(m
     another_account(monkeypatch)
     r = launch("cluster", "down", "old", "--yes")
     assert r.code == Exit.USAGE and "names no account, and nothing of it is in account 111111111111" in r.err
+    assert (path.parent / "id_key").read_bytes() == key and running_ids("old")
+    r = launch(*up_args("old", 1))  # would bind the state here, and the `down` it suggests would drop the key
+    assert r.code == Exit.USAGE and "names no account, and nothing of it is in account 111111111111" in r.err
+    assert json.loads(path.read_text()) == older and (path.parent / "id_key").read_bytes() == key
+    assert launch("cluster", "down", "old", "--yes").code == Exit.USAGE
     assert (path.parent / "id_key").read_bytes() == key and running_ids("old")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

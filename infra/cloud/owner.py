@@ -130,7 +130,7 @@ def check(aws: Aws, name: str, action: str, force: bool, echo: Callable[[str], N
     me = bound(aws, name, action)
     theirs = (record.owner or _instances_owner(record.instances)) if record is not None else recorded(aws, name)
     exists = not record.empty if record is not None else theirs is not None
-    _adopt_legacy(aws, name, action, exists, refuse=destructive and not force)
+    _adopt_legacy(aws, name, action, exists, refuse=not force)
     if destructive and exists and not local_state.holds(name):
         made = f"was created by {theirs.describe()}" if theirs else "records no creator"
         whose = (f"cluster {name} in {aws.region} {made}; this machine holds no local state of it "
@@ -151,8 +151,9 @@ def _forced(whose: str, action: str, force: bool, echo: Callable[[str], None]) -
 
 def _adopt_legacy(aws: Aws, name: str, action: str, exists: bool, refuse: bool) -> None:
     """A cluster.json that names no account (an older mxlaunch's): the account is recorded once the cluster is
-    found in the caller's; finding nothing cannot tell "gone" from "elsewhere", so `refuse` (a destructive
-    command without --force) refuses then."""
+    found in the caller's; finding nothing cannot tell "gone" from "elsewhere", so `refuse` (any command
+    without --force: an `up` would bind the state to the caller's account, after which `down` removes the key
+    of a cluster that lives on elsewhere) refuses then."""
     meta = local_state.read_meta(name)
     if meta.binding is not None or not local_state.meta_path(name).exists():
         return
