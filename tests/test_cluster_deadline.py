@@ -61,6 +61,8 @@ def test_up_completing_a_cluster_whose_instances_all_ended_gives_them_the_origin
     terminate_all("dl")
     r = launch(*up_args("dl", 2))  # no --max-hours: the cluster's own deadline, not none
     assert r.code == 0, r.err
+    said = r.out + r.err
+    assert f"new instances inherit the cluster's --max-hours deadline {first}" in said and "until" not in said
     new = live("dl")
     assert len(new) == 2 and {tags(i)["launch:deadline"] for i in new} == {first}
     epoch = int(dt.datetime.strptime(first, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc).timestamp())

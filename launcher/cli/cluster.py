@@ -117,7 +117,11 @@ def up(name, instance_type, count, region, profile, spot, efs, placement_group, 
     itype = spec.itype
     info(f"cluster {name} in {aws.region}: {spec.count} x {spec.instance_type} ({itype.gpus} x {itype.gpu_model} "
          f"each), {catalog.price_text(itype, spec.count)}{'; spot is usually cheaper' if spot else ''}")
-    if spec.max_hours is None:
+    kept = (deadlines.inherited(record, local_state.read_meta(name))
+            if spec.max_hours is None and not record.empty else None)
+    if kept is not None:
+        info(f"new instances inherit the cluster's --max-hours deadline {specs.deadline_text(kept)}")
+    elif spec.max_hours is None:
         info("no --max-hours: the instances run (and cost) until `launch cluster down "
              f"{name}`")
     else:
