@@ -412,3 +412,18 @@ def test_a_quota_refusal_without_terminations_of_its_own_is_not_retried(moto_aws
     with pytest.raises(repair.QuotaExceeded):
         repair.make_whole("q3", lines.append, probe=nobody_unreachable, connect=fake_ssh().connect)
     assert len(calls.params("RunInstances")) == 1 and not quota_lines(lines) and not [s for s in sleeps if s >= 15]
+
+
+def test_a_quota_smaller_than_the_replacements_need_is_not_retried(moto_aws, calls, hooks, sleeps):
+    """The preflight's refusal (the quota itself is too small): no wait helps, so none is spent."""
+    from test_cluster_semantics import Answer, quota
+
+    before = cluster("q4", installed=False)
+    hooks.append(Answer("service-quotas", "GetServiceQuota", [quota("L-DB2E81BA", "On-Demand G", 0.0)], forever=True))
+    calls.calls.clear()
+    lines = []
+    with pytest.raises(repair.QuotaExceeded) as caught:
+        repair.make_whole("q4", lines.append, [before[0]["PrivateIpAddress"]], probe=nobody_unreachable,
+                          connect=fake_ssh().connect)
+    assert "1 x g5.12xlarge need 48 vCPUs but your quota" in caught.value.format_message()
+    assert not calls.params("RunInstances") and not quota_lines(lines) and not [s for s in sleeps if s >= 15]

@@ -153,8 +153,9 @@ def check_quota(aws: Aws, spec: ClusterSpec, count: int, echo: Callable[[str], N
     short = [spot for spot, value in values.items() if value is not None and value < needed]
     if len(short) == len(markets):
         lines = [_short(aws, QUOTAS[(family, spot)], values[spot], needed) for spot in short]
+        # its own code: the quota itself is too small, which no wait fixes (a repair retries RunInstances' codes)
         raise QuotaExceeded(f"{count} x {spec.instance_type} need {needed} vCPUs but " + "; and ".join(lines),
-                            "VcpuLimitExceeded")
+                            "QuotaBelowNeed")
     for spot in short:
         code, name = QUOTAS[(family, spot)]
         then = ("launching on-demand instead (--on-demand-fallback)" if spot else
