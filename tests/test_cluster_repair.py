@@ -427,3 +427,17 @@ def test_a_quota_smaller_than_the_replacements_need_is_not_retried(moto_aws, cal
                           connect=fake_ssh().connect)
     assert "1 x g5.12xlarge need 48 vCPUs but your quota" in caught.value.format_message()
     assert not calls.params("RunInstances") and not quota_lines(lines) and not [s for s in sleeps if s >= 15]
+
+
+def test_a_terminate_that_aws_answers_not_found_is_sent_again_for_what_it_shows(moto_aws, calls, hooks):
+    """Eventual consistency: TerminateInstances may not know an id DescribeInstances shows; the repair goes on."""
+    before = cluster("r9")
+    lost = before[2]["InstanceId"]
+    refusal = FailCalls("TerminateInstances", times=1, code="InvalidInstanceID.NotFound")
+    hooks.append(refusal)
+    done = repair.make_whole("r9", [].append, probe=lambda instances: [i for i in instances if i.id == lost],
+                             connect=fake_ssh().connect)
+    assert refusal.refused == [{"InstanceIds": [lost]}]
+    assert done.terminated == (lost,) and len(done.launched) == 1
+    ids = {i["InstanceId"] for i in running("r9")}
+    assert len(ids) == 3 and lost not in ids

@@ -48,7 +48,8 @@ from mxlaunch.infra.transport.group import Connector, Group
 from mxlaunch.infra.transport.hosts import Host
 from mxlaunch.infra.transport.ssh_options import SSHOptions
 
-from mxlaunch.infra.cloud import deadlines, owner, provision, install, run_instances, signals, local_state, wait
+from mxlaunch.infra.cloud import (deadlines, install, local_state, owner, provision, run_instances, signals, teardown,
+                                  wait)
 from mxlaunch.infra.cloud.aws import Aws, AwsError, CapacityUnavailable, NoCredentials, QuotaExceeded
 from mxlaunch.infra.cloud.record import ClusterRecord, Instance, discover, find_instances
 from mxlaunch.infra.cloud.spec import DEFAULT_SSH_USER, ClusterSpec, Owner, validate_name
@@ -278,7 +279,7 @@ def _terminate(aws: Aws, name: str, instances: Sequence[Instance], echo: Echo) -
     instance still holds its share of the quota the replacements need."""
     ids = [i.id for i in instances]
     echo(f"terminating {len(ids)} instance(s): {' '.join(ids)}")
-    aws.call("ec2", "terminate_instances", InstanceIds=ids)
+    teardown.terminate_visible(aws, ids)  # one id AWS no longer shows must not fail the repair
     wait.poll(lambda: [i for i in find_instances(aws, name, states=NOT_GONE) if i.id in ids], lambda left: not left,
               timeout=TERMINATE_TIMEOUT, interval=INTERVAL, what=f"{len(ids)} instance(s) of {name} to terminate")
     echo(f"  terminated: {' '.join(ids)}")

@@ -67,7 +67,7 @@ def instance_states(aws: Aws, ids: List[str]) -> Dict[str, str]:
     return found
 
 
-def _terminate(aws: Aws, ids: List[str]) -> None:
+def terminate_visible(aws: Aws, ids: List[str]) -> None:
     """TerminateInstances for `ids`. One id AWS does not show fails the whole call (InvalidInstanceID.NotFound):
     then it is sent again for the ids DescribeInstances shows, alone."""
     try:
@@ -87,7 +87,7 @@ def terminate_instances(aws: Aws, name: str, ids: List[str], echo, fresh: bool =
     alive is sent again. `fresh`: launched by this run, so an id not shown yet is waited for."""
     if not ids:
         return
-    _terminate(aws, ids)
+    terminate_visible(aws, ids)
     if aws.dry_run:
         return
     last = [None]
@@ -96,7 +96,7 @@ def terminate_instances(aws: Aws, name: str, ids: List[str], echo, fresh: bool =
         states = instance_states(aws, ids)
         alive = [i for i in ids if states.get(i) in ALIVE]
         if alive:
-            _terminate(aws, alive)
+            terminate_visible(aws, alive)
         return alive + ([i for i in ids if i not in states] if fresh else [])
 
     def show(pending: List[str]) -> None:
