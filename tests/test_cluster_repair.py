@@ -362,6 +362,25 @@ def test_a_passed_deadline_refuses_a_repair_before_anything_is_terminated(moto_a
     assert provision.CLOCK() > dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
 
 
+def test_a_deadline_closer_than_the_repairs_own_waits_refuses_it_before_anything_is_terminated(moto_aws, calls):
+    """Ten minutes left: the terminations and the quota's backoff may take longer, and instances terminated
+    then could not be replaced."""
+    from mxlaunch.errors import UsageError
+    from mxlaunch.infra.cloud import provision
+    from mxlaunch.infra.cloud.spec import deadline_text
+    before = cluster("d3")
+    soon = deadline_text(provision.CLOCK() + dt.timedelta(minutes=10))
+    (group,) = [g for g in tagged_everything("d3")["security_groups"] if g["GroupName"] == "launch-d3"]
+    plain_client("ec2").create_tags(Resources=[group["GroupId"]], Tags=[{"Key": "launch:deadline", "Value": soon}])
+    calls.calls.clear()
+    with pytest.raises(UsageError) as refused:
+        repair.make_whole("d3", lambda line: None, [before[0]["PrivateIpAddress"]], probe=nobody_unreachable,
+                          connect=fake_ssh().connect)
+    assert f"deadline {soon} is less than 16 minutes away: a repair launches nothing past it" in \
+        refused.value.format_message()
+    assert calls.writes() == [] and len(running("d3")) == 3
+
+
 @pytest.fixture
 def sleeps(monkeypatch):
     from mxlaunch.infra.cloud import wait

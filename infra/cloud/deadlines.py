@@ -36,17 +36,19 @@ def inherited(record: ClusterRecord, meta: ClusterMeta) -> Optional[dt.datetime]
 
 
 def for_launch(name: str, max_hours: Optional[float], record: ClusterRecord, meta: ClusterMeta, now: dt.datetime,
-               again: str) -> Optional[dt.datetime]:
+               again: str, margin: dt.timedelta = MARGIN) -> Optional[dt.datetime]:
     """The deadline of instances launched `now`: --max-hours from now, else the cluster's own (None: it has
-    none, or nothing of it exists yet). A recorded deadline that has passed is refused (a UsageError ending
-    with `again`, the way on), never given to an instance that would end at once."""
+    none, or nothing of it exists yet). A recorded deadline that has passed, or is less than `margin` away, is
+    refused (a UsageError ending with `again`, the way on), never given to an instance that would end at once."""
     if max_hours is not None:
         return now.replace(microsecond=0) + dt.timedelta(hours=max_hours)
     if record.empty:  # a new cluster: a cluster.json left from an earlier one of the name is no record of it
         return None
     recorded = inherited(record, meta)
-    if recorded is not None and recorded <= now + MARGIN:
-        raise UsageError(f"cluster {name}'s --max-hours deadline {spec.deadline_text(recorded)} has passed: {again}")
+    if recorded is not None and recorded <= now + margin:
+        when = ("has passed" if recorded <= now + MARGIN
+                else f"is less than {margin.total_seconds() / 60:.0f} minutes away")
+        raise UsageError(f"cluster {name}'s --max-hours deadline {spec.deadline_text(recorded)} {when}: {again}")
     return recorded
 
 

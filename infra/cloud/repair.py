@@ -36,6 +36,7 @@ remove what this repair launched (provision.Up's rollback: its ledger, never the
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,8 @@ NOT_GONE = ("pending", "running", "stopping", "stopped", "shutting-down")
 # A launch right after this repair's terminations may meet these while AWS still counts what it terminated.
 RELEASED_CODES = {"VcpuLimitExceeded", "InstanceLimitExceeded", "MaxSpotInstanceCountExceeded"}
 QUOTA_BACKOFF = (15.0, 30.0, 60.0, 60.0, 60.0, 60.0)  # seconds between tries: 4.75 minutes in all
+# a deadline closer than this refuses a repair before it terminates anything: its launch may come that late
+LAUNCH_MARGIN = deadlines.MARGIN + dt.timedelta(seconds=TERMINATE_TIMEOUT + sum(QUOTA_BACKOFF))
 
 Echo = Callable[[str], None]
 Probe = Callable[[Sequence[Instance]], Sequence[Instance]]  # running instances -> those that do not answer
@@ -183,9 +186,11 @@ def make_whole(name: str, echo: Echo, doomed: Sequence[str] = (), *, force: bool
     if not going and len(running) >= spec.count:
         echo(f"cluster {name} is whole: {len(running)} of {spec.count} instance(s) running and answering SSH")
         return Repair(name, spec.count)
-    # before anything is terminated: replacements inherit the cluster's deadline, and none is given a passed one
+    # before anything is terminated: replacements inherit the cluster's deadline, and none is given a passed one,
+    # including one that passes while this repair waits for its terminations and the quota (LAUNCH_MARGIN)
     deadlines.for_launch(name, None, record, meta, provision.CLOCK(), f"a repair launches nothing past it; "
-                         f"`{provision.again(spec)} --max-hours H` gives the cluster a new deadline")
+                         f"`{provision.again(spec)} --max-hours H` gives the cluster a new deadline",
+                         margin=LAUNCH_MARGIN)
     echo(f"repairing cluster {name}: {len(running) - len(going) - len(left)} of {spec.count} instance(s) running "
          f"and reachable" + (f"; no SSH answer: {_label(lost)}" if lost else "")
          + (f"; spot interruption notice: {_label(noticed)}" if noticed else ""))
