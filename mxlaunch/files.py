@@ -150,6 +150,7 @@ class Replacement:
     def __init__(self, path: str):
         self.path = path
         directory, base = os.path.split(os.path.abspath(path))
+        OwnDirectory(directory).close()  # else another user could rename the private folder and plant a link
         self._folder = tempfile.mkdtemp(prefix=f".{base}.", dir=directory)
         self.tmp = os.path.join(self._folder, base)
 

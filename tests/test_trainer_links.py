@@ -123,3 +123,36 @@ def test_a_workers_profile_replaces_a_link_at_its_name(tmp_path, victim):
     with open(tmp_path / "worker.json") as f:
         assert "traceEvents" in json.load(f)
     assert sorted(os.listdir(tmp_path)) == ["victim", "worker.json"]
+
+
+def test_checkpoints_are_refused_at_start_where_another_user_may_plant_links(tmp_path):
+    """Said before MXNet starts, not at the first checkpoint hours later: exit 2, one line."""
+    from conftest import run_trainer
+
+    shared = tmp_path / "shared"
+    os.makedirs(shared)
+    os.chmod(shared, 0o777)
+    result = run_trainer("fit", "--benchmark", "1", "--num-epochs", "1", "--model-prefix", shared / "m", timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"trainer: error: --model-prefix {shared / 'm'}: {shared} is not this user's own")
+    assert os.listdir(shared) == []
+
+
+def test_a_server_works_in_its_run_directory_only_when_no_other_user_can_plant_there(tmp_path, monkeypatch, caplog):
+    from mxlaunch.trainer import cli
+
+    own, shared = tmp_path / "own", tmp_path / "shared"
+    os.makedirs(shared)
+    os.chmod(shared, 0o777)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LAUNCH_RUN_DIR", str(own))
+    cli._into_run_dir()
+    assert os.getcwd() == str(own)
+    monkeypatch.setenv("LAUNCH_RUN_DIR", str(shared))
+    with caplog.at_level(logging.WARNING, logger="trainer"):
+        cli._into_run_dir()
+    private = os.getcwd()
+    assert private != str(shared) and stat.S_IMODE(os.stat(private).st_mode) == 0o700
+    assert f"cannot work in {shared}" in caplog.records[0].getMessage()
+    os.rmdir(private)

@@ -4,10 +4,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 
 import click
 
-from mxlaunch.errors import run_cli
+from mxlaunch.errors import UsageError, run_cli
+from mxlaunch.files import OwnDirectory
 from mxlaunch.exits import Exit
 from mxlaunch.trainer import configure, options
 from mxlaunch.trainer.config import DIST_ROLE_VAR, FitConfig
@@ -175,16 +177,24 @@ def digits_command(out) -> None:
 
 def _into_run_dir() -> None:
     """A server writes its profile (--profile-server-suffix) into its working directory: make that the run
-    directory the launcher gives it ($LAUNCH_RUN_DIR), where the run's other files go."""
+    directory the launcher gives it ($LAUNCH_RUN_DIR), where the run's other files go, once it is checked to be
+    a directory no other user can plant a link in (MXNet opens the profile by name); else a private one."""
     run_dir = os.environ.get("LAUNCH_RUN_DIR")
     if not run_dir:
         return
     try:
         os.makedirs(run_dir, exist_ok=True)
-        os.chdir(run_dir)
-    except OSError as exc:
-        logging.getLogger("trainer").warning("cannot work in %s (%s): a server profile goes to %s", run_dir,
-                                             exc.strerror or exc, os.getcwd())
+        directory = OwnDirectory(run_dir)
+        try:
+            os.fchdir(directory.fd)  # the directory checked, not whatever the path names a moment later
+        finally:
+            directory.close()
+    except (OSError, UsageError) as exc:
+        private = tempfile.mkdtemp(prefix="trainer-server-")
+        os.chdir(private)
+        why = exc.format_message() if isinstance(exc, UsageError) else exc.strerror or exc
+        logging.getLogger("trainer").warning("cannot work in %s (%s): a server profile goes to %s", run_dir, why,
+                                             private)
 
 
 def main(args=None) -> None:

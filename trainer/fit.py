@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 from mxlaunch.errors import UsageError
+from mxlaunch.files import OwnDirectory, UnsafeFile
 from mxlaunch.trainer import model as checkpoints
 from mxlaunch.trainer import optim, profiling, records, starting
 from mxlaunch.trainer.config import FitConfig
@@ -144,7 +145,19 @@ def _check_inputs(cfg: FitConfig) -> Optional[records.RecordSummary]:
         records.check_labels(val_summary, cfg.num_classes)
     starting.check_files(cfg)
     optim.optimizer_class(cfg.optimizer)
+    _check_checkpoint_directory(cfg.model_prefix)
     return summary
+
+
+def _check_checkpoint_directory(prefix: Optional[str]) -> None:
+    """Checkpoints go only where no other user can plant a link (files.Replacement): said now, not at the first
+    checkpoint hours later."""
+    directory = os.path.dirname(os.path.abspath(prefix)) if prefix else None
+    if directory and os.path.isdir(directory):
+        try:
+            OwnDirectory(directory).close()
+        except UnsafeFile as exc:
+            raise UsageError(f"--model-prefix {prefix}: {exc.format_message()}") from None
 
 
 def _connect(cfg: FitConfig, ctx: list, start: checkpoints.Model, summary, on_rank) -> Optional[_Job]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 from typing import Optional, Tuple
 
 from mxlaunch.errors import UsageError
 from mxlaunch.files import Replacement
+from mxlaunch.trainer import metrics_file
 
 log = logging.getLogger("trainer")
 
@@ -75,6 +77,12 @@ def check_suffixes(worker_suffix: str, server_suffix: str) -> None:
     if worker_suffix and worker_suffix == server_suffix:
         raise UsageError(f"--profile-worker-suffix and --profile-server-suffix are both {worker_suffix!r}: worker "
                          f"and server of one rank would write the same rank0_{worker_suffix} (give two names)")
+    if server_suffix and re.fullmatch(r"rank\d+_" + re.escape(server_suffix), worker_suffix):
+        raise UsageError(f"--profile-worker-suffix {worker_suffix}: a server writes that file with "
+                         f"--profile-server-suffix {server_suffix} (give a name without rankN_)")
+    for option, suffix in (("--profile-worker-suffix", worker_suffix), ("--profile-server-suffix", server_suffix)):
+        if suffix == metrics_file.FILE_NAME:
+            raise UsageError(f"{option} {suffix}: rank 0 writes its metrics there (give another name)")
 
 
 def check_suffix(option: str, suffix: str) -> None:
