@@ -56,6 +56,19 @@ def test_the_users_own_metrics_are_fetched_byte_for_byte(worker, tmp_path):
     assert (local / "metrics.jsonl").read_bytes() == data
 
 
+def test_a_profile_may_be_larger_than_metrics_and_what_a_job_did_not_write_is_no_warning(worker, tmp_path):
+    remote = remote_dir(tmp_path)
+    profile = os.urandom(1024) * (ssh_runner.FETCH_LIMIT // 1024 + 1)  # past metrics.jsonl's bound
+    (remote / "rank0_worker.json").write_bytes(profile)
+    local = tmp_path / "local"
+    local.mkdir()
+    warnings = []
+    fetched = ssh_runner.fetch_run_files([worker], str(local), str(remote), python=PYTHON, warn=warnings.append,
+                                         names=("metrics.jsonl", "rank0_worker.json"))
+    assert fetched == [str(local / "rank0_worker.json")] and not warnings
+    assert (local / "rank0_worker.json").read_bytes() == profile
+
+
 def test_a_metrics_link_to_another_file_is_never_followed(worker, tmp_path):
     """Another user who owns WORKDIR/runs points metrics.jsonl at the victim's own files."""
     remote = remote_dir(tmp_path)
@@ -115,9 +128,11 @@ def test_a_host_that_does_not_answer_is_given_up_after_the_bound_and_its_reader_
     remote = remote_dir(tmp_path)
     warnings = []
     started = time.monotonic()
+    names = ("metrics.jsonl", "rank0_worker.json", "rank1_worker.json", "rank0_server.json")
     fetched = ssh_runner.fetch_run_files([worker], str(tmp_path), str(remote), python=str(stuck),
-                                         warn=warnings.append)
+                                         warn=warnings.append, names=names)
     assert time.monotonic() - started < 10 and fetched == []
-    assert len(warnings) == 1 and "no answer within 2s" in warnings[0], warnings
+    # asked once for every file: one bound spent, one line (it was a bound and a line per file)
+    assert warnings == [f"{', '.join(names)} on {worker.host.target}: no answer within 2s: not fetched"], warnings
     testbed.wait_for(lambda: not any("sleep" in " ".join(c) for c in bed.cmdlines(0)), 10,
                      what="the stuck reader to be ended on the host")

@@ -236,17 +236,25 @@ def remote_run_file(conn: Connection, python: str, folder: str, name: str, mode:
                     limit: int = FETCH_LIMIT, timeout: Optional[float] = None) -> dict:
     """infra/transport/remote/run_file.py's reply for folder/name on `conn`'s host ("stat" or "read"): the file
     read there, never through a link, only as this user's regular file in this user's directory, at most
-    `limit` bytes, within `timeout` s (FETCH_TIMEOUT). {"refused": why} for whatever kept it from being read."""
+    `limit` bytes, within `timeout` s (FETCH_TIMEOUT). {"refused": why} for whatever kept it from being read
+    ("timeout": True with it when the host gave no answer in time)."""
+    return _run_file(conn, python, [mode, folder, name, str(limit)], limit * 4 // 3 + 4096, timeout)
+
+
+def _run_file(conn: Connection, python: str, args: List[str], max_output: int, timeout: Optional[float]) -> dict:
     timeout = FETCH_TIMEOUT if timeout is None else timeout
-    code, out, err = conn.run([python, "-c", source("run_file"), mode, folder, name, str(limit)], timeout=timeout,
-                              max_output=limit * 4 // 3 + 4096)  # base64 of `limit` bytes and one JSON line
+    code, out, err = conn.run([python, "-c", source("run_file"), *args], timeout=timeout, max_output=max_output)
     reply = run_file.parse_reply(out) if code == 0 else None
     if reply is not None:
         return reply
     if code == -1:
-        return {"refused": f"no answer within {timeout:g}s"}
+        return {"refused": f"no answer within {timeout:g}s", "timeout": True}
     said = " ".join(err.strip().splitlines()[-1:])
     return {"refused": f"{python} gave no answer (exit status {code}{': ' + said if said else ''})"}
+
+
+def fetch_limit(name: str) -> int:
+    return FETCH_LIMIT if name in RUN_FILES else PROFILE_FETCH_LIMIT
 
 
 def fetch_run_files(role_conns: List[Connection], local_dir: str, remote_dir: str, python: str,
@@ -255,32 +263,44 @@ def fetch_run_files(role_conns: List[Connection], local_dir: str, remote_dir: st
     """Bring the files roles wrote into their run directory (`remote_dir`, on their hosts) into the
     launcher's (`local_dir`): the newest copy on a host of the job wins and replaces the local one (a resumed
     job's metrics.jsonl holds every epoch). A copy that cannot be read safely (a link, another user's, too large,
-    no answer in time) is left there, said in one line by `warn`. Returns the local paths fetched."""
-    fetched: List[str] = []
-    for name in names:
-        local = os.path.join(local_dir, name)
-        if os.path.abspath(local_dir) == remote_dir and os.path.exists(local):
-            continue  # the hosts share this very directory with the launcher: already here
-        alive = [conn for conn in role_conns if conn.alive]
-        limit = FETCH_LIMIT if name in RUN_FILES else PROFILE_FETCH_LIMIT
-        stats = parallel(lambda conn: remote_run_file(conn, python, remote_dir, name, "stat", limit), alive,
-                         timeout=FETCH_TIMEOUT + 5, name="run-file-stat")  # each bounded: this is a backstop
-        found = []
-        for conn, reply in stats.items():
-            reply = reply if isinstance(reply, dict) else {"refused": describe_error(reply)}
-            if "mtime" in reply:
-                found.append((reply["mtime"], conn))
-            elif "refused" in reply:
-                warn(f"{name} on {conn.host.target}: {reply['refused']}: not fetched")
-        if found:
-            conn = max(found, key=lambda item: item[0])[1]
-            if _fetch_one(conn, python, remote_dir, name, local, warn, limit):
+    no answer in time) is left there, said in one line by `warn`. Each host is asked once for every file (one
+    bounded answer), and a host that gave no answer in time is asked nothing more. Returns the local paths
+    fetched."""
+    wanted = [name for name in names if not (os.path.abspath(local_dir) == remote_dir
+                                             and os.path.exists(os.path.join(local_dir, name)))]
+    alive = [conn for conn in role_conns if conn.alive]
+    if not wanted or not alive:
+        return []
+    replies = parallel(lambda conn: _run_file(conn, python, ["stats", remote_dir, *wanted], 1 << 20, None), alive,
+                       timeout=FETCH_TIMEOUT + 5, name="run-file-stat")  # each bounded: this is a backstop
+    newest: Dict[str, Tuple[float, Connection]] = {}
+    for conn, reply in replies.items():
+        reply = reply if isinstance(reply, dict) else {"refused": describe_error(reply)}
+        if "refused" in reply:
+            warn(f"{', '.join(wanted)} on {conn.host.target}: {reply['refused']}: not fetched")
+        for name, found in (reply.get("files") or {}).items():
+            if "refused" in found:
+                warn(f"{name} on {conn.host.target}: {found['refused']}: not fetched")
+            elif "mtime" in found and found["size"] > fetch_limit(name):
+                warn(f"{name} on {conn.host.target}: {os.path.join(remote_dir, name)} is larger than "
+                     f"{fetch_limit(name)} bytes: not fetched (left there)")
+            elif "mtime" in found and (name not in newest or found["mtime"] > newest[name][0]):
+                newest[name] = (found["mtime"], conn)
+    fetched, silent = [], set()
+    for name in wanted:
+        if name in newest and newest[name][1] not in silent:
+            conn, local = newest[name][1], os.path.join(local_dir, name)
+            reply = _fetch_one(conn, python, remote_dir, name, local, warn, fetch_limit(name))
+            if reply.get("timeout"):
+                silent.add(conn)
+            elif "data" in reply:
                 fetched.append(local)
     return fetched
 
 
-def _fetch_one(conn: Connection, python: str, remote_dir: str, name: str, local: str, warn, limit: int) -> bool:
-    """The newest copy into `local`, whole or not at all (written beside it, then renamed)."""
+def _fetch_one(conn: Connection, python: str, remote_dir: str, name: str, local: str, warn, limit: int) -> dict:
+    """The newest copy into `local`, whole or not at all (written beside it, then renamed). The host's reply:
+    "data" in it when the copy was written ({"refused": why} else, said by `warn`)."""
     try:
         reply = remote_run_file(conn, python, remote_dir, name, "read", limit)
     except Exception as exc:  # the host went away: the run still has every log; the plot is what goes missing
@@ -288,15 +308,15 @@ def _fetch_one(conn: Connection, python: str, remote_dir: str, name: str, local:
     if "data" not in reply:
         if "refused" in reply:
             warn(f"{name} on {conn.host.target}: {reply['refused']}: not fetched")
-        return False
+        return reply
     part = local + ".part"
     try:
         with open_new(part, "wb") as f:  # never through a planted link
             f.write(base64.b64decode(reply["data"]))
         os.replace(part, local)
-        return True
+        return reply
     except (OSError, ValueError, UsageError) as exc:
         with contextlib.suppress(OSError):
             os.remove(part)
         warn(f"{name} from {conn.host.target} not written to {local}: {getattr(exc, 'strerror', None) or exc}")
-        return False
+        return {"refused": str(exc)}

@@ -4,9 +4,11 @@ the host may own WORKDIR/runs and plant links or FIFOs there: the directory is o
 and must be this user's own (not writable by others), the file is opened under it (openat) without following a
 link, must be a regular file of this user's, and at most LIMIT bytes are read.
 
-Stdlib only, Python >= 3.6. argv: MODE DIR NAME LIMIT, MODE "stat" or "read". stdout, one line:
+Stdlib only, Python >= 3.6. argv: MODE DIR NAME LIMIT, MODE "stat" or "read"; or `stats DIR NAME...` (every
+file at once: one program per host however many files a job wrote). stdout, one line:
     MARKER {"mtime": T, "size": N}                          stat
     MARKER {"mtime": T, "size": N, "data": BASE64}          read
+    MARKER {"files": {NAME: {"mtime": T, "size": N}, ...}}  stats (each NAME's value as stat's, without a bound)
     MARKER {"missing": true}                                no such directory or file
     MARKER {"refused": "why, in a clause"}                  a link, not a regular file, another user's, too large
 """
@@ -81,6 +83,37 @@ def answer(mode, folder, name, limit):
     return reply
 
 
+def _stat_in(dir_fd, folder, name):
+    if os.sep in name or name in ("", ".", ".."):
+        return {"refused": "%r is not a file name" % name}
+    try:
+        fd, st = _open_file(dir_fd, folder, name)
+    except Refused as exc:
+        return {"refused": str(exc)}
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return {"missing": True}
+        return {"refused": "%s: %s" % (os.path.join(folder, name), exc.strerror)}
+    os.close(fd)
+    return {"mtime": st.st_mtime, "size": st.st_size}
+
+
+def stats(folder, names):
+    """The reply for `stats`: each file of `names` under `folder`, checked as `answer` checks one."""
+    try:
+        dir_fd = _open_dir(folder)
+    except Refused as exc:
+        return {"refused": str(exc)}
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return {"missing": True}
+        return {"refused": "%s: %s" % (folder, exc.strerror)}
+    try:
+        return {"files": dict((name, _stat_in(dir_fd, folder, name)) for name in names)}
+    finally:
+        os.close(dir_fd)
+
+
 def parse_reply(text):
     """The reply object in a program's stdout; None when there is none."""
     for line in text.splitlines():
@@ -94,8 +127,11 @@ def parse_reply(text):
 
 
 def main(argv):
-    mode, folder, name, limit = argv[0], argv[1], argv[2], int(argv[3])
-    sys.stdout.write("%s %s\n" % (MARKER, json.dumps(answer(mode, folder, name, limit))))
+    if argv[0] == "stats":
+        reply = stats(argv[1], argv[2:])
+    else:
+        reply = answer(argv[0], argv[1], argv[2], int(argv[3]))
+    sys.stdout.write("%s %s\n" % (MARKER, json.dumps(reply)))
 
 
 if __name__ == "__main__":
