@@ -93,8 +93,18 @@ def test_runs_reads_only_regular_files_a_fifo_is_damage_not_a_hang(tmp_path, nam
     code, out, err, _ = launch("runs", "--dir", str(tmp_path), timeout=30)
     assert code == 0, err
     listed = rows(out)
-    assert listed["bad"][6:8] == ["damaged:", name] or (name == "launcher.json" and listed["bad"][6] == "ok"), out
+    assert listed["bad"][6:8] == ["damaged:", name], out
     assert listed["good"][6] == "ok"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_runs_shows_a_launcher_record_of_another_user_as_damaged(tmp_path):
+    """A launcher.json another user owns is not this user's launcher's: not trusted, said as damage."""
+    bad = make_run(tmp_path, "bad")
+    (bad / "launcher.json").write_text(json.dumps({"pid": os.getpid(), "started": "2026-01-01T10:00:00+00:00"}))
+    os.chown(bad / "launcher.json", 65534, 65534)
+    code, out, err, _ = launch("runs", "--dir", str(tmp_path))
+    assert code == 0 and rows(out)["bad"][6:8] == ["damaged:", "launcher.json"], (out, err)
 
 
 def test_runs_never_reads_through_a_planted_link(tmp_path):
