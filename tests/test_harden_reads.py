@@ -25,14 +25,14 @@ PEAK = ("import os, resource, subprocess, sys\n"
         "sys.exit(code)\n")
 
 
-def launch(*args, timeout=60, limit_mb=None, cwd=None):
+def launch(*args, timeout=60, limit_mb=None, cwd=None, stdout=subprocess.PIPE):
     """`launch ARGS` in its own process (stdin empty), bounded in time and, with `limit_mb`, in address space
     (RLIMIT_AS: past it an allocation fails): (exit status, stdout, stderr, its peak resident memory in MB)."""
     def limit():
         if limit_mb:
             resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20))
     peak_r, peak_w = os.pipe()
-    proc = subprocess.Popen([sys.executable, "-c", PEAK, *launch_argv(*args)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", PEAK, *launch_argv(*args)], stdout=stdout,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=dict(os.environ, NO_COLOR="1", PEAK_FD=str(peak_w)),
                             preexec_fn=limit, cwd=cwd, pass_fds=(peak_w,))
     os.close(peak_w)
@@ -47,7 +47,7 @@ def launch(*args, timeout=60, limit_mb=None, cwd=None):
         pytest.fail(f"launch {' '.join(args)} did not end within {timeout}s: {err.decode()[-2000:]}")
     with os.fdopen(peak_r, "rb") as f:
         peak = int(f.read() or 0) / 1024
-    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), peak
+    return proc.returncode, (out or b"").decode("utf-8", "replace"), err.decode("utf-8", "replace"), peak
 
 
 def make_run(parent, name, start="2026-01-01T10:00:00+00:00", **summary):
@@ -168,6 +168,22 @@ def test_logs_of_a_100_mb_line_without_a_newline_stays_bounded(tmp_path):
     assert code == 0, err
     assert out == "y" * (100 << 20) + "\n"
     assert peak < MEMORY_MB, f"{peak:.0f} MB"
+
+
+def test_logs_merge_of_logs_and_times_of_bare_newlines_stays_bounded(tmp_path):
+    """Every role's log and times file of nothing but newlines: each chunk read holds a million lines, and
+    --merge reads a log and a times file per role at once (before: a chunk split whole, about 80 MB a file)."""
+    run_dir = make_run(tmp_path, "r")
+    newlines = b"\n" * ((1 << 20) + (1 << 16))  # more than one chunk
+    for role in ("scheduler", "server-0", "worker-0"):
+        for name in (f"{role}.log", f"{role}.log.times"):
+            (run_dir / "logs" / name).write_bytes(newlines)
+    with open(tmp_path / "out", "wb") as out:
+        code, _, err, peak = launch("logs", str(run_dir), "--merge", limit_mb=SAFETY_MB, timeout=150, stdout=out)
+    assert code == 0, err
+    assert peak < MEMORY_MB, f"{peak:.0f} MB"
+    with open(tmp_path / "out", "rb") as out:  # every line, each with its role's prefix
+        assert sum(block.count(b"\n") for block in iter(lambda: out.read(1 << 20), b"")) == 3 * len(newlines)
 
 
 @pytest.mark.parametrize("merge", [False, True], ids=["plain", "merge"])

@@ -11,8 +11,7 @@ writer is fair to the other roles. Files are opened only as regular files, never
 """
 from __future__ import annotations
 
-import collections
-from typing import Deque, Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 from mxlaunch.files import MIB, UnsafeFile, open_regular
 from mxlaunch.launcher.jobs.output import times_path
@@ -24,15 +23,17 @@ Piece = Tuple[bytes, bool]  # (bytes without the newline, whether they end their
 
 
 class LineFile:
-    """The lines of one file from an offset on, read a chunk at a time."""
+    """The lines of one file from an offset on, read a chunk at a time and cut into lines one at a time: what
+    is held is at most a chunk and a line's start, however many lines a chunk holds (a chunk of bare newlines
+    split whole would be a million objects)."""
 
     def __init__(self, path: str, offset: int = 0):
         self.path, self.offset = path, offset
-        self.pending = b""  # the start of a line not yet ended
-        self.ready: Deque[Piece] = collections.deque()
+        self.buffer = b""  # bytes read and not yet passed on, from `at` on
+        self.at = 0
 
     def _fill(self) -> int:
-        """Read one chunk into `ready`; the bytes read (0: nothing more now, or no such file)."""
+        """Read one chunk onto what is left of the buffer; the bytes read (0: nothing more now, or no such file)."""
         try:
             with open_regular(self.path) as f:
                 f.seek(self.offset)
@@ -40,29 +41,38 @@ class LineFile:
         except FileNotFoundError:
             return 0
         self.offset += len(data)
-        *complete, self.pending = (self.pending + data).split(b"\n")
-        self.ready.extend((line, True) for line in complete)
-        while len(self.pending) > MAX_LINE:
-            self.ready.append((self.pending[:MAX_LINE], False))
-            self.pending = self.pending[MAX_LINE:]
+        self.buffer, self.at = self.buffer[self.at:] + data, 0
         return len(data)
+
+    def _cut(self, final: bool) -> Optional[Piece]:
+        """The next piece of what is buffered: a whole line, MAX_LINE bytes of a longer one, or (`final`) the
+        unterminated rest; None when more must be read first."""
+        end = self.buffer.find(b"\n", self.at)
+        if end >= 0:
+            piece, self.at = self.buffer[self.at:end], end + 1
+            return piece, True
+        if len(self.buffer) - self.at > MAX_LINE:
+            piece, self.at = self.buffer[self.at:self.at + MAX_LINE], self.at + MAX_LINE
+            return piece, False
+        if final and len(self.buffer) > self.at:
+            piece, self.buffer, self.at = self.buffer[self.at:], b"", 0
+            return piece, True
+        return None
 
     def next(self, final: bool, budget: Optional[list] = None) -> Optional[Piece]:
         """The next piece, reading on as needed; None when the file has nothing more now (`final`: its
         unterminated last line counts as a line). `budget`: [bytes this call may still read], spent here."""
-        while not self.ready:
+        while True:
+            piece = self._cut(final=False)
+            if piece is not None:
+                return piece
             if budget is not None and budget[0] <= 0:
                 return None
             got = self._fill()
             if budget is not None:
                 budget[0] -= got
             if not got:
-                if final and self.pending:
-                    self.ready.append((self.pending, True))
-                    self.pending = b""
-                    break
-                return None
-        return self.ready.popleft()
+                return self._cut(final)
 
 
 def tail_offset(path: str, lines: int, final: bool) -> Tuple[int, int]:
