@@ -11,7 +11,9 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
 
+from mxlaunch.launcher.cli.logs import logs
 from testkit.jobs import launch_argv
 
 pytestmark = pytest.mark.timeout(180)
@@ -157,6 +159,27 @@ def test_logs_tail_of_a_100_mb_log_reads_from_the_end_in_bounded_memory(tmp_path
     assert code == 0, err
     assert out.splitlines() == ["second-to-last".ljust(99, "."), "last".ljust(99, ".")]
     assert peak < MEMORY_MB, f"{peak:.0f} MB"
+
+
+def read_bytes():
+    """The bytes this process has read so far (the kernel's count of every read call)."""
+    with open("/proc/self/io", "rb") as f:
+        return int(dict(line.split(b": ") for line in f.read().splitlines())[b"rchar"])
+
+
+def test_logs_tail_without_merge_reads_only_the_end(tmp_path):
+    """Without --merge no line is looked up in the times file, so nothing before the tail is counted either:
+    --tail 2 of a 200 MB log reads a chunk or two, not the whole file."""
+    run_dir = make_run(tmp_path, "r")
+    with open(run_dir / "logs" / "worker-0.log", "wb") as f:
+        f.truncate(200 << 20)  # sparse: 200 MB of NUL bytes, no newline among them
+        f.seek(0, os.SEEK_END)
+        f.write(b"\nsecond-to-last\nlast\n")
+    before = read_bytes()
+    result = CliRunner().invoke(logs, [str(run_dir), "--tail", "2"])
+    read = read_bytes() - before
+    assert result.exit_code == 0 and result.output == "second-to-last\nlast\n", result.output[-200:]
+    assert read < 8 << 20, f"{read / (1 << 20):.0f} MB read"
 
 
 def test_logs_of_a_100_mb_line_without_a_newline_stays_bounded(tmp_path):

@@ -75,10 +75,11 @@ class LineFile:
                 return self._cut(final)
 
 
-def tail_offset(path: str, lines: int, final: bool) -> Tuple[int, int]:
+def tail_offset(path: str, lines: int, final: bool, count: bool = True) -> Tuple[int, int]:
     """(offset where the last `lines` lines of `path` begin, how many lines come before it), reading backwards
     a chunk at a time and counting forwards the same way: memory is one chunk whatever the file. Not `final`:
-    an unterminated last line is not yet a line."""
+    an unterminated last line is not yet a line. Without `count` the lines before are not counted (0): that
+    reads the whole file before the tail, which only finding their receive times needs."""
     with open_regular(path) as f:
         end = f.seek(0, 2)
         if end and not final:
@@ -93,7 +94,7 @@ def tail_offset(path: str, lines: int, final: bool) -> Tuple[int, int]:
                 break
             start = _newline_before(f, search) + 1  # the start of one more line, back from the end
             search = start - 1
-        return start, _count_lines(f, start)
+        return start, _count_lines(f, start) if count else 0
 
 
 def _newline_before(f, end: int) -> int:
@@ -135,7 +136,7 @@ class LogReader:
 
     def tail(self, lines: int, final: bool) -> None:
         try:
-            offset, before = tail_offset(self.log.path, lines, final)
+            offset, before = tail_offset(self.log.path, lines, final, count=self.times is not None)
         except FileNotFoundError:  # not written yet: its first line is the first to show
             return
         self.log.offset = offset
