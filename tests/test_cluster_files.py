@@ -2,6 +2,8 @@
 is already there, and remote commands whose exit status comes back. (The whole commands, cluster resolution
 included, run in the cluster box: tests/test_box_cluster.py.)"""
 import os
+import socket
+import subprocess
 import time
 
 import pytest
@@ -10,6 +12,7 @@ from mxlaunch.errors import UsageError
 from mxlaunch.launcher.cli import cluster_files as files_cmd
 from mxlaunch.infra.transport.ssh import SSHOptions, connect
 from testkit import bed as testbed
+from testkit.jobs import launch_argv
 pytestmark = [pytest.mark.timeout(60)]
 
 
@@ -47,6 +50,32 @@ def test_put_refuses_links_inside_src_by_name_unless_told_to_follow_them(tmp_pat
     assert [(c.remote, c.size) for c in copies] == [("/efs/data/data/a.rec", 3), ("/efs/data/data/linked/b.rec", 1),
                                                     ("/efs/data/data/sub/c.rec", 3)]
     assert [c.remote for c in files_cmd.plan_copies(str(src / "linked"), "/efs/x")] == ["/efs/x/linked/b.rec"]
+
+
+def test_put_refuses_fifos_and_sockets_by_name_also_behind_links_and_as_src(tmp_path):
+    """Before: they were skipped and the put reported success."""
+    src = tmp_path / "data"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.rec").write_bytes(b"abc")
+    os.mkfifo(src / "sub" / "pipe")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(src / "sock"))
+        with pytest.raises(UsageError) as refused:
+            files_cmd.plan_copies(str(src), "/efs/data/")
+        assert ("holds 2 file(s) that put does not copy: data/sock, data/sub/pipe (FIFOs, sockets or devices"
+                in refused.value.format_message())
+    (src / "sock").unlink()
+    os.mkfifo(tmp_path / "elsewhere")
+    (src / "sub" / "pipe").unlink()
+    (src / "sub" / "pipe").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match=r"holds 1 file\(s\) that put does not copy: data/sub/pipe"):
+        files_cmd.plan_copies(str(src), "/efs/data/", follow_links=True)
+    with pytest.raises(UsageError, match=r"holds 1 file\(s\) that put does not copy: elsewhere"):
+        files_cmd.plan_copies(str(tmp_path / "elsewhere"), "/efs/data/")
+    # the command: one line, exit 2, before any cluster is looked up (nothing is uploaded)
+    proc = subprocess.run(launch_argv("cluster", "put", "no-such-cluster", str(src), "-L"), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "data/sub/pipe" in proc.stderr, proc.stderr
 
 
 def test_exec_quotes_an_argv_exactly_and_runs_one_word_as_a_command_line():
