@@ -4,6 +4,7 @@ included, run in the cluster box: tests/test_box_cluster.py.)"""
 import os
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -82,6 +83,60 @@ def test_exec_quotes_an_argv_exactly_and_runs_one_word_as_a_command_line():
     assert files_cmd.remote_command(("ls", "a b", "$HOME"), "/efs/v/bin") == \
         "PATH=/efs/v/bin:\"$PATH\"; export PATH; ls 'a b' '$HOME'"
     assert files_cmd.remote_command(("cd /efs && ls",), "/efs/v/bin").endswith("; cd /efs && ls")
+
+
+class _Instance:
+    """A fake connection whose command runs until its group is signalled (bounded)."""
+
+    def __init__(self, i, began, on_start):
+        self.i, self.began, self.on_start, self.ended = i, began, on_start, threading.Event()
+
+    def stream(self, command, out, err, started):
+        started(str(1000 + self.i))
+        self.began.append(self.i)
+        self.on_start()
+        self.ended.wait(30)
+        return 143
+
+    def kill_group(self, pid, signal_name="KILL"):
+        assert pid == str(1000 + self.i)
+        self.ended.set()
+
+
+def test_exec_all_on_more_instances_than_threads_starts_no_queued_command_after_ctrl_c(monkeypatch):
+    """40 instances, 32 threads: Ctrl-C while the first 32 run stops them, and the 8 queued never start
+    (before: each started as soon as a thread was free). The Ctrl-C comes where the main thread waits for the
+    results (a signal can be lost just before a thread blocks: not what is tested here)."""
+    began, running = [], threading.Event()
+    before = set(threading.enumerate())
+
+    class Pending:
+        def __init__(self, future):
+            self.future = future
+
+        def result(self):
+            assert running.wait(10)
+            raise KeyboardInterrupt
+
+        def cancel(self):
+            return self.future.cancel()
+
+    class Pool(files_cmd.ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            return Pending(super().submit(*args, **kwargs))
+
+    def on_start():
+        if len(began) >= 32:
+            running.set()
+    monkeypatch.setattr(files_cmd, "ThreadPoolExecutor", Pool)
+    hosts = [f"10.0.0.{i}" for i in range(40)]
+    connections = {h: _Instance(i, began, on_start) for i, h in enumerate(hosts)}
+    with pytest.raises(KeyboardInterrupt):
+        files_cmd._exec_all("c", list(range(40)), hosts, connections, "sleep 600")
+    for thread in set(threading.enumerate()) - before:  # the pool's threads end once nothing is queued
+        thread.join(10)
+        assert not thread.is_alive()
+    assert sorted(began) == list(range(32)) and all(c.ended.is_set() for c in list(connections.values())[:32])
 
 
 bed = testbed.bed_fixture(1)

@@ -290,20 +290,24 @@ def _exec_all(name, chosen, hosts, connections, command) -> int:
 
     def result(i: int):
         prefix = f"[{name}-{i}]"
+        if stopping.is_set():  # queued behind the pool's threads until after the stop: never started
+            return KeyboardInterrupt()
         try:
             return connections[hosts[chosen.index(i)]].stream(command, say(prefix, False), say(prefix, True),
                                                                started=started_on(i))
         except Exception as exc:  # one host's failure is its result, not the others' end
             return exc
 
-    pool = ThreadPoolExecutor(max_workers=min(len(chosen), 32))
+    pool, futures = ThreadPoolExecutor(max_workers=min(len(chosen), 32)), {}
     try:
-        futures = {i: pool.submit(result, i) for i in chosen}
+        futures.update((i, pool.submit(result, i)) for i in chosen)
         results = {i: future.result() for i, future in futures.items()}  # as long as the commands run
     except BaseException:
         with lock:
             stopping.set()
             running = dict(pids)
+        for future in futures.values():  # more instances than threads: the queued ones never start
+            future.cancel()
         for i, pid in running.items():
             connections[hosts[chosen.index(i)]].kill_group(pid, "TERM")
         raise
