@@ -30,7 +30,8 @@ KIB, MIB = 1 << 10, 1 << 20
 
 
 class UnsafeFile(UsageError):
-    """A file that is not read or written as asked: a symbolic link, not a regular file, or too large."""
+    """A file that is not read or written as asked: a symbolic link, not a regular file, too large, or (for a
+    reader that says so) one this user may not read."""
 
 
 class FileTooLarge(UnsafeFile):

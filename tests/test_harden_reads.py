@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 
@@ -236,6 +237,22 @@ def test_logs_never_follows_a_log_linked_elsewhere(tmp_path):
     code, out, err, _ = launch("logs", str(run_dir))
     assert code == 2 and "PRIVATE" not in out + err, (out, err)
     assert err.count("\n") == 1 and "worker-1.log is a symbolic link: not read" in err, err
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+@pytest.mark.parametrize("tail", [[], ["--tail", "1"]], ids=["whole", "tail"])
+def test_logs_of_a_log_it_may_not_read_is_one_line_and_exit_2(tmp_path, tail):
+    """Before: exit 70, internal error (PermissionError). As root without the capabilities that let root read
+    any file, a file of mode 000 is one this user may not read."""
+    run_dir = make_run(tmp_path, "r")
+    write_log(run_dir, "worker-0", [b"a1"])
+    write_log(run_dir, "worker-1", [b"b1"])
+    (run_dir / "logs" / "worker-1.log").chmod(0)
+    proc = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+                           *launch_argv("logs", str(run_dir), *tail)], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, (proc.returncode, proc.stderr)
+    assert f"{run_dir}/logs/worker-1.log cannot be read (Permission denied)" in proc.stderr, proc.stderr
 
 
 def test_logs_refuses_a_fifo_named_like_a_log_instead_of_hanging(tmp_path):

@@ -22,6 +22,17 @@ MAX_STAMP = 64  # a receive time is "%.3f": a longer line of the times file is d
 Piece = Tuple[bytes, bool]  # (bytes without the newline, whether they end their line)
 
 
+def _open(path: str):
+    """open_regular; a file this user may not read (EACCES, EIO, ...) is one line naming it, like a link, not
+    an internal error. FileNotFoundError when it is absent (not written yet)."""
+    try:
+        return open_regular(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UnsafeFile(f"{path} cannot be read ({exc.strerror or exc})") from exc
+
+
 class LineFile:
     """The lines of one file from an offset on, read a chunk at a time and cut into lines one at a time: what
     is held is at most a chunk and a line's start, however many lines a chunk holds (a chunk of bare newlines
@@ -35,7 +46,7 @@ class LineFile:
     def _fill(self) -> int:
         """Read one chunk onto what is left of the buffer; the bytes read (0: nothing more now, or no such file)."""
         try:
-            with open_regular(self.path) as f:
+            with _open(self.path) as f:
                 f.seek(self.offset)
                 data = f.read(CHUNK)
         except FileNotFoundError:
@@ -80,7 +91,7 @@ def tail_offset(path: str, lines: int, final: bool, count: bool = True) -> Tuple
     a chunk at a time and counting forwards the same way: memory is one chunk whatever the file. Not `final`:
     an unterminated last line is not yet a line. Without `count` the lines before are not counted (0): that
     reads the whole file before the tail, which only finding their receive times needs."""
-    with open_regular(path) as f:
+    with _open(path) as f:
         end = f.seek(0, 2)
         if end and not final:
             end = _newline_before(f, end) + 1
