@@ -12,7 +12,8 @@ missing or damaged (launcher_record never yields one naming no process id), or i
 owns, or in a directory another user can write to: nothing is signalled); 10 when its launcher runs on another
 machine; 1 when its launcher did not end within --timeout (it is then killed: its roles end through their
 lifeline, and no summary.json is written; a detached launcher's key folder is removed here then, as the
-launcher cannot do it after SIGKILL).
+launcher cannot do it after SIGKILL); 1 when a run whose launcher is gone with its instance cannot be marked lost
+(its summary.json not written: a full or read-only disk).
 """
 from __future__ import annotations
 
@@ -58,8 +59,13 @@ def _elsewhere(run_dir: str, record: launcher_record.LauncherRecord, live: Optio
         raise RunsElsewhere(f"run {run}: its launcher (pid {record.pid}) runs on {address}, an instance of "
                             f"{cluster} that AWS lists as running but that is not its instance 0 now: stop it "
                             f"there (`launch cluster ssh {cluster} INDEX`, then `launch stop {run_dir}`)")
-    launcher_record.mark_lost(run_dir, record, f"its launcher ran on {address}, which AWS no longer lists among "
-                                               f"cluster {cluster}'s running instances")
+    try:
+        launcher_record.mark_lost(run_dir, record, f"its launcher ran on {address}, which AWS no longer lists "
+                                                   f"among cluster {cluster}'s running instances")
+    except OSError as exc:  # a full or read-only disk, a folder in the way: the run stays as it was
+        raise CommandError(f"run {run}: its launcher ran on {address}, which AWS no longer lists among cluster "
+                           f"{cluster}'s running instances, but the run could not be marked lost: "
+                           f"{exc.strerror or exc} ({exc.filename})") from exc
     echo(f"run {run}: its launcher (pid {record.pid}) ran on {address}, which AWS no longer lists among cluster "
          f"{cluster}'s running instances: it is gone with it, and its roles with it; marked the run lost "
          f"(summary.json: {launcher_record.LOST!r})")
