@@ -5,7 +5,9 @@ or not it ever imports mxnet. This makes two venvs from this interpreter's base 
 in them runs at start-up): `plain`, and `loader` holding only mxlaunch's wheel built from this checkout (no
 dependencies: start-up never needs them). `--before REF` adds a third, `before`, with the wheel of another
 commit. It then times `python -c pass` in each, the venvs taking turns run by run (so that a change in the
-machine's load falls on all of them alike), and prints the median wall time of each and its ratio to `plain`.
+machine's load falls on all of them alike), and prints the median wall time and the median CPU time (user +
+system, the kernel's accounting of each reaped child: the steadier figure on a loaded machine) of each, and each
+median's ratio to `plain`'s.
 
     .venv/bin/python bench/gpu_loader_startup.py [--runs 50] [--before REF] [--keep DIR]
 
@@ -14,6 +16,7 @@ machine's load falls on all of them alike), and prints the median wall time of e
 import argparse
 import glob
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -50,9 +53,24 @@ def source_of(ref, where):
 
 
 def time_once(python):
+    """(wall s, CPU s) of one `python -c pass`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([python, "-c", "pass"], check=True, stdin=subprocess.DEVNULL, timeout=60)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def report(times, runs):
+    """Each venv's medians (wall, CPU) in ms, with their ratios to plain's."""
+    plain = [statistics.median(column) for column in zip(*times["plain"])]
+    print(f"python -c pass, median of {runs} runs each, taking turns ({sys.version.split()[0]}):")
+    for name, values in times.items():
+        wall, cpu = (statistics.median(column) for column in zip(*values))
+        walls = [w for w, _ in values]
+        print(f"  {name:7s} wall {wall * 1000:7.2f} ms ({min(walls) * 1000:.2f}-{max(walls) * 1000:.2f}) "
+              f"{wall / plain[0]:.2f}x plain   cpu {cpu * 1000:6.2f} ms {cpu / plain[1]:.2f}x plain")
 
 
 def main():
@@ -75,12 +93,7 @@ def main():
         for _ in range(args.runs):
             for name, python in pythons.items():
                 times[name].append(time_once(python))
-        plain = statistics.median(times["plain"])
-        print(f"python -c pass, median of {args.runs} runs each, taking turns ({sys.version.split()[0]}):")
-        for name, values in times.items():
-            median = statistics.median(values)
-            print(f"  {name:7s} {median * 1000:7.2f} ms  ({min(values) * 1000:.2f}-{max(values) * 1000:.2f})  "
-                  f"{median / plain:.2f}x plain")
+        report(times, args.runs)
         if args.keep:
             print("venvs kept: " + ", ".join(f"{name} {python}" for name, python in pythons.items()))
     finally:

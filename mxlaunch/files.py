@@ -6,6 +6,8 @@ never without a bound.
     read_bounded(path, limit)        its bytes, at most `limit` (FileTooLarge beyond)
     OwnDirectory(path)               a directory only this user can plant files in, opened once: the files
                                      under it are opened by name relative to it (openat), never through a link
+    read_own(path, limit)            read_bounded, and only this user's own file in such a directory (NotOwn
+                                     otherwise): for content that is acted on, as a process id to signal
     Replacement(path), replaced(path)  a file's new content written under a private temporary name beside it,
                                      then made `path` in one step (fsync, rename); replaced: as a with-block
 
@@ -28,11 +30,16 @@ KIB, MIB = 1 << 10, 1 << 20
 
 
 class UnsafeFile(UsageError):
-    """A file that is not read or written as asked: a symbolic link, not a regular file, or too large."""
+    """A file that is not read or written as asked: a symbolic link, not a regular file, too large, or (for a
+    reader that says so) one this user may not read."""
 
 
 class FileTooLarge(UnsafeFile):
     pass
+
+
+class NotOwn(UnsafeFile):
+    """A file, or the directory it lies in, that another user may have written: its content is not trusted."""
 
 
 def size_text(n: int) -> str:
@@ -96,18 +103,21 @@ class OwnDirectory:
             self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise UnsafeFile(f"{path} is a symbolic link or not a directory: nothing is written there") from exc
+                raise UnsafeFile(f"{path} is a symbolic link or not a directory: nothing there is written or "
+                                 f"trusted") from exc
             raise
         st = os.fstat(self.fd)
         sticky = bool(st.st_mode & stat.S_ISVTX)
         if not sticky and (st.st_uid != os.geteuid() or st.st_mode & stat.S_IWOTH):
             os.close(self.fd)
-            raise UnsafeFile(f"{path} is not this user's own directory (another user can write there): nothing "
-                             f"is written there")
+            raise NotOwn(f"{path} is not this user's own directory (another user can write there): nothing there "
+                         f"is written or trusted")
 
-    def open(self, name: str, mode: str, limit: int = 0):
+    def open(self, name: str, mode: str, limit: int = 0, own: bool = False):
         """`name` under the directory: "r"/"rb" a regular file (at most `limit` bytes read, FileTooLarge beyond:
-        the whole content is returned as bytes), "a" appended to, "x" created new (never an existing name)."""
+        the whole content is returned as bytes), "a" appended to, "x" created new (never an existing name).
+        `own`: read only a file this user owns (NotOwn otherwise; in a sticky directory another user's name
+        stays theirs)."""
         if os.sep in name:
             raise ValueError(f"{name!r} is not a file name")
         flags = {"r": os.O_RDONLY, "a": os.O_WRONLY | os.O_APPEND | os.O_CREAT,
@@ -119,9 +129,13 @@ class OwnDirectory:
                 raise UnsafeFile(f"{os.path.join(self.path, name)} is a symbolic link: never read or written "
                                  f"through (remove it)") from exc
             raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise UnsafeFile(f"{os.path.join(self.path, name)} is not a regular file")
+        if own and st.st_uid != os.geteuid():
+            os.close(fd)
+            raise NotOwn(f"{os.path.join(self.path, name)} belongs to another user (uid {st.st_uid}): not trusted")
         os.set_blocking(fd, True)
         if mode[0] != "r":
             return os.fdopen(fd, mode[0] if mode[0] == "a" else "w", encoding="utf-8")
@@ -139,6 +153,17 @@ class OwnDirectory:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def read_own(path: str, limit: int) -> bytes:
+    """The whole of `path`, at most `limit` bytes, only when this user wrote it: a regular file this user owns,
+    in a directory no other user can plant a file in (OwnDirectory). A file someone else could have put there
+    may name anything (a process to signal): NotOwn. FileNotFoundError when it is absent."""
+    directory = OwnDirectory(os.path.dirname(path) or ".")
+    try:
+        return directory.open(os.path.basename(path), "r", limit, own=True)
+    finally:
+        directory.close()
 
 
 class Replacement:

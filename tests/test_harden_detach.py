@@ -211,8 +211,8 @@ def test_the_sweep_removes_a_key_folder_whose_start_never_wrote_a_record(tmp_pat
 
 @pytest.fixture(scope="module")
 def noisy_login(tmp_path_factory):
-    """A connection as the login user of an instance-like bed host whose ~/.bashrc prints a number and a line
-    first, as a careless start-up file does (bash runs it for every SSH command)."""
+    """A connection as the login user of an instance-like bed host whose ~/.bashrc prints a number, a line and
+    words without a newline first, as a careless start-up file does (bash runs it for every SSH command)."""
     require.need_bed()
     from mxlaunch.infra.transport.ssh import SSHOptions, connect_all
     from testkit import bed as beds
@@ -224,7 +224,8 @@ def noisy_login(tmp_path_factory):
         host = bed.members[0]
         boot(host.sshd_pid, image, open(bed.key + ".pub").read())
         subprocess.run(inside_argv(host.sshd_pid, image.user) + [
-            "sh", "-c", 'printf "echo 999999\\necho hello from bashrc\\n" > "$HOME/.bashrc"'], check=True, timeout=30)
+            "sh", "-c", 'printf "echo 999999\\necho hello from bashrc\\nprintf no-newline\\n" > "$HOME/.bashrc"'],
+            check=True, timeout=30)
         options = SSHOptions(key=bed.key, known_hosts=bed.known_hosts, user=image.user, config_path=None)
         (target,) = bed.hosts
         connections = connect_all([target], options)
@@ -240,7 +241,19 @@ def test_run_output_and_the_pid_skip_what_a_start_up_file_prints(noisy_login):
     code, out, err = conn.run(["sh", "-c", 'echo "$$"; echo second'], timeout=30)
     assert code == 0, err
     pid, second = out.splitlines()
-    assert second == "second" and int(pid) > 1 and "999999" not in out and "bashrc" not in out
+    assert second == "second" and int(pid) > 1 and "999999" not in out and "bashrc" not in out \
+        and "no-newline" not in out
+
+
+def test_stream_passes_what_a_start_up_file_prints_on_and_finds_the_pid_after_words_without_a_newline(noisy_login):
+    """What the start-up file prints is passed on as it came, its last words without a newline too; the
+    wrapper's pid line is not (before: those words began the wrapper's line, whose pid was then never found)."""
+    conn, _ = noisy_login
+    lines, pids = [], []
+    assert conn.stream("echo first", lines.append, lines.append, started=pids.append) == 0
+    # (the bed's shells may run the start-up file more than once: its words come before the pid line each time)
+    assert lines[:2] == ["999999", "hello from bashrc"] and lines[-2:] == ["no-newline", "first"], lines
+    assert "" not in lines and not any("@@mxlaunch-pid" in line for line in lines) and int(pids[0]) > 1, (lines, pids)
 
 
 def test_a_command_past_its_bound_is_killed_by_its_own_pid_not_a_printed_number(noisy_login):

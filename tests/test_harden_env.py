@@ -81,6 +81,15 @@ def test_a_secret_holding_a_separator_is_never_split_nor_shown_by_launch_train(t
     assert yaml.safe_load(out)["env"] == {"API_TOKEN": "***"}
 
 
+def test_an_env_file_value_holding_a_nul_byte_is_refused_in_one_line_naming_only_the_key(tmp_path):
+    """Before: --dry-run took it, and a run started every role to fail at exec (embedded null byte)."""
+    env_file = tmp_path / "job.env"
+    env_file.write_bytes(f"GOOD=1\nAPI_TOKEN={SECRET}\0{TAIL}\n".encode("utf-8"))
+    line = one_line(*launch("train", "--local", "-n", "1", "--env-file", str(env_file), "--dry-run", "--", "true"))
+    assert f"--env-file {env_file}:2 API_TOKEN: its value holds a NUL byte" in line
+    assert SECRET not in line and TAIL not in line
+
+
 def test_crlf_env_files_still_read_as_lines(tmp_path):
     env_file = tmp_path / "job.env"
     env_file.write_bytes(b"A=1\r\nB=two words\r\n")

@@ -77,6 +77,15 @@ def test_a_launcher_whose_instance_aws_no_longer_lists_is_marked_lost(tmp_path, 
     assert code == 0 and "had already ended (summary: launcher lost)" in out, (out, err)
 
 
+def test_a_run_that_cannot_be_marked_lost_is_one_line_and_exit_1(tmp_path, sleeper):
+    """Before: exit 70, internal error (IsADirectoryError, or a full disk's OSError)."""
+    run_dir = detached_run(tmp_path / "runs", sleeper.pid, address="10.0.0.9")
+    (run_dir / "summary.json.tmp").mkdir()  # in the way of the new summary.json
+    code, out, err = launch("stop", str(run_dir), "--live-instances", "10.0.0.5")
+    assert code == 1 and err.count("\n") == 1 and "could not be marked lost: Is a directory" in err, (code, out, err)
+    assert not (run_dir / "summary.json").exists() and sleeper.poll() is None
+
+
 def test_a_launcher_on_an_instance_aws_lists_as_running_is_not_marked_lost(tmp_path, sleeper):
     run_dir = detached_run(tmp_path / "runs", sleeper.pid, address="10.0.0.9")
     code, out, err = launch("stop", str(run_dir), "--live-instances", "10.0.0.9")

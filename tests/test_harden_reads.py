@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
 
+from mxlaunch.launcher.cli.logs import logs
 from testkit.jobs import launch_argv
 
 pytestmark = pytest.mark.timeout(180)
@@ -25,14 +28,14 @@ PEAK = ("import os, resource, subprocess, sys\n"
         "sys.exit(code)\n")
 
 
-def launch(*args, timeout=60, limit_mb=None, cwd=None):
+def launch(*args, timeout=60, limit_mb=None, cwd=None, stdout=subprocess.PIPE):
     """`launch ARGS` in its own process (stdin empty), bounded in time and, with `limit_mb`, in address space
     (RLIMIT_AS: past it an allocation fails): (exit status, stdout, stderr, its peak resident memory in MB)."""
     def limit():
         if limit_mb:
             resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20))
     peak_r, peak_w = os.pipe()
-    proc = subprocess.Popen([sys.executable, "-c", PEAK, *launch_argv(*args)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", PEAK, *launch_argv(*args)], stdout=stdout,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=dict(os.environ, NO_COLOR="1", PEAK_FD=str(peak_w)),
                             preexec_fn=limit, cwd=cwd, pass_fds=(peak_w,))
     os.close(peak_w)
@@ -47,7 +50,7 @@ def launch(*args, timeout=60, limit_mb=None, cwd=None):
         pytest.fail(f"launch {' '.join(args)} did not end within {timeout}s: {err.decode()[-2000:]}")
     with os.fdopen(peak_r, "rb") as f:
         peak = int(f.read() or 0) / 1024
-    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), peak
+    return proc.returncode, (out or b"").decode("utf-8", "replace"), err.decode("utf-8", "replace"), peak
 
 
 def make_run(parent, name, start="2026-01-01T10:00:00+00:00", **summary):
@@ -93,8 +96,18 @@ def test_runs_reads_only_regular_files_a_fifo_is_damage_not_a_hang(tmp_path, nam
     code, out, err, _ = launch("runs", "--dir", str(tmp_path), timeout=30)
     assert code == 0, err
     listed = rows(out)
-    assert listed["bad"][6:8] == ["damaged:", name] or (name == "launcher.json" and listed["bad"][6] == "ok"), out
+    assert listed["bad"][6:8] == ["damaged:", name], out
     assert listed["good"][6] == "ok"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_runs_shows_a_launcher_record_of_another_user_as_damaged(tmp_path):
+    """A launcher.json another user owns is not this user's launcher's: not trusted, said as damage."""
+    bad = make_run(tmp_path, "bad")
+    (bad / "launcher.json").write_text(json.dumps({"pid": os.getpid(), "started": "2026-01-01T10:00:00+00:00"}))
+    os.chown(bad / "launcher.json", 65534, 65534)
+    code, out, err, _ = launch("runs", "--dir", str(tmp_path))
+    assert code == 0 and rows(out)["bad"][6:8] == ["damaged:", "launcher.json"], (out, err)
 
 
 def test_runs_never_reads_through_a_planted_link(tmp_path):
@@ -149,6 +162,27 @@ def test_logs_tail_of_a_100_mb_log_reads_from_the_end_in_bounded_memory(tmp_path
     assert peak < MEMORY_MB, f"{peak:.0f} MB"
 
 
+def read_bytes():
+    """The bytes this process has read so far (the kernel's count of every read call)."""
+    with open("/proc/self/io", "rb") as f:
+        return int(dict(line.split(b": ") for line in f.read().splitlines())[b"rchar"])
+
+
+def test_logs_tail_without_merge_reads_only_the_end(tmp_path):
+    """Without --merge no line is looked up in the times file, so nothing before the tail is counted either:
+    --tail 2 of a 200 MB log reads a chunk or two, not the whole file."""
+    run_dir = make_run(tmp_path, "r")
+    with open(run_dir / "logs" / "worker-0.log", "wb") as f:
+        f.truncate(200 << 20)  # sparse: 200 MB of NUL bytes, no newline among them
+        f.seek(0, os.SEEK_END)
+        f.write(b"\nsecond-to-last\nlast\n")
+    before = read_bytes()
+    result = CliRunner().invoke(logs, [str(run_dir), "--tail", "2"])
+    read = read_bytes() - before
+    assert result.exit_code == 0 and result.output == "second-to-last\nlast\n", result.output[-200:]
+    assert read < 8 << 20, f"{read / (1 << 20):.0f} MB read"
+
+
 def test_logs_of_a_100_mb_line_without_a_newline_stays_bounded(tmp_path):
     run_dir = make_run(tmp_path, "r")
     with open(run_dir / "logs" / "worker-0.log", "wb") as f:
@@ -158,6 +192,22 @@ def test_logs_of_a_100_mb_line_without_a_newline_stays_bounded(tmp_path):
     assert code == 0, err
     assert out == "y" * (100 << 20) + "\n"
     assert peak < MEMORY_MB, f"{peak:.0f} MB"
+
+
+def test_logs_merge_of_logs_and_times_of_bare_newlines_stays_bounded(tmp_path):
+    """Every role's log and times file of nothing but newlines: each chunk read holds a million lines, and
+    --merge reads a log and a times file per role at once (before: a chunk split whole, about 80 MB a file)."""
+    run_dir = make_run(tmp_path, "r")
+    newlines = b"\n" * ((1 << 20) + (1 << 16))  # more than one chunk
+    for role in ("scheduler", "server-0", "worker-0"):
+        for name in (f"{role}.log", f"{role}.log.times"):
+            (run_dir / "logs" / name).write_bytes(newlines)
+    with open(tmp_path / "out", "wb") as out:
+        code, _, err, peak = launch("logs", str(run_dir), "--merge", limit_mb=SAFETY_MB, timeout=150, stdout=out)
+    assert code == 0, err
+    assert peak < MEMORY_MB, f"{peak:.0f} MB"
+    with open(tmp_path / "out", "rb") as out:  # every line, each with its role's prefix
+        assert sum(block.count(b"\n") for block in iter(lambda: out.read(1 << 20), b"")) == 3 * len(newlines)
 
 
 @pytest.mark.parametrize("merge", [False, True], ids=["plain", "merge"])
@@ -187,6 +237,22 @@ def test_logs_never_follows_a_log_linked_elsewhere(tmp_path):
     code, out, err, _ = launch("logs", str(run_dir))
     assert code == 2 and "PRIVATE" not in out + err, (out, err)
     assert err.count("\n") == 1 and "worker-1.log is a symbolic link: not read" in err, err
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+@pytest.mark.parametrize("tail", [[], ["--tail", "1"]], ids=["whole", "tail"])
+def test_logs_of_a_log_it_may_not_read_is_one_line_and_exit_2(tmp_path, tail):
+    """Before: exit 70, internal error (PermissionError). As root without the capabilities that let root read
+    any file, a file of mode 000 is one this user may not read."""
+    run_dir = make_run(tmp_path, "r")
+    write_log(run_dir, "worker-0", [b"a1"])
+    write_log(run_dir, "worker-1", [b"b1"])
+    (run_dir / "logs" / "worker-1.log").chmod(0)
+    proc = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+                           *launch_argv("logs", str(run_dir), *tail)], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, (proc.returncode, proc.stderr)
+    assert f"{run_dir}/logs/worker-1.log cannot be read (Permission denied)" in proc.stderr, proc.stderr
 
 
 def test_logs_refuses_a_fifo_named_like_a_log_instead_of_hanging(tmp_path):

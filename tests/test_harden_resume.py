@@ -71,3 +71,20 @@ def test_a_remote_resume_says_what_a_worker_host_passed_over():
     assert point == Checkpoint(2)
     assert said == ["checkpoint epoch 3 of ck/m is incomplete (cut short or damaged): resuming from epoch 2, "
                     "the newest whole one"]
+
+
+@pytest.mark.timeout(20)  # before: opening the FIFO waited for a writer, forever
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+def test_a_fifo_or_a_link_named_like_the_newest_params_is_passed_over_not_read(tmp_path, kind):
+    checkpoints_in(tmp_path)
+    newest = tmp_path / "ck" / "m-0002.params"
+    newest.unlink()
+    if kind == "fifo":
+        os.mkfifo(newest)
+    else:
+        (tmp_path / "whole.params").write_bytes(WHOLE)  # a whole file, but elsewhere: not this job's checkpoint
+        newest.symlink_to(tmp_path / "whole.params")
+    spec = JobSpec(command=("t",), num_workers=1, num_servers=1, hosts=(Host.loopback(),), workdir=str(tmp_path))
+    said = []
+    point, _ = checkpoints.newest_of_job(type("T", (), {"local": True})(), spec, "ck/m", None, said=said.append)
+    assert point == Checkpoint(1) and said == [LINE]

@@ -87,6 +87,66 @@ def test_a_reused_pid_is_never_signalled(tmp_path):
         other.wait(10)
 
 
+def _plant(runs, run, pid, plant, started="2030-01-01T00:00:00.000+00:00"):
+    """A start record of run `run` naming `pid`, as another user who owns RUNS can leave it: a file of theirs
+    (uid 65534), or one in a .detached folder everybody can write to."""
+    folder = runs / runstate.DETACHED_DIR
+    folder.mkdir(exist_ok=True)
+    record = folder / f"{run}.json"
+    record.write_text(json.dumps({"pid": pid, "process_start": runstate.process_start(pid), **runstate.machine(),
+                                  "started": started}))
+    if plant == "owner":
+        os.chown(record, 65534, 65534)
+    else:
+        folder.chmod(0o777)
+    return record
+
+
+PLANTS = [pytest.param("owner", marks=pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")), "folder"]
+
+
+@pytest.mark.parametrize("plant", PLANTS)
+def test_a_planted_start_record_is_not_trusted_and_nothing_is_signalled(tmp_path, plant):
+    """Another user who owns WORKDIR/runs can write RUNS/.detached/<run>.json naming any process of this user's:
+    a record is taken only from this user's own file, in a folder no other user can write to."""
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        run_dir = tmp_path / "runs" / "r"
+        run_dir.mkdir(parents=True)
+        (run_dir / "job.yaml").write_text("job_id: r\n")
+        record = _plant(tmp_path / "runs", "r", victim.pid, plant)
+        code, out, err = stop(run_dir, "--timeout", "1")
+        assert code == 1 and err.count("\n") == 1 and not out, (code, out, err)
+        assert "launcher record is not trusted" in err and "nothing signalled" in err and str(record.parent) in err
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait(10)
+
+
+@pytest.mark.parametrize("plant", PLANTS)
+def test_a_planted_newer_start_record_is_passed_over_for_the_users_own(tmp_path, plant):
+    """The newer record is the launcher's (a detached resume records itself anew): a planted one is never the
+    newer, it is passed over in one warning line and the launcher of this user's launcher.json is stopped."""
+    victim, launcher = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "60"])
+    try:
+        run_dir = tmp_path / "runs" / "r"
+        run_dir.mkdir(parents=True)
+        (run_dir / "job.yaml").write_text("job_id: r\n")
+        with open(runstate.launcher_path(str(run_dir)), "w") as f:
+            json.dump({"pid": launcher.pid, "process_start": runstate.process_start(launcher.pid),
+                       "started": "2026-01-01T00:00:00.000+00:00"}, f)
+        _plant(tmp_path / "runs", "r", victim.pid, plant)
+        code, out, err = stop(run_dir, "--timeout", "10")
+        assert code == 0 and f"its launcher (pid {launcher.pid})" in out, (code, out, err)
+        assert err.count("\n") == 1 and "launch stop: warning:" in err and "passed over" in err, err
+        assert launcher.wait(10) == -signal.SIGTERM and victim.poll() is None
+    finally:
+        for proc in (victim, launcher):
+            proc.kill()
+            proc.wait(10)
+
+
 @pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p])  # no such path; a folder without a job
 def test_a_bad_run_dir_is_one_line_and_2(tmp_path, make):
     code, out, err = stop(make(tmp_path))

@@ -122,12 +122,14 @@ class Connection:
         """`open_channel`, the remote command's pid first on its stdout, on a line that begins with a marker made
         for this channel (`pid_in` finds it): without a pty, closing the channel does not end a remote command,
         so whoever may have to end it (`kill_group`) reads it first. What a shell start-up file prints comes
-        before that line and is never taken for the pid. A string is a command line for the remote shell; a
+        before that line (a line of its own, even after output without a newline) and is never taken for the pid. A string is a command line for the remote shell; a
         list, an argv that arrives exactly."""
         marker = f"{PID_MARK}-{secrets.token_hex(8)}"
-        # the wrapper prints its pid, then becomes the command (sshd made it a session, and group, leader)
-        wrapped = (["sh", "-c", 'echo "$1 $$"; exec sh -c "$2"', "sh", marker, argv] if isinstance(argv, str)
-                   else ["sh", "-c", 'echo "$1 $$"; shift; exec "$@"', "sh", marker, *[str(a) for a in argv]])
+        # the wrapper prints its pid, then becomes the command (sshd made it a session, and group, leader); the
+        # line begins with a newline: a start-up file's output that ends without one would otherwise begin it
+        mark = r'printf "\n%s %s\n" "$1" "$$"'
+        wrapped = (["sh", "-c", f'{mark}; exec sh -c "$2"', "sh", marker, argv] if isinstance(argv, str)
+                   else ["sh", "-c", f'{mark}; shift; exec "$@"', "sh", marker, *[str(a) for a in argv]])
         channel = self.open_channel(wrapped, timeout=timeout)
         channel.pid_marker = marker.encode()
         return channel
@@ -225,12 +227,17 @@ class Connection:
         channel = self.open_with_pid(command)
         channel.shutdown_write()
         stdout, stderr = channel.makefile("rb"), channel.makefile_stderr("rb")
-        pid = None
+        pid, held = None, None
         for raw in stdout:  # what a shell start-up file printed comes first: passed on, never taken for the pid
             pid = self.pid_in(channel, raw)
             if pid is not None:
                 break
-            out(raw.decode(errors="replace").rstrip("\n"))
+            if held is not None:
+                out(held)
+            held = raw.decode(errors="replace").rstrip("\n")
+        # the line just before the pid line was ended by the wrapper's leading newline: empty, it is the wrapper's
+        if held is not None and (held or pid is None):
+            out(held)
         started(pid or "")
         errors = threading.Thread(target=lambda: [err(line) for line in _lines(stderr)], daemon=True)
         errors.start()

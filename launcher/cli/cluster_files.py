@@ -74,17 +74,22 @@ def plan_copies(src: str, dest: str, follow_links: bool = False) -> List[Copy]:
     """Every file under SRC (or SRC itself), and where it goes: DEST/<name of SRC>/... Pure but for stat.
     SRC itself may be a link (it is what the user named); a link inside it is copied as what it points to
     with `follow_links` (as `cp -rL`), and otherwise refused by name: an EFS copy of a link into this
-    machine's file system would point nowhere, and a skipped file must never read as copied."""
+    machine's file system would point nowhere, and a skipped file must never read as copied. A FIFO, a socket
+    or a device (also behind a followed link) has no content to copy: refused by name as well."""
     src = os.path.abspath(os.path.expanduser(src))
     if not os.path.exists(src):
         raise UsageError(f"{src}: no such file or folder")
     base = posixpath.join(dest, os.path.basename(src.rstrip(os.sep)))
-    paths, links = _walk(src, base, follow_links) if os.path.isdir(src) else ([(src, base)], [])
+    if os.path.isdir(src):
+        paths, links, others = _walk(src, base, follow_links)
+    else:
+        paths, links, others = ([(src, base)], [], []) if os.path.isfile(src) else ([], [], [os.path.basename(src)])
     if links:
-        shown = ", ".join(links[:5]) + (f" and {len(links) - 5} more" if len(links) > 5 else "")
-        how = ("they point to nothing or back into a folder already copied" if follow_links
-               else "give -L/--follow-links to copy what they point to")
-        raise UsageError(f"{src} holds {len(links)} symbolic link(s) that put does not copy: {shown} ({how})")
+        _refuse(src, links, "symbolic link(s) that put does not copy",
+                "they point to nothing or back into a folder already copied" if follow_links
+                else "give -L/--follow-links to copy what they point to")
+    if others:
+        _refuse(src, others, "file(s) that put does not copy", "FIFOs, sockets or devices: no content to copy")
     copies = []
     for local, remote in paths:
         st = os.stat(local)
@@ -92,12 +97,18 @@ def plan_copies(src: str, dest: str, follow_links: bool = False) -> List[Copy]:
     return copies
 
 
-def _walk(src: str, base: str, follow_links: bool) -> Tuple[List[Tuple[str, str]], List[str]]:
-    """(local, remote) of every regular file under the folder SRC, and the links that cannot be copied
-    (all of them without `follow_links`; with it, the dangling ones and those leading back into a folder
-    on the way: a loop)."""
+def _refuse(src: str, names: List[str], what: str, how: str) -> None:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    raise UsageError(f"{src} holds {len(names)} {what}: {shown} ({how})")
+
+
+def _walk(src: str, base: str, follow_links: bool) -> Tuple[List[Tuple[str, str]], List[str], List[str]]:
+    """(local, remote) of every regular file under the folder SRC; the links that cannot be copied (all of
+    them without `follow_links`; with it, the dangling ones and those leading back into a folder on the way:
+    a loop); and what is neither a folder nor a regular file (FIFOs, sockets, devices)."""
     paths: List[Tuple[str, str]] = []
     links: List[str] = []
+    others: List[str] = []
 
     def visit(folder: str, parts: Tuple[str, ...], seen: frozenset) -> None:
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
@@ -112,10 +123,12 @@ def _walk(src: str, base: str, follow_links: bool) -> Tuple[List[Tuple[str, str]
                     visit(entry.path, parts + (entry.name,), seen | {key})
             elif entry.is_file(follow_symlinks=True):
                 paths.append((entry.path, posixpath.join(base, *parts, entry.name)))
+            else:
+                others.append(shown)
 
     top = os.stat(src)
     visit(src, (), frozenset({(top.st_dev, top.st_ino)}))
-    return paths, links
+    return paths, links, others
 
 
 def _remote_stat(sftp, path: str) -> Optional[Tuple[int, int]]:
@@ -277,20 +290,24 @@ def _exec_all(name, chosen, hosts, connections, command) -> int:
 
     def result(i: int):
         prefix = f"[{name}-{i}]"
+        if stopping.is_set():  # queued behind the pool's threads until after the stop: never started
+            return KeyboardInterrupt()
         try:
             return connections[hosts[chosen.index(i)]].stream(command, say(prefix, False), say(prefix, True),
                                                                started=started_on(i))
         except Exception as exc:  # one host's failure is its result, not the others' end
             return exc
 
-    pool = ThreadPoolExecutor(max_workers=min(len(chosen), 32))
+    pool, futures = ThreadPoolExecutor(max_workers=min(len(chosen), 32)), {}
     try:
-        futures = {i: pool.submit(result, i) for i in chosen}
+        futures.update((i, pool.submit(result, i)) for i in chosen)
         results = {i: future.result() for i, future in futures.items()}  # as long as the commands run
     except BaseException:
         with lock:
             stopping.set()
             running = dict(pids)
+        for future in futures.values():  # more instances than threads: the queued ones never start
+            future.cancel()
         for i, pid in running.items():
             connections[hosts[chosen.index(i)]].kill_group(pid, "TERM")
         raise

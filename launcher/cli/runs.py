@@ -92,6 +92,12 @@ def _started(run_dir: str, summary: dict, launcher, damage: List[str]) -> dateti
     return started
 
 
+def _record_name(run_dir: str, path: str) -> str:
+    """launcher.json, or a detached run's start record as named from the folder of the runs."""
+    name = os.path.basename(path)
+    return name if os.path.dirname(path) == run_dir else os.path.join(launcher_record.DETACHED_DIR, name)
+
+
 def run_row(run_dir: str) -> Optional[RunRow]:
     """The row of one run directory; None for a folder that holds no job. A damaged file is shown as such
     (status "damaged: FILE"), with what is valid of the rest."""
@@ -100,7 +106,8 @@ def run_row(run_dir: str) -> Optional[RunRow]:
         return None
     job = valid_fields(JobRecord, _load(rundir.job_yaml(run_dir), yaml.safe_load, damage))
     summary = _load(rundir.summary_path(run_dir), json.loads, damage)
-    launcher = launcher_record.read_launcher(run_dir)
+    launcher, passed = launcher_record.launcher_records(run_dir)
+    damage += [_record_name(run_dir, p.path) for p in passed]
     started = _started(run_dir, summary, launcher, damage)
     state = launcher_record.state(run_dir)
     if state == launcher_record.ENDED:
@@ -137,15 +144,15 @@ def detached_rows(folder: str) -> List[RunRow]:
     rows = []
     for name in sorted(os.listdir(records)) if os.path.isdir(records) else ():
         run_dir = os.path.join(folder, name[:-len(".json")])
-        record = launcher_record.read_launcher(run_dir) if name.endswith(".json") else None
-        if record is None or os.path.exists(rundir.job_yaml(run_dir)):
+        record, passed = launcher_record.launcher_records(run_dir) if name.endswith(".json") else (None, [])
+        if (record is None and not passed) or os.path.exists(rundir.job_yaml(run_dir)):
             continue
-        alive = launcher_record.is_alive(record)
-        damage: List[str] = []
-        started = _time(record.started, damage, name)
-        status = "starting" if alive else "did not start (see its console)"
+        damage = [_record_name(run_dir, p.path) for p in passed]
+        started = _time(record.started, damage, name) if record else None
+        status = "starting" if record and launcher_record.is_alive(record) else "did not start (see its console)"
+        status = "damaged: " + ",".join(dict.fromkeys(damage)) if damage else status
         rows.append(RunRow(id=os.path.basename(run_dir), started=started, mode="hosts", hosts="-", workers="-",
-                           status=f"damaged: {name}" if damage else status, epochs="-", validation="-", duration="-"))
+                           status=status, epochs="-", validation="-", duration="-"))
     return rows
 
 

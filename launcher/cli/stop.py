@@ -8,10 +8,12 @@ record from another host is refused (exit 10, naming where to stop it: `launch s
 detached run), one from an earlier boot of this host is a launcher that is gone.
 
 Exit 0 when the run is stopped, or had already ended; 2 when RUN_DIR is not a run; 1 when its launcher record is
-missing or damaged (launcher_record never yields one naming no process id); 10 when its launcher runs on another
+missing or damaged (launcher_record never yields one naming no process id), or is not trusted (a file another user
+owns, or in a directory another user can write to: nothing is signalled); 10 when its launcher runs on another
 machine; 1 when its launcher did not end within --timeout (it is then killed: its roles end through their
 lifeline, and no summary.json is written; a detached launcher's key folder is removed here then, as the
-launcher cannot do it after SIGKILL).
+launcher cannot do it after SIGKILL); 1 when a run whose launcher is gone with its instance cannot be marked lost
+(its summary.json not written: a full or read-only disk).
 """
 from __future__ import annotations
 
@@ -57,8 +59,13 @@ def _elsewhere(run_dir: str, record: launcher_record.LauncherRecord, live: Optio
         raise RunsElsewhere(f"run {run}: its launcher (pid {record.pid}) runs on {address}, an instance of "
                             f"{cluster} that AWS lists as running but that is not its instance 0 now: stop it "
                             f"there (`launch cluster ssh {cluster} INDEX`, then `launch stop {run_dir}`)")
-    launcher_record.mark_lost(run_dir, record, f"its launcher ran on {address}, which AWS no longer lists among "
-                                               f"cluster {cluster}'s running instances")
+    try:
+        launcher_record.mark_lost(run_dir, record, f"its launcher ran on {address}, which AWS no longer lists "
+                                                   f"among cluster {cluster}'s running instances")
+    except OSError as exc:  # a full or read-only disk, a folder in the way: the run stays as it was
+        raise CommandError(f"run {run}: its launcher ran on {address}, which AWS no longer lists among cluster "
+                           f"{cluster}'s running instances, but the run could not be marked lost: "
+                           f"{exc.strerror or exc} ({exc.filename})") from exc
     echo(f"run {run}: its launcher (pid {record.pid}) ran on {address}, which AWS no longer lists among cluster "
          f"{cluster}'s running instances: it is gone with it, and its roles with it; marked the run lost "
          f"(summary.json: {launcher_record.LOST!r})")
@@ -129,14 +136,27 @@ def _ended_text(run_dir: str) -> str:
     return f"summary: {data.get('reason', '?')}" + (f" (exit {status})" if status is not None else "")
 
 
-def stop_run(run_dir: str, timeout: float, echo=click.echo, live: Optional[List[str]] = None) -> None:
-    run_dir = os.path.abspath(run_dir)
-    record = launcher_record.read_launcher(run_dir)  # launcher.json, else a detached launcher's start record
+def _trusted_record(run_dir: str, echo) -> launcher_record.LauncherRecord:
+    """The run's launcher record. One that another user may have written is never acted on (it could name any
+    process): passed over with a warning line beside a record of this user's, else the one line of the error."""
+    record, passed = launcher_record.launcher_records(run_dir)
+    untrusted = [p for p in passed if p.untrusted]
+    if record is None and untrusted:
+        raise CommandError(f"run {run_dir}: its launcher record is not trusted ({untrusted[0].why}): nothing "
+                           f"signalled")
     if record is None and not os.path.exists(rundir.job_yaml(run_dir)):
         raise UsageError(f"{run_dir} is not a run (no job.yaml and no launcher record)")
     if record is None:  # (launcher_record never returns a record whose pid is no process id: kill(0 or -1) is a group)
         raise CommandError(f"run {run_dir} has no readable launcher record (launcher.json missing or damaged): "
                            f"cannot tell which process to stop")
+    for passed_over in untrusted:
+        echo(f"launch stop: warning: {passed_over.why}: passed over", err=True)
+    return record
+
+
+def stop_run(run_dir: str, timeout: float, echo=click.echo, live: Optional[List[str]] = None) -> None:
+    run_dir = os.path.abspath(run_dir)
+    record = _trusted_record(run_dir, echo)  # launcher.json, else a detached launcher's start record
     if launcher_record.elsewhere(record) is not None:  # (a summary.json alone proves nothing: also written between
         if _reason(run_dir) == launcher_record.LOST:  # restarts), but a run marked lost has ended
             echo(f"run {run_dir} had already ended ({_ended_text(run_dir)}): nothing to stop")

@@ -49,7 +49,10 @@ def read_env_file(path: str) -> Tuple[Tuple[str, str], ...]:
         where = f"--env-file {path}:{number}"
         key, sep, value = body.partition("=")
         if sep:
-            pairs.append((check_env_key(key.strip(), where), value))
+            key = check_env_key(key.strip(), where)
+            if "\0" in value:  # no environment can hold it: every role would fail to start
+                raise UsageError(f"{where} {key}: its value holds a NUL byte, which no environment variable can")
+            pairs.append((key, value))
         else:
             pairs.append(from_environment(key, "--env-file", where))
     return tuple(pairs)

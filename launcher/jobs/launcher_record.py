@@ -6,7 +6,10 @@ this is how its end is still seen. A record without a process start time matches
 
 A detached launcher (`launch train --cluster NAME --detach`) is recorded before its run directory exists
 (the directory must be empty when the launcher takes it): RUNS/.detached/<run>.json holds the same record,
-written by the program that started it, and RUNS/.detached/<run>.log its console output."""
+written by the program that started it, and RUNS/.detached/<run>.log its console output.
+
+A record names a process that `launch stop` signals: one is taken only from a file this user owns, in a directory
+no other user can plant a file in (another user may own WORKDIR/runs); any other is passed over, said so."""
 from __future__ import annotations
 
 import datetime
@@ -15,9 +18,9 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
-from mxlaunch.files import KIB, UnsafeFile, open_new, read_bounded
+from mxlaunch.files import KIB, NotOwn, UnsafeFile, open_new, read_own
 from mxlaunch.infra.cloud.spec import NAME_RE
 from mxlaunch.launcher.jobs import rundir
 from mxlaunch.records import dump, expect, load
@@ -115,19 +118,47 @@ def record_detached(run_dir: str, pid: int, cluster: Optional[str] = None, conso
     _write_record(detached_paths(run_dir)[1], _now(pid, cluster=cluster, console=console))
 
 
-def read_record(path: str) -> Optional[LauncherRecord]:
-    """The record in `path`; None when there is none, or it is damaged (never a record naming no process)."""
+@dataclass(frozen=True)
+class PassedOver:
+    """A record file that is there but was not taken: damaged, or not trusted (another user may have written it)."""
+
+    path: str
+    why: str  # one line, naming the file
+    untrusted: bool
+
+
+def _read(path: str) -> Tuple[Optional[LauncherRecord], Optional[PassedOver]]:
     try:
-        return load(LauncherRecord, json.loads(read_bounded(path, RECORD_LIMIT)))
-    except (OSError, ValueError, UnsafeFile):  # RecordError, UnicodeDecodeError, JSONDecodeError: ValueErrors
-        return None
+        return load(LauncherRecord, json.loads(read_own(path, RECORD_LIMIT))), None
+    except FileNotFoundError:
+        return None, None
+    except NotOwn as exc:
+        return None, PassedOver(path, str(exc), True)
+    except UnsafeFile as exc:
+        return None, PassedOver(path, str(exc), False)
+    except OSError as exc:
+        return None, PassedOver(path, f"{path}: {exc.strerror or exc}", False)
+    except ValueError:  # RecordError, UnicodeDecodeError, JSONDecodeError: ValueErrors
+        return None, PassedOver(path, f"{path} is damaged (not a launcher record)", False)
+
+
+def read_record(path: str) -> Optional[LauncherRecord]:
+    """The record in `path`; None when there is none, it is damaged (never a record naming no process) or it is
+    not this user's own (see the module's text)."""
+    return _read(path)[0]
+
+
+def launcher_records(run_dir: str) -> Tuple[Optional[LauncherRecord], List[PassedOver]]:
+    """The launcher's record of the run: the newer of its launcher.json and a detached launcher's start record
+    (a detached resume is recorded anew before its launcher rewrites launcher.json); and the record files there
+    that were passed over."""
+    read = [_read(path) for path in (launcher_path(run_dir), detached_paths(run_dir)[1])]
+    record = max((r for r, _ in read if r), key=lambda r: r.started or "", default=None)
+    return record, [passed for _, passed in read if passed]
 
 
 def read_launcher(run_dir: str) -> Optional[LauncherRecord]:
-    """The launcher's record of the run: the newer of its launcher.json and a detached launcher's start record
-    (a detached resume is recorded anew before its launcher rewrites launcher.json)."""
-    records = [r for r in (read_record(launcher_path(run_dir)), read_record(detached_paths(run_dir)[1])) if r]
-    return max(records, key=lambda r: r.started or "", default=None)
+    return launcher_records(run_dir)[0]
 
 
 def is_alive(record: LauncherRecord) -> bool:

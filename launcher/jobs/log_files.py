@@ -11,8 +11,7 @@ writer is fair to the other roles. Files are opened only as regular files, never
 """
 from __future__ import annotations
 
-import collections
-from typing import Deque, Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 from mxlaunch.files import MIB, UnsafeFile, open_regular
 from mxlaunch.launcher.jobs.output import times_path
@@ -23,53 +22,76 @@ MAX_STAMP = 64  # a receive time is "%.3f": a longer line of the times file is d
 Piece = Tuple[bytes, bool]  # (bytes without the newline, whether they end their line)
 
 
+def _open(path: str):
+    """open_regular; a file this user may not read (EACCES, EIO, ...) is one line naming it, like a link, not
+    an internal error. FileNotFoundError when it is absent (not written yet)."""
+    try:
+        return open_regular(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UnsafeFile(f"{path} cannot be read ({exc.strerror or exc})") from exc
+
+
 class LineFile:
-    """The lines of one file from an offset on, read a chunk at a time."""
+    """The lines of one file from an offset on, read a chunk at a time and cut into lines one at a time: what
+    is held is at most a chunk and a line's start, however many lines a chunk holds (a chunk of bare newlines
+    split whole would be a million objects)."""
 
     def __init__(self, path: str, offset: int = 0):
         self.path, self.offset = path, offset
-        self.pending = b""  # the start of a line not yet ended
-        self.ready: Deque[Piece] = collections.deque()
+        self.buffer = b""  # bytes read and not yet passed on, from `at` on
+        self.at = 0
 
     def _fill(self) -> int:
-        """Read one chunk into `ready`; the bytes read (0: nothing more now, or no such file)."""
+        """Read one chunk onto what is left of the buffer; the bytes read (0: nothing more now, or no such file)."""
         try:
-            with open_regular(self.path) as f:
+            with _open(self.path) as f:
                 f.seek(self.offset)
                 data = f.read(CHUNK)
         except FileNotFoundError:
             return 0
         self.offset += len(data)
-        *complete, self.pending = (self.pending + data).split(b"\n")
-        self.ready.extend((line, True) for line in complete)
-        while len(self.pending) > MAX_LINE:
-            self.ready.append((self.pending[:MAX_LINE], False))
-            self.pending = self.pending[MAX_LINE:]
+        self.buffer, self.at = self.buffer[self.at:] + data, 0
         return len(data)
+
+    def _cut(self, final: bool) -> Optional[Piece]:
+        """The next piece of what is buffered: a whole line, MAX_LINE bytes of a longer one, or (`final`) the
+        unterminated rest; None when more must be read first."""
+        end = self.buffer.find(b"\n", self.at)
+        if end >= 0:
+            piece, self.at = self.buffer[self.at:end], end + 1
+            return piece, True
+        if len(self.buffer) - self.at > MAX_LINE:
+            piece, self.at = self.buffer[self.at:self.at + MAX_LINE], self.at + MAX_LINE
+            return piece, False
+        if final and len(self.buffer) > self.at:
+            piece, self.buffer, self.at = self.buffer[self.at:], b"", 0
+            return piece, True
+        return None
 
     def next(self, final: bool, budget: Optional[list] = None) -> Optional[Piece]:
         """The next piece, reading on as needed; None when the file has nothing more now (`final`: its
         unterminated last line counts as a line). `budget`: [bytes this call may still read], spent here."""
-        while not self.ready:
+        while True:
+            piece = self._cut(final=False)
+            if piece is not None:
+                return piece
             if budget is not None and budget[0] <= 0:
                 return None
             got = self._fill()
             if budget is not None:
                 budget[0] -= got
             if not got:
-                if final and self.pending:
-                    self.ready.append((self.pending, True))
-                    self.pending = b""
-                    break
-                return None
-        return self.ready.popleft()
+                return self._cut(final)
 
 
-def tail_offset(path: str, lines: int, final: bool) -> Tuple[int, int]:
+def tail_offset(path: str, lines: int, final: bool, count: bool = True) -> Tuple[int, int]:
     """(offset where the last `lines` lines of `path` begin, how many lines come before it), reading backwards
     a chunk at a time and counting forwards the same way: memory is one chunk whatever the file. Not `final`:
-    an unterminated last line is not yet a line."""
-    with open_regular(path) as f:
+    an unterminated last line is not yet a line. Without `count` the lines before are not counted (0): that
+    reads the whole file before the tail, which only finding their receive times needs."""
+    with _open(path) as f:
         end = f.seek(0, 2)
         if end and not final:
             end = _newline_before(f, end) + 1
@@ -83,7 +105,7 @@ def tail_offset(path: str, lines: int, final: bool) -> Tuple[int, int]:
                 break
             start = _newline_before(f, search) + 1  # the start of one more line, back from the end
             search = start - 1
-        return start, _count_lines(f, start)
+        return start, _count_lines(f, start) if count else 0
 
 
 def _newline_before(f, end: int) -> int:
@@ -125,7 +147,7 @@ class LogReader:
 
     def tail(self, lines: int, final: bool) -> None:
         try:
-            offset, before = tail_offset(self.log.path, lines, final)
+            offset, before = tail_offset(self.log.path, lines, final, count=self.times is not None)
         except FileNotFoundError:  # not written yet: its first line is the first to show
             return
         self.log.offset = offset

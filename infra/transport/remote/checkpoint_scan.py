@@ -22,6 +22,7 @@ stdout, one line:       MARKER {"whole": [epoch, batch] | null}   # the first of
 import json
 import os
 import re
+import stat
 import struct
 import sys
 
@@ -135,11 +136,15 @@ def is_complete(stream, size):
 
 
 def local_complete(path):
+    """Whether the regular file `path` is a whole params file. A FIFO there would block the read forever, a
+    link could show any file: neither is a checkpoint (O_NONBLOCK: opening a FIFO does not wait for a writer)."""
     try:
-        with open(path, "rb") as stream:
-            return is_complete(stream, os.fstat(stream.fileno()).st_size)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
+    with os.fdopen(fd, "rb") as stream:
+        st = os.fstat(fd)
+        return stat.S_ISREG(st.st_mode) and is_complete(stream, st.st_size)
 
 
 def first_whole(prefix, points):
