@@ -3,9 +3,9 @@ that worker-0 is MXNet's rank 0, that every role logs, that the console names ea
 each role's profile (--profile-worker/server-suffix, written on its own host) is brought into the run directory.
 
 Scheduler and the server on the first host (slots=0), one worker on each of the two others; the data sit on
-the file system every bed host shares (it stands in for EFS). Two epochs: the full schedule to >= 97% over
+the file system every bed host shares (it stands in for EFS). The full schedule to >= 97% over
 SSH, as `ubuntu` on DLAMI-like hosts, is tests/test_box_cluster.py's (the same path and more; running both
-would cost the suite a minute).
+would cost the suite a minute). One epoch here.
 """
 import json
 import os
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.bed, pytest.mark.slow, pytest.mark.usefixtures("no_age
 
 bed = testbed.bed_fixture(3)
 BATCH = 32  # the global batch: 2 x 16
-EPOCHS = 2
+EPOCHS = 1  # learning is all this test asks (>= 0.5 where chance is 0.1): the box trains the schedule
 
 
 @pytest.mark.timeout(290)
