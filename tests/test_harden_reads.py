@@ -199,7 +199,7 @@ def test_logs_merge_of_logs_and_times_of_bare_newlines_stays_bounded(tmp_path):
     --merge reads a log and a times file per role at once (before: a chunk split whole, about 80 MB a file)."""
     run_dir = make_run(tmp_path, "r")
     newlines = b"\n" * ((1 << 20) + (1 << 16))  # more than one chunk
-    for role in ("scheduler", "server-0", "worker-0"):
+    for role in ("scheduler", "worker-0"):  # two roles: before, four such files read at once passed 300 MB
         for name in (f"{role}.log", f"{role}.log.times"):
             (run_dir / "logs" / name).write_bytes(newlines)
     with open(tmp_path / "out", "wb") as out:
@@ -207,7 +207,7 @@ def test_logs_merge_of_logs_and_times_of_bare_newlines_stays_bounded(tmp_path):
     assert code == 0, err
     assert peak < MEMORY_MB, f"{peak:.0f} MB"
     with open(tmp_path / "out", "rb") as out:  # every line, each with its role's prefix
-        assert sum(block.count(b"\n") for block in iter(lambda: out.read(1 << 20), b"")) == 3 * len(newlines)
+        assert sum(block.count(b"\n") for block in iter(lambda: out.read(1 << 20), b"")) == 2 * len(newlines)
 
 
 @pytest.mark.parametrize("merge", [False, True], ids=["plain", "merge"])
