@@ -156,3 +156,16 @@ def test_a_server_works_in_its_run_directory_only_when_no_other_user_can_plant_t
     assert private != str(shared) and stat.S_IMODE(os.stat(private).st_mode) == 0o700
     assert f"cannot work in {shared}" in caplog.records[0].getMessage()
     os.rmdir(private)
+
+
+def test_a_rec_in_a_folder_others_can_write_gets_a_private_index_and_trains(tmp_path):
+    """Shared data (another user's folder, or one anyone can write): the index is never written beside it."""
+    shared = tmp_path / "shared"
+    os.makedirs(shared)
+    rec = str(shared / "data.rec")
+    write_records(rec, [(0, encode_png(np.zeros((4, 4, 3), np.uint8)))] * 3)
+    os.remove(index_path(rec))
+    os.chmod(shared, 0o777)
+    path = index.training_index(rec, None)
+    assert not path.startswith(str(shared)) and len(open(path).read().splitlines()) == 3
+    assert sorted(os.listdir(shared)) == ["data.rec"]

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from typing import Optional
 
-from mxlaunch.files import replaced
+from mxlaunch.files import UnsafeFile, replaced
 from mxlaunch.trainer.records import DataError, index_path, index_text
 
 log = logging.getLogger("trainer")
@@ -48,10 +48,11 @@ def training_index(rec: str, given: Optional[str], option: str = "--data-train-i
     count = text.count("\n")
     try:
         _write(text, beside)
-    except OSError as exc:
+    except (OSError, UnsafeFile) as exc:  # read-only, or another user's folder (shared data): never written there
         path = _private_copy(text, rec)
+        why = exc.format_message() if isinstance(exc, UnsafeFile) else exc.strerror or exc
         log.info("%s has no index and its directory cannot hold one (%s): built one for this run in %s "
-                 "(%d records), so that every epoch is shuffled", rec, exc.strerror or exc, path, count)
+                 "(%d records), so that every epoch is shuffled", rec, why, path, count)
         return path
     log.info("%s has no index: wrote %s (%d records), so that every epoch is shuffled", rec, beside, count)
     return beside
