@@ -169,3 +169,21 @@ def test_a_rec_in_a_folder_others_can_write_gets_a_private_index_and_trains(tmp_
     path = index.training_index(rec, None)
     assert not path.startswith(str(shared)) and len(open(path).read().splitlines()) == 3
     assert sorted(os.listdir(shared)) == ["data.rec"]
+
+
+def test_what_a_killed_save_left_is_swept_after_the_next_checkpoint(tmp_path, module):
+    """A writer killed mid-save leaves its private folder (a partial checkpoint as large as a whole one); the
+    next save sweeps those older than model.UNFINISHED_AGE, never a live one nor another file."""
+    prefix = str(tmp_path / "ck" / "m")
+    model.save_checkpoint(prefix, 1, module, states_devices=1)
+    folder = tmp_path / "ck"
+    old, fresh = folder / ".m-0002.params.k1lled00", folder / ".m-0002.states.stillup0"
+    for left in (old, fresh):
+        left.mkdir()
+        (left / "partial").write_bytes(b"x" * 100)
+    (folder / ".m-notes.txt.abcdefgh").mkdir()  # not a checkpoint's: kept
+    past = os.stat(old).st_mtime - model.UNFINISHED_AGE - 1
+    os.utime(old, (past, past))
+    assert model.sweep_unfinished(prefix) == [str(old)]
+    assert sorted(n for n in os.listdir(folder) if n.startswith(".")) == [".m-0002.states.stillup0",
+                                                                          ".m-notes.txt.abcdefgh"]

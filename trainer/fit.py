@@ -372,6 +372,7 @@ def _saver(job: _Job, module) -> Optional[Callable]:
     def save(epoch: int, batch: Optional[int] = None) -> str:
         path = checkpoints.save_checkpoint(prefix, epoch, module, len(job.ctx) if job.kv is None else None, batch)
         checkpoints.prune_mid_epoch(prefix, epoch, batch or 0)  # the older mid-epoch ones: dead weight
+        checkpoints.sweep_unfinished(prefix)  # and what writers killed mid-save left
         return path
 
     return save

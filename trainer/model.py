@@ -15,7 +15,10 @@ import logging
 import os
 import pickle
 import re
+import shutil
+import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -107,6 +110,34 @@ def save_checkpoint(prefix: str, epoch: int, module, states_devices: Optional[in
         mx.nd.save(tmp, saved)
     log.info('Saved checkpoint to "%s"', params)
     return params
+
+
+UNFINISHED_AGE = 600.0  # seconds: a private folder of a save older than this belongs to a writer that was killed
+
+
+def sweep_unfinished(prefix: str, now: Optional[float] = None) -> List[str]:
+    """Remove the private folders (files.Replacement) that killed writers left beside the checkpoints of
+    `prefix`, each holding a partial checkpoint file as large as a whole one: a job restarted many times would
+    pile them up. Only this user's, only older than UNFINISHED_AGE (a live save takes seconds). Housekeeping: a
+    folder that cannot be removed is left, silently. Returns the removed paths."""
+    directory, base = os.path.split(os.path.abspath(prefix))
+    pattern = re.compile(r"\." + re.escape(base) + r"-(symbol\.json|\d{4}(-\d{6})?\.(params|states))\.[^./]{8}$")
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    for name in filter(pattern.match, names):
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and now - st.st_mtime > UNFINISHED_AGE:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def prune_mid_epoch(prefix: str, epoch: int, batch: int = 0) -> List[str]:
