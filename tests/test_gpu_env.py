@@ -103,7 +103,7 @@ def gpu_venv(request, tmp_path_factory):
         _pip(pip, "--no-deps", "--ignore-installed", wheel, timeout=300, into=python)  # never the cache's
     else:  # pip's own isolated build, its requirements from a wheelhouse packed here (no index)
         house = str(tmp_path_factory.mktemp("build-wheels"))
-        wheelhouse(["setuptools", "wheel"], house)
+        wheelhouse(["setuptools"], house)
         _pip(pip, "--no-deps", "--ignore-installed", "--no-index", "--find-links", house, "-e", source,
              timeout=300, env=pip_env(), into=python)
     site = glob.glob(os.path.join(cached, "lib", "python3*", "site-packages"))[0]

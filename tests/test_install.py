@@ -3,8 +3,8 @@
 - Debian 12's own Python and pip (`/usr/bin/python3 -m venv`, pip 23.0.1): `pip install -e '.[cpu]'` in a clean
   copy of the checkout makes a PEP 660 editable install that follows the package map, so that from anywhere
   `import mxlaunch.trainer, mxlaunch.launcher, mxlaunch.infra` works and an edit of the checkout is seen.
-  Offline: the build requirements come from a wheelhouse packed from this interpreter's own setuptools and
-  wheel, and the venv sees this interpreter's third-party packages (mxnet, numpy, ...) through a .pth line, so
+  Offline: the build requirement comes from a wheelhouse packed from this interpreter's own setuptools (70.1+
+  builds wheels itself: no `wheel` package, which a venv with only the test extra does not have), and the venv sees this interpreter's third-party packages (mxnet, numpy, ...) through a .pth line, so
   pip installs mxlaunch alone. Needs the same Python minor version as the system's python3.
 - `pip install -e '.[cpu]'` (no test extra: no scikit-learn) in a venv with the pinned third-party wheels, then
   `trainer data digits` makes the digits and `trainer --version` answers. That venv is kept in the user's cache
@@ -42,7 +42,7 @@ def _pip(python: str, *args: str, timeout: float, env=None, cwd=None) -> subproc
 def build_wheels(tmp_path_factory) -> str:
     """A wheelhouse with what pyproject.toml's [build-system] asks for, packed from this interpreter."""
     house = str(tmp_path_factory.mktemp("build-wheels"))
-    names = {os.path.basename(w).split("-")[0] for w in wheelhouse(["setuptools", "wheel"], house)}
+    names = {os.path.basename(w).split("-")[0] for w in wheelhouse(["setuptools"], house)}
     assert "setuptools" in names, "the test extra installs setuptools"
     return house
 
