@@ -13,6 +13,7 @@ import pytest
 from mxlaunch.trainer import index, model, profiling
 from mxlaunch.trainer.metrics_file import MetricsFile, read
 from mxlaunch.trainer.records import encode_png, index_path, write_records
+from test_checkpoints_atomic import module  # noqa: F401  (the small bound module fixture)
 
 VICTIM_TEXT = b"another user's file\n"
 
@@ -22,19 +23,6 @@ def victim(tmp_path):
     path = tmp_path / "victim"
     path.write_bytes(VICTIM_TEXT)
     return path
-
-
-@pytest.fixture(scope="module")
-def module():
-    import mxnet as mx
-
-    data = mx.sym.Variable("data")
-    net = mx.sym.SoftmaxOutput(mx.sym.FullyConnected(mx.sym.Flatten(data), num_hidden=3, name="fc"), name="softmax")
-    mod = mx.mod.Module(net, context=mx.cpu())
-    mod.bind(data_shapes=[("data", (2, 4))], label_shapes=[("softmax_label", (2,))])
-    mod.init_params()
-    mod.init_optimizer(optimizer="sgd", optimizer_params={"momentum": 0.9})
-    return mod
 
 
 def test_a_checkpoint_never_writes_through_a_link_at_its_name_or_a_guessable_temporary_one(tmp_path, victim, module):

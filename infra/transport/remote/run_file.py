@@ -55,22 +55,31 @@ def _open_file(dir_fd, folder, name):
     return fd, st
 
 
+def _refusal(exc, path):
+    """The reply for what kept `path` from being opened (a Refused or an OSError)."""
+    if isinstance(exc, Refused):
+        return {"refused": str(exc)}
+    if exc.errno == errno.ENOENT:
+        return {"missing": True}
+    return {"refused": "%s: %s" % (path, exc.strerror)}
+
+
+def _not_a_name(name):
+    return {"refused": "%r is not a file name" % name} if os.sep in name or name in ("", ".", "..") else None
+
+
 def answer(mode, folder, name, limit):
     """The reply's JSON object for one request."""
-    if os.sep in name or name in ("", ".", ".."):
-        return {"refused": "%r is not a file name" % name}
+    if _not_a_name(name):
+        return _not_a_name(name)
     try:
         dir_fd = _open_dir(folder)
         try:
             fd, st = _open_file(dir_fd, folder, name)
         finally:
             os.close(dir_fd)
-    except Refused as exc:
-        return {"refused": str(exc)}
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return {"missing": True}
-        return {"refused": "%s: %s" % (os.path.join(folder, name), exc.strerror)}
+    except (Refused, OSError) as exc:
+        return _refusal(exc, os.path.join(folder, name))
     with os.fdopen(fd, "rb") as f:
         reply = {"mtime": st.st_mtime, "size": st.st_size}
         if st.st_size > limit:
@@ -84,16 +93,12 @@ def answer(mode, folder, name, limit):
 
 
 def _stat_in(dir_fd, folder, name):
-    if os.sep in name or name in ("", ".", ".."):
-        return {"refused": "%r is not a file name" % name}
+    if _not_a_name(name):
+        return _not_a_name(name)
     try:
         fd, st = _open_file(dir_fd, folder, name)
-    except Refused as exc:
-        return {"refused": str(exc)}
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return {"missing": True}
-        return {"refused": "%s: %s" % (os.path.join(folder, name), exc.strerror)}
+    except (Refused, OSError) as exc:
+        return _refusal(exc, os.path.join(folder, name))
     os.close(fd)
     return {"mtime": st.st_mtime, "size": st.st_size}
 
@@ -102,12 +107,8 @@ def stats(folder, names):
     """The reply for `stats`: each file of `names` under `folder`, checked as `answer` checks one."""
     try:
         dir_fd = _open_dir(folder)
-    except Refused as exc:
-        return {"refused": str(exc)}
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return {"missing": True}
-        return {"refused": "%s: %s" % (folder, exc.strerror)}
+    except (Refused, OSError) as exc:
+        return _refusal(exc, folder)
     try:
         return {"files": dict((name, _stat_in(dir_fd, folder, name)) for name in names)}
     finally:
