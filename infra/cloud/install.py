@@ -200,42 +200,39 @@ class Remote:
     def wait_for(self, hosts: Sequence[tuple], command: Sequence[str], what: str, timeout: float) -> None:
         """Poll until `command` exits 0 on every instance (all at once); then a WaitTimeout that diagnoses
         each one that never did. A host key that is not accepted (changed) ends the wait at once."""
-        pending = dict(hosts)
-        last: Dict[str, Outcome] = {}
+        def judge(alias: str, outcome: Outcome, address: Optional[str]) -> None:
+            if outcome.kind == HOST_KEY:  # not a booting host: waiting would not change the key
+                raise SSHConnectError(f"{alias}: {outcome.why}")
 
-        def attempt() -> int:
-            for alias, outcome in self.run(list(pending.items()), command).items():
-                if outcome.kind == HOST_KEY:  # not a booting host: waiting would not change the key
-                    raise SSHConnectError(f"{alias}: {outcome.why}")
-                if outcome.ok:
-                    del pending[alias]
-                else:
-                    last[alias] = outcome
-            return len(pending)
-
-        def show(left: int) -> None:
-            self.echo(f"  {what}: {len(hosts) - left}/{len(hosts)}")
-        try:
-            wait.poll(attempt, lambda left: left == 0, timeout=timeout, interval=timeouts.POLL, what=what,
-                      progress=show)
-        except wait.WaitTimeout as exc:
-            details = "; ".join(
-                f"{alias}: {diagnosis(last[alias], address, self.group.endpoint(Host(alias)).port)} "
-                f"(ssh: {last[alias].tail(200)})" for alias, address in pending.items())
-            raise wait.WaitTimeout(f"{exc.format_message()}: {details}") from exc
+        def explain(alias: str, address: Optional[str], outcome: Optional[Outcome]) -> str:
+            if outcome is None:
+                return f"{alias}: no answer"
+            return (f"{alias}: {diagnosis(outcome, address, self.group.endpoint(Host(alias)).port)} "
+                    f"(ssh: {outcome.tail(200)})")
+        self._poll_every(hosts, command, what, what, timeout, judge, explain)
 
     def wait_user_data(self, hosts: Sequence[tuple], timeout: float) -> None:
         """Poll every instance until its user data wrote the ready marker (bounded). One that wrote the failed
         marker ends the wait at once, with the step it names and the tail of its log; at the timeout each one
         not ready is named with its log's tail (or, when SSH failed, the SSH diagnosis)."""
+        def judge(alias: str, outcome: Outcome, address: Optional[str]) -> None:
+            if outcome.status == FAILED_STATUS:
+                raise UserDataFailed(f"the user data of {alias} failed at step {outcome.out.strip() or '?'}; "
+                                     f"{self.log_tail(alias, address)}")
+        self._poll_every(hosts, ["sh", "-c", USER_DATA_STATE], "the user data to finish", "user data finished",
+                         timeout, judge, self.still)
+
+    def _poll_every(self, hosts: Sequence[tuple], command: Sequence[str], what: str, progress: str,
+                    timeout: float, judge: Callable, explain: Callable) -> None:
+        """Run `command` on every instance not yet done, all at once, until it exits 0 on each (bounded by
+        `timeout`). `judge(alias, outcome, address)` may raise to end the wait at once; at the timeout
+        `explain(alias, address, last outcome)` says why each one left is not done."""
         pending = dict(hosts)
         last: Dict[str, Outcome] = {}
 
         def attempt() -> int:
-            for alias, outcome in self.run(list(pending.items()), ["sh", "-c", USER_DATA_STATE]).items():
-                if outcome.status == FAILED_STATUS:
-                    raise UserDataFailed(f"the user data of {alias} failed at step {outcome.out.strip() or '?'}; "
-                                         f"{self.log_tail(alias, pending[alias])}")
+            for alias, outcome in self.run(list(pending.items()), command).items():
+                judge(alias, outcome, pending[alias])
                 if outcome.ok:
                     del pending[alias]
                 else:
@@ -243,12 +240,12 @@ class Remote:
             return len(pending)
 
         def show(left: int) -> None:
-            self.echo(f"  user data finished: {len(hosts) - left}/{len(hosts)}")
+            self.echo(f"  {progress}: {len(hosts) - left}/{len(hosts)}")
         try:
-            wait.poll(attempt, lambda left: left == 0, timeout=timeout, interval=timeouts.POLL,
-                      what="the user data to finish", progress=show)
+            wait.poll(attempt, lambda left: left == 0, timeout=timeout, interval=timeouts.POLL, what=what,
+                      progress=show)
         except wait.WaitTimeout as exc:
-            details = "; ".join(self.still(alias, address, last.get(alias)) for alias, address in pending.items())
+            details = "; ".join(explain(alias, address, last.get(alias)) for alias, address in pending.items())
             raise wait.WaitTimeout(f"{exc.format_message()}: {details}") from exc
 
     def still(self, alias: str, address: Optional[str], outcome: Optional[Outcome]) -> str:
