@@ -41,8 +41,8 @@ demo: venv
 		trainer fit --network resnet --num-layers 8 \
 		--data-train $(DATA_DIR)/digits_train.rec --data-val $(DATA_DIR)/digits_val.rec \
 		--image-shape 3,28,28 --pad-size 0 --random-crop 1 --random-mirror 0 --rgb-mean 0,0,0 \
-		--batch-size 16 --num-epochs 10 \
-		--lr 0.1 --lr-factor 0.1 --lr-step-epochs 6,9 --seed 1 --model-prefix $(DEMO_DIR)/digits-resnet8
+		--batch-size 16 --num-epochs 7 \
+		--lr 0.1 --lr-factor 0.1 --lr-step-epochs 4,6 --seed 1 --model-prefix $(DEMO_DIR)/digits-resnet8
 
 # three workers on two cores: many tests wait on processes, SSH or the box (two workers kept the cores ~60% busy;
 # three ran the whole suite in 658 s on this project's 2-core CI machine, where two had taken 671 s for 196 fewer tests)

@@ -112,7 +112,7 @@ def test_a_terminated_instance_is_replaced_and_the_job_finishes(healing_cluster,
     assert open(os.path.join(run_dir, "accuracy.png"), "rb").read(4) == b"\x89PNG"
     roles = ["scheduler"] + [f"server-{i}" for i in range(3)] + [f"worker-{i}" for i in range(3)]
     assert all(os.path.getsize(os.path.join(run_dir, "logs", f"{r}.log")) > 0 for r in roles)
-    params = os.path.join(box.bed.shared, "ckpt", "replace", "digits-0010.params")
+    params = os.path.join(box.bed.shared, "ckpt", "replace", f"digits-{EPOCHS:04d}.params")
     assert os.stat(params).st_uid == pwd.getpwnam("ubuntu").pw_uid
     assert job["target"]["cluster"] == name and job["remote_run_dir"].startswith("/efs/mxlaunch/work/runs/run-")
 

@@ -237,12 +237,14 @@ def test_a_killed_worker_costs_one_restart_and_the_job_still_reaches_97_percent(
     from testkit.jobs import end_launch, job_id_of, job_processes, read_log, role_pid, start_launch, wait_for
 
     run_dir, prefix, batch = str(tmp_path / "run"), str(tmp_path / "ckpt" / "digits"), 16
+    killed_in = STEPS[0] - 1  # the epoch the kill lands in: the restarted job must make both steps
     proc = start_launch("train", "--local", "-n", "2", "-s", "1", "--run-dir", run_dir, "--max-restarts", "2",
                         "--restart-delay", "0.5", "--env", "OMP_NUM_THREADS=1", "--", sys.executable, "-m",
                         "mxlaunch.trainer", *fit_args(digits_dir, prefix, batch))
     try:
-        # epoch 4 recorded and its checkpoint written: the workers are in epoch 5
-        wait_for(lambda: os.path.exists(f"{prefix}-0005.params"), 240, interval=0.1, what="checkpoint 5")
+        # epoch 2 recorded and its checkpoint written: the workers are in epoch 3, before both steps
+        wait_for(lambda: os.path.exists(f"{prefix}-{killed_in:04d}.params"), 240, interval=0.1,
+                 what=f"checkpoint {killed_in}")
         job_id = job_id_of(run_dir)
         pid = role_pid(job_id, "worker-1")
         assert pid, job_processes(job_id)
@@ -253,7 +255,7 @@ def test_a_killed_worker_costs_one_restart_and_the_job_still_reaches_97_percent(
         end_launch(proc, run_dir)
     assert proc.returncode == 0, err[-3000:]
     data = summary_of(run_dir)
-    assert [(r["attempt"], r["from_epoch"]) for r in data["restarts"]] == [(1, 5)]
+    assert [(r["attempt"], r["from_epoch"]) for r in data["restarts"]] == [(1, killed_in)]
     assert "worker 1" in data["restarts"][0]["reason"] and "SIGKILL" in data["restarts"][0]["reason"]
     assert 0 < data["restarts"][0]["seconds_lost"] < 120
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
@@ -273,7 +275,8 @@ def test_a_killed_worker_costs_one_restart_and_the_job_still_reaches_97_percent(
     changes = re.findall(r"Update\[(\d+)\]: Change learning rate to ([\d.e+-]+)", restarted)
     assert [int(n) for n, _ in changes] == [updates * s + 1 for s in STEPS]
     for role in ("scheduler", "server-0", "worker-0", "worker-1"):
-        assert read_log(run_dir, role).count("===== launch: restart 1 of 2, attempt 2, from checkpoint epoch 5") == 1
+        restart_line = f"===== launch: restart 1 of 2, attempt 2, from checkpoint epoch {killed_in}"
+        assert read_log(run_dir, role).count(restart_line) == 1
     assert "after 1 restart" in out.strip().splitlines()[-1]
     assert not job_processes(job_id)
 

@@ -22,7 +22,7 @@ def expected_lr(epoch: int) -> float:
 
 @pytest.fixture(scope="module")
 def full_run(digits_model):
-    """One uninterrupted 10-epoch run of the recipe: the session's (conftest.digits_model), shared read-only."""
+    """One uninterrupted run of the recipe: the session's (conftest.digits_model), shared read-only."""
     return digits_model.prefix, digits_model.log, digits_model.metrics
 
 
@@ -33,9 +33,9 @@ def test_resnet8_with_step_schedule_reaches_97_percent_on_digits(full_run):
     assert metrics[-1]["validation-accuracy"] >= 0.97, metrics[-1]
     # MXNet's own log formats, so that existing parsers keep working
     assert re.search(r"Epoch\[0\] Batch \[0-20\]\tSpeed: [\d.]+ samples/sec\taccuracy=[\d.]+", log)
-    assert re.search(r"Epoch\[9\] Train-accuracy=[\d.]+", log)
-    assert re.search(r"Epoch\[9\] Time cost=[\d.]+", log)
-    assert re.search(r"Epoch\[9\] Validation-accuracy=[\d.]+", log)
+    assert re.search(rf"Epoch\[{EPOCHS - 1}\] Train-accuracy=[\d.]+", log)
+    assert re.search(rf"Epoch\[{EPOCHS - 1}\] Time cost=[\d.]+", log)
+    assert re.search(rf"Epoch\[{EPOCHS - 1}\] Validation-accuracy=[\d.]+", log)
 
 
 def test_checkpoints_are_mxnet_format(full_run):
@@ -61,7 +61,7 @@ def test_recorded_lr_follows_the_multistep_formula(full_run):
 @pytest.mark.timeout(240)
 def test_resume_between_two_steps_continues_the_schedule_exactly(full_run, digits_dir, tmp_path):
     prefix, _, uninterrupted = full_run
-    resume_at = 8  # after the step at 6, before the step at 9 (two epochs: 8 at 0.01, 9 at 0.001)
+    resume_at = STEPS[0] + 1  # after the first step, before the second (epoch 5 at 0.01, 6 at 0.001)
     copy = str(tmp_path / "digits-resnet8")
     for suffix in ("-symbol.json", "-%04d.params" % resume_at, "-%04d.states" % resume_at):
         shutil.copy(prefix + suffix, copy + suffix)
@@ -72,7 +72,7 @@ def test_resume_between_two_steps_continues_the_schedule_exactly(full_run, digit
     assert [m["lr"] for m in resumed] == pytest.approx([m["lr"] for m in uninterrupted[resume_at:]], rel=1e-6)
     assert os.path.isfile("%s-%04d.params" % (copy, EPOCHS))
     assert not os.path.exists("%s-%04d.params" % (copy, EPOCHS + 1))
-    # MXNet's own scheduler counts absolute updates: the step at epoch 9 happens at update 9 * 45 + 1
+    # MXNet's own scheduler counts absolute updates: the step at epoch 6 happens at update 6 * 45 + 1
     updates_per_epoch = math.ceil(TRAIN_EXAMPLES / BATCH)
     assert f"Update[{STEPS[1] * updates_per_epoch + 1}]: Change learning rate to 1.00000e-03" in result.stderr
     assert resumed[-1]["validation-accuracy"] >= 0.97
