@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from conftest import run_trainer, run_trainers
+from conftest import run_trainer, run_trainers, trainer_env
 
 
 def train_args(digits_dir, *extra, train=None):
@@ -144,3 +144,19 @@ def test_momentum_goes_only_to_optimizers_that_take_it(digits_dir, tmp_path):
                               "only): --mom ignored") == 1
     # default --mom with Adam: nothing to say
     assert default.returncode == 0 and "momentum" not in default.stderr, default.stderr[-2000:]
+
+
+def test_the_scheduler_role_runs_on_mxnets_library_alone_and_says_in_one_line_when_it_is_missing(tmp_path):
+    """The trainer's scheduler finds libmxnet.so as `import mxnet` does (mxnet/libinfo.py) but never runs MXNet's
+    Python package: here an mxnet whose __init__ would leave a file, and whose library cannot be found."""
+    fake = tmp_path / "site" / "mxnet"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
+    (fake / "libinfo.py").write_text("def find_lib_path():\n"
+                                     "    raise RuntimeError('Cannot find the MXNet library.\\n"
+                                     "List of candidates:\\n/x/libmxnet.so')\n")
+    env = trainer_env(DMLC_ROLE="scheduler", PYTHONPATH=str(tmp_path / "site"))
+    result = run_trainer("fit", "--num-layers", 8, env=env, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == "trainer: error: the scheduler could not run: Cannot find the MXNet library."
+    assert not (tmp_path / "imported").exists()  # MXNet's Python package was never imported

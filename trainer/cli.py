@@ -199,11 +199,23 @@ def _into_run_dir() -> None:
 
 def main(args=None) -> None:
     STOP_REQUEST.install()  # every role: SIGUSR1's default action would kill a process that is not rank 0
-    if os.environ.get(DIST_ROLE_VAR) in ("server", "scheduler"):
-        # The same command serves every role of a job: importing mxnet runs a server or scheduler and
-        # exits. Logging first, so that a server reports the learning-rate changes it makes.
+    role = os.environ.get(DIST_ROLE_VAR)
+    if role == "scheduler":  # the same command serves every role of a job
+        _run_scheduler()
+    if role == "server":
+        # importing mxnet runs a server and exits. Logging first, so that it reports the learning-rate
+        # changes it makes.
         setup_logging()
-        if os.environ.get(DIST_ROLE_VAR) == "server":
-            _into_run_dir()
+        _into_run_dir()
         import mxnet  # noqa: F401  # heavy
     run_cli(cli, "trainer", args)
+
+
+def _run_scheduler() -> None:
+    from mxlaunch.trainer import ps_scheduler
+
+    try:
+        ps_scheduler.run()
+    except ps_scheduler.LibraryError as exc:
+        sys.stderr.write(f"trainer: error: the scheduler could not run: {exc}\n")
+        raise SystemExit(int(Exit.FAILED)) from None
