@@ -17,6 +17,7 @@ command line means.
   optim         the optimizer, its parameters and the initializer, as common/fit.py builds them
   options       every option of fit and fine-tune, with each command's default and the deliberate differences
   profiling     MXNet's profiler per role (--profile-worker-suffix, --profile-server-suffix)
+  ps_scheduler  the scheduler role of a dist_* job, on MXNet's library without its Python package
   records       RecordIO files: written, and checked before MXNet reads them
   schedule      the learning-rate schedule, counted in updates of the job
   starting      where a run starts: a new network, its own checkpoint or a pretrained one

@@ -11,7 +11,7 @@ import click
 from mxlaunch.errors import UsageError, run_cli
 from mxlaunch.files import OwnDirectory
 from mxlaunch.exits import Exit
-from mxlaunch.trainer import configure, options
+from mxlaunch.trainer import configure, options, ps_scheduler
 from mxlaunch.trainer.config import DIST_ROLE_VAR, FitConfig
 from mxlaunch.trainer.stop import STOPPED_FOR_CHECKPOINT, StoppedForCheckpoint, StopRequest
 
@@ -212,8 +212,6 @@ def main(args=None) -> None:
 
 
 def _run_scheduler() -> None:
-    from mxlaunch.trainer import ps_scheduler
-
     try:
         ps_scheduler.run()
     except ps_scheduler.LibraryError as exc:
