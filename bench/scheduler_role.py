@@ -2,7 +2,7 @@
 
 A `launch train --local -n 2 -s 1` job of one tiny synthetic epoch (`trainer fit --benchmark 1 --num-examples 64`)
 is timed twice, the two taking turns (farm-bench --vs, pair by pair): A as it is, its scheduler the trainer's
-(mxlaunch/trainer/ps_scheduler.py: MXNet's library alone); B the same job whose scheduler is `import mxnet` with
+(trainer/ps_scheduler.py: MXNet's library alone); B the same job whose scheduler is `import mxnet` with
 DMLC_ROLE=scheduler (a user's own script), every other role alike. farm-bench (on PATH) prints the medians of CPU
 seconds, wall seconds and the ratios A/B.
 

@@ -1,7 +1,7 @@
 """A trivial MXNet dist_sync job: every worker pushes and pulls one key for N rounds.
 
 Run as every role of a job (like MXNet's own tracker does): with DMLC_ROLE=server, `import mxnet` runs the
-server loop and exits; the scheduler is the trainer's (mxlaunch/trainer/ps_scheduler.py), or MXNet's own with
+server loop and exits; the scheduler is the trainer's (trainer/ps_scheduler.py), or MXNet's own with
 PUSHPULL_MXNET_SCHEDULER=1. Options make a worker fail or dawdle, and --dump records exactly what a worker received (argv and TORTURE_* environment) for the torture test.
 """
 import argparse
