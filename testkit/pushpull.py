@@ -1,8 +1,8 @@
 """A trivial MXNet dist_sync job: every worker pushes and pulls one key for N rounds.
 
-Run as every role of a job (like MXNet's own tracker does): with DMLC_ROLE=server, `import mxnet` runs the
-server loop and exits; the scheduler is the trainer's (trainer/ps_scheduler.py), or MXNet's own with
-PUSHPULL_MXNET_SCHEDULER=1. Options make a worker fail or dawdle, and --dump records exactly what a worker received (argv and TORTURE_* environment) for the torture test.
+Run as every role of a job (like MXNet's own tracker does): the scheduler and the servers run on MXNet's library
+alone (trainer/ps_scheduler.py), or by `import mxnet` with PUSHPULL_MXNET_IMPORT=1. Options make a worker fail or
+dawdle, and --dump records exactly what a worker received (argv and TORTURE_* environment) for the torture test.
 """
 import argparse
 import json
@@ -20,14 +20,16 @@ parser.add_argument("--dump", help="worker writes DUMP.<rank>.json: its argv and
 parser.add_argument("rest", nargs="*", help="anything: recorded by --dump")
 args, unknown = parser.parse_known_args()
 
-if os.environ.get("DMLC_ROLE") == "scheduler" and not os.environ.get("PUSHPULL_MXNET_SCHEDULER"):
-    # as the trainer's scheduler: on MXNet's library alone (~1.5 s of CPU less per job start; the suite starts
-    # dozens of these jobs). PUSHPULL_MXNET_SCHEDULER=1: `import mxnet`'s, as a user's own script has.
+if os.environ.get("DMLC_ROLE") in ("scheduler", "server") and not os.environ.get("PUSHPULL_MXNET_IMPORT"):
+    # as the trainer's scheduler, on MXNet's library alone: ~1.5 s of CPU less per role start, and the suite
+    # starts dozens of these jobs. A server here is sent no optimizer (the workers only push and pull), so it
+    # needs nothing of MXNet's Python package either. PUSHPULL_MXNET_IMPORT=1: both by `import mxnet`, as in a
+    # user's own script.
     from mxlaunch.trainer import ps_scheduler
 
     ps_scheduler.run()
 
-import mxnet as mx  # noqa: E402  (servers never get past this line)
+import mxnet as mx  # noqa: E402  (with PUSHPULL_MXNET_IMPORT=1, servers and the scheduler end in this import)
 
 kv = mx.kv.create(os.environ.get("PUSHPULL_KVSTORE", "dist_sync"))
 rank = kv.rank

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 
 import pytest
 
 from conftest import run_trainer, run_trainers, trainer_env
+from testkit.jobs import PUSHPULL, read_log, run_launch
 
 
 def train_args(digits_dir, *extra, train=None):
@@ -160,3 +162,22 @@ def test_the_scheduler_role_runs_on_mxnets_library_alone_and_says_in_one_line_wh
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == "trainer: error: the scheduler could not run: Cannot find the MXNet library."
     assert not (tmp_path / "imported").exists()  # MXNet's Python package was never imported
+
+
+@pytest.mark.timeout(120)
+def test_a_server_on_mxnets_library_alone_that_is_sent_an_optimizer_ends_the_job_saying_so(tmp_path):
+    """pushpull's servers run as the trainer's scheduler does (trainer/ps_scheduler.py), which cannot run an
+    optimizer: under trainer workers, which send theirs, the server must end the job in one line, not keep the
+    pushed gradients as weights."""
+    roles = tmp_path / "roles.sh"
+    roles.write_text(f'#!/bin/sh\nif [ "$DMLC_ROLE" = worker ]; then exec {sys.executable} -m mxlaunch.trainer "$@"; fi\n'
+                     f'exec {sys.executable} {PUSHPULL}\n')
+    roles.chmod(0o755)
+    run_dir = tmp_path / "run"
+    job = ["fit", "--benchmark", "1", "--num-layers", "8", "--num-examples", "32", "--batch-size", "16"]
+    rc, out, err = run_launch("train", "--local", "-n", "1", "-s", "1", "--run-dir", str(run_dir), "--env",
+                              "OMP_NUM_THREADS=1", "--", str(roles), *job, timeout=100)
+    assert rc == 1, err[-2000:]
+    line = "trainer: error: a server command (0) reached a role without MXNet's Python package"
+    assert line in read_log(str(run_dir), "server-0")
+    assert "server 0" in err and "exit code 70" in err, err[-2000:]

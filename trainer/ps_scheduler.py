@@ -2,11 +2,14 @@
 
 `import mxnet` with DMLC_ROLE=scheduler runs the scheduler (python/mxnet/kvstore/kvstore_server.py of MXNet 1.9:
 MXKVStoreCreate("dist"), then MXKVStoreRunServer, then exit), but first builds the Python functions of every
-operator: about 2 s of CPU and 200 MB that a scheduler never uses, paid on the host that also runs rank 0. Here
+operator: about 1.5 s of CPU and 45 MB that a scheduler never uses, paid on the host that also runs rank 0. Here
 the same three C calls are made on the same libmxnet.so, found as `import mxnet` finds it (MXNet's own
 libinfo.find_lib_path; the CUDA libraries of a GPU build prepared by mxlaunch's import hook). The scheduler only
-routes ps-lite's control messages: it never receives an optimizer, so the controller is never called.
-A server stays on `import mxnet`: it runs the optimizer the workers send, in Python.
+routes ps-lite's control messages: it is sent no command, so the controller never runs (if it did, the role
+would end at once, saying so).
+A server stays on `import mxnet`: it runs the optimizer the workers send (command 0), in Python. The same calls
+serve only a server that is sent no command, which keeps the workers' summed pushes as they are: the tests'
+push/pull job (testkit/pushpull.py) has such servers.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import importlib.util
 import os
 import sys
 from typing import NoReturn
+
+from mxlaunch.exits import Exit
 
 # void (*)(int head, const char *body, void *handle): MXKVStoreServerController, c_api.h
 _CONTROLLER = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
@@ -45,13 +50,20 @@ def _check(lib, status: int) -> None:
         raise LibraryError(message.splitlines()[0])  # the rest is MXNet's C++ stack
 
 
+def _refuse_command(head: int, body: bytes, _handle) -> None:
+    """A command is for a server's Python controller (0: an optimizer to run), which this process does not have."""
+    os.write(2, f"trainer: error: a server command ({head}) reached a role without MXNet's Python package\n".encode())
+    os._exit(int(Exit.INTERNAL))  # a bug of ours; an exception here would be printed and ignored by ctypes
+
+
 def run() -> NoReturn:
-    """Serve as the job's scheduler until every node has finished, then exit 0 (as `import mxnet` does)."""
+    """Serve as the job's scheduler (or a server sent no command) until every node has finished, then exit 0,
+    as `import mxnet` does."""
     lib = ctypes.CDLL(library_path(), ctypes.RTLD_LOCAL)  # RTLD_LOCAL: as mxnet/base.py loads it
     lib.MXGetLastError.restype = ctypes.c_char_p
     handle = ctypes.c_void_p()
     _check(lib, lib.MXKVStoreCreate(b"dist", ctypes.byref(handle)))
-    controller = _CONTROLLER(lambda head, body, _: None)  # kept referenced while the library may call it
+    controller = _CONTROLLER(_refuse_command)  # kept referenced while the library may call it
     _check(lib, lib.MXKVStoreRunServer(handle, controller, None))
     _check(lib, lib.MXKVStoreFree(handle))
     lib.MXNotifyShutdown()  # what mxnet/base.py's atexit hook does
