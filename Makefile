@@ -48,7 +48,7 @@ demo: venv
 		--lr 0.1 --lr-factor 0.1 --lr-step-epochs 4,6 --seed 1 --model-prefix $(DEMO_DIR)/digits-resnet8
 
 # three workers on two cores: many tests wait on processes, SSH or the box (two workers kept the cores ~60% busy;
-# three ran the whole suite in 658 s on this project's 2-core CI machine, where two had taken 671 s for 196 fewer tests)
+# on this project's 2-core CI machine three ran the suite in 517 s, four in 542 s: the suite is CPU-bound then)
 test: venv
 	$(PY) -m pytest -n 3 --dist loadgroup
 
