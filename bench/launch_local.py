@@ -35,8 +35,11 @@ def one_run(workers, rounds, kill_worker, workdir, pythonpath=None):
     if pythonpath:  # the launcher (and its roleguard) from another tree; the roles' pushpull is the same
         os.environ["PYTHONPATH"] = pythonpath
     t0 = time.monotonic()
+    # every role by `import mxnet`, as the figures of docs/benchmarks.md were taken; also the same role code for
+    # both trees (pushpull's lighter roles import trainer/ps_scheduler.py from whichever tree PYTHONPATH names)
     proc = start_launch("train", "--local", "-n", str(workers), "-s", "1", "--run-dir", run_dir,
-                        "--env", "OMP_NUM_THREADS=1", "--", sys.executable, *job, cwd=workdir)
+                        "--env", "OMP_NUM_THREADS=1", "--env", "PUSHPULL_MXNET_IMPORT=1", "--", sys.executable,
+                        *job, cwd=workdir)
     if pythonpath:
         os.environ.pop("PYTHONPATH") if saved is None else os.environ.__setitem__("PYTHONPATH", saved)
     job_id = wait_for(lambda: job_id_of(run_dir), 30, interval=0.005, what="job.yaml")

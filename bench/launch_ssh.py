@@ -45,7 +45,7 @@ def launch_argv(bed, run_dir: str, *command: str):
     n = len(bed.members)
     return [PY, "-m", "mxlaunch.launcher", "train", "--hosts", bed.hostfile([1] * n), "-n", str(n), "-s", "1",
             "--python", PY, "--ssh-key", bed.key, "--known-hosts", bed.known_hosts, "--run-dir", run_dir,
-            "--env", "OMP_NUM_THREADS=1", "--", *command]
+            "--env", "OMP_NUM_THREADS=1", "--env", "PUSHPULL_MXNET_IMPORT=1", "--", *command]  # as recorded
 
 
 def start(argv):

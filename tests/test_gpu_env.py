@@ -18,6 +18,7 @@ import glob
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -25,6 +26,7 @@ import pytest
 
 from testkit.checkout import clean_copy
 from testkit.pins import pins_key
+from testkit.system import wait_for
 from testkit.wheels import pip_env, wheelhouse
 
 from conftest import trainer_env
@@ -173,6 +175,30 @@ def test_trainer_on_the_gpu_wheel_refuses_missing_gpus_and_trains_on_cpu(gpu_ven
     assert fit.returncode == 0, fit.stderr[-2000:]
     accuracy = float(re.search(r"Epoch\[1\] Validation-accuracy=([\d.]+)", fit.stderr).group(1))
     assert accuracy > 0.5  # two epochs of resnet-8 on the real digits (the demo's batch): far above chance (0.1)
+
+
+@pytest.mark.parametrize("gpu_venv", ["wheel"], indirect=True)
+def test_the_trainers_scheduler_runs_on_the_gpu_wheels_library(gpu_venv, tmp_path):
+    """trainer/ps_scheduler.py loads libmxnet.so itself (no `import mxnet`): on the GPU build its CUDA libraries
+    must have been made loadable first, by the same hook. It binds (ps-lite's line), then waits for the nodes."""
+    python, _, stub_dir, _, _ = gpu_venv
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _gpu_env(stub_dir, DMLC_ROLE="scheduler", DMLC_PS_ROOT_URI="127.0.0.1", DMLC_PS_ROOT_PORT=str(port),
+                   DMLC_NODE_HOST="127.0.0.1", DMLC_NUM_WORKER="1", DMLC_NUM_SERVER="1", PS_VERBOSE="1")
+    log = tmp_path / "scheduler.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([os.path.join(os.path.dirname(python), "trainer"), "fit"], stdout=out,
+                                stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        wait_for(lambda: "Bind to role=scheduler" in log.read_text() or proc.poll() is not None, 60,
+                 what="the scheduler's bind line")
+        assert proc.poll() is None, log.read_text()[-2000:]
+        assert f"port={port}" in log.read_text()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 # ------------------------------------------------------------------------------- the loader's own behaviour

@@ -128,7 +128,7 @@ def test_optimizer_state_survives_a_change_of_device_count(tmp_path, saved_on, r
 
 @pytest.fixture(scope="module")
 def runs(digits_two_contexts, digits_job):
-    """The session's 10-epoch run on 2 CPU contexts alone (conftest.digits_two_contexts), and its
+    """The session's run of the recipe on 2 CPU contexts alone (conftest.digits_two_contexts), and its
     `launch train --local -n 2 -s 1` job whose workers have 2 CPU contexts each (conftest.digits_job): both
     started with the session, in the background."""
     alone = digits_two_contexts.result(timeout=270)

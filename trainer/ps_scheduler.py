@@ -2,11 +2,11 @@
 
 `import mxnet` with DMLC_ROLE=scheduler runs the scheduler (python/mxnet/kvstore/kvstore_server.py of MXNet 1.9:
 MXKVStoreCreate("dist"), then MXKVStoreRunServer, then exit), but first builds the Python functions of every
-operator: about 1.5 s of CPU and 45 MB that a scheduler never uses, paid on the host that also runs rank 0. Here
-the same three C calls are made on the same libmxnet.so, found as `import mxnet` finds it (MXNet's own
-libinfo.find_lib_path; the CUDA libraries of a GPU build prepared by mxlaunch's import hook). The scheduler only
-routes ps-lite's control messages: it is sent no command, so the controller never runs (if it did, the role
-would end at once, saying so).
+operator: 1.5-1.9 s of CPU (loading the library alone: 0.15 s) and 45 MB that a scheduler never uses, paid on the
+host that also runs rank 0. Here the same three C calls are made on the same libmxnet.so, found as `import mxnet`
+finds it (MXNet's own libinfo.find_lib_path; the CUDA libraries of a GPU build prepared by mxlaunch's import hook).
+The scheduler only routes ps-lite's control messages: it is sent no command, so the controller never runs (if it
+did, the role would end at once, saying so).
 A server stays on `import mxnet`: it runs the optimizer the workers send (command 0), in Python. The same calls
 serve only a server that is sent no command, which keeps the workers' summed pushes as they are: the tests'
 push/pull job (testkit/pushpull.py) has such servers.
@@ -59,7 +59,10 @@ def _refuse_command(head: int, body: bytes, _handle) -> None:
 def run() -> NoReturn:
     """Serve as the job's scheduler (or a server sent no command) until every node has finished, then exit 0,
     as `import mxnet` does."""
-    lib = ctypes.CDLL(library_path(), ctypes.RTLD_LOCAL)  # RTLD_LOCAL: as mxnet/base.py loads it
+    try:
+        lib = ctypes.CDLL(library_path(), ctypes.RTLD_LOCAL)  # RTLD_LOCAL: as mxnet/base.py loads it
+    except OSError as exc:  # a library it needs is missing: the loader's own line names it
+        raise LibraryError(str(exc)) from None
     lib.MXGetLastError.restype = ctypes.c_char_p
     handle = ctypes.c_void_p()
     _check(lib, lib.MXKVStoreCreate(b"dist", ctypes.byref(handle)))
