@@ -1,5 +1,6 @@
-"""Small system helpers the test bed is built from: run a command (bounded), pick a free private subnet, bounded
-polls, kill a set of pids and wait for them. No state; testkit.bed re-exports what tests use."""
+"""Small system helpers the test bed is built from: run a command (bounded), pick a free private subnet or a free
+port of 127.0.0.1, bounded polls, kill a set of pids and wait for them. No state; testkit.bed re-exports what
+tests use."""
 from __future__ import annotations
 
 import ipaddress
@@ -71,6 +72,13 @@ def pid_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):

@@ -43,8 +43,8 @@ def read_metrics(path) -> list:
 
 @dataclass(frozen=True)
 class TrainedDigits:
-    """A finished run of the recipe (batch 32, one context): checkpoints PREFIX-0001..PREFIX-{EPOCHS:04d} (with .states),
-    metrics.jsonl beside them, and the trainer's log (stderr and stdout)."""
+    """A finished run of the recipe (batch 32, one context): checkpoints PREFIX-0001..PREFIX-{EPOCHS:04d} (with
+    .states), metrics.jsonl beside them, and the trainer's log (stderr and stdout)."""
     prefix: str
     log: str
     metrics: list

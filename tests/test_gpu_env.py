@@ -18,7 +18,6 @@ import glob
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -26,7 +25,7 @@ import pytest
 
 from testkit.checkout import clean_copy
 from testkit.pins import pins_key
-from testkit.system import wait_for
+from testkit.system import free_port, wait_for
 from testkit.wheels import pip_env, wheelhouse
 
 from conftest import trainer_env
@@ -182,9 +181,7 @@ def test_the_trainers_scheduler_runs_on_the_gpu_wheels_library(gpu_venv, tmp_pat
     """trainer/ps_scheduler.py loads libmxnet.so itself (no `import mxnet`): on the GPU build its CUDA libraries
     must have been made loadable first, by the same hook. It binds (ps-lite's line), then waits for the nodes."""
     python, _, stub_dir, _, _ = gpu_venv
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = _gpu_env(stub_dir, DMLC_ROLE="scheduler", DMLC_PS_ROOT_URI="127.0.0.1", DMLC_PS_ROOT_PORT=str(port),
                    DMLC_NODE_HOST="127.0.0.1", DMLC_NUM_WORKER="1", DMLC_NUM_SERVER="1", PS_VERBOSE="1")
     log = tmp_path / "scheduler.log"

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from mxlaunch.infra.transport.remote import host_check, port_listener, source
+from testkit.system import free_port
 pytestmark = pytest.mark.timeout(60)
 
 TEST_NET = "203.0.113.77"  # TEST-NET-3: never an address of this machine, never routed
@@ -31,12 +32,6 @@ def run_host_check(request: dict, env=None) -> dict:
 def request(**fields) -> dict:
     base = {"workdir": None, "files": [], "bind": [], "probe": None, "probe_timeout": 1.0, "full": False}
     return dict(base, **fields)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_host_check_reports_missing_files_and_addresses_that_are_not_this_hosts(tmp_path):

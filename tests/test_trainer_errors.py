@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import struct
 import sys
 
@@ -170,8 +171,9 @@ def test_a_server_on_mxnets_library_alone_that_is_sent_an_optimizer_ends_the_job
     optimizer: under trainer workers, which send theirs, the server must end the job in one line, not keep the
     pushed gradients as weights."""
     roles = tmp_path / "roles.sh"
-    roles.write_text(f'#!/bin/sh\nif [ "$DMLC_ROLE" = worker ]; then exec {sys.executable} -m mxlaunch.trainer "$@"; fi\n'
-                     f'exec {sys.executable} {PUSHPULL}\n')
+    python = shlex.quote(sys.executable)
+    roles.write_text(f'#!/bin/sh\nif [ "$DMLC_ROLE" = worker ]; then exec {python} -m mxlaunch.trainer "$@"; fi\n'
+                     f'exec {python} {shlex.quote(PUSHPULL)}\n')
     roles.chmod(0o755)
     run_dir = tmp_path / "run"
     job = ["fit", "--benchmark", "1", "--num-layers", "8", "--num-examples", "32", "--batch-size", "16"]
